@@ -1,0 +1,275 @@
+"""The objects a plugin and the host hand each other.
+
+This file and :mod:`inspector_core.hookspecs` are the whole plugin contract. A plugin
+author reads these two files and nothing else of the host.
+
+Flow of one part::
+
+    FrameSource.frames() --Frame--> Detector.inspect(View) --[Finding]--> verdict rules
+        --> store (one transaction) --> Sink.send(Report)   (only after commit)
+
+Conventions a plugin may rely on, and must follow:
+
+- Images are ``numpy.uint8`` arrays, ``(H, W)`` grayscale or ``(H, W, 3)`` BGR (OpenCV order).
+- A detector receives a :class:`View` of its region of interest. ``view.image`` is a *view*
+  into the frame (no copy): never write into it.
+- A detector returns boxes **in view coordinates**; the host shifts them into frame pixels.
+- A score is in [0, 1], rises with confidence and severity, and **0.5 is the detector's own
+  decision boundary**. The station's verdict rules (``min_score``, default 0.5) decide what
+  fails. Return candidates below 0.5 too (down to ``Detector.report_floor``): they are stored so
+  that QA can replay other thresholds later (``inspector whatif``).
+- Measurements are named ``<quantity>_<unit>``: ``length_px``, ``length_mm``, ``angle_deg``.
+  ``View.mm`` converts pixels to millimetres when the station has a calibration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "Box",
+    "Calibration",
+    "Detector",
+    "EmptyConfig",
+    "Finding",
+    "Frame",
+    "FrameSource",
+    "PluginConfig",
+    "Report",
+    "Sink",
+    "SourceContext",
+    "View",
+]
+
+Box = tuple[int, int, int, int]
+"""``(x, y, width, height)`` in pixels; ``x, y`` is the top-left corner."""
+
+Verdict = Literal["PASS", "FAIL", "ERROR", "NOT_INSPECTED"]
+
+
+class PluginConfig(BaseModel):
+    """Base for every plugin's typed config: unknown keys are refused, values are frozen.
+
+    Give every field a ``description`` and, where it has a unit, put the unit in its name
+    (``min_length_mm``, ``max_shift_px``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmptyConfig(PluginConfig):
+    """A config with no fields, for plugins that need none."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Calibration:
+    """How the station's pixels map to the part. ``mm_per_px`` is ``None`` when unknown."""
+
+    mm_per_px: float | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Frame:
+    """One part's image as a source captured it.
+
+    A source that cannot read a part (a corrupt file, a camera timeout on a triggered part)
+    still yields a Frame, with ``image=None`` and ``error`` saying why: the host records that
+    part as ERROR instead of losing it.
+    """
+
+    part_id: str
+    image: np.ndarray | None
+    captured_at: datetime
+    """Capture time, timezone-aware UTC."""
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Source metadata (file path, camera index, frame number, ...); JSON-serialisable."""
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class View:
+    """What a detector sees: its region of interest of one frame.
+
+    ``image`` is a numpy view into the frame, not a copy. ``origin`` is where the view's
+    top-left pixel lies in the frame; the host uses it to move findings into frame pixels.
+    """
+
+    image: np.ndarray
+    part_id: str
+    origin: tuple[int, int] = (0, 0)
+    calibration: Calibration = Calibration()
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def mm(self, px: float) -> float | None:
+        """``px`` in millimetres, or ``None`` when the station has no calibration."""
+        if self.calibration.mm_per_px is None:
+            return None
+        return px * self.calibration.mm_per_px
+
+    @property
+    def gray(self) -> np.ndarray:
+        """The view as a single-channel image (a new array only for colour frames)."""
+        if self.image.ndim == 2:
+            return self.image
+        import cv2
+
+        return cv2.cvtColor(self.image, cv2.COLOR_BGR2GRAY)
+
+
+@dataclasses.dataclass(slots=True)
+class Finding:
+    """One thing a detector found on a part.
+
+    ``box`` is in the coordinates of the :class:`View` the detector received (the host moves it
+    into frame pixels). ``mask``, when given, is a ``uint8``/``bool`` array of the box's shape
+    (``height, width``), non-zero on the defect. ``size_px`` is the finding's characteristic
+    extent (a scratch's length, a dent's diameter, a region's larger side): verdict rules with
+    ``min_size_px`` / ``min_size_mm`` compare against it.
+    """
+
+    kind: str
+    score: float
+    box: Box
+    message: str = ""
+    size_px: float | None = None
+    measurements: dict[str, float] = dataclasses.field(default_factory=dict)
+    mask: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.score <= 1.0) or self.score != self.score:
+            raise ValueError(f"Finding.score must be in [0, 1] (got {self.score!r})")
+        x, y, w, h = (int(v) for v in self.box)
+        if w < 0 or h < 0:
+            raise ValueError(f"Finding.box width and height must be >= 0 (got {self.box!r})")
+        self.box = (x, y, w, h)
+        if self.mask is not None and self.mask.shape[:2] != (h, w):
+            raise ValueError(
+                f"Finding.mask must have the box's shape {(h, w)} (got {self.mask.shape[:2]})"
+            )
+
+
+class Detector:
+    """Base class of a detector plugin. Subclass it, set the class attributes, and register the
+    class through :func:`inspector_core.hookspecs.inspector_register_detectors`.
+
+    The host makes one instance per station step, from a validated ``Config``; instances are
+    never shared between stations or steps. ``inspect`` is called from one thread at a time,
+    but not always the same thread. A detector must be deterministic: the same view and config
+    give the same findings.
+    """
+
+    name: ClassVar[str]
+    """The key a station config uses (``detector: scratch``)."""
+    kinds: ClassVar[tuple[str, ...]]
+    """The finding kinds this detector may emit."""
+    Config: ClassVar[type[PluginConfig]] = EmptyConfig
+    """Its typed config; a station's ``steps[i].config`` is validated against it."""
+    report_floor: ClassVar[float] = 0.1
+    """Candidates scoring below this are not worth storing."""
+
+    def __init__(self, config: PluginConfig, *, station_dir: Path) -> None:
+        """``station_dir`` is the folder of the station file: resolve relative paths from it."""
+        self.config = config
+        self.station_dir = station_dir
+
+    def warm_up(self, example: np.ndarray | None = None) -> None:
+        """Called once before the first part (load models, allocate buffers, JIT paths).
+
+        ``example`` is a blank image of the station's frame size, when known."""
+
+    def inspect(self, view: View) -> list[Finding]:
+        """Inspect one part's view and return its findings (possibly none). May raise: the
+        host records the part as ERROR with this step's name and the message."""
+        raise NotImplementedError
+
+    def files(self) -> dict[str, Path]:
+        """Files this instance depends on (models, references): the host records their
+        SHA-256 in the run's provenance. Key: a short label."""
+        return {}
+
+    def close(self) -> None:
+        """Release resources. Called once when the station stops."""
+
+
+class SourceContext:
+    """What the host offers a frame source besides its config."""
+
+    def __init__(self, station_dir: Path, event: Any) -> None:
+        self.station_dir = station_dir
+        self._event = event
+
+    def event(self, kind: str, message: str) -> None:
+        """Record something that happened to the source (a camera gap, a reconnect) in the
+        run's event log, where QA can see it beside the verdicts."""
+        self._event(kind, message)
+
+
+class FrameSource:
+    """Base class of a frame source (folder, video, camera, synthetic, ...)."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[PluginConfig]] = EmptyConfig
+
+    def __init__(self, config: PluginConfig, context: SourceContext) -> None:
+        self.config = config
+        self.context = context
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames in capture order until the source is exhausted. Blocking is fine:
+        the host calls this from its own capture thread. Every part the source knows of must
+        be yielded, a broken one as a Frame with ``error`` set."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop capturing; called from another thread than ``frames``."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Report:
+    """A committed verdict, as handed to sinks."""
+
+    station: str
+    run_id: int
+    inspection_uid: str
+    part_id: str
+    verdict: Verdict
+    captured_at: datetime
+    latency_ms: float
+    error: str | None
+    defects: tuple[dict[str, Any], ...]
+    """Failing findings: ``{"kind", "score", "box", "size_px", "size_mm", "message", "step"}``."""
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["captured_at"] = self.captured_at.isoformat()
+        d["defects"] = [dict(x) for x in self.defects]
+        return d
+
+
+class Sink:
+    """Base class of a verdict sink (MQTT, webhook, PLC, a file).
+
+    ``send`` is called only after the verdict is committed to the store, in commit order,
+    from one sink thread. A sink that raises is retried with backoff; verdicts already
+    committed are never lost because a sink is down.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[PluginConfig]] = EmptyConfig
+
+    def __init__(self, config: PluginConfig, *, station_dir: Path) -> None:
+        self.config = config
+        self.station_dir = station_dir
+
+    def send(self, report: Report) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and release; called once when the station stops."""
