@@ -1,0 +1,184 @@
+"""The store's tables: plain enough that a QA engineer's own SQL or BI tool can read them.
+
+Documented for readers in ``docs/schema.md``; changed only through an Alembic migration in
+``inspector_core/migrations/versions``. All times are UTC, stored without a time zone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+VERDICTS = ("PASS", "FAIL", "ERROR", "NOT_INSPECTED")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=False)}
+
+
+class Station(Base):
+    """One production-line station, by the ``name`` in its config."""
+
+    __tablename__ = "stations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime]
+
+
+class Run(Base):
+    """One start of a station: what software, plugins, config and models it ran with."""
+
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), index=True)
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    hostname: Mapped[str] = mapped_column(String(200))
+    software_version: Mapped[str] = mapped_column(String(50))
+    plugins: Mapped[dict[str, Any]]
+    """``{plugin name: {"distribution": ..., "version": ...}}`` for every plugin in use."""
+    config_yaml: Mapped[str] = mapped_column(Text)
+    config_hash: Mapped[str] = mapped_column(String(64), index=True)
+    models: Mapped[dict[str, Any]]
+    """``{"<step>/<label>": {"path": ..., "sha256": ...}}`` for every file a step depends on."""
+    parts_seen: Mapped[int | None]
+    """Set when the run ends cleanly; ``None`` after a crash."""
+
+    station: Mapped[Station] = relationship()
+
+
+class Inspection(Base):
+    """One part's verdict. Every frame a station receives gets exactly one row."""
+
+    __tablename__ = "inspections"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    uid: Mapped[str] = mapped_column(String(32), unique=True)
+    """Globally unique id (hex UUID) given at capture; makes spooled re-writes idempotent."""
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    """Position of the frame in its run (0, 1, ...)."""
+    part_id: Mapped[str] = mapped_column(String(300))
+    captured_at: Mapped[datetime]
+    decided_at: Mapped[datetime]
+    verdict: Mapped[str] = mapped_column(String(16))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    """Capture to verdict, milliseconds."""
+    error: Mapped[str | None] = mapped_column(Text)
+    error_step: Mapped[str | None] = mapped_column(String(200))
+    n_defects: Mapped[int] = mapped_column(Integer, default=0)
+    source_meta: Mapped[dict[str, Any] | None]
+
+    station: Mapped[Station] = relationship()
+    steps: Mapped[list[StepResult]] = relationship(back_populates="inspection", order_by="StepResult.step_index")
+    defects: Mapped[list[Defect]] = relationship(back_populates="inspection", order_by="Defect.id")
+
+    __table_args__ = (
+        Index("ix_inspections_station_time", "station_id", "captured_at"),
+        Index("ix_inspections_time", "captured_at"),
+        Index("ix_inspections_verdict_time", "verdict", "captured_at"),
+        Index("ix_inspections_part", "part_id"),
+        Index("ix_inspections_run", "run_id", "seq"),
+    )
+
+
+class StepResult(Base):
+    """Every step's outcome on every part, PASS parts included, so thresholds can be
+    re-examined later. ``score`` is the step's highest finding score (0 with none)."""
+
+    __tablename__ = "step_results"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"))
+    step_index: Mapped[int] = mapped_column(Integer)
+    step: Mapped[str] = mapped_column(String(200))
+    plugin: Mapped[str] = mapped_column(String(200))
+    """The detector's name (``scratch``)."""
+    status: Mapped[str] = mapped_column(String(16))
+    """``ok``, ``error`` (raised) or ``timeout`` (overran its budget)."""
+    score: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    n_findings: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    inspection: Mapped[Inspection] = relationship(back_populates="steps")
+    __table_args__ = (Index("ix_step_results_inspection", "inspection_id"),)
+
+
+class Defect(Base):
+    """A finding a detector reported on a part, in frame pixels. ``failed`` says whether the
+    verdict rules counted it (True) or it was a candidate below them (kept for what-ifs)."""
+
+    __tablename__ = "defects"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"))
+    step: Mapped[str] = mapped_column(String(200))
+    plugin: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(100))
+    score: Mapped[float] = mapped_column(Float)
+    failed: Mapped[bool] = mapped_column(Boolean)
+    x: Mapped[int] = mapped_column(Integer)
+    y: Mapped[int] = mapped_column(Integer)
+    w: Mapped[int] = mapped_column(Integer)
+    h: Mapped[int] = mapped_column(Integer)
+    size_px: Mapped[float | None] = mapped_column(Float)
+    size_mm: Mapped[float | None] = mapped_column(Float)
+    measurements: Mapped[dict[str, Any]]
+    message: Mapped[str] = mapped_column(Text, default="")
+
+    inspection: Mapped[Inspection] = relationship(back_populates="defects")
+    crop: Mapped[Crop | None] = relationship(back_populates="defect", uselist=False)
+    __table_args__ = (
+        Index("ix_defects_inspection", "inspection_id"),
+        Index("ix_defects_kind_score", "kind", "score"),
+    )
+
+
+class Crop(Base):
+    """The evidence of one defect: an encoded image (JPEG or PNG) of its padded box,
+    committed in the same transaction as its inspection."""
+
+    __tablename__ = "crops"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    defect_id: Mapped[int] = mapped_column(ForeignKey("defects.id", ondelete="CASCADE"), unique=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"), index=True)
+    format: Mapped[str] = mapped_column(String(8))
+    """``jpeg`` or ``png``."""
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    x: Mapped[int] = mapped_column(Integer)
+    """Where the crop's top-left lies in the frame, and its scale (crop px per frame px)."""
+    y: Mapped[int] = mapped_column(Integer)
+    scale: Mapped[float] = mapped_column(Float)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+    defect: Mapped[Defect] = relationship(back_populates="crop")
+
+
+class Event(Base):
+    """Things that happened to a run besides verdicts: a camera gap, a reconnect, a sink
+    that failed, the plant database unreachable and the spool drained."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(100))
+    message: Mapped[str] = mapped_column(Text)
