@@ -1,0 +1,169 @@
+"""The ``inspector`` command line (click; rich for tables and live progress).
+
+Built-in commands: ``run``, ``validate``, ``plugins``; the QA commands from
+:mod:`inspector_core.qa_cli`; and whatever plugins register through
+``inspector_register_commands`` (``train``, ``teach``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from inspector_core import __version__
+from inspector_core.plugins import Registry, load
+from inspector_core.station_config import ConfigError, load_station
+
+err = Console(stderr=True)
+
+_registry: Registry | None = None
+
+
+def registry() -> Registry:
+    """The installed plugins, loaded once per process."""
+    global _registry
+    if _registry is None:
+        _registry = load()
+    return _registry
+
+
+class _Group(click.Group):
+    """Adds the QA commands and plugins' commands lazily, so ``--help`` lists them."""
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        try:
+            from inspector_core import qa_cli
+        except ImportError as exc:  # the QA module is optional only while it is being built
+            logging.getLogger(__name__).debug("QA commands unavailable: %s", exc)
+        else:
+            for cmd in qa_cli.commands():
+                self.add_command(cmd)
+        for name, cmd in registry().commands.items():
+            if isinstance(cmd, click.Command) and (cmd.name or name) not in self.commands:
+                self.add_command(cmd)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        self._load()
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="inspector")
+@click.option("-v", "--verbose", count=True, help="more log output (-vv for debug)")
+def main(verbose: int) -> None:
+    """Inspector: quality inspection for manufacturing lines."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+def _load_or_exit(path: str):
+    try:
+        return load_station(path, registry())
+    except ConfigError as exc:
+        err.print(Text(str(exc), style="red"))
+        err.print(f"{len(exc.problems)} problem(s); the station was not started.")
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("station_file", type=click.Path(dir_okay=False))
+def validate(station_file: str) -> None:
+    """Check a station file: its shape, and every plugin's config."""
+    st = _load_or_exit(station_file)
+    click.echo(f"{station_file}: ok (station {st.name!r}, source {st.source.name}, "
+               f"{len(st.steps)} steps: {', '.join(s.name for s in st.steps)}; store {st.store_url}; "
+               f"config hash {st.config_hash[:12]})")
+
+
+@main.command()
+@click.argument("station_file", type=click.Path(dir_okay=False))
+@click.option("--limit", type=click.IntRange(min=1), help="stop after this many parts")
+@click.option("--quiet", is_flag=True, help="no live progress; only the summary")
+def run(station_file: str, limit: int | None, quiet: bool) -> None:
+    """Run a station: inspect every part from its source and record every verdict.
+
+    Ctrl-C (or SIGTERM) stops capturing, finishes the parts already captured and commits them.
+    """
+    from inspector_core.station import StationError, StationRuntime
+
+    st = _load_or_exit(station_file)
+    err.print(f"station [bold]{st.name}[/] from {station_file}: {len(st.steps)} steps "
+              f"({', '.join(s.name for s in st.steps)}), store {st.store_url}")
+    live_console = Console(stderr=True)
+    live = None if quiet or not live_console.is_terminal else Live(console=live_console, refresh_per_second=4)
+    last_line = [0.0]
+
+    def progress(tally) -> None:
+        import time
+
+        if live is not None:
+            live.update(Text(tally.line()))
+        elif not quiet and time.monotonic() - last_line[0] > 5:
+            last_line[0] = time.monotonic()
+            err.print(tally.line())
+
+    runtime = StationRuntime(st, registry(), limit=limit, on_progress=progress)
+    try:
+        if live is not None:
+            with live:
+                tally = runtime.run()
+        else:
+            tally = runtime.run()
+    except StationError as exc:
+        err.print(Text(str(exc), style="red"))
+        sys.exit(1)
+    table = Table(title=f"run {runtime.run_id} of station {st.name}", show_header=True)
+    for col in ("parts", "PASS", "FAIL", "ERROR", "NOT_INSPECTED", "parts/s", "latency p50 ms", "p99 ms"):
+        table.add_column(col, justify="right")
+    elapsed = max(1e-9, __import__("time").monotonic() - tally.started)
+    p50, p99 = tally.percentile(50), tally.percentile(99)
+    v = tally.verdicts
+    table.add_row(str(tally.total), str(v["PASS"]), str(v["FAIL"]), str(v["ERROR"]), str(v["NOT_INSPECTED"]),
+                  f"{tally.total / elapsed:.1f}", "-" if p50 is None else f"{p50:.1f}",
+                  "-" if p99 is None else f"{p99:.1f}")
+    Console().print(table)
+    if runtime.failure:
+        err.print(Text(runtime.failure, style="red"))
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def plugins(as_json: bool) -> None:
+    """List installed plugins: distribution, version, what each registers, load errors."""
+    reg = registry()
+    infos = sorted(reg.plugins.values(), key=lambda p: p.name)
+    if as_json:
+        click.echo(json.dumps([p.as_dict() for p in infos], indent=2))
+        return
+    table = Table(show_header=True)
+    for col in ("plugin", "distribution", "version", "detectors", "sources", "sinks", "commands", "status"):
+        table.add_column(col)
+    for p in infos:
+        status = Text("disabled", style="yellow") if p.disabled else (
+            Text(p.error, style="red") if p.error else Text("ok", style="green"))
+        table.add_row(p.name, p.distribution or "-", p.version or "-", ", ".join(p.detectors),
+                      ", ".join(p.sources), ", ".join(p.sinks), ", ".join(p.commands), status)
+    Console(width=200).print(table)
+    if reg.broken():
+        err.print(f"{len(reg.broken())} plugin(s) failed to load; a station stops only if it uses one of them.")
+
+
+if __name__ == "__main__":
+    main()

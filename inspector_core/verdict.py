@@ -1,0 +1,52 @@
+"""Verdict rules: which findings fail a part.
+
+One function decides, both on the line (:mod:`inspector_core.station`) and when QA replays
+stored parts under other rules (``inspector whatif``), so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Rule(BaseModel):
+    """When a finding of one kind fails the part. All given conditions must hold."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_score: float = Field(0.5, ge=0, le=1, description="fail at or above this score (0.5: the detector's own boundary)")
+    min_size_px: float | None = Field(None, ge=0, description="fail only findings at least this large, px")
+    min_size_mm: float | None = Field(None, ge=0, description=(
+        "fail only findings at least this large, mm (needs the station's calibration)"))
+    fail: bool = Field(True, description="false: record findings of this kind but never fail a part for them")
+
+    def counts(self, score: float, size_px: float | None, size_mm: float | None) -> bool:
+        if not self.fail or score < self.min_score:
+            return False
+        if self.min_size_px is not None and (size_px is None or size_px < self.min_size_px):
+            return False
+        if self.min_size_mm is not None and (size_mm is None or size_mm < self.min_size_mm):
+            return False
+        return True
+
+
+class Judged(Protocol):
+    kind: str
+    score: float
+    size_px: float | None
+    size_mm: float | None
+
+
+def failing(findings: Iterable[Judged], rules: Mapping[str, Rule], default: Rule) -> list[bool]:
+    """For each finding, whether it fails the part under ``rules``."""
+    return [rules.get(f.kind, default).counts(f.score, f.size_px, f.size_mm) for f in findings]
+
+
+def verdict(failed: Iterable[bool], step_errors: int) -> str:
+    """ERROR when a step could not judge the part (fail closed), else FAIL or PASS."""
+    if step_errors:
+        return "ERROR"
+    return "FAIL" if any(failed) else "PASS"

@@ -1,0 +1,134 @@
+"""Inspector's built-in verdict sinks: file (JSON lines), MQTT, webhook."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from inspector_core import PluginConfig, Report, Sink, hookimpl
+
+
+class FileConfig(PluginConfig):
+    path: str = Field(description="JSON-lines file to append to; relative to the station file")
+    fsync: bool = Field(True, description="fsync after every verdict (a line in the file survives a power cut)")
+
+
+class FileSink(Sink):
+    """Appends each committed verdict as one JSON line."""
+
+    name = "file"
+    Config = FileConfig
+
+    def __init__(self, config: FileConfig, *, station_dir: Path) -> None:
+        super().__init__(config, station_dir=station_dir)
+        p = Path(config.path)
+        self.path = p if p.is_absolute() else station_dir / p
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = self.path.open("a", encoding="utf-8")
+
+    def send(self, report: Report) -> None:
+        self._f.write(json.dumps(report.as_dict()) + "\n")
+        self._f.flush()
+        if self.config.fsync:
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class MqttConfig(PluginConfig):
+    host: str = Field("127.0.0.1", description="broker host")
+    port: int = Field(1883, ge=1, le=65535, description="broker port")
+    topic_prefix: str = Field("inspector", description="messages go to <prefix>/<station>/verdict")
+    qos: Literal[0, 1, 2] = Field(1, description="MQTT quality of service; 1 = at least once")
+    retain: bool = Field(False, description="retain the last verdict on the topic")
+    username: str | None = Field(None, description="broker user")
+    password: str | None = Field(None, description="broker password; prefer ${VAR} in a deployment")
+    client_id: str = Field("", description="MQTT client id; empty: the broker assigns one")
+    tls: bool = Field(False, description="connect with TLS")
+    timeout_s: float = Field(5.0, gt=0, description="how long to wait for the broker's acknowledgement")
+
+
+class MqttSink(Sink):
+    """Publishes each committed verdict to MQTT and waits for the broker's acknowledgement
+    (QoS 1/2), so a verdict counts as sent only once the broker has it."""
+
+    name = "mqtt"
+    Config = MqttConfig
+
+    def __init__(self, config: MqttConfig, *, station_dir: Path) -> None:
+        super().__init__(config, station_dir=station_dir)
+        import paho.mqtt.client as mqtt
+
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id)
+        if config.username:
+            self._client.username_pw_set(config.username, config.password)
+        if config.tls:
+            self._client.tls_set()
+        self._connected = threading.Event()
+        self._client.on_connect = lambda *a, **k: self._connected.set()
+        self._client.on_disconnect = lambda *a, **k: self._connected.clear()
+        try:
+            self._client.connect(config.host, config.port, keepalive=30)
+        except OSError as exc:
+            raise ConnectionError(f"MQTT broker {config.host}:{config.port} unreachable ({exc}); "
+                                  "check sinks[].config.host/port and that the broker runs") from exc
+        self._client.loop_start()
+        if not self._connected.wait(config.timeout_s):
+            raise ConnectionError(f"MQTT broker {config.host}:{config.port} did not accept the connection "
+                                  f"within {config.timeout_s} s")
+
+    def topic(self, station: str) -> str:
+        return f"{self.config.topic_prefix}/{station}/verdict"
+
+    def send(self, report: Report) -> None:
+        info = self._client.publish(self.topic(report.station), json.dumps(report.as_dict()),
+                                    qos=self.config.qos, retain=self.config.retain)
+        info.wait_for_publish(self.config.timeout_s)
+        if not info.is_published():
+            raise TimeoutError(f"MQTT broker {self.config.host}:{self.config.port} did not acknowledge "
+                               f"within {self.config.timeout_s} s")
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+class WebhookConfig(PluginConfig):
+    url: str = Field(description="HTTP(S) URL that receives a POST with the verdict as JSON")
+    timeout_s: float = Field(5.0, gt=0, description="per request")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers (e.g. an API key)")
+    only: list[Literal["PASS", "FAIL", "ERROR", "NOT_INSPECTED"]] | None = Field(
+        None, description="send only these verdicts; all when absent")
+
+
+class WebhookSink(Sink):
+    """POSTs each committed verdict as JSON; a non-2xx answer is a failure (retried)."""
+
+    name = "webhook"
+    Config = WebhookConfig
+
+    def __init__(self, config: WebhookConfig, *, station_dir: Path) -> None:
+        super().__init__(config, station_dir=station_dir)
+        import httpx
+
+        self._http = httpx.Client(timeout=config.timeout_s, headers=config.headers)
+
+    def send(self, report: Report) -> None:
+        if self.config.only is not None and report.verdict not in self.config.only:
+            return
+        self._http.post(self.config.url, json=report.as_dict()).raise_for_status()
+
+    def close(self) -> None:
+        self._http.close()
+
+
+@hookimpl
+def inspector_register_sinks(register) -> None:
+    for cls in (FileSink, MqttSink, WebhookSink):
+        register(cls)

@@ -1,0 +1,252 @@
+"""Inspector's built-in frame sources: folder, video, camera, synthetic."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from inspector_core import Frame, FrameSource, PluginConfig, hookimpl
+from inspector_core.synthetic import PartGeometry, render_part, truth_for
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def read_image(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """Decode an image file as OpenCV does; ``(None, reason)`` when it cannot."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        return None, f"cannot read {path}: {exc.strerror}"
+    if data.size == 0:
+        return None, f"{path} is empty (0 bytes)"
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        return None, f"{path} is not a decodable image (corrupt, truncated or an unknown format)"
+    if image.dtype != np.uint8:
+        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    # JPEG and PNG decoders report truncation as a warning and return a partial image; a
+    # truncated JPEG ends without its EOI marker.
+    if path.suffix.lower() in (".jpg", ".jpeg") and not data[-2:].tobytes() == b"\xff\xd9":
+        return None, f"{path} is a truncated JPEG (no end-of-image marker)"
+    return image, None
+
+
+class FolderConfig(PluginConfig):
+    path: str = Field(description="folder of images; relative to the station file")
+    pattern: str = Field("*", description="glob of file names, e.g. '*.png'")
+    recursive: bool = Field(False, description="also look in sub-folders (part id keeps the relative path)")
+    repeat: int = Field(1, ge=1, description="go through the folder this many times (soak tests)")
+    interval_ms: float = Field(0, ge=0, description="pause between parts, to simulate a line's takt")
+
+
+class FolderSource(FrameSource):
+    """Image files, sorted by name; the part id is the file name without its extension."""
+
+    name = "folder"
+    Config = FolderConfig
+
+    def __init__(self, config: FolderConfig, context) -> None:
+        super().__init__(config, context)
+        self._closed = False
+        root = Path(config.path)
+        self.root = root if root.is_absolute() else context.station_dir / root
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"source.config.path: folder {self.root} does not exist")
+
+    def files(self) -> list[Path]:
+        pattern = ("**/" if self.config.recursive else "") + self.config.pattern
+        return sorted(p for p in self.root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+    def frames(self) -> Iterator[Frame]:
+        files = self.files()
+        for rep in range(self.config.repeat):
+            for path in files:
+                if self._closed:
+                    return
+                rel = path.relative_to(self.root).with_suffix("")
+                part_id = rel.as_posix() if self.config.recursive else path.stem
+                if self.config.repeat > 1:
+                    part_id = f"{part_id}#{rep}"
+                image, error = read_image(path)
+                yield Frame(part_id, image, _now(), {"path": str(path)}, error)
+                if self.config.interval_ms:
+                    time.sleep(self.config.interval_ms / 1000)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class VideoConfig(PluginConfig):
+    path: str = Field(description="video file; relative to the station file")
+    every_nth: int = Field(1, ge=1, description="inspect every n-th frame")
+    max_frames: int | None = Field(None, ge=1, description="stop after this many inspected frames")
+
+
+class VideoSource(FrameSource):
+    """Frames of a video file; the part id is ``<file stem>-<frame number>``."""
+
+    name = "video"
+    Config = VideoConfig
+
+    def __init__(self, config: VideoConfig, context) -> None:
+        super().__init__(config, context)
+        p = Path(config.path)
+        self.path = p if p.is_absolute() else context.station_dir / p
+        if not self.path.is_file():
+            raise FileNotFoundError(f"source.config.path: video {self.path} does not exist")
+        self._closed = False
+
+    def frames(self) -> Iterator[Frame]:
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise RuntimeError(f"cannot open video {self.path}: not a video OpenCV can decode")
+        n = emitted = 0
+        try:
+            while not self._closed:
+                ok, image = cap.read()
+                if not ok:
+                    break
+                if n % self.config.every_nth == 0:
+                    yield Frame(f"{self.path.stem}-{n:06d}", image, _now(), {"path": str(self.path), "frame": n})
+                    emitted += 1
+                    if self.config.max_frames and emitted >= self.config.max_frames:
+                        break
+                n += 1
+        finally:
+            cap.release()
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class CameraConfig(PluginConfig):
+    device: int | str = Field(0, description="a device index (0) or a stream URL (rtsp://..., a file for testing)")
+    width: int | None = Field(None, ge=1, description="requested capture width, px")
+    height: int | None = Field(None, ge=1, description="requested capture height, px")
+    gray: bool = Field(False, description="convert frames to single-channel")
+    reconnect_initial_ms: float = Field(200, gt=0, description="first wait before reconnecting")
+    reconnect_max_ms: float = Field(5000, gt=0, description="longest wait between reconnect attempts")
+    max_frames: int | None = Field(None, ge=1, description="stop after this many frames (tests)")
+    part_prefix: str = Field("cam", description="part ids are '<prefix>-<sequence>'")
+
+
+class CameraSource(FrameSource):
+    """A live camera through OpenCV. When the camera drops out, it reconnects with
+    exponential backoff and records the gap (``camera_gap`` event) so QA can see that no
+    parts were captured then."""
+
+    name = "camera"
+    Config = CameraConfig
+
+    def __init__(self, config: CameraConfig, context) -> None:
+        super().__init__(config, context)
+        self._closed = False
+
+    def _open(self) -> cv2.VideoCapture | None:
+        dev = self.config.device
+        cap = cv2.VideoCapture(dev if isinstance(dev, int) else str(dev))
+        if not cap.isOpened():
+            cap.release()
+            return None
+        if self.config.width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.config.width)
+        if self.config.height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.config.height)
+        return cap
+
+    def frames(self) -> Iterator[Frame]:
+        seq = 0
+        cap = self._open()
+        if cap is None:
+            self.context.event("camera_unavailable", f"camera {self.config.device!r} did not open; retrying")
+        gap_started: float | None = None if cap is not None else time.monotonic()
+        wait = self.config.reconnect_initial_ms / 1000
+        try:
+            while not self._closed:
+                ok, image = (cap.read() if cap is not None else (False, None))
+                if ok and image is not None:
+                    if gap_started is not None:
+                        gap = time.monotonic() - gap_started
+                        self.context.event("camera_gap", f"camera {self.config.device!r} back after {gap:.2f} s without frames")
+                        gap_started, wait = None, self.config.reconnect_initial_ms / 1000
+                    if self.config.gray and image.ndim == 3:
+                        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+                    yield Frame(f"{self.config.part_prefix}-{seq:08d}", image, _now(), {"device": str(self.config.device), "seq": seq})
+                    seq += 1
+                    if self.config.max_frames and seq >= self.config.max_frames:
+                        return
+                    continue
+                if gap_started is None:
+                    gap_started = time.monotonic()
+                    self.context.event("camera_lost", f"camera {self.config.device!r} stopped giving frames; reconnecting")
+                if cap is not None:
+                    cap.release()
+                time.sleep(wait)
+                wait = min(wait * 2, self.config.reconnect_max_ms / 1000)
+                cap = self._open()
+        finally:
+            if cap is not None:
+                cap.release()
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class SyntheticConfig(PluginConfig):
+    count: int = Field(100, ge=1, description="how many parts to make")
+    seed: int = Field(1, description="the same seed gives the same parts")
+    defect_rate: float = Field(0.3, ge=0, le=1, description="share of parts with a defect (scratch, dent, misalignment in turn)")
+    width: int = Field(1024, ge=320, description="frame width, px")
+    height: int = Field(768, ge=240, description="frame height, px")
+    color: bool = Field(True, description="BGR frames (else single-channel)")
+    interval_ms: float = Field(0, ge=0, description="pause between parts, to simulate a line's takt")
+
+
+class SyntheticSource(FrameSource):
+    """The project's own deterministic parts. Each frame's ``meta`` carries its truth
+    (``good``, ``scratch``, ``dent``, ``misalignment``) and the defect's box, for tests."""
+
+    name = "synthetic"
+    Config = SyntheticConfig
+
+    def __init__(self, config: SyntheticConfig, context) -> None:
+        super().__init__(config, context)
+        self._closed = False
+        c = config
+        plate_w, plate_h = round(c.width * 0.625), round(c.height * 0.573)
+        self.geometry = PartGeometry(c.width, c.height, plate_w, plate_h)
+
+    def frames(self) -> Iterator[Frame]:
+        rng = np.random.default_rng(self.config.seed)
+        for i in range(self.config.count):
+            if self._closed:
+                return
+            truth = truth_for(i, self.config.defect_rate, rng)
+            part = render_part(self.config.seed, i, truth, self.geometry, self.config.color)
+            meta = {"truth": truth, "seed": self.config.seed, "index": i}
+            if part.box is not None:
+                meta["truth_box"] = list(part.box)
+            yield Frame(f"syn-{self.config.seed}-{i:05d}", part.image, _now(), meta)
+            if self.config.interval_ms:
+                time.sleep(self.config.interval_ms / 1000)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+@hookimpl
+def inspector_register_sources(register) -> None:
+    for cls in (FolderSource, VideoSource, CameraSource, SyntheticSource):
+        register(cls)
