@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -76,8 +77,9 @@ def _load_or_exit(path: str):
     try:
         return load_station(path, registry())
     except ConfigError as exc:
-        err.print(Text(str(exc), style="red"))
-        err.print(f"{len(exc.problems)} problem(s); the station was not started.")
+        # Plain text, never wrapped: editors and CI logs match on "file: path: reason".
+        click.echo(click.style(str(exc), fg="red"), err=True)
+        click.echo(f"{len(exc.problems)} problem(s); the station was not started.", err=True)
         sys.exit(2)
 
 
@@ -126,7 +128,7 @@ def run(station_file: str, limit: int | None, quiet: bool) -> None:
         else:
             tally = runtime.run()
     except StationError as exc:
-        err.print(Text(str(exc), style="red"))
+        click.echo(click.style(str(exc), fg="red"), err=True)
         sys.exit(1)
     table = Table(title=f"run {runtime.run_id} of station {st.name}", show_header=True)
     for col in ("parts", "PASS", "FAIL", "ERROR", "NOT_INSPECTED", "parts/s", "latency p50 ms", "p99 ms"):
@@ -163,6 +165,30 @@ def plugins(as_json: bool) -> None:
     Console(width=200).print(table)
     if reg.broken():
         err.print(f"{len(reg.broken())} plugin(s) failed to load; a station stops only if it uses one of them.")
+
+
+@main.command()
+@click.option("--to", "out", required=True, type=click.Path(file_okay=False), help="folder to write PNG files into")
+@click.option("--count", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(["good", "scratch", "dent", "misalignment"]),
+              help="only these kinds of part (repeatable); default: good parts with some defective ones")
+@click.option("--gray", is_flag=True, help="single-channel images")
+def synth(out: str, count: int, seed: int, kinds: tuple[str, ...], gray: bool) -> None:
+    """Write synthetic parts (the demo's generator) as image files, e.g. good parts to teach from."""
+    import cv2
+    import numpy as np
+
+    from inspector_core.synthetic import render_part, truth_for
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        truth = kinds[i % len(kinds)] if kinds else truth_for(i, 0.3, rng)
+        part = render_part(seed, i, truth, color=not gray)
+        cv2.imwrite(str(folder / f"syn-{seed}-{i:05d}-{truth}.png"), part.image)
+    click.echo(f"wrote {count} parts to {folder}")
 
 
 if __name__ == "__main__":

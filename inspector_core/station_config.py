@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inspector_core.contract import Detector, FrameSource, PluginConfig, Sink
 from inspector_core.plugins import Registry
@@ -101,16 +101,17 @@ class StationSpec(Strict):
     store: StoreSpec = StoreSpec()
     sinks: list[SinkSpec] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _unique_step_names(self) -> StationSpec:
+    @field_validator("steps")
+    @classmethod
+    def _unique_step_names(cls, steps: list[StepSpec]) -> list[StepSpec]:
         seen: dict[str, int] = {}
-        for i, s in enumerate(self.steps):
+        for i, s in enumerate(steps):
             name = s.name or s.detector
             if name in seen:
                 raise ValueError(f"steps[{i}] and steps[{seen[name]}] are both named {name!r}; "
                                  "give one a distinct `name:`")
             seen[name] = i
-        return self
+        return steps
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,52 @@
+# Two commands for a fresh clone: `make demo` and `make test`. Each builds its own virtual
+# environment (.venv) and installs what it needs; nothing else has to be set up.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+PLUGINS := $(sort $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml)))
+DEMO_DIR := var/demo
+PYTEST_ARGS ?=
+
+.PHONY: demo test install install-test bench clean help
+
+help:
+	@echo "make demo   run the demo station end to end (SQLite, synthetic parts)"
+	@echo "make test   run the whole test suite"
+	@echo "make bench  print the benchmark figures (bench/*.py)"
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+
+# The runtime: core and every built-in plugin, editable, exactly as a third party installs one.
+$(VENV)/.runtime: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	$(PIP) install -e '.[serve,postgres]' $(addprefix -e ,$(PLUGINS))
+	@touch $@
+
+# Tests also need the test tools, the example third-party plugin, the anomaly training extra
+# (torch is taken from this machine's disk) and a headless browser for the dashboard tests.
+$(VENV)/.test: $(VENV)/.runtime tests/thirdparty_plugin/pyproject.toml
+	$(PIP) install -e '.[test,serve,postgres]' -e tests/thirdparty_plugin
+	@if [ -f plugins/anomaly/pyproject.toml ]; then $(PIP) install -e 'plugins/anomaly[train]'; fi
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "could not install chromium (not root?): the browser tests will fail"; }
+	@touch $@
+
+install: $(VENV)/.runtime
+install-test: $(VENV)/.test
+
+demo: $(VENV)/.runtime
+	@mkdir -p $(DEMO_DIR)
+	$(BIN)/python -m inspector_core.demo --dir $(DEMO_DIR)
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.test
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,65 @@
+"""Shared fixtures: the real data, a private PostgreSQL database per test, the MQTT broker.
+
+Under CI (``CI=true``) a missing service or data folder fails the test instead of skipping
+it: those tests must run there.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str):
+    """Skip locally; fail in CI, where every service and the data must be there."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: this test must run, not skip)")
+    pytest.skip(reason)
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        unavailable(f"the real images are not at {DATA}")
+    return DATA
+
+
+@pytest.fixture
+def pg_url():
+    """A new, uniquely named PostgreSQL database, dropped after the test."""
+    if not port_open("127.0.0.1", 5432):
+        unavailable("PostgreSQL is not listening on 127.0.0.1:5432")
+    import psycopg
+
+    name = f"inspector_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def mqtt_broker() -> tuple[str, int]:
+    if not port_open("127.0.0.1", 1883):
+        unavailable("Mosquitto is not listening on 127.0.0.1:1883")
+    return ("127.0.0.1", 1883)
