@@ -374,6 +374,8 @@ class Recorder:
         return self.queue.qsize() + (len(self.spool) if self.spool else 0)
 
     def _loop(self) -> None:
+        # Verdicts spooled by an earlier run that ended while the database was away.
+        self._drain_spool()
         stop = False
         while not stop:
             try:
