@@ -1,0 +1,76 @@
+"""The built-in frame sources: folder order and ids, video, camera reconnects, synthetic."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from inspector_core import schema
+from inspector_core.synthetic import render_part
+from inspector_core.testing import run_station
+
+
+def write_video(path, n=10, size=(320, 240)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    assert writer.isOpened()
+    for i in range(n):
+        img = np.full((size[1], size[0], 3), 20 * i % 255, np.uint8)
+        writer.write(img)
+    writer.release()
+
+
+def test_folder_order_and_part_ids(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("b-2.png", "a-1.png", "c 3.jpg", "notes.txt"):
+        if name.endswith("txt"):
+            (folder / name).write_text("not an image")
+        else:
+            cv2.imwrite(str(folder / name), render_part(1, 0, "good", color=False).image)
+    cfg = {"source": {"type": "folder", "config": {"path": str(folder)}}, "steps": [{"detector": "bright_spot"}]}
+    rows = run_station(cfg, tmp_path).inspections()
+    assert [r.part_id for r in rows] == ["a-1", "b-2", "c 3"]
+
+
+def test_video_every_nth(tmp_path):
+    write_video(tmp_path / "line.avi", 10)
+    cfg = {"source": {"type": "video", "config": {"path": str(tmp_path / "line.avi"), "every_nth": 3}},
+           "steps": [{"detector": "bright_spot"}]}
+    rows = run_station(cfg, tmp_path).inspections()
+    assert [r.part_id for r in rows] == ["line-000000", "line-000003", "line-000006", "line-000009"]
+
+
+def test_camera_that_drops_out_reconnects_and_records_the_gap(tmp_path):
+    # A stream that ends is a camera that stopped giving frames: the source must reconnect
+    # (with backoff) and record the gap as an event, then go on.
+    write_video(tmp_path / "cam.avi", 5)
+    cfg = {"source": {"type": "camera", "config": {"device": str(tmp_path / "cam.avi"), "max_frames": 12,
+                                                     "reconnect_initial_ms": 20, "reconnect_max_ms": 100}},
+           "steps": [{"detector": "bright_spot"}]}
+    result = run_station(cfg, tmp_path)
+    rows = result.inspections()
+    assert [r.part_id for r in rows] == [f"cam-{i:08d}" for i in range(12)]
+    with result.session() as s:
+        events = s.scalars(select(schema.Event).where(schema.Event.run_id == result.run_id)).all()
+    kinds = [e.kind for e in events]
+    assert kinds.count("camera_lost") == 2 and kinds.count("camera_gap") == 2
+    assert all("back after" in e.message for e in events if e.kind == "camera_gap")
+
+
+def test_missing_folder_refuses_to_start(tmp_path):
+    from inspector_core.station import StationError
+
+    cfg = {"source": {"type": "folder", "config": {"path": str(tmp_path / "nope")}}, "steps": [{"detector": "bright_spot"}]}
+    with pytest.raises(StationError, match=r"source \(folder\) failed to start: .*nope does not exist"):
+        run_station(cfg, tmp_path)
+
+
+def test_synthetic_is_deterministic_and_labelled():
+    a = render_part(5, 3, "scratch")
+    b = render_part(5, 3, "scratch")
+    assert np.array_equal(a.image, b.image) and a.box == b.box
+    assert not np.array_equal(a.image, render_part(5, 4, "scratch").image)
+    m = render_part(5, 3, "misalignment")
+    assert max(abs(m.pose[0]), abs(m.pose[1])) >= 8 and abs(m.pose[2]) >= 1.5
