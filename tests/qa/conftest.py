@@ -27,6 +27,7 @@ HOSTILE_IDS = [
     "=HYPERLINK(\"http://x\")",
     "nul\x01byte",
     "ünïcødé/ドット",
+    "<script>alert(1)</script>",
 ]
 RULES = {"rules": {"scratch": {"min_score": 0.5, "min_size_mm": 1.0}, "dent": {"min_score": 0.6}},
          "default_rule": {"min_score": 0.5}}
