@@ -1,0 +1,79 @@
+"""Every quality figure of the anomaly models on the real parts in ../shared/data.
+
+For each dataset and model: train (through `inspector_anomaly.training.train`, the code behind
+`inspector train anomaly`), then measure through the runtime detector on the test split:
+image AUROC, pixel AUROC, F1 at the card's threshold, per defect class. Models are written to
+a temporary folder and deleted: they are trained on non-commercial data and never shipped.
+
+    python bench/eval_anomaly.py [--models patchcore,dfm] [--datasets magnetic_tile,transistor]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--models", default="patchcore,padim,dfm")
+    ap.add_argument("--datasets", default="magnetic_tile,transistor")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--resize", default="letterbox")
+    ap.add_argument("--memory-bank", type=int, default=4096)
+    ap.add_argument("--layers", default=None, help="comma-separated backbone layers (default: per model)")
+    ap.add_argument("--backbone", default="pretrained", choices=["pretrained", "random"])
+    args = ap.parse_args()
+    if not args.data.is_dir():
+        print(f"eval_anomaly: data folder {args.data} not found; pass --data", file=sys.stderr)
+        return 2
+
+    from inspector_anomaly import datasets
+    from inspector_anomaly.detector import Anomaly, AnomalyConfig
+    from inspector_anomaly.evaluation import evaluate
+    from inspector_anomaly.training import TrainSettings, train
+
+    quiet = lambda msg: None  # noqa: E731
+    for ds in args.datasets.split(","):
+        split = datasets.magnetic_tile(args.data) if ds == "magnetic_tile" else datasets.mvtec(args.data, ds, n_val=7)
+        print(f"\n## {ds}: train {len(split.train)} good, validation {len(split.val)} good, "
+              f"test {sum(not s.is_anomalous for s in split.test)} good + {sum(s.is_anomalous for s in split.test)} defective")
+        for model in args.models.split(","):
+            settings = TrainSettings(model=model, size=(args.size, args.size), resize=args.resize,
+                                     memory_bank=args.memory_bank, backbone=args.backbone,
+                                     layers=args.layers.split(",") if args.layers else None)
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.perf_counter()
+                card = train([s.path for s in split.train], Path(tmp) / f"{ds}_{model}.onnx", settings,
+                             val_good=[s.path for s in split.val], progress=quiet)
+                train_s = time.perf_counter() - t0
+                det = Anomaly(AnomalyConfig(model=f"{ds}_{model}.onnx", threads=2), station_dir=Path(tmp))
+                det.warm_up()
+                t1 = time.perf_counter()
+                fig = evaluate(det, split.test)
+                ms = 1000 * (time.perf_counter() - t1) / len(split.test)
+            print(f"\n### {model} ({card.backbone.name}, {'pretrained' if card.backbone.pretrained else 'random'}, "
+                  f"layers {','.join(card.backbone.layers)}, {args.size} px {args.resize})")
+            print(f"train {train_s:.0f} s, ONNX {card.onnx_bytes / 1e6:.1f} MB, {ms:.0f} ms/image (ORT, 2 threads, incl. metrics)")
+            print(f"threshold: {card.thresholds.method}")
+            print(f"image AUROC {fig.image_auroc:.3f} | pixel AUROC {fig.pixel_auroc:.3f} | "
+                  f"F1 {fig.f1:.3f} | false alarms {fig.false_alarm_rate:.1%} of {fig.n_good} good")
+            print("| class | n | image AUROC | pixel AUROC | F1 | recall |")
+            print("|---|---|---|---|---|---|")
+            for cls, f in fig.per_class.items():
+                print(f"| {cls} | {f['n']} | {f['image_auroc']:.3f} | {f['pixel_auroc']:.3f} | {f['f1']:.3f} | {f['recall']:.2f} |")
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

