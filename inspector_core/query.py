@@ -508,6 +508,10 @@ class Buckets:
     def expr(self, col: ColumnElement[Any]) -> _Bucket:
         return _Bucket(col, self.seconds, self.offset_s)
 
+    def of(self, t: datetime) -> int:
+        """The bucket of a (naive UTC) time; the same as :meth:`expr` computes in SQL."""
+        return int(((t - datetime(1970, 1, 1)).total_seconds() + self.offset_s) // self.seconds)
+
     def start(self, bucket: int) -> datetime:
         """Start of a bucket, UTC."""
         return datetime(1970, 1, 1) + timedelta(seconds=bucket * self.seconds - self.offset_s)
@@ -631,33 +635,60 @@ def _percentiles(conn: Any, conds: list[ColumnElement[bool]], part: list[ColumnE
     return out
 
 
-def stats(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int = 20) -> Stats:
+class _Hour(FunctionElement):
+    """The capture hour, as the expression the hour index (migration 0002) is built on:
+    ``substr(col, 1, 13)`` on SQLite (text ``YYYY-MM-DD HH``), ``date_trunc('hour', col)`` on
+    PostgreSQL. Grouping by it walks that covering index in order, with no sort."""
+
+    inherit_cache = True
+
+    def __init__(self, col: ColumnElement[Any]) -> None:
+        super().__init__(col)
+
+
+@compiles(_Hour, "sqlite")
+def _hour_sqlite(el: _Hour, compiler: Any, **kw: Any) -> str:
+    return f"substr({compiler.process(list(el.clauses)[0], **kw)}, 1, 13)"
+
+
+@compiles(_Hour, "postgresql")
+def _hour_pg(el: _Hour, compiler: Any, **kw: Any) -> str:
+    return f"date_trunc('hour', {compiler.process(list(el.clauses)[0], **kw)})"
+
+
+def _hour_value(v: Any) -> datetime:
+    return v if isinstance(v, datetime) else datetime.strptime(v, "%Y-%m-%d %H")
+
+
+EXACT_PERIOD_LATENCY_MAX_ROWS = 200_000
+
+
+def stats(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int = 20,
+          period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS) -> Stats:
     """Counts, yields, latency percentiles per station and period; the Pareto of defect
-    kinds; the p-chart of the reject rate. Reads only; every figure comes from the store."""
+    kinds; the p-chart of the reject rate. Reads only; every figure comes from the store.
+
+    Counts are grouped per station and UTC hour in SQL (on the hour index), then summed into
+    the period's buckets here. Latency p50/p99 per station over the window are exact (read
+    off the (station, latency) index); per period they are exact too, but only computed when
+    the window holds at most ``period_latency_max_rows`` parts (they need a sort of the whole
+    window), else left ``None``."""
     dialect = engine.dialect.name
     conds = _where(f, dialect)
-    b = buckets.expr(I.captured_at).label("b")
     v = I.verdict
+    hour = _Hour(I.captured_at)
     with engine.connect() as conn:
         names = dict(conn.execute(select(S.id, S.name)).all())
-        counts = conn.execute(
-            select(I.station_id, b, func.count().label("parts"),
-                   func.sum(case((v == "PASS", 1), else_=0)).label("passed"),
-                   func.sum(case((v == "FAIL", 1), else_=0)).label("failed"),
-                   func.sum(case((v == "ERROR", 1), else_=0)).label("errors"),
-                   func.sum(case((v == "NOT_INSPECTED", 1), else_=0)).label("not_inspected"))
-            .where(*conds).group_by(I.station_id, literal_column("b"))).all()
-        # First pass: per (station, part id): how often inspected, and the verdict if once.
-        per_part = (select(I.station_id.label("sid"), func.min(I.captured_at).label("first_at"),
-                           func.count().label("times"), func.max(I.verdict).label("v"))
-                    .where(*conds).group_by(I.station_id, I.part_id).subquery())
-        fb = buckets.expr(per_part.c.first_at).label("fb")
-        fp = conn.execute(
-            select(per_part.c.sid, fb, func.count().label("distinct_parts"),
-                   func.sum(case((and_(per_part.c.times == 1, per_part.c.v == "PASS"), 1), else_=0)).label("fp"))
-            .group_by(per_part.c.sid, literal_column("fb"))).all()
-        lat_periods = _percentiles(conn, conds, [I.station_id, buckets.expr(I.captured_at)], (50, 99))
-        lat_total = _percentiles(conn, conds, [I.station_id], (50, 99))
+        hours = conn.execute(
+            select(I.station_id, hour.label("h"), v, func.count().label("n"), func.count(I.latency_ms).label("nl"))
+            .where(*conds).group_by(I.station_id, hour, v)).all()
+        # First-pass yield needs the part ids inspected more than once in the window (few).
+        repeated = (select(I.station_id.label("sid"), I.part_id.label("pid"))
+                    .where(*conds).group_by(I.station_id, I.part_id).having(func.count() > 1).subquery())
+        repeats = conn.execute(
+            select(I.station_id, I.part_id, I.captured_at, I.verdict)
+            .join(repeated, and_(repeated.c.sid == I.station_id, repeated.c.pid == I.part_id))
+            .where(*conds)).all()
         # Pareto: defects that counted in the verdict, by kind.
         dconds = [D.failed.is_(True)]
         if f.kinds:
@@ -669,16 +700,51 @@ def stats(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: i
             .join(I, I.id == D.inspection_id).where(*conds, *dconds)
             .group_by(D.kind).order_by(func.count().desc(), D.kind)).all()
 
-    rows: dict[tuple[int, int], PeriodStats] = {}
-    for r in counts:
-        ps = rows[(r.station_id, r.b)] = PeriodStats(names[r.station_id], r.b, buckets.label(r.b), buckets.start(r.b))
-        ps.parts, ps.passed, ps.failed = r.parts, int(r.passed or 0), int(r.failed or 0)
-        ps.errors, ps.not_inspected = int(r.errors or 0), int(r.not_inspected or 0)
-    for r in fp:
-        ps = rows.get((r.sid, r.fb))
-        if ps is None:  # cannot happen: a part's first inspection lies in some counted bucket
-            continue
-        ps.distinct_parts, ps.first_pass = r.distinct_parts, int(r.fp or 0)
+        rows: dict[tuple[int, int], PeriodStats] = {}
+        with_latency: dict[int, int] = defaultdict(int)
+        for r in hours:
+            start = _hour_value(r.h)
+            bk = buckets.of(start)
+            ps = rows.get((r.station_id, bk))
+            if ps is None:
+                ps = rows[(r.station_id, bk)] = PeriodStats(names[r.station_id], bk, buckets.label(bk),
+                                                            buckets.start(bk))
+            ps.parts += r.n
+            ps.distinct_parts += r.n
+            if r.verdict == "PASS":
+                ps.passed += r.n
+                ps.first_pass += r.n
+            elif r.verdict == "FAIL":
+                ps.failed += r.n
+            elif r.verdict == "ERROR":
+                ps.errors += r.n
+            elif r.verdict == "NOT_INSPECTED":
+                ps.not_inspected += r.n
+            with_latency[r.station_id] += r.nl
+        # A part id inspected more than once is one part (in the bucket of its first
+        # inspection) and never first-pass.
+        firsts: dict[tuple[int, str], datetime] = {}
+        for r in repeats:
+            key = (r.station_id, r.part_id)
+            firsts[key] = min(firsts.get(key, r.captured_at), r.captured_at)
+            ps = rows[(r.station_id, buckets.of(r.captured_at))]
+            ps.distinct_parts -= 1
+            if r.verdict == "PASS":
+                ps.first_pass -= 1
+        for (sid, _), t in firsts.items():
+            rows[(sid, buckets.of(t))].distinct_parts += 1
+
+        lat_total: dict[int, dict[int, float]] = defaultdict(dict)
+        for sid, n in with_latency.items():
+            for p in (50, 99):
+                k = (n * p + 99) // 100 - 1  # nearest rank, 0-based
+                lat_total[sid][p] = conn.scalar(
+                    select(I.latency_ms).where(*conds, I.station_id == sid, I.latency_ms.is_not(None))
+                    .order_by(I.latency_ms).limit(1).offset(k))
+        lat_periods: dict[tuple[Any, ...], dict[int, float]] = {}
+        if sum(with_latency.values()) <= period_latency_max_rows:
+            lat_periods = _percentiles(conn, conds, [I.station_id, buckets.expr(I.captured_at)], (50, 99))
+
     for (sid, bk), pcts in lat_periods.items():
         if (sid, bk) in rows:
             rows[(sid, bk)].latency_p50_ms, rows[(sid, bk)].latency_p99_ms = pcts.get(50), pcts.get(99)
@@ -689,7 +755,7 @@ def stats(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: i
         t = totals.setdefault(p.station, PeriodStats(p.station, -1, "total", p.start))
         for fld in ("parts", "passed", "failed", "errors", "not_inspected", "distinct_parts", "first_pass"):
             setattr(t, fld, getattr(t, fld) + getattr(p, fld))
-    for (sid,), pcts in lat_total.items():
+    for sid, pcts in lat_total.items():
         if names[sid] in totals:
             totals[names[sid]].latency_p50_ms, totals[names[sid]].latency_p99_ms = pcts.get(50), pcts.get(99)
 

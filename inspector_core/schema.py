@@ -21,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -97,6 +98,13 @@ class Inspection(Base):
         Index("ix_inspections_verdict_time", "verdict", "captured_at"),
         Index("ix_inspections_part", "part_id"),
         Index("ix_inspections_run", "run_id", "seq"),
+        # QA queries (migration 0002; docs/schema.md explains each plan).
+        Index("ix_inspections_station_hour", "station_id", text("substr(captured_at, 1, 13)"), "verdict",
+              "captured_at", "latency_ms").ddl_if(dialect="sqlite"),
+        Index("ix_inspections_station_hour", "station_id", text("date_trunc('hour', captured_at)"), "verdict",
+              postgresql_include=["captured_at", "latency_ms"]).ddl_if(dialect="postgresql"),
+        Index("ix_inspections_station_part", "station_id", "part_id", "captured_at"),
+        Index("ix_inspections_station_latency", "station_id", "latency_ms", "captured_at"),
     )
 
 
@@ -148,6 +156,7 @@ class Defect(Base):
     __table_args__ = (
         Index("ix_defects_inspection", "inspection_id"),
         Index("ix_defects_kind_score", "kind", "score"),
+        Index("ix_defects_failed_kind", "failed", "kind", "inspection_id"),
     )
 
 
