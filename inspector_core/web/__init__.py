@@ -121,7 +121,9 @@ def create_app(engine: Engine, *, token: str | None = None) -> FastAPI:
             error, f = str(exc), q.make_filter(since=_now() - timedelta(days=7))
         st = q.stats(engine, f, buckets=q.Buckets(period, max(-12, min(14, utc_offset))))  # type: ignore[arg-type]
         yield_series = {s: [(p.start, p.yield_) for p in st.periods if p.station == s] for s in st.p_bar}
-        pcharts = [(s, charts.p_chart(f"reject rate, {s}", [(p.label, p.p, p.ucl, p.lcl, p.out_of_control)
+        short = "%m-%d" if period == "day" else "%m-%d %H:%M"
+        pcharts = [(s, charts.p_chart(f"reject rate, {s}", [((p.start + timedelta(hours=utc_offset)).strftime(short),
+                                                             p.p, p.ucl, p.lcl, p.out_of_control)
                                                             for p in st.pchart if p.station == s], st.p_bar[s]))
                    for s in st.p_bar]
         return page(request, "overview.html", st=st, since=since, until=until or "", period=period,

@@ -41,7 +41,7 @@ def _y_axis(lo: float, hi: float, fmt: str, ticks: int = 5) -> tuple[list[str], 
     return out, y
 
 
-def _x_labels(labels: Sequence[str], xs: Sequence[float], max_labels: int = 8) -> list[str]:
+def _x_labels(labels: Sequence[str], xs: Sequence[float], max_labels: int = 6) -> list[str]:
     step = max(1, -(-len(labels) // max_labels))
     return [f'<text x="{x:.1f}" y="{H - B + 16}" font-size="10" text-anchor="middle">{escape(lab)}</text>'
             for i, (lab, x) in enumerate(zip(labels, xs, strict=True)) if i % step == 0]

@@ -1,0 +1,117 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright): pages load,
+filters change the list, thumbnails are real images, charts are drawn. Screenshots go to the
+test's tmp dir (printed) for a human to look at."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.conftest import unavailable
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update"]
+
+
+@pytest.fixture
+def server(tmp_path):
+    import uvicorn
+
+    from inspector_core.store import Store
+    from inspector_core.web import create_app
+    from tests.qa.conftest import write_known
+
+    url = f"sqlite:///{tmp_path / 'qa.db'}"
+    write_known(url)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(Store(url).engine), host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(5)
+
+
+@pytest.fixture
+def page():
+    if not shutil.which("chromium") and not __import__("os").path.exists(CHROMIUM):
+        unavailable("Debian's chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install playwright)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.errors = errors
+        yield pg
+        browser.close()
+
+
+def test_dashboard_in_chromium(server, page, tmp_path):
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    # Overview: charts drawn (SVG paths with real geometry), live tiles filled by fetch.
+    page.goto(f"{server}/?since=2026-11-19&period=shift")
+    page.wait_for_function("document.querySelector('#live .tile.loaded') !== null || "
+                           "[...document.querySelectorAll('#live .tile p')].every(p => !p.textContent.includes('loading'))")
+    for cls in ("line", "pareto", "pchart"):
+        box = page.locator(f"svg.chart.{cls}").first.bounding_box()
+        assert box and box["width"] > 300 and box["height"] > 150
+    assert page.locator("svg.chart.pareto rect.bar").count() == 3
+    assert page.locator("svg.chart.line path.series").count() == 2
+    assert page.locator("svg.chart.pchart circle").count() >= 10
+    assert "Live: last 60 minutes" in page.inner_text("body")
+    page.screenshot(path=str(shots / "overview.png"), full_page=True)
+
+    # Inspections: filters change the list; thumbnails are decoded images.
+    page.goto(f"{server}/inspections?limit=500")
+    all_rows = page.locator("#inspections tbody tr").count()
+    page.select_option("select[name=station]", "line2")
+    page.select_option("select[name=verdict]", "FAIL")
+    page.click("#filters button")
+    page.wait_for_url("**/inspections?*station=line2*")
+    fails = page.locator("#inspections tbody tr")
+    assert 0 < fails.count() < min(all_rows, 50)
+    assert all(t == "FAIL" for t in page.locator("#inspections td.verdict").all_inner_texts())
+    page.wait_for_load_state("networkidle")
+    widths = page.eval_on_selector_all("img.thumb", "imgs => imgs.map(i => i.complete ? i.naturalWidth : -1)")
+    assert widths and all(w > 0 for w in widths), widths
+    page.screenshot(path=str(shots / "inspections.png"), full_page=True)
+    page.fill("input[name=part]", "*passwd")
+    page.click("#filters button")
+    page.wait_for_url("**part=*passwd*")
+    assert page.locator("#inspections td.part").all_inner_texts() == ["../../etc/passwd"]
+
+    # One inspection: crop with its box, steps, provenance.
+    page.click("#inspections td a")
+    page.wait_for_selector("#provenance")
+    assert page.eval_on_selector(".boxed img", "i => i.naturalWidth") > 0
+    assert page.locator(".boxed svg rect").count() >= 1
+    assert "hash-line2" in page.inner_text("#provenance") and page.locator("#steps tbody tr").count() == 1
+    page.screenshot(path=str(shots / "inspection.png"), full_page=True)
+
+    # Gallery: kind and score filters.
+    page.goto(f"{server}/gallery?kind=scratch&min_score=0.85")
+    page.wait_for_load_state("networkidle")
+    n = page.locator(".gallery .card").count()
+    assert n > 0 and page.eval_on_selector_all(".gallery img", "imgs => imgs.every(i => i.naturalWidth > 0)")
+    page.goto(f"{server}/gallery?kind=dent")
+    assert page.locator(".gallery .card").count() != n
+    page.screenshot(path=str(shots / "gallery.png"), full_page=True)
+    assert page.errors == []
+    print(f"screenshots: {shots}")
