@@ -39,7 +39,7 @@ def _roi(value: str | None) -> tuple[int, int, int, int] | None:
               help="letterbox keeps the part's aspect ratio")
 @click.option("--roi", default=None, help="X,Y,W,H of the station's ROI, applied to every image")
 @click.option("--val-good", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="held-out good images for thresholds (default: 20%% of GOOD held out)")
+              help="held-out good images for thresholds (default: 20% of GOOD held out)")
 @click.option("--val-bad", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="defective validation images (masks, if any, as NAME_mask.png beside them): "
                    "thresholds become F1-optimal")

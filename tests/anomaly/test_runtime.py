@@ -1,0 +1,148 @@
+"""The ``anomaly`` detector at run time: loading guards, findings, ignore mask, tiling, no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inspector_core import View
+from inspector_core.testing import check_detector
+from inspector_anomaly.detector import Anomaly, AnomalyConfig
+from inspector_anomaly.preprocess import prepare
+
+from .conftest import dark_part, write_brightness_model
+
+
+def make(model: Path, **cfg) -> Anomaly:
+    det = Anomaly(AnomalyConfig(model=model.name, **cfg), station_dir=model.parent)
+    det.warm_up()
+    return det
+
+
+def test_conforms_to_the_detector_contract(brightness_model: Path):
+    check_detector(Anomaly, {"model": str(brightness_model)})
+
+
+def test_good_part_has_no_finding_and_a_spot_is_one_region(brightness_model: Path):
+    det = make(brightness_model)
+    assert det.inspect(View(dark_part(), "good")) == []
+    findings = det.inspect(View(dark_part(spots=((150, 30, 20),)), "bad"))
+    assert len(findings) == 1
+    f = findings[0]
+    assert f.kind == "anomaly" and f.score > 0.5
+    x, y, w, h = f.box
+    # the box is in view pixels and covers the spot (the map is smoothed by the resize only)
+    assert abs(x - 150) <= 3 and abs(y - 30) <= 3 and abs(w - 20) <= 6 and abs(h - 20) <= 6
+    assert f.mask is not None and f.mask.shape == (h, w) and f.measurements["area_px"] > 200
+
+
+def test_two_spots_are_two_findings_strongest_first(brightness_model: Path):
+    det = make(brightness_model)
+    img = dark_part(spots=((20, 20, 12), (140, 70, 25)))
+    img[20:32, 20:32] = 200  # dimmer
+    findings = det.inspect(View(img, "two"))
+    assert len(findings) == 2
+    assert findings[0].score >= findings[1].score
+    assert findings[0].box[0] > 100
+
+
+def test_score_is_half_at_the_threshold_and_station_can_override(brightness_model: Path):
+    det = make(brightness_model)
+    assert det.normalise(0.5) == pytest.approx(0.5)
+    assert det.normalise(0.75) == pytest.approx(1.0)
+    assert det.normalise(0.25) == pytest.approx(0.0)
+    strict = make(brightness_model, image_threshold=0.1, pixel_threshold=0.1)
+    assert strict.inspect(View(dark_part(), "good"))  # grey 40/255 = 0.16 > 0.1: all anomalous
+
+
+def test_ignore_mask_hides_a_label(brightness_model: Path):
+    mask = np.zeros((120, 200), np.uint8)
+    mask[25:55, 145:175] = 255
+    cv2.imwrite(str(brightness_model.parent / "ignore.png"), mask)
+    det = make(brightness_model, ignore_mask="ignore.png")
+    assert det.inspect(View(dark_part(spots=((150, 30, 20),)), "label")) == []
+    assert len(det.inspect(View(dark_part(spots=((20, 60, 20),)), "elsewhere"))) == 1
+
+
+def test_letterbox_keeps_aspect_and_marks_the_valid_rectangle():
+    p = prepare(np.zeros((50, 200), np.uint8), (64, 64), "letterbox")
+    assert p.tensor.shape == (1, 3, 64, 64) and p.tensor.dtype == np.float32
+    assert p.valid == (0, 24, 64, 16)
+    s = prepare(np.zeros((50, 200, 3), np.uint8), (64, 64), "stretch")
+    assert s.valid == (0, 0, 64, 64)
+
+
+def test_tiling_finds_a_small_spot_that_shrinking_loses(tmp_path: Path):
+    model = write_brightness_model(tmp_path, image_t=0.6, pixel_t=0.6)
+    big = dark_part(h=1024, w=1024, spots=((700, 300, 6),))
+    whole = make(model)
+    assert whole.inspect(View(big, "p")) == []  # 6 px become 0.4 px at 64 px input
+    tiled = make(model, tiling={"tile_px": 128, "overlap_px": 16})
+    findings = tiled.inspect(View(big, "p"))
+    assert len(findings) == 1
+    x, y, w, h = findings[0].box
+    assert 690 <= x <= 702 and 290 <= y <= 302
+
+
+def test_refuses_a_model_whose_hash_differs_from_its_card(brightness_model: Path):
+    with open(brightness_model, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ValueError, match="does not match its card"):
+        make(brightness_model)
+
+
+def test_refuses_a_hash_other_than_the_stations(brightness_model: Path):
+    with pytest.raises(ValueError, match="station's steps"):
+        make(brightness_model, sha256="0" * 64)
+
+
+def test_refuses_anything_but_onnx_and_never_unpickles(tmp_path: Path):
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (Path("pickle-was-loaded").touch, ())
+
+    (tmp_path / "model.pt").write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(ValueError, match="only ONNX"):
+        make(tmp_path / "model.pt")
+    (tmp_path / "disguised.onnx").write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(ValueError, match="pickle"):
+        make(tmp_path / "disguised.onnx")
+    assert not Path("pickle-was-loaded").exists()
+
+
+def test_missing_card_names_the_remedy(brightness_model: Path):
+    brightness_model.with_suffix(".json").unlink()
+    with pytest.raises(FileNotFoundError, match="inspector train anomaly"):
+        make(brightness_model)
+
+
+def test_unknown_config_key_is_refused():
+    with pytest.raises(Exception, match="treshold"):
+        AnomalyConfig(model="m.onnx", treshold=0.3)
+
+
+def test_runtime_never_imports_torch(brightness_model: Path, tmp_path: Path):
+    """A whole station with the anomaly step, in a fresh interpreter: torch stays unloaded."""
+    code = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from inspector_core.testing import run_station
+        result = run_station({{
+            "source": {{"type": "synthetic", "config": {{"count": 3, "width": 320, "height": 240}}}},
+            "steps": [{{"detector": "anomaly", "config": {{"model": {str(brightness_model)!r}}}}}],
+        }}, Path({str(tmp_path)!r}))
+        assert sum(result.verdicts().values()) == 3, result.verdicts()
+        heavy = sorted(m for m in ("torch", "anomalib", "torchvision", "lightning", "timm") if m in sys.modules)
+        print("HEAVY", heavy)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "HEAVY []" in out.stdout, out.stdout
