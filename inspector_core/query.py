@@ -660,11 +660,13 @@ def _hour_value(v: Any) -> datetime:
     return v if isinstance(v, datetime) else datetime.strptime(v, "%Y-%m-%d %H")
 
 
-EXACT_PERIOD_LATENCY_MAX_ROWS = 200_000
+EXACT_PERIOD_LATENCY_MAX_ROWS = 100_000
+SMALL_WINDOW_ROWS = 100_000
 
 
 def stats(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int = 20,
-          period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS) -> Stats:
+          period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS,
+          small_window_rows: int = SMALL_WINDOW_ROWS) -> Stats:
     """Counts, yields, latency percentiles per station and period; the Pareto of defect
     kinds; the p-chart of the reject rate. Reads only; every figure comes from the store.
 
@@ -682,13 +684,6 @@ def stats(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: i
         hours = conn.execute(
             select(I.station_id, hour.label("h"), v, func.count().label("n"), func.count(I.latency_ms).label("nl"))
             .where(*conds).group_by(I.station_id, hour, v)).all()
-        # First-pass yield needs the part ids inspected more than once in the window (few).
-        repeated = (select(I.station_id.label("sid"), I.part_id.label("pid"))
-                    .where(*conds).group_by(I.station_id, I.part_id).having(func.count() > 1).subquery())
-        repeats = conn.execute(
-            select(I.station_id, I.part_id, I.captured_at, I.verdict)
-            .join(repeated, and_(repeated.c.sid == I.station_id, repeated.c.pid == I.part_id))
-            .where(*conds)).all()
         # Pareto: defects that counted in the verdict, by kind.
         dconds = [D.failed.is_(True)]
         if f.kinds:
@@ -699,6 +694,23 @@ def stats(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: i
             select(D.kind, func.count().label("defects"), func.count(func.distinct(D.inspection_id)).label("parts"))
             .join(I, I.id == D.inspection_id).where(*conds, *dconds)
             .group_by(D.kind).order_by(func.count().desc(), D.kind)).all()
+
+        # First-pass yield needs the inspections of part ids seen more than once in the window
+        # (few). A small window is read whole (one index range); a large one is grouped on the
+        # (station, part id, time) index, which costs one pass over that index.
+        n_window = sum(r.n for r in hours)
+        if n_window <= small_window_rows:
+            seen: dict[tuple[int, str], list[Any]] = defaultdict(list)
+            for r in conn.execute(select(I.station_id, I.part_id, I.captured_at, I.verdict).where(*conds)):
+                seen[(r.station_id, r.part_id)].append(r)
+            repeats = [r for rs in seen.values() if len(rs) > 1 for r in rs]
+        else:
+            repeated = (select(I.station_id.label("sid"), I.part_id.label("pid"))
+                        .where(*conds).group_by(I.station_id, I.part_id).having(func.count() > 1).subquery())
+            repeats = conn.execute(
+                select(I.station_id, I.part_id, I.captured_at, I.verdict)
+                .join(repeated, and_(repeated.c.sid == I.station_id, repeated.c.pid == I.part_id))
+                .where(*conds)).all()
 
         rows: dict[tuple[int, int], PeriodStats] = {}
         with_latency: dict[int, int] = defaultdict(int)

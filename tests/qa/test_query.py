@@ -145,6 +145,20 @@ def test_stats_on_known_data(known):
     assert st.pareto[-1].cumulative == pytest.approx(1.0)
 
 
+def test_stats_large_window_paths_agree(known):
+    # The paths taken for large windows (grouped repeats, no per-period percentiles) give
+    # the same counts, first-pass figures and total percentiles as the small-window ones.
+    url, _ = known
+    e = engine_of(url)
+    small = q.stats(e, q.make_filter(), buckets=q.Buckets("day"))
+    large = q.stats(e, q.make_filter(), buckets=q.Buckets("day"), period_latency_max_rows=0, small_window_rows=0)
+    strip = lambda rows: [{**p.as_dict(), "latency_p50_ms": None, "latency_p99_ms": None} for p in rows]  # noqa: E731
+    assert strip(large.periods) == strip(small.periods)
+    assert [t.as_dict() for t in large.totals] == [t.as_dict() for t in small.totals]
+    assert all(p.latency_p50_ms is None for p in large.periods)
+    assert all(p.latency_p50_ms is not None for p in small.periods if p.judged)
+
+
 def test_stats_hour_and_shift_buckets(known):
     url, parts = known
     e = engine_of(url)
