@@ -1,0 +1,113 @@
+"""Training end to end (marked ``train``: needs the [train] extra; run alone with ``-m train``).
+
+A small PatchCore is trained on synthetic good parts through ``inspector train anomaly``, then
+run in a real station on good and defective parts; and onnxruntime's output is checked against
+anomalib's own prediction of the same model (parity).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from inspector_core.synthetic import render_part
+from inspector_core.testing import run_station
+
+pytestmark = pytest.mark.train
+
+ROI = (172, 144, 680, 480)  # the plate of a 1024x768 synthetic part, with a margin
+PARITY_TOLERANCE = 1e-3
+"""Largest allowed difference between onnxruntime and anomalib (torch), as a share of the
+card's score spread (the raw range that maps to half of the normalised score)."""
+
+
+@pytest.fixture(scope="module")
+def good_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("good")
+    for i in range(24):
+        cv2.imwrite(str(folder / f"good_{i:03d}.png"), render_part(seed=7, index=i, truth="good").image)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(good_folder: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "plate.onnx"
+    from inspector_anomaly.cli import train
+
+    result = CliRunner().invoke(train, ["anomaly", str(good_folder), "--out", str(out), "--size", "224",
+                                        "--roi", ",".join(map(str, ROI)), "--memory-bank", "2048"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out
+
+
+def test_train_writes_a_small_onnx_and_a_complete_card(trained: Path):
+    card = json.loads(trained.with_suffix(".json").read_text())
+    assert trained.stat().st_size < 20e6
+    assert card["model"] == "patchcore" and card["input"]["resize"] == "letterbox"
+    assert card["backbone"]["pretrained"] is True and card["backbone"]["name"] == "tf_efficientnet_lite0"
+    assert card["training"]["images"] + card["training"]["validation_images"] == 24
+    assert card["thresholds"]["image"] > 0 and "99th percentile" in card["thresholds"]["method"]
+    assert card["validation"]["good_images"] == card["training"]["validation_images"]
+    assert card["versions"]["anomalib"] == "2.7.0"
+    import hashlib
+
+    assert card["onnx_sha256"] == hashlib.sha256(trained.read_bytes()).hexdigest()
+
+
+def test_trained_model_runs_in_a_station_and_rejects_defects(trained: Path, tmp_path: Path):
+    result = run_station({
+        "source": {"type": "synthetic", "config": {"count": 24, "seed": 11, "defect_rate": 0.5}},
+        "steps": [{"detector": "anomaly", "roi": dict(zip(("x", "y", "width", "height"), ROI)),
+                   "config": {"model": str(trained), "threads": 2}}],
+    }, tmp_path)
+    rows = result.inspections()
+    by_truth: dict[str, list[str]] = {}
+    for r in rows:
+        by_truth.setdefault(r.source_meta["truth"], []).append(r.verdict)
+    assert len(rows) == 24 and "ERROR" not in {r.verdict for r in rows}
+    good_pass = np.mean([v == "PASS" for v in by_truth["good"]])
+    bad = [v for t, vs in by_truth.items() if t != "good" for v in vs]
+    bad_fail = np.mean([v == "FAIL" for v in bad])
+    assert good_pass >= 0.8, by_truth
+    assert bad_fail >= 0.6, by_truth
+    failing = [r for r in rows if r.verdict == "FAIL"]
+    assert all(d.kind == "anomaly" and d.crop is not None for r in failing for d in r.defects)
+
+
+def test_onnxruntime_matches_anomalib(good_folder: Path, tmp_path: Path):
+    """Parity: the exported graph run by onnxruntime against the anomalib module in torch."""
+    import torch
+
+    from inspector_anomaly.detector import Anomaly, AnomalyConfig
+    from inspector_anomaly.preprocess import prepare
+    from inspector_anomaly.training import TrainSettings, build_model, export_onnx, fit, list_images, read_image
+
+    settings = TrainSettings(size=(224, 224), roi=ROI, memory_bank=1024)
+    images = [read_image(p, ROI) for p in list_images(good_folder)[:12]]
+    module, _ = build_model(settings)
+    fit(module, images, settings, progress=lambda m: None)
+    onnx_path = export_onnx(module, tmp_path / "parity.onnx", settings.size)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    tests = [render_part(seed=3, index=i, truth=t).image for i, t in enumerate(("good", "scratch", "dent", "good"))]
+    torch_scores, ort_scores, worst_map = [], [], 0.0
+    for img in tests:
+        x = prepare(img[ROI[1]:ROI[1] + ROI[3], ROI[0]:ROI[0] + ROI[2]], settings.size, "letterbox").tensor
+        with torch.no_grad():
+            ref = module(torch.from_numpy(x))
+        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x})))
+        ref_map = ref.anomaly_map.numpy().reshape(got["anomaly_map"].shape)
+        worst_map = max(worst_map, float(np.abs(ref_map - got["anomaly_map"]).max()))
+        torch_scores.append(float(ref.pred_score.reshape(-1)[0]))
+        ort_scores.append(float(got["pred_score"].reshape(-1)[0]))
+    spread = float(np.ptp(torch_scores)) or 1.0
+    assert np.max(np.abs(np.array(torch_scores) - np.array(ort_scores))) <= PARITY_TOLERANCE * spread
+    assert worst_map <= PARITY_TOLERANCE * spread
+    # and the ranking of parts is the same
+    assert np.argsort(torch_scores).tolist() == np.argsort(ort_scores).tolist()
