@@ -29,6 +29,8 @@ def main() -> int:
     ap.add_argument("--datasets", default="magnetic_tile,transistor")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--resize", default="letterbox")
+    ap.add_argument("--scale", type=float, default=1.0, help="tiles: model px per image px")
+    ap.add_argument("--overlap", type=int, default=32, help="tiles: overlap, model px")
     ap.add_argument("--memory-bank", type=int, default=4096)
     ap.add_argument("--layers", default=None, help="comma-separated backbone layers (default: per model)")
     ap.add_argument("--backbone", default="pretrained", choices=["pretrained", "random"])
@@ -50,6 +52,7 @@ def main() -> int:
         for model in args.models.split(","):
             settings = TrainSettings(model=model, size=(args.size, args.size), resize=args.resize,
                                      memory_bank=args.memory_bank, backbone=args.backbone,
+                                     scale=args.scale, tile_overlap=args.overlap,
                                      layers=args.layers.split(",") if args.layers else None)
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
@@ -62,7 +65,9 @@ def main() -> int:
                 fig = evaluate(det, split.test)
                 ms = 1000 * (time.perf_counter() - t1) / len(split.test)
             print(f"\n### {model} ({card.backbone.name}, {'pretrained' if card.backbone.pretrained else 'random'}, "
-                  f"layers {','.join(card.backbone.layers)}, {args.size} px {args.resize})")
+                  f"layers {','.join(card.backbone.layers)}, {args.size} px {args.resize}"
+                  f"{f' scale {args.scale} overlap {args.overlap}' if args.resize == 'tiles' else ''}, "
+                  f"memory bank {args.memory_bank})")
             print(f"train {train_s:.0f} s, ONNX {card.onnx_bytes / 1e6:.1f} MB, {ms:.0f} ms/image (ORT, 2 threads, incl. metrics)")
             print(f"threshold: {card.thresholds.method}")
             print(f"image AUROC {fig.image_auroc:.3f} | pixel AUROC {fig.pixel_auroc:.3f} | "

@@ -19,7 +19,8 @@ SIZE = 64
 
 
 def write_brightness_model(folder: Path, name: str = "bright", size: int = SIZE, resize: str = "letterbox",
-                           image_t: float = 0.5, pixel_t: float = 0.5) -> Path:
+                           image_t: float = 0.5, pixel_t: float = 0.5, scale: float = 1.0,
+                           tile_overlap: int = 0) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
@@ -38,7 +39,8 @@ def write_brightness_model(folder: Path, name: str = "bright", size: int = SIZE,
     onnx.save(model, path)
     card = {
         "format": CARD_FORMAT, "name": name, "model": "patchcore",
-        "input": {"height": size, "width": size, "resize": resize, "mean": [0.485, 0.456, 0.406],
+        "input": {"height": size, "width": size, "resize": resize, "scale": scale,
+                  "tile_overlap": tile_overlap, "mean": [0.485, 0.456, 0.406],
                   "std": [0.229, 0.224, 0.225]},
         "outputs": {"anomaly_map": "anomaly_map", "pred_score": "pred_score"},
         "thresholds": {"image": image_t, "pixel": pixel_t, "spread": 0.5, "method": "test"},

@@ -146,3 +146,14 @@ def test_runtime_never_imports_torch(brightness_model: Path, tmp_path: Path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "HEAVY []" in out.stdout, out.stdout
+
+
+def test_tiles_mode_of_the_card_keeps_scale_and_finds_the_spot(tmp_path: Path):
+    model = write_brightness_model(tmp_path, resize="tiles", scale=0.5, tile_overlap=8)
+    det = make(model)
+    img = dark_part(h=300, w=500, spots=((400, 210, 16),))
+    findings = det.inspect(View(img, "p"))
+    assert len(findings) == 1
+    x, y, w, h = findings[0].box
+    assert abs(x - 400) <= 3 and abs(y - 210) <= 3 and abs(w - 16) <= 4 and abs(h - 16) <= 4
+    assert det.inspect(View(dark_part(h=300, w=500), "good")) == []

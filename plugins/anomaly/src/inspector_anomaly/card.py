@@ -23,8 +23,11 @@ class _Strict(BaseModel):
 class InputSpec(_Strict):
     height: int = Field(gt=0, description="model input height, px")
     width: int = Field(gt=0, description="model input width, px")
-    resize: Literal["letterbox", "stretch"] = Field(
-        description="letterbox: aspect-preserving fit, border replicated; stretch: plain resize")
+    resize: Literal["letterbox", "stretch", "tiles"] = Field(
+        description="letterbox: aspect-preserving fit, border replicated; stretch: plain resize; "
+                    "tiles: resize by `scale`, then overlapping tiles of the input size")
+    scale: float = Field(1.0, gt=0, description="tiles: model px per view px, the same for every part")
+    tile_overlap: int = Field(0, ge=0, description="tiles: overlap of neighbouring tiles, model px")
     color: Literal["RGB"] = Field("RGB", description="channel order of the input tensor (gray is repeated)")
     value_range: tuple[float, float] = Field((0.0, 1.0), description="pixel values are uint8 / 255")
     layout: Literal["NCHW"] = Field("NCHW", description="tensor layout, batch 1")

@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from inspector_core import Detector, Finding, PluginConfig, View
 
 from inspector_anomaly.card import ModelCard, load_card, sha256_file
-from inspector_anomaly.preprocess import prepare
+from inspector_anomaly.preprocess import prepare, prepare_tiles
 
 
 class TilingConfig(PluginConfig):
@@ -151,6 +151,8 @@ class Anomaly(Detector):
     def _run(self, image: np.ndarray) -> np.ndarray:
         """Anomaly map of ``image`` at the image's own size (raw units)."""
         c = self.card.input  # type: ignore[union-attr]
+        if c.resize == "tiles":
+            return self._run_tiles(image)
         p = prepare(image, (c.height, c.width), c.resize)
         amap = self.session.run([self._map_out], {self._input: p.tensor})[0]  # type: ignore[union-attr]
         amap = amap.reshape(amap.shape[-2:])
@@ -160,6 +162,20 @@ class Anomaly(Detector):
         if (h, w) != (ih, iw):
             inside = cv2.resize(inside, (iw, ih), interpolation=cv2.INTER_LINEAR)
         return inside
+
+    def _run_tiles(self, image: np.ndarray) -> np.ndarray:
+        c = self.card.input  # type: ignore[union-attr]
+        tiles, origins, (sh, sw) = prepare_tiles(image, (c.height, c.width), c.scale, c.tile_overlap)
+        amap = np.full((sh, sw), -np.inf, dtype=np.float32)
+        for p, (x0, y0) in zip(tiles, origins, strict=True):
+            out = self.session.run([self._map_out], {self._input: p.tensor})[0]  # type: ignore[union-attr]
+            out = out.reshape(out.shape[-2:])
+            _, _, w, h = p.valid
+            np.maximum(amap[y0 : y0 + h, x0 : x0 + w], out[:h, :w], out=amap[y0 : y0 + h, x0 : x0 + w])
+        ih, iw = image.shape[:2]
+        if (sh, sw) != (ih, iw):
+            amap = cv2.resize(amap, (iw, ih), interpolation=cv2.INTER_LINEAR)
+        return amap
 
     def anomaly_map(self, image: np.ndarray) -> AnomalyMap:
         """The raw anomaly map of a view and its image score (max over pixels not ignored)."""

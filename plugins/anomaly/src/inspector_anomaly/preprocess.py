@@ -8,6 +8,11 @@ model learned from. numpy and OpenCV only: the runtime never imports torch.
 model's input and the rest is filled by replicating the border. The anomaly map is then read
 only inside the image's own rectangle (``Prepared.valid``), so padding never raises a score.
 ``stretch`` is anomalib's plain resize, kept for comparison.
+
+``tiles`` keeps the *scale* fixed instead: the image is resized by one factor for every part
+(``scale``, from the card), cut into overlapping tiles of the model's input size, and each tile
+is run on its own; partial tiles are padded like letterbox. Small defects keep their pixels and
+every part's texture has the same size, whatever the part's size.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-ResizeMode = Literal["letterbox", "stretch"]
+ResizeMode = Literal["letterbox", "stretch", "tiles"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -80,3 +85,40 @@ def valid_mask(size: tuple[int, int], valid: tuple[int, int, int, int]) -> np.nd
     x, y, w, h = valid
     m[y : y + h, x : x + w] = True
     return m
+
+
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` px covering ``length`` px with at least ``overlap`` px overlap."""
+    if length <= tile:
+        return [0]
+    step = max(1, tile - overlap)
+    starts = list(range(0, length - tile + 1, step))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
+
+
+def prepare_tiles(image: np.ndarray, size: tuple[int, int], scale: float, overlap: int
+                  ) -> tuple[list[Prepared], list[tuple[int, int]], tuple[int, int]]:
+    """Resize ``image`` by ``scale`` and cut it into model-size tiles.
+
+    Returns the prepared tiles, each tile's ``(x, y)`` in the scaled image, and the scaled
+    image's ``(h, w)``."""
+    h, w = image.shape[:2]
+    sh, sw = max(2, round(h * scale)), max(2, round(w * scale))
+    scaled = image if (sh, sw) == (h, w) else cv2.resize(
+        image, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    th, tw = size
+    out, origins = [], []
+    for y0 in tile_origins(sh, th, overlap):
+        for x0 in tile_origins(sw, tw, overlap):
+            tile = scaled[y0 : y0 + th, x0 : x0 + tw]
+            ph, pw = tile.shape[:2]
+            rgb = to_rgb(np.ascontiguousarray(tile))
+            if (ph, pw) != (th, tw):
+                rgb = cv2.copyMakeBorder(rgb, 0, th - ph, 0, tw - pw, cv2.BORDER_REPLICATE)
+            tensor = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
+            tensor *= 1.0 / 255.0
+            out.append(Prepared(tensor=tensor, valid=(0, 0, pw, ph), scale=(scale, scale)))
+            origins.append((x0, y0))
+    return out, origins, (sh, sw)

@@ -32,7 +32,7 @@ from inspector_anomaly.card import (  # noqa: E402
     BackboneSpec, InputSpec, ModelCard, Thresholds, TrainingSpec, sha256_file,
 )
 from inspector_anomaly.metrics import auroc, f1, f1_optimal_threshold  # noqa: E402
-from inspector_anomaly.preprocess import prepare  # noqa: E402
+from inspector_anomaly.preprocess import prepare, prepare_tiles  # noqa: E402
 
 ModelName = Literal["patchcore", "padim", "dfm"]
 MEAN = (0.485, 0.456, 0.406)
@@ -49,7 +49,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 class TrainSettings:
     model: ModelName = "patchcore"
     size: tuple[int, int] = (256, 256)
-    resize: Literal["letterbox", "stretch"] = "letterbox"
+    resize: Literal["letterbox", "stretch", "tiles"] = "letterbox"
+    scale: float = 1.0
+    """tiles: model px per image px, the same for every part."""
+    tile_overlap: int = 32
+    """tiles: overlap of neighbouring tiles, model px."""
+    max_patches: int = 400_000
+    """PatchCore: patch features drawn at random before the coreset, to bound training time."""
     backbone: Literal["pretrained", "random"] = "pretrained"
     layers: list[str] | None = None
     memory_bank: int = 4096
@@ -169,17 +175,25 @@ def fit(module, images: Sequence[np.ndarray], settings: TrainSettings, progress:
     torch.manual_seed(settings.seed)
     module.model.train()
     n = len(images)
+    if settings.resize == "tiles":
+        tensors = [t.tensor for img in images
+                   for t in prepare_tiles(img, settings.size, settings.scale, settings.tile_overlap)[0]]
+        progress(f"{len(tensors)} tiles from {n} images")
+    else:
+        tensors = [prepare(img, settings.size, settings.resize).tensor for img in images]
+    n = len(tensors)
     with torch.no_grad():
         for i in range(0, n, settings.batch_size):
-            batch = np.concatenate([prepare(img, settings.size, settings.resize).tensor
-                                    for img in images[i : i + settings.batch_size]])
-            x = module.pre_processor(torch.from_numpy(batch))
+            x = module.pre_processor(torch.from_numpy(np.concatenate(tensors[i : i + settings.batch_size])))
             module.training_step(types.SimpleNamespace(image=x))
             progress(f"features {min(i + settings.batch_size, n)}/{n}")
     if settings.model == "patchcore":
         store = module.model.embedding_store
         feats = torch.vstack(store)
         store.clear()
+        if feats.shape[0] > settings.max_patches:
+            g = torch.Generator().manual_seed(settings.seed)
+            feats = feats[torch.randperm(feats.shape[0], generator=g)[: settings.max_patches]]
         progress(f"coreset: {settings.memory_bank} of {feats.shape[0]} patch features")
         idx = kcenter_greedy(feats, settings.memory_bank, seed=settings.seed)
         module.model.memory_bank = feats[idx].contiguous()
@@ -297,7 +311,8 @@ def train(
     digest = sha256_file(out)
     provisional = ModelCard(
         name=out.stem, model=settings.model,
-        input=InputSpec(height=settings.size[0], width=settings.size[1], resize=settings.resize, mean=MEAN, std=STD),
+        input=InputSpec(height=settings.size[0], width=settings.size[1], resize=settings.resize, mean=MEAN, std=STD,
+                        scale=settings.scale, tile_overlap=settings.tile_overlap if settings.resize == "tiles" else 0),
         outputs={"anomaly_map": "anomaly_map", "pred_score": "pred_score"},
         thresholds=Thresholds(image=0.0, pixel=0.0, spread=1.0, method="provisional"),
         backbone=backbone,

@@ -1,0 +1,151 @@
+"""Speed of the anomaly step: a station's ``anomaly`` step vs anomalib's own inference of the
+same trained model vs bare onnxruntime, on the same images, in one run.
+
+1. Trains a default PatchCore (Lite0, 256 px letterbox, 4096-feature memory bank) on synthetic
+   good parts (no real data involved; deleted afterwards).
+2. Station: runs a real station (folder source, the ``anomaly`` step on the plate ROI) over the
+   test parts and reads each part's step latency from the store (preprocessing, onnxruntime,
+   regions, findings).
+3. anomalib: the same fitted PatchCore in anomalib's standard form (its Resize + Normalize
+   pre-processor and post-processor), exported with ``to_torch`` and run by anomalib's
+   ``TorchInferencer.predict`` on the same ROI crops (already in memory: no file reading).
+4. Bare onnxruntime: ``session.run`` on the already-prepared tensors.
+
+Both runtimes use the same number of threads (``--threads``, default 2).
+
+    python bench/anomaly_speed.py [--parts 40] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROI = (172, 144, 680, 480)
+
+
+def summary(name: str, ms: list[float]) -> tuple[float, str]:
+    med = statistics.median(ms)
+    mean = statistics.fmean(ms)
+    p95 = sorted(ms)[int(0.95 * (len(ms) - 1))]
+    return mean, f"{name:<34} median {med:7.1f} ms  mean {mean:7.1f} ms  p95 {p95:7.1f} ms  {1000 / mean:6.1f} parts/s"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parts", type=int, default=40)
+    ap.add_argument("--train", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    import cv2
+    import numpy as np
+    import torch
+    from inspector_core.synthetic import render_part
+    from inspector_core.testing import run_station
+
+    from inspector_anomaly.preprocess import prepare, to_rgb
+    from inspector_anomaly.training import TrainSettings, build_model, export_onnx, fit, read_image, list_images
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        (tmp / "good").mkdir()
+        (tmp / "parts").mkdir()
+        for i in range(args.train):
+            cv2.imwrite(str(tmp / "good" / f"g{i:03d}.png"), render_part(seed=5, index=i, truth="good").image)
+        kinds = ("good", "scratch", "dent", "good")
+        for i in range(args.parts):
+            cv2.imwrite(str(tmp / "parts" / f"p{i:03d}.png"), render_part(seed=9, index=i, truth=kinds[i % 4]).image)
+
+        settings = TrainSettings(roi=ROI)
+        print(f"training PatchCore on {args.train} synthetic good parts ...", file=sys.stderr)
+        from inspector_anomaly.training import train
+
+        train(list_images(tmp / "good"), tmp / "model.onnx", settings, progress=lambda m: None)
+        size_mb = (tmp / "model.onnx").stat().st_size / 1e6
+
+        # the same fitted model for anomalib and the parity of the comparison
+        module, _ = build_model(settings, progress=lambda m: None)
+        fit(module, [read_image(p, ROI) for p in list_images(tmp / "good")], settings, progress=lambda m: None)
+        onnx_path = export_onnx(module, tmp / "same.onnx", settings.size)
+        import json
+
+        from inspector_anomaly.card import sha256_file
+
+        card = json.loads((tmp / "model.json").read_text())
+        card.update(onnx_file="same.onnx", onnx_sha256=sha256_file(onnx_path), onnx_bytes=onnx_path.stat().st_size,
+                    name="same")
+        (tmp / "same.json").write_text(json.dumps(card))
+
+        # 2. station
+        result = run_station({
+            "source": {"type": "folder", "config": {"path": str(tmp / "parts")}},
+            "steps": [{"detector": "anomaly", "roi": dict(zip(("x", "y", "width", "height"), ROI)),
+                       "config": {"model": str(onnx_path), "threads": args.threads}}],
+        }, tmp / "station")
+        rows = result.inspections()
+        station_ms = [s.latency_ms for r in rows for s in r.steps if s.step == "anomaly"][1:]
+        verdicts = result.verdicts()
+
+        crops = [read_image(p, ROI) for p in list_images(tmp / "parts")]
+
+        # 3. anomalib's own inference of the same model
+        from anomalib.deploy import TorchInferencer
+        from anomalib.models import Patchcore
+
+        std = Patchcore(backbone=module.model.feature_extractor.backbone, layers=module.model.layers,
+                        pre_trained=False, evaluator=False, visualizer=False,
+                        pre_processor=Patchcore.configure_pre_processor(image_size=settings.size))
+        std.model.load_state_dict(module.model.state_dict(), strict=False)
+        std.model.memory_bank = module.model.memory_bank.clone()
+        std.eval()
+        pt = std.to_torch(tmp / "torch", model_file_name="same")
+        inferencer = TorchInferencer(path=pt, device="cpu")
+        rgb = [to_rgb(c) for c in crops]
+        with torch.inference_mode():
+            inferencer.predict(rgb[0])
+            anomalib_ms = []
+            for img in rgb:
+                t0 = time.perf_counter()
+                inferencer.predict(img)
+                anomalib_ms.append(1000 * (time.perf_counter() - t0))
+
+        # 4. bare onnxruntime on prepared tensors
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = args.threads
+        opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        tensors = [prepare(c, settings.size, "letterbox").tensor for c in crops]
+        sess.run(None, {"input": tensors[0]})
+        bare_ms = []
+        for x in tensors:
+            t0 = time.perf_counter()
+            sess.run(["anomaly_map"], {"input": x})
+            bare_ms.append(1000 * (time.perf_counter() - t0))
+
+    print(f"# anomaly step speed: PatchCore, tf_efficientnet_lite0, 256 px letterbox, memory bank "
+          f"{settings.memory_bank}, ONNX {size_mb:.1f} MB; {len(crops)} synthetic parts, ROI {ROI[2]}x{ROI[3]} px "
+          f"of 1024x768 frames; {args.threads} threads; station verdicts {dict(verdicts)}")
+    s_mean, s_line = summary("station anomaly step", station_ms)
+    a_mean, a_line = summary("anomalib TorchInferencer.predict", anomalib_ms)
+    b_mean, b_line = summary("bare onnxruntime session.run", bare_ms)
+    print(s_line)
+    print(a_line)
+    print(b_line)
+    print(f"station throughput / anomalib throughput: {a_mean / s_mean:.2f}x (goal >= 3x)")
+    print(f"station step time / bare onnxruntime:     {s_mean / b_mean:.2f} (goal <= 1.10)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
