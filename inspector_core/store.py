@@ -181,15 +181,23 @@ class Store:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        try:
-            with self.engine.begin() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-        except OperationalError as exc:
-            raise StoreError(
-                f"store {self.display_url}: cannot reach the database ({exc.orig}); "
-                "check that the server runs and the URL (host, port, database name) is right"
-            ) from exc
+        for attempt in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        # Several stations starting at once on one plant database: one migrates,
+                        # the others wait here and then find the schema current.
+                        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(5109202611)")
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                return
+            except OperationalError as exc:
+                if "already exists" in str(exc.orig) and attempt < 2:
+                    continue  # another process on the same SQLite file migrated first
+                raise StoreError(
+                    f"store {self.display_url}: cannot reach the database ({exc.orig}); "
+                    "check that the server runs and the URL (host, port, database name) is right"
+                ) from exc
 
     def close(self) -> None:
         self.engine.dispose()
