@@ -50,12 +50,14 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from inspector_core import schema
+from inspector_core.store import HourRollup, bucket_value, hour_of, latency_bucket
 from inspector_core.verdict import Rule
 from inspector_core.verdict import failing as _failing
 from inspector_core.verdict import verdict as _verdict
 
 I, D, C, S, R, SR = (schema.Inspection, schema.Defect, schema.Crop, schema.Station, schema.Run,
                      schema.StepResult)
+H, HL = schema.InspectionHour, schema.InspectionHourLatency
 Verdict = Literal["PASS", "FAIL", "ERROR", "NOT_INSPECTED"]
 Period = Literal["hour", "shift", "day"]
 REJECTS = ("FAIL", "ERROR")
@@ -664,9 +666,222 @@ EXACT_PERIOD_LATENCY_MAX_ROWS = 100_000
 SMALL_WINDOW_ROWS = 100_000
 
 
+def uses_rollup(f: HistoryFilter) -> bool:
+    """True when ``f`` filters only on station, time and verdict: stats then read the hourly
+    roll-up (``inspection_hours``), not the inspections."""
+    return not (f.has_defect_filter or f.part_id or f.run_id)
+
+
 def stats(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int = 20,
           period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS,
           small_window_rows: int = SMALL_WINDOW_ROWS) -> Stats:
+    """Counts, yields, latency percentiles per station and period; the Pareto of defect
+    kinds; the p-chart of the reject rate. Reads only; every figure comes from the store.
+
+    A filter on station, time and verdict only (:func:`uses_rollup`) is answered from the
+    hourly roll-up, which the writer keeps in the same transaction as the inspections: whole
+    hours of the window from ``inspection_hours``, the partial hours at its ends from the
+    inspections. First-pass figures there count a part at its first inspection ever at the
+    station (``first_of_part``). Latency p50/p99 are exact (from the inspections) when the
+    window holds at most ``period_latency_max_rows`` latencies, else read off the roll-up's
+    histogram: within 2.5% (``sqrt(1.05) - 1``) of the exact nearest-rank value.
+
+    Any other filter (defect kind, score, size, plugin, part id, run) needs the inspections
+    and defects themselves: :func:`stats_from_inspections`."""
+    if uses_rollup(f):
+        return _stats_rollup(engine, f, buckets=buckets, pareto_limit=pareto_limit,
+                             exact_latency_max_rows=period_latency_max_rows)
+    return stats_from_inspections(engine, f, buckets=buckets, pareto_limit=pareto_limit,
+                                  period_latency_max_rows=period_latency_max_rows,
+                                  small_window_rows=small_window_rows)
+
+
+def _pareto(conn: Any, f: HistoryFilter, conds: list[ColumnElement[bool]]) -> list[Any]:
+    """Defects that counted in the verdict, by kind (the ``failed, kind`` index)."""
+    dconds = [D.failed.is_(True)]
+    if f.kinds:
+        dconds.append(D.kind.in_(f.kinds))
+    if f.plugin:
+        dconds.append(D.plugin == f.plugin)
+    return conn.execute(
+        select(D.kind, func.count().label("defects"), func.count(func.distinct(D.inspection_id)).label("parts"))
+        .join(I, I.id == D.inspection_id).where(*conds, *dconds)
+        .group_by(D.kind).order_by(func.count().desc(), D.kind)).all()
+
+
+def _finish(f: HistoryFilter, buckets: Buckets, rows: dict[tuple[int, int], PeriodStats], names: dict[int, str],
+            lat_periods: dict[tuple[Any, ...], dict[int, float]], lat_total: dict[int, dict[int, float]],
+            pareto_rows: list[Any], pareto_limit: int) -> Stats:
+    for (sid, bk), pcts in lat_periods.items():
+        if (sid, bk) in rows:
+            rows[(sid, bk)].latency_p50_ms, rows[(sid, bk)].latency_p99_ms = pcts.get(50), pcts.get(99)
+    periods = sorted(rows.values(), key=lambda p: (p.station, p.bucket))
+    totals: dict[str, PeriodStats] = {}
+    for p in periods:
+        t = totals.setdefault(p.station, PeriodStats(p.station, -1, "total", p.start))
+        for fld in ("parts", "passed", "failed", "errors", "not_inspected", "distinct_parts", "first_pass"):
+            setattr(t, fld, getattr(t, fld) + getattr(p, fld))
+    for sid, pcts in lat_total.items():
+        if names[sid] in totals:
+            totals[names[sid]].latency_p50_ms, totals[names[sid]].latency_p99_ms = pcts.get(50), pcts.get(99)
+    total_defects = sum(r.defects for r in pareto_rows) or 1
+    pareto, cum = [], 0
+    for r in pareto_rows[:pareto_limit]:
+        cum += r.defects
+        pareto.append(ParetoRow(r.kind, r.defects, r.parts, r.defects / total_defects, cum / total_defects))
+    pchart, p_bar = p_chart(periods)
+    return Stats(buckets.period, f.since, f.until, periods, sorted(totals.values(), key=lambda t: t.station),
+                 pareto, pchart, p_bar)
+
+
+def _exact_latency(conn: Any, conds: list[ColumnElement[bool]], with_latency: dict[int, int],
+                   ) -> dict[int, dict[int, float]]:
+    """Exact nearest-rank p50/p99 per station over the window, on the (station, latency) index."""
+    lat_total: dict[int, dict[int, float]] = defaultdict(dict)
+    for sid, n in with_latency.items():
+        if not n:
+            continue
+        for p in (50, 99):
+            k = (n * p + 99) // 100 - 1  # nearest rank, 0-based
+            # Walk the (station, latency) index from the nearer end: p99 reads 1% of it.
+            desc = k > n // 2
+            lat_total[sid][p] = conn.scalar(
+                select(I.latency_ms).where(*conds, I.station_id == sid, I.latency_ms.is_not(None))
+                .order_by(I.latency_ms.desc() if desc else I.latency_ms).limit(1)
+                .offset(n - 1 - k if desc else k))
+    return lat_total
+
+
+def _hist_percentiles(hist: dict[int, int], lo: float | None, hi: float | None) -> dict[int, float]:
+    """Nearest-rank p50/p99 from a latency histogram: the geometric middle of the bucket the
+    rank falls in, clamped to the group's exact min and max."""
+    n = sum(hist.values())
+    out: dict[int, float] = {}
+    if not n:
+        return out
+    order = sorted(hist.items())
+    for p in (50, 99):
+        k = (n * p + 99) // 100  # 1-based rank
+        seen = 0
+        for b, c in order:
+            seen += c
+            if seen >= k:
+                v = bucket_value(b)
+                if lo is not None:
+                    v = max(v, lo)
+                if hi is not None:
+                    v = min(v, hi)
+                out[p] = v
+                break
+    return out
+
+
+def _ceil_hour(t: datetime) -> datetime:
+    h = hour_of(t)
+    return h if h == t else h + timedelta(hours=1)
+
+
+def _stats_rollup(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int,
+                  exact_latency_max_rows: int) -> Stats:
+    dialect = engine.dialect.name
+    conds = _where(f, dialect)
+    # Whole hours [lo, hi) from the roll-up; the partial hours at the ends from inspections.
+    lo = _ceil_hour(f.since) if f.since else None
+    hi = hour_of(f.until) if f.until else None
+    if lo is not None and hi is not None and lo > hi:
+        hi = lo
+    hconds: list[ColumnElement[bool]] = []
+    lconds: list[ColumnElement[bool]] = []
+    for T, out in ((H, hconds), (HL, lconds)):
+        if f.stations:
+            out.append(T.station_id.in_(select(S.id).where(S.name.in_(f.stations)).scalar_subquery()))
+        if f.verdicts:
+            out.append(T.verdict.in_(f.verdicts))
+        if lo is not None:
+            out.append(T.hour >= lo)
+        if hi is not None:
+            out.append(T.hour < hi)
+    edge_conds: list[ColumnElement[bool]] = []
+    if lo is not None and f.since < lo:
+        edge_conds.append(I.captured_at < lo)
+    if hi is not None and hi < f.until:
+        edge_conds.append(I.captured_at >= hi)
+    with engine.connect() as conn:
+        names = dict(conn.execute(select(S.id, S.name)).all())
+        hours = conn.execute(select(H.station_id, H.hour, H.verdict, H.parts, H.first_parts, H.first_passed,
+                                    H.latency_count, H.latency_min, H.latency_max).where(*hconds)).all()
+        edge = HourRollup()
+        if edge_conds:
+            other = I.__table__.alias("other")
+            again = exists().where(other.c.station_id == I.station_id, other.c.part_id == I.part_id,
+                                   other.c.id != I.id)
+            for r in conn.execute(select(I.station_id, I.captured_at, I.verdict, I.latency_ms, I.first_of_part,
+                                         and_(I.first_of_part, I.verdict == "PASS", ~again).label("fp"))
+                                  .where(*conds, or_(*edge_conds))):
+                edge.add(r.station_id, r.captured_at, r.verdict, r.latency_ms, bool(r.first_of_part), bool(r.fp))
+        groups = [(r.station_id, r.hour, r.verdict, r.parts, r.first_parts, r.first_passed, r.latency_count,
+                   r.latency_min, r.latency_max) for r in hours]
+        groups += [(k[0], k[1], k[2], v[0], v[1], v[2], v[3], v[5], v[6]) for k, v in edge.hours.items()]
+
+        rows: dict[tuple[int, int], PeriodStats] = {}
+        with_latency: dict[int, int] = defaultdict(int)
+        bounds: dict[tuple[int, int], list[float | None]] = {}
+        for sid, hour, verdict, n, fparts, fpassed, nl, lmin, lmax in groups:
+            bk = buckets.of(hour)
+            ps = rows.get((sid, bk))
+            if ps is None:
+                ps = rows[(sid, bk)] = PeriodStats(names[sid], bk, buckets.label(bk), buckets.start(bk))
+            ps.parts += n
+            ps.distinct_parts += fparts
+            ps.first_pass += fpassed
+            if verdict == "PASS":
+                ps.passed += n
+            elif verdict == "FAIL":
+                ps.failed += n
+            elif verdict == "ERROR":
+                ps.errors += n
+            elif verdict == "NOT_INSPECTED":
+                ps.not_inspected += n
+            with_latency[sid] += nl
+            if nl:
+                b = bounds.setdefault((sid, bk), [lmin, lmax])
+                b[0] = lmin if b[0] is None else min(b[0], lmin)
+                b[1] = lmax if b[1] is None else max(b[1], lmax)
+        rows = {k: p for k, p in rows.items() if p.parts}
+
+        if sum(with_latency.values()) <= exact_latency_max_rows:
+            lat_total = _exact_latency(conn, conds, with_latency)
+            lat_periods = _percentiles(conn, conds, [I.station_id, buckets.expr(I.captured_at)], (50, 99))
+        else:
+            # Histograms summed per station and period in SQL, plus the ends' own.
+            pb = buckets.expr(HL.hour)
+            hists: dict[tuple[int, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+            for sid, bk, b, n in conn.execute(
+                    select(HL.station_id, pb.label("pb"), HL.bucket, func.sum(HL.n))
+                    .where(*lconds).group_by(HL.station_id, pb, HL.bucket)):
+                hists[(sid, bk)][b] += int(n)
+            for (sid, hour, _v, b), n in edge.latency.items():
+                hists[(sid, buckets.of(hour))][b] += n
+            lat_periods = {}
+            station_hist: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+            station_bounds: dict[int, list[float]] = {}
+            for (sid, bk), hist in hists.items():
+                lmin, lmax = bounds.get((sid, bk), (None, None))
+                lat_periods[(sid, bk)] = _hist_percentiles(hist, lmin, lmax)
+                for b, n in hist.items():
+                    station_hist[sid][b] += n
+                if lmin is not None:
+                    sb = station_bounds.setdefault(sid, [lmin, lmax])
+                    sb[0], sb[1] = min(sb[0], lmin), max(sb[1], lmax)
+            lat_total = {sid: _hist_percentiles(hist, *station_bounds.get(sid, (None, None)))
+                         for sid, hist in station_hist.items()}
+        pareto_rows = _pareto(conn, f, conds)
+    return _finish(f, buckets, rows, names, lat_periods, lat_total, pareto_rows, pareto_limit)
+
+
+def stats_from_inspections(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int = 20,
+                           period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS,
+                           small_window_rows: int = SMALL_WINDOW_ROWS) -> Stats:
     """Counts, yields, latency percentiles per station and period; the Pareto of defect
     kinds; the p-chart of the reject rate. Reads only; every figure comes from the store.
 

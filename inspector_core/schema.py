@@ -21,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -87,6 +88,9 @@ class Inspection(Base):
     error_step: Mapped[str | None] = mapped_column(String(200))
     n_defects: Mapped[int] = mapped_column(Integer, default=0)
     source_meta: Mapped[dict[str, Any] | None]
+    first_of_part: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """True on the earliest inspection (by ``captured_at``, then ``id``) of its ``(station_id,
+    part_id)``; decided by the writer (migration 0003 backfilled older rows)."""
 
     station: Mapped[Station] = relationship()
     steps: Mapped[list[StepResult]] = relationship(back_populates="inspection", order_by="StepResult.step_index")
@@ -191,3 +195,38 @@ class Event(Base):
     at: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(100))
     message: Mapped[str] = mapped_column(Text)
+
+
+class InspectionHour(Base):
+    """Roll-up of ``inspections`` per station, UTC hour and verdict, kept by the writer in the
+    same transaction as the inspections it counts (migration 0003 backfilled older rows).
+    Stats filtered only by station, time and verdict read this instead of the inspections."""
+
+    __tablename__ = "inspection_hours"
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    """``captured_at`` truncated to the hour (UTC)."""
+    verdict: Mapped[str] = mapped_column(String(16), primary_key=True)
+    parts: Mapped[int] = mapped_column(Integer)
+    """Inspections."""
+    first_parts: Mapped[int] = mapped_column(Integer)
+    """Inspections that are the first of their part id at the station (``first_of_part``)."""
+    first_passed: Mapped[int] = mapped_column(Integer)
+    """Of those, PASS and the part's only inspection so far (first-pass parts)."""
+    latency_count: Mapped[int] = mapped_column(Integer)
+    latency_sum: Mapped[float] = mapped_column(Float)
+    latency_min: Mapped[float | None] = mapped_column(Float)
+    latency_max: Mapped[float | None] = mapped_column(Float)
+
+
+class InspectionHourLatency(Base):
+    """Latency histogram of the inspections of one ``inspection_hours`` row: how many had
+    ``latency_ms`` in log-spaced bucket ``bucket``, i.e. in ``[1.05**bucket, 1.05**(bucket+1))``
+    (values below 0.01 ms count in the bucket of 0.01 ms)."""
+
+    __tablename__ = "inspection_hour_latency"
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(16), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(Integer)

@@ -146,17 +146,36 @@ def test_stats_on_known_data(known):
 
 
 def test_stats_large_window_paths_agree(known):
-    # The paths taken for large windows (grouped repeats, no per-period percentiles) give
-    # the same counts, first-pass figures and total percentiles as the small-window ones.
+    # The base-table paths taken for large windows (grouped repeats, no per-period
+    # percentiles) give the same counts, first-pass figures and total percentiles as the
+    # small-window ones. (The path stats take for filters the roll-up cannot answer.)
     url, _ = known
     e = engine_of(url)
-    small = q.stats(e, q.make_filter(), buckets=q.Buckets("day"))
-    large = q.stats(e, q.make_filter(), buckets=q.Buckets("day"), period_latency_max_rows=0, small_window_rows=0)
+    small = q.stats_from_inspections(e, q.make_filter(), buckets=q.Buckets("day"))
+    large = q.stats_from_inspections(e, q.make_filter(), buckets=q.Buckets("day"), period_latency_max_rows=0,
+                                     small_window_rows=0)
     strip = lambda rows: [{**p.as_dict(), "latency_p50_ms": None, "latency_p99_ms": None} for p in rows]  # noqa: E731
     assert strip(large.periods) == strip(small.periods)
     assert [t.as_dict() for t in large.totals] == [t.as_dict() for t in small.totals]
     assert all(p.latency_p50_ms is None for p in large.periods)
     assert all(p.latency_p50_ms is not None for p in small.periods if p.judged)
+
+
+def test_stats_rollup_large_window_percentiles_within_bound(known):
+    # On the roll-up, a large window reads latency percentiles off the histogram: same
+    # counts, percentiles within sqrt(1.05) - 1 of the exact ones, per period too.
+    url, _ = known
+    e = engine_of(url)
+    exact = q.stats(e, q.make_filter(), buckets=q.Buckets("day"))
+    approx = q.stats(e, q.make_filter(), buckets=q.Buckets("day"), period_latency_max_rows=0)
+    strip = lambda rows: [{**p.as_dict(), "latency_p50_ms": None, "latency_p99_ms": None} for p in rows]  # noqa: E731
+    assert strip(approx.periods) == strip(exact.periods)
+    assert strip(approx.totals) == strip(exact.totals)
+    bound = 1.05 ** 0.5 - 1
+    for a, x in zip(approx.periods + approx.totals, exact.periods + exact.totals, strict=True):
+        for fld in ("latency_p50_ms", "latency_p99_ms"):
+            if x.judged:
+                assert abs(getattr(a, fld) / getattr(x, fld) - 1) <= bound + 1e-12
 
 
 def test_stats_hour_and_shift_buckets(known):
