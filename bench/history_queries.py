@@ -97,7 +97,20 @@ def generate(n: int, seed: int = 1) -> Iterator[tuple[str, tuple, list[tuple], t
 
 
 def _prepare(url: str) -> Store:
-    store = Store(url)
+    """The schema at 0002 (before the roll-up): the fill below writes the base tables with
+    raw SQL, then :func:`_finish` migrates to head, and migration 0003 backfills
+    ``first_of_part`` and the hourly roll-up from them, as on a real upgraded database."""
+    from alembic import command
+    from alembic.config import Config
+
+    from inspector_core.store import MIGRATIONS
+
+    store = Store(url, migrate=False)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
     for name in STATIONS:
         store.begin_run(name, hostname="bench", software_version="0.1.0",
                         plugins={"bench": {"distribution": "bench", "version": "1"}},
@@ -140,8 +153,17 @@ def fill_sqlite(url: str, n: int) -> None:
             flush()
     flush()
     db.execute("COMMIT")
+    db.close()
+    _finish(url)
+    db = sqlite3.connect(path, isolation_level=None)
     db.execute("ANALYZE")
     db.close()
+
+
+def _finish(url: str) -> None:
+    t = time.perf_counter()
+    Store(url).close()  # migration 0003: backfill of first_of_part and the roll-up
+    print(f"  migration 0003 (roll-up backfill): {time.perf_counter() - t:.0f} s", flush=True)
 
 
 def fill_pg(url: str, n: int) -> None:
@@ -176,6 +198,7 @@ def fill_pg(url: str, n: int) -> None:
         for table in ("inspections", "defects", "step_results", "crops"):
             cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
         conn.commit()
+    _finish(url)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
 
