@@ -26,6 +26,8 @@ class InputSpec(_Strict):
     resize: Literal["letterbox", "stretch", "tiles"] = Field(
         description="letterbox: aspect-preserving fit, border replicated; stretch: plain resize; "
                     "tiles: resize by `scale`, then overlapping tiles of the input size")
+    photometric: Literal["none", "meanstd", "clahe"] = Field(
+        "none", description="lighting normalisation of the view before resizing (see preprocess.photometric)")
     scale: float = Field(1.0, gt=0, description="tiles: model px per view px, the same for every part")
     tile_overlap: int = Field(0, ge=0, description="tiles: overlap of neighbouring tiles, model px")
     color: Literal["RGB"] = Field("RGB", description="channel order of the input tensor (gray is repeated)")

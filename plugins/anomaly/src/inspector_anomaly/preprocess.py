@@ -24,6 +24,32 @@ import cv2
 import numpy as np
 
 ResizeMode = Literal["letterbox", "stretch", "tiles"]
+Photometric = Literal["none", "meanstd", "clahe"]
+
+TARGET_MEAN, TARGET_STD = 128.0, 32.0
+
+
+def photometric(image: np.ndarray, mode: Photometric) -> np.ndarray:
+    """Cancel lighting differences between parts before the model sees them.
+
+    ``meanstd``: every channel scaled to mean 128, std 32 over the whole view (exposure and
+    gain drift); ``clahe``: local contrast equalisation (OpenCV CLAHE on the luminance)."""
+    if mode == "none":
+        return image
+    if mode == "meanstd":
+        f = image.astype(np.float32)
+        mean, std = cv2.meanStdDev(f if f.ndim == 2 else f.reshape(-1, f.shape[2]).reshape(f.shape))
+        mean, std = float(np.mean(mean)), float(np.mean(std))
+        f = (f - mean) * (TARGET_STD / max(std, 1.0)) + TARGET_MEAN
+        return np.clip(f, 0, 255).astype(np.uint8)
+    if mode == "clahe":
+        clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+        if image.ndim == 2:
+            return clahe.apply(image)
+        lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB)
+        lab[:, :, 0] = clahe.apply(lab[:, :, 0])
+        return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+    raise ValueError(f"anomaly preprocessing: unknown photometric mode {mode!r} (use none, meanstd or clahe)")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -51,8 +77,10 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"anomaly preprocessing: expected (H, W) or (H, W, 3) image, got shape {image.shape}")
 
 
-def prepare(image: np.ndarray, size: tuple[int, int], mode: ResizeMode = "letterbox") -> Prepared:
+def prepare(image: np.ndarray, size: tuple[int, int], mode: ResizeMode = "letterbox",
+            light: Photometric = "none") -> Prepared:
     """Prepare one uint8 image (gray or BGR) for a model whose input is ``size = (H, W)``."""
+    image = photometric(image, light)
     out_h, out_w = size
     h, w = image.shape[:2]
     if h < 2 or w < 2:
@@ -98,12 +126,13 @@ def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def prepare_tiles(image: np.ndarray, size: tuple[int, int], scale: float, overlap: int
-                  ) -> tuple[list[Prepared], list[tuple[int, int]], tuple[int, int]]:
+def prepare_tiles(image: np.ndarray, size: tuple[int, int], scale: float, overlap: int,
+                  light: Photometric = "none") -> tuple[list[Prepared], list[tuple[int, int]], tuple[int, int]]:
     """Resize ``image`` by ``scale`` and cut it into model-size tiles.
 
     Returns the prepared tiles, each tile's ``(x, y)`` in the scaled image, and the scaled
     image's ``(h, w)``."""
+    image = photometric(image, light)
     h, w = image.shape[:2]
     sh, sw = max(2, round(h * scale)), max(2, round(w * scale))
     scaled = image if (sh, sw) == (h, w) else cv2.resize(

@@ -50,6 +50,8 @@ class TrainSettings:
     model: ModelName = "patchcore"
     size: tuple[int, int] = (256, 256)
     resize: Literal["letterbox", "stretch", "tiles"] = "letterbox"
+    photometric: Literal["none", "meanstd", "clahe"] = "none"
+    """Lighting normalisation of every image before resizing."""
     scale: float = 1.0
     """tiles: model px per image px, the same for every part."""
     tile_overlap: int = 32
@@ -177,10 +179,11 @@ def fit(module, images: Sequence[np.ndarray], settings: TrainSettings, progress:
     n = len(images)
     if settings.resize == "tiles":
         tensors = [t.tensor for img in images
-                   for t in prepare_tiles(img, settings.size, settings.scale, settings.tile_overlap)[0]]
+                   for t in prepare_tiles(img, settings.size, settings.scale, settings.tile_overlap,
+                                              settings.photometric)[0]]
         progress(f"{len(tensors)} tiles from {n} images")
     else:
-        tensors = [prepare(img, settings.size, settings.resize).tensor for img in images]
+        tensors = [prepare(img, settings.size, settings.resize, settings.photometric).tensor for img in images]
     n = len(tensors)
     with torch.no_grad():
         for i in range(0, n, settings.batch_size):
@@ -312,7 +315,7 @@ def train(
     provisional = ModelCard(
         name=out.stem, model=settings.model,
         input=InputSpec(height=settings.size[0], width=settings.size[1], resize=settings.resize, mean=MEAN, std=STD,
-                        scale=settings.scale, tile_overlap=settings.tile_overlap if settings.resize == "tiles" else 0),
+                        photometric=settings.photometric, scale=settings.scale, tile_overlap=settings.tile_overlap if settings.resize == "tiles" else 0),
         outputs={"anomaly_map": "anomaly_map", "pred_score": "pred_score"},
         thresholds=Thresholds(image=0.0, pixel=0.0, spread=1.0, method="provisional"),
         backbone=backbone,
