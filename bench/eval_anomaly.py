@@ -31,7 +31,9 @@ def main() -> int:
     ap.add_argument("--resize", default="letterbox")
     ap.add_argument("--scale", type=float, default=1.0, help="tiles: model px per image px")
     ap.add_argument("--overlap", type=int, default=32, help="tiles: overlap, model px")
-    ap.add_argument("--memory-bank", type=int, default=4096)
+    ap.add_argument("--memory-bank", type=int, default=16384)
+    ap.add_argument("--photometric", default="flatfield", choices=["none", "meanstd", "clahe", "flatfield"])
+    ap.add_argument("--image-score", default="top_mean", choices=["max", "top_mean"])
     ap.add_argument("--layers", default=None, help="comma-separated backbone layers (default: per model)")
     ap.add_argument("--backbone", default="pretrained", choices=["pretrained", "random"])
     args = ap.parse_args()
@@ -53,6 +55,7 @@ def main() -> int:
             settings = TrainSettings(model=model, size=(args.size, args.size), resize=args.resize,
                                      memory_bank=args.memory_bank, backbone=args.backbone,
                                      scale=args.scale, tile_overlap=args.overlap,
+                                     photometric=args.photometric, image_score=args.image_score,
                                      layers=args.layers.split(",") if args.layers else None)
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
@@ -67,7 +70,8 @@ def main() -> int:
             print(f"\n### {model} ({card.backbone.name}, {'pretrained' if card.backbone.pretrained else 'random'}, "
                   f"layers {','.join(card.backbone.layers)}, {args.size} px {args.resize}"
                   f"{f' scale {args.scale} overlap {args.overlap}' if args.resize == 'tiles' else ''}, "
-                  f"memory bank {args.memory_bank})")
+                  f"memory bank {args.memory_bank if model == 'patchcore' else '-'}, "
+                  f"lighting {args.photometric}, image score {args.image_score})")
             print(f"train {train_s:.0f} s, ONNX {card.onnx_bytes / 1e6:.1f} MB, {ms:.0f} ms/image (ORT, 2 threads, incl. metrics)")
             print(f"threshold: {card.thresholds.method}")
             print(f"image AUROC {fig.image_auroc:.3f} | pixel AUROC {fig.pixel_auroc:.3f} | "

