@@ -125,25 +125,43 @@ def plate_region(g: PartGeometry) -> tuple[int, int, int, int]:
 
 
 def draw_scratch(img: np.ndarray, rng: np.random.Generator, region: tuple[int, int, int, int]):
-    """A thin, slightly curved mark, brighter or darker than the plate."""
+    """A thin (1-3 px), straight or gently curved mark, brighter or darker than the plate by a
+    peak contrast of 35-60 grey levels (before the uneven light), fading at its ends and, one
+    time in three, broken by a short gap (a scratch the tool skipped over). It lies on bare
+    metal: clear of the label, a 180x100 px rectangle at the region's centre."""
     rx, ry, rw, rh = region
-    length = rng.uniform(60, 220)
-    theta = rng.uniform(0, math.pi)
-    cx, cy = rx + rng.uniform(0.25, 0.75) * rw, ry + rng.uniform(0.25, 0.75) * rh
-    bend = rng.uniform(-0.15, 0.15)
-    pts = []
-    for t in np.linspace(-0.5, 0.5, 40):
+    lx0, ly0 = rx + rw / 2 - 90 - 6, ry + rh / 2 - 50 - 6  # the label, with a margin
+    lx1, ly1 = rx + rw / 2 + 90 + 6, ry + rh / 2 + 50 + 6
+    for _ in range(100):
+        length = rng.uniform(60, 220)
+        theta = rng.uniform(0, math.pi)
+        cx, cy = rx + rng.uniform(0.0, 1.0) * rw, ry + rng.uniform(0.0, 1.0) * rh
+        bend = rng.uniform(-0.15, 0.15)
+        t = np.linspace(-0.5, 0.5, 60)
         px = cx + t * length * math.cos(theta) - bend * length * (t * t - 0.25) * math.sin(theta)
         py = cy + t * length * math.sin(theta) + bend * length * (t * t - 0.25) * math.cos(theta)
-        pts.append((px, py))
-    pts_i = np.round(np.array(pts) * 4).astype(np.int32)
+        inside = px.min() >= rx and px.max() <= rx + rw and py.min() >= ry and py.max() <= ry + rh
+        on_label = (px > lx0) & (px < lx1) & (py > ly0) & (py < ly1)
+        if inside and not on_label.any():
+            break
+    pts = np.column_stack([px, py])
     layer = np.zeros(img.shape, np.float32)
     width = int(rng.integers(1, 3))
-    cv2.polylines(layer, [pts_i], False, 1.0, thickness=width, lineType=cv2.LINE_AA, shift=2)
+    # Draw piece by piece so that the ends can fade and a gap can break the line.
+    fade = np.clip(np.minimum(t + 0.5, 0.5 - t) / 0.08, 0.25, 1.0)
+    gap_at = rng.uniform(-0.25, 0.25) if rng.random() < 1 / 3 else None
+    gap_half = rng.uniform(3, 7) / length
+    for k in range(len(pts) - 1):
+        tm = 0.5 * (t[k] + t[k + 1])
+        if gap_at is not None and abs(tm - gap_at) < gap_half:
+            continue
+        seg = np.round(pts[k : k + 2] * 4).astype(np.int32)
+        cv2.polylines(layer, [seg], False, float(fade[k]), thickness=width, lineType=cv2.LINE_AA, shift=2)
     layer = cv2.GaussianBlur(layer, (0, 0), 0.7)
+    layer /= max(float(layer.max()), 1e-6)  # the drawn amplitude is the peak contrast
     sign = 1 if rng.random() < 0.5 else -1
     img = img + sign * rng.uniform(35, 60) * layer
-    xs, ys = np.array(pts)[:, 0], np.array(pts)[:, 1]
+    xs, ys = pts[:, 0], pts[:, 1]
     box = (int(xs.min()) - 2, int(ys.min()) - 2, int(xs.max() - xs.min()) + 5, int(ys.max() - ys.min()) + 5)
     return img, box
 
