@@ -38,6 +38,8 @@ class AnomalyConfig(PluginConfig):
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
                                description="expected SHA-256 of the ONNX file; refused if it differs")
     threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads")
+    spin: bool = Field(False, description="let onnxruntime's threads spin between runs (faster alone, "
+                       "slower when the station's other threads share the cores)")
     image_threshold: float | None = Field(None, description="override the card's raw image threshold")
     pixel_threshold: float | None = Field(None, description="override the card's raw pixel threshold")
     ignore_mask: str | None = Field(None, description="PNG of the view's size (resized if not): non-zero "
@@ -102,6 +104,10 @@ class Anomaly(Detector):
         opts.intra_op_num_threads = cfg.threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not cfg.spin:
+            # Spinning worker threads fight the station's capture and store threads for the
+            # same few cores; sleeping ones cost little per image.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.card = card
         self._input = card.input.input_name

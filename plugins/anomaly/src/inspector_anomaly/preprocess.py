@@ -46,8 +46,13 @@ def photometric(image: np.ndarray, mode: Photometric) -> np.ndarray:
         return np.clip(f, 0, 255).astype(np.uint8)
     if mode == "flatfield":
         f = image.astype(np.float32)
-        sigma = max(image.shape[:2]) / FLATFIELD_DIVISOR
-        background = cv2.GaussianBlur(f, (0, 0), sigma)
+        h, w = image.shape[:2]
+        sigma = max(h, w) / FLATFIELD_DIVISOR
+        # The background is smooth: blur a 1/8 copy (sigma/8) and scale it back, ~50x cheaper.
+        small = cv2.resize(f, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA)
+        background = cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / 8), (w, h), interpolation=cv2.INTER_LINEAR)
+        if background.ndim < f.ndim:
+            background = background[:, :, None]
         f = f / np.maximum(background, 1.0)
         mean, std = float(f.mean()), float(f.std())
         f = (f - mean) * (TARGET_STD / max(std, 1e-3)) + TARGET_MEAN
