@@ -48,13 +48,13 @@ class ScratchConfig(PluginConfig):
         "both", description="Which scratches to look for: brighter than the surface, darker, or both."
     )
     min_contrast_gray: float = Field(
-        14.0, gt=0, description="Peak contrast (grey levels, 0-255) of a scratch on the decision "
+        12.0, gt=0, description="Peak contrast (grey levels, 0-255) of a scratch on the decision "
         "boundary; pixels above half of it extend a scratch (hysteresis).",
     )
     min_dark_contrast_gray: float | None = Field(
-        None, gt=0, description="The same boundary for dark marks, when it should differ: on "
+        28.0, gt=0, description="The same boundary for dark marks, when it should differ: on "
         "rolled or brushed metal under bright-field light, dark elongated marks are more often "
-        "inclusions, stains and pit chains than scratches. None: min_contrast_gray.",
+        "inclusions, stains and pit chains than scratches. None: the same as min_contrast_gray.",
     )
     min_length_px: float = Field(
         40.0, gt=0, description="Length of a scratch on the decision boundary, in view pixels."
@@ -63,7 +63,7 @@ class ScratchConfig(PluginConfig):
         None, gt=0, description="When set and the station is calibrated, replaces min_length_px."
     )
     min_elongation: float = Field(
-        5.0, gt=1, description="Length / width of a scratch on the decision boundary: rounder "
+        4.0, gt=1, description="Length / width of a scratch on the decision boundary: rounder "
         "marks (pits, spots, blobs) are not scratches.",
     )
     max_width_px: float = Field(
@@ -74,11 +74,6 @@ class ScratchConfig(PluginConfig):
     )
     max_join_angle_deg: float = Field(
         12.0, ge=0, le=90, description="Largest angle between two pieces that may be joined."
-    )
-    edge_factor: float = Field(
-        0.0, ge=0, description="How strongly a step edge (the part's edge, a label, a hole) is "
-        "suppressed: the scaled gradient times this is subtracted from the ridge strength. "
-        "1.0 cancels an ideal step; 0 turns the suppression off.",
     )
     texture_factor: float = Field(
         1.5, ge=0, description="How much of the surface's own texture level (a robust spread of "
@@ -93,7 +88,7 @@ class ScratchConfig(PluginConfig):
         "size (it is resized if not): non-zero pixels are ignored, e.g. known edges and holes.",
     )
     work_max_side_px: int = Field(
-        1280, ge=64, description="The view is downscaled by a power of two until its longer side "
+        640, ge=64, description="The view is downscaled by a power of two until its longer side "
         "is at most this; smaller is faster but loses the faintest hairlines.",
     )
     max_findings: int = Field(
@@ -140,17 +135,21 @@ class ScratchDetector(Detector):
             min_len = cfg.min_length_mm / view.calibration.mm_per_px
 
         work, f = _downscale(gray, cfg.work_max_side_px)
-        bright, dark = _ridge_strength(work, cfg.max_width_px / f, cfg.edge_factor, cfg.texture_factor,
-                                      cfg.polarity)
+        floors = (
+            _low_threshold(cfg, 1) if cfg.polarity != "dark" else None,
+            _low_threshold(cfg, -1) if cfg.polarity != "bright" else None,
+        )
+        (bright, dark), textures = _ridge_strength(work, cfg.max_width_px / f, cfg.texture_factor, floors)
         ignore = self._ignore_mask(work.shape, f)
 
         scratches = []
-        for sign, (strength, level) in ((1, bright), (-1, dark)):
-            if strength is None:
+        for sign, maps in ((1, bright), (-1, dark)):
+            if maps is None:
                 continue
+            strength, level = maps
             if ignore is not None:
                 strength[ignore] = 0
-            scratches += _scratches(strength, level, sign, f, min_len, cfg)
+            scratches += _scratches(strength, level, textures, sign, f, min_len, cfg)
 
         findings = [_finding(s, gray, view, cfg, min_len, f) for s in scratches]
         findings = [x for x in findings if x.score >= self.report_floor]
@@ -187,33 +186,35 @@ _LEVEL_SIGMA = 1.5
 # on the smoothed image 2 sigma to either side, is 0.42 of its peak: scale it to grey levels of
 # peak contrast like the Hessian measure, so that the smaller of the two is a fair reading.
 _TWO_SIDED_GAIN = 1.0 / 0.42
+# Half weight for the extra texture across streaky directions: enough to keep brushing streaks
+# out, while scratches along a rolling direction (the usual case) keep most of their margin.
+_DIRECTIONAL_WEIGHT = 0.5
 
 
-def _two_sided(g: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bright and dark line contrast by the two-sided test: how much the centre rises above
-    (or sinks below) *both* sides ``d`` pixels away, best of four directions (0, 45, 90, 135
-    degrees; a line between two of them still has both its flanks on either side). A step edge
-    has one side above and one below, so it scores nothing, however close the pixel is to it."""
-    hh, ww = g.shape
-    bright = np.zeros((hh, ww), np.float32)
-    dark = np.zeros((hh, ww), np.float32)
+def _two_sided(g: np.ndarray, idx: np.ndarray, d: int, sign: int) -> np.ndarray:
+    """Line contrast at the flat indices ``idx`` of ``g`` by the two-sided test: how much the
+    centre rises above (``sign`` 1) or sinks below (-1) *both* sides ``d`` pixels away, best of
+    four directions (0, 45, 90, 135 degrees; a line between two of them still has a flank on
+    either side). A step edge has one side above and one below, so it scores nothing however
+    close the pixel is to it. ``idx`` must lie at least ``d`` pixels inside the border."""
+    gf = g.ravel()
+    ww = g.shape[1]
+    c = gf[idx] if sign > 0 else -gf[idx]
     dd = max(1, int(round(d / math.sqrt(2.0))))
-    c = g[d : hh - d, d : ww - d]
-    ob, od = bright[d : hh - d, d : ww - d], dark[d : hh - d, d : ww - d]
-    for dx, dy, k in ((1, 0, d), (0, 1, d), (1, 1, dd), (1, -1, dd)):
-        plus = g[d + dy * k : hh - d + dy * k, d + dx * k : ww - d + dx * k]
-        minus = g[d - dy * k : hh - d - dy * k, d - dx * k : ww - d - dx * k]
-        a1 = cv2.subtract(c, plus)
-        a2 = cv2.subtract(c, minus)
-        cv2.max(ob, cv2.min(a1, a2), dst=ob)
-        cv2.max(od, -cv2.max(a1, a2), dst=od)
-    return bright, dark
+    best = np.full(idx.shape, -np.inf, np.float32)
+    for off in (d, d * ww, dd * (ww + 1), dd * (ww - 1)):
+        p, m = gf[idx + off], gf[idx - off]
+        if sign < 0:
+            p, m = -p, -m
+        np.maximum(best, np.minimum(c - p, c - m), out=best)
+    return best
 
 
-def _ridge_strength(work: np.ndarray, max_width: float, edge_factor: float, texture_factor: float,
-                    polarity: str):
+def _ridge_strength(work: np.ndarray, max_width: float, texture_factor: float,
+                    floors: tuple[float | None, float | None]):
     """Ridge strength in grey levels of line contrast, bright and dark, at the working size,
-    with the pyramid level that gave it.
+    each with the pyramid level that gave it. ``floors`` (bright, dark; None to skip a polarity)
+    is the lowest strength worth keeping: the two-sided test runs only above it.
 
     Scales 1.5, 3, 6, ... working pixels (one Gaussian of sigma 1.5 per pyramid level), enough
     levels to cover ``max_width`` (a line of width w responds best near sigma = w / 2.5). At each
@@ -223,11 +224,13 @@ def _ridge_strength(work: np.ndarray, max_width: float, edge_factor: float, text
     levels = 1
     while _LEVEL_SIGMA * 2 ** (levels - 1) * 2.5 < max_width and min(hh, ww) >> levels >= 16:
         levels += 1
-    bright = np.zeros((hh, ww), np.float32) if polarity != "dark" else None
-    dark = np.zeros((hh, ww), np.float32) if polarity != "bright" else None
-    # Which pyramid level gave each pixel its strength: the scratch's scale, hence its width.
-    bright_level = np.zeros((hh, ww), np.uint8) if bright is not None else None
-    dark_level = np.zeros((hh, ww), np.uint8) if dark is not None else None
+    outs = []
+    for floor in floors:
+        if floor is None:
+            outs.append(None)
+        else:
+            outs.append((np.zeros((hh, ww), np.float32), np.zeros((hh, ww), np.uint8), floor))
+    textures: list[tuple[float, float, float, float]] = []
     img = work
     s = _LEVEL_SIGMA  # in each level's own pixels: the normalisation is the same at every level
     d = int(round(2 * s))
@@ -235,44 +238,61 @@ def _ridge_strength(work: np.ndarray, max_width: float, edge_factor: float, text
     for level in range(levels):
         if level:
             img = cv2.pyrDown(img)
+        lh, lw = img.shape
+        if min(lh, lw) <= 2 * b + 2:
+            break
         g = cv2.GaussianBlur(img, (0, 0), s)
         dxx = cv2.Sobel(g, cv2.CV_32F, 2, 0, ksize=3)
         dyy = cv2.Sobel(g, cv2.CV_32F, 0, 2, ksize=3)
         dxy = cv2.Sobel(g, cv2.CV_32F, 1, 1, ksize=3)
-        # Sobel 3x3 scales second derivatives by 4.
-        k2 = s * s / 4.0 / _RIDGE_GAIN
+        k2 = s * s / 4.0 / _RIDGE_GAIN  # Sobel 3x3 scales second derivatives by 4
         tr = cv2.add(dxx, dyy)
         tr *= k2
         q2 = cv2.magnitude(cv2.subtract(dxx, dyy), 2.0 * dxy)  # 2q
         q2 *= k2
-        if edge_factor > 0:
-            gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
-            gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
-            grad = cv2.magnitude(gx, gy)
-            grad *= edge_factor * s / 8.0 / _RIDGE_GAIN  # Sobel scales first derivatives by 8
         # The surface's own texture at this scale: a robust spread of the (zero-mean)
         # Laplacian. Subtracting a multiple of it raises the bar on busy surfaces and at
         # scales where the texture (or banding) is strong, and leaves clean surfaces alone.
-        noise = 1.4826 * float(np.median(np.abs(tr[::2, ::2])))
-        two_b, two_d = _two_sided(g, d)
-        two_b *= _TWO_SIDED_GAIN
-        two_d *= _TWO_SIDED_GAIN
-        for out, out_level, t, two in ((bright, bright_level, -tr, two_b), (dark, dark_level, tr, two_d)):
+        noise = 1.4826 * float(np.median(np.abs(tr[b:-b:3, b:-b:3])))
+        # The same across three directions (a line's normal along x, y, and the diagonal):
+        # brushed or rolled surfaces are streaky in one direction, and a scratch along the
+        # streaks must beat them (see _directional_texture).
+        sub = (slice(b, -b, 3), slice(b, -b, 3))
+        n0 = float(np.median(np.abs(dxx[sub])))
+        n90 = float(np.median(np.abs(dyy[sub])))
+        n45 = float(np.median(np.abs(0.5 * (dxx[sub] + dyy[sub]) + dxy[sub])))
+        textures.append((noise, n0, n90, n45))
+        for sign, out in ((1, outs[0]), (-1, outs[1])):
             if out is None:
                 continue
-            r = cv2.min(cv2.min(q2, t), two)
-            if edge_factor > 0:
-                r -= grad
+            strength, which, floor = out
+            r = cv2.min(q2, tr if sign < 0 else -tr)
             r -= texture_factor * noise
             r[:b] = 0
             r[-b:] = 0
             r[:, :b] = 0
             r[:, -b:] = 0
+            idx = np.flatnonzero(r > floor)
+            rf = r.ravel()
+            rf[idx] = np.minimum(rf[idx], _TWO_SIDED_GAIN * _two_sided(g, idx, d, sign))
             if level:
                 r = cv2.resize(r, (ww, hh), interpolation=cv2.INTER_LINEAR)
-                out_level[r > out] = level
-            cv2.max(out, r, dst=out)
-    return (bright, bright_level), (dark, dark_level)
+                which[r > strength] = level
+            cv2.max(strength, r, dst=strength)
+    return [None if o is None else o[:2] for o in outs], textures
+
+
+def _directional_texture(textures: list[tuple[float, float, float, float]], level: int, axis: np.ndarray) -> float:
+    """How much more texture there is across a line of this direction than on average, in
+    the isotropic texture's units (0 on an isotropic surface; about 1 for a line along the
+    streaks of a brushed surface)."""
+    iso, n0, n90, n45 = textures[min(level, len(textures) - 1)]
+    mean = 0.5 * (n0 + n90)
+    if mean <= 0:
+        return 0.0
+    a2 = 2.0 * math.atan2(float(axis[1]), float(axis[0])) + math.pi  # twice the normal's angle
+    across = mean + 0.5 * (n0 - n90) * math.cos(a2) + (n45 - mean) * math.sin(a2)
+    return max(0.0, across / mean - 1.0) * iso
 
 
 def _min_contrast(cfg: ScratchConfig, sign: int) -> float:
@@ -281,47 +301,83 @@ def _min_contrast(cfg: ScratchConfig, sign: int) -> float:
     return cfg.min_contrast_gray
 
 
-def _scratches(strength: np.ndarray, level: np.ndarray, sign: int, f: int, min_len: float, cfg: ScratchConfig) -> list[dict]:
+def _low_threshold(cfg: ScratchConfig, sign: int) -> float:
+    """Where hysteresis stops growing a scratch: a quarter of the boundary contrast."""
+    return 0.25 * _min_contrast(cfg, sign)
+
+
+def _scratches(strength: np.ndarray, level: np.ndarray, textures: list, sign: int, f: int, min_len: float, cfg: ScratchConfig) -> list[dict]:
     """Hysteresis regions of one polarity, measured and joined, in working pixels."""
     hi_t = 0.5 * _min_contrast(cfg, sign)  # candidates reach down to half the boundary contrast
-    lo_t = 0.5 * hi_t
+    lo_t = _low_threshold(cfg, sign)
     low = (strength > lo_t).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(low, connectivity=8)
     if n <= 1:
         return []
-    seeded = np.zeros(n, bool)
-    seeded[np.unique(labels[strength > hi_t])] = True
-    min_piece = max(3.0, 0.15 * min_len / f)
-    pieces = []
-    for i in range(1, n):
-        if not seeded[i]:
-            continue
-        x, y, bw, bh, area = stats[i]
-        if max(bw, bh) < min_piece:
-            continue
-        ys, xs = np.nonzero(labels[y : y + bh, x : x + bw] == i)
-        pts = np.column_stack([xs + x, ys + y]).astype(np.float32)
-        piece = _measure(pts)
-        if piece["length"] < min_piece or piece["length"] < 2.0 * piece["width"]:
-            continue
-        pieces.append(piece)
+    # Moments of every region at once (no Python loop over regions): centre, main axis, and a
+    # length from the spread along it (a uniform segment of length L has variance L^2 / 12).
+    ys, xs = np.nonzero(low)
+    lab = labels[ys, xs]
+    val = strength[ys, xs]
+    area = np.bincount(lab, minlength=n).astype(np.float64)
+    area[0] = 1.0
+    seeded = np.bincount(lab, weights=(val > hi_t), minlength=n) > 0
+    mx = np.bincount(lab, weights=xs, minlength=n) / area
+    my = np.bincount(lab, weights=ys, minlength=n) / area
+    cxx = np.bincount(lab, weights=xs.astype(np.float64) ** 2, minlength=n) / area - mx**2 + 1 / 12
+    cyy = np.bincount(lab, weights=ys.astype(np.float64) ** 2, minlength=n) / area - my**2 + 1 / 12
+    cxy = np.bincount(lab, weights=xs.astype(np.float64) * ys, minlength=n) / area - mx * my
+    half_diff = np.sqrt(((cxx - cyy) / 2) ** 2 + cxy**2)
+    major = (cxx + cyy) / 2 + half_diff
+    length = np.sqrt(12.0 * np.maximum(major, 0.0))
+    width = area / np.maximum(length, 1.0)
+    angle = 0.5 * np.arctan2(2 * cxy, cxx - cyy)
+    min_piece = max(3.0, 0.2 * min_len / f)
+    keep = np.flatnonzero(seeded & (length >= min_piece) & (length >= 3.0 * width))
+    keep = keep[keep > 0]
+    if len(keep) == 0:
+        return []
+    pieces = {
+        "center": np.column_stack([mx[keep], my[keep]]),
+        "axis": np.column_stack([np.cos(angle[keep]), np.sin(angle[keep])]),
+        "length": length[keep],
+        "width": width[keep],
+    }
     groups = _join(pieces, cfg.max_gap_px / f, math.radians(cfg.max_join_angle_deg))
     out = []
     for group in groups:
-        pts = np.concatenate([pieces[j]["pts"] for j in group])
-        s = _measure(pts)
-        s["sign"] = sign
-        s["pieces"] = len(group)
-        _fit_curve(s)
-        samples, where = _line_samples(s, strength)
-        s["sigma"] = _LEVEL_SIGMA * 2.0 ** float(np.median(level[where[1], where[0]]))
+        ids = keep[group]
+        # A group's extent along its longest piece's axis, before gathering its pixels.
+        ax = pieces["axis"][group[np.argmax(pieces["length"][group])]]
+        t = pieces["center"][group] @ ax
+        half = 0.5 * pieces["length"][group]
+        if (np.max(t + half) - np.min(t - half)) * f < 0.55 * min_len:  # under the report floor
+            continue
+        x0 = int(stats[ids, cv2.CC_STAT_LEFT].min())
+        y0 = int(stats[ids, cv2.CC_STAT_TOP].min())
+        x1 = int((stats[ids, cv2.CC_STAT_LEFT] + stats[ids, cv2.CC_STAT_WIDTH]).max())
+        y1 = int((stats[ids, cv2.CC_STAT_TOP] + stats[ids, cv2.CC_STAT_HEIGHT]).max())
+        sub = labels[y0:y1, x0:x1]
+        py, px = np.nonzero(np.isin(sub, ids))
+        # Its own pixels' contrast bounds the contrast along its fitted line from above: skip
+        # the fitting for what could not reach the report floor anyway.
+        own = np.sort(strength[y0:y1, x0:x1][py, px])[int(0.75 * (len(px) - 1))]
+        glen = float(np.max(t + half) - np.min(t - half)) * f
+        if _logistic(min(math.log(max(own, 1e-3) / (2 * hi_t)), math.log(glen / min_len))) < 0.1:
+            continue
+        sc = _measure(np.column_stack([px + x0, py + y0]).astype(np.float32))
+        sc["sign"] = sign
+        sc["pieces"] = len(group)
+        _fit_curve(sc, strength)
+        samples, where = _line_samples(sc, strength)
+        lvl = int(round(float(np.median(level[where[1], where[0]]))))
+        sc["sigma"] = _LEVEL_SIGMA * 2.0**lvl
         # The contrast a straight-ish scratch holds along most of its length: a chain of texture
         # that meanders, or pieces joined across long gaps, score low here.
-        s["contrast"] = float(np.percentile(samples, 40))
-        s["support"] = float(np.mean(samples > 0.5 * hi_t))
-        p20, p80 = np.percentile(samples, [20, 80])
-        s["uniformity"] = float(max(p20, 0.0) / max(p80, 1e-3))
-        out.append(s)
+        ranked = np.sort(samples)
+        sc["contrast"] = float(ranked[int(0.4 * (len(ranked) - 1))])
+        sc["contrast"] -= _DIRECTIONAL_WEIGHT * cfg.texture_factor * _directional_texture(textures, lvl, sc["axis"])
+        out.append(sc)
     return out
 
 
@@ -344,10 +400,29 @@ def _measure(pts: np.ndarray) -> dict:
     }
 
 
-def _join(pieces: list[dict], max_gap: float, max_angle: float) -> list[list[int]]:
-    """Union of pieces that lie on one line: small angle, small offset across, small gap along."""
-    n = len(pieces)
-    parent = list(range(n))
+def _join(pieces: dict[str, np.ndarray], max_gap: float, max_angle: float) -> list[np.ndarray]:
+    """Groups of pieces that lie on one line: small angle between them, small offset across,
+    small gap along (all pairs at once; then connected groups of joined pairs)."""
+    n = len(pieces["length"])
+    if n == 1:
+        return [np.array([0])]
+    c, ax, ln, wd = pieces["center"], pieces["axis"], pieces["length"], pieces["width"]
+    cos = np.abs(ax @ ax.T)
+    # Measure each pair on the longer piece's axis (row i when ln[i] >= ln[j]).
+    rel = c[None, :, :] - c[:, None, :]  # rel[i, j] = c[j] - c[i]
+    along = np.einsum("ijk,ik->ij", rel, ax)
+    across = np.abs(rel[..., 0] * ax[:, None, 1] - rel[..., 1] * ax[:, None, 0])
+    gap = np.maximum(np.abs(along) - 0.5 * ln[:, None] - 0.5 * ln[None, :], 0.0)
+    ok = (cos >= math.cos(max_angle)) & (gap <= max_gap)
+    # Allow a curve's sagitta over the gap, plus the widths.
+    ok &= across <= 2.0 + 0.5 * (wd[:, None] + wd[None, :]) + 0.15 * (gap + 0.5 * ln[None, :])
+    ok &= ln[:, None] >= ln[None, :]
+    ok |= ok.T
+    graph = ok.astype(np.uint8)
+    np.fill_diagonal(graph, 1)
+    # Connected groups by repeated boolean matrix products is wasteful; a small union-find is
+    # clearer and n is modest (pieces that survived the elongation test).
+    parent = np.arange(n)
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -355,44 +430,31 @@ def _join(pieces: list[dict], max_gap: float, max_angle: float) -> list[list[int
             i = parent[i]
         return i
 
-    cos_max = math.cos(max_angle)
-    for i in range(n):
-        a = pieces[i]
-        for j in range(i + 1, n):
-            b = pieces[j]
-            if abs(float(a["axis"] @ b["axis"])) < cos_max:
-                continue
-            # Put both on the longer one's axis.
-            p, q = (a, b) if a["length"] >= b["length"] else (b, a)
-            rel = q["center"] - p["center"]
-            along = float(rel @ p["axis"])
-            across = abs(float(rel[0] * p["axis"][1] - rel[1] * p["axis"][0]))
-            q_half = 0.5 * q["length"]
-            gap = max(along - q_half - p["t1"], p["t0"] - (along + q_half), 0.0)
-            if gap > max_gap:
-                continue
-            # Allow a curve's sagitta over the gap plus the widths.
-            if across > 2.0 + 0.5 * (p["width"] + q["width"]) + 0.15 * (gap + q_half):
-                continue
-            parent[find(j)] = find(i)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    return list(groups.values())
+    for i, j in zip(*np.nonzero(np.triu(ok, 1))):
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[rj] = ri
+    roots = np.array([find(i) for i in range(n)])
+    return [np.flatnonzero(roots == r) for r in np.unique(roots)]
 
 
-def _fit_curve(s: dict) -> None:
+def _fit_curve(s: dict, strength: np.ndarray) -> None:
     """Fit the scratch's centre line as a gentle curve: offset across the main axis as a
-    quadratic of the position along it. Adds ``curve`` (polynomial) and ``residual_px``."""
-    d = s["pts"] - s["center"]
+    quadratic of the position along it, weighted by ridge strength so that the core, not the
+    hysteresis fringe or texture hanging on to it, sets the line. Adds ``curve`` and
+    ``residual_px`` (the weighted spread of its pixels about the curve)."""
+    pts = s["pts"]
+    wt = np.maximum(strength[pts[:, 1].astype(np.int32), pts[:, 0].astype(np.int32)], 1e-3)
+    d = pts - s["center"]
     ax = s["axis"]
     t = d @ ax
     v = d[:, 0] * ax[1] - d[:, 1] * ax[0]
     deg = 2 if s["length"] > 12 else 1
     span = max(s["t1"] - s["t0"], 1.0)
-    coef = np.polyfit(t / span, v, deg)
+    coef = np.polyfit(t / span, v, deg, w=np.sqrt(wt))
     s["curve"] = (coef, span)
-    s["residual_px"] = float(np.sqrt(np.mean((np.polyval(coef, t / span) - v) ** 2)))
+    r2 = (np.polyval(coef, t / span) - v) ** 2
+    s["residual_px"] = float(np.sqrt(np.sum(wt * r2) / np.sum(wt)))
 
 
 def _line_samples(s: dict, strength: np.ndarray) -> np.ndarray:
@@ -448,21 +510,32 @@ def _profile(gray: np.ndarray, s: dict, f: int) -> tuple[float, float]:
     hi = c
     while hi < len(prof) - 1 and above[hi + 1]:
         hi += 1
-    return contrast, float(hi - lo + 1)
+    # Sub-pixel half-maximum crossings, interpolated between the samples either side.
+    level = background + 0.5 * contrast
+    left = lo - (prof[lo] - level) / max(prof[lo] - prof[lo - 1], 1e-6) if lo > 0 else float(lo)
+    right = hi + (prof[hi] - level) / max(prof[hi] - prof[hi + 1], 1e-6) if hi < len(prof) - 1 else float(hi)
+    return contrast, float(max(right - left, 1.0))
+
+
+def _logistic(z: float) -> float:
+    """Score from the log-margin over the boundary: 0.5 on it, 0.88 at half again, 0.12 at 2/3."""
+    return 1.0 / (1.0 + math.exp(-4.0 * z))
 
 
 def _finding(s: dict, gray: np.ndarray, view: View, cfg: ScratchConfig, min_len: float, f: int) -> Finding:
     ridge = s["contrast"]
     contrast, width = _profile(gray, s, f)
     length = s["length"] * f
-    elong = length / width
+    # A network of texture can pass for a thin line by its profile; the spread of its pixels
+    # about the fitted centre line cannot (a band of width w spreads w / sqrt 12).
+    elong = length / max(width, math.sqrt(12.0) * s["residual_px"] * f)
     margins = (
         math.log(max(ridge, 1e-3) / _min_contrast(cfg, s["sign"])),
         math.log(length / min_len),
         math.log(elong / cfg.min_elongation),
     )
     z = min(margins) + 0.1 * (sum(max(m, 0.0) for m in margins) - max(min(margins), 0.0))
-    score = 1.0 / (1.0 + math.exp(-4.0 * z))
+    score = _logistic(z)
     pts = s["pts"]
     x0, y0 = np.floor(pts.min(axis=0)).astype(int) * f
     x1, y1 = (np.floor(pts.max(axis=0)).astype(int) + 1) * f
@@ -478,8 +551,6 @@ def _finding(s: dict, gray: np.ndarray, view: View, cfg: ScratchConfig, min_len:
         "contrast_gray": round(contrast, 1),
         "ridge_gray": round(ridge, 1),
         "pieces": float(s["pieces"]),
-        "support": round(s["support"], 3),
-        "uniformity": round(s["uniformity"], 3),
         "residual_px": round(s["residual_px"] * f, 2),
     }
     length_mm, width_mm = view.mm(length), view.mm(width)
