@@ -2,16 +2,16 @@
 
 How it works (all on a working copy downscaled by a power of two, see ``work_max_side_px``):
 
-1. Ridge strength at three scales (a Gaussian pyramid, one small Hessian per level). For a
-   bright line the strength is ``min(2q, -trace)`` of the scale-normalised Hessian (``q`` the
-   half-difference of its eigenvalues): large across a line, zero at the centre of a blob, and
-   weak along the surface's isotropic texture. The scaled gradient is subtracted, which cancels
-   the side lobe a step edge (a part's edge, a label, a hole, a shadow) leaves in the second
-   derivative: at a line's centre the gradient is zero, beside an edge it is as large as the
-   second derivative. Dark lines are the same with the sign flipped. Second derivatives do not
-   see smooth, uneven lighting, so no background flattening is needed.
-2. Hysteresis: pixels above ``min_contrast_gray`` seed a region that grows through pixels above
-   half of it.
+1. Ridge strength at scales 1.5, 3, 6, ... working px (a Gaussian pyramid, one small Hessian
+   per level). For a bright line the strength is ``min(2q, -trace)`` of the scale-normalised
+   Hessian (``q`` the half-difference of its eigenvalues): large across a line, zero at the
+   centre of a blob. It is capped by a two-sided test (the centre must rise above both sides,
+   2 sigma away, in one of four directions), which a step edge (the part's edge, a label, a
+   hole, a shadow) never passes, and lowered by the surface's own texture level at that scale.
+   Dark lines are the same with the sign flipped. Second derivatives do not see smooth,
+   uneven lighting, so no background flattening is needed.
+2. Hysteresis: pixels above half of ``min_contrast_gray`` seed a region that grows through
+   pixels above a quarter of it.
 3. Connected regions are measured by PCA (length along the main axis, width = area / length).
    Elongated pieces lying on one line with a short gap between them are joined into one
    scratch (``max_gap_px``, ``max_join_angle_deg``).
