@@ -1,0 +1,221 @@
+"""Misalignment detector: compares each part's pose with a golden reference.
+
+The reference is taught from good parts (``inspector teach STATION --from DIR``, see
+:mod:`inspector_misalignment.reference`) or named directly in the config. Each view is
+registered onto it (:mod:`inspector_misalignment.registration`: a global normalised
+cross-correlation search, then sub-pixel Lucas-Kanade on a pyramid); the part fails when its
+shift, rotation or scale is outside tolerance, or when it does not match the reference at all
+(missing, upside down, the wrong part).
+
+Score: ``r / (1 + r)`` where ``r`` is the largest of ``shift / max_shift``,
+``|rotation| / max_rotation``, ``|scale - 1| / max_scale_change`` and
+``(1 - match) / (1 - min_match)``; so 0.5 exactly at a tolerance, rising with the excess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from inspector_core import Detector, Finding, PluginConfig, View, hookimpl
+
+__all__ = ["MisalignmentConfig", "MisalignmentDetector", "suggest_tolerances"]
+
+
+class MisalignmentConfig(PluginConfig):
+    """Settings of the misalignment detector. Pixels are view (ROI) pixels."""
+
+    reference: str | None = Field(
+        None, description="The golden reference image (PNG, the ROI's size), relative to the station "
+        "file's folder. `inspector teach STATION --from DIR` writes one to "
+        "`<station>.reference/<step>.png` and prints this line. Required.")
+    reference_sha256: str | None = Field(
+        None, description="SHA-256 of the reference file; when given, a different file is refused "
+        "at start-up (the reference was replaced without updating the station).")
+    weight: str | None = Field(
+        None, description="Optional mask (PNG, same size; non-zero = part) restricting registration to "
+        "the part. Default: `<reference>.weight.png` beside the reference when it exists, else the "
+        "whole reference.")
+    max_shift_px: float = Field(
+        3.0, gt=0, description="Largest allowed shift of the part's centre from the reference, px.")
+    max_shift_mm: float | None = Field(
+        None, gt=0, description="Largest allowed shift in mm; used instead of max_shift_px when the "
+        "station has a calibration.")
+    max_rotation_deg: float = Field(
+        0.75, gt=0, description="Largest allowed rotation from the reference, degrees.")
+    max_scale_change: float = Field(
+        0.02, gt=0, description="Largest allowed relative change of scale (0.02 = 2 %), e.g. a part "
+        "lifted toward the camera.")
+    min_match: float = Field(
+        0.5, ge=0, lt=1, description="Smallest correlation (0-1) between the registered part and the "
+        "reference; below it the part is reported missing or not recognised.")
+
+
+def suggest_tolerances(spread: dict[str, float]) -> dict[str, float]:
+    """Tolerances that pass every taught good part with a margin: 1.25x the largest taught shift,
+    1.5x the largest rotation and scale change, the smallest match less 0.05; never tighter
+    than 2 px, 0.5 deg, 1 % (a fixture's parts within a fraction of a pixel would otherwise
+    give tolerances below the registration's own repeatability on real parts)."""
+    return {
+        "max_shift_px": round(max(2.0, 1.25 * spread["shift_px_max"]), 1),
+        "max_rotation_deg": round(max(0.5, 1.5 * spread["rotation_deg_max"]), 2),
+        "max_scale_change": round(max(0.01, 1.5 * spread["scale_change_max"]), 3),
+        "min_match": round(max(0.05, min(0.95, spread["match_min"] - 0.05)), 2),
+    }
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class MisalignmentDetector(Detector):
+    """Fails parts that are shifted, turned, scaled or missing against a golden reference."""
+
+    name = "misalignment"
+    kinds = ("misalignment",)
+    Config = MisalignmentConfig
+
+    def __init__(self, config: MisalignmentConfig, *, station_dir: Path) -> None:
+        super().__init__(config, station_dir=station_dir)
+        self.config: MisalignmentConfig = config
+        self._ref = None
+        self._paths: dict[str, Path] = {}
+
+    def _resolve(self) -> None:
+        cfg = self.config
+        if cfg.reference is None:
+            raise RuntimeError(
+                "misalignment: config.reference is not set; teach one with "
+                "`inspector teach STATION_FILE --from GOOD_IMAGES_DIR` and add the printed line")
+        ref_path = (self.station_dir / cfg.reference).resolve()
+        if not ref_path.is_file():
+            raise FileNotFoundError(
+                f"misalignment: reference {ref_path} not found; teach it with "
+                "`inspector teach STATION_FILE --from GOOD_IMAGES_DIR` or fix config.reference")
+        if cfg.reference_sha256 and _sha256(ref_path) != cfg.reference_sha256.lower():
+            raise ValueError(
+                f"misalignment: reference {ref_path} has SHA-256 {_sha256(ref_path)}, the config expects "
+                f"{cfg.reference_sha256}; re-teach, or update config.reference_sha256 if the new file is right")
+        self._paths = {"reference": ref_path}
+        if cfg.weight is not None:
+            w_path = (self.station_dir / cfg.weight).resolve()
+            if not w_path.is_file():
+                raise FileNotFoundError(f"misalignment: weight mask {w_path} not found (config.weight)")
+            self._paths["weight"] = w_path
+        else:
+            w_path = ref_path.with_name(ref_path.stem + ".weight.png")
+            if w_path.is_file():
+                self._paths["weight"] = w_path
+
+    def warm_up(self, example: np.ndarray | None = None) -> None:
+        from inspector_misalignment.registration import Reference
+
+        self._resolve()
+        image = cv2.imread(str(self._paths["reference"]), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise ValueError(f"misalignment: cannot read the reference {self._paths['reference']}")
+        weight = None
+        if "weight" in self._paths:
+            weight = cv2.imread(str(self._paths["weight"]), cv2.IMREAD_GRAYSCALE)
+            if weight is None:
+                raise ValueError(f"misalignment: cannot read the weight mask {self._paths['weight']}")
+        self._ref = Reference(image, weight)
+        if example is not None:
+            self.inspect(View(example, "warm-up"))
+
+    def files(self) -> dict[str, Path]:
+        if not self._paths:
+            self._resolve()
+        return dict(self._paths)
+
+    def inspect(self, view: View) -> list[Finding]:
+        if self._ref is None:
+            self.warm_up()
+        ref = self._ref
+        assert ref is not None
+        gray = view.gray
+        h, w = gray.shape
+        rh, rw = ref.shape
+        factor = 1.0
+        if (h, w) != (rh, rw):
+            # The same ROI seen at another resolution: compare at the reference's.
+            if abs(w / h - rw / rh) > 0.01 * (rw / rh):
+                raise ValueError(
+                    f"misalignment: the view is {w}x{h} px but the reference is {rw}x{rh} "
+                    "(another aspect ratio): the step's ROI must match the taught one; re-teach")
+            factor = w / rw
+            gray = cv2.resize(gray, (rw, rh), interpolation=cv2.INTER_AREA if factor > 1 else cv2.INTER_LINEAR)
+        pose = ref.register(gray)
+        cfg = self.config
+
+        sx, sy = pose.shift
+        sx, sy = sx * factor, sy * factor
+        shift = math.hypot(sx, sy)
+        rot = pose.rotation_deg
+        scale = pose.scale
+        match = pose.match
+        shift_mm = view.mm(shift)
+        if cfg.max_shift_mm is not None and shift_mm is not None:
+            r_shift = shift_mm / cfg.max_shift_mm
+        else:
+            r_shift = shift / cfg.max_shift_px
+        ratios = {
+            "shift": r_shift,
+            "rotation": abs(rot) / cfg.max_rotation_deg,
+            "scale": abs(scale - 1.0) / cfg.max_scale_change,
+            "match": (1.0 - match) / (1.0 - cfg.min_match),
+        }
+        r = max(ratios.values())
+        score = r / (1.0 + r)
+        if score < self.report_floor:
+            return []
+
+        measurements = {
+            "shift_x_px": round(sx, 3), "shift_y_px": round(sy, 3), "shift_px": round(shift, 3),
+            "rotation_deg": round(rot, 4), "scale": round(scale, 5), "match": round(match, 4),
+        }
+        if shift_mm is not None:
+            measurements.update(shift_x_mm=round(view.mm(sx) or 0.0, 4), shift_y_mm=round(view.mm(sy) or 0.0, 4),
+                                shift_mm=round(shift_mm, 4))
+        missing = match < cfg.min_match
+        # Box: where the part is found (the reference's part region moved by the pose); where it
+        # should be when it is not found.
+        x, y, bw, bh = ref.region
+        corners = np.array([[x, y], [x + bw, y], [x, y + bh], [x + bw, y + bh]], np.float64)
+        if not missing:
+            corners = corners @ pose.matrix[:, :2].T + pose.matrix[:, 2]
+        corners *= factor
+        x0, y0 = np.clip(corners.min(0), 0, [w, h])
+        x1, y1 = np.clip(corners.max(0), 0, [w, h])
+        box = (int(x0), int(y0), max(0, int(math.ceil(x1)) - int(x0)), max(0, int(math.ceil(y1)) - int(y0)))
+        box = (min(box[0], w), min(box[1], h), min(box[2], w - min(box[0], w)), min(box[3], h - min(box[1], h)))
+        if missing:
+            message = f"part missing or not recognised (match {match:.2f} < {cfg.min_match:.2f})"
+        else:
+            dist = f"{shift_mm:.2f} mm" if shift_mm is not None else f"{shift:.1f} px"
+            message = f"part shifted {dist} ({sx:+.1f}, {sy:+.1f} px), turned {rot:+.2f} deg"
+            if abs(scale - 1.0) >= 0.5 * cfg.max_scale_change:
+                message += f", scale {100 * (scale - 1):+.1f} %"
+            message += f" (match {match:.2f})"
+        return [Finding(kind="misalignment", score=float(min(1.0, score)), box=box, message=message,
+                        size_px=float(shift), measurements=measurements)]
+
+    def close(self) -> None:
+        self._ref = None
+
+
+@hookimpl
+def inspector_register_detectors(register):
+    register(MisalignmentDetector)
+
+
+@hookimpl
+def inspector_register_commands(register):
+    from inspector_misalignment.cli import teach
+
+    register(teach)

@@ -1,0 +1,85 @@
+"""``inspector teach STATION_FILE --from DIR [--step NAME]``: build a misalignment reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+@click.command("teach")
+@click.argument("station_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--from", "source", required=True, type=click.Path(exists=True, file_okay=False),
+              help="folder of good parts' images (as the station's camera sees them)")
+@click.option("--step", "step_name", default=None, help="the misalignment step to teach (default: every one)")
+def teach(station_file: str, source: str, step_name: str | None) -> None:
+    """Teach the golden reference of a station's misalignment step(s) from good images.
+
+    Writes <station>.reference/<step>.png (+ .weight.png, .json) beside the station file and
+    prints the config lines to add to the step."""
+    import cv2
+
+    from inspector_core.plugins import load
+    from inspector_core.station_config import ConfigError, load_station
+    from inspector_misalignment import MisalignmentDetector, suggest_tolerances
+    from inspector_misalignment.reference import images_hash, save, sha256_file
+    from inspector_misalignment.reference import teach as build
+
+    try:
+        station = load_station(station_file, load())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    steps = [s for s in station.steps if s.detector is MisalignmentDetector or s.detector.name == "misalignment"]
+    if step_name is not None:
+        steps = [s for s in steps if s.name == step_name]
+    if not steps:
+        which = f" named {step_name!r}" if step_name else ""
+        raise click.ClickException(f"{station_file}: no misalignment step{which} to teach")
+    paths = sorted(p for p in Path(source).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise click.ClickException(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    frames = []
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        if img is None:
+            raise click.ClickException(f"{p}: cannot read this image")
+        frames.append(img)
+    station_path = Path(station_file).resolve()
+    folder = station_path.parent / f"{station_path.stem}.reference"
+    for step in steps:
+        crops = []
+        for p, img in zip(paths, frames, strict=True):
+            if step.roi is None:
+                crops.append(img)
+                continue
+            r = step.roi
+            if r.x + r.width > img.shape[1] or r.y + r.height > img.shape[0]:
+                raise click.ClickException(
+                    f"{p}: {img.shape[1]}x{img.shape[0]} px does not contain step {step.name}'s ROI "
+                    f"(x={r.x}, y={r.y}, width={r.width}, height={r.height})")
+            crops.append(img[r.y:r.y + r.height, r.x:r.x + r.width])
+        if len({c.shape for c in crops}) != 1:
+            raise click.ClickException(f"{source}: the images differ in size; teach from one camera's images")
+        click.echo(f"step {step.name}: teaching from {len(crops)} images of {crops[0].shape[1]}x{crops[0].shape[0]} px ...")
+        taught = build(crops, [p.name for p in paths])
+        spread = taught.spread()
+        suggested = suggest_tolerances(spread)
+        image_path = save(taught, folder, step.name, {
+            "station": station.name,
+            "step": step.name,
+            "roi": step.roi.model_dump() if step.roi else None,
+            "taught_from": str(Path(source).resolve()),
+            "taught_images_sha256": images_hash(paths),
+            "suggested": suggested,
+        })
+        rel = image_path.relative_to(station_path.parent)
+        click.echo(f"  wrote {rel} (+ .weight.png, .json)")
+        click.echo("  good parts against the reference: " + json.dumps(spread))
+        click.echo(f"  add to step {step.name}'s config (tolerances suggested from the taught spread):")
+        click.echo(f"    reference: {rel.as_posix()}")
+        click.echo(f"    reference_sha256: {sha256_file(image_path)}")
+        for k, v in suggested.items():
+            click.echo(f"    {k}: {v}")
