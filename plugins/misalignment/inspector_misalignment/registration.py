@@ -43,6 +43,8 @@ SEARCH_ANGLES_DEG = tuple(float(a) for a in range(-12, 13, 3))
 """Candidate rotations of the coarse search; a part turned further is reported as not matched."""
 SEARCH_MARGIN = 0.15
 """The coarse template leaves at least this fraction of the view on each side to search in."""
+ACCEPT_MATCH = 0.9
+"""A pose found from the nominal one that matches at least this well is kept without a search."""
 SEARCH_PREFERENCE = 0.1
 """How much better the global search's pose must match than the one found from the nominal
 pose to be kept (a good part's defect can make a wrong pose match a little better)."""
@@ -248,23 +250,21 @@ class Reference:
                              f"{self.shape[1]}x{self.shape[0]}")
         levels = self.view_pyramid(gray)
         coarse_score = float("nan")
-        if init is not None:
-            starts = [_to3(np.asarray(init, np.float64))]
-        else:
-            # Good parts sit near the nominal pose: start there, and from the global search's
-            # best guess; keep whichever matches better at the middle level (the nominal one
-            # unless the other is clearly better, so a periodic background cannot pull a good
-            # part off by one period).
-            found, coarse_score = self._search(levels[-1])
-            starts = [np.eye(3), found]
         mid = [lk for lk in self._lk if lk.k >= self.k_match]
         fine = [lk for lk in self._lk if lk.k < self.k_match]
-        best: tuple[float, np.ndarray] | None = None
-        for i, w_full in enumerate(starts):
-            w_full = self._refine(mid, levels, w_full)
-            m = self._match(levels[self.k_match - self.k_fine], w_full)
-            if best is None or m > best[0] + (SEARCH_PREFERENCE if i else 0.0):
-                best = (m, w_full)
+        # Good parts sit near the nominal pose: start there. When that does not match well,
+        # start again from the global search's best guess and keep whichever matches better at
+        # the middle level (the nominal one unless the other is clearly better, so that a
+        # periodic background cannot pull a good part off by one period).
+        w0 = np.eye(3) if init is None else _to3(np.asarray(init, np.float64))
+        w0 = self._refine(mid, levels, w0)
+        best = (self._match(levels[self.k_match - self.k_fine], w0), w0)
+        if init is None and best[0] < ACCEPT_MATCH:
+            found, coarse_score = self._search(levels[-1])
+            w1 = self._refine(mid, levels, found)
+            m1 = self._match(levels[self.k_match - self.k_fine], w1)
+            if m1 > best[0] + SEARCH_PREFERENCE:
+                best = (m1, w1)
         assert best is not None
         match, w_full = best
         w_full = self._refine(fine, levels, w_full)
