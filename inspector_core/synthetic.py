@@ -167,18 +167,189 @@ def draw_scratch(img: np.ndarray, rng: np.random.Generator, region: tuple[int, i
 
 
 def draw_dent(img: np.ndarray, rng: np.random.Generator, region: tuple[int, int, int, int]):
-    """A shallow round depression under light from the upper left: a dark rim toward the
-    light and a bright one away from it (the shading of a Gaussian height map)."""
+    """A round depression 30-70 px across, 0.04-0.06 of its diameter deep, rendered by
+    :func:`render_dent_shading` with a painted-panel reflectance under a light from the upper
+    left (azimuth 135 deg) raking at 20-30 deg: a dark wall toward the light and a bright one
+    away from it (shading contrast about 15-35 %). It lies on bare metal, clear of the label."""
     rx, ry, rw, rh = region
-    radius = rng.uniform(12, 30)
-    cx, cy = rx + rng.uniform(0.2, 0.8) * rw, ry + rng.uniform(0.2, 0.8) * rh
-    h, w = img.shape
+    diameter = rng.uniform(30, 70)
+    r = diameter / 2
+    lx0, ly0 = rx + rw / 2 - 90 - r - 4, ry + rh / 2 - 50 - r - 4  # the label, with a margin
+    lx1, ly1 = rx + rw / 2 + 90 + r + 4, ry + rh / 2 + 50 + r + 4
+    for _ in range(100):
+        cx, cy = rx + r + rng.uniform(0, 1) * (rw - 2 * r), ry + r + rng.uniform(0, 1) * (rh - 2 * r)
+        if not (lx0 < cx < lx1 and ly0 < cy < ly1):
+            break
+    depth = diameter * rng.uniform(0.04, 0.06)
+    elevation = rng.uniform(20, 30)
+    m = int(math.ceil(r)) + 2
+    x0, y0 = max(int(cx) - m, 0), max(int(cy) - m, 0)
+    x1, y1 = min(int(cx) + m + 1, img.shape[1]), min(int(cy) + m + 1, img.shape[0])
+    height = dent_height((y1 - y0, x1 - x0), (cx - x0, cy - y0), diameter, depth)
+    img = img.copy()
+    img[y0:y1, x0:x1] *= render_dent_shading(height, 135.0, elevation, PAINT)
+    ri = int(round(r))
+    return img, (int(cx) - ri, int(cy) - ri, 2 * ri, 2 * ri)
+
+
+# --- Dent renderer ---------------------------------------------------------------------------
+# One physical model serves the synthetic parts above, the dent detector's evaluation
+# (bench/eval_dent.py) and its tests; docs/detectors/dent.md documents it.
+#
+# Geometry: a depression of depth d and radius R = D/2 with the profile
+#     z(r) = -d * (1 - (r/R)^2)^2   for r < R,   0 outside
+# (smooth, zero slope at the centre and at the rim, so D is the diameter of the disturbed area;
+# steepest wall at r = R/sqrt(3), slope 1.54 d/R). ``aspect`` stretches it into an ellipse.
+# Light: a distant light at azimuth ``az`` (image plane, counter-clockwise on screen from +x,
+# i.e. 90 = light at the top of the image) and elevation ``el`` above the panel; camera
+# orthographic, looking straight down (V = +z).
+# Reflectance: Lambert plus a Blinn-Phong lobe,
+#     I = ka + kd * max(n.L, 0) + ks * max(n.H, 0)^p,   H = (L + V) / |L + V|
+# and the rendered pattern is the factor I(n) / I(flat): the panel's brightness (texture,
+# uneven lighting) multiplies it, so a dent's shading contrast scales with the light on it.
+
+
+@dataclasses.dataclass(frozen=True)
+class DentMaterial:
+    """Reflectance of a panel: ambient, Lambert and Blinn-Phong coefficients."""
+
+    ambient: float
+    diffuse: float
+    specular: float
+    shininess: float
+
+
+PAINT = DentMaterial(ambient=0.25, diffuse=0.75, specular=0.15, shininess=20.0)
+"""Painted panel: mostly diffuse, a weak broad gloss."""
+METAL = DentMaterial(ambient=0.15, diffuse=0.35, specular=0.6, shininess=8.0)
+"""Bare or brushed metal: a strong, broad specular lobe."""
+
+
+def dent_height(
+    shape: tuple[int, int],
+    center: tuple[float, float],
+    diameter_px: float,
+    depth_px: float,
+    aspect: float = 1.0,
+    angle_deg: float = 0.0,
+) -> np.ndarray:
+    """Height map (float32, px units, <= 0) of one dent of ``shape`` (h, w) at ``center`` (x, y).
+
+    ``diameter_px`` is the major axis when ``aspect`` (minor / major, <= 1) is below one;
+    ``angle_deg`` turns the major axis (counter-clockwise on screen)."""
+    h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    depth = rng.uniform(0.6, 1.2)
-    height = -depth * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * radius**2)) * radius
-    gy, gx = np.gradient(height)
-    lx, ly = -0.7, -0.7  # light from the upper left
-    shading = -(gx * lx + gy * ly)
-    img = img + 60 * shading
-    r = int(2.5 * radius)
-    return img, (int(cx) - r, int(cy) - r, 2 * r, 2 * r)
+    dx, dy = xx - np.float32(center[0]), yy - np.float32(center[1])
+    a = math.radians(angle_deg)
+    u = dx * math.cos(a) - dy * math.sin(a)
+    v = dx * math.sin(a) + dy * math.cos(a)
+    radius = diameter_px / 2.0
+    rho2 = (u / radius) ** 2 + (v / (radius * aspect)) ** 2
+    return (-depth_px * np.clip(1.0 - rho2, 0.0, None) ** 2).astype(np.float32)
+
+
+def light_vector(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
+    """Unit vector toward the light in image axes (x right, y down, z toward the camera)."""
+    az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
+    return np.array([math.cos(el) * math.cos(az), -math.cos(el) * math.sin(az), math.sin(el)], np.float32)
+
+
+def render_dent_shading(
+    height: np.ndarray,
+    light_azimuth_deg: float,
+    light_elevation_deg: float,
+    material: DentMaterial = PAINT,
+) -> np.ndarray:
+    """Relative radiance I(n) / I(flat) of a height map (px units) under a directional light:
+    1.0 on flat panel, below one where a wall turns away from the light, above where it faces
+    it or tilts the specular lobe toward the camera. Multiply a panel's image by it."""
+    gy, gx = np.gradient(height.astype(np.float32))
+    norm = np.sqrt(1.0 + gx * gx + gy * gy)
+    nx, ny, nz = -gx / norm, -gy / norm, 1.0 / norm
+    lv = light_vector(light_azimuth_deg, light_elevation_deg)
+    hv = lv + np.array([0, 0, 1], np.float32)
+    hv /= np.linalg.norm(hv)
+    m = material
+
+    def radiance(nx, ny, nz):
+        lam = np.maximum(nx * lv[0] + ny * lv[1] + nz * lv[2], 0.0)
+        spec = np.maximum(nx * hv[0] + ny * hv[1] + nz * hv[2], 0.0) ** m.shininess
+        return m.ambient + m.diffuse * lam + m.specular * spec
+
+    flat = radiance(np.float32(0), np.float32(0), np.float32(1))
+    return (radiance(nx, ny, nz) / flat).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class DentScene:
+    """One rendered panel with (or without) a dent, and what the renderer knows about it."""
+
+    image: np.ndarray
+    """uint8 grey panel."""
+    center: tuple[float, float] | None
+    diameter_px: float
+    depth_px: float
+    light_azimuth_deg: float
+    light_elevation_deg: float
+    material: str
+    peak_contrast: float
+    """max |panel with dent - panel without|, grey levels, before noise."""
+    noise_sigma: float
+    """Std of the flat panel's pixel-scale variation (texture + sensor noise), grey levels."""
+
+    @property
+    def visibility(self) -> float:
+        """Peak shading contrast over the pixel noise sigma (the documented visibility)."""
+        return self.peak_contrast / self.noise_sigma if self.noise_sigma > 0 else float("inf")
+
+
+def render_dent_panel(
+    rng: np.random.Generator,
+    shape: tuple[int, int] = (480, 640),
+    *,
+    diameter_px: float | None,
+    depth_px: float = 0.0,
+    light_azimuth_deg: float = 135.0,
+    light_elevation_deg: float = 30.0,
+    material: str = "paint",
+    noise_sigma: float = 2.0,
+    aspect: float = 1.0,
+    angle_deg: float = 0.0,
+    base_level: float = 140.0,
+) -> DentScene:
+    """A panel lit by a directional light, with one dent (``diameter_px=None``: none).
+
+    The panel: ``paint`` (orange peel: fine isotropic bumps, 1 % of the level) or ``metal``
+    (brushed: horizontal streaks), its brightness ``base_level`` times an uneven-lighting
+    field (a linear ramp of up to +-20 % and a vignette), then Gaussian sensor noise."""
+    h, w = shape
+    mat = PAINT if material == "paint" else METAL
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    gx_, gy_ = rng.uniform(-0.2, 0.2, 2)
+    light = 1.0 + gx_ * (xx / w - 0.5) * 2 + gy_ * (yy / h - 0.5) * 2
+    light -= 0.12 * (((xx - w / 2) / w) ** 2 + ((yy - h / 2) / h) ** 2) * 4
+    if material == "paint":
+        peel = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 2.5)
+        texture = 1.0 + 0.01 * peel / max(float(peel.std()), 1e-6)
+    else:
+        texture = 1.0 + plate_texture(rng, h, w) / 150.0
+    panel = base_level * light * texture
+    center = None
+    factor = np.ones((h, w), np.float32)
+    if diameter_px is not None:
+        r = diameter_px / 2
+        cx = rng.uniform(r + 8, w - r - 8)
+        cy = rng.uniform(r + 8, h - r - 8)
+        center = (float(cx), float(cy))
+        factor = render_dent_shading(
+            dent_height((h, w), center, diameter_px, depth_px, aspect, angle_deg),
+            light_azimuth_deg, light_elevation_deg, mat)
+    noise = rng.normal(0, noise_sigma, (h, w)).astype(np.float32)
+    clean = panel * factor
+    peak = float(np.abs(clean - panel).max())
+    flat = panel + noise
+    # Pixel-scale variation: what remains of the flat panel after removing its slow lighting.
+    sigma = float(np.std(flat - cv2.GaussianBlur(flat, (0, 0), 8)))
+    img = np.clip(clean + noise, 0, 255).astype(np.uint8)
+    return DentScene(img, center, float(diameter_px or 0.0), float(depth_px), float(light_azimuth_deg),
+                     float(light_elevation_deg), material, peak, sigma)

@@ -1,0 +1,381 @@
+"""Dent detector: shallow depressions seen as a shading pattern under directional light.
+
+A depression lit from one side shows a dark wall toward the light and a bright wall away from
+it: a light-dark pair (a *doublet*) along the light direction, whose two halves return to the
+panel's own level around it. How the detector finds it (on a working copy downscaled by an
+integer factor, see ``working_size_px``):
+
+1. Scale space: for scales sigma = s0 * sqrt(2)^k (a Gaussian pyramid, one blur per scale) the
+   scale-normalised gradient ``sigma * grad(G_sigma * I)``. At a dent's centre it peaks (it is
+   the second derivative of the smoothed depth along the light), at the scale that matches the
+   dent's size. With a known light direction the gradient is projected onto it and only the
+   depression's sign counts; otherwise its magnitude is used and the light direction is read
+   from it.
+2. Noise: each scale's response is divided by a robust spread (1.4826 MAD) of that response over
+   the view, so the threshold ``min_contrast_sigma`` reads as "this many sigmas of the surface's
+   own texture and noise at that scale". Smooth uneven lighting does not enter a local gradient.
+3. Shape tests on each local maximum, along the profile through it in the gradient direction
+   and across it: *level* (the smoothed brightness is the same on both far sides: a step edge,
+   a shadow or the part's border is not), *odd* (dark on one side, bright on the other, mirror
+   images: a line, a hole or a spot is even), *compact* (the response falls off across the
+   gradient as fast as along it: a long crease or an edge does not), *rims* (the response turns
+   negative at both walls, about equally: beside one wall of a dent, or of anything, only one
+   side does).
+4. Maxima that pass are merged across scales (the strongest wins within its own radius), the
+   scale is interpolated, and the diameter read from it (``diameter = 3.0 * sigma``, calibrated
+   on rendered dents); the depth proxy is the shading contrast: the doublet's peak-to-peak
+   brightness over the local mean, in per cent.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from inspector_core import Detector, Finding, PluginConfig, View, hookimpl
+
+__all__ = ["DentConfig", "DentDetector"]
+
+# diameter = _DIAMETER_PER_SIGMA * best scale (sigma, working px), measured on rendered dents of
+# the profile z = -d (1 - (r/R)^2)^2 (bench/eval_dent.py, "size calibration").
+_DIAMETER_PER_SIGMA = 7.5
+# Scales per octave: sigma grows by sqrt(2) from one to the next.
+_STEP = math.sqrt(2.0)
+# Local maxima tested per scale, strongest first (edges of holes and labels bring many).
+_MAX_PEAKS = 300
+
+
+class DentConfig(PluginConfig):
+    """Settings of the dent detector. Sizes are in pixels of the view (the ROI)."""
+
+    light_direction_deg: float | None = Field(
+        None, ge=-360, le=360, description="Direction toward the light in the image plane, degrees "
+        "counter-clockwise on screen from the +x axis (0 = light at the right, 90 = at the top). "
+        "When known, only depressions lit from there count (a bump reads as the opposite pair). "
+        "None: estimated per finding from its own shading.",
+    )
+    light_tolerance_deg: float = Field(
+        60.0, gt=0, le=180, description="With a known light direction: how far a finding's own "
+        "shading direction may deviate from it.",
+    )
+    min_contrast_sigma: float = Field(10.0, gt=0, description="Decision boundary (score 0.5): the dent's filter response over the "
+        "robust noise of that response across the view, at the dent's scale.",
+    )
+    min_diameter_px: float = Field(24.0, gt=0, description="Smallest dent to look for, diameter in view pixels."
+    )
+    max_diameter_px: float = Field(
+        160.0, gt=0, description="Largest dent to look for, diameter in view pixels."
+    )
+    min_diameter_mm: float | None = Field(
+        None, gt=0, description="When set and the station is calibrated, replaces min_diameter_px."
+    )
+    max_diameter_mm: float | None = Field(
+        None, gt=0, description="When set and the station is calibrated, replaces max_diameter_px."
+    )
+    max_step_ratio: float = Field(0.6, gt=0, description="Level test: |brightness beyond one wall - beyond the other| over "
+        "the doublet's peak-to-peak; above it the pattern is an edge or a shadow, not a dent.",
+    )
+    max_even_ratio: float = Field(0.8, gt=0, description="Odd test: the profile's mirror-symmetric part over its "
+        "antisymmetric part; above it the pattern is a line, a hole or a spot, not a dent.",
+    )
+    max_elongation: float = Field(0.6, gt=0, description="Compact test: the response one dent radius to either side across "
+        "the shading direction over the response at the centre; above it the pattern is a crease or "
+        "an edge.",
+    )
+    min_rim_balance: float = Field(
+        0.35, ge=0, le=1, description="Rim test: the weaker over the stronger of the two opposite "
+        "responses at the dent's two walls; below it the point is a wall of something, not a centre.",
+    )
+    max_shading_contrast_pct: float = Field(
+        60.0, gt=0, description="A shallow dent's walls tilt a few degrees: its shading stays "
+        "within this fraction of the panel's brightness. Stronger light-dark pairs are pits, "
+        "holes or stains, not dents.",
+    )
+    working_size_px: int = Field(512, ge=64, description="The view is downscaled by the power of two that brings its longer "
+        "side nearest to this (speed); dents under about 10 working pixels across are not seen.",
+    )
+    max_findings: int = Field(10, ge=1, description="At most this many findings per view, best first.")
+
+
+def _sample(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``img`` at float coordinates (clamped to the image)."""
+    h, w = img.shape
+    xs = np.clip(xs, 0, w - 1.001)
+    ys = np.clip(ys, 0, h - 1.001)
+    x0, y0 = xs.astype(np.int32), ys.astype(np.int32)
+    fx, fy = xs - x0, ys - y0
+    a = img[y0, x0] * (1 - fx) + img[y0, x0 + 1] * fx
+    b = img[y0 + 1, x0] * (1 - fx) + img[y0 + 1, x0 + 1] * fx
+    return a * (1 - fy) + b * fy
+
+
+def _background(img: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian blur of ``img`` at ``sigma`` px, computed on a pyramid level (cheap)."""
+    small, level = img, 0
+    while sigma / (1 << level) > 4.0 and min(small.shape) >= 16:
+        small = cv2.pyrDown(small)
+        level += 1
+    s_lev = sigma / (1 << level)
+    small = cv2.GaussianBlur(small, (0, 0), s_lev, borderType=cv2.BORDER_REFLECT)
+    if level == 0:
+        return small
+    return cv2.resize(small, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+class _Scale:
+    """One scale of the scale space: its pyramid level, band-passed image and gradient."""
+
+    __slots__ = ("sigma", "level", "band", "background", "gx", "gy", "resp", "snr", "noise")
+
+    def __init__(self, sigma: float, level: int, base: np.ndarray, light: tuple[float, float] | None):
+        self.sigma, self.level = sigma, level
+        s_lev = sigma / (1 << level)
+        # A pyramid level already carries some blur (about 0.5 level px); add the rest.
+        blur = math.sqrt(max(s_lev * s_lev - 0.25, 0.3))
+        smooth = cv2.GaussianBlur(base, (0, 0), blur)
+        # Minus a background two dent diameters wide: uneven lighting (ramps, vignettes) leaves
+        # no slope and no step in the band, a dent's own shading is untouched.
+        self.background = _background(base, 2.0 * _DIAMETER_PER_SIGMA * s_lev)
+        self.band = smooth - self.background
+        self.gx = cv2.Sobel(self.band, cv2.CV_32F, 1, 0, ksize=1, scale=0.5 * s_lev)
+        self.gy = cv2.Sobel(self.band, cv2.CV_32F, 0, 1, ksize=1, scale=0.5 * s_lev)
+        h, w = base.shape
+        stride = max(1, int(math.sqrt(h * w / 4000)))
+        sub = np.concatenate([self.gx[::stride, ::stride].ravel(), self.gy[::stride, ::stride].ravel()])
+        self.noise = max(1.4826 * float(np.median(np.abs(sub - np.median(sub)))), 1e-3)
+        if light is None:
+            self.resp = cv2.magnitude(self.gx, self.gy)
+        else:
+            # Intensity rises away from the light across a depression: gradient along -light.
+            self.resp = self.gx * -light[0] + self.gy * -light[1]
+        self.snr = self.resp / self.noise
+
+
+class DentDetector(Detector):
+    """Shallow dents under directional light: a compact, level, odd light-dark pair."""
+
+    name = "dent"
+    kinds = ("dent",)
+    Config = DentConfig
+
+    def __init__(self, config: DentConfig, *, station_dir: Path) -> None:
+        super().__init__(config, station_dir=station_dir)
+        self.config: DentConfig = config
+
+    def warm_up(self, example: np.ndarray | None = None) -> None:
+        img = example if example is not None else np.full((256, 256), 128, np.uint8)
+        self.inspect(View(image=img, part_id="warm-up"))
+
+    # -- the pipeline -------------------------------------------------------------------------
+    def inspect(self, view: View) -> list[Finding]:
+        c = self.config
+        gray = view.gray
+        h, w = gray.shape[:2]
+        # A power of two (INTER_AREA has a fast path for those), the nearest to the target size.
+        factor = 1 << max(0, round(math.log2(max(h, w) / c.working_size_px)))
+        if factor > 1:
+            small = cv2.resize(gray, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
+        else:
+            small = gray
+        work = small.astype(np.float32)
+        wh, ww = work.shape
+        if min(wh, ww) < 16:
+            return []
+
+        dmin, dmax = c.min_diameter_px, c.max_diameter_px
+        if view.calibration.mm_per_px:
+            if c.min_diameter_mm is not None:
+                dmin = c.min_diameter_mm / view.calibration.mm_per_px
+            if c.max_diameter_mm is not None:
+                dmax = c.max_diameter_mm / view.calibration.mm_per_px
+        s_lo = max(dmin / factor / _DIAMETER_PER_SIGMA, 1.4)
+        s_hi = min(dmax / factor / _DIAMETER_PER_SIGMA, min(wh, ww) / 8.0)
+        if s_hi < s_lo:
+            return []
+        # One scale below and above the range, so the best scale can be interpolated.
+        sigmas = [s_lo / _STEP]
+        while sigmas[-1] < s_hi * _STEP:
+            sigmas.append(sigmas[-1] * _STEP)
+
+        light = None
+        if c.light_direction_deg is not None:
+            a = math.radians(c.light_direction_deg)
+            light = (math.cos(a), -math.sin(a))
+
+        pyramid = [work]
+        scales: list[_Scale] = []
+        for s in sigmas:
+            level = max(0, int(math.floor(math.log2(s / 1.2)))) if s > 1.2 else 0
+            while len(pyramid) <= level and min(pyramid[-1].shape) >= 16:
+                pyramid.append(cv2.pyrDown(pyramid[-1]))
+            level = min(level, len(pyramid) - 1)
+            scales.append(_Scale(s, level, pyramid[level], light))
+
+        floor_snr = c.min_contrast_sigma * math.sqrt(self.report_floor / (1 - self.report_floor))
+        kept: list[dict] = []
+        for i in range(1, len(scales) - 1):
+            kept.extend(self._candidates(scales, i, floor_snr, light))
+        kept.sort(key=lambda d: -d["snr"])
+        findings: list[dict] = []
+        for d in kept:
+            if any(math.hypot(d["x"] - e["x"], d["y"] - e["y"]) < 0.5 * (d["diam"] + e["diam"]) * 0.75 for e in findings):
+                continue
+            findings.append(d)
+            if len(findings) >= c.max_findings:
+                break
+        return [self._finding(d, factor, view) for d in findings]
+
+    def _candidates(self, scales: list[_Scale], i: int, floor_snr: float, light) -> list[dict]:
+        """Local maxima of scale ``i`` that pass the shape tests, all tested at once."""
+        c = self.config
+        sc = scales[i]
+        snr = sc.snr
+        peaks = (snr >= floor_snr) & (snr >= cv2.dilate(snr, np.ones((3, 3), np.uint8)))
+        ys, xs = np.nonzero(peaks)
+        if len(xs) == 0:
+            return []
+        order = np.argsort(-snr[ys, xs])[:_MAX_PEAKS]
+        ys, xs = ys[order], xs[order]
+        gx, gy = sc.gx[ys, xs], sc.gy[ys, xs]
+        gn = np.hypot(gx, gy)
+        ok = gn > 0
+        ux, uy = gx / np.maximum(gn, 1e-9), gy / np.maximum(gn, 1e-9)  # dark -> bright: away from the light
+        if light is not None:
+            ok &= -(ux * light[0] + uy * light[1]) >= math.cos(math.radians(c.light_tolerance_deg))
+        xf, yf = xs.astype(np.float32)[:, None], ys.astype(np.float32)[:, None]
+        uxc, uyc = ux[:, None], uy[:, None]
+        radius = 0.5 * _DIAMETER_PER_SIGMA * sc.sigma / (1 << sc.level)
+        # Level and odd: the band's profile along u, out to 1.5 radii or, near the view's border,
+        # as far as the view goes on both sides (a clamped profile would look like a step).
+        h, w = snr.shape
+        reach = np.full(len(xs), 1.5 * radius, np.float32)
+        for coord, comp, size in ((xs, ux, w), (ys, uy, h)):
+            a = np.abs(comp) + 1e-6
+            room = np.minimum(coord, size - 1 - coord) / a
+            reach = np.minimum(reach, room.astype(np.float32))
+        reach = np.maximum(reach, 0.5 * radius)[:, None]
+        t = np.linspace(-1.0, 1.0, 17, dtype=np.float32)[None, :] * reach
+        p = _sample(sc.band, xf + t * uxc, yf + t * uyc)
+        amp = np.maximum(p.max(axis=1) - p.min(axis=1), 1e-6)
+        step = np.abs(p[:, -1] - p[:, 0]) / amp
+        e = p - p[:, 8:9]
+        odd = np.abs(e[:, 9:] - e[:, 7::-1]).sum(axis=1)
+        even = np.abs(e[:, 9:] + e[:, 7::-1]).sum(axis=1) / np.maximum(odd, 1e-6)
+        # Compact: the projected response one radius to either side, across u.
+        off = np.array([-radius, radius], np.float32)[None, :]
+        px, py = xf - off * uyc, yf + off * uxc
+        elong = (_sample(sc.gx, px, py) * uxc + _sample(sc.gy, px, py) * uyc).max(axis=1) / np.maximum(gn, 1e-9)
+        # Rims: a bowl's shading turns back at both walls, so the projected response is negative
+        # on both sides of the centre, about equally; beside a wall only one side is.
+        tl = np.linspace(0.4, 1.4, 6, dtype=np.float32)[None, :] * radius
+        q_plus = -(_sample(sc.gx, xf + tl * uxc, yf + tl * uyc) * uxc
+                   + _sample(sc.gy, xf + tl * uxc, yf + tl * uyc) * uyc).min(axis=1)
+        q_minus = -(_sample(sc.gx, xf - tl * uxc, yf - tl * uyc) * uxc
+                    + _sample(sc.gy, xf - tl * uxc, yf - tl * uyc) * uyc).min(axis=1)
+        rims = np.minimum(q_plus, q_minus) / np.maximum(np.maximum(q_plus, q_minus), 1e-6)
+        # Halo: next to a large bright or dark object (a label, a hole, the part's border) the
+        # subtracted background slopes and the band shows a smooth false pattern; a dent's
+        # response comes from the image itself, not from the background's slope.
+        d = np.float32(max(radius, 1.0))
+        bg_slope = (_sample(sc.background, xf + d * uxc, yf + d * uyc)
+                    - _sample(sc.background, xf - d * uxc, yf - d * uyc))[:, 0] / (2 * d)
+        halo = np.abs(bg_slope) * (sc.sigma / (1 << sc.level)) / np.maximum(gn, 1e-9)
+        ok &= halo <= 0.5
+        ok &= (step <= c.max_step_ratio) & (even <= c.max_even_ratio) & (elong <= c.max_elongation)
+        ok &= rims >= c.min_rim_balance
+        unit = 1 << sc.level
+        wx = (xs.astype(np.float32) + 0.5) * unit - 0.5
+        wy = (ys.astype(np.float32) + 0.5) * unit - 0.5
+        # This scale must be the place's size scale: the raw (not noise-weighted) response peaks
+        # here over scale. Its strength is the best noise-weighted response at this or a finer scale
+        # (a large dent stands out best from the noise at a finer scale than its size).
+        r_prev, r_next = (self._at_many(scales[j].resp, scales[j], wx, wy) for j in (i - 1, i + 1))
+        r_here = sc.resp[ys, xs]
+        ok &= (r_here >= r_prev) & (r_here >= r_next)
+        if not ok.any():
+            return []
+        keep = np.nonzero(ok)[0]
+        wx, wy, ux, uy = wx[keep], wy[keep], ux[keep], uy[keep]
+        r_prev, r_here, r_next = r_prev[keep], r_here[keep], r_next[keep]
+        # (Finer scales only: a coarser one reaches out to whatever edge lies beyond the dent.)
+        best_snr = np.max([self._at_many(q.snr, q, wx, wy) for q in scales[: i + 1]], axis=0)
+        den = r_prev - 2 * r_here + r_next
+        shift = np.where(den < 0, 0.5 * (r_prev - r_next) / np.where(den < 0, den, -1.0), 0.0)
+        diam = _DIAMETER_PER_SIGMA * sc.sigma * _STEP ** np.clip(shift, -0.5, 0.5)
+        # Depth proxy: the doublet's peak-to-peak on a finer scale's band (less smoothing).
+        fs = scales[max(0, i - 2)]
+        fu = 1 << fs.level
+        tw = np.linspace(-0.6, 0.6, 13, dtype=np.float32)[None, :] * (diam / fu)[:, None]
+        fx, fy = ((wx + 0.5) / fu - 0.5)[:, None], ((wy + 0.5) / fu - 0.5)[:, None]
+        fine = _sample(fs.band, fx + tw * ux[:, None], fy + tw * uy[:, None])
+        ptp = fine.max(axis=1) - fine.min(axis=1)
+        level = np.maximum(self._at_many(fs.background, fs, wx, wy), 1.0)
+        out = []
+        for n, k in enumerate(keep.tolist()):
+            if 100.0 * ptp[n] / level[n] > c.max_shading_contrast_pct:
+                continue
+            out.append(dict(
+                x=float(wx[n]), y=float(wy[n]), diam=float(diam[n]), snr=float(best_snr[n]),
+                contrast_gray=float(ptp[n]), contrast_pct=100.0 * float(ptp[n] / level[n]),
+                light_deg=math.degrees(math.atan2(float(uy[n]), -float(ux[n]))) % 360.0,
+                step=float(step[k]), even=float(even[k]), elong=float(elong[k]), rims=float(rims[k]),
+            ))
+        return out
+
+    @staticmethod
+    def _at_many(img: np.ndarray, sc: _Scale, wx: np.ndarray, wy: np.ndarray) -> np.ndarray:
+        """Bilinear values of one of ``sc``'s maps at working-image points."""
+        unit = 1 << sc.level
+        return _sample(img, (wx + 0.5) / unit - 0.5, (wy + 0.5) / unit - 0.5)
+
+    @staticmethod
+    def _at(img: np.ndarray, sc: _Scale, wx: float, wy: float) -> float:
+        """Bilinear value of one of ``sc``'s maps at working-image point (wx, wy)."""
+        unit = 1 << sc.level
+        h, w = img.shape
+        lx = min(max((wx + 0.5) / unit - 0.5, 0.0), w - 1.001)
+        ly = min(max((wy + 0.5) / unit - 0.5, 0.0), h - 1.001)
+        x0, y0 = int(lx), int(ly)
+        fx, fy = lx - x0, ly - y0
+        a = float(img[y0, x0]) * (1 - fx) + float(img[y0, x0 + 1]) * fx
+        b = float(img[y0 + 1, x0]) * (1 - fx) + float(img[y0 + 1, x0 + 1]) * fx
+        return a * (1 - fy) + b * fy
+
+    def _finding(self, d: dict, factor: int, view: View) -> Finding:
+        c = self.config
+        s = d["snr"] / c.min_contrast_sigma
+        score = float(min(1.0, s * s / (1.0 + s * s)))
+        diam = d["diam"] * factor
+        cx, cy = (d["x"] + 0.5) * factor - 0.5, (d["y"] + 0.5) * factor - 0.5
+        h, w = view.image.shape[:2]
+        r = diam / 2
+        x0, y0 = max(0, int(math.floor(cx - r))), max(0, int(math.floor(cy - r)))
+        x1, y1 = min(w, int(math.ceil(cx + r)) + 1), min(h, int(math.ceil(cy + r)) + 1)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        mask = (((xx - cx) ** 2 + (yy - cy) ** 2) <= r * r).astype(np.uint8) * 255
+        meas = {
+            "diameter_px": round(diam, 2),
+            "shading_contrast_pct": round(d["contrast_pct"], 2),
+            "shading_contrast_gray": round(d["contrast_gray"], 2),
+            "contrast_sigma": round(d["snr"], 2),
+            "light_direction_deg": round(
+                c.light_direction_deg % 360.0 if c.light_direction_deg is not None else d["light_deg"], 1),
+        }
+        mm = view.mm(diam)
+        size = f"{diam:.0f} px"
+        if mm is not None:
+            meas["diameter_mm"] = round(mm, 3)
+            size = f"{mm:.1f} mm"
+        msg = (f"dent {size} across, shading contrast {d['contrast_pct']:.1f} %, "
+               f"light from {meas['light_direction_deg']:.0f} deg")
+        return Finding(kind="dent", score=score, box=(x0, y0, x1 - x0, y1 - y0), message=msg,
+                       size_px=round(diam, 2), measurements=meas, mask=mask)
+
+
+@hookimpl
+def inspector_register_detectors(register):
+    register(DentDetector)

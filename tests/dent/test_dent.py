@@ -1,0 +1,180 @@
+"""The ``dent`` detector: contract, measurements, what is not a dent, the demo parts through a
+station, and its figures on rendered dents and real good surfaces, with floors a little under
+what was measured (docs/detectors/dent.md)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inspector_core import Calibration, View
+from inspector_core.synthetic import dent_height, render_dent_panel, render_dent_shading, truth_for
+from inspector_core.testing import check_detector, run_station
+from inspector_dent import DentConfig, DentDetector
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT / "bench"))
+import eval_dent  # noqa: E402
+
+DEMO_ROI = {"x": 192, "y": 164, "width": 640, "height": 440}  # the plate of a 1024x768 demo part
+
+# Floors: measured figures in docs/detectors/dent.md, minus a margin.
+RENDERED_DETECTION_FLOOR = 0.80   # measured 0.886 at visibility >= 6 (600 dents; 240 here)
+GOOD_FALSE_ALARMS_CEILING = 0.04  # measured 0.016 per real good image
+CAR_AUROC_FLOOR = 0.40            # measured 0.49: chance level, see the doc; guards a collapse
+
+
+def make(**cfg) -> DentDetector:
+    det = DentDetector(DentConfig(**cfg), station_dir=ROOT)
+    det.warm_up()
+    return det
+
+
+def panel(**kw):
+    kw.setdefault("diameter_px", 60.0)
+    kw.setdefault("depth_px", 2.0)
+    kw.setdefault("noise_sigma", 2.0)
+    return render_dent_panel(np.random.default_rng(kw.pop("seed", 3)), (400, 520), **kw)
+
+
+def hits(findings, min_score=0.5):
+    return [f for f in findings if f.score >= min_score]
+
+
+def test_conforms_to_the_detector_contract(tmp_path):
+    check_detector(DentDetector, tmp_path=tmp_path)
+
+
+def test_renderer_is_flat_away_from_the_dent_and_a_light_dark_pair_on_it():
+    h = dent_height((81, 81), (40, 40), 60, 2.0)
+    f = render_dent_shading(h, 0.0, 30.0)  # light at the right
+    assert f[0, 0] == pytest.approx(1.0) and f[40, 40] == pytest.approx(1.0, abs=1e-3)
+    assert f[40, 25] > 1.05 and f[40, 55] < 0.95  # the wall facing the light is bright
+
+
+@pytest.mark.parametrize("azimuth", [0.0, 135.0, 250.0])
+def test_finds_a_dent_and_measures_diameter_contrast_and_light(azimuth):
+    s = panel(light_azimuth_deg=azimuth, light_elevation_deg=30, seed=int(azimuth))
+    found = hits(make().inspect(View(s.image, "p", calibration=Calibration(0.1))))
+    assert len(found) == 1, [f.message for f in found]
+    f = found[0]
+    x, y, w, h = f.box
+    assert math.hypot(x + w / 2 - s.center[0], y + h / 2 - s.center[1]) < 6
+    assert f.size_px == pytest.approx(60, rel=0.2)
+    assert f.measurements["diameter_mm"] == pytest.approx(f.size_px * 0.1, rel=1e-3)
+    assert 1.0 < f.measurements["shading_contrast_pct"] < 40.0
+    dev = (f.measurements["light_direction_deg"] - azimuth + 180) % 360 - 180
+    assert abs(dev) < 30, f.measurements
+    assert f.mask is not None and f.mask.shape == (h, w) and f.mask.any()
+    assert f.message.startswith("dent ") and "mm across" in f.message
+
+
+def test_deeper_dents_score_higher_and_show_more_contrast():
+    det = make()
+    shallow = hits(det.inspect(View(panel(depth_px=1.0).image, "a")), 0.1)[0]
+    deep = hits(det.inspect(View(panel(depth_px=2.5).image, "b")), 0.1)[0]
+    assert deep.score > shallow.score
+    assert deep.measurements["shading_contrast_pct"] > 1.5 * shallow.measurements["shading_contrast_pct"]
+
+
+def test_known_light_keeps_dents_and_refuses_bumps():
+    dent = panel(light_azimuth_deg=90, depth_px=2.0)
+    bump = panel(light_azimuth_deg=270, depth_px=2.0)  # a dent lit from below reads as a bump lit from above
+    det = make(light_direction_deg=90)
+    assert len(hits(det.inspect(View(dent.image, "d")))) == 1
+    assert hits(det.inspect(View(bump.image, "b"))) == []
+
+
+def test_edges_lines_holes_and_blank_panels_are_not_dents():
+    img = np.full((300, 400), 140, np.float32)
+    img[:, 200:] = 90                                     # a step edge
+    cv2.line(img, (20, 40), (380, 60), 200, 2)            # a bright line
+    cv2.circle(img, (100, 200), 9, 30, -1)                # a hole
+    cv2.circle(img, (300, 220), 12, 230, -1)              # a bright spot
+    img += np.random.default_rng(0).normal(0, 2, img.shape)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)
+    det = make()
+    assert hits(det.inspect(View(np.clip(img, 0, 255).astype(np.uint8), "e"))) == []
+    blank = panel(diameter_px=None)
+    assert hits(det.inspect(View(blank.image, "b"))) == []
+
+
+def test_gray_and_colour_views_give_the_same_findings():
+    s = panel()
+    det = make()
+    gray = det.inspect(View(s.image, "g"))
+    colour = det.inspect(View(cv2.cvtColor(s.image, cv2.COLOR_GRAY2BGR), "c"))
+    assert [(f.box, round(f.score, 6)) for f in gray] == [(f.box, round(f.score, 6)) for f in colour]
+
+
+def test_rendered_dents_above_the_visibility_threshold_are_found():
+    r = eval_dent.eval_rendered(240)
+    assert r["detection_at_threshold_light_unknown"] >= RENDERED_DETECTION_FLOOR, r
+    assert r["diameter_error_median_pct"] <= 15.0, r
+    assert r["false_alarms_per_rendered_blank"] <= 0.05, r
+
+
+def test_demo_station_fails_dented_parts_and_passes_the_others(tmp_path):
+    result = run_station({
+        "source": {"type": "synthetic", "config": {"count": 36, "seed": 11, "defect_rate": 0.6}},
+        "steps": [{"detector": "dent", "roi": DEMO_ROI}],
+        "rules": {"dent": {"min_score": 0.5}},
+    }, tmp_path)
+    rng = np.random.default_rng(11)  # the source's own sequence of truths
+    truth = {f"syn-11-{i:05d}": truth_for(i, 0.6, rng) for i in range(36)}
+    verdicts = {i.part_id: i.verdict for i in result.inspections()}
+    dented = [p for p, t in truth.items() if t == "dent"]
+    others = [p for p, t in truth.items() if t in ("good", "scratch")]
+    assert len(dented) >= 5 and len(others) >= 15
+    assert all(verdicts[p] == "FAIL" for p in dented), {p: verdicts[p] for p in dented}
+    # One known false alarm here: the upper end of the scratch on syn-11-00030 (a dark line
+    # whose darkness fades along it reads as a light-dark pair; docs/detectors/dent.md).
+    wrong = {p: truth[p] for p in others if verdicts[p] != "PASS"}
+    assert len(wrong) <= 1, wrong
+
+
+# ---------------------------------------------------------------------------------------------
+# Real data: floors a little under the figures in docs/detectors/dent.md.
+
+needs_data = pytest.mark.skipif(not (DATA / "magnetic_tile").is_dir(), reason=f"no real images at {DATA}")
+
+
+@pytest.mark.data
+@needs_data
+def test_real_good_surfaces_raise_few_false_alarms():
+    r = eval_dent.eval_good()
+    assert r["good_images"] == 511
+    assert r["false_alarms_per_good_image"] <= GOOD_FALSE_ALARMS_CEILING, r
+
+
+@pytest.mark.data
+@needs_data
+def test_car_dent_photos_auroc_stays_above_its_floor():
+    r = eval_dent.eval_car_dents(make())
+    assert r["car_dent_images"] == 144 and r["car_no_dent_images"] == 75
+    assert r["car_image_auroc"] >= CAR_AUROC_FLOOR, r
+
+
+@pytest.mark.data
+@needs_data
+def test_station_passes_real_good_tiles(tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    tiles = sorted((DATA / "magnetic_tile" / "MT_Free" / "Imgs").glob("*.jpg"))[::24][:20]
+    for p in tiles:
+        (folder / p.name).symlink_to(p)
+    result = run_station({
+        "source": {"type": "folder", "config": {"path": str(folder), "pattern": "*.jpg"}},
+        "steps": [{"detector": "dent"}],
+        "rules": {"dent": {"min_score": 0.5}},
+    }, tmp_path)
+    verdicts = [i.verdict for i in result.inspections()]
+    assert len(verdicts) == 20
+    assert sum(v == "FAIL" for v in verdicts) <= 1, verdicts
+    assert "ERROR" not in verdicts
