@@ -45,8 +45,9 @@ __all__ = ["DentConfig", "DentDetector"]
 _DIAMETER_PER_SIGMA = 7.5
 # Scales per octave: sigma grows by sqrt(2) from one to the next.
 _STEP = math.sqrt(2.0)
-# Local maxima tested per scale, strongest first (edges of holes and labels bring many).
-_MAX_PEAKS = 300
+# Local maxima given the full shape tests per scale, strongest first, after the cheap compact
+# test (8x as many are given that one: edges of holes, labels and car body lines bring many).
+_MAX_PEAKS = 150
 
 
 class DentConfig(PluginConfig):
@@ -91,7 +92,7 @@ class DentConfig(PluginConfig):
         "responses at the dent's two walls; below it the point is a wall of something, not a centre.",
     )
     max_shading_contrast_pct: float = Field(
-        60.0, gt=0, description="A shallow dent's walls tilt a few degrees: its shading stays "
+        75.0, gt=0, description="A shallow dent's walls tilt a few degrees: its shading stays "
         "within this fraction of the panel's brightness. Stronger light-dark pairs are pits, "
         "holes or stains, not dents.",
     )
@@ -113,15 +114,17 @@ def _sample(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return a * (1 - fy) + b * fy
 
 
-def _background(img: np.ndarray, sigma: float) -> np.ndarray:
-    """A Gaussian blur of ``img`` at ``sigma`` px, computed on a pyramid level (cheap)."""
-    small, level = img, 0
-    while sigma / (1 << level) > 4.0 and min(small.shape) >= 16:
-        small = cv2.pyrDown(small)
-        level += 1
-    s_lev = sigma / (1 << level)
-    small = cv2.GaussianBlur(small, (0, 0), s_lev, borderType=cv2.BORDER_REFLECT)
-    if level == 0:
+def _background(pyramid: list[np.ndarray], level: int, sigma: float) -> np.ndarray:
+    """A Gaussian blur of ``pyramid[level]`` at ``sigma`` (its own px), computed on a coarser
+    level of the same pyramid (extended when needed) and brought back to its size."""
+    img = pyramid[level]
+    k = 0
+    while sigma / (1 << k) > 4.0 and min(pyramid[level + k].shape) >= 16:
+        k += 1
+        if len(pyramid) <= level + k:
+            pyramid.append(cv2.pyrDown(pyramid[-1]))
+    small = cv2.GaussianBlur(pyramid[level + k], (0, 0), sigma / (1 << k), borderType=cv2.BORDER_REFLECT)
+    if k == 0:
         return small
     return cv2.resize(small, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
 
@@ -131,7 +134,8 @@ class _Scale:
 
     __slots__ = ("sigma", "level", "band", "background", "gx", "gy", "resp", "snr", "noise")
 
-    def __init__(self, sigma: float, level: int, base: np.ndarray, light: tuple[float, float] | None):
+    def __init__(self, sigma: float, level: int, pyramid: list[np.ndarray], light: tuple[float, float] | None):
+        base = pyramid[level]
         self.sigma, self.level = sigma, level
         s_lev = sigma / (1 << level)
         # A pyramid level already carries some blur (about 0.5 level px); add the rest.
@@ -139,7 +143,7 @@ class _Scale:
         smooth = cv2.GaussianBlur(base, (0, 0), blur)
         # Minus a background two dent diameters wide: uneven lighting (ramps, vignettes) leaves
         # no slope and no step in the band, a dent's own shading is untouched.
-        self.background = _background(base, 2.0 * _DIAMETER_PER_SIGMA * s_lev)
+        self.background = _background(pyramid, level, 2.0 * _DIAMETER_PER_SIGMA * s_lev)
         self.band = smooth - self.background
         self.gx = cv2.Sobel(self.band, cv2.CV_32F, 1, 0, ksize=1, scale=0.5 * s_lev)
         self.gy = cv2.Sobel(self.band, cv2.CV_32F, 0, 1, ksize=1, scale=0.5 * s_lev)
@@ -177,10 +181,11 @@ class DentDetector(Detector):
         h, w = gray.shape[:2]
         # A power of two (INTER_AREA has a fast path for those), the nearest to the target size.
         factor = 1 << max(0, round(math.log2(max(h, w) / c.working_size_px)))
-        if factor > 1:
-            small = cv2.resize(gray, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
-        else:
-            small = gray
+        small = gray
+        while factor > 1 and min(small.shape[:2]) >= 32:  # pyrDown: a 5-tap blur and decimation
+            small = cv2.pyrDown(small)
+            factor //= 2
+        factor = max(1, round(w / small.shape[1]))
         work = small.astype(np.float32)
         wh, ww = work.shape
         if min(wh, ww) < 16:
@@ -213,7 +218,7 @@ class DentDetector(Detector):
             while len(pyramid) <= level and min(pyramid[-1].shape) >= 16:
                 pyramid.append(cv2.pyrDown(pyramid[-1]))
             level = min(level, len(pyramid) - 1)
-            scales.append(_Scale(s, level, pyramid[level], light))
+            scales.append(_Scale(s, level, pyramid, light))
 
         floor_snr = c.min_contrast_sigma * math.sqrt(self.report_floor / (1 - self.report_floor))
         kept: list[dict] = []
@@ -238,7 +243,7 @@ class DentDetector(Detector):
         ys, xs = np.nonzero(peaks)
         if len(xs) == 0:
             return []
-        order = np.argsort(-snr[ys, xs])[:_MAX_PEAKS]
+        order = np.argsort(-snr[ys, xs])[: 8 * _MAX_PEAKS]
         ys, xs = ys[order], xs[order]
         gx, gy = sc.gx[ys, xs], sc.gy[ys, xs]
         gn = np.hypot(gx, gy)
@@ -246,9 +251,21 @@ class DentDetector(Detector):
         ux, uy = gx / np.maximum(gn, 1e-9), gy / np.maximum(gn, 1e-9)  # dark -> bright: away from the light
         if light is not None:
             ok &= -(ux * light[0] + uy * light[1]) >= math.cos(math.radians(c.light_tolerance_deg))
+        radius = 0.5 * _DIAMETER_PER_SIGMA * sc.sigma / (1 << sc.level)
+        # Compact, first (it is the cheapest and throws out the many maxima along edges): the
+        # projected response one radius to either side, across u.
+        off = np.array([-radius, radius], np.float32)[None, :]
+        px = xs.astype(np.float32)[:, None] - off * uy[:, None]
+        py = ys.astype(np.float32)[:, None] + off * ux[:, None]
+        elong = (_sample(sc.gx, px, py) * ux[:, None] + _sample(sc.gy, px, py) * uy[:, None]).max(axis=1)
+        elong /= np.maximum(gn, 1e-9)
+        sel = np.nonzero(ok & (elong <= c.max_elongation))[0][:_MAX_PEAKS]
+        if len(sel) == 0:
+            return []
+        xs, ys, gn, ux, uy, elong = xs[sel], ys[sel], gn[sel], ux[sel], uy[sel], elong[sel]
+        ok = np.ones(len(sel), bool)
         xf, yf = xs.astype(np.float32)[:, None], ys.astype(np.float32)[:, None]
         uxc, uyc = ux[:, None], uy[:, None]
-        radius = 0.5 * _DIAMETER_PER_SIGMA * sc.sigma / (1 << sc.level)
         # Level and odd: the band's profile along u, out to 1.5 radii or, near the view's border,
         # as far as the view goes on both sides (a clamped profile would look like a step).
         h, w = snr.shape
@@ -265,10 +282,6 @@ class DentDetector(Detector):
         e = p - p[:, 8:9]
         odd = np.abs(e[:, 9:] - e[:, 7::-1]).sum(axis=1)
         even = np.abs(e[:, 9:] + e[:, 7::-1]).sum(axis=1) / np.maximum(odd, 1e-6)
-        # Compact: the projected response one radius to either side, across u.
-        off = np.array([-radius, radius], np.float32)[None, :]
-        px, py = xf - off * uyc, yf + off * uxc
-        elong = (_sample(sc.gx, px, py) * uxc + _sample(sc.gy, px, py) * uyc).max(axis=1) / np.maximum(gn, 1e-9)
         # Rims: a bowl's shading turns back at both walls, so the projected response is negative
         # on both sides of the centre, about equally; beside a wall only one side is.
         tl = np.linspace(0.4, 1.4, 6, dtype=np.float32)[None, :] * radius
@@ -350,7 +363,7 @@ class DentDetector(Detector):
         s = d["snr"] / c.min_contrast_sigma
         score = float(min(1.0, s * s / (1.0 + s * s)))
         diam = d["diam"] * factor
-        cx, cy = (d["x"] + 0.5) * factor - 0.5, (d["y"] + 0.5) * factor - 0.5
+        cx, cy = d["x"] * factor, d["y"] * factor  # pyrDown keeps every second pixel
         h, w = view.image.shape[:2]
         r = diam / 2
         x0, y0 = max(0, int(math.floor(cx - r))), max(0, int(math.floor(cy - r)))
