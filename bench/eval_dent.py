@@ -185,6 +185,27 @@ def eval_car_dents(det: DentDetector | None = None) -> dict:
     }
 
 
+def eval_patch_model(model: Path) -> dict:
+    """Image AUROC on car_dents of the optional patch classifier trained on rendered panels only
+    (plugins/dent/train_patch_model.py): 96 px patches, stride 32, of the photo squeezed to
+    192 or 288 px; the image's score is its highest patch probability."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    out = {}
+    for size in (192, 288):
+        pos, neg = [], []
+        for p in sorted((DATA / "car_dents" / "images").glob("*.jpg")):
+            g = cv2.resize(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), (size, size), interpolation=cv2.INTER_AREA)
+            g = g.astype(np.float32)
+            patches = np.stack([g[y:y + 96, x:x + 96] for y in range(0, size - 95, 32)
+                                for x in range(0, size - 95, 32)])[:, None]
+            score = float(sess.run(None, {"patch": patches})[0].max())
+            (pos if any(lb[0] in DENT_CLASSES for lb in car_labels(p)) else neg).append(score)
+        out[f"patch_model_car_image_auroc_{size}px"] = round(auroc(pos, neg), 3)
+    return out
+
+
 def latency() -> dict:
     cv2.setNumThreads(1)
     det = detector()
@@ -228,8 +249,11 @@ def main(quick: bool = False) -> dict:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer rendered dents and good images")
+    ap.add_argument("--patch-model", type=Path, help="also score car_dents with this ONNX patch classifier")
     args = ap.parse_args()
     figs = main(args.quick)
+    if args.patch_model:
+        figs.update(eval_patch_model(args.patch_model))
     for k, v in figs.items():
         if k == "bins":
             print("detection by visibility (peak shading contrast / noise sigma):")

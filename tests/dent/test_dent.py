@@ -25,9 +25,9 @@ import eval_dent  # noqa: E402
 DEMO_ROI = {"x": 192, "y": 164, "width": 640, "height": 440}  # the plate of a 1024x768 demo part
 
 # Floors: measured figures in docs/detectors/dent.md, minus a margin.
-RENDERED_DETECTION_FLOOR = 0.80   # measured 0.886 at visibility >= 6 (600 dents; 240 here)
-GOOD_FALSE_ALARMS_CEILING = 0.04  # measured 0.016 per real good image
-CAR_AUROC_FLOOR = 0.40            # measured 0.49: chance level, see the doc; guards a collapse
+RENDERED_DETECTION_FLOOR = 0.82   # measured 0.924 at visibility >= 6 (600 dents; 240 here)
+GOOD_FALSE_ALARMS_CEILING = 0.04  # measured 0.029 per real good image (15 on 511)
+CAR_AUROC_FLOOR = 0.58            # measured 0.647 (goal 0.80 missed, see the doc)
 
 
 def make(**cfg) -> DentDetector:
