@@ -38,9 +38,23 @@ $(VENV)/.test: $(VENV)/.runtime tests/thirdparty_plugin/pyproject.toml
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test
 
+# The demo: make good parts, teach the misalignment reference from them, run the demo station
+# over 120 synthetic parts (fresh store each time), then look at the history as QA would.
 demo: $(VENV)/.runtime
-	@mkdir -p $(DEMO_DIR)
-	$(BIN)/python -m inspector_core.demo --dir $(DEMO_DIR)
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	@echo "== 1. ten good parts to teach from"
+	$(BIN)/inspector synth --to $(DEMO_DIR)/good --count 10 --seed 7 --kind good
+	@echo "== 2. teach the golden reference of the misalignment step"
+	$(BIN)/inspector teach stations/demo.yaml --from $(DEMO_DIR)/good
+	@echo "== 3. run the station (120 parts: scratch, dent and misalignment detectors)"
+	$(BIN)/inspector run stations/demo.yaml
+	@echo "== 4. what QA sees: statistics, the latest rejects, the crops"
+	$(BIN)/inspector stats --station-file stations/demo.yaml --period hour
+	$(BIN)/inspector history --station-file stations/demo.yaml --verdict fail --limit 10
+	$(BIN)/inspector export crops --station-file stations/demo.yaml --to $(DEMO_DIR)/crops
+	@echo
+	@echo "store: $(DEMO_DIR)/demo.db   reported verdicts: $(DEMO_DIR)/verdicts.jsonl   crops: $(DEMO_DIR)/crops/"
+	@echo "dashboard: $(BIN)/inspector serve --station-file stations/demo.yaml  (then open http://127.0.0.1:8080)"
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -19,10 +19,11 @@ from rich.table import Table
 from rich.text import Text
 
 from inspector_core import __version__
+from inspector_core.console import console
 from inspector_core.plugins import Registry, load
 from inspector_core.station_config import ConfigError, load_station
 
-err = Console(stderr=True)
+err = console(stderr=True)
 
 _registry: Registry | None = None
 
@@ -139,7 +140,7 @@ def run(station_file: str, limit: int | None, quiet: bool) -> None:
     table.add_row(str(tally.total), str(v["PASS"]), str(v["FAIL"]), str(v["ERROR"]), str(v["NOT_INSPECTED"]),
                   f"{tally.total / elapsed:.1f}", "-" if p50 is None else f"{p50:.1f}",
                   "-" if p99 is None else f"{p99:.1f}")
-    Console().print(table)
+    console().print(table)
     if runtime.failure:
         err.print(Text(runtime.failure, style="red"))
         sys.exit(1)

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from inspector_core import query as q
+from inspector_core.console import console
 
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$")
 UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -195,7 +195,7 @@ def history(db: str | None, station_file: str | None, fmt: str, limit: int, page
     table = Table(title="inspections, newest first (times UTC)", show_lines=False)
     for col, just in (("id", "right"), ("station", "left"), ("part", "left"), ("captured (UTC)", "left"),
                       ("verdict", "left"), ("ms", "right"), ("defects", "left"), ("score", "right"), ("error", "left")):
-        table.add_column(col, justify=just, overflow="fold")
+        table.add_column(col, justify=just, overflow="fold", no_wrap=col in ("id", "captured (UTC)", "verdict"))
     for r in rows:
         table.add_row(str(r.id), r.station, r.part_id, _fmt_t(r.captured_at),
                       f"[{VERDICT_STYLE.get(r.verdict, 'white')}]{r.verdict}[/]", _ms(r.latency_ms),
