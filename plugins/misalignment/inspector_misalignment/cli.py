@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -71,7 +72,8 @@ def teach(station_file: str, source: str, step_name: str | None) -> None:
             "station": station.name,
             "step": step.name,
             "roi": step.roi.model_dump() if step.roi else None,
-            "taught_from": str(Path(source).resolve()),
+            # Relative to the station file, so a committed reference is the same in every clone.
+            "taught_from": Path(os.path.relpath(Path(source).resolve(), station_path.parent)).as_posix(),
             "taught_images_sha256": images_hash(paths),
             "suggested": suggested,
         })
