@@ -109,6 +109,9 @@ class Inspection(Base):
               postgresql_include=["captured_at", "latency_ms"]).ddl_if(dialect="postgresql"),
         Index("ix_inspections_station_part", "station_id", "part_id", "captured_at"),
         Index("ix_inspections_station_latency", "station_id", "latency_ms", "captured_at"),
+        # Part-id prefix globs on PostgreSQL (migration 0004).
+        Index("ix_inspections_part_pattern", "part_id", "captured_at",
+              postgresql_ops={"part_id": "varchar_pattern_ops"}).ddl_if(dialect="postgresql"),
     )
 
 

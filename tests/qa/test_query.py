@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from inspector_core import query as q
 from inspector_core import schema
 from inspector_core.store import Store
-from tests.qa.conftest import HOSTILE_IDS, T0
+from tests.qa.conftest import HOSTILE_IDS, T0, write_known
 
 
 def engine_of(url):
@@ -265,3 +265,33 @@ def test_crops_and_detail(known):
     # The box drawn on the crop: (defect x - crop x) * scale.
     assert f.crop_box[0] == pytest.approx((f.box[0] - 84) * 0.5)
     assert q.inspection(e, 10 ** 9) is None
+
+
+@pytest.mark.postgres
+def test_part_id_prefix_glob_uses_the_pattern_index_on_postgres(pg_url):
+    """A glob with a literal prefix is a range scan of ix_inspections_part_pattern (migration
+    0004), not a scan of the table: the plan of the very statement the query module sends."""
+    from sqlalchemy import event
+
+    write_known(pg_url)
+    e = engine_of(pg_url)
+    sent: list[tuple[str, dict]] = []
+
+    def capture(conn, cursor, statement, params, context, executemany):
+        if "FROM inspections" in statement and "LIKE" in statement:
+            sent.append((statement, params))
+
+    event.listen(e, "before_cursor_execute", capture)
+    assert q.history(e, q.make_filter(part_id="line1-P00*")).rows
+    event.remove(e, "before_cursor_execute", capture)
+    statement, params = sent[0]
+    raw = e.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute("SET enable_seqscan = off")  # a table this small would be scanned anyway
+        cur.execute("EXPLAIN " + statement, params)
+        plan = "\n".join(r[0] for r in cur.fetchall())
+    finally:
+        raw.close()
+    assert "ix_inspections_part_pattern" in plan, plan
+    assert "~>=~" in plan, plan  # the prefix became an index range
