@@ -246,14 +246,7 @@ def main(quick: bool = False) -> dict:
     return figures
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer rendered dents and good images")
-    ap.add_argument("--patch-model", type=Path, help="also score car_dents with this ONNX patch classifier")
-    args = ap.parse_args()
-    figs = main(args.quick)
-    if args.patch_model:
-        figs.update(eval_patch_model(args.patch_model))
+def print_figures(figs: dict) -> None:
     for k, v in figs.items():
         if k == "bins":
             print("detection by visibility (peak shading contrast / noise sigma):")
@@ -262,3 +255,14 @@ if __name__ == "__main__":
                       f"  light known {b['detected_light_known']:.3f}")
         else:
             print(f"{k}: {v}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer rendered dents and good images")
+    ap.add_argument("--patch-model", type=Path, help="also score car_dents with this ONNX patch classifier")
+    args = ap.parse_args()
+    figs = main(args.quick)
+    if args.patch_model:
+        figs.update(eval_patch_model(args.patch_model))
+    print_figures(figs)

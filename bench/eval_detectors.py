@@ -63,14 +63,7 @@ def run(quick: bool) -> list[tuple[str, str, str, str]]:
     print("# dent detector: figures (bench/eval_dent.py)\n")
     dent = _load("eval_dent")
     d = dent.main(quick)
-    for k, v in d.items():
-        if k == "bins":
-            print("detection by visibility (peak shading contrast / noise sigma):")
-            for b in v:
-                print(f"  {b['visibility']:>12}  n={b['n']:4d}  light unknown {b['detected_light_unknown']:.3f}"
-                      f"  light known {b['detected_light_known']:.3f}")
-        else:
-            print(f"{k}: {v}")
+    dent.print_figures(d)
     det_rate = d["detection_at_threshold_light_unknown"]
     fa = d["false_alarms_per_good_image"]
     car = d["car_image_auroc"]
