@@ -107,3 +107,42 @@ def test_failing_sink_is_retried_and_never_loses_a_verdict(tmp_path):
            "steps": [{"detector": "bright_spot"}], "sinks": [{"type": "flaky"}]}
     result = run(cfg, tmp_path, registry=reg)
     assert sent == [r.uid for r in result.inspections()]
+
+
+def test_webhook_sink_posts_committed_verdicts_and_retries_a_refusal(tmp_path):
+    """A real HTTP server on loopback: the first two POSTs are answered 503, then 200. Every
+    committed FAIL arrives exactly once, with the API key header; PASS parts are filtered out."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got: list[dict] = []
+    refused = [0]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if refused[0] < 2:
+                refused[0] += 1
+                self.send_response(503)
+            else:
+                got.append({"key": self.headers.get("X-Api-Key"), **body})
+                self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/verdicts"
+        cfg = {"name": "wh1", "source": {"type": "synthetic", "config": {"count": 16, "width": 640, "height": 480}},
+               "steps": [{"detector": "bright_spot", "config": {"threshold": 200}}],
+               "sinks": [{"type": "webhook", "config": {"url": url, "headers": {"X-Api-Key": "k1"}, "only": ["FAIL"]}}]}
+        result = run_station(cfg, tmp_path)
+    finally:
+        server.shutdown()
+    fails = [r.uid for r in result.inspections() if r.verdict == "FAIL"]
+    assert fails, "the synthetic stream should have failing parts"
+    assert refused[0] == 2
+    assert sorted(m["inspection_uid"] for m in got) == sorted(fails)  # each once, none lost
+    assert {m["key"] for m in got} == {"k1"} and {m["verdict"] for m in got} == {"FAIL"}
