@@ -112,3 +112,33 @@ def test_onnxruntime_matches_anomalib(good_folder: Path, tmp_path: Path):
     assert worst_map <= PARITY_TOLERANCE * spread
     # and the ranking of parts is the same
     assert np.argsort(torch_scores).tolist() == np.argsort(ort_scores).tolist()
+
+
+def test_fast_export_rewrites_compute_the_same_and_are_undone():
+    """The export-time rewrites (augmented-matmul nearest neighbour, separable blur) give
+    anomalib's results on anomalib's own blur module, and leave the model as it was."""
+    import torch
+    from anomalib.models.components.filters import GaussianBlur2d
+
+    from inspector_anomaly.fast_export import fast_export
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blur = GaussianBlur2d(sigma=4, channels=1, kernel_size=33)
+            self.register_buffer("memory_bank", torch.randn(700, 24, generator=torch.Generator().manual_seed(1)))
+
+        def nearest_neighbors(self, embedding, n_neighbors):
+            d = torch.cdist(embedding, self.memory_bank)
+            return d.min(1) if n_neighbors == 1 else d.topk(n_neighbors, largest=False, dim=1)
+
+    g = torch.Generator().manual_seed(2)
+    m, image, emb = Model(), torch.rand(1, 1, 80, 96, generator=g), torch.randn(300, 24, generator=g)
+    blurred, (scores, where) = m.blur(image), m.nearest_neighbors(emb, 1)
+    with fast_export(m):
+        fast_blurred, (fast_scores, fast_where) = m.blur(image), m.nearest_neighbors(emb, 1)
+        assert m.nearest_neighbors(emb, 9)[1].shape == (300, 9)  # k > 1 falls through to the original
+    assert torch.allclose(fast_blurred, blurred, atol=1e-5)
+    assert torch.allclose(fast_scores, scores, atol=1e-4)
+    assert torch.equal(fast_where, where)
+    assert not {"forward", "_col", "_row"} & set(m.blur.__dict__) and "nearest_neighbors" not in m.__dict__

@@ -62,31 +62,21 @@ def _separate(kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 
 @contextlib.contextmanager
-def fast_export(model: torch.nn.Module) -> Iterator[list[str]]:
-    """Patch ``model`` (anomalib's torch model) for the duration of an ONNX export; yields what
-    was rewritten."""
+def fast_export(model: torch.nn.Module) -> Iterator[None]:
+    """Patch ``model`` (anomalib's torch model) for the duration of an ONNX export."""
     from anomalib.models.components.filters import GaussianBlur2d
 
-    done: list[str] = []
-    undo: list[tuple[object, str]] = []
+    patched: list[tuple[torch.nn.Module, str]] = []  # instance attributes to delete afterwards
     if hasattr(model, "nearest_neighbors") and hasattr(model, "memory_bank"):
         model.nearest_neighbors = types.MethodType(_fast_nearest_neighbors, model)
-        undo.append((model, "nearest_neighbors"))
-        done.append("nearest-neighbour search as one augmented matrix product")
-    for name, m in model.named_modules():
-        if isinstance(m, GaussianBlur2d):
-            parts = _separate(m.kernel)
-            if parts is None:
-                continue
+        patched.append((model, "nearest_neighbors"))
+    for m in model.modules():
+        if isinstance(m, GaussianBlur2d) and (parts := _separate(m.kernel)) is not None:
             m._col, m._row = parts
             m.forward = types.MethodType(_separable_blur, m)
-            undo.append((m, "forward"))
-            done.append(f"{name or 'blur'}: separable Gaussian")
+            patched += [(m, "_col"), (m, "_row"), (m, "forward")]
     try:
-        yield done
+        yield
     finally:
-        for obj, attr in undo:
+        for obj, attr in patched:
             del obj.__dict__[attr]
-        for _, m in model.named_modules():
-            for attr in ("_col", "_row"):
-                m.__dict__.pop(attr, None)
