@@ -90,7 +90,7 @@ def validate(station_file: str) -> None:
     """Check a station file: its shape, and every plugin's config."""
     st = _load_or_exit(station_file)
     click.echo(f"{station_file}: ok (station {st.name!r}, source {st.source.name}, "
-               f"{len(st.steps)} steps: {', '.join(s.name for s in st.steps)}; store {st.store_url}; "
+               f"{len(st.steps)} step{'s' if len(st.steps) != 1 else ''}: {', '.join(s.name for s in st.steps)}; store {st.store_url}; "
                f"config hash {st.config_hash[:12]})")
 
 
