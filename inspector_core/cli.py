@@ -106,7 +106,7 @@ def run(station_file: str, limit: int | None, quiet: bool) -> None:
     from inspector_core.station import StationError, StationRuntime
 
     st = _load_or_exit(station_file)
-    err.print(f"station [bold]{st.name}[/] from {station_file}: {len(st.steps)} steps "
+    err.print(f"station [bold]{st.name}[/] from {station_file}: {len(st.steps)} step{'s' if len(st.steps) != 1 else ''} "
               f"({', '.join(s.name for s in st.steps)}), store {st.store_url}")
     live_console = Console(stderr=True)
     live = None if quiet or not live_console.is_terminal else Live(console=live_console, refresh_per_second=4)
