@@ -84,13 +84,19 @@ def _load_or_exit(path: str):
         sys.exit(2)
 
 
+def _steps(st) -> str:
+    """``3 steps (align, scratch, dent)``."""
+    n = len(st.steps)
+    return f"{n} step{'' if n == 1 else 's'} ({', '.join(s.name for s in st.steps)})"
+
+
 @main.command()
 @click.argument("station_file", type=click.Path(dir_okay=False))
 def validate(station_file: str) -> None:
     """Check a station file: its shape, and every plugin's config."""
     st = _load_or_exit(station_file)
     click.echo(f"{station_file}: ok (station {st.name!r}, source {st.source.name}, "
-               f"{len(st.steps)} step{'s' if len(st.steps) != 1 else ''}: {', '.join(s.name for s in st.steps)}; store {st.store_url}; "
+               f"{_steps(st)}; store {st.store_url}; "
                f"config hash {st.config_hash[:12]})")
 
 
@@ -106,8 +112,7 @@ def run(station_file: str, limit: int | None, quiet: bool) -> None:
     from inspector_core.station import StationError, StationRuntime
 
     st = _load_or_exit(station_file)
-    err.print(f"station [bold]{st.name}[/] from {station_file}: {len(st.steps)} step{'s' if len(st.steps) != 1 else ''} "
-              f"({', '.join(s.name for s in st.steps)}), store {st.store_url}")
+    err.print(f"station [bold]{st.name}[/] from {station_file}: {_steps(st)}, store {st.store_url}")
     live_console = Console(stderr=True)
     live = None if quiet or not live_console.is_terminal else Live(console=live_console, refresh_per_second=4)
     last_line = [0.0]
