@@ -20,7 +20,7 @@ from inspector_core import View
 from inspector_core.synthetic import render_dent_panel
 from inspector_dent import DentConfig, DentDetector
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from shared_data import DATA  # noqa: E402
 VISIBILITY_THRESHOLD = 6.0
 """Documented visibility threshold: peak shading contrast over the panel's pixel noise sigma
 (docs/detectors/dent.md says why 6 and not lower: the texture of real good surfaces)."""

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from shared_data import DATA  # noqa: E402
 TRANSISTOR = DATA / "mvtec_ad" / "transistor"
 MVTEC_ROI = (0.25, 0.08, 0.49, 0.50)
 """x, y, width, height as fractions of the image: the transistor's body and a margin."""

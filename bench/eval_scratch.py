@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from shared_data import DATA  # noqa: E402
 NEGATIVE_CLASSES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale")
 # The demo plate (1024x768 frame, 640x440 plate centred) seen through an ROI 8 px inside its edges.
 SYNTHETIC_ROI = (200, 172, 624, 424)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("INSPECTOR_DATA") or ROOT.parent / "shared" / "data")
+"""The real photographs: ``$INSPECTOR_DATA``, else ``../shared/data`` beside the checkout."""
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -18,7 +18,6 @@ from inspector_core.testing import check_detector, run_station
 from inspector_dent import DentConfig, DentDetector
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "bench"))
 import eval_dent  # noqa: E402
 
@@ -142,7 +141,7 @@ def test_demo_station_fails_dented_parts_and_passes_the_others(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Real data: floors a little under the figures in docs/detectors/dent.md.
 
-needs_data = pytest.mark.skipif(not (DATA / "magnetic_tile").is_dir(), reason=f"no real images at {DATA}")
+needs_data = pytest.mark.usefixtures("data_dir")  # skips locally without the data, fails in CI
 
 
 @pytest.mark.data
@@ -163,10 +162,10 @@ def test_car_dent_photos_auroc_stays_above_its_floor():
 
 @pytest.mark.data
 @needs_data
-def test_station_passes_real_good_tiles(tmp_path):
+def test_station_passes_real_good_tiles(tmp_path, data_dir):
     folder = tmp_path / "parts"
     folder.mkdir()
-    tiles = sorted((DATA / "magnetic_tile" / "MT_Free" / "Imgs").glob("*.jpg"))[::24][:20]
+    tiles = sorted((data_dir / "magnetic_tile" / "MT_Free" / "Imgs").glob("*.jpg"))[::24][:20]
     for p in tiles:
         (folder / p.name).symlink_to(p)
     result = run_station({

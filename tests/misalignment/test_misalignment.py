@@ -21,7 +21,6 @@ from inspector_misalignment.cli import teach as teach_command
 from inspector_misalignment.reference import save, teach
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "bench"))
 import eval_misalignment  # noqa: E402
 
@@ -131,9 +130,7 @@ def test_in_a_station_every_misaligned_part_fails_and_no_good_one(taught, tmp_pa
 
 
 @pytest.mark.data
-def test_transistor_figures_stay_above_their_floors(tmp_path):
-    if not eval_misalignment.TRANSISTOR.is_dir():
-        pytest.skip("no MVTec transistor data")
+def test_transistor_figures_stay_above_their_floors(tmp_path, data_dir):
     fig = eval_misalignment.eval_transistor(tmp_path)
     assert fig["misplaced_fail_rate"] >= 0.8
     assert fig["good_pass_rate"] >= 0.8

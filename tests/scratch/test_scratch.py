@@ -18,7 +18,6 @@ from inspector_core.testing import check_detector, run_station
 from inspector_scratch import ScratchConfig, ScratchDetector
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "bench"))
 import eval_scratch  # noqa: E402
 
@@ -161,12 +160,12 @@ def test_in_a_station_on_synthetic_parts(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Real data: floors a little under the figures in docs/detectors/scratch.md.
 
-needs_data = pytest.mark.skipif(not (DATA / "neu_det").is_dir(), reason=f"no real images at {DATA}")
+needs_data = pytest.mark.usefixtures("data_dir")  # skips locally without the data, fails in CI
 
 
 @pytest.fixture(scope="module")
-def neu_splits():
-    return eval_scratch.neu_items(DATA)
+def neu_splits(data_dir):
+    return eval_scratch.neu_items(data_dir)
 
 
 @pytest.mark.data
@@ -188,8 +187,8 @@ def test_neu_det_tuning_half_stays_above_floors(neu_splits):
 
 @pytest.mark.data
 @needs_data
-def test_real_good_surfaces_rarely_flagged():
-    r = eval_scratch.good_surfaces(make(), DATA)
+def test_real_good_surfaces_rarely_flagged(data_dir):
+    r = eval_scratch.good_surfaces(make(), data_dir)
     assert r["magnetic_tile_MT_Free"]["false_alarms_per_image"] <= MT_FREE_FA_CEILING, r
     assert r["mvtec_transistor_train_good"]["false_alarms_per_image"] <= TRANSISTOR_FA_CEILING, r
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
 
 import cv2
@@ -57,7 +58,9 @@ def _by_hash(paths: list[Path]) -> list[Path]:
 
 
 def default_data_root() -> Path:
-    return Path(__file__).resolve().parents[4].parent / "shared" / "data"
+    """``$INSPECTOR_DATA``, else ``../shared/data`` beside the checkout."""
+    env = os.environ.get("INSPECTOR_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[4].parent / "shared" / "data"
 
 
 def magnetic_tile(root: Path, n_train: int = 250, n_val: int = 76) -> Split:
