@@ -47,13 +47,19 @@ def main() -> int:
     args = ap.parse_args()
 
     import cv2
-    import numpy as np
     import torch
-    from inspector_core.synthetic import render_part
-    from inspector_core.testing import run_station
-
     from inspector_anomaly.preprocess import prepare, to_rgb
-    from inspector_anomaly.training import TrainSettings, build_model, export_onnx, fit, read_image, list_images
+    from inspector_anomaly.training import (
+        TrainSettings,
+        build_model,
+        export_onnx,
+        fit,
+        list_images,
+        read_image,
+    )
+    from inspector_sources.synthetic import render_part
+
+    from inspector_core.testing import run_station
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -119,8 +125,8 @@ def main() -> int:
 
         # 4. bare onnxruntime on prepared tensors (default session options, same threads)
         import onnxruntime as ort
-
         from inspector_anomaly.detector import Anomaly, AnomalyConfig
+
         from inspector_core import View
 
         opts = ort.SessionOptions()

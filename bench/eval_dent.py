@@ -15,12 +15,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from inspector_dent import DentConfig, DentDetector
+from inspector_sources.synthetic import render_dent_panel
+from shared_data import DATA  # noqa: E402
 
 from inspector_core import View
-from inspector_core.synthetic import render_dent_panel
-from inspector_dent import DentConfig, DentDetector
 
-from shared_data import DATA  # noqa: E402
 VISIBILITY_THRESHOLD = 6.0
 """Documented visibility threshold: peak shading contrast over the panel's pixel noise sigma
 (docs/detectors/dent.md says why 6 and not lower: the texture of real good surfaces)."""

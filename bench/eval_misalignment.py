@@ -30,6 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 from shared_data import DATA  # noqa: E402
+
 TRANSISTOR = DATA / "mvtec_ad" / "transistor"
 MVTEC_ROI = (0.25, 0.08, 0.49, 0.50)
 """x, y, width, height as fractions of the image: the transistor's body and a margin."""
@@ -109,8 +110,9 @@ def motion_errors(ref, frames: list[np.ndarray], roi, max_shift: float, max_rot:
 
 
 def eval_transistor(tmp: Path) -> dict[str, Any]:
-    from inspector_core import View
     from inspector_misalignment import suggest_tolerances
+
+    from inspector_core import View
 
     train = sorted((TRANSISTOR / "train" / "good").glob("*.png"))
     frames = [gray(p) for p in train]
@@ -142,8 +144,9 @@ def eval_transistor(tmp: Path) -> dict[str, Any]:
 
 
 def eval_synthetic(tmp: Path) -> dict[str, Any]:
+    from inspector_sources.synthetic import render_part
+
     from inspector_core import View
-    from inspector_core.synthetic import render_part
 
     taught_parts = [render_part(7, i, "good", color=False) for i in range(10)]
     _teach_into(tmp, [p.image for p in taught_parts])
@@ -184,7 +187,7 @@ def eval_synthetic(tmp: Path) -> dict[str, Any]:
 
 def eval_big(tmp: Path) -> dict[str, Any]:
     """2448x2048 mono: the synthetic part scaled up; reference from 3 scaled good parts."""
-    from inspector_core.synthetic import render_part
+    from inspector_sources.synthetic import render_part
 
     def big(seed: int, i: int, truth: str) -> np.ndarray:
         return cv2.resize(render_part(seed, i, truth, color=False).image, (2448, 2048), interpolation=cv2.INTER_CUBIC)

@@ -26,6 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 from shared_data import DATA  # noqa: E402
+
 NEGATIVE_CLASSES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale")
 # The demo plate (1024x768 frame, 640x440 plate centred) seen through an ROI 8 px inside its edges.
 SYNTHETIC_ROI = (200, 172, 624, 424)
@@ -135,7 +136,7 @@ def neu_figures(det, items: list[tuple[Path, Path]]) -> dict[str, Any]:
 
 
 def synthetic_figures(det, n: int, seed: int = 7) -> dict[str, Any]:
-    from inspector_core.synthetic import render_part
+    from inspector_sources.synthetic import render_part
 
     x, y, w, h = SYNTHETIC_ROI
     hits = 0
@@ -172,7 +173,7 @@ def synthetic_figures(det, n: int, seed: int = 7) -> dict[str, Any]:
 def synthetic_edges(det, n: int = 10, seed: int = 11) -> dict[str, Any]:
     """The whole frame of good parts (plate edges, bevel shadow, fixture in view): informative
     only, since a station's ROI is meant to leave the part's edges out."""
-    from inspector_core.synthetic import render_part
+    from inspector_sources.synthetic import render_part
 
     flagged = 0
     for i in range(n):
@@ -219,7 +220,7 @@ def latency(det, image: np.ndarray, repeats: int = 20) -> dict[str, float]:
 
 
 def latency_figures(det, data: Path) -> dict[str, Any]:
-    from inspector_core.synthetic import render_part
+    from inspector_sources.synthetic import render_part
 
     cv2.setNumThreads(1)
     neu = cv2.imread(str(data / "neu_det" / "IMAGES" / "scratches_1.jpg"), cv2.IMREAD_GRAYSCALE)
@@ -271,7 +272,7 @@ def _print(results: dict[str, Any]) -> None:
               f"{' ...' if len(r['misses']) > 8 else ''}; false alarms {r['false_alarm_images'][:8]}"
               f"{' ...' if len(r['false_alarm_images']) > 8 else ''}")
     s = results["synthetic"]
-    print("\n## Synthetic parts (inspector_core.synthetic, ROI 8 px inside the plate)")
+    print("\n## Synthetic parts (inspector_sources.synthetic, ROI 8 px inside the plate)")
     print(f"- scratches detected: {s['detected']}/{s['scratch_parts']} ({s['detection_rate']:.3f}); "
           f"median length error vs chord {s['median_length_error']}")
     print(f"- good parts flagged: {s['good_parts_flagged']}/{s['good_parts']}; "

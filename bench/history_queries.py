@@ -4,7 +4,7 @@ Fills a fresh database (SQLite file / a new PostgreSQL database, dropped afterwa
 the real migrations, with a month of history from 4 stations: about 5% FAIL (with 1-2 failing
 defects, each with a small JPEG crop), 0.5% ERROR, 0.3% NOT_INSPECTED, below-rule candidate
 findings on 8% of PASS parts, one step result per part, and some re-inspected part ids. Then
-prints the time of the common queries through :mod:`inspector_core.query` (the code the CLI
+prints the time of the common queries through :mod:`inspector_core.qa` (the code the CLI
 and the dashboard run), best of 3, and the goals: first page of a filtered history < 100 ms,
 stats for a month < 1 s.
 
@@ -16,7 +16,6 @@ stats for a month < 1 s.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inspector_core import query as q  # noqa: E402
+from inspector_core.qa import query as q  # noqa: E402
 from inspector_core.store import Store  # noqa: E402
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

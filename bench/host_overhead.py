@@ -24,9 +24,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inspector_core import Detector, Finding, Frame, FrameSource, PluginConfig, hookimpl  # noqa: E402
 from inspector_core.plugins import load  # noqa: E402
-from inspector_core.station import StationRuntime  # noqa: E402
-from inspector_core.station_config import load_station  # noqa: E402
-from inspector_core.store import DefectRecord, InspectionRecord, Recorder, StepRecord, Store, utcnow  # noqa: E402
+from inspector_core.runtime.config import load_station  # noqa: E402
+from inspector_core.runtime.station import StationRuntime  # noqa: E402
+from inspector_core.store import (  # noqa: E402
+    DefectRecord,
+    InspectionRecord,
+    Recorder,
+    StepRecord,
+    Store,
+    utcnow,
+)
 
 W, H = 2448, 2048
 N = 1000

@@ -1,7 +1,7 @@
 """The ``inspector`` command line (click; rich for tables and live progress).
 
 Built-in commands: ``run``, ``validate``, ``plugins``; the QA commands from
-:mod:`inspector_core.qa_cli`; and whatever plugins register through
+:mod:`inspector_core.qa.cli`; and whatever plugins register through
 ``inspector_register_commands`` (``train``, ``teach``, ...).
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -21,7 +20,7 @@ from rich.text import Text
 from inspector_core import __version__
 from inspector_core.console import console
 from inspector_core.plugins import Registry, load
-from inspector_core.station_config import ConfigError, load_station
+from inspector_core.runtime.config import ConfigError, load_station
 
 err = console(stderr=True)
 
@@ -46,7 +45,7 @@ class _Group(click.Group):
             return
         self._loaded = True
         try:
-            from inspector_core import qa_cli
+            from inspector_core.qa import cli as qa_cli
         except ImportError as exc:  # the QA module is optional only while it is being built
             logging.getLogger(__name__).debug("QA commands unavailable: %s", exc)
         else:
@@ -109,7 +108,7 @@ def run(station_file: str, limit: int | None, quiet: bool) -> None:
 
     Ctrl-C (or SIGTERM) stops capturing, finishes the parts already captured and commits them.
     """
-    from inspector_core.station import StationError, StationRuntime
+    from inspector_core.runtime.station import StationError, StationRuntime
 
     st = _load_or_exit(station_file)
     err.print(f"station [bold]{st.name}[/] from {station_file}: {_steps(st)}, store {st.store_url}")
@@ -173,28 +172,6 @@ def plugins(as_json: bool) -> None:
         err.print(f"{len(reg.broken())} plugin(s) failed to load; a station stops only if it uses one of them.")
 
 
-@main.command()
-@click.option("--to", "out", required=True, type=click.Path(file_okay=False), help="folder to write PNG files into")
-@click.option("--count", default=20, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=1, show_default=True, type=int)
-@click.option("--kind", "kinds", multiple=True, type=click.Choice(["good", "scratch", "dent", "misalignment"]),
-              help="only these kinds of part (repeatable); default: good parts with some defective ones")
-@click.option("--gray", is_flag=True, help="single-channel images")
-def synth(out: str, count: int, seed: int, kinds: tuple[str, ...], gray: bool) -> None:
-    """Write synthetic parts (the demo's generator) as image files, e.g. good parts to teach from."""
-    import cv2
-    import numpy as np
-
-    from inspector_core.synthetic import render_part, truth_for
-
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        truth = kinds[i % len(kinds)] if kinds else truth_for(i, 0.3, rng)
-        part = render_part(seed, i, truth, color=not gray)
-        cv2.imwrite(str(folder / f"syn-{seed}-{i:05d}-{truth}.png"), part.image)
-    click.echo(f"wrote {count} parts to {folder}")
 
 
 if __name__ == "__main__":

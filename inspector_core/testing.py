@@ -30,12 +30,11 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from inspector_core import schema
 from inspector_core.contract import Calibration, Detector, Finding, PluginConfig, View
 from inspector_core.plugins import Registry, load
-from inspector_core.station import StationRuntime, Tally
-from inspector_core.station_config import load_station
-from inspector_core.store import Store
+from inspector_core.runtime.config import load_station
+from inspector_core.runtime.station import StationRuntime, Tally
+from inspector_core.store import Store, schema
 
 __all__ = ["StationResult", "check_detector", "run_station"]
 

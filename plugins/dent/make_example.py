@@ -10,10 +10,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from inspector_dent import DentConfig, DentDetector
+from inspector_sources.synthetic import render_dent_panel, render_part
 
 from inspector_core import Calibration, View
-from inspector_core.synthetic import render_dent_panel, render_part
-from inspector_dent import DentConfig, DentDetector
 
 HERE = Path(__file__).resolve().parent
 

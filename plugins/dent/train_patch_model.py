@@ -6,7 +6,7 @@ why it is not). Two steps, two venvs: the renderer needs the runtime venv, train
     .venv/bin/python plugins/dent/train_patch_model.py render OUT.npz [N]
     .venv-train/bin/python plugins/dent/train_patch_model.py train OUT.npz MODEL.onnx
 
-Patches are 96x96 grey, rendered with inspector_core.synthetic's dent model (Lambert + Blinn-
+Patches are 96x96 grey, rendered with inspector_sources.synthetic's dent model (Lambert + Blinn-
 Phong shading of one or several depressions and creases) on panels that also carry what a car
 panel shows without a dent: a slow colour field, reflected horizon bands (whose reflection a
 dent's normals displace), panel gaps, lines, holes, highlights, texture and noise.
@@ -34,8 +34,12 @@ def _panel(rng):
 
 def render_patch(rng, dent: bool):
     import cv2
-
-    from inspector_core.synthetic import METAL, PAINT, dent_height, render_dent_shading
+    from inspector_sources.synthetic import (
+        METAL,
+        PAINT,
+        dent_height,
+        render_dent_shading,
+    )
 
     img, xx, yy = _panel(rng)
     height = np.zeros((P, P), np.float32)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from inspector_core import View
-from inspector_core.synthetic import render_part
 from inspector_misalignment import MisalignmentConfig, MisalignmentDetector
 from inspector_misalignment.reference import save, teach
+from inspector_sources.synthetic import render_part
+
+from inspector_core import View
 
 HERE = Path(__file__).resolve().parent
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from inspector_scratch import ScratchConfig, ScratchDetector
+from inspector_sources.synthetic import render_part
 
 from inspector_core import Calibration, View
-from inspector_core.synthetic import render_part
-from inspector_scratch import ScratchConfig, ScratchDetector
 
 ROI = (200, 172, 624, 424)  # 8 px inside the demo plate (1024x768 frame, 640x440 plate)
 

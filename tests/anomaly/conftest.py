@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from inspector_anomaly.card import CARD_FORMAT, sha256_file
 
 SIZE = 64

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from inspector_anomaly import datasets
 from inspector_anomaly.detector import Anomaly, AnomalyConfig
 from inspector_anomaly.evaluation import evaluate

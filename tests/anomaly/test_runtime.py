@@ -10,11 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from inspector_anomaly.detector import Anomaly, AnomalyConfig
+from inspector_anomaly.preprocess import prepare
 
 from inspector_core import View
 from inspector_core.testing import check_detector
-from inspector_anomaly.detector import Anomaly, AnomalyConfig
-from inspector_anomaly.preprocess import prepare
 
 from .conftest import dark_part, write_brightness_model
 

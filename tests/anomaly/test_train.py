@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from inspector_sources.synthetic import render_part
 
-from inspector_core.synthetic import render_part
 from inspector_core.testing import run_station
 
 pytestmark = pytest.mark.train
@@ -83,10 +83,15 @@ def test_trained_model_runs_in_a_station_and_rejects_defects(trained: Path, tmp_
 def test_onnxruntime_matches_anomalib(good_folder: Path, tmp_path: Path):
     """Parity: the exported graph run by onnxruntime against the anomalib module in torch."""
     import torch
-
-    from inspector_anomaly.detector import Anomaly, AnomalyConfig
     from inspector_anomaly.preprocess import prepare
-    from inspector_anomaly.training import TrainSettings, build_model, export_onnx, fit, list_images, read_image
+    from inspector_anomaly.training import (
+        TrainSettings,
+        build_model,
+        export_onnx,
+        fit,
+        list_images,
+        read_image,
+    )
 
     settings = TrainSettings(size=(224, 224), roi=ROI, memory_bank=1024)
     images = [read_image(p, ROI) for p in list_images(good_folder)[:12]]
@@ -119,7 +124,6 @@ def test_fast_export_rewrites_compute_the_same_and_are_undone():
     anomalib's results on anomalib's own blur module, and leave the model as it was."""
     import torch
     from anomalib.models.components.filters import GaussianBlur2d
-
     from inspector_anomaly.fast_export import fast_export
 
     class Model(torch.nn.Module):

@@ -10,8 +10,8 @@ import textwrap
 
 import cv2
 import numpy as np
+from inspector_sources.synthetic import render_part
 
-from inspector_core.synthetic import render_part
 from inspector_core.testing import run_station
 
 
@@ -136,7 +136,7 @@ def test_allow_and_block_lists(tmp_path):
 
 
 def test_image_of_wrong_type_from_a_source_is_an_error():
-    from inspector_core.station import _check_image
+    from inspector_core.runtime.station import _check_image
 
     assert "dtype float32" in _check_image(np.zeros((4, 4), np.float32))
     assert "shape (4, 4, 4)" in _check_image(np.zeros((4, 4, 4), np.uint8))

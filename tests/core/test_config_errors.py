@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from inspector_core.plugins import load
-from inspector_core.station_config import ConfigError, load_station
+from inspector_core.runtime.config import ConfigError, load_station
 
 GOOD = {
     "name": "line3",

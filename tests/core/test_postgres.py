@@ -9,7 +9,7 @@ import time
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from inspector_core import schema
+from inspector_core.store import schema
 from inspector_core.testing import run_station
 from tests.core.test_station_end_to_end import SYNTH, check_run, station
 from tests.tcp_proxy import TcpProxy
@@ -65,7 +65,7 @@ def test_unreachable_database_loses_nothing(tmp_path, pg_url):
 
 
 def test_unreachable_at_start_is_a_clear_error(tmp_path):
-    from inspector_core.station import StationError
+    from inspector_core.runtime.station import StationError
 
     proxy = TcpProxy(("127.0.0.1", 5432))  # never started: nothing listens on its port
     url = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/nope"

@@ -42,7 +42,7 @@ def test_mqtt_sink_publishes_every_committed_verdict(tmp_path, mqtt_broker):
 
 
 def test_mqtt_sink_unreachable_broker_refuses_to_start(tmp_path):
-    from inspector_core.station import StationError
+    from inspector_core.runtime.station import StationError
 
     cfg = {"source": {"type": "synthetic", "config": {"count": 1}}, "steps": [{"detector": "bright_spot"}],
            "sinks": [{"type": "mqtt", "config": {"host": "127.0.0.1", "port": 1, "timeout_s": 1}}]}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from inspector_sources.synthetic import render_part
 from sqlalchemy import select
 
-from inspector_core import schema
-from inspector_core.synthetic import render_part
+from inspector_core.store import schema
 from inspector_core.testing import run_station
 
 
@@ -60,7 +60,7 @@ def test_camera_that_drops_out_reconnects_and_records_the_gap(tmp_path):
 
 
 def test_missing_folder_refuses_to_start(tmp_path):
-    from inspector_core.station import StationError
+    from inspector_core.runtime.station import StationError
 
     cfg = {"source": {"type": "folder", "config": {"path": str(tmp_path / "nope")}}, "steps": [{"detector": "bright_spot"}]}
     with pytest.raises(StationError, match=r"source \(folder\) failed to start: .*nope does not exist"):

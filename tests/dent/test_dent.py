@@ -11,11 +11,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from inspector_dent import DentConfig, DentDetector
+from inspector_sources.synthetic import (
+    dent_height,
+    render_dent_panel,
+    render_dent_shading,
+    truth_for,
+)
 
 from inspector_core import Calibration, View
-from inspector_core.synthetic import dent_height, render_dent_panel, render_dent_shading, truth_for
 from inspector_core.testing import check_detector, run_station
-from inspector_dent import DentConfig, DentDetector
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))

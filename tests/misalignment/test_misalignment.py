@@ -12,13 +12,13 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from inspector_core import Calibration, View
-from inspector_core.synthetic import render_part
-from inspector_core.testing import check_detector, run_station
 from inspector_misalignment import MisalignmentConfig, MisalignmentDetector
 from inspector_misalignment.cli import teach as teach_command
 from inspector_misalignment.reference import save, teach
+from inspector_sources.synthetic import render_part
+
+from inspector_core import Calibration, View
+from inspector_core.testing import check_detector, run_station
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 import yaml
 
-from inspector_core.store import CropRecord, DefectRecord, InspectionRecord, StepRecord, Store
+from inspector_core.store import (
+    CropRecord,
+    DefectRecord,
+    InspectionRecord,
+    StepRecord,
+    Store,
+)
 
 T0 = datetime(2026, 11, 20, 0, 0, 0)  # UTC
 HOSTILE_IDS = [

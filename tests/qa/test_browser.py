@@ -23,8 +23,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 def server(tmp_path):
     import uvicorn
 
+    from inspector_core.qa.web import create_app
     from inspector_core.store import Store
-    from inspector_core.web import create_app
     from tests.qa.conftest import write_known
 
     url = f"sqlite:///{tmp_path / 'qa.db'}"

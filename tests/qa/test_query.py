@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from inspector_core import query as q
-from inspector_core import schema
-from inspector_core.store import Store
+import inspector_core.qa.history as qa_history
+from inspector_core.qa import query as q
+from inspector_core.store import Store, schema
 from tests.qa.conftest import HOSTILE_IDS, T0, write_known
 
 
@@ -105,7 +105,7 @@ def test_malformed_filters_say_what_is_wrong():
     with pytest.raises(q.QueryError, match="unknown_field|Extra inputs"):
         q.make_filter(unknown_field=1)
     with pytest.raises(q.QueryError, match="cursor"):
-        q._parse_cursor("not-a-cursor")
+        qa_history._parse_cursor("not-a-cursor")
 
 
 def nearest_rank(values, p):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from alembic import command
@@ -17,9 +17,16 @@ from sqlalchemy import column as sa_column
 from sqlalchemy import create_engine, insert, select
 from sqlalchemy import table as sa_table
 
-from inspector_core import query as q
-from inspector_core import schema
-from inspector_core.store import MIGRATIONS, InspectionRecord, Store, hour_of, latency_bucket
+import inspector_core.qa.filters as qa_filters
+from inspector_core.qa import query as q
+from inspector_core.store import (
+    MIGRATIONS,
+    InspectionRecord,
+    Store,
+    hour_of,
+    latency_bucket,
+    schema,
+)
 from tests.qa.conftest import T0
 
 I, H, HL = schema.Inspection, schema.InspectionHour, schema.InspectionHourLatency
@@ -141,7 +148,7 @@ def test_rollup_window_edges_and_verdict_filter(db_url):
               q.make_filter(since=T0 + timedelta(minutes=5), until=T0 + timedelta(minutes=55)),
               q.make_filter(stations=("lineB",), verdicts=("FAIL", "ERROR"), since=T0 + timedelta(hours=2, seconds=1))):
         got = q.stats(e, f, buckets=q.Buckets("hour"))
-        rows = [r for r in e.connect().execute(select(I.station_id, I.captured_at, I.verdict).where(*q._where(f, "x")))]
+        rows = [r for r in e.connect().execute(select(I.station_id, I.captured_at, I.verdict).where(*qa_filters._where(f, "x")))]
         assert sum(t.parts for t in got.totals) == len(rows)
         assert sum(t.failed for t in got.totals) == sum(r.verdict == "FAIL" for r in rows)
         assert {p.start: p.parts for p in got.periods if p.station == "lineB"} == {

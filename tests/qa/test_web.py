@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from inspector_core.qa.web import check_bind, create_app
 from inspector_core.store import Store
-from inspector_core.web import check_bind, create_app
 
 
 @pytest.fixture

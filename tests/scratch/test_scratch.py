@@ -11,11 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from inspector_scratch import ScratchConfig, ScratchDetector
+from inspector_sources.synthetic import render_part
 
 from inspector_core import Calibration, View
-from inspector_core.synthetic import render_part
 from inspector_core.testing import check_detector, run_station
-from inspector_scratch import ScratchConfig, ScratchDetector
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -139,7 +139,7 @@ def test_polarity_and_grey_or_colour_agree():
 def test_in_a_station_on_synthetic_parts(tmp_path):
     """The demo's step: ROI inside the plate; scratched parts fail, good and dented ones pass
     (misaligned plates are left out: their edges move into the ROI, and they fail anyway)."""
-    from inspector_core.synthetic import truth_for
+    from inspector_sources.synthetic import truth_for
 
     x, y, w, h = SYNTHETIC_ROI
     result = run_station({

@@ -24,7 +24,7 @@ def teach(station_file: str, source: str, step_name: str | None) -> None:
     import cv2
 
     from inspector_core.plugins import load
-    from inspector_core.station_config import ConfigError, load_station
+    from inspector_core.runtime.config import ConfigError, load_station
     from inspector_misalignment import MisalignmentDetector, suggest_tolerances
     from inspector_misalignment.reference import images_hash, save, sha256_file
     from inspector_misalignment.reference import teach as build

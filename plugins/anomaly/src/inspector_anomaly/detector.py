@@ -13,10 +13,9 @@ import cv2
 import numpy as np
 from pydantic import Field, model_validator
 
-from inspector_core import Detector, Finding, PluginConfig, View
-
 from inspector_anomaly.card import ModelCard, load_card, sha256_file
 from inspector_anomaly.preprocess import prepare, prepare_tiles
+from inspector_core import Detector, Finding, PluginConfig, View
 
 
 class TilingConfig(PluginConfig):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -29,7 +28,12 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from inspector_anomaly.card import (  # noqa: E402
-    BackboneSpec, InputSpec, ModelCard, Thresholds, TrainingSpec, sha256_file,
+    BackboneSpec,
+    InputSpec,
+    ModelCard,
+    Thresholds,
+    TrainingSpec,
+    sha256_file,
 )
 from inspector_anomaly.metrics import auroc, f1, f1_optimal_threshold  # noqa: E402
 from inspector_anomaly.preprocess import prepare, prepare_tiles  # noqa: E402

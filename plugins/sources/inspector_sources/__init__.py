@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import click
 import cv2
 import numpy as np
 from pydantic import Field
 
 from inspector_core import Frame, FrameSource, PluginConfig, hookimpl
-from inspector_core.synthetic import PartGeometry, render_part, truth_for
+from inspector_sources.synthetic import PartGeometry, render_part, truth_for
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
@@ -250,3 +251,27 @@ class SyntheticSource(FrameSource):
 def inspector_register_sources(register) -> None:
     for cls in (FolderSource, VideoSource, CameraSource, SyntheticSource):
         register(cls)
+
+
+@click.command()
+@click.option("--to", "out", required=True, type=click.Path(file_okay=False), help="folder to write PNG files into")
+@click.option("--count", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(["good", "scratch", "dent", "misalignment"]),
+              help="only these kinds of part (repeatable); default: good parts with some defective ones")
+@click.option("--gray", is_flag=True, help="single-channel images")
+def synth(out: str, count: int, seed: int, kinds: tuple[str, ...], gray: bool) -> None:
+    """Write synthetic parts (the demo's generator) as image files, e.g. good parts to teach from."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        truth = kinds[i % len(kinds)] if kinds else truth_for(i, 0.3, rng)
+        part = render_part(seed, i, truth, color=not gray)
+        cv2.imwrite(str(folder / f"syn-{seed}-{i:05d}-{truth}.png"), part.image)
+    click.echo(f"wrote {count} parts to {folder}")
+
+
+@hookimpl
+def inspector_register_commands(register) -> None:
+    register(synth)

@@ -12,7 +12,6 @@ needs nothing: its ``GLOB`` with a literal prefix already uses ``ix_inspections_
 """
 from alembic import op
 
-
 revision = '0004'
 down_revision = '0003'
 branch_labels = None

@@ -1,12 +1,12 @@
 """Alembic environment. The host runs migrations itself (``inspector_core.store.migrate``) on
-first use; ``alembic -c inspector_core/migrations/alembic.ini`` works too for a DBA."""
+first use; ``alembic -c inspector_core/store/migrations/alembic.ini`` works too for a DBA."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from inspector_core.schema import Base
+from inspector_core.store.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -2,7 +2,7 @@
 
 Server-rendered (FastAPI + Jinja2, autoescaped), no CDN and no front-end build: the pages,
 the SVG charts and one small script for the live counts all ship in this package. Read-only:
-only GET routes, all reading through :mod:`inspector_core.query`. The API lives under /api
+only GET routes, all reading through :mod:`inspector_core.qa`. The API lives under /api
 with its OpenAPI schema at /openapi.json (the Swagger page is off: it loads from a CDN).
 
 Bound to 127.0.0.1 by default. On any other address a token is required (``--token`` or
@@ -24,8 +24,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 
-from inspector_core import query as q
-from inspector_core.web import charts
+from inspector_core.qa import query as q
+from inspector_core.qa.web import charts
 
 HERE = Path(__file__).parent
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -45,7 +45,7 @@ def _now() -> datetime:
 
 
 def _time(value: str | None, name: str) -> datetime | None:
-    from inspector_core.qa_cli import parse_time
+    from inspector_core.qa.cli import parse_time
 
     try:
         return parse_time(value, name=name)
@@ -150,7 +150,7 @@ def create_app(engine: Engine, *, token: str | None = None) -> FastAPI:
             error = str(exc)
         nxt = {**{k: v for k, v in form.items() if v}, "cursor": res.next_cursor} if res.next_cursor else None
         return page(request, "inspections.html", rows=res.rows, form=form, error=error, next_query=nxt,
-                    kinds_all=q.kinds(engine), verdicts_all=q.schema.VERDICTS)
+                    kinds_all=q.kinds(engine), verdicts_all=q.VERDICTS)
 
     @app.get("/inspections/{inspection_id}", response_class=HTMLResponse, include_in_schema=False)
     def inspection_page(request: Request, inspection_id: int) -> HTMLResponse:

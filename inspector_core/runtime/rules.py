@@ -1,6 +1,6 @@
 """Verdict rules: which findings fail a part.
 
-One function decides, both on the line (:mod:`inspector_core.station`) and when QA replays
+One function decides, both on the line (:mod:`inspector_core.runtime.station`) and when QA replays
 stored parts under other rules (``inspector whatif``), so the two can never disagree.
 """
 

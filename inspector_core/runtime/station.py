@@ -1,4 +1,4 @@
-"""The station runtime: one part from the camera to a recorded, reported verdict.
+"""The station: one part from the camera to a recorded, reported verdict.
 
 Three stages overlap, each in its own thread, joined by bounded queues::
 
@@ -24,21 +24,30 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 import inspector_core
-from inspector_core.contract import Calibration, Detector, Finding, Frame, Report, Sink, SourceContext, View
+from inspector_core.contract import (
+    Calibration,
+    Finding,
+    Frame,
+    Report,
+    Sink,
+    SourceContext,
+    View,
+)
 from inspector_core.plugins import Registry
-from inspector_core.station_config import CropPolicy, Station, Step
+from inspector_core.runtime.config import Station, Step
+from inspector_core.runtime.crops import encode_crop
+from inspector_core.runtime.progress import Tally
+from inspector_core.runtime.rules import failing, verdict
+from inspector_core.runtime.steps import _findings, _StepWorker
 from inspector_core.store import (
-    CropRecord,
     DefectRecord,
     InspectionRecord,
     Recorder,
@@ -46,149 +55,12 @@ from inspector_core.store import (
     Store,
     StoreError,
 )
-from inspector_core.verdict import failing, verdict
 
 log = logging.getLogger(__name__)
-MAX_FINDINGS_PER_STEP = 50
-
 
 class StationError(RuntimeError):
     """The station cannot start or had to stop; the message says why and what to do."""
 
-
-# ---------------------------------------------------------------------------- steps
-
-
-class _StepWorker:
-    """Runs one step's detector in its own thread, so that a step that hangs past its budget
-    costs the part it hangs on, not the station: the stuck thread is abandoned and the step
-    gets a fresh detector instance."""
-
-    def __init__(self, step: Step, station_dir: Path) -> None:
-        self.step = step
-        self.station_dir = station_dir
-        self.detector: Detector = step.detector(step.config, station_dir=station_dir)
-        self.detector.warm_up(None)
-        self._start_thread()
-
-    def _start_thread(self) -> None:
-        self._in: queue.Queue[View | None] = queue.Queue(maxsize=1)
-        self._out: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
-        detector, inq, outq = self.detector, self._in, self._out
-
-        def loop() -> None:
-            while (view := inq.get()) is not None:
-                try:
-                    outq.put(("ok", detector.inspect(view)))
-                except BaseException as exc:  # noqa: BLE001 - the plugin's failure is the part's ERROR
-                    outq.put(("error", f"{type(exc).__name__}: {exc}"))
-
-        self._thread = threading.Thread(target=loop, name=f"step-{self.step.name}", daemon=True)
-        self._thread.start()
-
-    def run(self, view: View) -> tuple[str, Any, float]:
-        t0 = time.perf_counter()
-        self._in.put(view)
-        try:
-            status, value = self._out.get(timeout=self.step.budget_ms / 1000.0)
-        except queue.Empty:
-            elapsed = (time.perf_counter() - t0) * 1000
-            self._replace()
-            return "timeout", f"overran its time budget of {self.step.budget_ms:g} ms", elapsed
-        return status, value, (time.perf_counter() - t0) * 1000
-
-    def _replace(self) -> None:
-        log.warning("step %s overran its budget; starting a fresh detector instance", self.step.name)
-        old = self.detector
-        self.detector = self.step.detector(self.step.config, station_dir=self.station_dir)
-        self.detector.warm_up(None)
-        self._start_thread()
-        # The old thread is left to finish (or not) on its own; its result is never read.
-        threading.Thread(target=old.close, daemon=True).start()
-
-    def close(self) -> None:
-        self._in.put(None)
-        self.detector.close()
-
-
-def _findings(value: Any, step: Step) -> list[Finding]:
-    if not isinstance(value, list | tuple) or not all(isinstance(f, Finding) for f in value):
-        raise TypeError(f"inspect() must return a list of Finding (got {type(value).__name__})")
-    kinds = step.detector.kinds
-    for f in value:
-        if f.kind not in kinds:
-            raise ValueError(f"returned a finding of kind {f.kind!r}, not among its declared kinds {kinds}")
-    floor = step.detector.report_floor
-    kept = sorted((f for f in value if f.score >= floor), key=lambda f: -f.score)
-    return kept[:MAX_FINDINGS_PER_STEP]
-
-
-# ---------------------------------------------------------------------------- crops
-
-
-def encode_crop(image: np.ndarray, box: tuple[int, int, int, int], policy: CropPolicy) -> CropRecord | None:
-    """The padded box of ``image``, scaled so its longer side is at most ``max_size_px``."""
-    h, w = image.shape[:2]
-    x, y, bw, bh = box
-    p = policy.padding_px
-    x0, y0 = max(0, x - p), max(0, y - p)
-    x1, y1 = min(w, x + bw + p), min(h, y + bh + p)
-    if x1 <= x0 or y1 <= y0:
-        return None
-    crop = image[y0:y1, x0:x1]
-    scale = min(1.0, policy.max_size_px / max(x1 - x0, y1 - y0))
-    if scale < 1.0:
-        crop = cv2.resize(crop, (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))),
-                          interpolation=cv2.INTER_AREA)
-    if policy.format == "jpeg":
-        ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, policy.jpeg_quality])
-    else:
-        ok, buf = cv2.imencode(".png", crop)
-    if not ok:
-        return None
-    return CropRecord(policy.format, crop.shape[1], crop.shape[0], x0, y0, scale, buf.tobytes())
-
-
-# ---------------------------------------------------------------------------- progress
-
-
-@dataclasses.dataclass
-class Tally:
-    """Live counts of a run, for the terminal and the end-of-run summary."""
-
-    started: float = dataclasses.field(default_factory=time.monotonic)
-    verdicts: Counter[str] = dataclasses.field(default_factory=Counter)
-    latencies: deque[float] = dataclasses.field(default_factory=lambda: deque(maxlen=2000))
-    recent: deque[float] = dataclasses.field(default_factory=lambda: deque(maxlen=200))
-    reported: int = 0
-
-    def add(self, verdict: str, latency_ms: float | None) -> None:
-        self.verdicts[verdict] += 1
-        self.recent.append(time.monotonic())
-        if latency_ms is not None:
-            self.latencies.append(latency_ms)
-
-    @property
-    def total(self) -> int:
-        return sum(self.verdicts.values())
-
-    def rate(self) -> float:
-        if len(self.recent) < 2:
-            return 0.0
-        span = self.recent[-1] - self.recent[0]
-        return (len(self.recent) - 1) / span if span > 0 else 0.0
-
-    def percentile(self, q: float) -> float | None:
-        if not self.latencies:
-            return None
-        return float(np.percentile(np.fromiter(self.latencies, float), q))
-
-    def line(self) -> str:
-        p50, p99 = self.percentile(50), self.percentile(99)
-        lat = f"p50 {p50:.1f} ms  p99 {p99:.1f} ms" if p50 is not None else "p50 -  p99 -"
-        v = self.verdicts
-        return (f"{self.total} parts  {self.rate():.1f} parts/s  {lat}  "
-                f"PASS {v['PASS']}  FAIL {v['FAIL']}  ERROR {v['ERROR']}  NOT_INSPECTED {v['NOT_INSPECTED']}")
 
 
 # ---------------------------------------------------------------------------- the runtime

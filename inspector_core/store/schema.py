@@ -1,7 +1,7 @@
 """The store's tables: plain enough that a QA engineer's own SQL or BI tool can read them.
 
 Documented for readers in ``docs/schema.md``; changed only through an Alembic migration in
-``inspector_core/migrations/versions``. All times are UTC, stored without a time zone.
+``inspector_core/store/migrations/versions``. All times are UTC, stored without a time zone.
 """
 
 from __future__ import annotations

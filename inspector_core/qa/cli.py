@@ -1,6 +1,6 @@
 """QA commands: ``history``, ``stats``, ``whatif``, ``export crops|dataset``, ``serve``.
 
-Every command reads through :mod:`inspector_core.query` and never writes to the store.
+Every command reads through :mod:`inspector_core.qa` and never writes to the store.
 The database is ``--db URL`` or the ``store.url`` of ``--station-file``. Times are UTC:
 ``--since``/``--until`` take a duration back from now (``8h``, ``30m``, ``2d``, ``1w``) or
 an ISO date/time (``2026-11-20``, ``2026-11-20T06:00``, ``2026-11-20T06:00+01:00``).
@@ -23,8 +23,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from inspector_core import query as q
 from inspector_core.console import console
+from inspector_core.qa import query as q
 
 out = console()
 err = console(stderr=True)
@@ -61,7 +61,7 @@ def open_engine(db: str | None, station_file: str | None):
     if not db and station_file:
         import yaml
 
-        from inspector_core.station_config import _resolve_url
+        from inspector_core.runtime.config import _resolve_url
 
         path = Path(station_file)
         try:
@@ -98,7 +98,7 @@ def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--station", "stations", multiple=True, help="station name (repeatable)"),
         click.option("--since", help="from: 8h, 2d, or ISO date/time (UTC unless an offset is given)"),
         click.option("--until", help="before: same forms as --since"),
-        click.option("--verdict", "verdicts", multiple=True, type=click.Choice(q.schema.VERDICTS, case_sensitive=False),
+        click.option("--verdict", "verdicts", multiple=True, type=click.Choice(q.VERDICTS, case_sensitive=False),
                      help="PASS, FAIL, ERROR, NOT_INSPECTED (repeatable)"),
         click.option("--kind", "kinds", multiple=True, help="has a defect of this kind (repeatable)"),
         click.option("--part", "part_id", help="part id glob: * any run, ? one character"),
@@ -448,7 +448,7 @@ def export_dataset(db: str | None, station_file: str | None, to: str, good_from_
 def serve(db: str | None, station_file: str | None, host: str, port: int, token: str | None) -> None:
     """The QA dashboard and JSON API (read-only). Open http://HOST:PORT/ ; API under /api,
     its OpenAPI schema at /openapi.json."""
-    from inspector_core.web import check_bind, create_app
+    from inspector_core.qa.web import check_bind, create_app
 
     problem = check_bind(host, token)
     if problem:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from inspector_core.contract import Detector, FrameSource, PluginConfig, Sink
 from inspector_core.plugins import Registry
-from inspector_core.verdict import Rule
+from inspector_core.runtime.rules import Rule
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 

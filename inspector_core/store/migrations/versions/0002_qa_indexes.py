@@ -8,9 +8,8 @@ Why each exists is in docs/schema.md ("Indexes and query plans"). The hour index
 expression, which differs by dialect: ``substr(captured_at, 1, 13)`` on SQLite (the stored
 text ``YYYY-MM-DD HH``), ``date_trunc('hour', captured_at)`` on PostgreSQL.
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0002'
 down_revision = '0001'

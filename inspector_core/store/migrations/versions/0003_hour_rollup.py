@@ -11,9 +11,8 @@ migration fills both, and ``inspections.first_of_part``, from the inspections al
 with the same aggregation code the writer uses (``inspector_core.store.HourRollup``), so an old
 database reads the same as one written from the start. docs/schema.md describes them.
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0003'
 down_revision = '0002'

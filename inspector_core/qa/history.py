@@ -1,0 +1,308 @@
+"""The history: pages of inspections, one inspection with its evidence, crops."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    and_,
+    func,
+    or_,
+    select,
+)
+
+from inspector_core.qa.filters import (
+    MAX_PAGE,
+    SR,
+    C,
+    D,
+    HistoryFilter,
+    I,
+    QueryError,
+    R,
+    S,
+    _defect_conditions,
+    _where,
+)
+
+# ---------------------------------------------------------------------------- history
+
+
+@dataclasses.dataclass(frozen=True)
+class InspectionRow:
+    id: int
+    station: str
+    run_id: int
+    part_id: str
+    captured_at: datetime
+    verdict: str
+    latency_ms: float | None
+    n_defects: int
+    kinds: tuple[str, ...]
+    """Kinds of the defects that counted in the verdict, most severe first."""
+    max_score: float | None
+    error: str | None
+    thumbnail_crop_id: int | None
+    """The crop of the highest-scoring counted defect, if one was stored."""
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["captured_at"] = self.captured_at.isoformat() + "Z"
+        d["kinds"] = list(self.kinds)
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    rows: list[InspectionRow]
+    next_cursor: str | None
+    """Pass as ``cursor`` for the next (older) page; ``None`` on the last page."""
+
+
+def _cursor(t: datetime, i: int) -> str:
+    return base64.urlsafe_b64encode(f"{t.isoformat()}|{i}".encode()).decode()
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        t, i = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(t), int(i)
+    except Exception as exc:  # noqa: BLE001
+        raise QueryError(f"cursor: not a cursor from a previous page ({cursor[:40]!r})") from exc
+
+
+def history(engine: Engine, f: HistoryFilter, *, limit: int = 50, cursor: str | None = None,
+            offset: int = 0) -> Page:
+    """Inspections matching ``f``, newest first (``captured_at``, then ``id``, descending).
+
+    Page with ``cursor`` (keyset: constant cost however deep) or ``offset``."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise QueryError(f"limit: must be between 1 and {MAX_PAGE} (got {limit})")
+    if offset < 0:
+        raise QueryError(f"offset: must be >= 0 (got {offset})")
+    dialect = engine.dialect.name
+    conds = _where(f, dialect)
+    if cursor:
+        t, last = _parse_cursor(cursor)
+        conds.append(or_(I.captured_at < t, and_(I.captured_at == t, I.id < last)))
+    q = (select(I.id, S.name, I.run_id, I.part_id, I.captured_at, I.verdict, I.latency_ms, I.n_defects, I.error)
+         .join(S, S.id == I.station_id).where(*conds)
+         .order_by(I.captured_at.desc(), I.id.desc()).limit(limit + 1).offset(offset))
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        ids = [r.id for r in rows]
+        by_part: dict[int, list[Any]] = defaultdict(list)
+        if ids:
+            dq = (select(D.inspection_id, D.kind, D.score, C.id.label("crop_id"))
+                  .outerjoin(C, C.defect_id == D.id)
+                  .where(D.inspection_id.in_(ids), D.failed.is_(True))
+                  .order_by(D.inspection_id, D.score.desc(), D.id))
+            for d in conn.execute(dq):
+                by_part[d.inspection_id].append(d)
+    out = []
+    for r in rows:
+        ds = by_part.get(r.id, [])
+        kinds = tuple(dict.fromkeys(d.kind for d in ds))
+        out.append(InspectionRow(
+            id=r.id, station=r.name, run_id=r.run_id, part_id=r.part_id, captured_at=r.captured_at,
+            verdict=r.verdict, latency_ms=r.latency_ms, n_defects=r.n_defects, kinds=kinds,
+            max_score=ds[0].score if ds else None, error=r.error,
+            thumbnail_crop_id=next((d.crop_id for d in ds if d.crop_id is not None), None)))
+    nxt = _cursor(rows[-1].captured_at, rows[-1].id) if more and rows else None
+    return Page(out, nxt)
+
+
+def iter_history(engine: Engine, f: HistoryFilter, *, batch: int = 500) -> Iterator[InspectionRow]:
+    """Every matching inspection, newest first, read page by page (for exports)."""
+    cursor = None
+    while True:
+        page = history(engine, f, limit=batch, cursor=cursor)
+        yield from page.rows
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+def count(engine: Engine, f: HistoryFilter) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(I).where(*_where(f, engine.dialect.name))) or 0
+
+
+# ---------------------------------------------------------------------------- one inspection
+
+
+@dataclasses.dataclass(frozen=True)
+class DefectView:
+    id: int
+    step: str
+    plugin: str
+    kind: str
+    score: float
+    failed: bool
+    box: tuple[int, int, int, int]
+    size_px: float | None
+    size_mm: float | None
+    measurements: dict[str, Any]
+    message: str
+    crop_id: int | None
+    crop_format: str | None
+    crop_box: tuple[float, float, float, float] | None
+    """The defect's box in the crop's pixels (x, y, w, h), to draw over the crop."""
+    crop_size: tuple[int, int] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class StepView:
+    index: int
+    step: str
+    plugin: str
+    status: str
+    score: float | None
+    latency_ms: float | None
+    n_findings: int
+    error: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class InspectionDetail:
+    id: int
+    uid: str
+    station: str
+    part_id: str
+    seq: int
+    captured_at: datetime
+    decided_at: datetime
+    verdict: str
+    latency_ms: float | None
+    error: str | None
+    error_step: str | None
+    source_meta: dict[str, Any] | None
+    steps: list[StepView]
+    defects: list[DefectView]
+    run: dict[str, Any]
+    """Provenance: run id, host, software version, plugins with versions, config hash, models."""
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["captured_at"] = self.captured_at.isoformat() + "Z"
+        d["decided_at"] = self.decided_at.isoformat() + "Z"
+        return d
+
+
+def inspection(engine: Engine, inspection_id: int) -> InspectionDetail | None:
+    """One inspection with every step, every stored finding (with its crop's geometry) and
+    the provenance of the run that produced it; ``None`` if there is no such id."""
+    with engine.connect() as conn:
+        r = conn.execute(select(I, S.name.label("station_name")).join(S, S.id == I.station_id)
+                         .where(I.id == inspection_id)).one_or_none()
+        if r is None:
+            return None
+        steps = [StepView(s.step_index, s.step, s.plugin, s.status, s.score, s.latency_ms, s.n_findings, s.error)
+                 for s in conn.execute(select(SR).where(SR.inspection_id == inspection_id).order_by(SR.step_index))]
+        defects = []
+        dq = (select(D, C.id.label("crop_id"), C.format, C.x.label("cx"), C.y.label("cy"), C.scale,
+                     C.width.label("cw"), C.height.label("ch"))
+              .outerjoin(C, C.defect_id == D.id).where(D.inspection_id == inspection_id)
+              .order_by(D.failed.desc(), D.score.desc(), D.id))
+        for d in conn.execute(dq):
+            crop_box = None
+            if d.crop_id is not None:
+                crop_box = ((d.x - d.cx) * d.scale, (d.y - d.cy) * d.scale, d.w * d.scale, d.h * d.scale)
+            defects.append(DefectView(
+                d.id, d.step, d.plugin, d.kind, d.score, d.failed, (d.x, d.y, d.w, d.h), d.size_px, d.size_mm,
+                dict(d.measurements or {}), d.message, d.crop_id, d.format, crop_box,
+                (d.cw, d.ch) if d.crop_id is not None else None))
+        run = conn.execute(select(R).where(R.id == r.run_id)).one()
+    return InspectionDetail(
+        id=r.id, uid=r.uid, station=r.station_name, part_id=r.part_id, seq=r.seq, captured_at=r.captured_at,
+        decided_at=r.decided_at, verdict=r.verdict, latency_ms=r.latency_ms, error=r.error,
+        error_step=r.error_step, source_meta=r.source_meta, steps=steps, defects=defects,
+        run={"id": run.id, "started_at": run.started_at.isoformat() + "Z", "hostname": run.hostname,
+             "software_version": run.software_version, "plugins": run.plugins, "config_hash": run.config_hash,
+             "models": run.models, "ended_at": run.ended_at.isoformat() + "Z" if run.ended_at else None})
+
+
+def stations(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.scalars(select(S.name).order_by(S.name)))
+
+
+def kinds(engine: Engine) -> list[str]:
+    """Every defect kind in the store (for filter menus)."""
+    with engine.connect() as conn:
+        return list(conn.scalars(select(D.kind).distinct().order_by(D.kind)))
+
+
+# ---------------------------------------------------------------------------- crops
+
+
+@dataclasses.dataclass(frozen=True)
+class CropRow:
+    crop_id: int
+    defect_id: int
+    inspection_id: int
+    station: str
+    part_id: str
+    captured_at: datetime
+    verdict: str
+    step: str
+    plugin: str
+    kind: str
+    score: float
+    failed: bool
+    box: tuple[int, int, int, int]
+    size_px: float | None
+    size_mm: float | None
+    measurements: dict[str, Any]
+    format: str
+    width: int
+    height: int
+
+
+def crops(engine: Engine, f: HistoryFilter, *, limit: int | None = 100, cursor: int | None = None,
+          ) -> list[CropRow]:
+    """Crops of the inspections matching ``f`` whose defect also meets ``f``'s defect
+    conditions, newest first (by crop id, descending). ``cursor``: the last crop id seen."""
+    dialect = engine.dialect.name
+    q = (select(C.id.label("crop_id"), C.defect_id, C.inspection_id, S.name.label("station"), I.part_id,
+                I.captured_at, I.verdict, D.step, D.plugin, D.kind, D.score, D.failed, D.x, D.y, D.w, D.h,
+                D.size_px, D.size_mm, D.measurements, C.format, C.width, C.height)
+         .join(D, D.id == C.defect_id).join(I, I.id == C.inspection_id).join(S, S.id == I.station_id)
+         .where(*[c for c in _where(f.model_copy(update={"kinds": (), "min_score": None, "min_size_mm": None,
+                                                          "plugin": None}), dialect)],
+                *_defect_conditions(f))
+         .order_by(C.id.desc()))
+    if cursor is not None:
+        q = q.where(C.id < cursor)
+    if limit is not None:
+        q = q.limit(limit)
+    with engine.connect() as conn:
+        return [CropRow(r.crop_id, r.defect_id, r.inspection_id, r.station, r.part_id, r.captured_at, r.verdict,
+                        r.step, r.plugin, r.kind, r.score, r.failed, (r.x, r.y, r.w, r.h), r.size_px, r.size_mm,
+                        dict(r.measurements or {}), r.format, r.width, r.height)
+                for r in conn.execute(q)]
+
+
+def iter_crops(engine: Engine, f: HistoryFilter, *, batch: int = 500) -> Iterator[CropRow]:
+    cursor = None
+    while True:
+        rows = crops(engine, f, limit=batch, cursor=cursor)
+        yield from rows
+        if len(rows) < batch:
+            return
+        cursor = rows[-1].crop_id
+
+
+def crop_image(engine: Engine, crop_id: int) -> tuple[str, bytes] | None:
+    """``(format, encoded bytes)`` of one crop, or ``None``."""
+    with engine.connect() as conn:
+        r = conn.execute(select(C.format, C.data).where(C.id == crop_id)).one_or_none()
+    return (r.format, bytes(r.data)) if r else None

@@ -1,0 +1,460 @@
+"""Yield, first-pass yield, rejects, latency and Pareto per period: from the roll-up or the
+inspections, finished by one function so both paths define every figure the same way."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    and_,
+    exists,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.sql.expression import ColumnElement
+
+from inspector_core.qa.dialect import Buckets, _Hour, _hour_value
+from inspector_core.qa.filters import HL, D, H, HistoryFilter, I, Period, S, _where
+from inspector_core.qa.spc import PChartPoint, p_chart
+from inspector_core.store import HourRollup, bucket_value, hour_of
+
+# ---------------------------------------------------------------------------- stats
+
+
+@dataclasses.dataclass
+class PeriodStats:
+    station: str
+    bucket: int
+    label: str
+    start: datetime
+    parts: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    not_inspected: int = 0
+    distinct_parts: int = 0
+    first_pass: int = 0
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+
+    @property
+    def judged(self) -> int:
+        return self.parts - self.not_inspected
+
+    @property
+    def rejects(self) -> int:
+        return self.failed + self.errors
+
+    @property
+    def yield_(self) -> float | None:
+        return self.passed / self.judged if self.judged else None
+
+    @property
+    def first_pass_yield(self) -> float | None:
+        return self.first_pass / self.distinct_parts if self.distinct_parts else None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["start"] = self.start.isoformat() + "Z"
+        d.update(judged=self.judged, rejects=self.rejects, yield_=self.yield_, first_pass_yield=self.first_pass_yield)
+        d["yield"] = d.pop("yield_")
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class ParetoRow:
+    kind: str
+    defects: int
+    parts: int
+    share: float
+    cumulative: float
+
+
+@dataclasses.dataclass
+class Stats:
+    period: Period
+    since: datetime | None
+    until: datetime | None
+    periods: list[PeriodStats]
+    totals: list[PeriodStats]
+    """One row per station over the whole window (``bucket`` -1)."""
+    pareto: list[ParetoRow]
+    pchart: list[PChartPoint]
+    p_bar: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "period": self.period,
+            "since": self.since.isoformat() + "Z" if self.since else None,
+            "until": self.until.isoformat() + "Z" if self.until else None,
+            "totals": [p.as_dict() for p in self.totals],
+            "periods": [p.as_dict() for p in self.periods],
+            "pareto": [dataclasses.asdict(r) for r in self.pareto],
+            "pchart": [{**dataclasses.asdict(p), "start": p.start.isoformat() + "Z"} for p in self.pchart],
+            "p_bar": self.p_bar,
+        }
+
+
+def _percentiles(conn: Any, conds: list[ColumnElement[bool]], part: list[ColumnElement[Any]],
+                 ps: Sequence[int]) -> dict[tuple[Any, ...], dict[int, float]]:
+    """Nearest-rank percentiles of latency per partition ``part``, exact, in one query."""
+    rn = func.row_number().over(partition_by=part, order_by=I.latency_ms).label("rn")
+    n = func.count().over(partition_by=part).label("n")
+    inner = (select(*[p.label(f"k{i}") for i, p in enumerate(part)], I.latency_ms, rn, n)
+             .where(*conds, I.latency_ms.is_not(None)).subquery())
+    keys = [inner.c[f"k{i}"] for i in range(len(part))]
+    # nearest rank: ceil(n * p / 100) in integer arithmetic (the same on both databases)
+    wanted = or_(*[inner.c.rn == (inner.c.n * p + 99) // 100 for p in ps])
+    out: dict[tuple[Any, ...], dict[int, float]] = defaultdict(dict)
+    for row in conn.execute(select(*keys, inner.c.rn, inner.c.n, inner.c.latency_ms).where(wanted)):
+        key = tuple(row[:len(keys)])
+        for p in ps:
+            if row.rn == (row.n * p + 99) // 100:
+                out[key][p] = row.latency_ms
+    return out
+
+
+
+
+EXACT_PERIOD_LATENCY_MAX_ROWS = 100_000
+SMALL_WINDOW_ROWS = 100_000
+
+
+def uses_rollup(f: HistoryFilter) -> bool:
+    """True when ``f`` filters only on station, time and verdict: stats then read the hourly
+    roll-up (``inspection_hours``), not the inspections."""
+    return not (f.has_defect_filter or f.part_id or f.run_id)
+
+
+def stats(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int = 20,
+          period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS,
+          small_window_rows: int = SMALL_WINDOW_ROWS) -> Stats:
+    """Counts, yields, latency percentiles per station and period; the Pareto of defect
+    kinds; the p-chart of the reject rate. Reads only; every figure comes from the store.
+
+    A filter on station, time and verdict only (:func:`uses_rollup`) is answered from the
+    hourly roll-up, which the writer keeps in the same transaction as the inspections: whole
+    hours of the window from ``inspection_hours``, the partial hours at its ends from the
+    inspections. First-pass figures there count a part at its first inspection ever at the
+    station (``first_of_part``). Latency p50/p99 are exact (from the inspections) when the
+    window holds at most ``period_latency_max_rows`` latencies, else read off the roll-up's
+    histogram: within 2.5% (``sqrt(1.05) - 1``) of the exact nearest-rank value.
+
+    Any other filter (defect kind, score, size, plugin, part id, run) needs the inspections
+    and defects themselves: :func:`stats_from_inspections`."""
+    if uses_rollup(f):
+        return _stats_rollup(engine, f, buckets=buckets, pareto_limit=pareto_limit,
+                             exact_latency_max_rows=period_latency_max_rows)
+    return stats_from_inspections(engine, f, buckets=buckets, pareto_limit=pareto_limit,
+                                  period_latency_max_rows=period_latency_max_rows,
+                                  small_window_rows=small_window_rows)
+
+
+def _pareto(conn: Any, f: HistoryFilter, conds: list[ColumnElement[bool]]) -> list[Any]:
+    """Defects that counted in the verdict, by kind (the ``failed, kind`` index)."""
+    dconds = [D.failed.is_(True)]
+    if f.kinds:
+        dconds.append(D.kind.in_(f.kinds))
+    if f.plugin:
+        dconds.append(D.plugin == f.plugin)
+    return conn.execute(
+        select(D.kind, func.count().label("defects"), func.count(func.distinct(D.inspection_id)).label("parts"))
+        .join(I, I.id == D.inspection_id).where(*conds, *dconds)
+        .group_by(D.kind).order_by(func.count().desc(), D.kind)).all()
+
+
+def _finish(f: HistoryFilter, buckets: Buckets, rows: dict[tuple[int, int], PeriodStats], names: dict[int, str],
+            lat_periods: dict[tuple[Any, ...], dict[int, float]], lat_total: dict[int, dict[int, float]],
+            pareto_rows: list[Any], pareto_limit: int) -> Stats:
+    for (sid, bk), pcts in lat_periods.items():
+        if (sid, bk) in rows:
+            rows[(sid, bk)].latency_p50_ms, rows[(sid, bk)].latency_p99_ms = pcts.get(50), pcts.get(99)
+    periods = sorted(rows.values(), key=lambda p: (p.station, p.bucket))
+    totals: dict[str, PeriodStats] = {}
+    for p in periods:
+        t = totals.setdefault(p.station, PeriodStats(p.station, -1, "total", p.start))
+        for fld in ("parts", "passed", "failed", "errors", "not_inspected", "distinct_parts", "first_pass"):
+            setattr(t, fld, getattr(t, fld) + getattr(p, fld))
+    for sid, pcts in lat_total.items():
+        if names[sid] in totals:
+            totals[names[sid]].latency_p50_ms, totals[names[sid]].latency_p99_ms = pcts.get(50), pcts.get(99)
+    total_defects = sum(r.defects for r in pareto_rows) or 1
+    pareto, cum = [], 0
+    for r in pareto_rows[:pareto_limit]:
+        cum += r.defects
+        pareto.append(ParetoRow(r.kind, r.defects, r.parts, r.defects / total_defects, cum / total_defects))
+    pchart, p_bar = p_chart(periods)
+    return Stats(buckets.period, f.since, f.until, periods, sorted(totals.values(), key=lambda t: t.station),
+                 pareto, pchart, p_bar)
+
+
+def _exact_latency(conn: Any, conds: list[ColumnElement[bool]], with_latency: dict[int, int],
+                   ) -> dict[int, dict[int, float]]:
+    """Exact nearest-rank p50/p99 per station over the window, on the (station, latency) index."""
+    lat_total: dict[int, dict[int, float]] = defaultdict(dict)
+    for sid, n in with_latency.items():
+        if not n:
+            continue
+        for p in (50, 99):
+            k = (n * p + 99) // 100 - 1  # nearest rank, 0-based
+            # Walk the (station, latency) index from the nearer end: p99 reads 1% of it.
+            desc = k > n // 2
+            lat_total[sid][p] = conn.scalar(
+                select(I.latency_ms).where(*conds, I.station_id == sid, I.latency_ms.is_not(None))
+                .order_by(I.latency_ms.desc() if desc else I.latency_ms).limit(1)
+                .offset(n - 1 - k if desc else k))
+    return lat_total
+
+
+def _hist_percentiles(hist: dict[int, int], lo: float | None, hi: float | None) -> dict[int, float]:
+    """Nearest-rank p50/p99 from a latency histogram: the geometric middle of the bucket the
+    rank falls in, clamped to the group's exact min and max."""
+    n = sum(hist.values())
+    out: dict[int, float] = {}
+    if not n:
+        return out
+    order = sorted(hist.items())
+    for p in (50, 99):
+        k = (n * p + 99) // 100  # 1-based rank
+        seen = 0
+        for b, c in order:
+            seen += c
+            if seen >= k:
+                v = bucket_value(b)
+                if lo is not None:
+                    v = max(v, lo)
+                if hi is not None:
+                    v = min(v, hi)
+                out[p] = v
+                break
+    return out
+
+
+def _ceil_hour(t: datetime) -> datetime:
+    h = hour_of(t)
+    return h if h == t else h + timedelta(hours=1)
+
+
+def _stats_rollup(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int,
+                  exact_latency_max_rows: int) -> Stats:
+    dialect = engine.dialect.name
+    conds = _where(f, dialect)
+    # Whole hours [lo, hi) from the roll-up; the partial hours at the ends from inspections.
+    lo = _ceil_hour(f.since) if f.since else None
+    hi = hour_of(f.until) if f.until else None
+    if lo is not None and hi is not None and lo > hi:
+        hi = lo
+    hconds: list[ColumnElement[bool]] = []
+    lconds: list[ColumnElement[bool]] = []
+    for T, out in ((H, hconds), (HL, lconds)):
+        if f.stations:
+            out.append(T.station_id.in_(select(S.id).where(S.name.in_(f.stations)).scalar_subquery()))
+        if f.verdicts:
+            out.append(T.verdict.in_(f.verdicts))
+        if lo is not None:
+            out.append(T.hour >= lo)
+        if hi is not None:
+            out.append(T.hour < hi)
+    edge_conds: list[ColumnElement[bool]] = []
+    if lo is not None and f.since < lo:
+        edge_conds.append(I.captured_at < lo)
+    if hi is not None and hi < f.until:
+        edge_conds.append(I.captured_at >= hi)
+    with engine.connect() as conn:
+        names = dict(conn.execute(select(S.id, S.name)).all())
+        hours = conn.execute(select(H.station_id, H.hour, H.verdict, H.parts, H.first_parts, H.first_passed,
+                                    H.latency_count, H.latency_min, H.latency_max).where(*hconds)).all()
+        edge = HourRollup()
+        if edge_conds:
+            other = I.__table__.alias("other")
+            again = exists().where(other.c.station_id == I.station_id, other.c.part_id == I.part_id,
+                                   other.c.id != I.id)
+            for r in conn.execute(select(I.station_id, I.captured_at, I.verdict, I.latency_ms, I.first_of_part,
+                                         and_(I.first_of_part, I.verdict == "PASS", ~again).label("fp"))
+                                  .where(*conds, or_(*edge_conds))):
+                edge.add(r.station_id, r.captured_at, r.verdict, r.latency_ms, bool(r.first_of_part), bool(r.fp))
+        groups = [(r.station_id, r.hour, r.verdict, r.parts, r.first_parts, r.first_passed, r.latency_count,
+                   r.latency_min, r.latency_max) for r in hours]
+        groups += [(k[0], k[1], k[2], v[0], v[1], v[2], v[3], v[5], v[6]) for k, v in edge.hours.items()]
+
+        rows: dict[tuple[int, int], PeriodStats] = {}
+        with_latency: dict[int, int] = defaultdict(int)
+        bounds: dict[tuple[int, int], list[float | None]] = {}
+        for sid, hour, verdict, n, fparts, fpassed, nl, lmin, lmax in groups:
+            bk = buckets.of(hour)
+            ps = rows.get((sid, bk))
+            if ps is None:
+                ps = rows[(sid, bk)] = PeriodStats(names[sid], bk, buckets.label(bk), buckets.start(bk))
+            ps.parts += n
+            ps.distinct_parts += fparts
+            ps.first_pass += fpassed
+            if verdict == "PASS":
+                ps.passed += n
+            elif verdict == "FAIL":
+                ps.failed += n
+            elif verdict == "ERROR":
+                ps.errors += n
+            elif verdict == "NOT_INSPECTED":
+                ps.not_inspected += n
+            with_latency[sid] += nl
+            if nl:
+                b = bounds.setdefault((sid, bk), [lmin, lmax])
+                b[0] = lmin if b[0] is None else min(b[0], lmin)
+                b[1] = lmax if b[1] is None else max(b[1], lmax)
+        rows = {k: p for k, p in rows.items() if p.parts}
+
+        if sum(with_latency.values()) <= exact_latency_max_rows:
+            lat_total = _exact_latency(conn, conds, with_latency)
+            lat_periods = _percentiles(conn, conds, [I.station_id, buckets.expr(I.captured_at)], (50, 99))
+        else:
+            # Histograms summed per station and period in SQL, plus the ends' own.
+            pb = buckets.expr(HL.hour)
+            hists: dict[tuple[int, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+            for sid, bk, b, n in conn.execute(
+                    select(HL.station_id, pb.label("pb"), HL.bucket, func.sum(HL.n))
+                    .where(*lconds).group_by(HL.station_id, pb, HL.bucket)):
+                hists[(sid, bk)][b] += int(n)
+            for (sid, hour, _v, b), n in edge.latency.items():
+                hists[(sid, buckets.of(hour))][b] += n
+            lat_periods = {}
+            station_hist: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+            station_bounds: dict[int, list[float]] = {}
+            for (sid, bk), hist in hists.items():
+                lmin, lmax = bounds.get((sid, bk), (None, None))
+                lat_periods[(sid, bk)] = _hist_percentiles(hist, lmin, lmax)
+                for b, n in hist.items():
+                    station_hist[sid][b] += n
+                if lmin is not None:
+                    sb = station_bounds.setdefault(sid, [lmin, lmax])
+                    sb[0], sb[1] = min(sb[0], lmin), max(sb[1], lmax)
+            lat_total = {sid: _hist_percentiles(hist, *station_bounds.get(sid, (None, None)))
+                         for sid, hist in station_hist.items()}
+        pareto_rows = _pareto(conn, f, conds)
+    return _finish(f, buckets, rows, names, lat_periods, lat_total, pareto_rows, pareto_limit)
+
+
+def stats_from_inspections(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int = 20,
+                           period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS,
+                           small_window_rows: int = SMALL_WINDOW_ROWS) -> Stats:
+    """Counts, yields, latency percentiles per station and period; the Pareto of defect
+    kinds; the p-chart of the reject rate. Reads only; every figure comes from the store.
+
+    Counts are grouped per station and UTC hour in SQL (on the hour index), then summed into
+    the period's buckets here. Latency p50/p99 per station over the window are exact (read
+    off the (station, latency) index); per period they are exact too, but only computed when
+    the window holds at most ``period_latency_max_rows`` parts (they need a sort of the whole
+    window), else left ``None``."""
+    dialect = engine.dialect.name
+    conds = _where(f, dialect)
+    v = I.verdict
+    hour = _Hour(I.captured_at)
+    with engine.connect() as conn:
+        names = dict(conn.execute(select(S.id, S.name)).all())
+        hours = conn.execute(
+            select(I.station_id, hour.label("h"), v, func.count().label("n"), func.count(I.latency_ms).label("nl"))
+            .where(*conds).group_by(I.station_id, hour, v)).all()
+        # Pareto: defects that counted in the verdict, by kind.
+        dconds = [D.failed.is_(True)]
+        if f.kinds:
+            dconds.append(D.kind.in_(f.kinds))
+        if f.plugin:
+            dconds.append(D.plugin == f.plugin)
+        pareto_rows = conn.execute(
+            select(D.kind, func.count().label("defects"), func.count(func.distinct(D.inspection_id)).label("parts"))
+            .join(I, I.id == D.inspection_id).where(*conds, *dconds)
+            .group_by(D.kind).order_by(func.count().desc(), D.kind)).all()
+
+        # First-pass yield needs the inspections of part ids seen more than once in the window
+        # (few). A small window is read whole (one index range); a large one is grouped on the
+        # (station, part id, time) index, which costs one pass over that index.
+        n_window = sum(r.n for r in hours)
+        if n_window <= small_window_rows:
+            seen: dict[tuple[int, str], list[Any]] = defaultdict(list)
+            for r in conn.execute(select(I.station_id, I.part_id, I.captured_at, I.verdict).where(*conds)):
+                seen[(r.station_id, r.part_id)].append(r)
+            repeats = [r for rs in seen.values() if len(rs) > 1 for r in rs]
+        else:
+            repeated = (select(I.station_id.label("sid"), I.part_id.label("pid"))
+                        .where(*conds).group_by(I.station_id, I.part_id).having(func.count() > 1).subquery())
+            repeats = conn.execute(
+                select(I.station_id, I.part_id, I.captured_at, I.verdict)
+                .join(repeated, and_(repeated.c.sid == I.station_id, repeated.c.pid == I.part_id))
+                .where(*conds)).all()
+
+        rows: dict[tuple[int, int], PeriodStats] = {}
+        with_latency: dict[int, int] = defaultdict(int)
+        for r in hours:
+            start = _hour_value(r.h)
+            bk = buckets.of(start)
+            ps = rows.get((r.station_id, bk))
+            if ps is None:
+                ps = rows[(r.station_id, bk)] = PeriodStats(names[r.station_id], bk, buckets.label(bk),
+                                                            buckets.start(bk))
+            ps.parts += r.n
+            ps.distinct_parts += r.n
+            if r.verdict == "PASS":
+                ps.passed += r.n
+                ps.first_pass += r.n
+            elif r.verdict == "FAIL":
+                ps.failed += r.n
+            elif r.verdict == "ERROR":
+                ps.errors += r.n
+            elif r.verdict == "NOT_INSPECTED":
+                ps.not_inspected += r.n
+            with_latency[r.station_id] += r.nl
+        # A part id inspected more than once is one part (in the bucket of its first
+        # inspection) and never first-pass.
+        firsts: dict[tuple[int, str], datetime] = {}
+        for r in repeats:
+            key = (r.station_id, r.part_id)
+            firsts[key] = min(firsts.get(key, r.captured_at), r.captured_at)
+            ps = rows[(r.station_id, buckets.of(r.captured_at))]
+            ps.distinct_parts -= 1
+            if r.verdict == "PASS":
+                ps.first_pass -= 1
+        for (sid, _), t in firsts.items():
+            rows[(sid, buckets.of(t))].distinct_parts += 1
+
+        lat_total: dict[int, dict[int, float]] = defaultdict(dict)
+        for sid, n in with_latency.items():
+            for p in (50, 99):
+                k = (n * p + 99) // 100 - 1  # nearest rank, 0-based
+                # Walk the (station, latency) index from the nearer end: p99 reads 1% of it.
+                desc = k > n // 2
+                lat_total[sid][p] = conn.scalar(
+                    select(I.latency_ms).where(*conds, I.station_id == sid, I.latency_ms.is_not(None))
+                    .order_by(I.latency_ms.desc() if desc else I.latency_ms).limit(1)
+                    .offset(n - 1 - k if desc else k))
+        lat_periods: dict[tuple[Any, ...], dict[int, float]] = {}
+        if sum(with_latency.values()) <= period_latency_max_rows:
+            lat_periods = _percentiles(conn, conds, [I.station_id, buckets.expr(I.captured_at)], (50, 99))
+
+    for (sid, bk), pcts in lat_periods.items():
+        if (sid, bk) in rows:
+            rows[(sid, bk)].latency_p50_ms, rows[(sid, bk)].latency_p99_ms = pcts.get(50), pcts.get(99)
+    periods = sorted(rows.values(), key=lambda p: (p.station, p.bucket))
+
+    totals: dict[str, PeriodStats] = {}
+    for p in periods:
+        t = totals.setdefault(p.station, PeriodStats(p.station, -1, "total", p.start))
+        for fld in ("parts", "passed", "failed", "errors", "not_inspected", "distinct_parts", "first_pass"):
+            setattr(t, fld, getattr(t, fld) + getattr(p, fld))
+    for sid, pcts in lat_total.items():
+        if names[sid] in totals:
+            totals[names[sid]].latency_p50_ms, totals[names[sid]].latency_p99_ms = pcts.get(50), pcts.get(99)
+
+    total_defects = sum(r.defects for r in pareto_rows) or 1
+    pareto, cum = [], 0
+    for r in pareto_rows[:pareto_limit]:
+        cum += r.defects
+        pareto.append(ParetoRow(r.kind, r.defects, r.parts, r.defects / total_defects, cum / total_defects))
+
+    pchart, p_bar = p_chart(periods)
+    return Stats(buckets.period, f.since, f.until, periods, sorted(totals.values(), key=lambda t: t.station),
+                 pareto, pchart, p_bar)
