@@ -50,6 +50,9 @@ class Run(Base):
 
     __tablename__ = "runs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
+    """Hex UUID the station gives the run at start (migration 0005; ``NULL`` on older runs):
+    spooled records name their run by it, never by ``id``."""
     station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), index=True)
     started_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
@@ -194,6 +197,8 @@ class Event(Base):
 
     __tablename__ = "events"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    uid: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
+    """Given by the recorder (migration 0005), so an event drained twice from the spool is kept once."""
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     at: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(100))
