@@ -55,6 +55,9 @@ class SourceSpec(Strict):
 
 class SinkSpec(Strict):
     type: str = Field(description="name of an installed sink: mqtt, file, webhook, ...")
+    name: Annotated[str, Field(pattern=NAME, max_length=100)] | None = Field(
+        None, description="the sink's key in the store (its delivery cursor); defaults to its type. "
+                          "Needed when two sinks share a type; keep it when reordering or editing the sink")
     config: dict[str, Any] = Field(default_factory=dict)
 
 
