@@ -115,6 +115,8 @@ class Inspection(Base):
         # Part-id prefix globs on PostgreSQL (migration 0004).
         Index("ix_inspections_part_pattern", "part_id", "captured_at",
               postgresql_ops={"part_id": "varchar_pattern_ops"}).ddl_if(dialect="postgresql"),
+        # The sinks' outbox reads a station's inspections after a cursor, in id order (migration 0006).
+        Index("ix_inspections_station_id", "station_id", "id"),
     )
 
 
@@ -238,3 +240,23 @@ class InspectionHourLatency(Base):
     verdict: Mapped[str] = mapped_column(String(16), primary_key=True)
     bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     n: Mapped[int] = mapped_column(Integer)
+
+
+class SinkCursor(Base):
+    """The sinks' durable outbox (migration 0006): how far each sink of a station has been
+    delivered. Every inspection of the station with ``id`` above ``inspection_id`` is the
+    sink's backlog; its worker sends them in ``id`` order (the commit order of the station's
+    one writer) and advances the cursor after the sink accepted them (at least once)."""
+
+    __tablename__ = "sink_cursors"
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), primary_key=True)
+    sink: Mapped[str] = mapped_column(String(200), primary_key=True)
+    """The sink's key: its ``name:`` in the station config, else its type (``mqtt``)."""
+    inspection_id: Mapped[int] = mapped_column(BigInteger)
+    """The last inspection (``inspections.id``) the sink accepted; 0 before any."""
+    updated_at: Mapped[datetime]
+    """When the cursor last moved (or was created)."""
+    failing_since: Mapped[datetime | None]
+    """Set while the sink keeps failing (event ``sink_failing``); cleared when it delivers again."""
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]
