@@ -14,8 +14,15 @@ Definitions a caller may rely on:
 - *parts*: inspections in the window (every frame is one inspection, NOT_INSPECTED included).
 - *rejects*: FAIL + ERROR (ERROR is a reject: the station fails closed).
 - *yield*: PASS / (parts - NOT_INSPECTED), i.e. over the parts that were judged.
-- *first-pass yield*: over distinct part ids per station whose first inspection falls in the
-  bucket: the share that were inspected exactly once (in the window) and passed.
+- *first-pass yield*: first-pass parts / first parts. A *first part* is a part id's first
+  inspection at its station, ever (``inspections.first_of_part``), counted in the bucket it
+  falls in, if it matches the filter; it is *first-pass* if it passed and its part id has no
+  other inspection at that station, ever (before, inside or after the window). So a part
+  inspected again later stops being first-pass in every window, and a part first inspected
+  before the window is not one of the window's parts. One rule for every path
+  (:func:`~inspector_core.qa.stats.first_pass_part`, and the roll-up the writer keeps by it):
+  a window that splits a part's inspections gives the same figure from the roll-up and from
+  the inspections.
 - *latency p50/p99*: nearest-rank percentiles of ``inspections.latency_ms`` (exact; window
   functions, which SQLite >= 3.25 and PostgreSQL both have).
 - *p-chart*: per bucket, p = rejects / judged parts; centre line p-bar over the window;
@@ -55,11 +62,11 @@ from inspector_core.qa.history import (
 from inspector_core.qa.spc import p_chart
 from inspector_core.qa.stats import (
     EXACT_PERIOD_LATENCY_MAX_ROWS,
-    SMALL_WINDOW_ROWS,
     ParetoRow,
     PChartPoint,
     PeriodStats,
     Stats,
+    first_pass_part,
     stats,
     stats_from_inspections,
     uses_rollup,
@@ -76,26 +83,25 @@ from inspector_core.qa.whatif import (
 from inspector_core.store.schema import VERDICTS
 
 __all__ = [
+    "EXACT_PERIOD_LATENCY_MAX_ROWS",
+    "MAX_PAGE",
+    "REJECTS",
+    "RULE_FIELDS",
     "VERDICTS",
     "Buckets",
     "Change",
     "CropRow",
     "DefectView",
-    "EXACT_PERIOD_LATENCY_MAX_ROWS",
     "HistoryFilter",
     "InspectionDetail",
     "InspectionRow",
-    "MAX_PAGE",
     "PChartPoint",
     "Page",
     "ParetoRow",
     "Period",
     "PeriodStats",
     "QueryError",
-    "REJECTS",
-    "RULE_FIELDS",
     "RuleSet",
-    "SMALL_WINDOW_ROWS",
     "Stats",
     "StepView",
     "Verdict",
@@ -103,6 +109,7 @@ __all__ = [
     "count",
     "crop_image",
     "crops",
+    "first_pass_part",
     "glob_to_like",
     "history",
     "inspection",

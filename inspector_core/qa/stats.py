@@ -1,5 +1,8 @@
 """Yield, first-pass yield, rejects, latency and Pareto per period: from the roll-up or the
-inspections, finished by one function so both paths define every figure the same way."""
+inspections. Both paths reduce the window to the same hourly groups (:class:`HourGroup`, one
+per station, hour and verdict, with the first-part counts defined once by
+:func:`first_pass_part`) and are finished by the same functions, so both define every figure
+the same way."""
 
 from __future__ import annotations
 
@@ -7,11 +10,12 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Engine,
     and_,
+    case,
     exists,
     func,
     or_,
@@ -120,10 +124,7 @@ def _percentiles(conn: Any, conds: list[ColumnElement[bool]], part: list[ColumnE
     return out
 
 
-
-
 EXACT_PERIOD_LATENCY_MAX_ROWS = 100_000
-SMALL_WINDOW_ROWS = 100_000
 
 
 def uses_rollup(f: HistoryFilter) -> bool:
@@ -133,27 +134,103 @@ def uses_rollup(f: HistoryFilter) -> bool:
 
 
 def stats(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int = 20,
-          period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS,
-          small_window_rows: int = SMALL_WINDOW_ROWS) -> Stats:
+          period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS) -> Stats:
     """Counts, yields, latency percentiles per station and period; the Pareto of defect
     kinds; the p-chart of the reject rate. Reads only; every figure comes from the store.
 
     A filter on station, time and verdict only (:func:`uses_rollup`) is answered from the
     hourly roll-up, which the writer keeps in the same transaction as the inspections: whole
     hours of the window from ``inspection_hours``, the partial hours at its ends from the
-    inspections. First-pass figures there count a part at its first inspection ever at the
-    station (``first_of_part``). Latency p50/p99 are exact (from the inspections) when the
-    window holds at most ``period_latency_max_rows`` latencies, else read off the roll-up's
-    histogram: within 2.5% (``sqrt(1.05) - 1``) of the exact nearest-rank value.
+    inspections. Any other filter (defect kind, score, size, plugin, part id, run) needs the
+    inspections and defects themselves: :func:`stats_from_inspections`. Both give the same
+    counts and first-pass figures for the same filter (one definition, :func:`first_pass_part`).
 
-    Any other filter (defect kind, score, size, plugin, part id, run) needs the inspections
-    and defects themselves: :func:`stats_from_inspections`."""
+    Latency p50/p99 are exact (from the inspections) when the window holds at most
+    ``period_latency_max_rows`` latencies; above that the roll-up path reads them off the
+    roll-up's histogram (within 2.5%, ``sqrt(1.05) - 1``, of the exact nearest-rank value),
+    while the inspections path gives exact totals and no per-period percentiles."""
     if uses_rollup(f):
         return _stats_rollup(engine, f, buckets=buckets, pareto_limit=pareto_limit,
                              exact_latency_max_rows=period_latency_max_rows)
     return stats_from_inspections(engine, f, buckets=buckets, pareto_limit=pareto_limit,
-                                  period_latency_max_rows=period_latency_max_rows,
-                                  small_window_rows=small_window_rows)
+                                  period_latency_max_rows=period_latency_max_rows)
+
+
+# ---------------------------------------------------------------------------- first pass
+
+
+def first_pass_part() -> ColumnElement[bool]:
+    """True for an inspection that makes its part a first-pass part: the first inspection of
+    its part id at its station (``first_of_part``, over the whole history, not the window),
+    PASS, and the only inspection of that part id at that station. The writer keeps exactly
+    this in the roll-up (``first_parts``, ``first_passed``); here it is the same rule for rows
+    read from the inspections."""
+    other = I.__table__.alias("other")
+    again = exists().where(other.c.station_id == I.station_id, other.c.part_id == I.part_id,
+                           other.c.id != I.id)
+    return and_(I.first_of_part.is_(True), I.verdict == "PASS", ~again)
+
+
+class HourGroup(NamedTuple):
+    """The window reduced to one row per station, UTC hour and verdict: what both paths
+    compute (the roll-up stores it; the inspections path groups it in SQL)."""
+
+    station_id: int
+    hour: datetime
+    verdict: str
+    parts: int
+    first_parts: int
+    first_passed: int
+    latency_count: int
+    latency_min: float | None
+    latency_max: float | None
+
+
+def _hour_groups(conn: Any, conds: list[ColumnElement[bool]]) -> list[HourGroup]:
+    """:class:`HourGroup` rows of the inspections matching ``conds``, grouped in SQL."""
+    hour = _Hour(I.captured_at)
+    rows = conn.execute(
+        select(I.station_id, hour.label("h"), I.verdict, func.count(),
+               func.sum(case((I.first_of_part.is_(True), 1), else_=0)),
+               func.sum(case((first_pass_part(), 1), else_=0)),
+               func.count(I.latency_ms), func.min(I.latency_ms), func.max(I.latency_ms))
+        .where(*conds).group_by(I.station_id, hour, I.verdict)).all()
+    return [HourGroup(sid, _hour_value(h), v, int(n), int(fp or 0), int(fpp or 0), int(nl), lmin, lmax)
+            for sid, h, v, n, fp, fpp, nl, lmin, lmax in rows]
+
+
+def _periods(groups: Sequence[HourGroup], names: dict[int, str], buckets: Buckets,
+             ) -> tuple[dict[tuple[int, int], PeriodStats], dict[int, int], dict[tuple[int, int], list[Any]]]:
+    """Hour groups summed into the period's buckets: the rows, latencies per station, and the
+    latency min/max per (station, bucket)."""
+    rows: dict[tuple[int, int], PeriodStats] = {}
+    with_latency: dict[int, int] = defaultdict(int)
+    bounds: dict[tuple[int, int], list[Any]] = {}
+    for g in groups:
+        bk = buckets.of(g.hour)
+        ps = rows.get((g.station_id, bk))
+        if ps is None:
+            ps = rows[(g.station_id, bk)] = PeriodStats(names[g.station_id], bk, buckets.label(bk), buckets.start(bk))
+        ps.parts += g.parts
+        ps.distinct_parts += g.first_parts
+        ps.first_pass += g.first_passed
+        if g.verdict == "PASS":
+            ps.passed += g.parts
+        elif g.verdict == "FAIL":
+            ps.failed += g.parts
+        elif g.verdict == "ERROR":
+            ps.errors += g.parts
+        elif g.verdict == "NOT_INSPECTED":
+            ps.not_inspected += g.parts
+        with_latency[g.station_id] += g.latency_count
+        if g.latency_count:
+            b = bounds.setdefault((g.station_id, bk), [g.latency_min, g.latency_max])
+            b[0] = g.latency_min if b[0] is None else min(b[0], g.latency_min)
+            b[1] = g.latency_max if b[1] is None else max(b[1], g.latency_max)
+    return {k: p for k, p in rows.items() if p.parts}, with_latency, bounds
+
+
+# ---------------------------------------------------------------------------- the shared finish
 
 
 def _pareto(conn: Any, f: HistoryFilter, conds: list[ColumnElement[bool]]) -> list[Any]:
@@ -172,6 +249,7 @@ def _pareto(conn: Any, f: HistoryFilter, conds: list[ColumnElement[bool]]) -> li
 def _finish(f: HistoryFilter, buckets: Buckets, rows: dict[tuple[int, int], PeriodStats], names: dict[int, str],
             lat_periods: dict[tuple[Any, ...], dict[int, float]], lat_total: dict[int, dict[int, float]],
             pareto_rows: list[Any], pareto_limit: int) -> Stats:
+    """Totals per station, percentiles, Pareto shares and the p-chart: the same for both paths."""
     for (sid, bk), pcts in lat_periods.items():
         if (sid, bk) in rows:
             rows[(sid, bk)].latency_p50_ms, rows[(sid, bk)].latency_p99_ms = pcts.get(50), pcts.get(99)
@@ -236,6 +314,9 @@ def _hist_percentiles(hist: dict[int, int], lo: float | None, hi: float | None) 
     return out
 
 
+# ---------------------------------------------------------------------------- the two paths
+
+
 def _ceil_hour(t: datetime) -> datetime:
     h = hour_of(t)
     return h if h == t else h + timedelta(hours=1)
@@ -262,52 +343,25 @@ def _stats_rollup(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_
         if hi is not None:
             out.append(T.hour < hi)
     edge_conds: list[ColumnElement[bool]] = []
-    if lo is not None and f.since < lo:
+    if lo is not None and f.since is not None and f.since < lo:
         edge_conds.append(I.captured_at < lo)
-    if hi is not None and hi < f.until:
+    if hi is not None and f.until is not None and hi < f.until:
         edge_conds.append(I.captured_at >= hi)
     with engine.connect() as conn:
         names = dict(conn.execute(select(S.id, S.name)).all())
-        hours = conn.execute(select(H.station_id, H.hour, H.verdict, H.parts, H.first_parts, H.first_passed,
-                                    H.latency_count, H.latency_min, H.latency_max).where(*hconds)).all()
+        groups = [HourGroup(*r) for r in conn.execute(
+            select(H.station_id, H.hour, H.verdict, H.parts, H.first_parts, H.first_passed, H.latency_count,
+                   H.latency_min, H.latency_max).where(*hconds))]
+        # The partial hours at the ends, read row by row (their latency histogram is needed
+        # for a large window), with the same first-pass rule as the writer.
         edge = HourRollup()
         if edge_conds:
-            other = I.__table__.alias("other")
-            again = exists().where(other.c.station_id == I.station_id, other.c.part_id == I.part_id,
-                                   other.c.id != I.id)
             for r in conn.execute(select(I.station_id, I.captured_at, I.verdict, I.latency_ms, I.first_of_part,
-                                         and_(I.first_of_part, I.verdict == "PASS", ~again).label("fp"))
+                                         first_pass_part().label("fp"))
                                   .where(*conds, or_(*edge_conds))):
                 edge.add(r.station_id, r.captured_at, r.verdict, r.latency_ms, bool(r.first_of_part), bool(r.fp))
-        groups = [(r.station_id, r.hour, r.verdict, r.parts, r.first_parts, r.first_passed, r.latency_count,
-                   r.latency_min, r.latency_max) for r in hours]
-        groups += [(k[0], k[1], k[2], v[0], v[1], v[2], v[3], v[5], v[6]) for k, v in edge.hours.items()]
-
-        rows: dict[tuple[int, int], PeriodStats] = {}
-        with_latency: dict[int, int] = defaultdict(int)
-        bounds: dict[tuple[int, int], list[float | None]] = {}
-        for sid, hour, verdict, n, fparts, fpassed, nl, lmin, lmax in groups:
-            bk = buckets.of(hour)
-            ps = rows.get((sid, bk))
-            if ps is None:
-                ps = rows[(sid, bk)] = PeriodStats(names[sid], bk, buckets.label(bk), buckets.start(bk))
-            ps.parts += n
-            ps.distinct_parts += fparts
-            ps.first_pass += fpassed
-            if verdict == "PASS":
-                ps.passed += n
-            elif verdict == "FAIL":
-                ps.failed += n
-            elif verdict == "ERROR":
-                ps.errors += n
-            elif verdict == "NOT_INSPECTED":
-                ps.not_inspected += n
-            with_latency[sid] += nl
-            if nl:
-                b = bounds.setdefault((sid, bk), [lmin, lmax])
-                b[0] = lmin if b[0] is None else min(b[0], lmin)
-                b[1] = lmax if b[1] is None else max(b[1], lmax)
-        rows = {k: p for k, p in rows.items() if p.parts}
+        groups += [HourGroup(k[0], k[1], k[2], v[0], v[1], v[2], v[3], v[5], v[6]) for k, v in edge.hours.items()]
+        rows, with_latency, bounds = _periods(groups, names, buckets)
 
         if sum(with_latency.values()) <= exact_latency_max_rows:
             lat_total = _exact_latency(conn, conds, with_latency)
@@ -340,121 +394,23 @@ def _stats_rollup(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_
 
 
 def stats_from_inspections(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int = 20,
-                           period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS,
-                           small_window_rows: int = SMALL_WINDOW_ROWS) -> Stats:
+                           period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS) -> Stats:
     """Counts, yields, latency percentiles per station and period; the Pareto of defect
-    kinds; the p-chart of the reject rate. Reads only; every figure comes from the store.
+    kinds; the p-chart of the reject rate, read from the inspections (any filter).
 
-    Counts are grouped per station and UTC hour in SQL (on the hour index), then summed into
-    the period's buckets here. Latency p50/p99 per station over the window are exact (read
-    off the (station, latency) index); per period they are exact too, but only computed when
-    the window holds at most ``period_latency_max_rows`` parts (they need a sort of the whole
-    window), else left ``None``."""
-    dialect = engine.dialect.name
-    conds = _where(f, dialect)
-    v = I.verdict
-    hour = _Hour(I.captured_at)
+    The inspections are grouped per station, UTC hour and verdict in SQL (:class:`HourGroup`,
+    first-part counts by :func:`first_pass_part`), then summed into the period's buckets and
+    finished exactly as the roll-up path is. Latency p50/p99 per station over the window are
+    exact (read off the (station, latency) index); per period they are exact too, but only
+    computed when the window holds at most ``period_latency_max_rows`` latencies (they need a
+    sort of the whole window), else left ``None``."""
+    conds = _where(f, engine.dialect.name)
     with engine.connect() as conn:
         names = dict(conn.execute(select(S.id, S.name)).all())
-        hours = conn.execute(
-            select(I.station_id, hour.label("h"), v, func.count().label("n"), func.count(I.latency_ms).label("nl"))
-            .where(*conds).group_by(I.station_id, hour, v)).all()
-        # Pareto: defects that counted in the verdict, by kind.
-        dconds = [D.failed.is_(True)]
-        if f.kinds:
-            dconds.append(D.kind.in_(f.kinds))
-        if f.plugin:
-            dconds.append(D.plugin == f.plugin)
-        pareto_rows = conn.execute(
-            select(D.kind, func.count().label("defects"), func.count(func.distinct(D.inspection_id)).label("parts"))
-            .join(I, I.id == D.inspection_id).where(*conds, *dconds)
-            .group_by(D.kind).order_by(func.count().desc(), D.kind)).all()
-
-        # First-pass yield needs the inspections of part ids seen more than once in the window
-        # (few). A small window is read whole (one index range); a large one is grouped on the
-        # (station, part id, time) index, which costs one pass over that index.
-        n_window = sum(r.n for r in hours)
-        if n_window <= small_window_rows:
-            seen: dict[tuple[int, str], list[Any]] = defaultdict(list)
-            for r in conn.execute(select(I.station_id, I.part_id, I.captured_at, I.verdict).where(*conds)):
-                seen[(r.station_id, r.part_id)].append(r)
-            repeats = [r for rs in seen.values() if len(rs) > 1 for r in rs]
-        else:
-            repeated = (select(I.station_id.label("sid"), I.part_id.label("pid"))
-                        .where(*conds).group_by(I.station_id, I.part_id).having(func.count() > 1).subquery())
-            repeats = conn.execute(
-                select(I.station_id, I.part_id, I.captured_at, I.verdict)
-                .join(repeated, and_(repeated.c.sid == I.station_id, repeated.c.pid == I.part_id))
-                .where(*conds)).all()
-
-        rows: dict[tuple[int, int], PeriodStats] = {}
-        with_latency: dict[int, int] = defaultdict(int)
-        for r in hours:
-            start = _hour_value(r.h)
-            bk = buckets.of(start)
-            ps = rows.get((r.station_id, bk))
-            if ps is None:
-                ps = rows[(r.station_id, bk)] = PeriodStats(names[r.station_id], bk, buckets.label(bk),
-                                                            buckets.start(bk))
-            ps.parts += r.n
-            ps.distinct_parts += r.n
-            if r.verdict == "PASS":
-                ps.passed += r.n
-                ps.first_pass += r.n
-            elif r.verdict == "FAIL":
-                ps.failed += r.n
-            elif r.verdict == "ERROR":
-                ps.errors += r.n
-            elif r.verdict == "NOT_INSPECTED":
-                ps.not_inspected += r.n
-            with_latency[r.station_id] += r.nl
-        # A part id inspected more than once is one part (in the bucket of its first
-        # inspection) and never first-pass.
-        firsts: dict[tuple[int, str], datetime] = {}
-        for r in repeats:
-            key = (r.station_id, r.part_id)
-            firsts[key] = min(firsts.get(key, r.captured_at), r.captured_at)
-            ps = rows[(r.station_id, buckets.of(r.captured_at))]
-            ps.distinct_parts -= 1
-            if r.verdict == "PASS":
-                ps.first_pass -= 1
-        for (sid, _), t in firsts.items():
-            rows[(sid, buckets.of(t))].distinct_parts += 1
-
-        lat_total: dict[int, dict[int, float]] = defaultdict(dict)
-        for sid, n in with_latency.items():
-            for p in (50, 99):
-                k = (n * p + 99) // 100 - 1  # nearest rank, 0-based
-                # Walk the (station, latency) index from the nearer end: p99 reads 1% of it.
-                desc = k > n // 2
-                lat_total[sid][p] = conn.scalar(
-                    select(I.latency_ms).where(*conds, I.station_id == sid, I.latency_ms.is_not(None))
-                    .order_by(I.latency_ms.desc() if desc else I.latency_ms).limit(1)
-                    .offset(n - 1 - k if desc else k))
+        rows, with_latency, _bounds = _periods(_hour_groups(conn, conds), names, buckets)
+        lat_total = _exact_latency(conn, conds, with_latency)
         lat_periods: dict[tuple[Any, ...], dict[int, float]] = {}
         if sum(with_latency.values()) <= period_latency_max_rows:
             lat_periods = _percentiles(conn, conds, [I.station_id, buckets.expr(I.captured_at)], (50, 99))
-
-    for (sid, bk), pcts in lat_periods.items():
-        if (sid, bk) in rows:
-            rows[(sid, bk)].latency_p50_ms, rows[(sid, bk)].latency_p99_ms = pcts.get(50), pcts.get(99)
-    periods = sorted(rows.values(), key=lambda p: (p.station, p.bucket))
-
-    totals: dict[str, PeriodStats] = {}
-    for p in periods:
-        t = totals.setdefault(p.station, PeriodStats(p.station, -1, "total", p.start))
-        for fld in ("parts", "passed", "failed", "errors", "not_inspected", "distinct_parts", "first_pass"):
-            setattr(t, fld, getattr(t, fld) + getattr(p, fld))
-    for sid, pcts in lat_total.items():
-        if names[sid] in totals:
-            totals[names[sid]].latency_p50_ms, totals[names[sid]].latency_p99_ms = pcts.get(50), pcts.get(99)
-
-    total_defects = sum(r.defects for r in pareto_rows) or 1
-    pareto, cum = [], 0
-    for r in pareto_rows[:pareto_limit]:
-        cum += r.defects
-        pareto.append(ParetoRow(r.kind, r.defects, r.parts, r.defects / total_defects, cum / total_defects))
-
-    pchart, p_bar = p_chart(periods)
-    return Stats(buckets.period, f.since, f.until, periods, sorted(totals.values(), key=lambda t: t.station),
-                 pareto, pchart, p_bar)
+        pareto_rows = _pareto(conn, f, conds)
+    return _finish(f, buckets, rows, names, lat_periods, lat_total, pareto_rows, pareto_limit)

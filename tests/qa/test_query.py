@@ -146,14 +146,13 @@ def test_stats_on_known_data(known):
 
 
 def test_stats_large_window_paths_agree(known):
-    # The base-table paths taken for large windows (grouped repeats, no per-period
-    # percentiles) give the same counts, first-pass figures and total percentiles as the
-    # small-window ones. (The path stats take for filters the roll-up cannot answer.)
+    # The base-table path taken for large windows (no per-period percentiles) gives the same
+    # counts, first-pass figures and total percentiles as for small ones. (The path stats take
+    # for filters the roll-up cannot answer.)
     url, _ = known
     e = engine_of(url)
     small = q.stats_from_inspections(e, q.make_filter(), buckets=q.Buckets("day"))
-    large = q.stats_from_inspections(e, q.make_filter(), buckets=q.Buckets("day"), period_latency_max_rows=0,
-                                     small_window_rows=0)
+    large = q.stats_from_inspections(e, q.make_filter(), buckets=q.Buckets("day"), period_latency_max_rows=0)
     strip = lambda rows: [{**p.as_dict(), "latency_p50_ms": None, "latency_p99_ms": None} for p in rows]  # noqa: E731
     assert strip(large.periods) == strip(small.periods)
     assert [t.as_dict() for t in large.totals] == [t.as_dict() for t in small.totals]
