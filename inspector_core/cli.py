@@ -92,10 +92,15 @@ def _steps(st) -> str:
 @main.command()
 @click.argument("station_file", type=click.Path(dir_okay=False))
 def validate(station_file: str) -> None:
-    """Check a station file: its shape, and every plugin's config."""
+    """Check a station file: its shape, every plugin's config, the verdict rules against what
+    the steps emit, the ROIs against the frame size, and the store URL."""
+    from sqlalchemy.engine import make_url
+
     st = _load_or_exit(station_file)
+    # The URL may hold a password expanded from ${VAR}: never print it.
+    store = make_url(st.store_url).render_as_string(hide_password=True)
     click.echo(f"{station_file}: ok (station {st.name!r}, source {st.source.name}, "
-               f"{_steps(st)}; store {st.store_url}; "
+               f"{_steps(st)}; store {store}; "
                f"config hash {st.config_hash[:12]})")
 
 

@@ -25,13 +25,14 @@ Conventions a plugin may rely on, and must follow:
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 __all__ = [
     "Box",
@@ -54,14 +55,66 @@ Box = tuple[int, int, int, int]
 Verdict = Literal["PASS", "FAIL", "ERROR", "NOT_INSPECTED"]
 
 
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The types a field accepts, with ``Annotated`` and unions unwrapped."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _members(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return tuple(m for a in get_args(annotation) for m in _members(a))
+    return (annotation,)
+
+
+def _bool_for_number(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` holds a YAML ``true``/``false`` where ``annotation`` wants a number
+    (pydantic's lax mode would read it as 1 or 0), at the top or inside a list, tuple or dict."""
+    members = _members(annotation)
+    if isinstance(value, bool):
+        return any(m in (int, float) for m in members) and not any(m in (bool, Any, object) for m in members)
+    if isinstance(value, list | tuple | set | frozenset | dict):
+        inner: list[Any] = []
+        for m in members:
+            origin, args = get_origin(m), [a for a in get_args(m) if a is not Ellipsis]
+            if origin is dict and len(args) == 2:
+                inner.append(args[1])
+            elif origin in (list, tuple, set, frozenset) and args:
+                inner.extend(args)
+        if not inner:
+            return False
+        union = Union[tuple(inner)]  # noqa: UP007 (built from a runtime list)
+        items = value.values() if isinstance(value, dict) else value
+        return any(_bool_for_number(union, v) for v in items)
+    return False
+
+
 class PluginConfig(BaseModel):
     """Base for every plugin's typed config: unknown keys are refused, values are frozen.
+
+    Numbers are strict where a station file is easy to get wrong: ``.inf`` and ``.nan`` are
+    refused, and so is ``true``/``false`` for a number field (pydantic would read it as 1 or
+    0). A subclass that wants either sets ``model_config = ConfigDict(allow_inf_nan=True)``
+    or types the field ``int | bool``.
+
+    The host validates a station's ``steps[i].config`` (and ``source.config``, ``sinks[i].config``)
+    with the validation context ``{"station_dir": Path, "check_files": bool}``, so a validator
+    (``info.context``) can check the files the config names, relative to the station file's
+    folder, when ``check_files`` is true (it is false for commands that create those files,
+    such as ``inspector teach``). Without a context (a config built in code), skip such checks.
 
     Give every field a ``description`` and, where it has a unit, put the unit in its name
     (``min_length_mm``, ``max_shift_px``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _bool_for_number(field.annotation, value):
+            raise ValueError("must be a number, not true/false" if isinstance(value, bool)
+                             else "holds true/false where a number is meant")
+        return value
 
 
 class EmptyConfig(PluginConfig):
@@ -220,6 +273,14 @@ class FrameSource:
     def __init__(self, config: PluginConfig, context: SourceContext) -> None:
         self.config = config
         self.context = context
+
+    @classmethod
+    def frame_size(cls, config: PluginConfig) -> tuple[int, int] | None:
+        """``(width, height)`` in pixels of every frame this source will yield under ``config``,
+        when it is known before capturing (a generator, a camera with a fixed mode); ``None``
+        (the default) when it is not. The host uses it to refuse, at validation, a step's ROI
+        that lies outside the frame. Must not open a device or read a file."""
+        return None
 
     def frames(self) -> Iterator[Frame]:
         """Yield frames in capture order until the source is exhausted. Blocking is fine:

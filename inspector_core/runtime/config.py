@@ -5,11 +5,19 @@ Two passes: the file's own shape (pydantic, unknown keys refused), then every pl
 ``Config``. Every error names the file, the field's path and the reason::
 
     stations/line3.yaml: steps[2].config.threshold: Input should be less than or equal to 1 (got 1.7)
+
+Then what only the whole station can tell: a verdict rule every finding of its kind can be
+judged by (a ``min_size_mm`` rule needs the calibration; a rule's kind must be one a step
+emits), each ROI inside the frame size the source declares, a store URL that can be opened.
+
+The file itself must be UTF-8 YAML with every key once per mapping, at most
+:data:`MAX_DEPTH` levels deep and :data:`MAX_VALUES` values once its aliases are expanded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import os
 import re
@@ -17,17 +25,27 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
+from sqlalchemy.engine import make_url
 
 from inspector_core.contract import Detector, FrameSource, PluginConfig, Sink
 from inspector_core.plugins import Registry
 from inspector_core.runtime.rules import Rule
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_FILE_BYTES = 1 << 20
+"""A station file is a few kB; anything above this is not one."""
+MAX_DEPTH = 64
+"""Nesting levels of a station file (a real one has fewer than ten)."""
+MAX_VALUES = 100_000
+"""Values in a station file once YAML aliases are expanded (aliases of aliases grow fast)."""
+MAX_BUDGET_MS = 3_600_000
+STORE_BACKENDS = ("sqlite", "postgresql")
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Strict(PluginConfig):
+    """The host's own parts of a station file follow the rules of a plugin's config: unknown
+    keys refused, values frozen, finite numbers, no true/false where a number is meant."""
 
 
 class ROI(Strict):
@@ -44,7 +62,8 @@ class StepSpec(Strict):
     name: Annotated[str, Field(pattern=NAME, max_length=100)] | None = Field(
         None, description="unique name of this step; defaults to the detector's name")
     roi: ROI | None = Field(None, description="the region the detector sees; the whole frame if absent")
-    budget_ms: float | None = Field(None, gt=0, description="time budget; the station's budget_ms if absent")
+    budget_ms: float | None = Field(None, gt=0, le=MAX_BUDGET_MS,
+                                    description="time budget; the station's budget_ms if absent")
     config: dict[str, Any] = Field(default_factory=dict, description="the detector's own config")
 
 
@@ -99,7 +118,7 @@ class StationSpec(Strict):
     rules: dict[str, Rule] = Field(default_factory=dict, description="verdict rules per finding kind")
     default_rule: Rule = Field(default_factory=Rule, description="for kinds without their own rule")
     calibration: CalibrationSpec = CalibrationSpec()
-    budget_ms: float = Field(2000, gt=0, description="default time budget of a step")
+    budget_ms: float = Field(2000, gt=0, le=MAX_BUDGET_MS, description="default time budget of a step")
     overload: Overload = Overload()
     store: StoreSpec = StoreSpec()
     sinks: list[SinkSpec] = Field(default_factory=list)
@@ -176,14 +195,16 @@ def _errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not allowed here; check its spelling)"
-        elif err["type"] != "missing" and "input" in err and not isinstance(err["input"], dict | list):
+        elif err["type"] != "missing" and "input" in err and not isinstance(err["input"], dict | list) \
+                and not (err["type"] == "value_error" and err["input"] is None):
             msg += f" (got {err['input']!r})"
         problems.append(f"{_loc(loc)}: {msg}")
     return problems
 
 
 def _plugin_config(kind: str, name: str, table: dict[str, type], reg: Registry, cfg: dict[str, Any],
-                   where: tuple[Any, ...], problems: list[str]) -> tuple[type | None, PluginConfig | None]:
+                   where: tuple[Any, ...], problems: list[str],
+                   context: dict[str, Any]) -> tuple[type | None, PluginConfig | None]:
     cls = table.get(name)
     if cls is None:
         broken = [p for p in reg.broken()]
@@ -197,34 +218,271 @@ def _plugin_config(kind: str, name: str, table: dict[str, type], reg: Registry, 
         problems.append(f"{_loc(where)}: unknown {kind} {name!r} (installed: {installed}){hint}")
         return None, None
     try:
-        return cls, cls.Config.model_validate(cfg or {})
+        return cls, cls.Config.model_validate(cfg or {}, context=context)
     except ValidationError as exc:
         problems.extend(_errors(exc, where + ("config",)))
-        return cls, None
+    except Exception as exc:  # noqa: BLE001 - a plugin's own validator may raise anything
+        problems.append(f"{_loc(where + ('config',))}: the {kind} {name!r} could not check its config "
+                        f"({type(exc).__name__}: {exc}); this is a bug in that plugin")
+    return cls, None
+
+
+# ---------------------------------------------------------------------------- the file
+
+
+class _StationLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping (PyYAML keeps the last
+    one: a second ``steps:`` would silently replace the first) and nesting deeper than
+    :data:`MAX_DEPTH` (PyYAML would end in a RecursionError)."""
+
+    _MERGE = "tag:yaml.org,2002:merge"
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_mapping_node(self, anchor: Any) -> Any:
+        node = super().compose_mapping_node(anchor)
+        seen: dict[tuple[str, str], Any] = {}
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != self._MERGE:
+                first = seen.setdefault((key.tag, key.value), key.start_mark)
+                if first is not key.start_mark:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"duplicate key {key.value!r} (first at line {first.line + 1}, column "
+                        f"{first.column + 1}); give each key once", key.start_mark)
+        return node
+
+
+def _read_text(path: Path, file: str) -> str:
+    """The file as text; a :class:`ConfigError` for anything that is not a UTF-8 text file."""
+    try:
+        if not path.is_file():
+            what = "a folder" if path.is_dir() else "not a regular file" if path.exists() else "not there"
+            raise ConfigError(file, [f"cannot read the file ({what})"])
+        with path.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(file, [f"cannot read the file ({exc.strerror})"]) from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(file, [f"larger than {MAX_FILE_BYTES >> 20} MiB: not a station file"])
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(file, ["the file is UTF-16 text; save it as UTF-8"])
+    if b"\x00" in data:
+        at = data.index(b"\x00")
+        line = data[:at].count(b"\n") + 1
+        raise ConfigError(file, [f"line {line}: a binary file (a NUL byte at offset {at}), not a YAML text"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        msg = (f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}; "
+               "Latin-1 or another encoding?); save the file as UTF-8")
+        raise ConfigError(file, [msg]) from exc
+
+
+def _parse(text: str, file: str) -> Any:
+    loader = None
+    try:
+        loader = _StationLoader(text)  # the reader checks every character here
+        return loader.get_single_data()
+    except yaml.reader.ReaderError as exc:
+        line = text[:exc.position].count("\n") + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        msg = f"line {line}: not valid YAML (unacceptable character #x{char:04x}: {exc.reason})"
+        raise ConfigError(file, [msg]) from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(top level)"
+        raise ConfigError(file, [f"{where}: not valid YAML ({exc.problem or exc.context})"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(file, [f"(top level): not valid YAML ({exc})"]) from exc
+    except (ValueError, TypeError, OverflowError) as exc:  # a constructor's own: e.g. a date 2026-13-45
+        raise ConfigError(file, [f"(top level): not valid YAML ({exc})"]) from exc
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _measure(data: Any) -> tuple[int, int]:
+    """``(values, depth)`` of ``data`` with shared parts (YAML aliases) counted each time they
+    are used; iterative, so a long chain of aliases cannot exhaust the stack. Values are
+    capped at ``MAX_VALUES + 1``. Raises ``ValueError`` for a structure that contains itself."""
+    memo: dict[int, tuple[int, int]] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        obj, done = stack.pop()
+        if not isinstance(obj, dict | list):
+            continue
+        children = list(obj.values()) if isinstance(obj, dict) else obj
+        key = id(obj)
+        if done:
+            on_path.discard(key)
+            values, depth = 1, 1
+            for c in children:
+                cv, cd = memo[id(c)] if isinstance(c, dict | list) else (1, 0)
+                values, depth = min(values + cv, MAX_VALUES + 1), max(depth, cd + 1)
+            memo[key] = (values, depth)
+        elif key not in memo:
+            on_path.add(key)
+            stack.append((obj, True))
+            for c in children:
+                if isinstance(c, dict | list):
+                    if id(c) in on_path:
+                        raise ValueError("it contains itself (a YAML alias inside its own anchor)")
+                    stack.append((c, False))
+    return memo.get(id(data), (1, 0))
+
+
+# ---------------------------------------------------------------------------- the whole station
+
+
+def _check_rules(spec: StationSpec, steps: list[Step], problems: list[str]) -> None:
+    """Every rule must be one a finding of its kind can be judged by (fail closed)."""
+    if spec.calibration.mm_per_px is None:
+        named: list[tuple[str, Rule]] = [(f"rules.{k}", r) for k, r in spec.rules.items()]
+        named.append(("default_rule", spec.default_rule))
+        for where, rule in named:
+            if rule.min_size_mm is not None and rule.fail:
+                problems.append(
+                    f"{where}.min_size_mm: cannot be judged: the station has no calibration, so no finding "
+                    "has a size in mm (every part would pass this rule); set calibration.mm_per_px, or use "
+                    "min_size_px")
+    if len(steps) != len(spec.steps):
+        return  # a step's detector is unknown or its config broken: its kinds are not known
+    emitted = sorted({k for s in steps for k in s.detector.kinds})
+    for kind in spec.rules:
+        if kind in emitted:
+            continue
+        close = difflib.get_close_matches(kind, emitted, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "; remove it, or add a step that emits it"
+        problems.append(f"rules.{kind}: no step emits findings of kind {kind!r} (the steps emit: "
+                        f"{', '.join(emitted)}), so this rule would never apply{hint}")
+
+
+def _check_rois(spec: StationSpec, source: type[FrameSource], config: PluginConfig,
+                problems: list[str]) -> None:
+    try:
+        size = source.frame_size(config)
+    except Exception as exc:  # noqa: BLE001 - a plugin's code
+        problems.append(f"source: the frame source {spec.source.type!r} failed to say its frame size "
+                        f"({type(exc).__name__}: {exc}); this is a bug in that plugin")
+        return
+    if size is None:
+        return
+    width, height = size
+    for i, s in enumerate(spec.steps):
+        r = s.roi
+        if r is None:
+            continue
+        if r.x + r.width > width or r.y + r.height > height:
+            problems.append(
+                f"steps[{i}].roi: x={r.x}, y={r.y}, width={r.width}, height={r.height} is not inside the "
+                f"{width}x{height} px frame of the {spec.source.type} source (x + width = {r.x + r.width}, "
+                f"y + height = {r.y + r.height}); move or shrink it")
+
+
+_VAR = re.compile(r"\$\{(\w+)\}")
 
 
 def _resolve_url(url: str, directory: Path) -> str:
-    url = re.sub(r"\$\{(\w+)\}", lambda m: os.environ.get(m.group(1), m.group(0)), url)
+    """``url`` with ``${VAR}`` expanded (an unset one is left as written) and a relative SQLite
+    path made absolute from ``directory``."""
+    url = _VAR.sub(lambda m: os.environ.get(m.group(1), m.group(0)), url)
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url[len(prefix):] not in ("", ":memory:"):
         url = prefix + str((directory / url[len(prefix):]).resolve())
     return url
 
 
-def load_station(path: str | Path, registry: Registry) -> Station:
-    """Read and validate a station file; raise :class:`ConfigError` naming every problem."""
+def _check_store_url(written: str, resolved: str, problems: list[str]) -> None:
+    """A store URL that the station can open: parseable, of a supported database with its
+    driver installed, its variables set, a SQLite path that can be a file."""
+    where = "store.url"
+    unset = sorted({v for v in _VAR.findall(written) if v not in os.environ})
+    if unset:
+        problems.append(f"{where}: {', '.join('${' + v + '}' for v in unset)} not set in the environment; "
+                        "export it before starting the station")
+        return
+    if not resolved.strip():
+        problems.append(f"{where}: empty; give a database URL, e.g. sqlite:///inspector.db "
+                        "or postgresql://user@host/plant")
+        return
+    try:
+        url = make_url(resolved)
+    except Exception:  # noqa: BLE001 - ArgumentError, ValueError (a bad port), ...
+        problems.append(f"{where}: not a database URL; give e.g. sqlite:///inspector.db "
+                        "or postgresql://user@host/plant")
+        return
+    shown = url.render_as_string(hide_password=True)
+    if url.port is not None and not 0 < url.port < 65536:
+        problems.append(f"{where}: {shown}: port {url.port} is not a TCP port (1 to 65535)")
+        return
+    backend = url.get_backend_name()
+    if backend not in STORE_BACKENDS:
+        problems.append(f"{where}: {shown}: database {backend!r} is not supported (supported: "
+                        f"{', '.join(STORE_BACKENDS)})")
+        return
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")  # the driver the Store uses for a bare postgresql://
+    try:
+        dialect = url.get_dialect()
+        dialect.import_dbapi()
+    except Exception as exc:  # noqa: BLE001 - NoSuchModuleError, ImportError
+        driver = url.get_driver_name()
+        problems.append(f"{where}: {shown}: driver {driver!r} is not installed or not known ({exc}); "
+                        f"use {backend}:// (the driver Inspector installs) or install that driver")
+        return
+    if getattr(dialect, "is_async", False):
+        problems.append(f"{where}: {shown}: {url.get_driver_name()!r} is an asyncio driver; use {backend}://")
+        return
+    if backend == "sqlite":
+        database = url.database
+        if database in (None, "", ":memory:") or (url.query.get("mode") == "memory"):
+            problems.append(f"{where}: an in-memory SQLite database loses every verdict when the station "
+                            "stops; give a file, e.g. sqlite:///inspector.db")
+            return
+        path = Path(database)
+        if path.is_dir():
+            problems.append(f"{where}: {path} is a folder; name a database file in it, e.g. "
+                            f"sqlite:///{(path / 'inspector.db').as_posix()}")
+            return
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            problems.append(f"{where}: {path} cannot be created: {parent} is a file, not a folder")
+
+
+def load_station(path: str | Path, registry: Registry, *, check_files: bool = True) -> Station:
+    """Read and validate a station file; raise :class:`ConfigError` naming every problem.
+
+    ``check_files=False`` is for commands that create files a step's config names (``inspector
+    teach`` writes the misalignment reference): plugins skip their checks that those exist."""
     path = Path(path)
     file = str(path)
+    text = _read_text(path, file)
+    data = _parse(text, file)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(file, [f"cannot read the file ({exc.strerror})"]) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        raise ConfigError(file, [f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"]) from exc
+        values, depth = _measure(data)
+    except ValueError as exc:
+        raise ConfigError(file, [f"(top level): not a station file: {exc}"]) from exc
+    if depth > MAX_DEPTH:
+        raise ConfigError(file, [f"(top level): nested more than {MAX_DEPTH} levels deep (through YAML aliases)"])
+    if values > MAX_VALUES:
+        msg = f"(top level): more than {MAX_VALUES} values once its YAML aliases are expanded; a station has hundreds"
+        raise ConfigError(file, [msg])
     if not isinstance(data, dict):
         raise ConfigError(file, ["(top level): must be a mapping with name, source, steps, ..."])
     try:
@@ -232,20 +490,28 @@ def load_station(path: str | Path, registry: Registry) -> Station:
     except ValidationError as exc:
         raise ConfigError(file, _errors(exc)) from exc
 
+    directory = path.resolve().parent
+    context = {"station_dir": directory, "check_files": check_files}
     problems: list[str] = []
     source_cls, source_cfg = _plugin_config("frame source", spec.source.type, registry.sources, registry,
-                                            spec.source.config, ("source",), problems)
+                                            spec.source.config, ("source",), problems, context)
     steps = []
     for i, s in enumerate(spec.steps):
         cls, cfg = _plugin_config("detector", s.detector, registry.detectors, registry, s.config,
-                                  ("steps", i), problems)
+                                  ("steps", i), problems, context)
         if cls is not None and cfg is not None:
             steps.append(Step(i, s.name or s.detector, cls, cfg, s.roi, s.budget_ms or spec.budget_ms))
     sinks = []
     for i, s in enumerate(spec.sinks):
-        cls, cfg = _plugin_config("sink", s.type, registry.sinks, registry, s.config, ("sinks", i), problems)
+        cls, cfg = _plugin_config("sink", s.type, registry.sinks, registry, s.config, ("sinks", i), problems,
+                                  context)
         if cls is not None and cfg is not None:
             sinks.append((cls, cfg))
+    _check_rules(spec, steps, problems)
+    if source_cls is not None and source_cfg is not None:
+        _check_rois(spec, source_cls, source_cfg, problems)
+    store_url = _resolve_url(spec.store.url, directory)
+    _check_store_url(spec.store.url, store_url, problems)
     if problems:
         raise ConfigError(file, problems)
     assert source_cls is not None and source_cfg is not None
@@ -253,5 +519,5 @@ def load_station(path: str | Path, registry: Registry) -> Station:
         path=path.resolve(), spec=spec, text=text,
         config_hash=hashlib.sha256(text.encode()).hexdigest(),
         source=source_cls, source_config=source_cfg, steps=tuple(steps), sinks=tuple(sinks),
-        store_url=_resolve_url(spec.store.url, path.resolve().parent),
+        store_url=store_url,
     )

@@ -9,13 +9,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from inspector_core.contract import PluginConfig
 
 
-class Rule(BaseModel):
-    """When a finding of one kind fails the part. All given conditions must hold."""
+class Rule(PluginConfig):
+    """When a finding of one kind fails the part. All given conditions must hold.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A size condition is judged only on a finding that has that size: one without it (no
+    ``size_px`` from its detector, no calibration for ``min_size_mm``) counts as failing, so a
+    rule that cannot judge a finding never passes a part (fail closed). A station with a
+    ``min_size_mm`` rule and no calibration is refused at validation.
+    """
 
     min_score: float = Field(0.5, ge=0, le=1, description="fail at or above this score (0.5: the detector's own boundary)")
     min_size_px: float | None = Field(None, ge=0, description="fail only findings at least this large, px")
@@ -26,11 +32,10 @@ class Rule(BaseModel):
     def counts(self, score: float, size_px: float | None, size_mm: float | None) -> bool:
         if not self.fail or score < self.min_score:
             return False
-        if self.min_size_px is not None and (size_px is None or size_px < self.min_size_px):
+        # An unknown size is never "small enough to pass": the finding counts (fail closed).
+        if self.min_size_px is not None and size_px is not None and size_px < self.min_size_px:
             return False
-        if self.min_size_mm is not None and (size_mm is None or size_mm < self.min_size_mm):
-            return False
-        return True
+        return not (self.min_size_mm is not None and size_mm is not None and size_mm < self.min_size_mm)
 
 
 class Judged(Protocol):

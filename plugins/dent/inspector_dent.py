@@ -34,7 +34,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from inspector_core import Detector, Finding, PluginConfig, View, hookimpl
 
@@ -100,6 +100,15 @@ class DentConfig(PluginConfig):
         "side nearest to this (speed); dents under about 10 working pixels across are not seen.",
     )
     max_findings: int = Field(10, ge=1, description="At most this many findings per view, best first.")
+
+    @model_validator(mode="after")
+    def _diameters_in_order(self) -> DentConfig:
+        for unit in ("px", "mm"):
+            lo, hi = getattr(self, f"min_diameter_{unit}"), getattr(self, f"max_diameter_{unit}")
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"min_diameter_{unit} ({lo:g}) is larger than max_diameter_{unit} ({hi:g}): "
+                                 "no dent could be found; swap them or widen the range")
+        return self
 
 
 def _sample(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:

@@ -20,23 +20,53 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from inspector_core import Detector, Finding, PluginConfig, View, hookimpl
 
 __all__ = ["MisalignmentConfig", "MisalignmentDetector", "suggest_tolerances"]
 
 
+_TEACH = "teach it with `inspector teach STATION_FILE --from GOOD_IMAGES_DIR` and add the lines it prints"
+
+
+def _station_file(value: str, info: ValidationInfo, what: str) -> Path | None:
+    """The file ``value`` names, relative to the station's folder, checked to be a readable
+    image; ``None`` when there is no station to check against (a config built in code, or a
+    command such as ``inspector teach`` that is about to write it)."""
+    ctx = info.context or {}
+    if ctx.get("station_dir") is None or not ctx.get("check_files", True):
+        return None
+    path = (Path(ctx["station_dir"]) / value).resolve()
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder, not an image file")
+    if not path.exists():
+        raise ValueError(f"{what} {path} does not exist; {_TEACH}, or fix the path (relative to the station file)")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read the {what} {path} ({exc.strerror})") from exc
+    if cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) is None:
+        raise ValueError(f"{what} {path} is not an image OpenCV can read; {_TEACH}")
+    return path
+
+
 class MisalignmentConfig(PluginConfig):
-    """Settings of the misalignment detector. Pixels are view (ROI) pixels."""
+    """Settings of the misalignment detector. Pixels are view (ROI) pixels.
+
+    In a station file ``reference`` is required and checked at validation (it exists, is a
+    readable image, matches ``reference_sha256``); ``inspector teach`` is the one command that
+    loads a station without it, to write it."""
 
     reference: str | None = Field(
-        None, description="The golden reference image (PNG, the ROI's size), relative to the station "
-        "file's folder. `inspector teach STATION --from DIR` writes one to "
-        "`<station>.reference/<step>.png` and prints this line. Required.")
+        None, validate_default=True, description="The golden reference image (PNG, the ROI's size), "
+        "relative to the station file's folder. `inspector teach STATION --from DIR` writes one to "
+        "`<station>.reference/<step>.png` and prints this line. Required in a station file.")
     reference_sha256: str | None = Field(
-        None, description="SHA-256 of the reference file; when given, a different file is refused "
-        "at start-up (the reference was replaced without updating the station).")
+        None, pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 of the reference file; when given, a "
+        "different file is refused at validation and start-up (the reference was replaced without "
+        "updating the station).")
     weight: str | None = Field(
         None, description="Optional mask (PNG, same size; non-zero = part) restricting registration to "
         "the part. Default: `<reference>.weight.png` beside the reference when it exists, else the "
@@ -54,6 +84,39 @@ class MisalignmentConfig(PluginConfig):
     min_match: float = Field(
         0.5, ge=0, lt=1, description="Smallest correlation (0-1) between the registered part and the "
         "reference; below it the part is reported missing or not recognised.")
+
+    @field_validator("reference")
+    @classmethod
+    def _reference_is_an_image(cls, value: str | None, info: ValidationInfo) -> str | None:
+        ctx = info.context or {}
+        if value is None:
+            if ctx.get("station_dir") is not None and ctx.get("check_files", True):
+                raise ValueError(f"required: the golden reference image of this step; {_TEACH}")
+            return None
+        _station_file(value, info, "reference")
+        return value
+
+    @field_validator("reference_sha256")
+    @classmethod
+    def _reference_unchanged(cls, value: str | None, info: ValidationInfo) -> str | None:
+        reference = info.data.get("reference")
+        if value is None or reference is None:
+            return value
+        path = _station_file(reference, info, "reference")
+        if path is not None:
+            with path.open("rb") as fh:
+                actual = hashlib.file_digest(fh, "sha256").hexdigest()
+            if actual != value.lower():
+                raise ValueError(f"the reference {path} has SHA-256 {actual}, not this one: it was replaced; "
+                                 "re-teach, or set this to the new file's hash if the new file is right")
+        return value
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_is_an_image(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            _station_file(value, info, "weight mask")
+        return value
 
 
 def suggest_tolerances(spread: dict[str, float]) -> dict[str, float]:

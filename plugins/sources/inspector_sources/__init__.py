@@ -206,13 +206,13 @@ class CameraSource(FrameSource):
 
 
 class SyntheticConfig(PluginConfig):
-    count: int = Field(100, ge=1, description="how many parts to make")
-    seed: int = Field(1, description="the same seed gives the same parts")
+    count: int = Field(100, ge=1, le=10_000_000, description="how many parts to make")
+    seed: int = Field(1, ge=0, le=2**32 - 1, description="the same seed gives the same parts (0 to 2^32 - 1)")
     defect_rate: float = Field(0.3, ge=0, le=1, description="share of parts with a defect (scratch, dent, misalignment in turn)")
-    width: int = Field(1024, ge=320, description="frame width, px")
-    height: int = Field(768, ge=240, description="frame height, px")
+    width: int = Field(1024, ge=320, le=4096, description="frame width, px (320 to 4096)")
+    height: int = Field(768, ge=240, le=4096, description="frame height, px (240 to 4096)")
     color: bool = Field(True, description="BGR frames (else single-channel)")
-    interval_ms: float = Field(0, ge=0, description="pause between parts, to simulate a line's takt")
+    interval_ms: float = Field(0, ge=0, le=3_600_000, description="pause between parts, to simulate a line's takt (at most an hour)")
 
 
 class SyntheticSource(FrameSource):
@@ -221,6 +221,11 @@ class SyntheticSource(FrameSource):
 
     name = "synthetic"
     Config = SyntheticConfig
+
+    @classmethod
+    def frame_size(cls, config: PluginConfig) -> tuple[int, int]:
+        assert isinstance(config, SyntheticConfig)
+        return config.width, config.height
 
     def __init__(self, config: SyntheticConfig, context) -> None:
         super().__init__(config, context)
