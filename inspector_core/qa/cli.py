@@ -1,6 +1,9 @@
-"""QA commands: ``history``, ``stats``, ``whatif``, ``export crops|dataset``, ``serve``.
+"""QA commands: ``history``, ``stats``, ``whatif``, ``export crops|dataset``, ``serve``; and
+``upgrade``, the one that changes a store (its schema).
 
-Every command reads through :mod:`inspector_core.qa` and never writes to the store.
+Every other command reads through :mod:`inspector_core.qa` and never writes to the store: it
+opens it read-only and without migrating (:mod:`inspector_core.qa.reader`); a store at an older
+schema revision is refused with a message naming ``inspector upgrade``.
 The database is ``--db URL`` or the ``store.url`` of ``--station-file``. Times are UTC:
 ``--since``/``--until`` take a duration back from now (``8h``, ``30m``, ``2d``, ``1w``) or
 an ISO date/time (``2026-11-20``, ``2026-11-20T06:00``, ``2026-11-20T06:00+01:00``).
@@ -22,6 +25,8 @@ from typing import Any
 
 import click
 from rich.table import Table
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from inspector_core.console import console
 from inspector_core.qa import query as q
@@ -51,13 +56,9 @@ def parse_time(value: str | None, *, now: datetime | None = None, name: str = "-
 # ---------------------------------------------------------------------------- opening the store
 
 
-def open_engine(db: str | None, station_file: str | None):
-    """The store's engine for reading. A SQLite file that does not exist is an error (a typo
-    would otherwise create an empty database and show an empty history)."""
-    from sqlalchemy.engine import make_url
-
-    from inspector_core.store import Store, StoreError
-
+def resolve_store(db: str | None, station_file: str | None) -> tuple[str, str]:
+    """``(url, source)``: the store's URL from ``--db``, ``--station-file`` or ``INSPECTOR_DB``,
+    and how the user named it (for remedies in messages)."""
     if not db and station_file:
         import yaml
 
@@ -66,23 +67,29 @@ def open_engine(db: str | None, station_file: str | None):
         path = Path(station_file)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise click.UsageError(f"--station-file {station_file}: cannot read it ({exc})") from exc
         url = ((data.get("store") or {}).get("url")) if isinstance(data, dict) else None
-        db = _resolve_url(url or "sqlite:///inspector.db", path.resolve().parent)
-    db = db or os.environ.get("INSPECTOR_DB")
-    if not db:
-        raise click.UsageError("say which store to read: --db URL (e.g. sqlite:///var/demo/inspector.db or "
-                               "postgresql://user@host/plant), --station-file stations/x.yaml, or INSPECTOR_DB")
+        return _resolve_url(url or "sqlite:///inspector.db", path.resolve().parent), f"--station-file {station_file}"
+    if db:
+        return db, f"--db {db}"
+    env = os.environ.get("INSPECTOR_DB")
+    if env:
+        return env, f"--db {env}"
+    raise click.UsageError("say which store to read: --db URL (e.g. sqlite:///var/demo/inspector.db or "
+                           "postgresql://user@host/plant), --station-file stations/x.yaml, or INSPECTOR_DB")
+
+
+def open_engine(db: str | None, station_file: str | None) -> Engine:
+    """The store's engine for reading: read-only, never migrated, at this release's schema
+    revision (else a message naming ``inspector upgrade``). A SQLite file that does not exist
+    is an error (a typo would otherwise create an empty database and show an empty history)."""
+    from inspector_core.qa.reader import open_reader
+    from inspector_core.store import StoreError
+
+    url, source = resolve_store(db, station_file)
     try:
-        u = make_url(db)
-    except Exception as exc:  # noqa: BLE001
-        raise click.UsageError(f"--db {db!r} is not a database URL ({exc})") from exc
-    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") \
-            and not Path(u.database).exists():
-        raise click.UsageError(f"--db {db}: no such database file {u.database!r}")
-    try:
-        return Store(db).engine
+        return open_reader(url, source=source).engine
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -461,8 +468,54 @@ def serve(db: str | None, station_file: str | None, host: str, port: int, token:
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
+# ---------------------------------------------------------------------------- upgrade (the one that writes)
+
+
+@click.command()
+@db_options
+@click.option("--create", is_flag=True, help="also create the schema in a database that has none (an empty file)")
+def upgrade(db: str | None, station_file: str | None, create: bool) -> None:
+    """Upgrade a store's schema to this release's revision (the readers never do).
+
+    Run it as a user allowed to change the schema. A store already current is left as it is;
+    a store written by a newer release is refused; a database without an Inspector schema is
+    only given one with --create. A station upgrades its own store when it starts, too.
+    """
+    from inspector_core.store import Store, StoreError
+
+    url, source = resolve_store(db, station_file)
+    try:
+        u = make_url(url)
+    except Exception as exc:
+        raise click.UsageError(f"{source}: not a database URL ({exc})") from exc
+    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") \
+            and not Path(u.database).exists() and not create:
+        raise click.UsageError(f"{source}: no such database file {u.database!r} (pass --create to create a store there)")
+    try:
+        store = Store(url, migrate=False)
+        try:
+            before = None if not Path(u.database or "").is_file() and u.get_backend_name() == "sqlite" \
+                else store.current_revision()
+            head = store.head_revision()
+            if before == head:
+                err.print(f"store {store.display_url}: already at schema revision {head}; nothing to do")
+                return
+            if before is None and not create:
+                raise click.ClickException(
+                    f"store {store.display_url} holds no Inspector schema; check the URL, or pass --create to "
+                    f"create one (revision {head})")
+            store.migrate()
+            after = store.current_revision()
+        finally:
+            store.close()
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    err.print(f"store {store.display_url}: " + (f"created schema revision {after}" if before is None
+                                                 else f"upgraded from schema revision {before} to {after}"))
+
+
 def commands() -> list[click.Command]:
-    return [history, stats, whatif, export, serve]
+    return [history, stats, whatif, export, serve, upgrade]
 
 
 def _csv_text(rows: list[list[Any]]) -> str:  # used by the web's CSV download
