@@ -9,12 +9,14 @@ local spool on disk instead, drained into the database, in order and once, when 
 
 from __future__ import annotations
 
-from inspector_core.store.database import MIGRATIONS, Store, StoreError, is_unreachable
+from inspector_core.store.database import MIGRATIONS, Store, StoreError, StoreTimeout, classify, is_unreachable
 from inspector_core.store.recorder import Recorder
 from inspector_core.store.records import (
     CropRecord,
     DefectRecord,
+    EventRecord,
     InspectionRecord,
+    RunRecord,
     StepRecord,
     naive_utc,
     utcnow,
@@ -25,9 +27,10 @@ from inspector_core.store.rollup import (
     hour_of,
     latency_bucket,
 )
-from inspector_core.store.spool import Spool
+from inspector_core.store.spool import Spool, SpoolError, spool_file
 
 __all__ = [
+    "EventRecord", "RunRecord", "SpoolError", "StoreTimeout", "classify", "spool_file",
     "MIGRATIONS", "CropRecord", "DefectRecord", "HourRollup", "InspectionRecord", "Recorder", "StepRecord",
     "Spool", "Store", "StoreError", "bucket_value", "hour_of", "is_unreachable", "latency_bucket", "naive_utc",
     "utcnow",

@@ -1,29 +1,127 @@
-"""Opening a store: the engine, its migrations, runs and events, and the one transaction that
-writes a batch of inspections."""
+"""Opening a store: the engine, its migrations and schema revision, runs and events, and the one
+transaction that writes a batch of inspections.
+
+Every call this module makes to a database has a bounded time, so a database that stops
+answering (packets dropped, a server frozen) costs the caller seconds, never a hang:
+
+- PostgreSQL: ``connect_timeout``; TCP keepalives and ``tcp_user_timeout`` (a peer that stops
+  acknowledging breaks the connection); ``statement_timeout`` on the server; and, because none
+  of those notices a peer that acknowledges but never answers, a watchdog per transaction that
+  shuts the connection's socket down when its time is up (:meth:`Store.transaction`).
+- SQLite: a busy timeout, and the same watchdog (``sqlite3.Connection.interrupt``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import os
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Engine, create_engine, event, insert, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError, StatementError
 
 from inspector_core.store import schema
-from inspector_core.store.records import InspectionRecord, naive_utc, utcnow
+from inspector_core.store.records import EventRecord, InspectionRecord, RunRecord, naive_utc, utcnow
 from inspector_core.store.rollup import HourRollup, _first_of_part, write_rollup
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+ADVISORY_LOCK = 5109202611
+"""PostgreSQL advisory lock taken while migrating: stations starting together migrate one at a time."""
 
 
 class StoreError(RuntimeError):
     """The store cannot be opened or written; the message names the URL and the remedy."""
+
+
+class StoreTimeout(StoreError):
+    """A database call overran its time (the database stopped answering)."""
+
+
+class StoreUnreachable(StoreError):
+    """The database cannot be reached right now (refused, timed out, unknown host)."""
+
+
+# ---------------------------------------------------------------------------- errors
+
+Failure = Literal["unreachable", "refused", "failed"]
+
+# Server-sent states that mean "not now" rather than "never": shutting down, starting up,
+# the statement or a lock overran its time, a connection exception.
+_TRANSIENT_SQLSTATES = ("57P01", "57P02", "57P03", "57014", "55P03", "08")
+_TRANSIENT_FATAL = ("the database system is starting up", "the database system is shutting down",
+                    "the database system is in recovery mode", "too many connections")
+_SQLITE_TRANSIENT = ("database is locked", "interrupted", "database table is locked")
+
+
+def classify(exc: BaseException) -> Failure:
+    """What an exception from a database call means for the record(s) being written.
+
+    ``unreachable``: the database is not there right now (refused, timed out, host unknown,
+    restarting, busy); worth keeping the records and trying again later. ``refused``: the
+    database answered and refused these records (an integrity or data error, a value it cannot
+    store); trying again will not help, the record is set aside. ``failed``: anything else (no
+    permission, missing table, wrong password): the store, not the record, is at fault.
+    """
+    if isinstance(exc, StoreTimeout | StoreUnreachable):
+        return "unreachable"
+    if isinstance(exc, StoreError):
+        return classify(exc.__cause__) if exc.__cause__ is not None else "failed"
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return "unreachable"
+    if isinstance(exc, IntegrityError | DataError):
+        return "refused"
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return "refused"  # a value that cannot even be bound (a NaN for an integer, a huge int)
+    if isinstance(exc, TypeError | ValueError | OverflowError):
+        return "refused"
+    if isinstance(exc, OperationalError):
+        orig = exc.orig
+        text = str(orig)
+        if type(orig).__module__.startswith("sqlite3"):
+            return "unreachable" if any(t in text for t in _SQLITE_TRANSIENT) else "failed"
+        state = getattr(orig, "sqlstate", None)
+        if state is not None:
+            return "unreachable" if state.startswith(_TRANSIENT_SQLSTATES) else "failed"
+        # No state: libpq failed before or without the server's word (refused, timeout, DNS, the
+        # server went away), unless the server answered FATAL (auth, missing database).
+        if "FATAL:" in text:
+            return "unreachable" if any(t in text for t in _TRANSIENT_FATAL) else "failed"
+        return "unreachable"
+    return "failed"
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True for errors that mean 'the database is not there right now', worth spooling for."""
+    return classify(exc) == "unreachable"
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return " ".join(str(orig if orig is not None else exc).split())
+
+
+def describe_failure(display_url: str, exc: BaseException) -> str:
+    """One line naming the store, what went wrong and the remedy."""
+    reason = _reason(exc)
+    if isinstance(exc, StoreError):
+        return str(exc)
+    if classify(exc) == "unreachable":
+        return (f"store {display_url}: cannot reach the database ({reason}); check that the server runs, "
+                "that the network to it works and the URL (host, port) is right")
+    if isinstance(exc, OperationalError):
+        return (f"store {display_url}: the database refused the connection or the request ({reason}); "
+                "check the user, password, database name and the user's permissions")
+    return f"store {display_url}: {type(exc).__name__}: {reason}"
 
 
 # ---------------------------------------------------------------------------- the store
@@ -37,107 +135,307 @@ def _describe(url: str) -> str:
 
 
 class Store:
-    """A database holding Inspector's tables, migrated to the newest schema on open."""
+    """A database holding Inspector's tables.
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    ``Store(url)`` migrates a writer's database to the newest schema on open. Readers (QA
+    commands, the dashboard) open with ``Store(url, migrate=False)`` and call
+    :meth:`check_revision`, which refuses a schema newer or older than this release's.
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True, connect_timeout_s: float = 3.0,
+                 statement_timeout_s: float = 30.0, call_timeout_s: float = 30.0,
+                 busy_timeout_s: float = 10.0) -> None:
         self.url = url
         self.display_url = _describe(url)
+        self.call_timeout_s = call_timeout_s
         try:
             parsed = make_url(url)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise StoreError(f"store url {url!r} is not a database URL ({exc}); "
                              "use e.g. sqlite:///inspector.db or postgresql+psycopg://user@host/db") from exc
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.sqlite_path: Path | None = None
         if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
+                self.sqlite_path = Path(parsed.database)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout_s}
         else:
-            kwargs["pool_pre_ping"] = True
-            kwargs["connect_args"] = {"connect_timeout": 5}
+            kwargs["pool_timeout"] = connect_timeout_s
+            kwargs["connect_args"] = _pg_connect_args(parsed.drivername, connect_timeout_s, statement_timeout_s)
         try:
             self.engine: Engine = create_engine(parsed, **kwargs)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise StoreError(f"store {self.display_url}: cannot create engine: {exc}") from exc
         if self.is_sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
         if migrate:
             self.migrate()
 
-    def migrate(self) -> None:
-        """Create a new database's tables, or upgrade an old one, to the newest revision."""
-        from alembic import command
+    # -------------------------------------------------------------- bounded calls
+
+    @contextmanager
+    def transaction(self, *, timeout_s: float | None = None, write: bool = False) -> Iterator[Connection]:
+        """A connection in a transaction, committed when the block ends, that may take at most
+        ``timeout_s`` (default ``call_timeout_s``) in all, connecting and committing included.
+        When that time is up the connection is cut and the block raises :class:`StoreTimeout`.
+        ``write=True`` takes SQLite's write lock at the start (``BEGIN IMMEDIATE``), so two
+        writers wait for each other instead of failing."""
+        limit = self.call_timeout_s if timeout_s is None else timeout_s
+        fired = threading.Event()
+        conn: Connection | None = None
+        timer: threading.Timer | None = None
+        try:
+            try:
+                conn = self.engine.connect()
+                if write and self.is_sqlite:
+                    conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+                timer = threading.Timer(limit, _sever, (conn, fired))
+                timer.daemon = True
+                timer.start()
+                with conn.begin():
+                    yield conn
+            finally:
+                if conn is not None:
+                    if fired.is_set():
+                        conn.invalidate()
+                    conn.close()
+        except SQLAlchemyError as exc:
+            if fired.is_set():
+                raise StoreTimeout(f"store {self.display_url}: no answer within {limit:g} s ({_reason(exc)}); "
+                                   "the database or the network to it has stopped answering") from exc
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    # -------------------------------------------------------------- schema
+
+    def _alembic(self) -> Any:
         from alembic.config import Config
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
+        return cfg
+
+    def head_revision(self) -> str:
+        """The newest schema revision this release knows."""
+        from alembic.script import ScriptDirectory
+
+        head = ScriptDirectory.from_config(self._alembic()).get_current_head()
+        assert head is not None
+        return head
+
+    def migrate(self, *, timeout_s: float = 600.0) -> None:
+        """Create a new database's tables, or upgrade an old one, to the newest revision.
+
+        All migrations run in one transaction (PostgreSQL's and, through ``BEGIN IMMEDIATE``,
+        SQLite's DDL is transactional), so a process killed while migrating leaves the database
+        as it was and the next start migrates it again. On PostgreSQL an advisory lock makes
+        stations starting at once migrate one after the other."""
+        from alembic import command
+
+        if self.sqlite_path is not None:
+            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        cfg = self._alembic()
         for attempt in range(3):
             try:
-                with self.engine.begin() as conn:
+                with self.transaction(timeout_s=timeout_s, write=True) as conn:
                     if conn.dialect.name == "postgresql":
-                        # Several stations starting at once on one plant database: one migrates,
-                        # the others wait here and then find the schema current.
-                        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(5109202611)")
+                        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK})")
                     cfg.attributes["connection"] = conn
                     command.upgrade(cfg, "head")
                 return
-            except OperationalError as exc:
-                if "already exists" in str(exc.orig) and attempt < 2:
-                    continue  # another process on the same SQLite file migrated first
-                raise StoreError(
-                    f"store {self.display_url}: cannot reach the database ({exc.orig}); "
-                    "check that the server runs and the URL (host, port, database name) is right"
-                ) from exc
+            except StoreError:
+                raise
+            except SQLAlchemyError as exc:
+                if "already exists" in str(exc) and attempt < 2:
+                    continue  # another process on the same database migrated first
+                raise StoreError(describe_failure(self.display_url, exc)) from exc
+            except Exception as exc:  # alembic's own: a revision this release does not know
+                try:
+                    current = self.current_revision()
+                except StoreError:
+                    current = "?"
+                raise StoreError(f"store {self.display_url} is at schema revision {current}, which this release "
+                                 f"does not know (its newest is {self.head_revision()}; {exc}): a newer release "
+                                 "wrote it; upgrade Inspector (pip install -U inspector-core)") from exc
+
+    def ping(self, *, timeout_s: float | None = None) -> None:
+        """Ask the database something trivial; raises if it does not answer within the time."""
+        with self.transaction(timeout_s=timeout_s) as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def current_revision(self, *, timeout_s: float | None = None) -> str | None:
+        """The schema revision the database is at (``None``: no Inspector schema)."""
+        from alembic.migration import MigrationContext
+
+        if self.sqlite_path is not None and not self.sqlite_path.exists():
+            raise StoreError(f"store {self.display_url}: no such file {self.sqlite_path}; "
+                             "check the path (a station creates its database when it first runs)")
+        try:
+            with self.transaction(timeout_s=timeout_s) as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        except StoreError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(describe_failure(self.display_url, exc)) from exc
+
+    def check_revision(self) -> str:
+        """For readers: the schema must be the one this release knows. Returns the revision;
+        raises :class:`StoreError` (naming both revisions and the remedy) otherwise. Writes
+        nothing."""
+        from alembic.script import ScriptDirectory
+
+        script = ScriptDirectory.from_config(self._alembic())
+        head = self.head_revision()
+        current = self.current_revision()
+        if current == head:
+            return current
+        ini = MIGRATIONS / "alembic.ini"
+        upgrade = ("run a station on it once (`inspector run STATION.yaml` upgrades its store), or, as the "
+                   f"database's owner, set sqlalchemy.url = {self.display_url} in {ini} and run "
+                   f"`alembic -c {ini} upgrade head`")
+        if current is None:
+            raise StoreError(f"store {self.display_url} holds no Inspector schema (no alembic_version; this "
+                             f"release needs revision {head}); is this the right database? To create it: "
+                             + upgrade)
+        try:
+            known = script.get_revision(current) is not None
+        except Exception:  # noqa: BLE001 - alembic raises for a revision it has never heard of
+            known = False
+        if not known:
+            raise StoreError(f"store {self.display_url} is at schema revision {current}, newer than this "
+                             f"release knows (its newest is {head}); upgrade Inspector "
+                             "(pip install -U inspector-core) to read it")
+        raise StoreError(f"store {self.display_url} is at schema revision {current}, older than this "
+                         f"release's {head}; upgrade the database: " + upgrade)
 
     def close(self) -> None:
         self.engine.dispose()
 
     # -------------------------------------------------------------- runs and events
 
+    @staticmethod
+    def _station_id(conn: Connection, name: str) -> int:
+        sid = conn.scalar(select(schema.Station.id).where(schema.Station.name == name))
+        if sid is None:
+            sid = conn.execute(insert(schema.Station).values(name=name, created_at=utcnow())
+                               .returning(schema.Station.id)).scalar_one()
+        return sid
+
     def station_id(self, name: str) -> int:
-        with self.engine.begin() as conn:
-            sid = conn.scalar(select(schema.Station.id).where(schema.Station.name == name))
-            if sid is None:
-                sid = conn.execute(insert(schema.Station).values(name=name, created_at=utcnow())
-                                   .returning(schema.Station.id)).scalar_one()
-            return sid
+        with self.transaction(write=True) as conn:
+            return self._station_id(conn, name)
+
+    def ensure_run(self, run: RunRecord, *, timeout_s: float | None = None) -> tuple[int, int]:
+        """The ``(station_id, run_id)`` of ``run`` (by its uid), recording it (and its station)
+        first if the database has not seen it."""
+        for attempt in range(2):
+            try:
+                with self.transaction(timeout_s=timeout_s, write=True) as conn:
+                    row = conn.execute(select(schema.Run.station_id, schema.Run.id)
+                                       .where(schema.Run.uid == run.uid)).first()
+                    if row is not None:
+                        return row[0], row[1]
+                    sid = self._station_id(conn, run.station)
+                    rid = conn.execute(insert(schema.Run).values(
+                        uid=run.uid, station_id=sid, started_at=naive_utc(run.started_at), ended_at=None,
+                        hostname=run.hostname, software_version=run.software_version, plugins=run.plugins,
+                        config_yaml=run.config_yaml, config_hash=run.config_hash, models=run.models,
+                        parts_seen=None,
+                    ).returning(schema.Run.id)).scalar_one()
+                    return sid, rid
+            except IntegrityError:
+                if attempt:  # a station of the same name (or this run) was recorded meanwhile
+                    raise
+        raise AssertionError("unreachable")
 
     def begin_run(self, station: str, *, hostname: str, software_version: str, plugins: dict[str, Any],
                   config_yaml: str, config_hash: str, models: dict[str, Any]) -> tuple[int, int]:
         """Record the start of a station; returns ``(station_id, run_id)``."""
-        sid = self.station_id(station)
-        with self.engine.begin() as conn:
-            rid = conn.execute(insert(schema.Run).values(
-                station_id=sid, started_at=utcnow(), ended_at=None, hostname=hostname,
-                software_version=software_version, plugins=plugins, config_yaml=config_yaml,
-                config_hash=config_hash, models=models, parts_seen=None,
-            ).returning(schema.Run.id)).scalar_one()
-        return sid, rid
+        return self.ensure_run(RunRecord(station, hostname, software_version, plugins, config_yaml,
+                                         config_hash, models))
 
-    def end_run(self, run_id: int, parts_seen: int) -> None:
-        with self.engine.begin() as conn:
+    def end_run(self, run_id: int, parts_seen: int, *, ended_at: datetime | None = None,
+                timeout_s: float | None = None) -> None:
+        with self.transaction(timeout_s=timeout_s, write=True) as conn:
             conn.execute(update(schema.Run).where(schema.Run.id == run_id)
-                         .values(ended_at=utcnow(), parts_seen=parts_seen))
+                         .values(ended_at=naive_utc(ended_at or utcnow()), parts_seen=parts_seen))
 
-    def add_events(self, events: Sequence[tuple[int, datetime, str, str]]) -> None:
+    def add_events(self, events: Sequence[EventRecord], *, timeout_s: float | None = None) -> int:
+        """Write events (their runs must be recorded); an event whose uid is already stored is
+        skipped. Returns how many were new."""
         if not events:
-            return
-        with self.engine.begin() as conn:
-            conn.execute(insert(schema.Event), [
-                {"run_id": r, "at": naive_utc(at), "kind": k, "message": m} for r, at, k, m in events
-            ])
+            return 0
+        with self.transaction(timeout_s=timeout_s, write=True) as conn:
+            runs = self._run_ids(conn, {e.run_uid for e in events})
+            present = set(conn.scalars(select(schema.Event.uid).where(
+                schema.Event.uid.in_([e.uid for e in events]))))
+            rows = []
+            for e in events:
+                if e.uid in present:
+                    continue
+                present.add(e.uid)
+                rows.append({"uid": e.uid, "run_id": runs[e.run_uid][1], "at": naive_utc(e.at), "kind": e.kind,
+                             "message": e.message})
+            if rows:
+                conn.execute(insert(schema.Event), rows)
+            return len(rows)
+
+    def _run_ids(self, conn: Connection, uids: set[str]) -> dict[str, tuple[int, int, str]]:
+        """``{run uid: (station_id, run_id, station name)}``; every uid must be recorded."""
+        found = {uid: (sid, rid, name) for uid, sid, rid, name in conn.execute(
+            select(schema.Run.uid, schema.Run.station_id, schema.Run.id, schema.Station.name)
+            .join(schema.Station, schema.Station.id == schema.Run.station_id)
+            .where(schema.Run.uid.in_(sorted(uids))))}
+        missing = uids - set(found)
+        if missing:
+            raise StoreError(f"store {self.display_url}: run(s) {', '.join(sorted(missing))} are not recorded "
+                             "in this database; the writer records a run before its verdicts")
+        return found
 
     # -------------------------------------------------------------- inspections
 
-    def write(self, records: Sequence[InspectionRecord]) -> int:
+    def recorded_part_ids(self, station: str, part_ids: Sequence[str]) -> set[str]:
+        """Which of ``part_ids`` have at least one inspection at ``station`` (in any run): what
+        a source that resumes where it stopped must not yield again."""
+        wanted = sorted(set(part_ids))
+        found: set[str] = set()
+        for i in range(0, len(wanted), 500):  # bounded IN lists, each in bounded time
+            with self.transaction() as conn:
+                found.update(conn.scalars(
+                    select(schema.Inspection.part_id).distinct()
+                    .join(schema.Station, schema.Station.id == schema.Inspection.station_id)
+                    .where(schema.Station.name == station, schema.Inspection.part_id.in_(wanted[i:i + 500]))))
+        return found
+
+    def write(self, records: Sequence[InspectionRecord], *, timeout_s: float | None = None) -> int:
         """Write ``records`` in one transaction; records whose ``uid`` is already stored are
-        skipped (a spool drained twice). Returns how many were new."""
+        skipped (a spool drained twice). A record without database ids names its run by
+        ``run_uid`` (recorded before, :meth:`ensure_run`) and its station by ``station``; the ids
+        are looked up and set on the record, and a station name that is not the run's is refused.
+        Returns how many were new."""
         if not records:
             return 0
-        with self.engine.begin() as conn:
+        with self.transaction(timeout_s=timeout_s, write=True) as conn:
+            named = [r for r in records if r.station_id is None or r.run_id is None]
+            if named:
+                if any(r.run_uid is None for r in named):
+                    raise ValueError("an inspection record has neither database ids nor a run uid")
+                runs = self._run_ids(conn, {r.run_uid for r in named if r.run_uid is not None})
+                for r in named:
+                    sid, rid, name = runs[r.run_uid]  # type: ignore[index]
+                    if r.station is not None and r.station != name:
+                        raise IntegrityError(
+                            "resolve run", None,
+                            ValueError(f"record {r.uid} names station {r.station!r} but its run {r.run_uid} "
+                                       f"belongs to station {name!r}"))
+                    r.station_id, r.run_id = sid, rid
             uids = [r.uid for r in records]
             present = set(conn.scalars(select(schema.Inspection.uid).where(schema.Inspection.uid.in_(uids))))
             seen: set[str] = set()
@@ -149,7 +447,7 @@ class Store:
             rollup = HourRollup()
             first, passed, demoted = _first_of_part(conn, new, rollup)
             for r, f1, p1 in zip(new, first, passed, strict=True):
-                rollup.add(r.station_id, naive_utc(r.captured_at), r.verdict, r.latency_ms, f1, p1)
+                rollup.add(r.station_id, naive_utc(r.captured_at), r.verdict, r.latency_ms, f1, p1)  # type: ignore[arg-type]
             if demoted:
                 conn.execute(update(schema.Inspection).where(schema.Inspection.id.in_(demoted))
                              .values(first_of_part=False))
@@ -192,7 +490,50 @@ class Store:
         return len(new)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _pg_connect_args(driver: str, connect_timeout_s: float, statement_timeout_s: float) -> dict[str, Any]:
+    if "psycopg" not in driver:  # another driver: only what every libpq-based one takes
+        return {"connect_timeout": max(1, round(connect_timeout_s))}
+    return {
+        # libpq's own minimum is 2 s.
+        "connect_timeout": max(2, round(connect_timeout_s)),
+        # A peer that stops acknowledging (packets dropped) breaks the connection within seconds.
+        "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+        "tcp_user_timeout": int(max(connect_timeout_s, 5.0) * 1000),
+        "options": f"-c statement_timeout={int(statement_timeout_s * 1000)}",
+        "application_name": "inspector",
+    }
+
+
+def _sever(conn: Connection, fired: threading.Event) -> None:
+    """Cut a connection whose time is up, from the watchdog's thread: the call blocked on it
+    raises at once."""
+    fired.set()
+    try:
+        dbapi = conn.connection.dbapi_connection
+    except Exception:  # noqa: BLE001 - not connected (yet, or any more)
+        return
+    if dbapi is None:
+        return
+    interrupt = getattr(dbapi, "interrupt", None)  # sqlite3
+    if interrupt is not None:
+        with contextlib.suppress(Exception):
+            interrupt()
+        return
+    pgconn = getattr(dbapi, "pgconn", None)  # psycopg 3
+    with contextlib.suppress(Exception):  # already closed
+        fd = pgconn.socket if pgconn is not None else dbapi.fileno()
+        # shutdown, not close: the descriptor stays libpq's, the blocked recv returns at once.
+        s = socket.socket(fileno=os.dup(fd))
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        finally:
+            s.close()
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # The driver's own transaction handling commits DDL at once; with it off and BEGIN emitted
+    # by _sqlite_begin, a migration is one transaction (SQLAlchemy's documented recipe).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     # FULL: a verdict reported after commit survives a power cut, not only a process kill.
@@ -201,8 +542,5 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def is_unreachable(exc: BaseException) -> bool:
-    """True for errors that mean 'the database is not there right now', worth spooling for."""
-    if isinstance(exc, OperationalError):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))

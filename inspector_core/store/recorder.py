@@ -1,144 +1,449 @@
-"""The one writer of a station: group commit, the spool while the database is away, then report."""
+"""The one writer of a station: group commit, the spool while the database is away, then report.
+
+Everything a station writes goes through here, from one thread: the run itself, the verdicts and
+the events. Promises:
+
+- ``on_committed(batch)`` is called only once a batch is committed to the database; spooled
+  verdicts are reported when they are drained into it.
+- A database that is unreachable or stops answering costs at most ``write_timeout_s``: then the
+  verdicts and events go to the spool (a local file keyed by that database), drained in order,
+  once, when it answers again (``store_unreachable`` / ``store_recovered`` events).
+- A record the database refuses (an integrity or data error, a value it cannot store) is set
+  aside in the spool's ``refused`` table and recorded as a ``record_refused`` event; the rest of
+  its batch is written and the station goes on. The writer thread does not die: an error it
+  cannot handle (the spool itself failing) is set in :attr:`Recorder.error`.
+- The queue is bounded (``max_queue``): a full queue makes ``submit`` wait (policy ``wait``) or,
+  with ``drop-oldest``, lets only NOT_INSPECTED records (the capture thread's, which must not
+  wait) go up to twice past it; an inspected verdict is never dropped. Each wait is an event.
+- :meth:`Recorder.close` records the end of the run (through the spool if the database is
+  away) within its timeout, or raises saying what is left.
+"""
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
-from inspector_core.store.database import Store, is_unreachable
-from inspector_core.store.records import InspectionRecord
-from inspector_core.store.spool import Spool
+from inspector_core.store.database import Store, StoreError, StoreTimeout, classify, describe_failure
+from inspector_core.store.records import EventRecord, InspectionRecord, RunRecord, utcnow
+from inspector_core.store.spool import Spool, spool_file
 
 log = logging.getLogger(__name__)
 
-# ---------------------------------------------------------------------------- the recorder
+Overload = Literal["wait", "drop-oldest"]
+MAX_EVENTS = 10_000
+"""Events waiting for the writer beyond this are counted, not kept (a source flooding events)."""
+
+
+class _Down(Exception):
+    """The database cannot take this now; ``rest`` is what is left to spool."""
+
+    def __init__(self, cause: BaseException, rest: list[InspectionRecord]) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.rest = rest
 
 
 class Recorder:
-    """The one writer of a station: group commit, then report.
+    """The one writer of a station's run ``run``: group commit, then report.
 
-    ``submit`` never blocks on the database. ``on_committed`` is called from the recorder's
-    thread, in commit order, with each batch once it is durable (in the database or the spool).
+    ``spool_dir``: where the spool file lives (named by the station and a hash of the database
+    URL); ``None`` keeps the spool in memory (lost with the process: for tests and tools).
+    ``on_event(kind, message)`` is told about the recorder's own events as well (they are
+    written either way).
     """
 
-    def __init__(self, store: Store, *, on_committed: Callable[[list[InspectionRecord]], None],
-                 spool_path: Path | None = None, max_batch: int = 500, retry_s: float = 2.0,
-                 on_event: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, store: Store, *, run: RunRecord, on_committed: Callable[[list[InspectionRecord]], None],
+                 spool_dir: Path | None = None, on_event: Callable[[str, str], None] | None = None,
+                 max_queue: int = 1000, overload: Overload = "wait", max_batch: int = 500,
+                 write_timeout_s: float = 5.0, retry_s: float = 1.0, max_retry_s: float = 15.0) -> None:
         self.store = store
+        self.run = run
         self.on_committed = on_committed
         self.on_event = on_event or (lambda kind, msg: None)
+        self.max_queue = max_queue
+        self.overload = overload
         self.max_batch = max_batch
+        self.write_timeout_s = write_timeout_s
         self.retry_s = retry_s
-        self.spool = Spool(spool_path) if spool_path else None
-        self.queue: queue.Queue[InspectionRecord | None] = queue.Queue()
+        self.max_retry_s = max_retry_s
+        path = spool_file(spool_dir, run.station, store.display_url) if spool_dir else Path(":memory:")
+        self.spool = Spool(path, station=run.station, database=store.display_url)
+        self.spool_path: Path | None = path if spool_dir else None
+
         self.committed = 0
+        """Verdicts committed to the database by this recorder (its own and drained ones)."""
         self.spooled = 0
+        """Verdicts of this run that went to the spool."""
+        self.refused = 0
+        """Records the database refused, set aside in the spool's ``refused`` table."""
+        self.waiting = len(self.spool)
+        """Verdicts in the spool, not yet in the database (of any run)."""
         self.error: BaseException | None = None
-        self._down_since: float | None = None
+        """Set when the writer cannot keep what it was given (the spool itself failed)."""
+        self.run_id: int | None = None
+        self.station_id: int | None = None
+
+        self._cond = threading.Condition()
+        self._pending: collections.deque[InspectionRecord] = collections.deque()
+        self._events: collections.deque[EventRecord] = collections.deque()
+        self._events_dropped = 0
+        self._stop = False
+        self._parts_seen: int | None = None
+        self._held: list[InspectionRecord] = []
+        self._busy = False
+        self.close_problem: str | None = None
+        """Why :meth:`close` or :meth:`flush` returned False."""
+        self._blocked_since: float | None = None
+        self._blocked_s = 0.0
+        self._down: BaseException | None = None
         self._next_try = 0.0
+        self._backoff = retry_s
+        self._chunk = max_batch
+        self._schema_ok = False
+        self._ids: dict[str, tuple[int, int]] = {}
         self._thread = threading.Thread(target=self._loop, name="inspector-recorder", daemon=True)
 
+    # -------------------------------------------------------------- the station's side
+
     def start(self) -> None:
+        """Record the run (migrating a new database first) and start the writer. A database
+        that cannot be reached is no obstacle: the recorder starts with the spool
+        (``outage`` is true). A database that answers but refuses (a wrong password, no
+        permission, a schema from a newer release) raises :class:`StoreError`."""
+        try:
+            self._connect()
+        except Exception as exc:
+            if classify(exc) != "unreachable":
+                raise StoreError(describe_failure(self.store.display_url, exc)) from exc
+            self._went_down(exc)
         self._thread.start()
 
-    def submit(self, record: InspectionRecord) -> None:
-        self.queue.put(record)
+    @property
+    def outage(self) -> bool:
+        """True while the database is away (verdicts go to the spool)."""
+        return self._down is not None
 
-    def close(self, timeout: float | None = None) -> None:
-        """Commit everything submitted so far, then stop."""
-        self.queue.put(None)
-        self._thread.join(timeout)
-        if self.spool:
-            self.spool.close()
+    def submit(self, record: InspectionRecord) -> None:
+        """Hand a verdict to the writer. Waits while the queue is full (see the module doc)."""
+        if record.run_uid is None:
+            record.run_uid = self.run.uid
+        if record.station is None:
+            record.station = self.run.station
+        limit = self.max_queue
+        if self.overload == "drop-oldest" and record.verdict == "NOT_INSPECTED":
+            limit *= 2
+        with self._cond:
+            if self._stop:
+                raise StoreError(f"store {self.store.display_url}: the recorder is closed; part {record.part_id} "
+                                 "was not recorded")
+            if len(self._pending) >= limit:
+                t0 = time.monotonic()
+                if self._blocked_since is None:
+                    self._blocked_since = t0
+                    self._event("recorder_backpressure",
+                                f"the writer's queue is full ({len(self._pending)} verdicts waiting for store "
+                                f"{self.store.display_url}; overload policy {self.overload}): the station waits for it")
+                while len(self._pending) >= limit:
+                    if not self._thread.is_alive():
+                        raise StoreError(f"store {self.store.display_url}: the writer is not running "
+                                         f"({self.error or 'never started'}); part {record.part_id} was not recorded")
+                    self._cond.wait(0.25)
+                self._blocked_s += time.monotonic() - t0
+            self._pending.append(record)
+            self._cond.notify_all()
+
+    def event(self, kind: str, message: str) -> None:
+        """Record an event of this run (never blocks: the writer writes it, durably)."""
+        with self._cond:
+            self._event(kind, message)
+
+    def _event(self, kind: str, message: str) -> None:
+        if len(self._events) >= MAX_EVENTS:
+            self._events_dropped += 1
+            return
+        self._events.append(EventRecord(self.run.uid, kind, message))
+        self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every verdict submitted so far is committed or spooled (events too).
+        False if that did not happen within ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending or self._events or self._busy or self._held:
+                if not self._thread.is_alive():
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    self.close_problem = self._left(timeout)
+                    return False
+                self._cond.wait(0.25 if left is None else min(0.25, left))
+            return not (self._pending or self._held)
+
+    def close(self, timeout: float | None = None, *, parts_seen: int | None = None) -> bool:
+        """Write everything submitted so far, the events and the end of the run (``parts_seen``)
+        to the database or, if it is away, to the spool; then stop. Returns False if that could
+        not finish within ``timeout`` seconds; :attr:`close_problem` then says what is left."""
+        with self._cond:
+            self._stop = True
+            self._parts_seen = parts_seen
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.close_problem = self._left(timeout)
+            return False
+        if self._held:
+            self.close_problem = (f"{len(self._held)} verdicts could be kept neither in store "
+                                  f"{self.store.display_url} nor in the spool: {self.error}")
+            return False
+        self.spool.close()
+        return True
+
+    def _left(self, timeout: float | None) -> str:
+        within = "" if timeout is None else f" within {timeout:g} s"
+        return (f"the writer of store {self.store.display_url} did not finish{within}: "
+                f"{len(self._pending) + len(self._held)} verdicts were still queued, {self.waiting} wait in the "
+                f"spool {self.spool_path or '(in memory)'}")
 
     @property
     def backlog(self) -> int:
-        return self.queue.qsize() + (len(self.spool) if self.spool else 0)
+        """Verdicts not yet in the database: queued and spooled."""
+        return len(self._pending) + self.waiting
+
+    # -------------------------------------------------------------- the writer's thread
 
     def _loop(self) -> None:
-        # Verdicts spooled by an earlier run that ended while the database was away.
-        self._drain_spool()
-        stop = False
-        while not stop:
+        if self._down is None and (self.waiting or self.spool.count("event")):
+            self._try_again()  # what earlier runs left in the spool
+        while True:
+            with self._cond:
+                while not (self._pending or self._events or self._stop or self._held):
+                    if self._blocked_since is not None:
+                        self._backpressure_ended()
+                    wait = None if self._down is None else max(0.05, self._next_try - time.monotonic())
+                    if not self._cond.wait(wait):
+                        break  # time to try the database again
+                batch = [self._pending.popleft() for _ in range(min(len(self._pending), self.max_batch))]
+                events = list(self._events)
+                self._events.clear()
+                if self._blocked_since is not None and len(self._pending) < self.max_queue // 2:
+                    self._backpressure_ended()
+                stop = self._stop and not self._pending
+                self._busy = True
+                self._cond.notify_all()
             try:
-                first = self.queue.get(timeout=self.retry_s if self._down_since else None)
-            except queue.Empty:
-                self._drain_spool()
+                self._process(self._held + batch, events)
+                self._held = []
+            except Exception as exc:
+                self._held = self._held + batch
+                with self._cond:
+                    self._events.extendleft(reversed(events))
+                if self.error is None:
+                    log.exception("store %s: the writer cannot keep %d verdicts", self.store.display_url,
+                                  len(self._held))
+                self.error = exc
+                if stop:
+                    return
+                time.sleep(min(1.0, self.retry_s))
                 continue
-            batch: list[InspectionRecord] = []
-            if first is None:
-                stop = True
-            else:
-                batch.append(first)
-            while len(batch) < self.max_batch:
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            if batch:
-                self._commit(batch)
-        self._drain_spool()
-
-    def _commit(self, batch: list[InspectionRecord]) -> None:
-        if self._down_since is None or time.monotonic() >= self._next_try:
-            self._drain_spool()
-        if self._down_since is None:
-            try:
-                self.store.write(batch)
-            except Exception as exc:  # noqa: BLE001
-                if self.spool is None or not is_unreachable(exc):
-                    # SQLite next to the station: nowhere better to put it. Stop loudly.
-                    self.error = exc
-                    log.error("store %s: cannot write %d verdicts: %s", self.store.display_url, len(batch), exc)
-                    raise
-                self._went_down(exc)
-            else:
-                self.committed += len(batch)
-                self.on_committed(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+            if stop:
+                self._finish()
                 return
-        assert self.spool is not None
-        self.spool.put(batch)
-        self.spooled += len(batch)
-        self.on_committed(batch)
+
+    def _backpressure_ended(self) -> None:
+        assert self._blocked_since is not None
+        self._event("recorder_backpressure_ended",
+                    f"the writer caught up; the station waited {self._blocked_s:.1f} s for it in all")
+        self._blocked_since = None
+
+    def _process(self, batch: list[InspectionRecord], events: list[EventRecord]) -> None:
+        if self._down is not None and time.monotonic() >= self._next_try:
+            self._try_again()
+        if self._down is None:
+            try:
+                self._write(batch)
+                batch = []
+                self._write_events(events)
+                return
+            except _Down as down:
+                self._went_down(down.cause)
+                batch = down.rest
+        bad = self.spool.put(self.run, batch, events)
+        self.spooled += len(batch) - len(bad)
+        self.waiting += len(batch) - len(bad)
+        for r, why in bad:
+            self._refused(r, why)
+
+    def _finish(self) -> None:
+        """Last words: the end of the run, and what waits."""
+        if self._down is not None:
+            self._try_again()
+        ended = utcnow()
+        parts = self._parts_seen
+        if self._down is None and self.run_id is not None and parts is not None:
+            try:
+                self.store.end_run(self.run_id, parts, ended_at=ended, timeout_s=self.write_timeout_s)
+                return
+            except Exception as exc:  # noqa: BLE001
+                self._went_down(exc)
+        if self._down is not None:
+            msg = (f"the run ended while store {self.store.display_url} was away: {self.waiting} verdicts wait in "
+                   f"the spool {self.spool_path or '(in memory)'} and are written when the station next runs")
+            self.spool.put(self.run, [], [EventRecord(self.run.uid, "run_ended_in_outage", msg)])
+            if parts is not None:
+                self.spool.end_run(self.run, parts, ended)
+
+    # -------------------------------------------------------------- the database
+
+    def _connect(self) -> None:
+        """Migrate a new (or old) database, record this run; raises if the database does not answer."""
+        self.store.ping(timeout_s=self.write_timeout_s)
+        if not self._schema_ok:
+            if self.store.current_revision(timeout_s=self.write_timeout_s) != self.store.head_revision():
+                self.store.migrate()
+            self._schema_ok = True
+        self.station_id, self.run_id = self._run_ids(self.run)
+
+    def _run_ids(self, run: RunRecord) -> tuple[int, int]:
+        if run.uid not in self._ids:
+            self._ids[run.uid] = self.store.ensure_run(run, timeout_s=self.write_timeout_s)
+        return self._ids[run.uid]
+
+    def _write(self, batch: list[InspectionRecord]) -> None:
+        """Commit ``batch``, or raise :class:`_Down`. A refused batch is retried record by record:
+        only the records the database refuses alone are set aside."""
+        if not batch:
+            return
+        try:
+            self.store.write(batch, timeout_s=self.write_timeout_s)
+        except Exception as exc:
+            if classify(exc) != "refused":
+                raise _Down(exc, batch) from exc
+            if len(batch) == 1:
+                self._refused(batch[0], describe_failure(self.store.display_url, exc))
+                return
+            for i, r in enumerate(batch):
+                try:
+                    self._write([r])
+                except _Down as down:
+                    raise _Down(down.cause, batch[i:]) from down.cause
+            return
+        self.committed += len(batch)
+        self._report(batch)
+
+    def _write_events(self, events: list[EventRecord]) -> None:
+        if self._events_dropped:
+            events.append(EventRecord(self.run.uid, "events_dropped",
+                                      f"{self._events_dropped} events were not recorded: more than {MAX_EVENTS} "
+                                      "waited for the writer at once"))
+            self._events_dropped = 0
+        if not events:
+            return
+        try:
+            self.store.add_events(events, timeout_s=self.write_timeout_s)
+        except Exception as exc:  # noqa: BLE001
+            if classify(exc) == "refused" and len(events) > 1:
+                for e in events:
+                    self._write_events([e])
+                return
+            if classify(exc) == "refused":
+                log.error("store %s: event %s refused (%s): %s", self.store.display_url, events[0].kind, exc,
+                          events[0].message)
+                return
+            self._went_down(exc)
+            self.spool.put(self.run, [], events)
+
+    def _report(self, batch: list[InspectionRecord]) -> None:
+        try:
+            self.on_committed(batch)
+        except Exception:
+            log.exception("handing %d committed verdicts on", len(batch))
+
+    def _refused(self, record: InspectionRecord, why: str) -> None:
+        self.spool.refuse(record, why)
+        self.refused += 1
+        msg = (f"part {record.part_id!r} (inspection {record.uid}, {record.verdict}) was refused by the store and set "
+               f"aside in the spool {self.spool_path or '(in memory)'} (table refused): {why}")
+        log.error(msg)
+        with self._cond:
+            self._event("record_refused", msg)
+        self.on_event("record_refused", msg)
 
     def _went_down(self, exc: BaseException) -> None:
-        self._down_since = time.monotonic()
-        self._next_try = self._down_since + self.retry_s
-        msg = f"store {self.store.display_url} unreachable ({type(exc).__name__}); spooling to {self.spool.path}"
+        first = self._down is None
+        self._down = exc
+        self._next_try = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.max_retry_s)
+        if isinstance(exc, StoreTimeout) and self._chunk > 1:
+            self._chunk = max(1, self._chunk // 2)  # a slow link: try smaller batches
+        # Idle pooled connections lead to the same silent peer: start afresh next time.
+        self.store.engine.dispose()
+        if not first:
+            return
+        kind = "store_unreachable" if classify(exc) == "unreachable" else "store_failing"
+        msg = (f"{describe_failure(self.store.display_url, exc)}; verdicts go to the spool "
+               f"{self.spool_path or '(in memory)'} until it answers")
         log.warning(msg)
-        self.on_event("store_unreachable", msg)
+        with self._cond:
+            self._event(kind, msg)
+        self.on_event(kind, msg)
 
-    def _drain_spool(self) -> None:
-        if self.spool is None:
+    def _try_again(self) -> None:
+        """The database may be back: record the run, then drain the spool into it."""
+        try:
+            self._connect()
+            drained = self._drain()
+        except Exception as exc:  # noqa: BLE001
+            self._went_down(exc)
             return
-        if self._down_since is not None and time.monotonic() < self._next_try:
-            return
-        drained = 0
-        while True:
-            items = self.spool.peek(self.max_batch)
-            if not items:
-                break
-            try:
-                self.store.write([r for _, r in items])
-            except Exception as exc:  # noqa: BLE001
-                if not is_unreachable(exc):
-                    raise
-                if self._down_since is None:
-                    self._went_down(exc)
-                self._next_try = time.monotonic() + self.retry_s
-                return
-            self.spool.remove_through(items[-1][0])
-            drained += len(items)
-        if self._down_since is not None or drained:
-            msg = f"store {self.store.display_url} reachable again; {drained} spooled verdicts written"
-            log.warning(msg)
-            self._down_since = None
+        was, self._down = self._down, None
+        self._backoff = self.retry_s
+        msg = (f"store {self.store.display_url} answers again; {drained} spooled verdicts written"
+               + (f", {self.waiting} still wait" if self.waiting else ""))
+        log.warning(msg)
+        if was is not None:
+            with self._cond:
+                self._event("store_recovered", msg)
             self.on_event("store_recovered", msg)
+
+    def _drain(self) -> int:
+        """Write what the spool holds, oldest first; returns how many verdicts. Raises if the
+        database stops answering (what is left stays in the spool)."""
+        drained = 0
+        while items := self.spool.peek(self._chunk):
+            runs = self.spool.runs()
+            for uid in {i.record.run_uid for i in items}:
+                self._run_ids(runs[uid].run)
+            records = [i.record for i in items if isinstance(i.record, InspectionRecord)]
+            events = [i.record for i in items if isinstance(i.record, EventRecord)]
+            try:
+                self._write(records)
+            except _Down as down:
+                raise down.cause from None
+            if events:
+                self.store.add_events(events, timeout_s=self.write_timeout_s)
+            self.spool.remove_through(items[-1].id)
+            drained += len(records)
+            self.waiting = max(0, self.waiting - len(records))
+            self._chunk = min(self.max_batch, self._chunk * 2)
+        self._end_spooled_runs()
+        self.waiting = len(self.spool)
+        return drained
+
+    def _end_spooled_runs(self) -> None:
+        for uid, spooled in self.spool.runs().items():
+            if spooled.ended_at is not None and spooled.parts_seen is not None:
+                _, rid = self._run_ids(spooled.run)
+                self.store.end_run(rid, spooled.parts_seen, ended_at=spooled.ended_at,
+                                   timeout_s=self.write_timeout_s)
+            self.spool.forget_run(uid)

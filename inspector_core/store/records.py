@@ -1,13 +1,21 @@
 """The one record type of a verdict with its evidence: what the runtime hands the recorder, what the
-spool keeps (JSON, never pickle) and what sinks are told."""
+spool keeps (JSON, never pickle, validated by pydantic when read back) and what sinks are told.
+
+Besides the verdicts, the recorder writes two more kinds of thing, also through the spool while
+the database is away: the run itself (:class:`RunRecord`, given a uid by the station at start, so
+records never need a database id before the database answers) and events (:class:`EventRecord`).
+"""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
+
+from pydantic import ConfigDict, TypeAdapter
 
 
 def utcnow() -> datetime:
@@ -61,11 +69,15 @@ class StepRecord:
 
 @dataclasses.dataclass(slots=True)
 class InspectionRecord:
-    """One part's verdict with its evidence, as the runtime hands it to the recorder."""
+    """One part's verdict with its evidence, as the runtime hands it to the recorder.
+
+    A station names its run by ``station`` and ``run_uid``; the writer resolves them to the
+    database's ``station_id`` and ``run_id`` (and sets those here) when it commits. Records built
+    with the ids directly (tests, tools writing into a known database) need no names."""
 
     uid: str
-    station_id: int
-    run_id: int
+    station_id: int | None
+    run_id: int | None
     seq: int
     part_id: str
     captured_at: datetime
@@ -77,6 +89,8 @@ class InspectionRecord:
     source_meta: dict[str, Any] | None = None
     steps: list[StepRecord] = dataclasses.field(default_factory=list)
     defects: list[DefectRecord] = dataclasses.field(default_factory=list)
+    station: str | None = None
+    run_uid: str | None = None
 
     # The spool keeps records as JSON (never pickle); crops as base64.
     def to_json(self) -> str:
@@ -104,3 +118,50 @@ class InspectionRecord:
             defects.append(DefectRecord(**x, crop=crop))
         d["defects"] = defects
         return cls(**d)
+
+
+@dataclasses.dataclass(slots=True)
+class RunRecord:
+    """One start of a station, as the station knows it before the database has answered."""
+
+    station: str
+    hostname: str
+    software_version: str
+    plugins: dict[str, Any]
+    config_yaml: str
+    config_hash: str
+    models: dict[str, Any]
+    uid: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+    started_at: datetime = dataclasses.field(default_factory=lambda: utcnow())
+
+
+@dataclasses.dataclass(slots=True)
+class EventRecord:
+    """Something that happened to a run besides verdicts (``store_unreachable``, ``record_refused``)."""
+
+    run_uid: str
+    kind: str
+    message: str
+    at: datetime = dataclasses.field(default_factory=lambda: utcnow())
+    uid: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+
+
+# ---------------------------------------------------------------------------- the spool's codec
+
+_SPOOL_JSON = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64", ser_json_inf_nan="constants",
+                         extra="forbid")
+
+
+def _spooled(cls: type) -> TypeAdapter[Any]:
+    # Stdlib dataclasses take their pydantic config from this attribute.
+    cls.__pydantic_config__ = _SPOOL_JSON  # type: ignore[attr-defined]
+    return TypeAdapter(cls)
+
+
+for _cls in (CropRecord, DefectRecord, StepRecord):
+    _cls.__pydantic_config__ = _SPOOL_JSON  # type: ignore[attr-defined]
+SPOOLED_INSPECTION: TypeAdapter[InspectionRecord] = _spooled(InspectionRecord)
+SPOOLED_RUN: TypeAdapter[RunRecord] = _spooled(RunRecord)
+SPOOLED_EVENT: TypeAdapter[EventRecord] = _spooled(EventRecord)
+"""Validating codecs of what the spool keeps: ``dump_json`` to write, ``validate_json`` to read
+(a wrong type, a missing or unknown field raises ``pydantic.ValidationError``)."""
