@@ -65,10 +65,11 @@ def _members(annotation: Any) -> tuple[Any, ...]:
     return (annotation,)
 
 
-def _bool_for_number(annotation: Any, value: Any) -> bool:
-    """Whether ``value`` holds a YAML ``true``/``false`` where ``annotation`` wants a number
-    (pydantic's lax mode would read it as 1 or 0), at the top or inside a list, tuple or dict."""
-    members = _members(annotation)
+def _bool_for_number(annotations: tuple[Any, ...], value: Any) -> bool:
+    """Whether ``value`` holds a YAML ``true``/``false`` where a field of one of ``annotations``
+    wants a number (pydantic's lax mode would read it as 1 or 0), at the top or inside a list,
+    tuple or dict."""
+    members = tuple(m for a in annotations for m in _members(a))
     if isinstance(value, bool):
         return any(m in (int, float) for m in members) and not any(m in (bool, Any, object) for m in members)
     if isinstance(value, list | tuple | set | frozenset | dict):
@@ -81,9 +82,8 @@ def _bool_for_number(annotation: Any, value: Any) -> bool:
                 inner.extend(args)
         if not inner:
             return False
-        union = Union[tuple(inner)]  # noqa: UP007 (built from a runtime list)
         items = value.values() if isinstance(value, dict) else value
-        return any(_bool_for_number(union, v) for v in items)
+        return any(_bool_for_number(tuple(inner), v) for v in items)
     return False
 
 
@@ -111,7 +111,7 @@ class PluginConfig(BaseModel):
     @classmethod
     def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
-        if field is not None and _bool_for_number(field.annotation, value):
+        if field is not None and _bool_for_number((field.annotation,), value):
             raise ValueError("must be a number, not true/false" if isinstance(value, bool)
                              else "holds true/false where a number is meant")
         return value

@@ -21,8 +21,9 @@ import difflib
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
@@ -84,7 +85,8 @@ class CropPolicy(Strict):
     save: Literal["failed", "all", "none"] = Field(
         "failed", description="which findings get a crop: those that failed the part, every stored one, or none")
     padding_px: int = Field(16, ge=0, le=1000, description="context around the box, frame px")
-    max_size_px: int = Field(256, ge=16, le=4096, description="longer side of a stored crop; larger boxes are scaled down")
+    max_size_px: int = Field(256, ge=16, le=4096,
+                             description="longer side of a stored crop; larger boxes are scaled down")
     format: Literal["jpeg", "png"] = "jpeg"
     jpeg_quality: int = Field(90, ge=10, le=100)
 
@@ -202,12 +204,15 @@ def _errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
     return problems
 
 
-def _plugin_config(kind: str, name: str, table: dict[str, type], reg: Registry, cfg: dict[str, Any],
+_Plugin = TypeVar("_Plugin", Detector, FrameSource, Sink)
+
+
+def _plugin_config(kind: str, name: str, table: Mapping[str, type[_Plugin]], reg: Registry, cfg: dict[str, Any],
                    where: tuple[Any, ...], problems: list[str],
-                   context: dict[str, Any]) -> tuple[type | None, PluginConfig | None]:
+                   context: dict[str, Any]) -> tuple[type[_Plugin] | None, PluginConfig | None]:
     cls = table.get(name)
     if cls is None:
-        broken = [p for p in reg.broken()]
+        broken = list(reg.broken())
         hint = ""
         if broken:
             hint = "; plugins that failed to load: " + ", ".join(f"{p.name} ({p.error})" for p in broken)
@@ -253,7 +258,7 @@ class _StationLoader(yaml.SafeLoader):
 
     def compose_mapping_node(self, anchor: Any) -> Any:
         node = super().compose_mapping_node(anchor)
-        seen: dict[tuple[str, str], Any] = {}
+        seen: dict[tuple[str, str], yaml.Mark] = {}
         for key, _ in node.value:
             if isinstance(key, yaml.ScalarNode) and key.tag != self._MERGE:
                 first = seen.setdefault((key.tag, key.value), key.start_mark)
@@ -502,11 +507,11 @@ def load_station(path: str | Path, registry: Registry, *, check_files: bool = Tr
         if cls is not None and cfg is not None:
             steps.append(Step(i, s.name or s.detector, cls, cfg, s.roi, s.budget_ms or spec.budget_ms))
     sinks = []
-    for i, s in enumerate(spec.sinks):
-        cls, cfg = _plugin_config("sink", s.type, registry.sinks, registry, s.config, ("sinks", i), problems,
-                                  context)
-        if cls is not None and cfg is not None:
-            sinks.append((cls, cfg))
+    for i, sink in enumerate(spec.sinks):
+        sink_cls, sink_cfg = _plugin_config("sink", sink.type, registry.sinks, registry, sink.config,
+                                            ("sinks", i), problems, context)
+        if sink_cls is not None and sink_cfg is not None:
+            sinks.append((sink_cls, sink_cfg))
     _check_rules(spec, steps, problems)
     if source_cls is not None and source_cfg is not None:
         _check_rois(spec, source_cls, source_cfg, problems)

@@ -23,7 +23,8 @@ class Rule(PluginConfig):
     ``min_size_mm`` rule and no calibration is refused at validation.
     """
 
-    min_score: float = Field(0.5, ge=0, le=1, description="fail at or above this score (0.5: the detector's own boundary)")
+    min_score: float = Field(0.5, ge=0, le=1,
+                             description="fail at or above this score (0.5: the detector's own boundary)")
     min_size_px: float | None = Field(None, ge=0, description="fail only findings at least this large, px")
     min_size_mm: float | None = Field(None, ge=0, description=(
         "fail only findings at least this large, mm (needs the station's calibration)"))
