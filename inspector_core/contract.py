@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
@@ -254,14 +254,28 @@ class Detector:
 class SourceContext:
     """What the host offers a frame source besides its config."""
 
-    def __init__(self, station_dir: Path, event: Any) -> None:
+    def __init__(self, station_dir: Path, event: Any,
+                 recorded: Callable[[list[str]], set[str]] | None = None) -> None:
         self.station_dir = station_dir
         self._event = event
+        self._recorded = recorded
 
     def event(self, kind: str, message: str) -> None:
         """Record something that happened to the source (a camera gap, a reconnect) in the
         run's event log, where QA can see it beside the verdicts."""
         self._event(kind, message)
+
+    def recorded(self, part_ids: Iterable[str]) -> set[str]:
+        """Which of ``part_ids`` already have an inspection recorded at this station, in any
+        run: for a source that resumes where an earlier run stopped (the folder source's
+        ``resume: true``) instead of inspecting the same parts again. One call may ask about
+        many ids; call it from ``frames()``.
+
+        Raises ``NotImplementedError`` when the host has no store to ask.
+        """
+        if self._recorded is None:
+            raise NotImplementedError("this host cannot tell which parts are recorded (no store)")
+        return self._recorded(list(part_ids))
 
 
 class FrameSource:

@@ -204,7 +204,9 @@ class StationRuntime:
     def _start_source(self, workers: list[_StepWorker], sinks: list[Sink]):
         st = self.station
         try:
-            return st.source(st.source_config, SourceContext(st.directory, self.event))
+            context = SourceContext(st.directory, self.event,
+                                    recorded=lambda part_ids: self.store.recorded_part_ids(st.name, part_ids))
+            return st.source(st.source_config, context)
         except Exception as exc:
             for w in workers:
                 w.close()

@@ -13,80 +13,27 @@ import numpy as np
 from pydantic import Field
 
 from inspector_core import Frame, FrameSource, PluginConfig, hookimpl
+from inspector_sources.folder import IMAGE_SUFFIXES, FolderConfig, FolderSource
+from inspector_sources.images import ImageLimits, read_image
 from inspector_sources.synthetic import PartGeometry, render_part, truth_for
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "CameraConfig",
+    "CameraSource",
+    "FolderConfig",
+    "FolderSource",
+    "ImageLimits",
+    "SyntheticConfig",
+    "SyntheticSource",
+    "VideoConfig",
+    "VideoSource",
+    "read_image",
+]
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def read_image(path: Path) -> tuple[np.ndarray | None, str | None]:
-    """Decode an image file as OpenCV does; ``(None, reason)`` when it cannot."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        return None, f"cannot read {path}: {exc.strerror}"
-    if data.size == 0:
-        return None, f"{path} is empty (0 bytes)"
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        return None, f"{path} is not a decodable image (corrupt, truncated or an unknown format)"
-    if image.dtype != np.uint8:
-        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    # JPEG and PNG decoders report truncation as a warning and return a partial image; a
-    # truncated JPEG ends without its EOI marker.
-    if path.suffix.lower() in (".jpg", ".jpeg") and not data[-2:].tobytes() == b"\xff\xd9":
-        return None, f"{path} is a truncated JPEG (no end-of-image marker)"
-    return image, None
-
-
-class FolderConfig(PluginConfig):
-    path: str = Field(description="folder of images; relative to the station file")
-    pattern: str = Field("*", description="glob of file names, e.g. '*.png'")
-    recursive: bool = Field(False, description="also look in sub-folders (part id keeps the relative path)")
-    repeat: int = Field(1, ge=1, description="go through the folder this many times (soak tests)")
-    interval_ms: float = Field(0, ge=0, description="pause between parts, to simulate a line's takt")
-
-
-class FolderSource(FrameSource):
-    """Image files, sorted by name; the part id is the file name without its extension."""
-
-    name = "folder"
-    Config = FolderConfig
-
-    def __init__(self, config: FolderConfig, context) -> None:
-        super().__init__(config, context)
-        self._closed = False
-        root = Path(config.path)
-        self.root = root if root.is_absolute() else context.station_dir / root
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"source.config.path: folder {self.root} does not exist")
-
-    def files(self) -> list[Path]:
-        pattern = ("**/" if self.config.recursive else "") + self.config.pattern
-        return sorted(p for p in self.root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-    def frames(self) -> Iterator[Frame]:
-        files = self.files()
-        for rep in range(self.config.repeat):
-            for path in files:
-                if self._closed:
-                    return
-                rel = path.relative_to(self.root).with_suffix("")
-                part_id = rel.as_posix() if self.config.recursive else path.stem
-                if self.config.repeat > 1:
-                    part_id = f"{part_id}#{rep}"
-                image, error = read_image(path)
-                yield Frame(part_id, image, _now(), {"path": str(path)}, error)
-                if self.config.interval_ms:
-                    time.sleep(self.config.interval_ms / 1000)
-
-    def close(self) -> None:
-        self._closed = True
 
 
 class VideoConfig(PluginConfig):
@@ -176,22 +123,31 @@ class CameraSource(FrameSource):
         wait = self.config.reconnect_initial_ms / 1000
         try:
             while not self._closed:
-                ok, image = (cap.read() if cap is not None else (False, None))
+                ok, image = cap.read() if cap is not None else (False, None)
                 if ok and image is not None:
                     if gap_started is not None:
                         gap = time.monotonic() - gap_started
-                        self.context.event("camera_gap", f"camera {self.config.device!r} back after {gap:.2f} s without frames")
+                        self.context.event(
+                            "camera_gap", f"camera {self.config.device!r} back after {gap:.2f} s without frames"
+                        )
                         gap_started, wait = None, self.config.reconnect_initial_ms / 1000
                     if self.config.gray and image.ndim == 3:
                         image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-                    yield Frame(f"{self.config.part_prefix}-{seq:08d}", image, _now(), {"device": str(self.config.device), "seq": seq})
+                    yield Frame(
+                        f"{self.config.part_prefix}-{seq:08d}",
+                        image,
+                        _now(),
+                        {"device": str(self.config.device), "seq": seq},
+                    )
                     seq += 1
                     if self.config.max_frames and seq >= self.config.max_frames:
                         return
                     continue
                 if gap_started is None:
                     gap_started = time.monotonic()
-                    self.context.event("camera_lost", f"camera {self.config.device!r} stopped giving frames; reconnecting")
+                    self.context.event(
+                        "camera_lost", f"camera {self.config.device!r} stopped giving frames; reconnecting"
+                    )
                 if cap is not None:
                     cap.release()
                 time.sleep(wait)
@@ -208,11 +164,15 @@ class CameraSource(FrameSource):
 class SyntheticConfig(PluginConfig):
     count: int = Field(100, ge=1, le=10_000_000, description="how many parts to make")
     seed: int = Field(1, ge=0, le=2**32 - 1, description="the same seed gives the same parts (0 to 2^32 - 1)")
-    defect_rate: float = Field(0.3, ge=0, le=1, description="share of parts with a defect (scratch, dent, misalignment in turn)")
+    defect_rate: float = Field(
+        0.3, ge=0, le=1, description="share of parts with a defect (scratch, dent, misalignment in turn)"
+    )
     width: int = Field(1024, ge=320, le=4096, description="frame width, px (320 to 4096)")
     height: int = Field(768, ge=240, le=4096, description="frame height, px (240 to 4096)")
     color: bool = Field(True, description="BGR frames (else single-channel)")
-    interval_ms: float = Field(0, ge=0, le=3_600_000, description="pause between parts, to simulate a line's takt (at most an hour)")
+    interval_ms: float = Field(
+        0, ge=0, le=3_600_000, description="pause between parts, to simulate a line's takt (at most an hour)"
+    )
 
 
 class SyntheticSource(FrameSource):
@@ -262,8 +222,13 @@ def inspector_register_sources(register) -> None:
 @click.option("--to", "out", required=True, type=click.Path(file_okay=False), help="folder to write PNG files into")
 @click.option("--count", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=1, show_default=True, type=int)
-@click.option("--kind", "kinds", multiple=True, type=click.Choice(["good", "scratch", "dent", "misalignment"]),
-              help="only these kinds of part (repeatable); default: good parts with some defective ones")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(["good", "scratch", "dent", "misalignment"]),
+    help="only these kinds of part (repeatable); default: good parts with some defective ones",
+)
 @click.option("--gray", is_flag=True, help="single-channel images")
 def synth(out: str, count: int, seed: int, kinds: tuple[str, ...], gray: bool) -> None:
     """Write synthetic parts (the demo's generator) as image files, e.g. good parts to teach from."""

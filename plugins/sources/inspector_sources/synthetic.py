@@ -85,7 +85,12 @@ def render_part(
     mask = np.zeros((h, w), np.uint8)
     x0, y0 = (w - g.plate_w) // 2, (h - g.plate_h) // 2
     cv2.rectangle(mask, (x0, y0), (x0 + g.plate_w, y0 + g.plate_h), 255, -1)
-    for cx, cy in ((x0 + 50, y0 + 50), (x0 + g.plate_w - 50, y0 + 50), (x0 + 50, y0 + g.plate_h - 50), (x0 + g.plate_w - 50, y0 + g.plate_h - 50)):
+    for cx, cy in (
+        (x0 + 50, y0 + 50),
+        (x0 + g.plate_w - 50, y0 + 50),
+        (x0 + 50, y0 + g.plate_h - 50),
+        (x0 + g.plate_w - 50, y0 + g.plate_h - 50),
+    ):
         cv2.circle(mask, (cx, cy), 18, 0, -1)
     label = np.zeros((h, w), np.uint8)
     cv2.rectangle(label, (x0 + 230, y0 + 170), (x0 + 410, y0 + 270), 255, -1)
@@ -182,13 +187,13 @@ def draw_dent(img: np.ndarray, rng: np.random.Generator, region: tuple[int, int,
             break
     depth = diameter * rng.uniform(0.04, 0.06)
     elevation = rng.uniform(20, 30)
-    m = int(math.ceil(r)) + 2
+    m = math.ceil(r) + 2
     x0, y0 = max(int(cx) - m, 0), max(int(cy) - m, 0)
     x1, y1 = min(int(cx) + m + 1, img.shape[1]), min(int(cy) + m + 1, img.shape[0])
     height = dent_height((y1 - y0, x1 - x0), (cx - x0, cy - y0), diameter, depth)
     img = img.copy()
     img[y0:y1, x0:x1] *= render_dent_shading(height, 135.0, elevation, PAINT)
-    ri = int(round(r))
+    ri = round(r)
     return img, (int(cx) - ri, int(cy) - ri, 2 * ri, 2 * ri)
 
 
@@ -343,7 +348,10 @@ def render_dent_panel(
         center = (float(cx), float(cy))
         factor = render_dent_shading(
             dent_height((h, w), center, diameter_px, depth_px, aspect, angle_deg),
-            light_azimuth_deg, light_elevation_deg, mat)
+            light_azimuth_deg,
+            light_elevation_deg,
+            mat,
+        )
     noise = rng.normal(0, noise_sigma, (h, w)).astype(np.float32)
     clean = panel * factor
     peak = float(np.abs(clean - panel).max())
@@ -351,5 +359,14 @@ def render_dent_panel(
     # Pixel-scale variation: what remains of the flat panel after removing its slow lighting.
     sigma = float(np.std(flat - cv2.GaussianBlur(flat, (0, 0), 8)))
     img = np.clip(clean + noise, 0, 255).astype(np.uint8)
-    return DentScene(img, center, float(diameter_px or 0.0), float(depth_px), float(light_azimuth_deg),
-                     float(light_elevation_deg), material, peak, sigma)
+    return DentScene(
+        img,
+        center,
+        float(diameter_px or 0.0),
+        float(depth_px),
+        float(light_azimuth_deg),
+        float(light_elevation_deg),
+        material,
+        peak,
+        sigma,
+    )
