@@ -112,6 +112,11 @@ def run(station_file: str, limit: int | None, quiet: bool) -> None:
     """Run a station: inspect every part from its source and record every verdict.
 
     Ctrl-C (or SIGTERM) stops capturing, finishes the parts already captured and commits them.
+    A second Ctrl-C stops waiting for the steps: the parts not yet inspected are recorded
+    NOT_INSPECTED (the one being inspected ERROR) and committed; a third exits at once.
+
+    Exit status: 0 every captured part recorded; 1 the station could not start or failed
+    (the message says why); 2 the station file is invalid; 3 the source gave no parts.
     """
     from inspector_core.runtime.station import StationError, StationRuntime
 
@@ -145,7 +150,7 @@ def run(station_file: str, limit: int | None, quiet: bool) -> None:
         table.add_column(col, justify="right")
     elapsed = max(1e-9, __import__("time").monotonic() - tally.started)
     p50, p99 = tally.percentile(50), tally.percentile(99)
-    v = tally.verdicts
+    v = tally.counts()
     table.add_row(str(tally.total), str(v["PASS"]), str(v["FAIL"]), str(v["ERROR"]), str(v["NOT_INSPECTED"]),
                   f"{tally.total / elapsed:.1f}", "-" if p50 is None else f"{p50:.1f}",
                   "-" if p99 is None else f"{p99:.1f}")
@@ -153,6 +158,12 @@ def run(station_file: str, limit: int | None, quiet: bool) -> None:
     if runtime.failure:
         err.print(Text(runtime.failure, style="red"))
         sys.exit(1)
+    if tally.total == 0:
+        config = st.source_config.model_dump(mode="json")
+        err.print(Text(f"station {st.name}: the source {st.source.name} gave no parts (config {config}); "
+                       "nothing was inspected. Check the source's config (a path, a pattern, a camera).",
+                       style="yellow"))
+        sys.exit(3)
 
 
 @main.command()

@@ -185,6 +185,13 @@ class Finding:
     (``height, width``), non-zero on the defect. ``size_px`` is the finding's characteristic
     extent (a scratch's length, a dent's diameter, a region's larger side): verdict rules with
     ``min_size_px`` / ``min_size_mm`` compare against it.
+
+    Checked when built, and again by the host after ``inspect`` returns (a finding that fails
+    the check makes the part ERROR, naming the detector and its plugin): ``score`` a finite
+    number in [0, 1]; ``box`` four finite numbers (truncated to int) with width and height
+    >= 0, inside the view (a box partly outside it is clipped, one wholly outside is
+    refused); ``message`` a ``str``; ``size_px`` and every measurement a finite number
+    (``size_px`` >= 0); ``mask`` a 2-D ``uint8``/``bool`` array.
     """
 
     kind: str
@@ -196,16 +203,68 @@ class Finding:
     mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.score <= 1.0) or self.score != self.score:
+        # The host checks findings again after ``inspect`` returns (a dataclass can be changed
+        # after it is built): see inspector_core.runtime.steps.check_findings.
+        if not isinstance(self.kind, str) or not self.kind:
+            raise TypeError(f"Finding.kind must be a non-empty str (got {self.kind!r})")
+        score = _finite("Finding.score", self.score)
+        if not 0.0 <= score <= 1.0:
             raise ValueError(f"Finding.score must be in [0, 1] (got {self.score!r})")
-        x, y, w, h = (int(v) for v in self.box)
+        self.score = score
+        if not isinstance(self.box, tuple | list | np.ndarray) or len(self.box) != 4:
+            raise TypeError(f"Finding.box must be (x, y, width, height) (got {self.box!r})")
+        x, y, w, h = (_pixel("Finding.box", v) for v in self.box)
         if w < 0 or h < 0:
             raise ValueError(f"Finding.box width and height must be >= 0 (got {self.box!r})")
         self.box = (x, y, w, h)
-        if self.mask is not None and self.mask.shape[:2] != (h, w):
-            raise ValueError(
-                f"Finding.mask must have the box's shape {(h, w)} (got {self.mask.shape[:2]})"
-            )
+        if not isinstance(self.message, str):
+            raise TypeError(f"Finding.message must be a str (got {type(self.message).__name__})")
+        if self.size_px is not None:
+            size = _finite("Finding.size_px", self.size_px)
+            if size < 0:
+                raise ValueError(f"Finding.size_px must be >= 0 (got {self.size_px!r})")
+            self.size_px = size
+        if not isinstance(self.measurements, dict):
+            raise TypeError(f"Finding.measurements must be a dict of str to number "
+                            f"(got {type(self.measurements).__name__})")
+        measurements = {}
+        for key, v in self.measurements.items():
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"Finding.measurements keys must be non-empty str (got {key!r})")
+            measurements[key] = _finite(f"Finding.measurements[{key!r}]", v)
+        self.measurements = measurements
+        if self.mask is not None:
+            if not isinstance(self.mask, np.ndarray) or self.mask.dtype not in (np.uint8, np.bool_):
+                what = self.mask.dtype if isinstance(self.mask, np.ndarray) else type(self.mask).__name__
+                raise TypeError(f"Finding.mask must be a uint8 or bool array (got {what})")
+            if self.mask.shape != (h, w):
+                raise ValueError(f"Finding.mask must have the box's shape {(h, w)} (got {self.mask.shape})")
+
+
+_MAX_PIXEL = 2**31 - 1
+
+
+def _finite(what: str, v: object) -> float:
+    """``v`` as a float, if it is a finite real number (``bool`` is not a number here)."""
+    import math
+    import numbers
+
+    if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{what} must be a number (got {type(v).__name__} {v!r:.40})")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise ValueError(f"{what} must be a finite number (got {v!r:.40})") from None
+    if not math.isfinite(f):
+        raise ValueError(f"{what} must be a finite number (got {v!r})")
+    return f
+
+
+def _pixel(what: str, v: object) -> int:
+    f = _finite(what, v)
+    if abs(f) > _MAX_PIXEL:
+        raise ValueError(f"{what} values must be within +-{_MAX_PIXEL} px (got {v!r:.40})")
+    return int(f)
 
 
 class Detector:

@@ -34,8 +34,11 @@ def inspector_register_detectors(register: Callable[[type[Detector]], None]) -> 
     """Register detector classes.
 
     Called once at start-up. Call ``register(cls)`` for each :class:`~inspector_core.contract.Detector`
-    subclass the plugin provides. ``cls.name`` must be unique among installed plugins; a
-    duplicate is reported as a load error of the later plugin.
+    subclass the plugin provides. ``cls.name`` must be unique among installed plugins: when
+    two plugins register the same name (a third party's ``scratch`` beside the built-in one),
+    neither class is registered under it and both plugins are listed with a load error naming
+    the other, so a station using that name is refused at validation instead of running
+    whichever plugin happens to load first. The same holds for sources, sinks and commands.
 
     :param register: takes a Detector subclass with ``name``, ``kinds`` and ``Config`` set.
     :return: nothing; use ``register``.
