@@ -12,7 +12,6 @@ an ISO date/time (``2026-11-20``, ``2026-11-20T06:00``, ``2026-11-20T06:00+01:00
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re
@@ -44,13 +43,19 @@ def parse_time(value: str | None, *, now: datetime | None = None, name: str = "-
     m = DURATION.match(value)
     if m:
         now = now or datetime.now(UTC).replace(tzinfo=None)
-        return now - timedelta(seconds=float(m.group(1)) * UNITS[m.group(2)])
+        try:
+            return now - timedelta(seconds=float(m.group(1)) * UNITS[m.group(2)])
+        except OverflowError:
+            raise click.BadParameter(f"{value!r} reaches back before the year 1; give a shorter duration "
+                                     "or an ISO date", param_hint=name) from None
     try:
         t = datetime.fromisoformat(value.strip())
+        return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
     except ValueError:
         raise click.BadParameter(f"{value!r} is neither a duration (8h, 30m, 2d, 1w) nor an ISO date/time "
                                  "(2026-11-20, 2026-11-20T06:00, 2026-11-20T06:00+01:00)", param_hint=name) from None
-    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+    except OverflowError:
+        raise click.BadParameter(f"{value!r} is out of range in UTC", param_hint=name) from None
 
 
 # ---------------------------------------------------------------------------- opening the store
@@ -112,7 +117,7 @@ def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--min-score", type=float, help="has a defect scoring at least this"),
         click.option("--min-size-mm", type=float, help="has a defect at least this large, mm"),
         click.option("--plugin", help="has a defect found by this detector"),
-        click.option("--run", "run_id", type=int, help="one run of a station"),
+        click.option("--run", "run_id", type=click.IntRange(1, q.MAX_ID), help="one run of a station"),
         click.option("--candidates", "include_candidates", is_flag=True,
                      help="defect filters also match findings below the verdict rules"),
     ]
@@ -151,11 +156,28 @@ def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+"""What makes a spreadsheet read a text cell as a formula (OWASP's list, plus a line break and
+the full-width forms some spreadsheets normalise)."""
+
+
 def safe_cell(value: Any) -> Any:
-    """A CSV cell a spreadsheet will not run as a formula (OWASP: prefix with ')."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    """A CSV cell a spreadsheet will not run as a formula (OWASP: prefix text with ``'``).
+    Numbers are left as they are (a negative number is not text)."""
+    if isinstance(value, str) and value.lstrip(" ")[:1] in FORMULA_STARTS:
         return "'" + value
     return value
+
+
+class SpreadsheetCsv:
+    """A CSV writer whose every cell is :func:`safe_cell`: every CSV this package writes goes
+    through it, so no column can be forgotten."""
+
+    def __init__(self, fh: Any) -> None:
+        self._w = csv.writer(fh)
+
+    def writerow(self, row: list[Any]) -> None:
+        self._w.writerow([safe_cell(x) for x in row])
 
 
 VERDICT_STYLE = {"PASS": "green", "FAIL": "red", "ERROR": "magenta", "NOT_INSPECTED": "yellow"}
@@ -169,7 +191,7 @@ VERDICT_STYLE = {"PASS": "green", "FAIL": "red", "ERROR": "magenta", "NOT_INSPEC
 @filter_options
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--limit", type=click.IntRange(1, q.MAX_PAGE), default=50, show_default=True, help="rows per page")
-@click.option("--page", type=click.IntRange(1), default=1, show_default=True, help="page number (offset paging)")
+@click.option("--page", type=click.IntRange(1, q.MAX_ID // q.MAX_PAGE), default=1, show_default=True, help="page number (offset paging)")
 @click.option("--cursor", help="continue after a previous page (printed at its end; keyset paging)")
 @click.option("--all", "all_rows", is_flag=True, help="every matching row (csv/json), read page by page")
 def history(db: str | None, station_file: str | None, fmt: str, limit: int, page: int, cursor: str | None,
@@ -192,12 +214,12 @@ def history(db: str | None, station_file: str | None, fmt: str, limit: int, page
         click.echo(json.dumps({"rows": [r.as_dict() for r in rows], "next_cursor": nxt}, indent=1))
         return
     if fmt == "csv":
-        w = csv.writer(sys.stdout)
+        w = SpreadsheetCsv(sys.stdout)
         w.writerow(["id", "station", "run_id", "part_id", "captured_at_utc", "verdict", "latency_ms", "n_defects",
                     "kinds", "max_score", "error"])
         for r in rows:
-            w.writerow([r.id, safe_cell(r.station), r.run_id, safe_cell(r.part_id), r.captured_at.isoformat(),
-                        r.verdict, r.latency_ms, r.n_defects, " ".join(r.kinds), r.max_score, safe_cell(r.error or "")])
+            w.writerow([r.id, r.station, r.run_id, r.part_id, r.captured_at.isoformat(),
+                        r.verdict, r.latency_ms, r.n_defects, " ".join(r.kinds), r.max_score, r.error or ""])
         return
     table = Table(title="inspections, newest first (times UTC)", show_lines=False)
     for col, just in (("id", "right"), ("station", "left"), ("part", "left"), ("captured (UTC)", "left"),
@@ -356,7 +378,7 @@ def export_crops(db: str | None, station_file: str | None, to: str, limit: int |
     folder.mkdir(parents=True, exist_ok=True)
     n = 0
     with open(folder / "index.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
+        w = SpreadsheetCsv(fh)
         w.writerow(["file", "crop_id", "inspection_id", "station", "part_id", "captured_at_utc", "verdict", "kind",
                     "score", "failed", "x", "y", "w", "h", "size_px", "size_mm", "plugin", "step", "measurements"])
         for c in q.iter_crops(engine, f):
@@ -368,9 +390,9 @@ def export_crops(db: str | None, station_file: str | None, to: str, limit: int |
             ext = "png" if c.format == "png" else "jpg"
             name = f"{c.crop_id:08d}_{safe_name(c.kind, 30)}_{safe_name(c.part_id)}.{ext}"
             _inside(folder, name).write_bytes(got[1])
-            w.writerow([name, c.crop_id, c.inspection_id, safe_cell(c.station), safe_cell(c.part_id),
-                        c.captured_at.isoformat(), c.verdict, safe_cell(c.kind), c.score, c.failed, *c.box,
-                        c.size_px, c.size_mm, safe_cell(c.plugin), safe_cell(c.step),
+            w.writerow([name, c.crop_id, c.inspection_id, c.station, c.part_id,
+                        c.captured_at.isoformat(), c.verdict, c.kind, c.score, c.failed, *c.box,
+                        c.size_px, c.size_mm, c.plugin, c.step,
                         json.dumps(c.measurements, sort_keys=True)])
             n += 1
     err.print(f"wrote {n} crops and index.csv to {folder}")
@@ -406,7 +428,7 @@ def export_dataset(db: str | None, station_file: str | None, to: str, good_from_
     defect.mkdir(parents=True, exist_ok=True)
     n_good = n_defect = 0
     with open(root / "index.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
+        w = SpreadsheetCsv(fh)
         w.writerow(["file", "class", "inspection_id", "station", "part_id", "captured_at_utc", "kind", "score", "origin"])
         for c in q.iter_crops(engine, f.model_copy(update={"include_candidates": False})):
             if limit is not None and n_defect >= limit:
@@ -416,8 +438,8 @@ def export_dataset(db: str | None, station_file: str | None, to: str, good_from_
                 continue
             name = f"{c.crop_id:08d}_{safe_name(c.kind, 30)}_{safe_name(c.part_id)}.{'png' if c.format == 'png' else 'jpg'}"
             _inside(defect, name).write_bytes(got[1])
-            w.writerow([f"defect/{name}", "defect", c.inspection_id, safe_cell(c.station), safe_cell(c.part_id),
-                        c.captured_at.isoformat(), safe_cell(c.kind), c.score, f"crop {c.crop_id}"])
+            w.writerow([f"defect/{name}", "defect", c.inspection_id, c.station, c.part_id,
+                        c.captured_at.isoformat(), c.kind, c.score, f"crop {c.crop_id}"])
             n_defect += 1
         if good_from_source:
             gf = f.model_copy(update={"verdicts": ("PASS",), "kinds": (), "min_score": None, "min_size_mm": None,
@@ -435,7 +457,7 @@ def export_dataset(db: str | None, station_file: str | None, to: str, good_from_
                     continue
                 name = f"{r.id:08d}_{safe_name(r.part_id)}{p.suffix.lower()}"
                 shutil.copyfile(p, _inside(good, name))
-                w.writerow([f"good/{name}", "good", r.id, safe_cell(r.station), safe_cell(r.part_id),
+                w.writerow([f"good/{name}", "good", r.id, r.station, r.part_id,
                             r.captured_at.isoformat(), "", "", "source file"])
                 n_good += 1
     err.print(f"wrote {n_defect} defect crops and {n_good} good images to {root} (anomalib Folder layout)")
@@ -463,8 +485,10 @@ def serve(db: str | None, station_file: str | None, host: str, port: int, token:
     engine = open_engine(db, station_file)
     import uvicorn
 
-    app = create_app(engine, token=token)
-    err.print(f"dashboard on http://{host}:{port}/ (read-only){' ; token required' if token else ''}")
+    app = create_app(engine, token=token, host=host)
+    where = f"http://{host}:{port}"
+    err.print(f"dashboard on {where}/ (read-only)" + (f"; token required: sign in at {where}/login, or send "
+                                                      "Authorization: Bearer <token>" if token else ""))
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
@@ -517,8 +541,3 @@ def upgrade(db: str | None, station_file: str | None, create: bool) -> None:
 def commands() -> list[click.Command]:
     return [history, stats, whatif, export, serve, upgrade]
 
-
-def _csv_text(rows: list[list[Any]]) -> str:  # used by the web's CSV download
-    buf = io.StringIO()
-    csv.writer(buf).writerows([[safe_cell(x) for x in r] for r in rows])
-    return buf.getvalue()

@@ -28,6 +28,8 @@ Verdict = Literal["PASS", "FAIL", "ERROR", "NOT_INSPECTED"]
 Period = Literal["hour", "shift", "day"]
 REJECTS = ("FAIL", "ERROR")
 MAX_PAGE = 1000
+MAX_ID = 2**63 - 1
+"""The largest id a database row can have (a signed 64-bit integer on both databases)."""
 
 
 class QueryError(ValueError):
@@ -58,16 +60,30 @@ class HistoryFilter(BaseModel):
     verdicts: tuple[Verdict, ...] = Field((), description="any of these verdicts")
     kinds: tuple[str, ...] = Field((), description="has a defect of any of these kinds")
     part_id: str | None = Field(None, max_length=300, description="glob: * any run, ? one character")
-    min_score: float | None = Field(None, ge=0, le=1, description="has a defect scoring at least this")
-    min_size_mm: float | None = Field(None, ge=0, description="has a defect at least this large, mm")
+    min_score: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+                                    description="has a defect scoring at least this")
+    min_size_mm: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                      description="has a defect at least this large, mm")
     plugin: str | None = Field(None, max_length=200, description="has a defect found by this detector")
-    run_id: int | None = Field(None, ge=1)
+    run_id: int | None = Field(None, ge=1, le=MAX_ID)
     include_candidates: bool = Field(False, description="defect filters also match findings below the rules")
 
     @field_validator("since", "until")
     @classmethod
     def _utc(cls, t: datetime | None) -> datetime | None:
-        return _naive_utc(t)
+        try:
+            return _naive_utc(t)
+        except OverflowError:
+            raise ValueError(f"{t.isoformat() if t else t} is out of range in UTC") from None
+
+    @field_validator("stations", "kinds", "part_id", "plugin")
+    @classmethod
+    def _no_nul(cls, v: Any) -> Any:
+        # No stored text holds a NUL (PostgreSQL cannot); refused here, not by the driver.
+        for s in (v,) if isinstance(v, str) else v or ():
+            if "\x00" in s:
+                raise ValueError("must not contain a NUL character")
+        return v
 
     @model_validator(mode="after")
     def _window(self) -> HistoryFilter:

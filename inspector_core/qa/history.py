@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 
 from inspector_core.qa.filters import (
+    MAX_ID,
     MAX_PAGE,
     SR,
     C,
@@ -72,7 +73,10 @@ def _cursor(t: datetime, i: int) -> str:
 def _parse_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         t, i = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(t), int(i)
+        at, last = datetime.fromisoformat(t), int(i)
+        if at.tzinfo is not None or not 0 <= last <= MAX_ID:
+            raise ValueError("out of range")
+        return at, last
     except Exception as exc:  # noqa: BLE001
         raise QueryError(f"cursor: not a cursor from a previous page ({cursor[:40]!r})") from exc
 
@@ -84,8 +88,8 @@ def history(engine: Engine, f: HistoryFilter, *, limit: int = 50, cursor: str | 
     Page with ``cursor`` (keyset: constant cost however deep) or ``offset``."""
     if not 1 <= limit <= MAX_PAGE:
         raise QueryError(f"limit: must be between 1 and {MAX_PAGE} (got {limit})")
-    if offset < 0:
-        raise QueryError(f"offset: must be >= 0 (got {offset})")
+    if not 0 <= offset <= MAX_ID:
+        raise QueryError(f"offset: must be between 0 and {MAX_ID} (got {offset})")
     dialect = engine.dialect.name
     conds = _where(f, dialect)
     if cursor:
@@ -200,6 +204,8 @@ class InspectionDetail:
 def inspection(engine: Engine, inspection_id: int) -> InspectionDetail | None:
     """One inspection with every step, every stored finding (with its crop's geometry) and
     the provenance of the run that produced it; ``None`` if there is no such id."""
+    if not 0 <= inspection_id <= MAX_ID:
+        return None
     with engine.connect() as conn:
         r = conn.execute(select(I, S.name.label("station_name")).join(S, S.id == I.station_id)
                          .where(I.id == inspection_id)).one_or_none()
@@ -281,6 +287,8 @@ def crops(engine: Engine, f: HistoryFilter, *, limit: int | None = 100, cursor: 
                 *_defect_conditions(f))
          .order_by(C.id.desc()))
     if cursor is not None:
+        if not 0 <= cursor <= MAX_ID:
+            raise QueryError(f"cursor: not a crop id (got {cursor})")
         q = q.where(C.id < cursor)
     if limit is not None:
         q = q.limit(limit)
@@ -303,6 +311,8 @@ def iter_crops(engine: Engine, f: HistoryFilter, *, batch: int = 500) -> Iterato
 
 def crop_image(engine: Engine, crop_id: int) -> tuple[str, bytes] | None:
     """``(format, encoded bytes)`` of one crop, or ``None``."""
+    if not 0 <= crop_id <= MAX_ID:
+        return None
     with engine.connect() as conn:
         r = conn.execute(select(C.format, C.data).where(C.id == crop_id)).one_or_none()
     return (r.format, bytes(r.data)) if r else None

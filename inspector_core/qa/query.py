@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from inspector_core.qa.dialect import Buckets
 from inspector_core.qa.filters import (
+    MAX_ID,
     MAX_PAGE,
     REJECTS,
     HistoryFilter,
@@ -84,6 +85,7 @@ from inspector_core.store.schema import VERDICTS
 
 __all__ = [
     "EXACT_PERIOD_LATENCY_MAX_ROWS",
+    "MAX_ID",
     "MAX_PAGE",
     "REJECTS",
     "RULE_FIELDS",

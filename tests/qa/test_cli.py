@@ -118,3 +118,59 @@ def test_serve_refuses_other_addresses_without_a_token(tmp_path, known, monkeypa
     monkeypatch.delenv("INSPECTOR_TOKEN", raising=False)
     out = inspector_fails("serve", "--db", url, "--host", "0.0.0.0")
     assert "refusing to serve on 0.0.0.0 without a token" in out and "--token" in out
+
+
+HUGE = "99999999999999999999"
+
+
+def test_out_of_range_numbers_and_dates_are_usage_errors(known):
+    url, _ = known
+    for args, option in ((["--since", "5000000d"], "--since"), (["--until", "9999-12-31T23:00-05:00"], "--until"),
+                         (["--run", HUGE], "--run"), (["--page", HUGE], "--page"),
+                         (["--min-size-mm", "inf"], "min_size_mm"), (["--min-score", "nan"], "min_score"),
+                         (["--cursor", "MjAyNi0xMS0yMFQwMDowMDowMHw5OTk5OTk5OTk5OTk5OTk5OTk5OTk5"], "cursor")):
+        res = CliRunner().invoke(main, ["history", "--db", url, *args])
+        assert res.exit_code == 2 and option in res.output, (args, res.output)  # click's usage error
+        assert "Traceback" not in res.output and "OverflowError" not in res.output, args
+    for cmd in (["stats", "--since", "5000000d"], ["stats", "--utc-offset", HUGE],
+                ["whatif", "--set", "default.min_score=0.5", "--run", HUGE],
+                ["export", "crops", "--to", "/tmp/never", "--since", "5000000d"]):
+        res = CliRunner().invoke(main, [*cmd, "--db", url])
+        assert res.exit_code == 2 and isinstance(res.exception, SystemExit), (cmd, res.output)
+
+
+def test_every_csv_cell_is_spreadsheet_safe(tmp_path):
+    # Every text a plugin or a part can put in a cell, starting with each formula character.
+    import uuid
+    from datetime import datetime
+
+    from inspector_core.store import CropRecord, DefectRecord, InspectionRecord, Store
+    from tests.qa.conftest import jpeg
+
+    starts = ["=", "+", "-", "@", "\t", "\r", " =", "\uff1d"]
+    url = f"sqlite:///{tmp_path / 'evil.db'}"
+    store = Store(url)
+    sid, rid = store.begin_run("=line", hostname="h", software_version="0", plugins={}, config_yaml="name: x\n",
+                               config_hash="0" * 64, models={})
+    at = datetime(2026, 11, 20, 8)
+    recs = []
+    for k, c in enumerate(starts):
+        d = DefectRecord(f"{c}step", f"{c}plugin", f"{c}kind", 0.9, True, (1, 2, 3, 4), 5.0, 1.0, {"k": 1},
+                         f"{c}msg", CropRecord("jpeg", 48, 32, 0, 0, 1.0, jpeg()))
+        recs.append(InspectionRecord(uuid.uuid4().hex, sid, rid, k, f"{c}SUM(A1)", at, at, "FAIL", 1.0,
+                                     error=f"{c}HYPERLINK(x)", defects=[d]))
+    store.write(recs)
+    store.close()
+    files = [tmp_path / "history.csv"]
+    files[0].write_text(inspector("history", "--db", url, "--format", "csv", "--all"), encoding="utf-8")
+    inspector("export", "crops", "--db", url, "--to", str(tmp_path / "crops"))
+    inspector("export", "dataset", "--db", url, "--to", str(tmp_path / "ds"))
+    files += [tmp_path / "crops" / "index.csv", tmp_path / "ds" / "index.csv"]
+    for f in files:
+        rows = list(csv.reader(f.open(encoding="utf-8", newline="")))
+        assert len(rows) == 1 + len(starts), f
+        for row in rows[1:]:
+            for cell in row:
+                assert cell.lstrip(" ")[:1] not in ("=", "+", "-", "@", "\t", "\r", "\uff1d"), (f.name, cell)
+        # nothing lost: the text follows the quote
+        assert any(cell == "'=SUM(A1)" for row in rows for cell in row), f

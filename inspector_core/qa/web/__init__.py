@@ -5,31 +5,54 @@ the SVG charts and one small script for the live counts all ship in this package
 only GET routes, all reading through :mod:`inspector_core.qa`. The API lives under /api
 with its OpenAPI schema at /openapi.json (the Swagger page is off: it loads from a CDN).
 
-Bound to 127.0.0.1 by default. On any other address a token is required (``--token`` or
-``INSPECTOR_TOKEN``); it is accepted as ``Authorization: Bearer <token>``, or once as
-``?token=`` in a browser, which then keeps it in an HttpOnly cookie.
+Bound to 127.0.0.1 by default, and then only answering requests whose Host header is the
+loopback (``localhost``, ``127.0.0.1``, ``[::1]``) or the bound address: a page on another site
+cannot read it through DNS rebinding. On any other address a token is required (``--token`` or
+``INSPECTOR_TOKEN``); it is accepted only as ``Authorization: Bearer <token>`` or in the
+HttpOnly cookie that the sign-in form at ``/login`` sets (a POST: the token never appears in a
+URL, a log line, the browser's history or a Referer). A ``?token=`` in the URL is refused.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from inspector_core.qa import query as q
 from inspector_core.qa.web import charts
 
-HERE = Path(__file__).parent
+HERE = FilePath(__file__).parent
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+LOOPBACK_HOST_HEADERS = ("localhost", "127.0.0.1", "[::1]", "::1")
 COOKIE = "inspector_token"
+WHATIF_DEFAULT_SINCE = "7d"
+"""``/api/whatif`` without ``since`` re-judges the last 7 days, never the whole history."""
+UTC_OFFSETS = (-12, 14)
+RowId = Annotated[int, Path(ge=1, le=q.MAX_ID, description="a row id (1 .. 2^63-1)")]
+CropCursor = Annotated[int | None, Query(ge=1, le=q.MAX_ID, description="the last crop id seen")]
+
+
+def allowed_hosts(host: str, token: str | None) -> list[str]:
+    """Host headers the dashboard answers: the loopback names and the bound address when it
+    is served without a token; any when a token guards it (it is then reached by whatever
+    name the plant's network gives it)."""
+    if token:
+        return ["*"]
+    bound = [f"[{host}]" if ":" in host and not host.startswith("[") else host]
+    return list(dict.fromkeys([*LOOPBACK_HOST_HEADERS, host, *bound]))
 
 
 def check_bind(host: str, token: str | None) -> str | None:
@@ -78,48 +101,102 @@ Verdicts = Annotated[list[str], Query(description="PASS, FAIL, ERROR, NOT_INSPEC
 Kinds = Annotated[list[str], Query(description="defect kind (repeatable)")]
 
 
-def create_app(engine: Engine, *, token: str | None = None) -> FastAPI:
+class NotSignedIn(Exception):
+    """A request without the token (or with a wrong one, or with it in the URL)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _token_guard(token: str) -> Any:
+    """A dependency accepting the token only from ``Authorization: Bearer`` or the cookie."""
+    bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <token>")
+    cookie = APIKeyCookie(name=COOKIE, auto_error=False, description="set by signing in at /login")
+
+    # Defaults, not Annotated[...]: the annotations are strings here (PEP 563) and cannot name
+    # the closure's bearer and cookie.
+    def require_token(request: Request, header: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+                      from_cookie: str | None = Depends(cookie)) -> None:  # noqa: B008
+        if "token" in request.query_params:
+            raise NotSignedIn("the token is not accepted in the URL (it would stay in logs, history and links): "
+                              "send it as Authorization: Bearer <token>, or sign in at /login")
+        given = header.credentials if header is not None else from_cookie or ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise NotSignedIn("a token is required: send Authorization: Bearer <token>, or sign in at /login")
+
+    return Depends(require_token)
+
+
+def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0.1",
+               hosts: Sequence[str] | None = None) -> FastAPI:
+    """The dashboard on ``engine``. ``host`` is the address it is bound to (for the Host header
+    check, :func:`allowed_hosts`; ``hosts`` overrides the list)."""
     app = FastAPI(title="Inspector QA", version="1", docs_url=None, redoc_url=None,
                   description="Read-only defect history of Inspector stations.")
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["urlencode"] = lambda d: urlencode(d, doseq=True)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.add_middleware(TrustedHostMiddleware,  # type: ignore[arg-type]
+                       allowed_hosts=list(hosts) if hosts is not None else allowed_hosts(host, token))
+    app_routes = APIRouter(dependencies=[_token_guard(token)] if token else [])
 
-    if token:
-        @app.middleware("http")
-        async def require_token(request: Request, call_next):  # type: ignore[no-untyped-def]
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
-                or request.cookies.get(COOKIE) or request.query_params.get("token") or ""
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return JSONResponse({"detail": "a token is required: Authorization: Bearer <token>, or ?token="},
-                                    status_code=401)
-            response = await call_next(request)
-            if request.query_params.get("token"):
-                response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
-            return response
+    @app.exception_handler(NotSignedIn)
+    async def not_signed_in(request: Request, exc: NotSignedIn) -> Response:
+        if request.url.path.startswith("/api") or request.url.path == "/openapi.json":
+            return JSONResponse({"detail": exc.detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return templates.TemplateResponse(request, "login.html", {"error": exc.detail, "stations_all": []},
+                                          status_code=401)
+
+    @app.exception_handler(OperationalError)
+    async def store_unavailable(request: Request, exc: OperationalError) -> Response:
+        return JSONResponse({"detail": f"the store cannot be read right now ({' '.join(str(exc.orig).split())})"},
+                            status_code=503)
 
     @app.middleware("http")
     async def read_only(request: Request, call_next):  # type: ignore[no-untyped-def]
-        if request.method not in ("GET", "HEAD"):
+        if request.method not in ("GET", "HEAD") and not (request.url.path == "/login" and request.method == "POST"):
             return JSONResponse({"detail": "read-only: only GET"}, status_code=405)
         return await call_next(request)
+
+    # ------------------------------------------------------------------ signing in (token only)
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_form(request: Request) -> HTMLResponse:
+        return templates.TemplateResponse(request, "login.html", {"error": None, "stations_all": []})
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        """The sign-in form posts the token (in the body, never a URL); a right one becomes an
+        HttpOnly, SameSite=Strict cookie and a redirect to the overview."""
+        body = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+        given = (body.get("token") or [""])[0]
+        if not token or not hmac.compare_digest(given.encode(), token.encode()):
+            return templates.TemplateResponse(request, "login.html", {
+                "error": "wrong token" if token else "this dashboard needs no token", "stations_all": []},
+                status_code=401 if token else 400)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+        return response
 
     def page(request: Request, name: str, **ctx: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, {"stations_all": q.stations(engine), **ctx})
 
     # ------------------------------------------------------------------ pages
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app_routes.get("/", response_class=HTMLResponse, include_in_schema=False)
     def overview(request: Request, since: str = "7d", until: str | None = None, period: str = "day",
                  utc_offset: int = 0, station: Station = []) -> HTMLResponse:  # noqa: B006
         error = None
         if period not in ("hour", "shift", "day"):
             period, error = "day", "period: hour, shift or day"
+        if not UTC_OFFSETS[0] <= utc_offset <= UTC_OFFSETS[1]:
+            utc_offset, error = 0, f"utc_offset: whole hours from {UTC_OFFSETS[0]} to {UTC_OFFSETS[1]}"
         try:
             f = _filter(station, since, until, [], [], None, None, None, None)
         except q.QueryError as exc:
             error, f = str(exc), q.make_filter(since=_now() - timedelta(days=7))
-        st = q.stats(engine, f, buckets=q.Buckets(period, max(-12, min(14, utc_offset))))  # type: ignore[arg-type]
+        st = q.stats(engine, f, buckets=q.Buckets(period, utc_offset))  # type: ignore[arg-type]
         yield_series = {s: [(p.start, p.yield_) for p in st.periods if p.station == s] for s in st.p_bar}
         short = "%m-%d" if period == "day" else "%m-%d %H:%M"
         pcharts = [(s, charts.p_chart(f"reject rate, {s}", [((p.start + timedelta(hours=utc_offset)).strftime(short),
@@ -134,7 +211,7 @@ def create_app(engine: Engine, *, token: str | None = None) -> FastAPI:
                                                      [(r.kind, r.defects) for r in st.pareto]),
                     pcharts=pcharts)
 
-    @app.get("/inspections", response_class=HTMLResponse, include_in_schema=False)
+    @app_routes.get("/inspections", response_class=HTMLResponse, include_in_schema=False)
     def inspections_page(request: Request, station: Station = [], since: str | None = None,  # noqa: B006
                          until: str | None = None, verdict: Verdicts = [], kind: Kinds = [],  # noqa: B006
                          part: str | None = None, min_score: str | None = None, min_size_mm: str | None = None,
@@ -152,17 +229,17 @@ def create_app(engine: Engine, *, token: str | None = None) -> FastAPI:
         return page(request, "inspections.html", rows=res.rows, form=form, error=error, next_query=nxt,
                     kinds_all=q.kinds(engine), verdicts_all=q.VERDICTS)
 
-    @app.get("/inspections/{inspection_id}", response_class=HTMLResponse, include_in_schema=False)
-    def inspection_page(request: Request, inspection_id: int) -> HTMLResponse:
+    @app_routes.get("/inspections/{inspection_id}", response_class=HTMLResponse, include_in_schema=False)
+    def inspection_page(request: Request, inspection_id: RowId) -> HTMLResponse:
         d = q.inspection(engine, inspection_id)
         if d is None:
             raise HTTPException(404, f"no inspection {inspection_id}")
         return page(request, "inspection.html", d=d)
 
-    @app.get("/gallery", response_class=HTMLResponse, include_in_schema=False)
+    @app_routes.get("/gallery", response_class=HTMLResponse, include_in_schema=False)
     def gallery(request: Request, station: Station = [], kind: Kinds = [], min_score: str | None = None,  # noqa: B006
                 min_size_mm: str | None = None, since: str | None = None, until: str | None = None,
-                candidates: bool = False, cursor: int | None = None, limit: int = 60) -> HTMLResponse:
+                candidates: bool = False, cursor: CropCursor = None, limit: int = 60) -> HTMLResponse:
         form = {"station": station, "kind": kind, "min_score": min_score or "", "min_size_mm": min_size_mm or "",
                 "since": since or "", "until": until or "", "candidates": candidates}
         error, rows = None, []
@@ -177,8 +254,8 @@ def create_app(engine: Engine, *, token: str | None = None) -> FastAPI:
         return page(request, "gallery.html", rows=rows, form=form, error=error, next_query=nxt,
                     kinds_all=q.kinds(engine))
 
-    @app.get("/crops/{crop_id}", include_in_schema=False)
-    def crop_file(crop_id: int) -> Response:
+    @app_routes.get("/crops/{crop_id}", include_in_schema=False)
+    def crop_file(crop_id: RowId) -> Response:
         return api_crop(crop_id)
 
     # ------------------------------------------------------------------ API
@@ -186,15 +263,15 @@ def create_app(engine: Engine, *, token: str | None = None) -> FastAPI:
     def bad(exc: q.QueryError) -> HTTPException:
         return HTTPException(400, str(exc))
 
-    @app.get("/api/stations", tags=["meta"], summary="station names")
+    @app_routes.get("/api/stations", tags=["meta"], summary="station names")
     def api_stations() -> list[str]:
         return q.stations(engine)
 
-    @app.get("/api/kinds", tags=["meta"], summary="defect kinds in the store")
+    @app_routes.get("/api/kinds", tags=["meta"], summary="defect kinds in the store")
     def api_kinds() -> list[str]:
         return q.kinds(engine)
 
-    @app.get("/api/history", tags=["history"], summary="inspections, newest first, filtered; keyset paging")
+    @app_routes.get("/api/history", tags=["history"], summary="inspections, newest first, filtered; keyset paging")
     def api_history(station: Station = [], since: str | None = None, until: str | None = None,  # noqa: B006
                     verdict: Verdicts = [], kind: Kinds = [], part: str | None = None,  # noqa: B006
                     min_score: str | None = None, min_size_mm: str | None = None, plugin: str | None = None,
@@ -207,15 +284,15 @@ def create_app(engine: Engine, *, token: str | None = None) -> FastAPI:
             raise bad(exc) from exc
         return {"rows": [r.as_dict() for r in res.rows], "next_cursor": res.next_cursor}
 
-    @app.get("/api/inspections/{inspection_id}", tags=["history"],
+    @app_routes.get("/api/inspections/{inspection_id}", tags=["history"],
              summary="one inspection: steps, findings with crop geometry, provenance")
-    def api_inspection(inspection_id: int) -> dict[str, Any]:
+    def api_inspection(inspection_id: RowId) -> dict[str, Any]:
         d = q.inspection(engine, inspection_id)
         if d is None:
             raise HTTPException(404, f"no inspection {inspection_id}")
         return d.as_dict()
 
-    @app.get("/api/stats", tags=["stats"],
+    @app_routes.get("/api/stats", tags=["stats"],
              summary="per station and period: counts, yield, first-pass yield, latency; Pareto; p-chart")
     def api_stats(station: Station = [], since: str = "7d", until: str | None = None,  # noqa: B006
                   period: Annotated[str, Query(pattern="^(hour|shift|day)$")] = "day",
@@ -228,7 +305,7 @@ def create_app(engine: Engine, *, token: str | None = None) -> FastAPI:
             raise bad(exc) from exc
         return q.stats(engine, f, buckets=q.Buckets(period, utc_offset, shift_start, shift_hours)).as_dict()  # type: ignore[arg-type]
 
-    @app.get("/api/live", tags=["stats"], summary="counts per station over the last minutes (for the live tiles)")
+    @app_routes.get("/api/live", tags=["stats"], summary="counts per station over the last minutes (for the live tiles)")
     def api_live(minutes: Annotated[int, Query(ge=1, le=1440)] = 60) -> dict[str, Any]:
         since = _now() - timedelta(minutes=minutes)
         st = q.stats(engine, q.make_filter(since=since), buckets=q.Buckets("hour"))
@@ -237,19 +314,25 @@ def create_app(engine: Engine, *, token: str | None = None) -> FastAPI:
                                          "NOT_INSPECTED": t.not_inspected, "yield": t.yield_,
                                          "latency_p50_ms": t.latency_p50_ms} for t in st.totals}}
 
-    @app.get("/api/whatif", tags=["stats"], summary="verdicts that would change under other rules (reads only)")
+    @app_routes.get("/api/whatif", tags=["stats"],
+                    summary="verdicts that would change under other rules (reads only); the last 7 days by default")
     def api_whatif(set: Annotated[list[str], Query(description="KIND.FIELD=VALUE, e.g. scratch.min_score=0.7")],  # noqa: A002
-                   station: Station = [], since: str | None = None, until: str | None = None) -> dict[str, Any]:  # noqa: B006
+                   station: Station = [],  # noqa: B006
+                   since: Annotated[str, Query(description="from (default: 7 days back; a whole history is never "
+                                                           "re-judged by default)")] = WHATIF_DEFAULT_SINCE,
+                   until: str | None = None) -> dict[str, Any]:
         try:
             f = _filter(station, since, until, [], [], None, None, None, None)
-            return q.whatif(engine, f, q.parse_overrides(set)).as_dict()
+            w = q.whatif(engine, f, q.parse_overrides(set))
         except q.QueryError as exc:
             raise bad(exc) from exc
+        return {"since": f.since.isoformat() + "Z" if f.since else None,
+                "until": f.until.isoformat() + "Z" if f.until else None, **w.as_dict()}
 
-    @app.get("/api/crops", tags=["crops"], summary="crops with their defect, filtered; paged by crop id")
+    @app_routes.get("/api/crops", tags=["crops"], summary="crops with their defect, filtered; paged by crop id")
     def api_crops(station: Station = [], kind: Kinds = [], min_score: str | None = None,  # noqa: B006
                   min_size_mm: str | None = None, since: str | None = None, until: str | None = None,
-                  candidates: bool = False, cursor: int | None = None,
+                  candidates: bool = False, cursor: CropCursor = None,
                   limit: Annotated[int, Query(ge=1, le=q.MAX_PAGE)] = 100) -> list[dict[str, Any]]:
         try:
             f = _filter(station, since, until, [], kind, None, min_score, min_size_mm, None, candidates)
@@ -259,9 +342,9 @@ def create_app(engine: Engine, *, token: str | None = None) -> FastAPI:
         return [{**r.__dict__, "captured_at": r.captured_at.isoformat() + "Z", "url": f"/api/crops/{r.crop_id}"}
                 for r in rows]
 
-    @app.get("/api/crops/{crop_id}", tags=["crops"], summary="the crop's encoded image (JPEG or PNG)",
+    @app_routes.get("/api/crops/{crop_id}", tags=["crops"], summary="the crop's encoded image (JPEG or PNG)",
              response_class=Response)
-    def api_crop(crop_id: int) -> Response:
+    def api_crop(crop_id: RowId) -> Response:
         got = q.crop_image(engine, crop_id)
         if got is None:
             raise HTTPException(404, f"no crop {crop_id}")
@@ -269,8 +352,9 @@ def create_app(engine: Engine, *, token: str | None = None) -> FastAPI:
         return Response(data, media_type="image/png" if fmt == "png" else "image/jpeg",
                         headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    @app_routes.get("/favicon.ico", include_in_schema=False)
     def favicon() -> Response:
         return RedirectResponse("/static/favicon.svg")
 
+    app.include_router(app_routes)
     return app
