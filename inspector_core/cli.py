@@ -188,6 +188,93 @@ def plugins(as_json: bool) -> None:
         err.print(f"{len(reg.broken())} plugin(s) failed to load; a station stops only if it uses one of them.")
 
 
+@main.command()
+@click.argument("station_file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def status(station_file: str, as_json: bool) -> None:
+    """Show what a station still owes its sinks: per sink its cursor, its backlog (verdicts
+    committed but not yet delivered), whether it is failing and its last error; the latest sink
+    events. Reads the store only (never migrates or writes)."""
+    from inspector_core.runtime.delivery import sink_keys
+    from inspector_core.store import StoreError
+    from inspector_core.store.outbox import sink_events, sink_states
+
+    st = _load_or_exit(station_file)
+    try:
+        keys = sink_keys(st.spec.sinks)
+    except ValueError as exc:
+        click.echo(click.style(f"{station_file}: {exc}", fg="red"), err=True)
+        sys.exit(2)
+    store = _open_for_status(st, station_file)
+    try:
+        states = {s.sink: s for s in sink_states(store.engine, st.name)}
+        events = sink_events(store.engine, st.name)
+    except StoreError as exc:
+        click.echo(click.style(str(exc), fg="red"), err=True)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - the database's own words, with the store named
+        click.echo(click.style(f"store {store.display_url}: cannot read the delivery state: {exc}", fg="red"), err=True)
+        sys.exit(1)
+    finally:
+        store.close()
+    types = {(s.name or s.type): s.type for s in st.spec.sinks}
+    if as_json:
+        click.echo(json.dumps({
+            "station": st.name, "store": store.display_url,
+            "sinks": [{"sink": k, "type": types[k], "cursor": s.inspection_id if s else None,
+                       "backlog": s.backlog if s else None,
+                       "failing_since": s.failing_since.isoformat() if s and s.failing_since else None,
+                       "last_error": s.last_error if s else None,
+                       "last_error_at": s.last_error_at.isoformat() if s and s.last_error_at else None}
+                      for k in keys for s in [states.get(k)]],
+            "events": [{"at": at.isoformat(), "kind": kind, "message": msg} for at, kind, msg in events],
+        }, indent=2))
+        return
+    click.echo(f"station {st.name}: store {store.display_url}")
+    if not keys:
+        click.echo("no sinks configured")
+    for k in keys:
+        s = states.get(k)
+        if s is None:
+            click.echo(f"  sink {k} ({types[k]}): no cursor yet (the station has not run with this sink)")
+            continue
+        line = f"  sink {k} ({types[k]}): cursor at inspection {s.inspection_id}, "
+        line += "up to date" if s.backlog == 0 else f"{s.backlog} not delivered"
+        if s.failing_since is not None:
+            line += f"; FAILING since {s.failing_since:%Y-%m-%d %H:%M:%S} UTC"
+        if s.last_error:
+            line += f"; last error ({s.last_error_at:%Y-%m-%d %H:%M:%S} UTC): {s.last_error}" if s.last_error_at \
+                else f"; last error: {s.last_error}"
+        click.echo(line)
+    gone = sorted(set(states) - set(keys))
+    for k in gone:
+        click.echo(f"  sink {k}: no longer in the station file; {states[k].backlog} not delivered "
+                   "(its cursor is dropped when the station next starts)")
+    if events:
+        click.echo("latest sink events:")
+        for at, kind, msg in events:
+            click.echo(f"  {at:%Y-%m-%d %H:%M:%S} {kind}: {msg}")
+
+
+def _open_for_status(st, station_file: str):
+    """The station's store, opened for reading (no migration)."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from inspector_core.store import Store, StoreError
+
+    try:
+        url = make_url(st.store_url)
+        if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+            click.echo(f"{station_file}: no store yet at {url.database} (the station has not run)", err=True)
+            sys.exit(1)
+        return Store(st.store_url, migrate=False)
+    except StoreError as exc:
+        click.echo(click.style(str(exc), fg="red"), err=True)
+        sys.exit(1)
+
+
 
 
 if __name__ == "__main__":

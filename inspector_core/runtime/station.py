@@ -3,13 +3,14 @@
 Three stages overlap, each in its own thread, joined by bounded queues::
 
     capture (source.frames)  --queue(overload.queue_size)-->  inspect (steps, verdict, crops)
-        --> Recorder (group commit, spool)  --> sinks (after commit, in order)
+        --> Recorder (group commit, spool)  --> outbox: one worker per sink (runtime/delivery.py)
 
 Promises kept here (each is tested in tests/):
 - every frame the source yields leaves as exactly one recorded inspection: PASS, FAIL, ERROR
   (a corrupt image, a step that raised or overran its budget), or NOT_INSPECTED (dropped
   under the ``drop-oldest`` overload policy);
-- a verdict reaches a sink only after it is committed;
+- a verdict reaches a sink only after it is committed, at least once, from the store (each
+  sink has its own worker and cursor, so a restart resumes and a slow sink delays no other);
 - SIGINT/SIGTERM stop the capture, drain the queues and commit before exit.
 """
 
@@ -36,7 +37,6 @@ from inspector_core.contract import (
     Calibration,
     Finding,
     Frame,
-    Report,
     Sink,
     SourceContext,
     View,
@@ -44,6 +44,7 @@ from inspector_core.contract import (
 from inspector_core.plugins import Registry
 from inspector_core.runtime.config import Station, Step
 from inspector_core.runtime.crops import encode_crop
+from inspector_core.runtime.delivery import Delivery, sink_keys
 from inspector_core.runtime.progress import Tally
 from inspector_core.runtime.rules import failing, verdict
 from inspector_core.runtime.steps import _findings, _StepWorker
@@ -55,6 +56,7 @@ from inspector_core.store import (
     Store,
     StoreError,
 )
+from inspector_core.store.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +134,13 @@ class StationRuntime:
             if not spool_dir.is_absolute():
                 spool_dir = st.directory / spool_dir
             spool = spool_dir / f"{st.name}.spool.db"
-        self._sink_queue: queue.Queue[list[InspectionRecord] | None] = queue.Queue()
-        self.recorder = Recorder(self.store, on_committed=self._sink_queue.put, spool_path=spool,
+        # Before the recorder's first commit, so a new sink's cursor starts before this run's verdicts.
+        self._delivery = Delivery(list(zip(self._sink_keys, sinks, strict=True)), Outbox(self.store.engine, st.name),
+                                  on_event=self.event, run_id=lambda: self.run_id)
+        self._delivery.start()
+        self.recorder = Recorder(self.store, on_committed=self._committed, spool_path=spool,
                                  on_event=self.event)
         self.recorder.start()
-        sink_thread = threading.Thread(target=self._sink_loop, args=(sinks,), name="inspector-sinks", daemon=True)
-        sink_thread.start()
 
         self._queue: queue.Queue[_Captured | None] = queue.Queue(maxsize=st.spec.overload.queue_size)
         self._queue_lock = threading.Lock()
@@ -158,8 +161,7 @@ class StationRuntime:
         finally:
             restore()
             self.recorder.close()
-            self._sink_queue.put(None)
-            sink_thread.join(30)
+            self._delivery.close()
             for w in workers:
                 w.close()
             self._flush_events()
@@ -190,7 +192,13 @@ class StationRuntime:
         return workers
 
     def _start_sinks(self, workers: list[_StepWorker]) -> list[Sink]:
-        sinks = []
+        try:
+            self._sink_keys = sink_keys(self.station.spec.sinks)
+        except ValueError as exc:
+            for w in workers:
+                w.close()
+            raise StationError(f"station {self.station.path.name}: {exc}") from exc
+        sinks: list[Sink] = []
         for i, (cls, cfg) in enumerate(self.station.sinks):
             try:
                 sinks.append(cls(cfg, station_dir=self.station.directory))
@@ -373,36 +381,10 @@ class StationRuntime:
 
     # -------------------------------------------------------------- after commit
 
-    def _sink_loop(self, sinks: list[Sink]) -> None:
-        while (batch := self._sink_queue.get()) is not None:
-            for record in batch:
-                self.tally.reported += 1
-                if not sinks:
-                    continue
-                report = _report(self.station.name, record)
-                for sink in sinks:
-                    self._send(sink, report)
-        for sink in sinks:
-            try:
-                sink.close()
-            except Exception as exc:  # noqa: BLE001
-                log.warning("closing sink %s: %s", sink.name, exc)
-
-    def _send(self, sink: Sink, report: Report) -> None:
-        delay = 0.05
-        for attempt in range(6):
-            try:
-                sink.send(report)
-                return
-            except Exception as exc:  # noqa: BLE001
-                if attempt == 5:
-                    msg = (f"sink {sink.name}: gave up on part {report.part_id} ({report.inspection_uid}) after "
-                           f"6 attempts: {type(exc).__name__}: {exc}; the verdict is in the store")
-                    log.error(msg)
-                    self.event("sink_failed", msg)
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+    def _committed(self, batch: list[InspectionRecord]) -> None:
+        """Called by the recorder after each database commit: the sink workers read the store."""
+        self.tally.reported += len(batch)
+        self._delivery.wake()
 
     # -------------------------------------------------------------- housekeeping
 
@@ -461,16 +443,6 @@ def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
         else:
             out[str(k)] = str(v)
     return out
-
-
-def _report(station: str, r: InspectionRecord) -> Report:
-    defects = tuple(
-        {"kind": d.kind, "score": d.score, "box": list(d.box), "size_px": d.size_px, "size_mm": d.size_mm,
-         "message": d.message, "step": d.step}
-        for d in r.defects if d.failed
-    )
-    captured = r.captured_at if r.captured_at.tzinfo else r.captured_at.replace(tzinfo=UTC)
-    return Report(station, r.run_id, r.uid, r.part_id, r.verdict, captured, r.latency_ms or 0.0, r.error, defects)
 
 
 _hash_cache: dict[tuple[str, float, int], str] = {}

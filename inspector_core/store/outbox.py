@@ -54,6 +54,15 @@ class Pending:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a sink's delivery stands: the last inspection it accepted, and since when it has
+    been failing (``None``: it is not), as the store has them."""
+
+    inspection_id: int
+    failing_since: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class SinkState:
     """One sink's cursor as the store has it, with its backlog (committed, not yet delivered)."""
 
@@ -84,7 +93,8 @@ class Outbox:
                 self._station_id = conn.scalar(select(schema.Station.id).where(schema.Station.name == self.station))
         return self._station_id
 
-    def open(self, keys: Sequence[str], *, run_id: int | None = None) -> tuple[dict[str, int], dict[str, int]] | None:
+    def open(self, keys: Sequence[str], *,
+             run_id: int | None = None) -> tuple[dict[str, Cursor], dict[str, int]] | None:
         """Create the cursors of ``keys`` that the store lacks and drop those of sinks no longer
         configured. Returns ``({key: cursor}, {removed key: its backlog})``, or ``None`` while the
         store has no row for the station (nothing of it was committed yet: try again later)."""
@@ -93,8 +103,9 @@ class Outbox:
             return None
         now = utcnow()
         with self.engine.begin() as conn:
-            rows = dict(conn.execute(select(schema.SinkCursor.sink, schema.SinkCursor.inspection_id)
-                                     .where(schema.SinkCursor.station_id == sid)).tuples().all())
+            c = schema.SinkCursor
+            rows = {k: Cursor(at, since) for k, at, since in conn.execute(
+                select(c.sink, c.inspection_id, c.failing_since).where(c.station_id == sid)).all()}
             missing = [k for k in keys if k not in rows]
             if missing:
                 start = None
@@ -107,8 +118,8 @@ class Outbox:
                                         .where(schema.Inspection.station_id == sid)) or 0
                 conn.execute(insert(schema.SinkCursor), [
                     {"station_id": sid, "sink": k, "inspection_id": start, "updated_at": now} for k in missing])
-                rows.update(dict.fromkeys(missing, start))
-            removed = {k: _backlog(conn, sid, at) for k, at in rows.items() if k not in keys}
+                rows.update(dict.fromkeys(missing, Cursor(start)))
+            removed = {k: _backlog(conn, sid, cur.inspection_id) for k, cur in rows.items() if k not in keys}
             if removed:
                 conn.execute(delete(schema.SinkCursor).where(schema.SinkCursor.station_id == sid,
                                                              schema.SinkCursor.sink.in_(list(removed))))
@@ -127,9 +138,9 @@ class Outbox:
             if not rows:
                 return []
             defects: dict[int, list[dict[str, Any]]] = {}
-            for x in conn.execute(
-                    select(d.inspection_id, d.kind, d.score, d.x, d.y, d.w, d.h, d.size_px, d.size_mm, d.message, d.step)
-                    .where(d.inspection_id.in_([r.id for r in rows]), d.failed).order_by(d.id)):
+            cols = (d.inspection_id, d.kind, d.score, d.x, d.y, d.w, d.h, d.size_px, d.size_mm, d.message, d.step)
+            for x in conn.execute(select(*cols).where(d.inspection_id.in_([r.id for r in rows]), d.failed)
+                                  .order_by(d.id)):
                 defects.setdefault(x.inspection_id, []).append({
                     "kind": _text(x.kind), "score": _finite(x.score), "box": [int(x.x), int(x.y), int(x.w), int(x.h)],
                     "size_px": _finite(x.size_px), "size_mm": _finite(x.size_mm), "message": _text(x.message),
@@ -184,6 +195,16 @@ def sink_states(engine: Engine, station: str | None = None) -> list[SinkState]:
         return [SinkState(r.station, r.sink, r.inspection_id, _backlog(conn, r.station_id, r.inspection_id),
                           r.updated_at, r.failing_since, r.last_error, r.last_error_at)
                 for r in conn.execute(q.order_by(s.name, c.sink)).all()]
+
+
+def sink_events(engine: Engine, station: str, limit: int = 10) -> list[tuple[datetime, str, str]]:
+    """The station's latest sink events (``SINK_EVENTS``), newest first: ``(at, kind, message)``."""
+    e, r, s = schema.Event, schema.Run, schema.Station
+    with engine.connect() as conn:
+        rows = conn.execute(select(e.at, e.kind, e.message).join(r, r.id == e.run_id).join(s, s.id == r.station_id)
+                            .where(s.name == station, e.kind.in_(SINK_EVENTS))
+                            .order_by(e.id.desc()).limit(limit)).all()
+    return [(at, kind, message) for at, kind, message in rows]
 
 
 def _backlog(conn: Any, station_id: int, after: int) -> int:

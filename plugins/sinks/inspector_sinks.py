@@ -1,16 +1,51 @@
-"""Inspector's built-in verdict sinks: file (JSON lines), MQTT, webhook."""
+"""Inspector's built-in verdict sinks: file (JSON lines), MQTT, webhook.
+
+The host delivers each committed verdict at least once (from its durable outbox, resumed after
+a restart), so a receiver may see a report twice: ``inspection_uid`` is the idempotency key
+(the webhook sink also sends it as the ``Idempotency-Key`` header). Every message is strict
+JSON (:func:`report_json`): no ``NaN``/``Infinity``, nothing that is not JSON.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
+from datetime import date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from inspector_core import PluginConfig, Report, Sink, hookimpl
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every part JSON can carry strictly: non-finite floats become ``None``,
+    bytes become text (UTF-8, undecodable bytes replaced), times ISO 8601, tuples and sets
+    lists, keys text, anything else its ``str()``."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(json_safe(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_safe(v) for v in value]
+    try:  # numpy scalars and the like
+        return json_safe(value.item())
+    except (AttributeError, TypeError, ValueError):
+        return str(value)
+
+
+def report_json(report: Report) -> str:
+    """The report as one line of strict JSON (``allow_nan=False``; see :func:`json_safe`)."""
+    return json.dumps(json_safe(report.as_dict()), allow_nan=False)
 
 
 class FileConfig(PluginConfig):
@@ -32,7 +67,7 @@ class FileSink(Sink):
         self._f = self.path.open("a", encoding="utf-8")
 
     def send(self, report: Report) -> None:
-        self._f.write(json.dumps(report.as_dict()) + "\n")
+        self._f.write(report_json(report) + "\n")
         self._f.flush()
         if self.config.fsync:
             os.fsync(self._f.fileno())
@@ -87,7 +122,7 @@ class MqttSink(Sink):
         return f"{self.config.topic_prefix}/{station}/verdict"
 
     def send(self, report: Report) -> None:
-        info = self._client.publish(self.topic(report.station), json.dumps(report.as_dict()),
+        info = self._client.publish(self.topic(report.station), report_json(report),
                                     qos=self.config.qos, retain=self.config.retain)
         info.wait_for_publish(self.config.timeout_s)
         if not info.is_published():
@@ -122,7 +157,9 @@ class WebhookSink(Sink):
     def send(self, report: Report) -> None:
         if self.config.only is not None and report.verdict not in self.config.only:
             return
-        self._http.post(self.config.url, json=report.as_dict()).raise_for_status()
+        self._http.post(self.config.url, content=report_json(report),
+                        headers={"Content-Type": "application/json",
+                                 "Idempotency-Key": report.inspection_uid}).raise_for_status()
 
     def close(self) -> None:
         self._http.close()

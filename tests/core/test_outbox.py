@@ -1,0 +1,358 @@
+"""The sinks' durable outbox: every committed verdict reaches every sink at least once, from the
+store, each sink in its own worker; failures and backlogs are recorded, never silent."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from inspector_core import hookimpl
+from inspector_core.contract import Report, Sink
+from inspector_core.plugins import load
+from inspector_core.runtime import delivery
+from inspector_core.runtime.station import StationError
+from inspector_core.store import DefectRecord, InspectionRecord, Store, schema
+from inspector_core.store.outbox import Cursor, Outbox, sink_states
+from inspector_core.testing import run_station
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _registry(*sinks: type[Sink]):
+    class Plugin:
+        @staticmethod
+        def inspector_register_sinks(register):
+            for cls in sinks:
+                register(cls)
+
+    Plugin.inspector_register_sinks = hookimpl(Plugin.inspector_register_sinks)
+    return load(extra=[("test_sinks", Plugin)])
+
+
+def _station(count: int, sinks: list[dict], **extra) -> dict:
+    return {"source": {"type": "synthetic", "config": {"count": count, "width": 320, "height": 240}},
+            "steps": [{"detector": "bright_spot"}], "sinks": sinks, **extra}
+
+
+def _events(db_url: str, kind: str | None = None) -> list[tuple[str, str]]:
+    store = Store(db_url)
+    try:
+        with store.engine.connect() as c:
+            q = select(schema.Event.kind, schema.Event.message).order_by(schema.Event.id)
+            if kind:
+                q = q.where(schema.Event.kind == kind)
+            return [tuple(r) for r in c.execute(q)]
+    finally:
+        store.close()
+
+
+def _all_uids(db_url: str) -> list[str]:
+    store = Store(db_url)
+    try:
+        with store.engine.connect() as c:
+            return list(c.scalars(select(schema.Inspection.uid).order_by(schema.Inspection.id)))
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    """Retries in milliseconds, ``sink_failing`` after 3 failures, a short drain."""
+    policy = delivery.DeliveryPolicy(first_wait_s=0.01, max_wait_s=0.05, failing_after=3, poll_s=0.1,
+                                     cursor_every_s=0.1, drain_s=3.0)
+    monkeypatch.setattr(delivery, "POLICY", policy)
+    return policy
+
+
+class Flaky(Sink):
+    """Refuses its first ``refuse`` sends, whatever the report, then accepts."""
+
+    name = "flaky"
+    refuse = 6
+    calls = 0
+    got: list[str] = []
+
+    def send(self, report: Report) -> None:
+        type(self).calls += 1
+        if type(self).calls <= self.refuse:
+            raise ConnectionError("PLC busy")
+        type(self).got.append(report.inspection_uid)
+
+
+def test_sink_that_fails_its_first_sends_gets_every_verdict_and_the_failure_is_recorded(tmp_path, quick_retries):
+    Flaky.calls, Flaky.got = 0, []
+    result = run_station(_station(12, [{"type": "flaky"}]), tmp_path, registry=_registry(Flaky))
+    uids = [r.uid for r in result.inspections()]
+    assert len(uids) == 12
+    # Every committed verdict at least once, first deliveries in commit order.
+    assert list(dict.fromkeys(Flaky.got)) == uids
+    kinds = [k for k, _ in _events(result.db_url) if k.startswith("sink_")]
+    assert kinds == ["sink_failing", "sink_recovered"]
+    failing = _events(result.db_url, "sink_failing")[0][1]
+    assert "sink flaky (flaky) keeps failing" in failing and "ConnectionError: PLC busy" in failing
+    [state] = sink_states(Store(result.db_url).engine, "test")
+    assert state.backlog == 0 and state.failing_since is None and state.last_error == "ConnectionError: PLC busy"
+
+
+class Slow(Sink):
+    name = "slow"
+    at: dict[str, float] = {}
+
+    def send(self, report: Report) -> None:
+        time.sleep(0.25)
+        self.at[report.inspection_uid] = time.monotonic()
+
+
+class Fast(Sink):
+    name = "fast"
+    at: dict[str, float] = {}
+
+    def send(self, report: Report) -> None:
+        self.at[report.inspection_uid] = time.monotonic()
+
+
+def test_slow_sink_delays_no_other(tmp_path, quick_retries):
+    Slow.at, Fast.at = {}, {}
+    t0 = time.monotonic()
+    result = run_station(_station(8, [{"type": "slow"}, {"type": "fast"}]), tmp_path, registry=_registry(Slow, Fast))
+    uids = [r.uid for r in result.inspections()]
+    assert set(Slow.at) == set(Fast.at) == set(uids)
+    slow = sorted(Slow.at.values())
+    fast_done = max(Fast.at.values())
+    # The fast sink had every verdict before the slow one had delivered half of them
+    # (sequential sinks would have made it wait for each slow send).
+    assert fast_done < slow[3], (fast_done - t0, [s - t0 for s in slow])
+    assert slow[-1] - slow[0] >= 7 * 0.25 * 0.9
+
+
+class Down(Sink):
+    """A sink that is down for the whole run."""
+
+    name = "down"
+
+    def send(self, report: Report) -> None:
+        raise TimeoutError("no answer from 10.0.0.9")
+
+
+class Up(Sink):
+    name = "up"
+    got: list[str] = []
+
+    def send(self, report: Report) -> None:
+        self.got.append(report.inspection_uid)
+
+
+def test_backlog_at_shutdown_is_recorded_shown_and_delivered_by_the_next_start(tmp_path, quick_retries, monkeypatch):
+    monkeypatch.setattr(delivery, "POLICY", delivery.DeliveryPolicy(
+        first_wait_s=0.01, max_wait_s=0.05, failing_after=3, poll_s=0.1, drain_s=0.3))
+    reg = _registry(Down, Up)
+    first = run_station(_station(6, [{"type": "down", "name": "plc"}]), tmp_path, registry=reg)
+    backlog = _events(first.db_url, "sink_backlog")
+    assert len(backlog) == 1
+    assert "sink plc: 6 verdicts not yet delivered" in backlog[0][1]
+    assert "TimeoutError: no answer from 10.0.0.9" in backlog[0][1]
+    [state] = sink_states(Store(first.db_url).engine, "test")
+    assert (state.sink, state.backlog) == ("plc", 6)
+    assert state.failing_since is not None and "no answer" in (state.last_error or "")
+
+    # `inspector status` shows it.
+    from inspector_core import cli
+    monkeypatch.setattr(cli, "_registry", reg)
+    out = CliRunner().invoke(cli.main, ["status", str(first.station_file)])
+    assert out.exit_code == 0, out.output
+    assert "plc" in out.output and "6 not delivered" in out.output and "no answer from 10.0.0.9" in out.output
+
+    # The same sink key, now reachable: the earlier run's verdicts come first, then this run's.
+    Up.got = []
+    second = run_station(_station(2, [{"type": "up", "name": "plc"}]), tmp_path, registry=reg)
+    assert Up.got == [r.uid for r in first.inspections()] + [r.uid for r in second.inspections()]
+    [state] = sink_states(Store(second.db_url).engine, "test")
+    assert state.backlog == 0 and state.failing_since is None
+    assert [k for k, _ in _events(second.db_url) if k.startswith("sink_")][-1] == "sink_recovered"
+
+
+def test_a_new_sink_starts_at_the_current_run_and_a_removed_one_is_recorded(tmp_path, quick_retries):
+    reg = _registry(Up)
+    run_station(_station(5, [{"type": "file", "config": {"path": "a.jsonl"}}]), tmp_path, registry=reg)
+    Up.got = []
+    second = run_station(_station(3, [{"type": "up"}]), tmp_path, registry=reg)
+    assert Up.got == [r.uid for r in second.inspections()]  # not the 5 of the earlier run
+    [(kind, msg)] = _events(second.db_url, "sink_removed")
+    assert "sink file is no longer in the station config" in msg and "with 0 verdicts" in msg
+    assert [s.sink for s in sink_states(Store(second.db_url).engine)] == ["up"]
+
+
+def test_two_sinks_of_one_type_need_names(tmp_path):
+    sinks = [{"type": "file", "config": {"path": "a.jsonl"}}, {"type": "file", "config": {"path": "b.jsonl"}}]
+    with pytest.raises(StationError, match=r"sinks\[1\] and sinks\[0\] both have the key 'file'.*distinct `name:`"):
+        run_station(_station(2, sinks), tmp_path)
+    sinks[1]["name"] = "archive"
+    result = run_station(_station(4, sinks), tmp_path)
+    uids = [r.uid for r in result.inspections()]
+    for f in ("a.jsonl", "b.jsonl"):
+        assert [json.loads(x)["inspection_uid"] for x in (tmp_path / f).read_text().splitlines()] == uids
+
+
+def _strict(text: str):
+    def refuse(name: str):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_reports_are_strict_json_whatever_the_detector_gave(tmp_path):
+    """An infinite score, a bytes message, a NaN size: the report the outbox builds from the
+    stored rows, and the file sink's line, are strict JSON."""
+    from inspector_sinks import FileConfig, FileSink, report_json
+
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    sid, rid = store.begin_run("odd", hostname="h", software_version="0", plugins={}, config_yaml="",
+                               config_hash="0", models={})
+    outbox = Outbox(store.engine, "odd")
+    assert outbox.open(["file"], run_id=rid) == ({"file": Cursor(0)}, {})
+    now = datetime.now(UTC)
+    store.write([InspectionRecord(
+        uid="a" * 32, station_id=sid, run_id=rid, seq=0, part_id="p1", captured_at=now, decided_at=now,
+        verdict="FAIL", latency_ms=5.0, defects=[
+            DefectRecord("s", "det", "scratch", math.inf, True, (1, 2, 3, 4), math.nan, None, {}, b"\xffbytes"),
+        ])])
+    [pending] = outbox.pending(0, 10)
+    d = _strict(report_json(pending.report))
+    assert d["defects"] == [{"kind": "scratch", "score": None, "box": [1, 2, 3, 4], "size_px": None,
+                             "size_mm": None, "message": "\ufffdbytes", "step": "s"}]
+    assert d["latency_ms"] == 5.0 and d["inspection_uid"] == "a" * 32
+
+    # A report built in code (a third-party host, a test) with non-JSON values: the file sink copes.
+    odd = Report("odd", 1, "b" * 32, "p2", "FAIL", now, math.nan, None,
+                 ({"kind": "dent", "score": math.inf, "box": (1, 2, 3, 4), "message": b"\x00raw"},))
+    sink = FileSink(FileConfig(path="out.jsonl"), station_dir=tmp_path)
+    sink.send(odd)
+    sink.close()
+    [line] = (tmp_path / "out.jsonl").read_text().splitlines()
+    got = _strict(line)
+    assert got["latency_ms"] is None and got["defects"][0]["score"] is None
+    assert got["defects"][0]["message"] == "\x00raw" and got["defects"][0]["box"] == [1, 2, 3, 4]
+    store.close()
+
+
+KILLED_STATION = textwrap.dedent('''
+    """Runs a station whose file sink is slow (SINK_SLEEP_S), so the outbox has a backlog when it is killed."""
+    import os
+    import sys
+    import time
+
+    from inspector_core import hookimpl
+    from inspector_core.plugins import load
+    from inspector_core.runtime.config import load_station
+    from inspector_core.runtime.station import StationRuntime
+    from inspector_sinks import FileSink
+
+
+    class SlowFile(FileSink):
+        name = "slowfile"
+
+        def send(self, report):
+            time.sleep(float(os.environ.get("SINK_SLEEP_S", "0")))
+            super().send(report)
+
+
+    class Plugin:
+        @staticmethod
+        def inspector_register_sinks(register):
+            register(SlowFile)
+
+
+    Plugin.inspector_register_sinks = hookimpl(Plugin.inspector_register_sinks)
+    reg = load(extra=[("slowfile", Plugin)])
+    StationRuntime(load_station(sys.argv[1], reg), reg, limit=int(sys.argv[2])).run()
+''')
+
+
+def test_kill_9_mid_delivery_then_restart_delivers_every_committed_verdict(tmp_path):
+    script = tmp_path / "station_run.py"
+    script.write_text(KILLED_STATION)
+    db = tmp_path / "inspector.db"
+    out = tmp_path / "verdicts.jsonl"
+    station = tmp_path / "station.yaml"
+    station.write_text(yaml.safe_dump({
+        "name": "killed", "source": {"type": "synthetic", "config": {"count": 400, "width": 320, "height": 240}},
+        "steps": [{"detector": "bright_spot"}], "store": {"url": f"sqlite:///{db}"},
+        "sinks": [{"type": "slowfile", "config": {"path": str(out), "fsync": False}}]}))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, str(script), str(station), "400"], env={**env, "SINK_SLEEP_S": "0.03"},
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            lines = out.read_text().count("\n") if out.exists() else 0
+            if lines >= 20:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.02)
+        else:
+            pytest.fail("the station delivered nothing within 30 s")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    url = f"sqlite:///{db}"
+    committed = _all_uids(url)
+    delivered = {_strict(x)["inspection_uid"] for x in out.read_text().splitlines()}
+    assert len(committed) > len(delivered) >= 20, "killed mid-delivery: a backlog should remain"
+
+    restart = subprocess.run([sys.executable, str(script), str(station), "2"], env=env, cwd=tmp_path,
+                             capture_output=True, timeout=120)
+    assert restart.returncode == 0, restart.stderr.decode()
+    committed = _all_uids(url)
+    lines = out.read_text().splitlines()
+    delivered_after = [_strict(x)["inspection_uid"] for x in lines]
+    missing = set(committed) - set(delivered_after)
+    assert not missing, f"{len(missing)} of {len(committed)} committed verdicts never delivered"
+    # At least once, and not "everything again": only what was in flight at the kill is repeated.
+    assert len(delivered_after) - len(set(delivered_after)) <= 100
+
+
+def test_wake_and_poll_without_a_recorder(tmp_path, quick_retries):
+    """A verdict committed by another writer (an earlier process) is found by polling alone."""
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    sid, rid = store.begin_run("poll", hostname="h", software_version="0", plugins={}, config_yaml="",
+                               config_hash="0", models={})
+    got: list[str] = []
+    done = threading.Event()
+
+    class Collect(Sink):
+        name = "collect"
+
+        def send(self, report: Report) -> None:
+            got.append(report.inspection_uid)
+            if len(got) == 3:
+                done.set()
+
+    events: list[tuple[str, str]] = []
+    d = delivery.Delivery([("collect", Collect(None, station_dir=tmp_path))], Outbox(store.engine, "poll"),
+                          on_event=lambda k, m: events.append((k, m)), run_id=lambda: rid)
+    d.start()
+    now = datetime.now(UTC)
+    store.write([InspectionRecord(uid=f"{i:032x}", station_id=sid, run_id=rid, seq=i, part_id=f"p{i}",
+                                  captured_at=now, decided_at=now, verdict="PASS", latency_ms=1.0)
+                 for i in range(3)])
+    assert done.wait(5), got
+    assert d.close() == {"collect": 0} and not events
+    assert got == [f"{i:032x}" for i in range(3)]
+    store.close()
