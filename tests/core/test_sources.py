@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -36,8 +38,10 @@ def test_folder_order_and_part_ids(tmp_path):
 
 def test_video_every_nth(tmp_path):
     write_video(tmp_path / "line.avi", 10)
-    cfg = {"source": {"type": "video", "config": {"path": str(tmp_path / "line.avi"), "every_nth": 3}},
-           "steps": [{"detector": "bright_spot"}]}
+    cfg = {
+        "source": {"type": "video", "config": {"path": str(tmp_path / "line.avi"), "every_nth": 3}},
+        "steps": [{"detector": "bright_spot"}],
+    }
     rows = run_station(cfg, tmp_path).inspections()
     assert [r.part_id for r in rows] == ["line-000000", "line-000003", "line-000006", "line-000009"]
 
@@ -46,9 +50,18 @@ def test_camera_that_drops_out_reconnects_and_records_the_gap(tmp_path):
     # A stream that ends is a camera that stopped giving frames: the source must reconnect
     # (with backoff) and record the gap as an event, then go on.
     write_video(tmp_path / "cam.avi", 5)
-    cfg = {"source": {"type": "camera", "config": {"device": str(tmp_path / "cam.avi"), "max_frames": 12,
-                                                     "reconnect_initial_ms": 20, "reconnect_max_ms": 100}},
-           "steps": [{"detector": "bright_spot"}]}
+    cfg = {
+        "source": {
+            "type": "camera",
+            "config": {
+                "device": str(tmp_path / "cam.avi"),
+                "max_frames": 12,
+                "reconnect_initial_ms": 20,
+                "reconnect_max_ms": 100,
+            },
+        },
+        "steps": [{"detector": "bright_spot"}],
+    }
     result = run_station(cfg, tmp_path)
     rows = result.inspections()
     assert [r.part_id for r in rows] == [f"cam-{i:08d}" for i in range(12)]
@@ -62,7 +75,10 @@ def test_camera_that_drops_out_reconnects_and_records_the_gap(tmp_path):
 def test_missing_folder_refuses_to_start(tmp_path):
     from inspector_core.runtime.station import StationError
 
-    cfg = {"source": {"type": "folder", "config": {"path": str(tmp_path / "nope")}}, "steps": [{"detector": "bright_spot"}]}
+    cfg = {
+        "source": {"type": "folder", "config": {"path": str(tmp_path / "nope")}},
+        "steps": [{"detector": "bright_spot"}],
+    }
     with pytest.raises(StationError, match=r"source \(folder\) failed to start: .*nope does not exist"):
         run_station(cfg, tmp_path)
 
@@ -74,3 +90,51 @@ def test_synthetic_is_deterministic_and_labelled():
     assert not np.array_equal(a.image, render_part(5, 4, "scratch").image)
     m = render_part(5, 3, "misalignment")
     assert max(abs(m.pose[0]), abs(m.pose[1])) >= 8 and abs(m.pose[2]) >= 1.5
+
+
+def test_folder_pattern_is_a_name_glob(tmp_path):
+    from inspector_sources import FolderConfig
+    from pydantic import ValidationError
+
+    assert FolderConfig(path=".", pattern="*.png").pattern == "*.png"
+    with pytest.raises(ValidationError, match=r"pattern\n.*must be a glob of file names without '/'.*recursive: true"):
+        FolderConfig(path=".", pattern="sub/*.png")
+
+
+def test_an_empty_folder_says_so_in_the_event_log(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a part")
+    cfg = {
+        "source": {"type": "folder", "config": {"path": str(folder), "pattern": "*.png"}},
+        "steps": [{"detector": "bright_spot"}],
+    }
+    result = run_station(cfg, tmp_path)
+    assert result.inspections() == []
+    with result.session() as s:
+        events = {
+            e.kind: e.message for e in s.scalars(select(schema.Event).where(schema.Event.run_id == result.run_id))
+        }
+    assert "no entry named like an image matches '*.png'" in events["source_empty"]
+    assert "notes.txt: does not match the pattern '*.png'" in events["source_skipped"]
+
+
+def test_folder_resume_and_undecodable_names_on_postgresql(tmp_path, pg_url):
+    # A file name that is not valid UTF-8 must give a part id PostgreSQL can store (no
+    # surrogates), and resume must find the parts there.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    img = render_part(1, 0, "good", color=False).image
+    for raw in (b"caf\xe9.png", b"plain.png", b"z\xff.png"):
+        with open(os.fsencode(folder) + b"/" + raw, "wb") as f:
+            f.write(cv2.imencode(".png", img)[1].tobytes())
+    cfg = {
+        "source": {"type": "folder", "config": {"path": str(folder), "resume": True}},
+        "steps": [{"detector": "bright_spot"}],
+    }
+    first = run_station(cfg, tmp_path, db_url=pg_url, limit=2)
+    assert [r.part_id for r in first.inspections()] == ["caf\\xe9", "plain"]
+    assert first.inspections()[0].source_meta["path_hex"].endswith(b"caf\xe9.png".hex())
+    second = run_station(cfg, tmp_path, db_url=pg_url)
+    assert [r.part_id for r in second.inspections()] == ["z\\xff"]
+    assert [r.verdict for r in first.inspections() + second.inspections()] == ["PASS"] * 3

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 import cv2
@@ -15,7 +16,7 @@ from pydantic import Field
 from inspector_core import Frame, FrameSource, PluginConfig, hookimpl
 from inspector_sources.folder import IMAGE_SUFFIXES, FolderConfig, FolderSource
 from inspector_sources.images import ImageLimits, read_image
-from inspector_sources.synthetic import PartGeometry, render_part, truth_for
+from inspector_sources.synthetic import KINDS, PartGeometry, Truth, render_part, truth_for
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -47,6 +48,7 @@ class VideoSource(FrameSource):
 
     name = "video"
     Config = VideoConfig
+    config: VideoConfig
 
     def __init__(self, config: VideoConfig, context) -> None:
         super().__init__(config, context)
@@ -97,6 +99,7 @@ class CameraSource(FrameSource):
 
     name = "camera"
     Config = CameraConfig
+    config: CameraConfig
 
     def __init__(self, config: CameraConfig, context) -> None:
         super().__init__(config, context)
@@ -181,6 +184,7 @@ class SyntheticSource(FrameSource):
 
     name = "synthetic"
     Config = SyntheticConfig
+    config: SyntheticConfig
 
     @classmethod
     def frame_size(cls, config: PluginConfig) -> tuple[int, int]:
@@ -201,7 +205,7 @@ class SyntheticSource(FrameSource):
                 return
             truth = truth_for(i, self.config.defect_rate, rng)
             part = render_part(self.config.seed, i, truth, self.geometry, self.config.color)
-            meta = {"truth": truth, "seed": self.config.seed, "index": i}
+            meta: dict[str, Any] = {"truth": truth, "seed": self.config.seed, "index": i}
             if part.box is not None:
                 meta["truth_box"] = list(part.box)
             yield Frame(f"syn-{self.config.seed}-{i:05d}", part.image, _now(), meta)
@@ -226,11 +230,11 @@ def inspector_register_sources(register) -> None:
     "--kind",
     "kinds",
     multiple=True,
-    type=click.Choice(["good", "scratch", "dent", "misalignment"]),
+    type=click.Choice(KINDS),
     help="only these kinds of part (repeatable); default: good parts with some defective ones",
 )
 @click.option("--gray", is_flag=True, help="single-channel images")
-def synth(out: str, count: int, seed: int, kinds: tuple[str, ...], gray: bool) -> None:
+def synth(out: str, count: int, seed: int, kinds: tuple[Truth, ...], gray: bool) -> None:
     """Write synthetic parts (the demo's generator) as image files, e.g. good parts to teach from."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ import warnings
 
 import cv2
 import numpy as np
-import simplejpeg
+import simplejpeg  # type: ignore[import-untyped]  # no py.typed; decode_jpeg(bytes, ...) -> ndarray
 from PIL import Image, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000

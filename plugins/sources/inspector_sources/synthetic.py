@@ -47,9 +47,9 @@ def truth_for(index: int, defect_rate: float, rng: np.random.Generator) -> Truth
 
 def plate_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """Brushed metal: horizontal streaks plus fine noise, float32 around 0."""
-    streaks = rng.normal(0, 1, (h, 1)).astype(np.float32)
+    streaks: np.ndarray = rng.normal(0, 1, (h, 1)).astype(np.float32)
     streaks = cv2.GaussianBlur(np.repeat(streaks, 8, axis=1), (1, 0), sigmaX=1, sigmaY=1.2)[:, :1]
-    fine = rng.normal(0, 1, (h, w)).astype(np.float32)
+    fine: np.ndarray = rng.normal(0, 1, (h, w)).astype(np.float32)
     fine = cv2.blur(fine, (15, 1))
     return 6.0 * streaks + 4.0 * fine
 
@@ -82,7 +82,7 @@ def render_part(
         dx, dy = rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4)
         angle = rng.uniform(-0.05, 0.05)
 
-    mask = np.zeros((h, w), np.uint8)
+    mask: np.ndarray = np.zeros((h, w), np.uint8)
     x0, y0 = (w - g.plate_w) // 2, (h - g.plate_h) // 2
     cv2.rectangle(mask, (x0, y0), (x0 + g.plate_w, y0 + g.plate_h), 255, -1)
     for cx, cy in (
@@ -92,7 +92,7 @@ def render_part(
         (x0 + g.plate_w - 50, y0 + g.plate_h - 50),
     ):
         cv2.circle(mask, (cx, cy), 18, 0, -1)
-    label = np.zeros((h, w), np.uint8)
+    label: np.ndarray = np.zeros((h, w), np.uint8)
     cv2.rectangle(label, (x0 + 230, y0 + 170), (x0 + 410, y0 + 270), 255, -1)
     # Pose: rotate about the frame centre, then shift.
     m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
@@ -113,7 +113,8 @@ def render_part(
     elif truth == "dent":
         img, box = draw_dent(img, rng, plate_region(g))
     elif truth == "misalignment":
-        box = cv2.boundingRect(mask)
+        bx, by, bw, bh = cv2.boundingRect(mask)
+        box = (bx, by, bw, bh)
 
     img = img * light + rng.normal(0, 2.0, (h, w)).astype(np.float32)
     out = np.clip(img, 0, 255).astype(np.uint8)
@@ -150,7 +151,7 @@ def draw_scratch(img: np.ndarray, rng: np.random.Generator, region: tuple[int, i
         if inside and not on_label.any():
             break
     pts = np.column_stack([px, py])
-    layer = np.zeros(img.shape, np.float32)
+    layer: np.ndarray = np.zeros(img.shape, np.float32)
     width = int(rng.integers(1, 3))
     # Draw piece by piece so that the ends can fade and a gap can break the line.
     fade = np.clip(np.minimum(t + 0.5, 0.5 - t) / 0.08, 0.25, 1.0)
@@ -163,7 +164,7 @@ def draw_scratch(img: np.ndarray, rng: np.random.Generator, region: tuple[int, i
         seg = np.round(pts[k : k + 2] * 4).astype(np.int32)
         cv2.polylines(layer, [seg], False, float(fade[k]), thickness=width, lineType=cv2.LINE_AA, shift=2)
     layer = cv2.GaussianBlur(layer, (0, 0), 0.7)
-    layer /= max(float(layer.max()), 1e-6)  # the drawn amplitude is the peak contrast
+    layer = layer / max(float(layer.max()), 1e-6)  # the drawn amplitude is the peak contrast
     sign = 1 if rng.random() < 0.5 else -1
     img = img + sign * rng.uniform(35, 60) * layer
     xs, ys = pts[:, 0], pts[:, 1]
