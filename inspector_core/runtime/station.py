@@ -135,7 +135,7 @@ class StationRuntime:
                 spool_dir = st.directory / spool_dir
             spool = spool_dir / f"{st.name}.spool.db"
         # Before the recorder's first commit, so a new sink's cursor starts before this run's verdicts.
-        self._delivery = Delivery(list(zip(self._sink_keys, sinks, strict=True)), Outbox(self.store.engine, st.name),
+        self._delivery = Delivery(list(zip(self._sink_keys, sinks, strict=True)), Outbox(self.store, st.name),
                                   on_event=self.event, run_id=lambda: self.run_id)
         self._delivery.start()
         self.recorder = Recorder(self.store, on_committed=self._committed, spool_path=spool,

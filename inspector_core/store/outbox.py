@@ -18,9 +18,12 @@ What a caller may rely on:
   first inspection (or at the station's newest inspection if the run has none yet), so adding a
   sink does not replay the station's whole history to it.
 
-Cursor writes on SQLite: a short transaction on the store's own engine (one ``UPDATE`` of one
-row, the first statement of its transaction, so SQLite's busy timeout applies and WAL readers
-are never blocked), not a message to the recorder. The single-writer promise is about
+Every call is one of the store's bounded transactions (:meth:`Store.transaction`): a database
+that stops answering costs a worker at most ``call_timeout_s`` per call, then it waits and tries
+again. Cursor writes on SQLite: a short transaction on the store's own engine, ``BEGIN
+IMMEDIATE`` (``write=True``) then one ``UPDATE`` of one row, so two writers wait for each other
+within the busy timeout instead of failing, and WAL readers are never blocked; not a message to
+the recorder. The single-writer promise is about
 inspections (their order and group commit); a cursor row is the sink worker's own, and routing
 it through the recorder would make a sink's progress wait behind the recorder's queue and its
 outages while buying nothing: an UPDATE of a cursor needs no ordering with inspections beyond
@@ -39,6 +42,7 @@ from sqlalchemy import Engine, delete, func, insert, inspect, select, update
 
 from inspector_core.contract import Report
 from inspector_core.store import schema
+from inspector_core.store.database import Store
 from inspector_core.store.records import utcnow
 
 SINK_EVENTS = ("sink_failing", "sink_recovered", "sink_backlog", "sink_removed")
@@ -78,10 +82,10 @@ class SinkState:
 
 class Outbox:
     """The cursors of one station's sinks in one store. Safe to use from several threads (each
-    call is its own transaction)."""
+    call is its own bounded transaction)."""
 
-    def __init__(self, engine: Engine, station: str) -> None:
-        self.engine = engine
+    def __init__(self, store: Store, station: str) -> None:
+        self.store = store
         self.station = station
         self._station_id: int | None = None
 
@@ -89,7 +93,7 @@ class Outbox:
     def station_id(self) -> int | None:
         """The station's id in this store; ``None`` while the store has no row for it yet."""
         if self._station_id is None:
-            with self.engine.connect() as conn:
+            with self.store.transaction() as conn:
                 self._station_id = conn.scalar(select(schema.Station.id).where(schema.Station.name == self.station))
         return self._station_id
 
@@ -102,7 +106,7 @@ class Outbox:
         if sid is None:
             return None
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self.store.transaction(write=True) as conn:
             c = schema.SinkCursor
             rows = {k: Cursor(at, since) for k, at, since in conn.execute(
                 select(c.sink, c.inspection_id, c.failing_since).where(c.station_id == sid)).all()}
@@ -131,7 +135,7 @@ class Outbox:
         if sid is None:
             return []
         i, d = schema.Inspection, schema.Defect
-        with self.engine.connect() as conn:
+        with self.store.transaction() as conn:
             rows = conn.execute(
                 select(i.id, i.uid, i.run_id, i.part_id, i.verdict, i.captured_at, i.latency_ms, i.error)
                 .where(i.station_id == sid, i.id > after).order_by(i.id).limit(limit)).all()
@@ -153,7 +157,7 @@ class Outbox:
 
     def advance(self, sink: str, inspection_id: int) -> None:
         """Record that ``sink`` accepted everything up to ``inspection_id`` (never moves back)."""
-        with self.engine.begin() as conn:
+        with self.store.transaction(write=True) as conn:
             conn.execute(update(schema.SinkCursor)
                          .where(schema.SinkCursor.station_id == self.station_id, schema.SinkCursor.sink == sink,
                                 schema.SinkCursor.inspection_id < inspection_id)
@@ -161,14 +165,14 @@ class Outbox:
 
     def failing(self, sink: str, error: str, since: datetime) -> None:
         """Record that ``sink`` keeps failing, since when, and its last error."""
-        with self.engine.begin() as conn:
+        with self.store.transaction(write=True) as conn:
             conn.execute(update(schema.SinkCursor)
                          .where(schema.SinkCursor.station_id == self.station_id, schema.SinkCursor.sink == sink)
                          .values(failing_since=since, last_error=error, last_error_at=utcnow()))
 
     def recovered(self, sink: str) -> None:
         """Record that ``sink`` delivers again (the last error is kept, with its time)."""
-        with self.engine.begin() as conn:
+        with self.store.transaction(write=True) as conn:
             conn.execute(update(schema.SinkCursor)
                          .where(schema.SinkCursor.station_id == self.station_id, schema.SinkCursor.sink == sink)
                          .values(failing_since=None))
@@ -178,7 +182,7 @@ class Outbox:
         sid = self.station_id
         if sid is None:
             return 0
-        with self.engine.connect() as conn:
+        with self.store.transaction() as conn:
             return _backlog(conn, sid, after)
 
 

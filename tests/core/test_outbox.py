@@ -221,7 +221,7 @@ def test_reports_are_strict_json_whatever_the_detector_gave(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'x.db'}")
     sid, rid = store.begin_run("odd", hostname="h", software_version="0", plugins={}, config_yaml="",
                                config_hash="0", models={})
-    outbox = Outbox(store.engine, "odd")
+    outbox = Outbox(store, "odd")
     assert outbox.open(["file"], run_id=rid) == ({"file": Cursor(0)}, {})
     now = datetime.now(UTC)
     store.write([InspectionRecord(
@@ -345,7 +345,7 @@ def test_wake_and_poll_without_a_recorder(tmp_path, quick_retries):
                 done.set()
 
     events: list[tuple[str, str]] = []
-    d = delivery.Delivery([("collect", Collect(None, station_dir=tmp_path))], Outbox(store.engine, "poll"),
+    d = delivery.Delivery([("collect", Collect(None, station_dir=tmp_path))], Outbox(store, "poll"),
                           on_event=lambda k, m: events.append((k, m)), run_id=lambda: rid)
     d.start()
     now = datetime.now(UTC)
@@ -355,4 +355,39 @@ def test_wake_and_poll_without_a_recorder(tmp_path, quick_retries):
     assert done.wait(5), got
     assert d.close() == {"collect": 0} and not events
     assert got == [f"{i:032x}" for i in range(3)]
+    store.close()
+
+
+def test_a_send_that_hangs_is_recorded_as_failing_then_recovered(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    sid, rid = store.begin_run("hang", hostname="h", software_version="0", plugins={}, config_yaml="",
+                               config_hash="0", models={})
+    release = threading.Event()
+    got: list[str] = []
+
+    class Hangs(Sink):
+        name = "hangs"
+
+        def send(self, report: Report) -> None:
+            if not got:
+                release.wait(10)
+            got.append(report.part_id)
+
+    events: list[tuple[str, str]] = []
+    policy = delivery.DeliveryPolicy(hung_after_s=0.3, poll_s=0.05)
+    d = delivery.Delivery([("plc", Hangs(None, station_dir=tmp_path))], Outbox(store, "hang"),
+                          on_event=lambda k, m: events.append((k, m)), run_id=lambda: rid, policy=policy)
+    d.start()
+    now = datetime.now(UTC)
+    store.write([InspectionRecord(uid=f"{i:032x}", station_id=sid, run_id=rid, seq=i, part_id=f"p{i}",
+                                  captured_at=now, decided_at=now, verdict="PASS", latency_ms=1.0) for i in range(2)])
+    deadline = time.monotonic() + 5
+    while not events and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [k for k, _ in events] == ["sink_failing"]
+    assert "sink plc (hangs) keeps failing on part p0" in events[0][1] and "has not returned for" in events[0][1]
+    assert not got
+    release.set()
+    assert d.close() == {"plc": 0}
+    assert got == ["p0", "p1"] and [k for k, _ in events] == ["sink_failing", "sink_recovered"]
     store.close()
