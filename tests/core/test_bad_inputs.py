@@ -70,7 +70,13 @@ def test_detector_that_hangs_past_its_budget(tmp_path):
 
 
 def test_roi_outside_the_frame_is_an_error_per_part(tmp_path):
-    cfg = {"source": {"type": "synthetic", "config": {"count": 2, "width": 640, "height": 480}},
+    # A folder does not declare its frame size, so only the part tells (a source that declares
+    # it, like synthetic, has such a station refused at validation: tests/core/test_config_validation.py).
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"part{i}.png"), np.full((480, 640), 128, np.uint8))
+    cfg = {"source": {"type": "folder", "config": {"path": str(folder)}},
            "steps": [{"detector": "bright_spot", "roi": {"x": 600, "y": 0, "width": 100, "height": 100}}]}
     rows = run_station(cfg, tmp_path).inspections()
     assert all(r.verdict == "ERROR" and "outside the 640x480 frame" in r.error for r in rows)

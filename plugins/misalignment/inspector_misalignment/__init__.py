@@ -104,8 +104,9 @@ class MisalignmentConfig(PluginConfig):
             return value
         path = _station_file(reference, info, "reference")
         if path is not None:
-            with path.open("rb") as fh:
-                actual = hashlib.file_digest(fh, "sha256").hexdigest()
+            from inspector_misalignment.reference import sha256_file
+
+            actual = sha256_file(path)
             if actual != value.lower():
                 raise ValueError(f"the reference {path} has SHA-256 {actual}, not this one: it was replaced; "
                                  "re-teach, or set this to the new file's hash if the new file is right")
