@@ -138,3 +138,62 @@ def test_folder_resume_and_undecodable_names_on_postgresql(tmp_path, pg_url):
     second = run_station(cfg, tmp_path, db_url=pg_url)
     assert [r.part_id for r in second.inspections()] == ["z\\xff"]
     assert [r.verdict for r in first.inspections() + second.inspections()] == ["PASS"] * 3
+
+
+def test_camera_whose_driver_raises_reconnects_and_records_why(tmp_path, monkeypatch):
+    write_video(tmp_path / "cam.avi", 5)
+    real = cv2.VideoCapture
+    reads = []
+
+    class FlakyDriver:  # the real capture, whose third read raises as a failing driver does
+        def __init__(self, device):
+            self.cap = real(device)
+
+        def read(self):
+            reads.append(1)
+            if len(reads) == 3:
+                raise cv2.error("simulated driver failure")
+            return self.cap.read()
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", FlakyDriver)
+    cfg = {
+        "source": {
+            "type": "camera",
+            "config": {"device": str(tmp_path / "cam.avi"), "max_frames": 8, "reconnect_initial_ms": 20},
+        },
+        "steps": [{"detector": "bright_spot"}],
+    }
+    result = run_station(cfg, tmp_path)
+    assert [r.part_id for r in result.inspections()] == [f"cam-{i:08d}" for i in range(8)]
+    with result.session() as s:
+        events = s.scalars(select(schema.Event).where(schema.Event.run_id == result.run_id)).all()
+    lost = [e.message for e in events if e.kind == "camera_lost"]
+    assert lost[0].endswith("its driver failed: simulated driver failure; reconnecting")
+    assert len([e for e in events if e.kind == "camera_gap"]) == len(lost) == 2
+
+
+def test_camera_close_during_a_gap_ends_at_once_and_records_the_gap(tmp_path):
+    import threading
+    import time
+
+    from inspector_sources import CameraConfig, CameraSource
+
+    from inspector_core import SourceContext
+
+    events = []
+    config = CameraConfig(device=str(tmp_path / "no-such-camera.avi"), reconnect_initial_ms=5000)
+    source = CameraSource(config, SourceContext(tmp_path, lambda kind, msg: events.append((kind, msg))))
+    frames = []
+    capture = threading.Thread(target=lambda: frames.extend(source.frames()))
+    capture.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    source.close()
+    capture.join(2)
+    assert not capture.is_alive() and time.monotonic() - t0 < 1.0  # not the 5 s backoff
+    assert frames == []
+    assert [k for k, _ in events] == ["camera_unavailable", "camera_gap"]
+    assert "gave no frames for the last" in events[1][1] and "before the source stopped" in events[1][1]

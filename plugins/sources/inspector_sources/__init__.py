@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -31,6 +33,9 @@ __all__ = [
     "VideoSource",
     "read_image",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> datetime:
@@ -93,9 +98,10 @@ class CameraConfig(PluginConfig):
 
 
 class CameraSource(FrameSource):
-    """A live camera through OpenCV. When the camera drops out, it reconnects with
-    exponential backoff and records the gap (``camera_gap`` event) so QA can see that no
-    parts were captured then."""
+    """A live camera through OpenCV. When the camera drops out (no frame, or its driver
+    raises), it reconnects with exponential backoff and records the gap: ``camera_lost`` when
+    frames stop, ``camera_gap`` with its length when they come back (or when the source stops
+    during the gap), so QA can see that no parts were captured then."""
 
     name = "camera"
     Config = CameraConfig
@@ -103,13 +109,17 @@ class CameraSource(FrameSource):
 
     def __init__(self, config: CameraConfig, context) -> None:
         super().__init__(config, context)
-        self._closed = False
+        self._stop = threading.Event()
 
     def _open(self) -> cv2.VideoCapture | None:
         dev = self.config.device
-        cap = cv2.VideoCapture(dev if isinstance(dev, int) else str(dev))
-        if not cap.isOpened():
-            cap.release()
+        try:
+            cap = cv2.VideoCapture(dev if isinstance(dev, int) else str(dev))
+            if not cap.isOpened():
+                cap.release()
+                return None
+        except cv2.error as exc:
+            log.warning("camera %r: opening failed: %s", dev, exc)
             return None
         if self.config.width:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.config.width)
@@ -117,30 +127,36 @@ class CameraSource(FrameSource):
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.config.height)
         return cap
 
+    def _read(self, cap: cv2.VideoCapture | None) -> tuple[np.ndarray | None, str]:
+        """A frame, or ``None`` and why there is none."""
+        if cap is None:
+            return None, "not open"
+        try:
+            ok, image = cap.read()
+        except cv2.error as exc:  # a driver that raises is a camera that dropped out
+            return None, f"its driver failed: {str(exc).strip().splitlines()[-1]}"
+        return (image, "") if ok and image is not None else (None, "stopped giving frames")
+
     def frames(self) -> Iterator[Frame]:
         seq = 0
+        device = self.config.device
         cap = self._open()
         if cap is None:
-            self.context.event("camera_unavailable", f"camera {self.config.device!r} did not open; retrying")
+            self.context.event("camera_unavailable", f"camera {device!r} did not open; retrying")
         gap_started: float | None = None if cap is not None else time.monotonic()
         wait = self.config.reconnect_initial_ms / 1000
         try:
-            while not self._closed:
-                ok, image = cap.read() if cap is not None else (False, None)
-                if ok and image is not None:
+            while not self._stop.is_set():
+                image, why = self._read(cap)
+                if image is not None:
                     if gap_started is not None:
                         gap = time.monotonic() - gap_started
-                        self.context.event(
-                            "camera_gap", f"camera {self.config.device!r} back after {gap:.2f} s without frames"
-                        )
+                        self.context.event("camera_gap", f"camera {device!r} back after {gap:.2f} s without frames")
                         gap_started, wait = None, self.config.reconnect_initial_ms / 1000
                     if self.config.gray and image.ndim == 3:
                         image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
                     yield Frame(
-                        f"{self.config.part_prefix}-{seq:08d}",
-                        image,
-                        _now(),
-                        {"device": str(self.config.device), "seq": seq},
+                        f"{self.config.part_prefix}-{seq:08d}", image, _now(), {"device": str(device), "seq": seq}
                     )
                     seq += 1
                     if self.config.max_frames and seq >= self.config.max_frames:
@@ -148,20 +164,25 @@ class CameraSource(FrameSource):
                     continue
                 if gap_started is None:
                     gap_started = time.monotonic()
-                    self.context.event(
-                        "camera_lost", f"camera {self.config.device!r} stopped giving frames; reconnecting"
-                    )
+                    self.context.event("camera_lost", f"camera {device!r} {why}; reconnecting")
                 if cap is not None:
                     cap.release()
-                time.sleep(wait)
+                    cap = None
+                if self._stop.wait(wait):  # close() ends the wait at once
+                    break
                 wait = min(wait * 2, self.config.reconnect_max_ms / 1000)
                 cap = self._open()
         finally:
             if cap is not None:
                 cap.release()
+            if gap_started is not None:
+                gap = time.monotonic() - gap_started
+                self.context.event(
+                    "camera_gap", f"camera {device!r} gave no frames for the last {gap:.2f} s before the source stopped"
+                )
 
     def close(self) -> None:
-        self._closed = True
+        self._stop.set()
 
 
 class SyntheticConfig(PluginConfig):
@@ -193,7 +214,7 @@ class SyntheticSource(FrameSource):
 
     def __init__(self, config: SyntheticConfig, context) -> None:
         super().__init__(config, context)
-        self._closed = False
+        self._stop = threading.Event()
         c = config
         plate_w, plate_h = round(c.width * 0.625), round(c.height * 0.573)
         self.geometry = PartGeometry(c.width, c.height, plate_w, plate_h)
@@ -201,7 +222,7 @@ class SyntheticSource(FrameSource):
     def frames(self) -> Iterator[Frame]:
         rng = np.random.default_rng(self.config.seed)
         for i in range(self.config.count):
-            if self._closed:
+            if self._stop.is_set():
                 return
             truth = truth_for(i, self.config.defect_rate, rng)
             part = render_part(self.config.seed, i, truth, self.geometry, self.config.color)
@@ -209,11 +230,11 @@ class SyntheticSource(FrameSource):
             if part.box is not None:
                 meta["truth_box"] = list(part.box)
             yield Frame(f"syn-{self.config.seed}-{i:05d}", part.image, _now(), meta)
-            if self.config.interval_ms:
-                time.sleep(self.config.interval_ms / 1000)
+            if self.config.interval_ms and self._stop.wait(self.config.interval_ms / 1000):
+                return  # close() ends the pause at once
 
     def close(self) -> None:
-        self._closed = True
+        self._stop.set()
 
 
 @hookimpl

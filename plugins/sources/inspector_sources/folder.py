@@ -21,7 +21,7 @@ import fnmatch
 import hashlib
 import os
 import stat
-import time
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,7 +179,7 @@ class FolderSource(FrameSource):
     def __init__(self, config: FolderConfig, context) -> None:
         super().__init__(config, context)
         self.config: FolderConfig = config
-        self._closed = False
+        self._stop = threading.Event()
         root = Path(config.path)
         self.root = root if root.is_absolute() else context.station_dir / root
         if not self.root.is_dir():
@@ -209,15 +209,15 @@ class FolderSource(FrameSource):
             if c.resume:
                 planned = self._not_yet_recorded(planned)
             for entry, pid in planned:
-                if self._closed:
+                if self._stop.is_set():
                     return
                 image, error = read_image(entry.path, self.limits)
                 meta = {"path": display_path(entry.path)}
                 if meta["path"] != entry.path:
                     meta["path_hex"] = os.fsencode(entry.path).hex()  # the name is not valid UTF-8
                 yield Frame(pid, image, datetime.now(UTC), meta, error)
-                if c.interval_ms:
-                    time.sleep(c.interval_ms / 1000)
+                if c.interval_ms and self._stop.wait(c.interval_ms / 1000):
+                    return  # close() ends the pause at once
 
     def _not_yet_recorded(self, planned: list[tuple[Entry, str]]) -> list[tuple[Entry, str]]:
         try:
@@ -248,4 +248,4 @@ class FolderSource(FrameSource):
         )
 
     def close(self) -> None:
-        self._closed = True
+        self._stop.set()
