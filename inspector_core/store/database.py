@@ -190,7 +190,12 @@ class Store:
         timer: threading.Timer | None = None
         try:
             try:
-                conn = self.engine.connect()
+                try:
+                    conn = self.engine.connect()
+                except SQLAlchemyError as exc:
+                    if classify(exc) == "unreachable":
+                        raise StoreUnreachable(describe_failure(self.display_url, exc)) from exc
+                    raise
                 if write and self.is_sqlite:
                     conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
                 timer = threading.Timer(limit, _sever, (conn, fired))
@@ -267,8 +272,13 @@ class Store:
 
     def ping(self, *, timeout_s: float | None = None) -> None:
         """Ask the database something trivial; raises if it does not answer within the time."""
-        with self.transaction(timeout_s=timeout_s) as conn:
-            conn.exec_driver_sql("SELECT 1")
+        try:
+            with self.transaction(timeout_s=timeout_s) as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except StoreError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(describe_failure(self.display_url, exc)) from exc
 
     def current_revision(self, *, timeout_s: float | None = None) -> str | None:
         """The schema revision the database is at (``None``: no Inspector schema)."""
