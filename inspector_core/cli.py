@@ -195,6 +195,7 @@ def status(station_file: str, as_json: bool) -> None:
     """Show what a station still owes its sinks: per sink its cursor, its backlog (verdicts
     committed but not yet delivered), whether it is failing and its last error; the latest sink
     events. Reads the store only (never migrates or writes)."""
+    from inspector_core.qa.reader import ReaderError, open_reader
     from inspector_core.runtime.delivery import sink_keys
     from inspector_core.store import StoreError
     from inspector_core.store.outbox import sink_events, sink_states
@@ -205,7 +206,13 @@ def status(station_file: str, as_json: bool) -> None:
     except ValueError as exc:
         click.echo(click.style(f"{station_file}: {exc}", fg="red"), err=True)
         sys.exit(2)
-    store = _open_for_status(st, station_file)
+    spool = _spool_status(st)
+    try:
+        store = open_reader(st.store_url, source=f"--station-file {station_file}")
+    except ReaderError as exc:
+        click.echo(click.style(str(exc), fg="red"), err=True)
+        _echo_spool(spool)  # what waits locally is the interesting part while the database is away
+        sys.exit(1)
     try:
         states = {s.sink: s for s in sink_states(store.engine, st.name)}
         events = sink_events(store.engine, st.name)
@@ -213,14 +220,15 @@ def status(station_file: str, as_json: bool) -> None:
         click.echo(click.style(str(exc), fg="red"), err=True)
         sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - the database's own words, with the store named
-        click.echo(click.style(f"store {store.display_url}: cannot read the delivery state: {exc}", fg="red"), err=True)
+        click.echo(click.style(f"store {store.display_url}: cannot read the delivery state: {exc}", fg="red"),
+                   err=True)
         sys.exit(1)
     finally:
         store.close()
     types = {(s.name or s.type): s.type for s in st.spec.sinks}
     if as_json:
         click.echo(json.dumps({
-            "station": st.name, "store": store.display_url,
+            "station": st.name, "store": store.display_url, "spool": spool,
             "sinks": [{"sink": k, "type": types[k], "cursor": s.inspection_id if s else None,
                        "backlog": s.backlog if s else None,
                        "failing_since": s.failing_since.isoformat() if s and s.failing_since else None,
@@ -250,29 +258,51 @@ def status(station_file: str, as_json: bool) -> None:
     for k in gone:
         click.echo(f"  sink {k}: no longer in the station file; {states[k].backlog} not delivered "
                    "(its cursor is dropped when the station next starts)")
+    _echo_spool(spool)
     if events:
         click.echo("latest sink events:")
         for at, kind, msg in events:
             click.echo(f"  {at:%Y-%m-%d %H:%M:%S} {kind}: {msg}")
 
 
-def _open_for_status(st, station_file: str):
-    """The station's store, opened for reading (no migration)."""
+def _echo_spool(spool: dict[str, object] | None) -> None:
+    if spool is None:
+        return
+    if "error" in spool:
+        click.echo(f"spool {spool['path']}: cannot read it: {spool['error']}")
+    else:
+        click.echo(f"spool {spool['path']}: {spool['verdicts']} verdicts and {spool['events']} events wait for "
+                   f"the database (the sinks get them once written); {spool['refused']} records set aside "
+                   "(refused by the database)")
+
+
+def _spool_status(st) -> dict[str, object] | None:
+    """What waits in the station's spool (verdicts not yet in the database), read without
+    writing; ``None`` when there is no spool file."""
+    import sqlite3
     from pathlib import Path
+    from urllib.parse import quote
 
     from sqlalchemy.engine import make_url
 
-    from inspector_core.store import Store, StoreError
+    from inspector_core.store.spool import spool_file
 
+    folder = Path(st.spec.store.spool) if st.spec.store.spool else Path(".spool")
+    folder = folder if folder.is_absolute() else st.directory / folder
+    path = spool_file(folder, st.name, make_url(st.store_url).render_as_string(hide_password=True))
+    if not path.is_file():
+        return None
     try:
-        url = make_url(st.store_url)
-        if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
-            click.echo(f"{station_file}: no store yet at {url.database} (the station has not run)", err=True)
-            sys.exit(1)
-        return Store(st.store_url, migrate=False)
-    except StoreError as exc:
-        click.echo(click.style(str(exc), fg="red"), err=True)
-        sys.exit(1)
+        db = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+        try:
+            kinds = dict(db.execute("SELECT kind, count(*) FROM items GROUP BY kind").fetchall())
+            refused = db.execute("SELECT count(*) FROM refused").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        return {"path": str(path), "error": str(exc)}
+    return {"path": str(path), "verdicts": kinds.get("inspection", 0), "events": kinds.get("event", 0),
+            "refused": refused}
 
 
 

@@ -391,3 +391,24 @@ def test_a_send_that_hangs_is_recorded_as_failing_then_recovered(tmp_path):
     assert d.close() == {"plc": 0}
     assert got == ["p0", "p1"] and [k for k, _ in events] == ["sink_failing", "sink_recovered"]
     store.close()
+
+
+def test_status_shows_the_spool_while_the_database_is_away(tmp_path):
+    """A plant database that is down: the verdicts wait in the spool, and `inspector status`
+    says so (and that it cannot reach the database) instead of only failing."""
+    from inspector_core import cli
+    from inspector_core.runtime.config import load_station
+    from inspector_core.runtime.station import StationRuntime
+
+    station = tmp_path / "station.yaml"
+    station.write_text(yaml.safe_dump({
+        "name": "away", **_station(3, [{"type": "file", "config": {"path": "v.jsonl"}}]),
+        "store": {"url": "postgresql+psycopg://inspector@127.0.0.1:1/plant"}}))
+    reg = load()
+    runtime = StationRuntime(load_station(station, reg), reg)
+    runtime.run()
+    assert runtime.tally.total == 3 and not (tmp_path / "v.jsonl").read_text()  # nothing committed: nothing sent
+    out = CliRunner().invoke(cli.main, ["status", str(station)])
+    assert out.exit_code == 1
+    assert "cannot reach" in out.output
+    assert "spool " in out.output and ": 3 verdicts and" in out.output and "wait for the database" in out.output
