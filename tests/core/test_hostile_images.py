@@ -485,3 +485,31 @@ def test_resume_asks_only_about_this_station(tmp_path):
         "steps": [{"detector": "bright_spot"}],
     }
     assert [r.part_id for r in run_station(mine, tmp_path).inspections()] == ["p0", "p1", "p2"]
+
+
+def test_resume_when_the_store_cannot_answer_inspects_everything_and_says_so(tmp_path):
+    from inspector_sources import FolderConfig, FolderSource
+
+    from inspector_core import SourceContext
+
+    for i in range(3):
+        (tmp_path / f"p{i}.png").write_bytes(encode(".png", part_image(False)))
+
+    def store_down(part_ids):
+        raise TimeoutError("no answer within 5 s")
+
+    events = []
+    context = SourceContext(tmp_path, lambda kind, msg: events.append((kind, msg)), recorded=store_down)
+    frames = list(FolderSource(FolderConfig(path=str(tmp_path), resume=True), context).frames())
+    assert [f.part_id for f in frames] == ["p0", "p1", "p2"] and all(f.error is None for f in frames)
+    assert events == [
+        (
+            "source_resume_failed",
+            f"folder {tmp_path}: resume: cannot tell which parts this station has recorded "
+            "(TimeoutError: no answer within 5 s); inspecting all 3 parts, some perhaps again",
+        )
+    ]
+    # A host without a store to ask (the hook left out) is the same case.
+    events.clear()
+    frames = list(FolderSource(FolderConfig(path=str(tmp_path), resume=True), SourceContext(tmp_path, print)).frames())
+    assert len(frames) == 3

@@ -222,11 +222,13 @@ class FolderSource(FrameSource):
     def _not_yet_recorded(self, planned: list[tuple[Entry, str]]) -> list[tuple[Entry, str]]:
         try:
             done = self.context.recorded([pid for _, pid in planned])
-        except Exception as exc:
-            raise RuntimeError(
-                f"source.config.resume: cannot tell which parts this station has recorded "
-                f"({type(exc).__name__}: {exc}); run without resume, or when the store answers"
-            ) from exc
+        except Exception as exc:  # noqa: BLE001 - the line must run: inspecting twice loses nothing
+            self.context.event(
+                "source_resume_failed",
+                f"folder {display_path(self.root)}: resume: cannot tell which parts this station has "
+                f"recorded ({type(exc).__name__}: {exc}); inspecting all {len(planned)} parts, some perhaps again",
+            )
+            return planned
         todo = [(e, pid) for e, pid in planned if pid not in done]
         if done:
             nxt = f"going on with {todo[0][1]!r}" if todo else "nothing left to inspect"
