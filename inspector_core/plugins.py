@@ -274,7 +274,8 @@ def _collect(reg: Registry, staged: dict[str, list[tuple[str, str, Any]]]) -> No
     for plugin_name, items in staged.items():
         for what, name, _cls in items:
             claims.setdefault((what, name), []).append(plugin_name)
-    tables = {"detector": reg.detectors, "source": reg.sources, "sink": reg.sinks, "command": reg.commands}
+    tables: dict[str, dict[str, Any]] = {"detector": reg.detectors, "source": reg.sources, "sink": reg.sinks,
+                                         "command": reg.commands}
     for plugin_name, items in staged.items():
         info = reg.plugins[plugin_name]
         lists = {"detector": info.detectors, "source": info.sources, "sink": info.sinks, "command": info.commands}
