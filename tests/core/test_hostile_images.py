@@ -348,6 +348,8 @@ def make_hostile_folder(folder: Path) -> dict[str, tuple[str, str | None]]:
     expect["folder"] = ("ERROR", "is a folder")
     os.symlink(folder / "gone.png", folder / "dangling.png")
     expect["dangling"] = ("ERROR", "broken symlink")
+    os.symlink("self-loop.png", folder / "self-loop.png")
+    expect["self-loop"] = ("ERROR", "cannot stat: Too many levels of symbolic links")
     os.symlink(folder / "good-00.png", folder / "link-to-good.png")
     expect["link-to-good"] = (GOOD, None)
     (folder / "notes.txt").write_text("not a part")
