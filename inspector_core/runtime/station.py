@@ -11,7 +11,14 @@ Promises kept here (each is tested in tests/):
   under the ``drop-oldest`` overload policy);
 - a verdict reaches a sink only after it is committed, at least once, from the store (each
   sink has its own worker and cursor, so a restart resumes and a slow sink delays no other);
-- SIGINT/SIGTERM stop the capture, drain the queues and commit before exit.
+- SIGINT/SIGTERM stop the capture, drain the queues and commit before exit; the frame the
+  source has just yielded is recorded too. A second SIGINT/SIGTERM stops waiting for steps:
+  the part being inspected becomes ERROR and every part still queued NOT_INSPECTED, each with
+  the reason, then they are committed; a third one exits at once (the default handler).
+- Shutdown is bounded: a source that does not return from ``frames()`` within
+  ``SOURCE_STOP_TIMEOUT_S`` of the stop is abandoned (a ``source_stuck`` event), detectors'
+  ``close()`` gets ``steps.CLOSE_TIMEOUT_S``, the recorder ``RECORDER_CLOSE_TIMEOUT_S``.
+- Every part id and message reaches the store storable (:mod:`inspector_core.runtime.storable`).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import queue
 import signal
 import socket
@@ -47,11 +55,13 @@ from inspector_core.runtime.crops import encode_crop
 from inspector_core.runtime.delivery import Delivery, sink_keys
 from inspector_core.runtime.progress import Tally
 from inspector_core.runtime.rules import failing, verdict
-from inspector_core.runtime.steps import _findings, _StepWorker
+from inspector_core.runtime.steps import StepStartError, StepWorker, close_steps
+from inspector_core.runtime.storable import storable_message, storable_part_id
 from inspector_core.store import (
     DefectRecord,
     InspectionRecord,
     Recorder,
+    RunRecord,
     StepRecord,
     Store,
     StoreError,
@@ -64,6 +74,15 @@ class StationError(RuntimeError):
     """The station cannot start or had to stop; the message says why and what to do."""
 
 
+SOURCE_STOP_TIMEOUT_S = 5.0
+"""After a stop, how long the source may take to return from ``frames()`` before it is abandoned."""
+ABORT_TIMEOUT_S = 5.0
+"""After a second interrupt, how long the inspect thread may take to record what is left."""
+RECORDER_CLOSE_TIMEOUT_S = 60.0
+"""At the end of a run, how long the recorder may take to commit (or spool) what it holds."""
+ABORTED = "not inspected: the station was stopped by a second interrupt before this part was inspected"
+
+
 
 # ---------------------------------------------------------------------------- the runtime
 
@@ -74,6 +93,8 @@ class _Captured:
     seq: int
     uid: str
     t0: float
+    meta: dict[str, Any] | None = None
+    """The frame's metadata as the store keeps it."""
 
 
 class StationRuntime:
@@ -88,6 +109,12 @@ class StationRuntime:
         self.on_progress = on_progress
         self.tally = Tally()
         self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._capture_abandoned = threading.Event()
+        self._interrupts = 0
+        self._seq = 0
+        self._in_flight: _Captured | None = None
+        self._inspect_done = False
         self._events: list[tuple[int, datetime, str, str]] = []
         self._events_lock = threading.Lock()
         self.run_id: int | None = None
@@ -101,74 +128,73 @@ class StationRuntime:
         if source is not None:
             try:
                 source.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("closing the source")
 
     def event(self, kind: str, message: str) -> None:
+        """Record an event of this run: the recorder writes it (durably, through the spool while
+        the database is away); one raised before the recorder exists waits for it."""
+        recorder = getattr(self, "recorder", None)
+        if recorder is not None:
+            recorder.event(kind, message)
+            return
         with self._events_lock:
-            self._events.append((self.run_id or 0, datetime.now(UTC), kind, message))
+            self._events.append((0, datetime.now(UTC), kind, message))
 
     def run(self) -> Tally:
         st = self.station
         try:
-            self.store = Store(st.store_url)
+            # The recorder migrates it when it answers: a station starts while its database is down.
+            self.store = Store(st.store_url, migrate=False)
         except StoreError as exc:
             raise StationError(f"station {st.path.name}: {exc}") from exc
         workers = self._start_steps()
         sinks = self._start_sinks(workers)
         self._source = self._start_source(workers, sinks)
+        run = RunRecord(st.name, hostname=socket.gethostname(), software_version=inspector_core.__version__,
+                        plugins=self._provenance_plugins(), config_yaml=st.text, config_hash=st.config_hash,
+                        models=self._provenance_models(workers))
+        spool_dir = Path(st.spec.store.spool) if st.spec.store.spool else st.directory / ".spool"
+        if not spool_dir.is_absolute():
+            spool_dir = st.directory / spool_dir
+        recorder = Recorder(self.store, run=run, on_committed=self._committed, spool_dir=spool_dir,
+                            overload=st.spec.overload.policy)
         try:
-            self.station_id, self.run_id = self.store.begin_run(
-                st.name, hostname=socket.gethostname(), software_version=inspector_core.__version__,
-                plugins=self._provenance_plugins(), config_yaml=st.text, config_hash=st.config_hash,
-                models=self._provenance_models(workers),
-            )
-        except Exception as exc:
-            for w in workers:
-                w.close()
-            raise StationError(f"station {st.path.name}: cannot record the run in {self.store.display_url}: {exc}") from exc
-
-        spool = None
-        if not self.store.is_sqlite:
-            spool_dir = Path(st.spec.store.spool) if st.spec.store.spool else st.directory / ".spool"
-            if not spool_dir.is_absolute():
-                spool_dir = st.directory / spool_dir
-            spool = spool_dir / f"{st.name}.spool.db"
-        # Before the recorder's first commit, so a new sink's cursor starts before this run's verdicts.
+            # Records the run (migrating a new database first), or starts with the spool if the
+            # database cannot be reached; refuses a database that answers but will not take it.
+            recorder.start()
+        except StoreError as exc:
+            close_steps(workers)
+            raise StationError(f"station {st.path.name}: cannot record the run: {exc}") from exc
+        self.recorder = recorder
+        self.run_uid = run.uid
+        self.station_id, self.run_id = recorder.station_id, recorder.run_id
+        self._flush_events()
+        # Before the recorder's first commit of this run, so a new sink's cursor starts before its verdicts.
         self._delivery = Delivery(list(zip(self._sink_keys, sinks, strict=True)), Outbox(self.store, st.name),
-                                  on_event=self.event, run_id=lambda: self.run_id)
+                                  on_event=self.event, run_id=lambda: recorder.run_id)
         self._delivery.start()
-        self.recorder = Recorder(self.store, on_committed=self._committed, spool_path=spool,
-                                 on_event=self.event)
-        self.recorder.start()
 
         self._queue: queue.Queue[_Captured | None] = queue.Queue(maxsize=st.spec.overload.queue_size)
         self._queue_lock = threading.Lock()
-        self._seq = 0
         capture = threading.Thread(target=self._capture_loop, name="inspector-capture", daemon=True)
         inspect = threading.Thread(target=self._inspect_loop, args=(workers,), name="inspector-inspect", daemon=True)
         restore = self._install_signals()
         try:
             capture.start()
             inspect.start()
-            while inspect.is_alive():
-                inspect.join(0.25)
-                self._tick()
-                if self.recorder.error is not None and not self._stop.is_set():
-                    self.failure = f"the store failed: {self.recorder.error}"
-                    self.stop()
-            capture.join(5)
+            self._wait(capture, inspect)
         finally:
             restore()
-            self.recorder.close()
+            self._close_recorder()
             self._delivery.close()
-            for w in workers:
-                w.close()
-            self._flush_events()
-            try:
-                self.store.end_run(self.run_id, self._seq)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("could not record the end of run %s: %s", self.run_id, exc)
+            for problem in close_steps(workers):
+                log.warning("%s", problem)
+                self.event("detector_close_overran", problem)
+            if self._seq == 0 and self.failure is None:
+                self.event("no_parts", f"the source {st.source.name} gave no parts "
+                           f"(config {st.source_config.model_dump(mode='json')})")
+            self._end_run()
             self.store.close()
             self._tick()
         if self.recorder.error is not None:
@@ -176,22 +202,73 @@ class StationRuntime:
                                f"verdicts committed before it: {self.recorder.committed}")
         return self.tally
 
+    def _wait(self, capture: threading.Thread, inspect: threading.Thread) -> None:
+        """Until the inspect thread has recorded every captured part; bounded after a stop."""
+        st = self.station
+        stopped_at: float | None = None
+        aborted_at: float | None = None
+        while inspect.is_alive():
+            inspect.join(0.25)
+            self._tick()
+            if self.recorder.error is not None and not self._stop.is_set():
+                self.failure = f"the store failed: {self.recorder.error}"
+                self.stop()
+            now = time.monotonic()
+            if self._stop.is_set() and stopped_at is None:
+                stopped_at = now
+            if (stopped_at is not None and capture.is_alive() and not self._capture_abandoned.is_set()
+                    and now - stopped_at > SOURCE_STOP_TIMEOUT_S):
+                msg = (f"source {st.source.name} did not return from frames() within {SOURCE_STOP_TIMEOUT_S:g} s "
+                       "of the stop; abandoned (the parts it had yielded are recorded)")
+                log.error(msg)
+                self.event("source_stuck", msg)
+                self._capture_abandoned.set()
+            if self._abort.is_set():
+                aborted_at = aborted_at if aborted_at is not None else now
+                if now - aborted_at > ABORT_TIMEOUT_S:
+                    left = self._queue.qsize() + (self._in_flight is not None)
+                    msg = (f"the inspect thread did not finish within {ABORT_TIMEOUT_S:g} s of the second "
+                           f"interrupt; {left} captured part(s) may not be recorded")
+                    log.error(msg)
+                    self.event("shutdown_incomplete", msg)
+                    self.failure = msg
+                    return
+        capture.join(0 if self._capture_abandoned.is_set() else SOURCE_STOP_TIMEOUT_S)
+        if capture.is_alive() and not self._capture_abandoned.is_set():
+            self._capture_abandoned.set()
+            msg = f"source {st.source.name} did not return from frames() at the end of the run; abandoned"
+            log.error(msg)
+            self.event("source_stuck", msg)
+
+    def _close_recorder(self) -> None:
+        """Wait until the recorder has committed (or spooled) every verdict; it stays open for the
+        events of the rest of the shutdown and the end of the run (:meth:`_end_run`)."""
+        timeout = ABORT_TIMEOUT_S if self._abort.is_set() else RECORDER_CLOSE_TIMEOUT_S
+        closed = self.recorder.flush(timeout=timeout)
+        if not closed:
+            msg = (f"the recorder did not finish within {timeout:g} s; verdicts committed: "
+                   f"{self.recorder.committed}; the rest of this run's verdicts may be lost")
+            log.error(msg)
+            self.event("recorder_close_timeout", msg)
+            self.failure = self.failure or msg
+
     # -------------------------------------------------------------- start-up
 
-    def _start_steps(self) -> list[_StepWorker]:
-        workers = []
+    def _start_steps(self) -> list[StepWorker]:
+        workers: list[StepWorker] = []
         for step in self.station.steps:
+            info = self.registry.plugin_of("detector", step.detector.name)
             try:
-                workers.append(_StepWorker(step, self.station.directory))
-            except Exception as exc:
-                for w in workers:
-                    w.close()
+                workers.append(StepWorker(step, self.station.directory, plugin=info.name if info else None,
+                                          on_event=self.event, abort=self._abort))
+            except StepStartError as exc:
+                close_steps(workers)
                 raise StationError(
                     f"station {self.station.path.name}: steps[{step.index}] ({step.name}): detector "
-                    f"{step.detector.name!r} failed to start: {type(exc).__name__}: {exc}") from exc
+                    f"{step.detector.name!r} failed to start: {exc}") from exc
         return workers
 
-    def _start_sinks(self, workers: list[_StepWorker]) -> list[Sink]:
+    def _start_sinks(self, workers: list[StepWorker]) -> list[Sink]:
         try:
             self._sink_keys = sink_keys(self.station.spec.sinks)
         except ValueError as exc:
@@ -209,7 +286,7 @@ class StationRuntime:
                                    f"{type(exc).__name__}: {exc}") from exc
         return sinks
 
-    def _start_source(self, workers: list[_StepWorker], sinks: list[Sink]):
+    def _start_source(self, workers: list[StepWorker], sinks: list[Sink]):
         st = self.station
         try:
             context = SourceContext(st.directory, self.event,
@@ -234,10 +311,10 @@ class StationRuntime:
                 out[info.name] = {"distribution": info.distribution, "version": info.version, "module": info.module}
         return out
 
-    def _provenance_models(self, workers: list[_StepWorker]) -> dict[str, Any]:
+    def _provenance_models(self, workers: list[StepWorker]) -> dict[str, Any]:
         out = {}
         for w in workers:
-            for label, path in w.detector.files().items():
+            for label, path in (w.detector.files() if w.detector is not None else {}).items():
                 out[f"{w.step.name}/{label}"] = {"path": str(path), "sha256": _sha256(Path(path))}
         return out
 
@@ -247,38 +324,110 @@ class StationRuntime:
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def handler(signum: int, _frame: Any) -> None:
-            log.warning("%s: stopping capture, draining and committing", signal.Signals(signum).name)
+            self._interrupts += 1
+            name = signal.Signals(signum).name
+            if self._interrupts == 1:
+                log.warning("%s: stopping capture, finishing the captured parts and committing "
+                            "(again: stop waiting for the steps)", name)
+                self.stop()
+                return
+            log.warning("%s again: not waiting for the steps; recording the captured parts NOT_INSPECTED "
+                        "and committing (again: exit at once)", name)
+            self.event("interrupted", f"{name} twice: stopped waiting for the steps; the parts not yet "
+                                      "inspected are recorded NOT_INSPECTED")
+            self._abort.set()
             self.stop()
+            for s, h in previous.items():
+                signal.signal(s, h)
 
         for s in previous:
             signal.signal(s, handler)
-        return lambda: [signal.signal(s, h) for s, h in previous.items()] and None
+
+        def restore() -> None:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+        return restore
 
     # -------------------------------------------------------------- capture
 
     def _capture_loop(self) -> None:
         st = self.station
+        frames = None
         try:
-            for frame in self._source.frames():
-                if self._stop.is_set():
+            frames = self._source.frames()
+            for frame in frames:
+                if self._capture_abandoned.is_set():
+                    msg = (f"source {st.source.name} yielded a frame after it was abandoned at shutdown; "
+                           "not recorded")
+                    log.error(msg)
+                    self.event("source_late_frame", msg)
                     break
-                item = _Captured(frame, self._seq, uuid.uuid4().hex, time.perf_counter())
+                # The frame just yielded is recorded even if a stop arrived meanwhile.
+                item = self._captured(frame)
                 self._seq += 1
                 self._enqueue(item)
-                if self.limit is not None and self._seq >= self.limit:
+                if self._stop.is_set() or (self.limit is not None and self._seq >= self.limit):
                     break
         except Exception as exc:  # noqa: BLE001
             msg = f"source {st.source.name} failed: {type(exc).__name__}: {exc}"
             log.error(msg)
-            self.event("source_failed", msg)
+            self.event("source_failed", storable_message(msg))
             self.failure = msg
         finally:
-            self._queue.put(None)
+            close = getattr(frames, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    log.exception("closing the source's frames()")
+            self._put_end()
+
+    def _captured(self, frame: Any) -> _Captured:
+        """The frame as the station keeps it: a storable part id, metadata the store can keep."""
+        seq = self._seq
+        if not isinstance(frame, Frame):
+            frame = Frame(f"#{seq}", None, datetime.now(UTC),
+                          error=f"the source yielded a {type(frame).__name__}, not a Frame")
+        part_id, problem = storable_part_id(frame.part_id)
+        meta = _jsonable(frame.meta) if isinstance(frame.meta, dict) else {"meta": storable_message(frame.meta)}
+        changes: dict[str, Any] = {}
+        if problem is not None:
+            meta["part_id_problem"] = problem
+            changes["part_id"] = part_id
+            log.warning("part %d: %s", seq, problem)
+            if not getattr(self, "_part_id_event", False):
+                self._part_id_event = True
+                self.event("part_id_escaped", f"{problem} (the first such part of this run; each one "
+                           "carries source_meta.part_id_problem)")
+        if not isinstance(frame.captured_at, datetime):
+            meta["captured_at_problem"] = f"the source gave {type(frame.captured_at).__name__}, not a datetime"
+            changes["captured_at"] = datetime.now(UTC)
+        if frame.error is not None and not isinstance(frame.error, str):
+            changes["error"] = storable_message(frame.error)
+        if changes:
+            frame = dataclasses.replace(frame, **changes)
+        return _Captured(frame, seq, uuid.uuid4().hex, time.perf_counter(), meta)
+
+    def _put_end(self) -> None:
+        while True:
+            try:
+                self._queue.put(None, timeout=0.25)
+                return
+            except queue.Full:
+                if self._capture_abandoned.is_set() or self._abort.is_set() and self._inspect_done:
+                    return
 
     def _enqueue(self, item: _Captured) -> None:
         if self.station.spec.overload.policy == "wait":
-            self._queue.put(item)
-            return
+            while True:
+                try:
+                    self._queue.put(item, timeout=0.25)
+                    return
+                except queue.Full:
+                    if self._abort.is_set():
+                        self._submit(self._record(item, "NOT_INSPECTED", error=ABORTED))
+                        return
         while True:
             try:
                 self._queue.put_nowait(item)
@@ -297,16 +446,40 @@ class StationRuntime:
 
     # -------------------------------------------------------------- inspect
 
-    def _inspect_loop(self, workers: list[_StepWorker]) -> None:
-        while (item := self._queue.get()) is not None:
-            try:
-                record = self._inspect(item, workers)
-            except Exception as exc:  # noqa: BLE001 - the host's own bug must still record the part
-                log.exception("inspecting part %s", item.frame.part_id)
-                record = self._record(item, "ERROR", error=f"host error: {type(exc).__name__}: {exc}")
-            self._submit(record)
+    def _inspect_loop(self, workers: list[StepWorker]) -> None:
+        try:
+            while True:
+                try:
+                    item = self._queue.get(timeout=0.25)
+                except queue.Empty:
+                    if self._capture_abandoned.is_set():
+                        break
+                    continue
+                if item is None:
+                    break
+                self._in_flight = item
+                if self._abort.is_set():
+                    record = self._record(item, "NOT_INSPECTED", error=ABORTED)
+                else:
+                    try:
+                        record = self._inspect(item, workers)
+                    except Exception as exc:  # the host's own bug must still record the part
+                        log.exception("inspecting part %s", item.frame.part_id)
+                        record = self._record(item, "ERROR", error=f"host error: {type(exc).__name__}: {exc}")
+                try:
+                    self._submit(record)
+                except Exception as exc:  # noqa: BLE001 - stop, saying so, rather than die silently
+                    msg = (f"part {item.frame.part_id!r} could not be handed to the recorder: "
+                           f"{type(exc).__name__}: {exc}")
+                    log.error(msg)
+                    self.failure = self.failure or msg
+                    self.stop()
+                    break
+                self._in_flight = None
+        finally:
+            self._inspect_done = True
 
-    def _inspect(self, item: _Captured, workers: list[_StepWorker]) -> InspectionRecord:
+    def _inspect(self, item: _Captured, workers: list[StepWorker]) -> InspectionRecord:
         frame = item.frame
         image = frame.image
         if frame.error is not None or image is None:
@@ -327,24 +500,28 @@ class StationRuntime:
                 steps.append(StepRecord(step.index, step.name, step.detector.name, "error", None, None, 0, msg))
                 errors.append((step.name, msg))
                 continue
+            if self._abort.is_set():
+                msg = "not run: the station was stopped before this step"
+                steps.append(StepRecord(step.index, step.name, step.detector.name, "error", None, None, 0, msg))
+                errors.append((step.name, msg))
+                continue
             sub = image[oy:oy + step.roi.height, ox:ox + step.roi.width] if step.roi else image
             view = View(sub, frame.part_id, (ox, oy), calibration, frame.meta)
-            status, value, ms = worker.run(view)
-            if status == "ok":
-                try:
-                    findings = _findings(value, step)
-                except Exception as exc:  # noqa: BLE001
-                    status, value = "error", f"{type(exc).__name__}: {exc}"
-            if status != "ok":
-                steps.append(StepRecord(step.index, step.name, step.detector.name, status, None, ms, 0, value))
-                errors.append((step.name, value))
+            outcome = worker.run(view)
+            if outcome.status != "ok":
+                msg = storable_message(outcome.error)
+                steps.append(StepRecord(step.index, step.name, step.detector.name, outcome.status, None,
+                                        outcome.latency_ms, 0, msg))
+                errors.append((step.name, msg))
                 continue
-            for f in findings:
+            for f in outcome.findings:
+                # The host's own copy (steps.check_findings): moved into frame pixels.
                 x, y, bw, bh = f.box
                 f.box = (x + ox, y + oy, bw, bh)
                 found.append((step, f))
-            score = max((f.score for f in findings), default=0.0)
-            steps.append(StepRecord(step.index, step.name, step.detector.name, "ok", score, ms, len(findings)))
+            score = max((f.score for f in outcome.findings), default=0.0)
+            steps.append(StepRecord(step.index, step.name, step.detector.name, "ok", score, outcome.latency_ms,
+                                    len(outcome.findings)))
 
         spec = self.station.spec
         judged = [_Judged(f.kind, f.score, f.size_px, _mm(f.size_px, calibration)) for _, f in found]
@@ -358,7 +535,8 @@ class StationRuntime:
                 crop = encode_crop(image, f.box, policy)
             defects.append(DefectRecord(step.name, step.detector.name, f.kind, float(f.score), fail, f.box,
                                         _float(f.size_px), _float(j.size_mm),
-                                        {k: float(x) for k, x in f.measurements.items()}, f.message, crop))
+                                        {storable_message(k, 100): x for k, x in f.measurements.items()},
+                                        storable_message(f.message), crop))
         error = "; ".join(f"step {name}: {msg}" for name, msg in errors) or None
         record = self._record(item, v, error=error, error_step=errors[0][0] if errors else None)
         record.steps, record.defects = steps, defects
@@ -371,8 +549,8 @@ class StationRuntime:
         return InspectionRecord(
             uid=item.uid, station_id=self.station_id, run_id=self.run_id, seq=item.seq,
             part_id=item.frame.part_id, captured_at=item.frame.captured_at, decided_at=now,
-            verdict=verdict_, latency_ms=latency, error=error, error_step=error_step,
-            source_meta=_jsonable(item.frame.meta) or None,
+            verdict=verdict_, latency_ms=latency, error=None if error is None else storable_message(error),
+            error_step=error_step, source_meta=item.meta or None,
         )
 
     def _submit(self, record: InspectionRecord) -> None:
@@ -394,17 +572,32 @@ class StationRuntime:
             self.on_progress(self.tally)
 
     def _flush_events(self) -> None:
+        """Hand events raised before the recorder existed to it (it writes them)."""
+        recorder = getattr(self, "recorder", None)
+        if recorder is None:
+            return
+        if self.run_id is None:  # recorded once the database answered
+            self.station_id, self.run_id = recorder.station_id, recorder.run_id
         with self._events_lock:
             pending, self._events = self._events, []
-        if not pending or self.run_id is None:
-            with self._events_lock:
-                self._events[:0] = pending
-            return
-        try:
-            self.store.add_events([(self.run_id, at, k, m) for _, at, k, m in pending])
-        except Exception:  # noqa: BLE001 - unreachable database: keep them for later
-            with self._events_lock:
-                self._events[:0] = pending
+        for _, _at, kind, message in pending:
+            recorder.event(kind, message)
+
+    def _end_run(self) -> None:
+        """The end of the run and its last events, through the recorder; a run that ends while
+        the database is away fails with a line naming the spool and what waits in it."""
+        rec = self.recorder
+        if not rec.close(timeout=ABORT_TIMEOUT_S if self._abort.is_set() else RECORDER_CLOSE_TIMEOUT_S,
+                         parts_seen=self._seq):
+            msg = f"the recorder did not finish: {rec.close_problem}"
+            log.error(msg)
+            self.failure = self.failure or msg
+        if rec.outage and rec.waiting:
+            msg = (f"the run ended while store {self.store.display_url} was unreachable: {rec.waiting} verdicts "
+                   f"wait in the spool {rec.spool_path} and are written when the station next runs with the "
+                   "database reachable")
+            log.error(msg)
+            self.failure = self.failure or msg
 
 
 @dataclasses.dataclass(slots=True)
@@ -433,16 +626,21 @@ def _check_image(image: Any) -> str | None:
     return None
 
 
-def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in meta.items():
-        if isinstance(v, str | int | float | bool) or v is None:
-            out[str(k)] = v
-        elif isinstance(v, list | tuple) and all(isinstance(x, str | int | float | bool) for x in v):
-            out[str(k)] = list(v)
-        else:
-            out[str(k)] = str(v)
-    return out
+def _jsonable(meta: dict[Any, Any]) -> dict[str, Any]:
+    """Source metadata as the store can keep it (JSON without NaN, NUL or lone surrogates)."""
+    return {storable_message(k, 200): _json_value(v) for k, v in meta.items()}
+
+
+def _json_value(v: Any) -> Any:
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, int) and abs(v) < 2**63:
+        return v
+    if isinstance(v, float) and math.isfinite(v):
+        return v
+    if isinstance(v, list | tuple) and all(isinstance(x, str | int | float | bool) for x in v):
+        return [_json_value(x) for x in v]
+    return storable_message(v, 2000)
 
 
 _hash_cache: dict[tuple[str, float, int], str] = {}
