@@ -97,6 +97,7 @@ class Recorder:
         self._parts_seen: int | None = None
         self._held: list[InspectionRecord] = []
         self._busy = False
+        self._retry_now = False
         self.close_problem: str | None = None
         """Why :meth:`close` or :meth:`flush` returned False."""
         self._blocked_since: float | None = None
@@ -171,11 +172,14 @@ class Recorder:
         self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every verdict submitted so far is committed or spooled (events too).
-        False if that did not happen within ``timeout`` seconds."""
+        """Wait until every verdict submitted so far is committed or spooled (events too); if the
+        database is away, try it once more first (so what it takes now is reported before the
+        station stops). False if that did not happen within ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._pending or self._events or self._busy or self._held:
+            self._retry_now = self._down is not None
+            self._cond.notify_all()
+            while self._pending or self._events or self._busy or self._held or self._retry_now:
                 if not self._thread.is_alive():
                     break
                 left = None if deadline is None else deadline - time.monotonic()
@@ -223,7 +227,7 @@ class Recorder:
             self._try_again()  # what earlier runs left in the spool
         while True:
             with self._cond:
-                while not (self._pending or self._events or self._stop or self._held):
+                while not (self._pending or self._events or self._stop or self._held or self._retry_now):
                     if self._blocked_since is not None:
                         self._backpressure_ended()
                     wait = None if self._down is None else max(0.05, self._next_try - time.monotonic())
@@ -235,6 +239,9 @@ class Recorder:
                 if self._blocked_since is not None and len(self._pending) < self.max_queue // 2:
                     self._backpressure_ended()
                 stop = self._stop and not self._pending
+                retry_now, self._retry_now = self._retry_now, False
+                if retry_now:
+                    self._next_try = 0.0
                 self._busy = True
                 self._cond.notify_all()
             try:
