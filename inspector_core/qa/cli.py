@@ -191,14 +191,16 @@ VERDICT_STYLE = {"PASS": "green", "FAIL": "red", "ERROR": "magenta", "NOT_INSPEC
 @filter_options
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--limit", type=click.IntRange(1, q.MAX_PAGE), default=50, show_default=True, help="rows per page")
-@click.option("--page", type=click.IntRange(1, q.MAX_ID // q.MAX_PAGE), default=1, show_default=True, help="page number (offset paging)")
+@click.option("--page", type=click.IntRange(1, q.MAX_ID // q.MAX_PAGE), default=1, show_default=True,
+              help="page number (offset paging)")
 @click.option("--cursor", help="continue after a previous page (printed at its end; keyset paging)")
 @click.option("--all", "all_rows", is_flag=True, help="every matching row (csv/json), read page by page")
 def history(db: str | None, station_file: str | None, fmt: str, limit: int, page: int, cursor: str | None,
             all_rows: bool, **kw: Any) -> None:
     """Inspections, newest first, filtered. Example: what failed on line3 last night::
 
-        inspector history --db sqlite:///line3.db --station line3 --since 2026-11-20T18:00 --until 2026-11-21T06:00 --verdict FAIL
+        inspector history --db sqlite:///line3.db --station line3 \\
+            --since 2026-11-20T18:00 --until 2026-11-21T06:00 --verdict FAIL
     """
     f = build_filter(kw)
     engine = open_engine(db, station_file)
@@ -222,9 +224,10 @@ def history(db: str | None, station_file: str | None, fmt: str, limit: int, page
                         r.verdict, r.latency_ms, r.n_defects, " ".join(r.kinds), r.max_score, r.error or ""])
         return
     table = Table(title="inspections, newest first (times UTC)", show_lines=False)
-    for col, just in (("id", "right"), ("station", "left"), ("part", "left"), ("captured (UTC)", "left"),
-                      ("verdict", "left"), ("ms", "right"), ("defects", "left"), ("score", "right"), ("error", "left")):
-        table.add_column(col, justify=just, overflow="fold", no_wrap=col in ("id", "captured (UTC)", "verdict"))
+    right = {"id", "ms", "score"}
+    for col in ("id", "station", "part", "captured (UTC)", "verdict", "ms", "defects", "score", "error"):
+        table.add_column(col, justify="right" if col in right else "left", overflow="fold",
+                         no_wrap=col in ("id", "captured (UTC)", "verdict"))
     for r in rows:
         table.add_row(str(r.id), r.station, r.part_id, _fmt_t(r.captured_at),
                       f"[{VERDICT_STYLE.get(r.verdict, 'white')}]{r.verdict}[/]", _ms(r.latency_ms),
@@ -328,7 +331,8 @@ def whatif(db: str | None, station_file: str | None, sets: tuple[str, ...], show
     for title, changes in (("PASS -> FAIL", w.to_fail), ("FAIL -> PASS", w.to_pass)):
         if not changes or not show:
             continue
-        t = Table(title=title + (f" (first {show} of {len(changes)}; --format json for all)" if len(changes) > show else ""))
+        more = f" (first {show} of {len(changes)}; --format json for all)" if len(changes) > show else ""
+        t = Table(title=title + more)
         for col in ("id", "station", "part", "captured (UTC)", "kinds"):
             t.add_column(col, overflow="fold")
         for c in changes[:show]:
@@ -429,14 +433,16 @@ def export_dataset(db: str | None, station_file: str | None, to: str, good_from_
     n_good = n_defect = 0
     with open(root / "index.csv", "w", newline="", encoding="utf-8") as fh:
         w = SpreadsheetCsv(fh)
-        w.writerow(["file", "class", "inspection_id", "station", "part_id", "captured_at_utc", "kind", "score", "origin"])
+        w.writerow(["file", "class", "inspection_id", "station", "part_id", "captured_at_utc", "kind", "score",
+                    "origin"])
         for c in q.iter_crops(engine, f.model_copy(update={"include_candidates": False})):
             if limit is not None and n_defect >= limit:
                 break
             got = q.crop_image(engine, c.crop_id)
             if got is None:
                 continue
-            name = f"{c.crop_id:08d}_{safe_name(c.kind, 30)}_{safe_name(c.part_id)}.{'png' if c.format == 'png' else 'jpg'}"
+            ext = "png" if c.format == "png" else "jpg"
+            name = f"{c.crop_id:08d}_{safe_name(c.kind, 30)}_{safe_name(c.part_id)}.{ext}"
             _inside(defect, name).write_bytes(got[1])
             w.writerow([f"defect/{name}", "defect", c.inspection_id, c.station, c.part_id,
                         c.captured_at.isoformat(), c.kind, c.score, f"crop {c.crop_id}"])
@@ -514,7 +520,8 @@ def upgrade(db: str | None, station_file: str | None, create: bool) -> None:
         raise click.UsageError(f"{source}: not a database URL ({exc})") from exc
     if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") \
             and not Path(u.database).exists() and not create:
-        raise click.UsageError(f"{source}: no such database file {u.database!r} (pass --create to create a store there)")
+        raise click.UsageError(f"{source}: no such database file {u.database!r} "
+                               "(pass --create to create a store there)")
     try:
         store = Store(url, migrate=False)
         try:

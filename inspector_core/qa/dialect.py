@@ -7,10 +7,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnExpressionArgument,
     Integer,
 )
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+from sqlalchemy.sql.expression import FunctionElement
 
 from inspector_core.qa.filters import Period
 
@@ -23,7 +24,7 @@ class _Bucket(FunctionElement):
     type = Integer()
     inherit_cache = False
 
-    def __init__(self, col: ColumnElement[Any], period_s: int, offset_s: int) -> None:
+    def __init__(self, col: ColumnExpressionArgument[Any], period_s: int, offset_s: int) -> None:
         self.period_s, self.offset_s = int(period_s), int(offset_s)
         super().__init__(col)
 
@@ -60,7 +61,7 @@ class Buckets:
         start = self.shift_start_h if self.period == "shift" else 0
         return (self.utc_offset_h - start) * 3600
 
-    def expr(self, col: ColumnElement[Any]) -> _Bucket:
+    def expr(self, col: ColumnExpressionArgument[Any]) -> _Bucket:
         return _Bucket(col, self.seconds, self.offset_s)
 
     def of(self, t: datetime) -> int:
@@ -89,7 +90,7 @@ class _Hour(FunctionElement):
 
     inherit_cache = True
 
-    def __init__(self, col: ColumnElement[Any]) -> None:
+    def __init__(self, col: ColumnExpressionArgument[Any]) -> None:
         super().__init__(col)
 
 

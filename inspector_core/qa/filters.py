@@ -17,6 +17,7 @@ from sqlalchemy import (
     exists,
     select,
 )
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.expression import ColumnElement
 
 from inspector_core.store import schema
@@ -101,8 +102,9 @@ def make_filter(**fields: Any) -> HistoryFilter:
     try:
         return HistoryFilter.model_validate({k: v for k, v in fields.items() if v not in (None, (), [], "")})
     except ValidationError as exc:
-        raise QueryError("; ".join(f"{'.'.join(map(str, e['loc'])) or 'filter'}: {e['msg'].removeprefix('Value error, ')}"
-                                   for e in exc.errors())) from exc
+        raise QueryError("; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'filter'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors())) from exc
 
 
 def glob_to_like(pattern: str) -> str:
@@ -121,7 +123,7 @@ def glob_to_like(pattern: str) -> str:
     return "".join(out)
 
 
-def _glob_clause(column: ColumnElement[str], pattern: str, dialect: str) -> ColumnElement[bool]:
+def _glob_clause(column: InstrumentedAttribute[str], pattern: str, dialect: str) -> ColumnElement[bool]:
     if "*" not in pattern and "?" not in pattern:
         return column == pattern  # exact id: the part_id index answers it
     if dialect == "sqlite":

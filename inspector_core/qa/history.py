@@ -77,7 +77,7 @@ def _parse_cursor(cursor: str) -> tuple[datetime, int]:
         if at.tzinfo is not None or not 0 <= last <= MAX_ID:
             raise ValueError("out of range")
         return at, last
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise QueryError(f"cursor: not a cursor from a previous page ({cursor[:40]!r})") from exc
 
 
@@ -282,8 +282,8 @@ def crops(engine: Engine, f: HistoryFilter, *, limit: int | None = 100, cursor: 
                 I.captured_at, I.verdict, D.step, D.plugin, D.kind, D.score, D.failed, D.x, D.y, D.w, D.h,
                 D.size_px, D.size_mm, D.measurements, C.format, C.width, C.height)
          .join(D, D.id == C.defect_id).join(I, I.id == C.inspection_id).join(S, S.id == I.station_id)
-         .where(*[c for c in _where(f.model_copy(update={"kinds": (), "min_score": None, "min_size_mm": None,
-                                                          "plugin": None}), dialect)],
+         .where(*list(_where(f.model_copy(update={"kinds": (), "min_score": None, "min_size_mm": None,
+                                                          "plugin": None}), dialect)),
                 *_defect_conditions(f))
          .order_by(C.id.desc()))
     if cursor is not None:

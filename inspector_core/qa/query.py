@@ -1,4 +1,5 @@
-"""The one way QA reads the store (a facade over filters, history, stats, spc and whatif): typed filters in, plain records out.
+"""The one way QA reads the store (a facade over filters, history, stats, spc and whatif): typed
+filters in, plain records out.
 
 The command line (:mod:`inspector_core.qa.cli`) and the dashboard (:mod:`inspector_core.qa.web`)
 both sit on this module. No SQL is assembled from strings: every user value reaches the

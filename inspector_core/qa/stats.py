@@ -105,7 +105,7 @@ class Stats:
         }
 
 
-def _percentiles(conn: Any, conds: list[ColumnElement[bool]], part: list[ColumnElement[Any]],
+def _percentiles(conn: Any, conds: list[ColumnElement[bool]], part: Sequence[Any],
                  ps: Sequence[int]) -> dict[tuple[Any, ...], dict[int, float]]:
     """Nearest-rank percentiles of latency per partition ``part``, exact, in one query."""
     rn = func.row_number().over(partition_by=part, order_by=I.latency_ms).label("rn")
@@ -235,7 +235,7 @@ def _periods(groups: Sequence[HourGroup], names: dict[int, str], buckets: Bucket
 
 def _pareto(conn: Any, f: HistoryFilter, conds: list[ColumnElement[bool]]) -> list[Any]:
     """Defects that counted in the verdict, by kind (the ``failed, kind`` index)."""
-    dconds = [D.failed.is_(True)]
+    dconds: list[ColumnElement[bool]] = [D.failed.is_(True)]
     if f.kinds:
         dconds.append(D.kind.in_(f.kinds))
     if f.plugin:
@@ -378,7 +378,7 @@ def _stats_rollup(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_
                 hists[(sid, buckets.of(hour))][b] += n
             lat_periods = {}
             station_hist: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-            station_bounds: dict[int, list[float]] = {}
+            station_bounds: dict[int, list[Any]] = {}
             for (sid, bk), hist in hists.items():
                 lmin, lmax = bounds.get((sid, bk), (None, None))
                 lat_periods[(sid, bk)] = _hist_percentiles(hist, lmin, lmax)

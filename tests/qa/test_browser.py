@@ -4,6 +4,7 @@ test's tmp dir (printed) for a human to look at."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import threading
@@ -19,8 +20,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update"]
 
 
-@pytest.fixture
-def server(tmp_path):
+@contextlib.contextmanager
+def serving(tmp_path, **app_kwargs):
     import uvicorn
 
     from inspector_core.qa.web import create_app
@@ -32,16 +33,25 @@ def server(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(Store(url).engine), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(Store(url).engine, **app_kwargs)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=srv.run, daemon=True)
     t.start()
     deadline = time.monotonic() + 10
     while not srv.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert srv.started
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    t.join(5)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        t.join(5)
+
+
+@pytest.fixture
+def server(tmp_path):
+    with serving(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -68,7 +78,8 @@ def test_dashboard_in_chromium(server, page, tmp_path):
     # Overview: charts drawn (SVG paths with real geometry), live tiles filled by fetch.
     page.goto(f"{server}/?since=2026-11-19&period=shift")
     page.wait_for_function("document.querySelector('#live .tile.loaded') !== null || "
-                           "[...document.querySelectorAll('#live .tile p')].every(p => !p.textContent.includes('loading'))")
+                           "[...document.querySelectorAll('#live .tile p')]"
+                           ".every(p => !p.textContent.includes('loading'))")
     for cls in ("line", "pareto", "pchart"):
         box = page.locator(f"svg.chart.{cls}").first.bounding_box()
         assert box and box["width"] > 300 and box["height"] > 150
@@ -115,3 +126,24 @@ def test_dashboard_in_chromium(server, page, tmp_path):
     page.screenshot(path=str(shots / "gallery.png"), full_page=True)
     assert page.errors == []
     print(f"screenshots: {shots}")
+
+
+def test_sign_in_with_a_token_in_chromium(tmp_path, page):
+    # A token-guarded dashboard: the first page is the sign-in form; after signing in, the
+    # pages and the live tiles' fetches work from the cookie, and no URL ever held the token.
+    with serving(tmp_path, token="kiosk-s3cret", host="0.0.0.0") as server:
+        urls: list[str] = []
+        page.on("request", lambda r: urls.append(r.url))
+        page.goto(f"{server}/?since=2026-11-19")
+        assert page.locator("form#login").count() == 1
+        page.fill("input[name=token]", "kiosk-s3cret")
+        page.click("form#login button")
+        page.wait_for_selector("svg.chart.pareto")
+        page.wait_for_function("[...document.querySelectorAll('#live .tile p')]"
+                               ".every(p => !p.textContent.includes('loading'))")
+        page.goto(f"{server}/inspections")
+        assert page.locator("#inspections tbody tr").count() > 0
+        assert urls and not any("kiosk-s3cret" in u for u in urls)
+        cookie = next(c for c in page.context.cookies() if c["name"] == "inspector_token")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert page.errors == []

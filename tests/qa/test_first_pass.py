@@ -89,7 +89,8 @@ def test_rollup_and_inspections_agree_on_random_windows(db_url):
         assert q.uses_rollup(f)
 
         def counts(st):
-            return [{k: v for k, v in p.as_dict().items() if not k.startswith("latency_")} for p in st.periods + st.totals]
+            return [{k: v for k, v in p.as_dict().items() if not k.startswith("latency_")}
+                    for p in st.periods + st.totals]
 
         assert counts(a) == counts(b), f
         want = expected_first_parts(rows, f, buckets, names)

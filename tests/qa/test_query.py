@@ -45,11 +45,13 @@ def test_newest_first_and_paging(known):
 @pytest.mark.parametrize("fields, expect", [
     ({"stations": ("line1",)}, lambda p: p.station == "line1"),
     ({"verdicts": ("FAIL", "ERROR")}, lambda p: p.verdict in ("FAIL", "ERROR")),
-    ({"verdicts": ("NOT_INSPECTED",), "stations": ("line2",)}, lambda p: p.verdict == "NOT_INSPECTED" and p.station == "line2"),
+    ({"verdicts": ("NOT_INSPECTED",), "stations": ("line2",)},
+     lambda p: p.verdict == "NOT_INSPECTED" and p.station == "line2"),
     ({"kinds": ("dent",)}, lambda p: any(k == "dent" and f for k, _, _, f in p.findings)),
     ({"kinds": ("scratch",), "include_candidates": True}, lambda p: any(k == "scratch" for k, *_ in p.findings)),
     ({"min_score": 0.8}, lambda p: any(s >= 0.8 and f for _, s, _, f in p.findings)),
-    ({"kinds": ("scratch",), "min_score": 0.8}, lambda p: any(k == "scratch" and s >= 0.8 and f for k, s, _, f in p.findings)),
+    ({"kinds": ("scratch",), "min_score": 0.8},
+     lambda p: any(k == "scratch" and s >= 0.8 and f for k, s, _, f in p.findings)),
     ({"min_size_mm": 2.6}, lambda p: any((mm or 0) >= 2.6 and f for _, _, mm, f in p.findings)),
     ({"plugin": "fake", "stations": ("line1",)}, lambda p: p.station == "line1" and any(f for *_, f in p.findings)),
     ({"plugin": "other"}, lambda p: False),
@@ -188,7 +190,8 @@ def test_stats_hour_and_shift_buckets(known):
     assert {p.start.hour for p in shifts.periods} <= {4, 12, 20}
     assert sum(p.parts for p in shifts.periods) == sum(expect.values())
     for p in shifts.periods:
-        assert p.parts == sum(1 for x in parts if x.station == "line1" and p.start <= x.at < p.start + timedelta(hours=8))
+        assert p.parts == sum(1 for x in parts
+                              if x.station == "line1" and p.start <= x.at < p.start + timedelta(hours=8))
 
 
 def test_p_chart_limits_and_flags():

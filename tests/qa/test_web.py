@@ -35,7 +35,8 @@ def test_pages_and_api(client):
     assert c.get("/gallery", params={"kind": "dent"}).text.count('class="card"') == sum(
         1 for p in parts for k, _, _, f in p.findings if k == "dent" and f)
     schema = c.get("/openapi.json").json()
-    assert {"/api/history", "/api/stats", "/api/inspections/{inspection_id}", "/api/crops/{crop_id}"} <= set(schema["paths"])
+    assert {"/api/history", "/api/stats", "/api/inspections/{inspection_id}", "/api/crops/{crop_id}"} \
+        <= set(schema["paths"])
     assert c.get("/docs").status_code == 404  # Swagger UI would load from a CDN
 
 
@@ -142,3 +143,21 @@ def test_whatif_has_a_default_window(client):
     schema = c.get("/openapi.json").json()["paths"]["/api/whatif"]["get"]
     since = next(p for p in schema["parameters"] if p["name"] == "since")
     assert since["schema"]["default"] == "7d"
+
+
+@pytest.mark.postgres
+def test_a_database_gone_while_serving_is_503_with_the_reason(pg_url):
+    import psycopg
+
+    from inspector_core.qa.reader import open_reader
+    from tests.qa.conftest import write_known
+
+    write_known(pg_url)
+    c = TestClient(create_app(open_reader(pg_url).engine), base_url="http://127.0.0.1",
+                   raise_server_exceptions=False)
+    assert c.get("/api/stations").json() == ["line1", "line2"]
+    name = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    r = c.get("/api/stations")
+    assert r.status_code == 503 and "cannot be read right now" in r.json()["detail"]

@@ -16,7 +16,7 @@ URL, a log line, the browser's history or a Referer). A ``?token=`` in the URL i
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -33,6 +33,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from inspector_core.qa import query as q
 from inspector_core.qa.web import charts
+from inspector_core.store.outbox import sink_states
 
 HERE = FilePath(__file__).parent
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -72,7 +73,7 @@ def _time(value: str | None, name: str) -> datetime | None:
 
     try:
         return parse_time(value, name=name)
-    except Exception as exc:  # noqa: BLE001 - click.BadParameter carries the message
+    except Exception as exc:
         raise q.QueryError(f"{name}: {getattr(exc, 'message', exc)}") from exc
 
 
@@ -117,7 +118,7 @@ def _token_guard(token: str) -> Any:
     # Defaults, not Annotated[...]: the annotations are strings here (PEP 563) and cannot name
     # the closure's bearer and cookie.
     def require_token(request: Request, header: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
-                      from_cookie: str | None = Depends(cookie)) -> None:  # noqa: B008
+                      from_cookie: str | None = Depends(cookie)) -> None:
         if "token" in request.query_params:
             raise NotSignedIn("the token is not accepted in the URL (it would stay in logs, history and links): "
                               "send it as Authorization: Bearer <token>, or sign in at /login")
@@ -137,7 +138,7 @@ def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["urlencode"] = lambda d: urlencode(d, doseq=True)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    app.add_middleware(TrustedHostMiddleware,  # type: ignore[arg-type]
+    app.add_middleware(TrustedHostMiddleware,
                        allowed_hosts=list(hosts) if hosts is not None else allowed_hosts(host, token))
     app_routes = APIRouter(dependencies=[_token_guard(token)] if token else [])
 
@@ -154,7 +155,7 @@ def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0
                             status_code=503)
 
     @app.middleware("http")
-    async def read_only(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def read_only(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if request.method not in ("GET", "HEAD") and not (request.url.path == "/login" and request.method == "POST"):
             return JSONResponse({"detail": "read-only: only GET"}, status_code=405)
         return await call_next(request)
@@ -209,7 +210,7 @@ def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0
                                                   label_fmt="%m-%d" if period == "day" else "%m-%d %H:%M"),
                     pareto_chart=charts.pareto_chart("Pareto of defect kinds",
                                                      [(r.kind, r.defects) for r in st.pareto]),
-                    pcharts=pcharts)
+                    pcharts=pcharts, sinks=sink_states(engine))
 
     @app_routes.get("/inspections", response_class=HTMLResponse, include_in_schema=False)
     def inspections_page(request: Request, station: Station = [], since: str | None = None,  # noqa: B006
@@ -305,7 +306,8 @@ def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0
             raise bad(exc) from exc
         return q.stats(engine, f, buckets=q.Buckets(period, utc_offset, shift_start, shift_hours)).as_dict()  # type: ignore[arg-type]
 
-    @app_routes.get("/api/live", tags=["stats"], summary="counts per station over the last minutes (for the live tiles)")
+    @app_routes.get("/api/live", tags=["stats"],
+                    summary="counts per station over the last minutes (for the live tiles)")
     def api_live(minutes: Annotated[int, Query(ge=1, le=1440)] = 60) -> dict[str, Any]:
         since = _now() - timedelta(minutes=minutes)
         st = q.stats(engine, q.make_filter(since=since), buckets=q.Buckets("hour"))

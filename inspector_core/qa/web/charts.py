@@ -7,7 +7,7 @@ Every text that reaches the SVG is escaped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from markupsafe import Markup, escape
@@ -24,7 +24,7 @@ def _frame(title: str, body: list[str], *, cls: str) -> Markup:
         f'<rect x="0" y="0" width="{W}" height="{H}" fill="#fff"/>' + "".join(body) + "</svg>")
 
 
-def _y_axis(lo: float, hi: float, fmt: str, ticks: int = 5) -> tuple[list[str], callable]:
+def _y_axis(lo: float, hi: float, fmt: str, ticks: int = 5) -> tuple[list[str], Callable[[float], float]]:
     ph = H - T - B
 
     def y(v: float) -> float:
@@ -35,7 +35,8 @@ def _y_axis(lo: float, hi: float, fmt: str, ticks: int = 5) -> tuple[list[str], 
         v = lo + (hi - lo) * i / ticks
         yy = y(v)
         out.append(f'<line x1="{L}" x2="{W - R}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#e5e5e5"/>')
-        out.append(f'<text x="{L - 6}" y="{yy + 4:.1f}" font-size="11" text-anchor="end">{escape(fmt.format(v))}</text>')
+        out.append(f'<text x="{L - 6}" y="{yy + 4:.1f}" font-size="11" text-anchor="end">'
+                   f'{escape(fmt.format(v))}</text>')
     out.append(f'<line x1="{L}" x2="{L}" y1="{T}" y2="{H - B}" stroke="#333"/>')
     out.append(f'<line x1="{L}" x2="{W - R}" y1="{H - B}" y2="{H - B}" stroke="#333"/>')
     return out, y
@@ -69,12 +70,13 @@ def line_chart(title: str, series: dict[str, list[tuple[datetime, float | None]]
     body += _x_labels([t.strftime(label_fmt) for t in times], [x(t) for t in times])
     for i, (name, pts) in enumerate(sorted(series.items())):
         color = PALETTE[i % len(PALETTE)]
-        pts = [(t, v) for t, v in pts if v is not None]
-        path = " ".join(f"{'M' if j == 0 else 'L'}{x(t):.1f},{y(v):.1f}" for j, (t, v) in enumerate(pts))
+        shown = [(t, v) for t, v in pts if v is not None]
+        path = " ".join(f"{'M' if j == 0 else 'L'}{x(t):.1f},{y(v):.1f}" for j, (t, v) in enumerate(shown))
         body.append(f'<path class="series" d="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
         body += [f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}"><title>{escape(name)} '
-                 f'{t:%Y-%m-%d %H:%M}: {escape(fmt.format(v))}</title></circle>' for t, v in pts]
-        body.append(f'<text x="{L + 8 + 110 * i}" y="{H - 8}" font-size="11" fill="{color}">&#9632; {escape(name)}</text>')
+                 f'{t:%Y-%m-%d %H:%M}: {escape(fmt.format(v))}</title></circle>' for t, v in shown]
+        body.append(f'<text x="{L + 8 + 110 * i}" y="{H - 8}" font-size="11" fill="{color}">'
+                    f'&#9632; {escape(name)}</text>')
     return _frame(title, body, cls="line")
 
 
@@ -121,7 +123,8 @@ def p_chart(title: str, points: Sequence[tuple[str, float, float, float, bool]],
     body.append(f'<path d="{ucl}" fill="none" stroke="#888" stroke-dasharray="4 3"/>')
     body.append(f'<path d="{lcl}" fill="none" stroke="#888" stroke-dasharray="4 3"/>')
     body.append(f'<line x1="{L}" x2="{W - R}" y1="{y(p_bar):.1f}" y2="{y(p_bar):.1f}" stroke="#2ca02c"/>')
-    path = " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y(p):.1f}" for i, (x, (_, p, *_)) in enumerate(zip(xs, points, strict=True)))
+    path = " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y(p):.1f}"
+                    for i, (x, (_, p, *_)) in enumerate(zip(xs, points, strict=True)))
     body.append(f'<path class="series" d="{path}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>')
     for x, (lab, p, u, lo, out) in zip(xs, points, strict=True):
         body.append(f'<circle class="{"out" if out else "in"}" cx="{x:.1f}" cy="{y(p):.1f}" r="{5 if out else 3}" '
