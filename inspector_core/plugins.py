@@ -95,6 +95,16 @@ def _short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+def _storable(text: str) -> bool:
+    """Whether the store can keep ``text`` as it is (PostgreSQL refuses NUL; no database takes
+    a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return text.isprintable()
+
+
 def _check_class(kind: str, cls: Any, base: type) -> None:
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise TypeError(f"registered {kind} {cls!r} is not a subclass of {base.__name__}")
@@ -106,10 +116,16 @@ def _check_class(kind: str, cls: Any, base: type) -> None:
         raise TypeError(f"{kind} {name}: `Config` must subclass inspector_core.PluginConfig")
     if len(name) > 200:
         raise TypeError(f"{kind} {name[:40]!r}...: `name` is longer than 200 characters")
+    if not _storable(name):
+        raise TypeError(f"{kind} {name!r}: `name` must be printable UTF-8 text (no NUL, no lone surrogates)")
     if base is Detector:
         kinds = getattr(cls, "kinds", None)
         if not kinds or not all(isinstance(k, str) and k for k in kinds):
             raise TypeError(f"detector {name}: `kinds` must be a non-empty tuple of strings")
+        bad = [k for k in kinds if not _storable(k)]
+        if bad:
+            raise TypeError(f"detector {name}: kind {bad[0]!r} must be printable UTF-8 text "
+                            "(no NUL, no lone surrogates)")
         long = [k for k in kinds if len(k) > 100]
         if long:
             raise TypeError(f"detector {name}: kind {long[0][:40]!r}... is longer than 100 characters "

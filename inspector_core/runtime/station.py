@@ -561,7 +561,7 @@ class StationRuntime:
 
     def _committed(self, batch: list[InspectionRecord]) -> None:
         """Called by the recorder after each database commit: the sink workers read the store."""
-        self.tally.reported += len(batch)
+        self.tally.add_reported(len(batch))
         self._delivery.wake()
 
     # -------------------------------------------------------------- housekeeping

@@ -599,3 +599,13 @@ def test_plugins_that_block_or_exit_at_import_do_not_stop_validate(tmp_path):
     plugins = {p["name"]: p for p in json.loads(out.stdout)}
     assert "did not finish importing within 1 s" in plugins["blocker"]["error"]
     assert "called os._exit(3) while being imported" in plugins["exiter"]["error"]
+
+
+def test_a_detector_kind_the_store_cannot_keep_is_a_load_error():
+    class NulKind(Detector):
+        name = "nul_kind"
+        kinds = ("dent\x00",)
+
+    reg = load(entry_points=[], extra=[("p", _registers(NulKind))])
+    assert "nul_kind" not in reg.detectors
+    assert "kind 'dent\\x00' must be printable UTF-8 text" in reg.plugins["p"].error
