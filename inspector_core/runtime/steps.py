@@ -6,9 +6,11 @@ What a station may rely on (each is tested in ``tests/core/test_runtime_faults.p
 - A part gets only its own answer. Every request to a detector thread carries a token and every
   answer carries it back; an answer with another token is discarded. An instance that overran
   its budget is abandoned with its queues: nothing it says later is ever read.
-- A step that overran gets a fresh detector instance. If that instance cannot start, every
-  following part is ERROR for that step, with the reason, and the start is tried again with
-  exponential backoff (``RESTART_BACKOFF_S``); the old instance is never reused.
+- A step that overran gets a fresh detector instance, constructed in its own thread; the next
+  part waits for it within its own budget (ERROR "still starting" beyond; abandoned after
+  ``START_TIMEOUT_S``). If it cannot start, every following part is ERROR for that step, with
+  the reason, and the start is tried again with exponential backoff (``RESTART_BACKOFF_S``);
+  the old instance is never reused.
 - Threads are bounded: a step holds its live instance and at most ``MAX_STUCK_INSTANCES``
   abandoned ones still running. While that many are stuck, the step spawns nothing and
   reports ERROR ("still stuck") for new parts until one returns.
@@ -44,7 +46,7 @@ MAX_FINDINGS_RETURNED = 10_000
 MAX_STUCK_INSTANCES = 1
 """Abandoned detector instances of one step that may still be running before it stops spawning."""
 START_TIMEOUT_S = 30.0
-"""How long a replacement instance may take to construct and warm up."""
+"""How long a replacement instance may take to construct and warm up before it is abandoned."""
 CLOSE_TIMEOUT_S = 5.0
 """How long the station waits for its detectors' ``close()`` at shutdown, all steps together."""
 RESTART_BACKOFF_S = (0.5, 30.0)
@@ -152,6 +154,8 @@ class StepWorker:
         self.budget_s = budget / 1000.0 if math.isfinite(budget) and budget > 0 else math.inf
         self._tokens = itertools.count(1)
         self._stuck: list[_Instance] = []
+        self._starting: _Instance | None = None
+        self._starting_since = 0.0
         self._failures = 0
         self._next_start = 0.0
         self._unavailable: str | None = None
@@ -175,12 +179,12 @@ class StepWorker:
     def run(self, view: View) -> StepOutcome:
         """Inspect one part's view within the step's budget; never raises for the plugin's fault."""
         t0 = time.perf_counter()
-        instance = self._available()
+        deadline = t0 + self.budget_s
+        instance = self._available(deadline)
         if isinstance(instance, str):
-            return StepOutcome("error", [], instance, None)
+            return StepOutcome("error", [], instance, _ms(t0))
         token = next(self._tokens)
         instance.requests.put((token, view))
-        deadline = t0 + self.budget_s
         while (remaining := deadline - time.perf_counter()) > 0:
             try:
                 got, status, value = instance.answers.get(timeout=min(remaining, _POLL_S))
@@ -210,13 +214,16 @@ class StepWorker:
 
     def stop(self) -> None:
         """Tell every instance to close its detector (each in its own thread)."""
-        if self._live is not None:
-            self._live.stop()
+        for inst in self._instances():
+            inst.stop()
+
+    def _instances(self) -> list[_Instance]:
+        return [i for i in (self._live, self._starting) if i is not None] + self._stuck
 
     def unfinished(self) -> list[str]:
         """After :meth:`stop`: what has not closed yet, or closed with an error."""
         out = []
-        for inst in ([self._live] if self._live is not None else []) + self._stuck:
+        for inst in self._instances():
             if inst.thread.is_alive():
                 doing = f"still inspecting part {inst.busy_part!r}" if inst.busy_part is not None else "in close()"
                 out.append(f"step {self.step.name}: {self.who} did not finish ({doing})")
@@ -230,7 +237,7 @@ class StepWorker:
         return close_steps([self], timeout)
 
     def join(self, deadline: float) -> None:
-        for inst in ([self._live] if self._live is not None else []) + self._stuck:
+        for inst in self._instances():
             inst.thread.join(max(0.0, deadline - time.monotonic()))
 
     # -------------------------------------------------------------- replacement
@@ -244,42 +251,55 @@ class StepWorker:
         instance.stop()
         self._stuck.append(instance)
 
-    def _available(self) -> _Instance | str:
+    def _available(self, deadline: float) -> _Instance | str:
+        """The live instance, waiting for a starting one until ``deadline`` (perf_counter);
+        otherwise why the step cannot run now."""
         self._prune()
         if self._live is not None:
             return self._live
-        if len(self._stuck) > MAX_STUCK_INSTANCES:
-            oldest = self._stuck[0]
-            since = f" for {time.monotonic() - oldest.busy_since:.0f} s" if oldest.busy_since else ""
-            on = f" on part {oldest.busy_part!r}" if oldest.busy_part is not None else ""
-            return (f"still stuck: {len(self._stuck)} earlier instances of {self.who} have not returned "
-                    f"(the oldest{on}{since}); the step is not run until one returns")
-        if time.monotonic() < self._next_start:
-            return f"{self._unavailable}; next attempt in {self._next_start - time.monotonic():.1f} s"
-        self._start()
-        return self._live if self._live is not None else (self._unavailable or f"{self.who} is not available")
+        if self._starting is None:
+            if len(self._stuck) > MAX_STUCK_INSTANCES:
+                oldest = self._stuck[0]
+                since = f" for {time.monotonic() - oldest.busy_since:.0f} s" if oldest.busy_since else ""
+                on = f" on part {oldest.busy_part!r}" if oldest.busy_part is not None else ""
+                return (f"still stuck: {len(self._stuck)} earlier instances of {self.who} have not returned "
+                        f"(the oldest{on}{since}); the step is not run until one returns")
+            if time.monotonic() < self._next_start:
+                return f"{self._unavailable}; next attempt in {self._next_start - time.monotonic():.1f} s"
+            self._start()
+        starting = self._starting
+        assert starting is not None
+        while not starting.ready.wait(min(_POLL_S, max(0.0, deadline - time.perf_counter()))):
+            if time.monotonic() - self._starting_since > START_TIMEOUT_S:
+                self._starting = None
+                starting.stop()
+                self._stuck.append(starting)
+                return self._failed(f"a fresh instance of {self.who} did not start within {START_TIMEOUT_S:g} s")
+            if time.perf_counter() >= deadline or self.abort.is_set():
+                return (f"a fresh instance of {self.who} is still starting "
+                        f"({time.monotonic() - self._starting_since:.1f} s so far)")
+        self._starting = None
+        if starting.start_error is not None:
+            return self._failed(f"a fresh instance of {self.who} failed to start: {starting.start_error}")
+        self._live = starting
+        if self._failures:
+            msg = f"step {self.step.name}: {self.who} started again after {self._failures} failed attempt(s)"
+            log.warning(msg)
+            self.on_event("step_recovered", msg)
+        self._failures, self._unavailable = 0, None
+        return starting
 
     def _start(self) -> None:
-        """Start a fresh instance, bounded in time; on failure the step is unavailable until the
-        next attempt, which backs off exponentially."""
+        """Begin constructing a fresh instance in its own thread (the next part waits for it,
+        within its budget); nothing while too many abandoned instances are still stuck."""
         self._prune()
-        if len(self._stuck) > MAX_STUCK_INSTANCES:
-            return  # _available() reports "still stuck" until one returns
-        instance = _Instance(self.step, self.station_dir)
-        if not instance.ready.wait(START_TIMEOUT_S):
-            instance.stop()
-            self._stuck.append(instance)
-            reason = f"a fresh instance of {self.who} did not start within {START_TIMEOUT_S:g} s"
-        elif instance.start_error is not None:
-            reason = f"a fresh instance of {self.who} failed to start: {instance.start_error}"
-        else:
-            self._live = instance
-            if self._failures:
-                msg = f"step {self.step.name}: {self.who} started again after {self._failures} failed attempt(s)"
-                log.warning(msg)
-                self.on_event("step_recovered", msg)
-            self._failures, self._unavailable = 0, None
+        if self._starting is not None or len(self._stuck) > MAX_STUCK_INSTANCES:
             return
+        self._starting = _Instance(self.step, self.station_dir)
+        self._starting_since = time.monotonic()
+
+    def _failed(self, reason: str) -> str:
+        """The step is unavailable until the next attempt, which backs off exponentially."""
         self._failures += 1
         first, cap = RESTART_BACKOFF_S
         delay = min(cap, first * 2 ** (self._failures - 1))
@@ -288,6 +308,7 @@ class StepWorker:
         msg = f"step {self.step.name}: {reason}; its parts are ERROR until it starts (next attempt in {delay:g} s)"
         log.error(msg)
         self.on_event("step_unavailable", msg)
+        return f"{reason}; next attempt in {delay:.1f} s"
 
 
 def close_steps(workers: Sequence[StepWorker], timeout: float | None = None) -> list[str]:

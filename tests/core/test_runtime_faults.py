@@ -75,6 +75,8 @@ class TardyConfig(PluginConfig):
     hang_on: str = Field("", description="the part the first instance hangs on")
     hang_s: float = Field(0.6, description="how long it hangs")
     fail_instances: list[int] = Field(default_factory=list, description="instance numbers whose start fails")
+    slow_instances: list[int] = Field(default_factory=list, description="instance numbers that start slowly")
+    slow_start_s: float = Field(0.0, description="how long a slow instance takes to start")
 
 
 class Tardy(Detector):
@@ -91,6 +93,8 @@ class Tardy(Detector):
         self.number = type(self).instances
         if self.number in config.fail_instances:
             raise RuntimeError(f"no licence for instance {self.number}")
+        if self.number in config.slow_instances:
+            time.sleep(config.slow_start_s)
 
     def inspect(self, view):
         if view.part_id == self.config.hang_on:
@@ -205,6 +209,27 @@ def test_step_protocol_discards_an_answer_for_another_request(tmp_path):
         out = worker.run(View(IMAGE, "mine"))
         assert out.status == "ok" and [f.message for f in out.findings] == ["defect of mine"]
     finally:
+        worker.close()
+
+
+def test_a_slow_replacement_costs_parts_within_their_budget_not_the_line(tmp_path):
+    from inspector_core.contract import View
+
+    config = TardyConfig(hang_on="p0", hang_s=0.5, slow_instances=[2], slow_start_s=0.6)
+    worker = StepWorker(_step(Tardy, budget_ms=200, config=config), tmp_path)
+    try:
+        t0 = time.monotonic()
+        first = worker.run(View(IMAGE, "p0"))
+        second = worker.run(View(IMAGE, "p1"))
+        # Neither part waited for more than its own budget (and the poll interval).
+        assert time.monotonic() - t0 < 0.8
+        assert first.status == "timeout"
+        assert second.status == "error" and "is still starting" in second.error
+        time.sleep(0.5)
+        third = worker.run(View(IMAGE, "p2"))
+        assert third.status == "ok" and third.findings[0].message == "defect of p2"
+    finally:
+        RELEASE.set()
         worker.close()
 
 
