@@ -32,30 +32,14 @@ from inspector_core.qa import query as q
 
 out = console()
 err = console(stderr=True)
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$")
-UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_time(value: str | None, *, now: datetime | None = None, name: str = "--since") -> datetime | None:
-    """A duration back from now, or an ISO date/time (naive = UTC); naive UTC out."""
-    if value is None or value == "":
-        return None
-    m = DURATION.match(value)
-    if m:
-        now = now or datetime.now(UTC).replace(tzinfo=None)
-        try:
-            return now - timedelta(seconds=float(m.group(1)) * UNITS[m.group(2)])
-        except OverflowError:
-            raise click.BadParameter(f"{value!r} reaches back before the year 1; give a shorter duration "
-                                     "or an ISO date", param_hint=name) from None
+    """:func:`inspector_core.qa.filters.parse_when`, its refusal a usage error naming the option."""
     try:
-        t = datetime.fromisoformat(value.strip())
-        return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither a duration (8h, 30m, 2d, 1w) nor an ISO date/time "
-                                 "(2026-11-20, 2026-11-20T06:00, 2026-11-20T06:00+01:00)", param_hint=name) from None
-    except OverflowError:
-        raise click.BadParameter(f"{value!r} is out of range in UTC", param_hint=name) from None
+        return q.parse_when(value, now=now)
+    except q.QueryError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
 
 
 # ---------------------------------------------------------------------------- opening the store

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import (
@@ -35,6 +36,35 @@ MAX_ID = 2**63 - 1
 
 class QueryError(ValueError):
     """A filter or request that cannot be answered; the message says which field and why."""
+
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$")
+UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(value: str | None, *, now: datetime | None = None) -> datetime | None:
+    """``since``/``until`` as a user writes them: a duration back from now (``8h``, ``30m``,
+    ``2d``, ``1w``) or an ISO date/time (naive = UTC); naive UTC out, ``None`` for nothing.
+    Raises :class:`QueryError` for anything else, or a time outside the years 1..9999."""
+    if value is None or value == "":
+        return None
+    shown = repr(value[:60] + ("..." if len(value) > 60 else ""))
+    m = DURATION.match(value)
+    if m:
+        now = now or datetime.now(UTC).replace(tzinfo=None)
+        try:
+            return now - timedelta(seconds=float(m.group(1)) * UNITS[m.group(2)])
+        except OverflowError:
+            raise QueryError(f"{shown} reaches back before the year 1; give a shorter duration "
+                             "or an ISO date") from None
+    try:
+        t = datetime.fromisoformat(value.strip())
+        return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+    except ValueError:
+        raise QueryError(f"{shown} is neither a duration (8h, 30m, 2d, 1w) nor an ISO date/time "
+                         "(2026-11-20, 2026-11-20T06:00, 2026-11-20T06:00+01:00)") from None
+    except OverflowError:
+        raise QueryError(f"{shown} is out of range in UTC") from None
 
 
 def _naive_utc(t: datetime | None) -> datetime | None:

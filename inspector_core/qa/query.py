@@ -43,6 +43,7 @@ from inspector_core.qa.filters import (
     Verdict,
     glob_to_like,
     make_filter,
+    parse_when,
 )
 from inspector_core.qa.history import (
     CropRow,
@@ -121,6 +122,7 @@ __all__ = [
     "kinds",
     "make_filter",
     "p_chart",
+    "parse_when",
     "parse_overrides",
     "run_rules",
     "stations",

@@ -69,12 +69,10 @@ def _now() -> datetime:
 
 
 def _time(value: str | None, name: str) -> datetime | None:
-    from inspector_core.qa.cli import parse_time
-
     try:
-        return parse_time(value, name=name)
-    except Exception as exc:
-        raise q.QueryError(f"{name}: {getattr(exc, 'message', exc)}") from exc
+        return q.parse_when(value)
+    except q.QueryError as exc:
+        raise q.QueryError(f"{name}: {exc}") from None
 
 
 def _filter(station: list[str], since: str | None, until: str | None, verdict: list[str], kind: list[str],
