@@ -120,8 +120,12 @@ def _check_class(kind: str, cls: Any, base: type) -> None:
         raise TypeError(f"{kind} {name!r}: `name` must be printable UTF-8 text (no NUL, no lone surrogates)")
     if base is Detector:
         kinds = getattr(cls, "kinds", None)
-        if not kinds or not all(isinstance(k, str) and k for k in kinds):
-            raise TypeError(f"detector {name}: `kinds` must be a non-empty tuple of strings")
+        if (not isinstance(kinds, tuple | list | frozenset) or not kinds
+                or not all(isinstance(k, str) and k for k in kinds)):
+            raise TypeError(f"detector {name}: `kinds` must be a non-empty tuple of strings (got {kinds!r:.60})")
+        floor = getattr(cls, "report_floor", None)
+        if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0.0 <= floor <= 1.0:
+            raise TypeError(f"detector {name}: `report_floor` must be a number in [0, 1] (got {floor!r:.60})")
         bad = [k for k in kinds if not _storable(k)]
         if bad:
             raise TypeError(f"detector {name}: kind {bad[0]!r} must be printable UTF-8 text "

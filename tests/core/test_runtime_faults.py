@@ -634,3 +634,29 @@ def test_a_detector_kind_the_store_cannot_keep_is_a_load_error():
     reg = load(entry_points=[], extra=[("p", _registers(NulKind))])
     assert "nul_kind" not in reg.detectors
     assert "kind 'dent\\x00' must be printable UTF-8 text" in reg.plugins["p"].error
+
+
+def test_detector_class_attributes_the_host_relies_on_are_checked_at_load():
+    class KindsAsText(Detector):
+        name = "kinds_as_text"
+        kinds = "scratch"  # would accept the kind "scr" by substring
+
+    class NanFloor(Detector):
+        name = "nan_floor"
+        kinds = ("x",)
+        report_floor = math.nan  # would make every score comparison false
+
+    reg = load(entry_points=[], extra=[("a", _registers(KindsAsText)), ("b", _registers(NanFloor))])
+    assert not reg.detectors
+    assert "`kinds` must be a non-empty tuple of strings (got 'scratch')" in reg.plugins["a"].error
+    assert "`report_floor` must be a number in [0, 1] (got nan)" in reg.plugins["b"].error
+
+
+def test_a_station_whose_step_keeps_hanging_holds_a_bounded_number_of_threads(tmp_path):
+    cfg = {"source": parts(*(f"p{i}" for i in range(20))), "steps": [{"detector": "hang", "budget_ms": 50}]}
+    rows = run_station(cfg, tmp_path, registry=registry()).inspections()
+    assert len(rows) == 20 and all(r.verdict == "ERROR" for r in rows)
+    assert [r.steps[0].status for r in rows[:2]] == ["timeout", "timeout"]
+    assert all(r.error.startswith("step hang: still stuck: 2 earlier instances") for r in rows[2:])
+    # The old runtime left one thread per overrun (20 here).
+    assert len([t for t in threading.enumerate() if t.name.startswith("step-hang")]) <= 2
