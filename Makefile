@@ -1,5 +1,6 @@
 # Two commands for a fresh clone: `make demo` and `make test`. Each builds its own virtual
 # environment (.venv) and installs what it needs; nothing else has to be set up.
+# While developing: `make test-quick` (minutes) and `make check` (lint, format, types).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,13 +8,22 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 PLUGINS := $(sort $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml)))
 DEMO_DIR := var/demo
 PYTEST_ARGS ?=
+# Tests run in parallel (pytest-xdist), one worker per core; tests that share something are
+# marked `@pytest.mark.xdist_group(NAME)` and run on one worker. WORKERS=0 runs them in-process.
+WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
+# The quick suite leaves out model training, the real photographs, the browser and the
+# fault-injection schedules: everything else (contract, runtime, store, QA) in a few minutes.
+QUICK := not train and not data and not browser and not faults
 
-.PHONY: demo test install install-test bench clean help
+.PHONY: demo test test-quick check install install-test bench clean help
 
 help:
-	@echo "make demo   run the demo station end to end (SQLite, synthetic parts)"
-	@echo "make test   run the whole test suite"
-	@echo "make bench  print the benchmark figures (bench/*.py)"
+	@echo "make demo        run the demo station end to end (SQLite, synthetic parts)"
+	@echo "make test        run the whole test suite (what CI runs)"
+	@echo "make test-quick  the suite without training, real-data, browser and fault-injection tests"
+	@echo "make check       ruff (lint and format) and mypy, as CI runs them before the tests"
+	@echo "make bench       print the benchmark figures (bench/*.py)"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,10 +34,11 @@ $(VENV)/.runtime: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.to
 	$(PIP) install -e '.[serve,postgres]' $(addprefix -e ,$(PLUGINS))
 	@touch $@
 
-# Tests also need the test tools, the example third-party plugin, the anomaly training extra
-# (torch is taken from this machine's disk) and a headless browser for the dashboard tests.
+# Tests also need the test tools, the linters of `make check`, the example third-party plugin,
+# the anomaly training extra (torch is taken from this machine's disk) and a headless browser
+# for the dashboard tests.
 $(VENV)/.test: $(VENV)/.runtime tests/thirdparty_plugin/pyproject.toml
-	$(PIP) install -e '.[test,serve,postgres]' -e tests/thirdparty_plugin
+	$(PIP) install -e '.[test,check,serve,postgres]' -e tests/thirdparty_plugin
 	@if [ -f plugins/anomaly/pyproject.toml ]; then $(PIP) install -e 'plugins/anomaly[train]'; fi
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser tests"; \
@@ -57,7 +68,16 @@ demo: $(VENV)/.runtime
 	@echo "dashboard: $(BIN)/inspector serve --station-file stations/demo.yaml  (then open http://127.0.0.1:8080)"
 
 test: $(VENV)/.test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+
+test-quick: $(VENV)/.test
+	$(PYTEST) -m "$(QUICK)" $(PYTEST_ARGS)
+
+# The settings are in pyproject.toml ([tool.ruff], [tool.mypy]).
+check: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(VENV)/.test
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
