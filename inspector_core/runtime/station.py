@@ -115,6 +115,9 @@ class StationRuntime:
         self._seq = 0
         self._in_flight: _Captured | None = None
         self._inspect_done = False
+        self._source_closing = False
+        self._source_close_lock = threading.Lock()
+        self._signal_name = "SIGINT"
         self._events: list[tuple[int, datetime, str, str]] = []
         self._events_lock = threading.Lock()
         self.run_id: int | None = None
@@ -123,13 +126,25 @@ class StationRuntime:
     # -------------------------------------------------------------- public
 
     def stop(self) -> None:
+        """Stop capturing; the parts already captured are inspected and committed. Returns at
+        once: the source's ``close()`` runs in its own thread (once), so a source that blocks
+        in it cannot hold up the caller."""
         self._stop.set()
         source = getattr(self, "_source", None)
-        if source is not None:
-            try:
-                source.close()
-            except Exception:
-                log.exception("closing the source")
+        with self._source_close_lock:
+            if source is None or self._source_closing:
+                return
+            self._source_closing = True
+        threading.Thread(target=self._close_source, args=(source,), name="inspector-source-close",
+                         daemon=True).start()
+
+    def _close_source(self, source: Any) -> None:
+        try:
+            source.close()
+        except Exception as exc:  # noqa: BLE001 - the source's failure, recorded
+            msg = f"source {self.station.source.name}: close() failed: {type(exc).__name__}: {exc}"
+            log.warning(msg)
+            self.event("source_close_failed", storable_message(msg))
 
     def event(self, kind: str, message: str) -> None:
         """Record an event of this run: the recorder writes it (durably, through the spool while
@@ -216,6 +231,7 @@ class StationRuntime:
             now = time.monotonic()
             if self._stop.is_set() and stopped_at is None:
                 stopped_at = now
+                self.stop()  # a signal only set the flag: close the source now
             if (stopped_at is not None and capture.is_alive() and not self._capture_abandoned.is_set()
                     and now - stopped_at > SOURCE_STOP_TIMEOUT_S):
                 msg = (f"source {st.source.name} did not return from frames() within {SOURCE_STOP_TIMEOUT_S:g} s "
@@ -224,7 +240,10 @@ class StationRuntime:
                 self.event("source_stuck", msg)
                 self._capture_abandoned.set()
             if self._abort.is_set():
-                aborted_at = aborted_at if aborted_at is not None else now
+                if aborted_at is None:
+                    aborted_at = now
+                    self.event("interrupted", f"{self._signal_name} twice: stopped waiting for the steps; the "
+                               "part being inspected is ERROR, the parts not yet inspected NOT_INSPECTED")
                 if now - aborted_at > ABORT_TIMEOUT_S:
                     left = self._queue.qsize() + (self._in_flight is not None)
                     msg = (f"the inspect thread did not finish within {ABORT_TIMEOUT_S:g} s of the second "
@@ -324,19 +343,19 @@ class StationRuntime:
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def handler(signum: int, _frame: Any) -> None:
+            # Only flags here: the handler runs in the main thread between any two bytecodes, maybe
+            # while it holds a lock the recorder or the source needs. _wait() acts on the flags.
             self._interrupts += 1
-            name = signal.Signals(signum).name
+            self._signal_name = signal.Signals(signum).name
             if self._interrupts == 1:
                 log.warning("%s: stopping capture, finishing the captured parts and committing "
-                            "(again: stop waiting for the steps)", name)
-                self.stop()
+                            "(again: stop waiting for the steps)", self._signal_name)
+                self._stop.set()
                 return
             log.warning("%s again: not waiting for the steps; recording the captured parts NOT_INSPECTED "
-                        "and committing (again: exit at once)", name)
-            self.event("interrupted", f"{name} twice: stopped waiting for the steps; the parts not yet "
-                                      "inspected are recorded NOT_INSPECTED")
+                        "and committing (again: exit at once)", self._signal_name)
             self._abort.set()
-            self.stop()
+            self._stop.set()
             for s, h in previous.items():
                 signal.signal(s, h)
 
