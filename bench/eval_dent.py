@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 from inspector_dent import DentConfig, DentDetector
 from inspector_sources.synthetic import render_dent_panel
-from shared_data import DATA  # noqa: E402
+from shared_data import DATA
+from sklearn.metrics import roc_auc_score
 
 from inspector_core import View
 
@@ -144,9 +145,8 @@ def car_labels(path: Path) -> list[tuple[int, float, float, float, float]]:
 
 
 def auroc(pos: list[float], neg: list[float]) -> float:
-    p, n = np.asarray(pos), np.asarray(neg)
-    greater = (p[:, None] > n[None, :]).sum() + 0.5 * (p[:, None] == n[None, :]).sum()
-    return float(greater / (len(p) * len(n)))
+    """Image AUROC of the scores of dented (``pos``) against undented (``neg``) photos."""
+    return float(roc_auc_score([1] * len(pos) + [0] * len(neg), pos + neg))
 
 
 def eval_car_dents(det: DentDetector | None = None) -> dict:

@@ -14,7 +14,6 @@ Score: ``r / (1 + r)`` where ``r`` is the largest of ``shift / max_shift``,
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -133,10 +132,6 @@ def suggest_tolerances(spread: dict[str, float]) -> dict[str, float]:
     }
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 class MisalignmentDetector(Detector):
     """Fails parts that are shifted, turned, scaled or missing against a golden reference."""
 
@@ -151,6 +146,8 @@ class MisalignmentDetector(Detector):
         self._paths: dict[str, Path] = {}
 
     def _resolve(self) -> None:
+        from inspector_misalignment.reference import sha256_file
+
         cfg = self.config
         if cfg.reference is None:
             raise RuntimeError(
@@ -161,9 +158,9 @@ class MisalignmentDetector(Detector):
             raise FileNotFoundError(
                 f"misalignment: reference {ref_path} not found; teach it with "
                 "`inspector teach STATION_FILE --from GOOD_IMAGES_DIR` or fix config.reference")
-        if cfg.reference_sha256 and _sha256(ref_path) != cfg.reference_sha256.lower():
+        if cfg.reference_sha256 and (actual := sha256_file(ref_path)) != cfg.reference_sha256.lower():
             raise ValueError(
-                f"misalignment: reference {ref_path} has SHA-256 {_sha256(ref_path)}, the config expects "
+                f"misalignment: reference {ref_path} has SHA-256 {actual}, the config expects "
                 f"{cfg.reference_sha256}; re-teach, or update config.reference_sha256 if the new file is right")
         self._paths = {"reference": ref_path}
         if cfg.weight is not None:

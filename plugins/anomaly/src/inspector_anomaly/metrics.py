@@ -1,43 +1,39 @@
-"""Evaluation metrics, numpy only (the runtime environment has no scikit-learn)."""
+"""Evaluation metrics of training and of the benchmarks (the [train] extra: scikit-learn comes
+with anomalib; the runtime detector needs none of this)."""
 
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U, ties counted half). NaN if one class is absent."""
-    labels = np.asarray(labels, dtype=bool).ravel()
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
+def auroc(labels: ArrayLike, scores: ArrayLike) -> float:
+    """Area under the ROC curve (scikit-learn's ``roc_auc_score``: ties count half); NaN when
+    one class is absent (a defect class with no good image to compare against, say)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels, dtype=bool).ravel()
+    if y.all() or not y.any():
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    s = scores[order]
-    ranks = np.empty(len(s), dtype=np.float64)
-    # average ranks over ties
-    _, first, counts = np.unique(s, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(y, np.asarray(scores, dtype=np.float64).ravel()))
 
 
-def f1(labels: np.ndarray, predicted: np.ndarray) -> float:
-    labels = np.asarray(labels, dtype=bool).ravel()
-    predicted = np.asarray(predicted, dtype=bool).ravel()
-    tp = int((labels & predicted).sum())
-    fp = int((~labels & predicted).sum())
-    fn = int((labels & ~predicted).sum())
+def f1(labels: ArrayLike, predicted: ArrayLike) -> float:
+    y = np.asarray(labels, dtype=bool).ravel()
+    p = np.asarray(predicted, dtype=bool).ravel()
+    tp = int((y & p).sum())
+    fp = int((~y & p).sum())
+    fn = int((y & ~p).sum())
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
-def f1_optimal_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+def f1_optimal_threshold(labels: ArrayLike, scores: ArrayLike) -> float:
     """The score threshold (predict anomalous when score >= threshold) with the best F1."""
-    labels = np.asarray(labels, dtype=bool).ravel()
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    best, best_t = -1.0, float(scores.max())
-    for t in np.unique(scores):
-        v = f1(labels, scores >= t)
+    y = np.asarray(labels, dtype=bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    best, best_t = -1.0, float(s.max())
+    for t in np.unique(s):
+        v = f1(y, s >= t)
         if v > best:
             best, best_t = v, float(t)
     return best_t
