@@ -221,11 +221,12 @@ def test_a_slow_replacement_costs_parts_within_their_budget_not_the_line(tmp_pat
         t0 = time.monotonic()
         first = worker.run(View(IMAGE, "p0"))
         second = worker.run(View(IMAGE, "p1"))
-        # Neither part waited for more than its own budget (and the poll interval).
-        assert time.monotonic() - t0 < 0.8
         assert first.status == "timeout"
+        # The second part did not wait for the 0.6 s start: only for its own budget.
         assert second.status == "error" and "is still starting" in second.error
-        time.sleep(0.5)
+        assert second.latency_ms is not None and second.latency_ms < 450
+        assert time.monotonic() - t0 < 2
+        time.sleep(1.0)
         third = worker.run(View(IMAGE, "p2"))
         assert third.status == "ok" and third.findings[0].message == "defect of p2"
     finally:
