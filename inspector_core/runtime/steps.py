@@ -225,7 +225,8 @@ class StepWorker:
         out = []
         for inst in self._instances():
             if inst.thread.is_alive():
-                doing = f"still inspecting part {inst.busy_part!r}" if inst.busy_part is not None else "in close()"
+                doing = ("still starting" if not inst.ready.is_set() else
+                         f"still inspecting part {inst.busy_part!r}" if inst.busy_part is not None else "in close()")
                 out.append(f"step {self.step.name}: {self.who} did not finish ({doing})")
             elif inst.close_error:
                 out.append(f"step {self.step.name}: {self.who} close() failed: {inst.close_error}")
