@@ -399,10 +399,13 @@ class Store:
 
     def _run_ids(self, conn: Connection, uids: set[str]) -> dict[str, tuple[int, int, str]]:
         """``{run uid: (station_id, run_id, station name)}``; every uid must be recorded."""
-        found = {uid: (sid, rid, name) for uid, sid, rid, name in conn.execute(
-            select(schema.Run.uid, schema.Run.station_id, schema.Run.id, schema.Station.name)
-            .join(schema.Station, schema.Station.id == schema.Run.station_id)
-            .where(schema.Run.uid.in_(sorted(uids))))}
+        found: dict[str, tuple[int, int, str]] = {}
+        for uid, sid, rid, name in conn.execute(
+                select(schema.Run.uid, schema.Run.station_id, schema.Run.id, schema.Station.name)
+                .join(schema.Station, schema.Station.id == schema.Run.station_id)
+                .where(schema.Run.uid.in_(sorted(uids)))):
+            if uid is not None:
+                found[uid] = (sid, rid, name)
         missing = uids - set(found)
         if missing:
             raise StoreError(f"store {self.display_url}: run(s) {', '.join(sorted(missing))} are not recorded "
@@ -448,9 +451,11 @@ class Store:
                     r.station_id, r.run_id = sid, rid
             uids = [r.uid for r in records]
             present = set(conn.scalars(select(schema.Inspection.uid).where(schema.Inspection.uid.in_(uids))))
-            seen: set[str] = set()
-            # A uid repeated inside the batch is written (and rolled up) once too.
-            new = [r for r in records if r.uid not in present and not (r.uid in seen or seen.add(r.uid))]
+            # A uid repeated inside the batch is written (and rolled up) once too: its first record.
+            once: dict[str, InspectionRecord] = {}
+            for r in records:
+                once.setdefault(r.uid, r)
+            new = [r for uid, r in once.items() if uid not in present]
             if not new:
                 return 0
             # Roll-up of exactly these (deduplicated) records, upserted in this transaction.

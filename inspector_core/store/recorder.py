@@ -430,6 +430,7 @@ class Recorder:
         while items := self.spool.peek(self._chunk):
             runs = self.spool.runs()
             for uid in {i.record.run_uid for i in items}:
+                assert uid is not None  # the spool validated it against its runs
                 self._run_ids(runs[uid].run)
             records = [i.record for i in items if isinstance(i.record, InspectionRecord)]
             events = [i.record for i in items if isinstance(i.record, EventRecord)]

@@ -28,9 +28,16 @@ def naive_utc(t: datetime) -> datetime:
 
 # ---------------------------------------------------------------------------- records
 
+# How the spool encodes and validates the records (each dataclass takes it as
+# ``__pydantic_config__``): crops as base64, NaN and infinities kept, unknown fields refused.
+_SPOOL_JSON = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64", ser_json_inf_nan="constants",
+                         extra="forbid")
+
 
 @dataclasses.dataclass(slots=True)
 class CropRecord:
+    __pydantic_config__ = _SPOOL_JSON
+
     format: str
     width: int
     height: int
@@ -42,6 +49,8 @@ class CropRecord:
 
 @dataclasses.dataclass(slots=True)
 class DefectRecord:
+    __pydantic_config__ = _SPOOL_JSON
+
     step: str
     plugin: str
     kind: str
@@ -57,6 +66,8 @@ class DefectRecord:
 
 @dataclasses.dataclass(slots=True)
 class StepRecord:
+    __pydantic_config__ = _SPOOL_JSON
+
     step_index: int
     step: str
     plugin: str
@@ -74,6 +85,8 @@ class InspectionRecord:
     A station names its run by ``station`` and ``run_uid``; the writer resolves them to the
     database's ``station_id`` and ``run_id`` (and sets those here) when it commits. Records built
     with the ids directly (tests, tools writing into a known database) need no names."""
+
+    __pydantic_config__ = _SPOOL_JSON
 
     uid: str
     station_id: int | None
@@ -124,6 +137,8 @@ class InspectionRecord:
 class RunRecord:
     """One start of a station, as the station knows it before the database has answered."""
 
+    __pydantic_config__ = _SPOOL_JSON
+
     station: str
     hostname: str
     software_version: str
@@ -139,6 +154,8 @@ class RunRecord:
 class EventRecord:
     """Something that happened to a run besides verdicts (``store_unreachable``, ``record_refused``)."""
 
+    __pydantic_config__ = _SPOOL_JSON
+
     run_uid: str
     kind: str
     message: str
@@ -148,20 +165,8 @@ class EventRecord:
 
 # ---------------------------------------------------------------------------- the spool's codec
 
-_SPOOL_JSON = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64", ser_json_inf_nan="constants",
-                         extra="forbid")
-
-
-def _spooled(cls: type) -> TypeAdapter[Any]:
-    # Stdlib dataclasses take their pydantic config from this attribute.
-    cls.__pydantic_config__ = _SPOOL_JSON  # type: ignore[attr-defined]
-    return TypeAdapter(cls)
-
-
-for _cls in (CropRecord, DefectRecord, StepRecord):
-    _cls.__pydantic_config__ = _SPOOL_JSON  # type: ignore[attr-defined]
-SPOOLED_INSPECTION: TypeAdapter[InspectionRecord] = _spooled(InspectionRecord)
-SPOOLED_RUN: TypeAdapter[RunRecord] = _spooled(RunRecord)
-SPOOLED_EVENT: TypeAdapter[EventRecord] = _spooled(EventRecord)
+SPOOLED_INSPECTION = TypeAdapter(InspectionRecord)
+SPOOLED_RUN = TypeAdapter(RunRecord)
+SPOOLED_EVENT = TypeAdapter(EventRecord)
 """Validating codecs of what the spool keeps: ``dump_json`` to write, ``validate_json`` to read
 (a wrong type, a missing or unknown field raises ``pydantic.ValidationError``)."""

@@ -104,9 +104,10 @@ def _upsert(conn: Connection, table: Table, keys: Sequence[str], rows: list[dict
 
 def write_rollup(conn: Connection, rollup: HourRollup) -> None:
     """Add ``rollup`` to ``inspection_hours`` / ``inspection_hour_latency`` (upserts)."""
-    _upsert(conn, schema.InspectionHour.__table__, ("station_id", "hour", "verdict"), rollup.hour_rows(),
+    tables = schema.Base.metadata.tables
+    _upsert(conn, tables["inspection_hours"], ("station_id", "hour", "verdict"), rollup.hour_rows(),
             _HOUR_COLS, (("latency_min", "min"), ("latency_max", "max")))
-    _upsert(conn, schema.InspectionHourLatency.__table__, ("station_id", "hour", "verdict", "bucket"),
+    _upsert(conn, tables["inspection_hour_latency"], ("station_id", "hour", "verdict", "bucket"),
             rollup.latency_rows(), ("n",))
 
 
@@ -121,6 +122,7 @@ def _first_of_part(conn: Connection, new: Sequence[InspectionRecord], rollup: Ho
     I = schema.Inspection
     by_key: dict[tuple[int, str], list[int]] = defaultdict(list)
     for i, r in enumerate(new):
+        assert r.station_id is not None, "the writer resolves the station before the roll-up"
         by_key[(r.station_id, r.part_id)].append(i)
     per_station: dict[int, list[str]] = defaultdict(list)
     for sid, pid in by_key:
@@ -137,7 +139,8 @@ def _first_of_part(conn: Connection, new: Sequence[InspectionRecord], rollup: Ho
     for key, idxs in by_key.items():
         old = stored.get(key, [])
         # Order: captured_at, then id (stored rows before this batch's, which get larger ids).
-        items = [((r.captured_at, 0, r.id), r.captured_at, r.verdict, None) for r in old]
+        items: list[tuple[tuple[Any, int, Any], Any, Any, int | None]] = [
+            ((r.captured_at, 0, r.id), r.captured_at, r.verdict, None) for r in old]
         items += [((naive_utc(new[i].captured_at), 1, i), naive_utc(new[i].captured_at), new[i].verdict, i)
                   for i in idxs]
         head = min(items, key=lambda x: x[0])
@@ -151,7 +154,8 @@ def _first_of_part(conn: Connection, new: Sequence[InspectionRecord], rollup: Ho
                 continue
             rollup.adjust(key[0], was[1], was[2], -1, -int(was_passed))
             demoted.append(old[items.index(was)].id)
-        i = head[3]
-        first[i] = True
-        passed[i] = n_after == 1 and head[2] == "PASS"
+        at = head[3]
+        assert at is not None  # a stored row that stays first was handled above
+        first[at] = True
+        passed[at] = n_after == 1 and head[2] == "PASS"
     return first, passed, demoted
