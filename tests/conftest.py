@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# The fault-injection suite's session summary (here, so that the xdist controller prints it too).
+from tests.faults.summary import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("INSPECTOR_DATA") or ROOT.parent / "shared" / "data")
 """The real photographs: ``$INSPECTOR_DATA``, else ``../shared/data`` beside the checkout."""

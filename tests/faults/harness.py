@@ -259,6 +259,9 @@ def run_in_process(schedule: Schedule, workdir: Path, pg_url: str | None = None)
         if why:
             extra.append(_recovery_part())
             write_images(workdir / "recovery", extra)
+            # Replacements still scheduled to fail belong to the main run's hung steps.
+            for pending in (workdir / "state").glob("failing-starts-*"):
+                pending.unlink()
             rec = _write_station(
                 workdir, "recovery", station_config(schedule, workdir, workdir / "recovery", store_url)
             )

@@ -181,10 +181,8 @@ def catalogue() -> list[Schedule]:
         out.append(Schedule(f"image-{image}", _around([PartPlan(0, image=image)])))
     pg: dict[str, Any] = {"store": "postgres", "interval_ms": 60}
     out += [
-        Schedule("db-refuse", _plain(36), db_faults=(DbFault("refuse", 4, 1.5),), **pg),
         Schedule("db-refuse-6s", _plain(130), db_faults=(DbFault("refuse", 4, 6.0),), **pg),
         Schedule("db-restart", _plain(16), db_faults=(DbFault("restart", 4),), **pg),
-        Schedule("db-stall", _plain(48), db_faults=(DbFault("stall", 4, 2.5),), **pg),
         Schedule("db-stall-8s", _plain(170), db_faults=(DbFault("stall", 4, 8.0),), **pg),
         Schedule("db-down-at-start", _plain(60), db_faults=(DbFault("down_at_start", 0, 4.0),), **pg),
         Schedule("sink-refuses-8", _plain(10), sink_faults=(SinkFault("faulty_a", fail_first=8),)),

@@ -1,5 +1,8 @@
 """The fault suite's session summary: how many schedules and parts ran, each invariant
-checked how often, and which broke (from each test's ``fault_schedule`` property)."""
+checked how often, and which broke (from each test's ``fault_schedule`` property).
+
+Hooks imported by ``tests/conftest.py``, so that under pytest-xdist the controller, which
+receives every worker's reports, prints it."""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ import json
 from collections import Counter
 
 import pytest
-
-from tests.faults.invariants import INVARIANTS
 
 _ran: list[dict] = []
 
@@ -35,7 +36,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
         f"{len(_ran)} schedules, {sum(r['parts'] for r in _ran)} parts, "
         f"{sum(r['runs'] for r in _ran)} station runs, {sum(r['seconds'] for r in _ran):.0f} s"
     )
-    for name in INVARIANTS:
+    for name in checked:
         tr.write_line(f"  {name:28s} checked {checked[name]:6d} times; broken in {broken[name]} schedules")
     failing = [r for r in _ran if r["violated"]]
     for r in failing:
