@@ -176,6 +176,15 @@ def test_backlog_at_shutdown_is_recorded_shown_and_delivered_by_the_next_start(t
     assert out.exit_code == 0, out.output
     assert "plc" in out.output and "6 not delivered" in out.output and "no answer from 10.0.0.9" in out.output
 
+    # And the dashboard's overview has a tile for it.
+    from fastapi.testclient import TestClient
+
+    from inspector_core.qa.reader import open_reader
+    from inspector_core.qa.web import create_app
+    page = TestClient(create_app(open_reader(first.db_url).engine), base_url="http://127.0.0.1").get("/")
+    assert page.status_code == 200
+    assert "test &rarr; plc" in page.text and "6 not delivered" in page.text and "<strong>failing</strong>" in page.text
+
     # The same sink key, now reachable: the earlier run's verdicts come first, then this run's.
     Up.got = []
     second = run_station(_station(2, [{"type": "up", "name": "plc"}]), tmp_path, registry=reg)
