@@ -22,7 +22,9 @@ the events. Promises:
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -109,6 +111,25 @@ class Recorder:
         self._schema_ok = False
         self._ids: dict[str, tuple[int, int]] = {}
         self._thread = threading.Thread(target=self._loop, name="inspector-recorder", daemon=True)
+        if spool_dir is not None:
+            self._legacy_spool(spool_dir / f"{run.station}.spool.db")
+
+    def _legacy_spool(self, path: Path) -> None:
+        """An older release's spool (format 1: one file per station name, records with database
+        ids) is never drained into a database by this one; say so, once per run."""
+        if not path.is_file():
+            return
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                n = db.execute("SELECT count(*) FROM spool").fetchone()[0]
+        except sqlite3.Error:
+            return
+        if n:
+            msg = (f"an older release's spool {path} holds {n} verdicts (format 1, with database ids, for a "
+                   "database it does not name); this release does not drain it: run the release that wrote it "
+                   "once with its database reachable, or move the file aside")
+            log.warning(msg)
+            self.event("legacy_spool", msg)
 
     # -------------------------------------------------------------- the station's side
 

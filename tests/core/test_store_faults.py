@@ -294,6 +294,22 @@ def test_spooled_records_are_validated_on_read(tmp_path):
     spool.close()
 
 
+def test_an_older_releases_spool_is_named_not_drained(tmp_path):
+    legacy = tmp_path / "line1.spool.db"
+    with sqlite3.connect(legacy) as c:
+        c.execute("CREATE TABLE spool (id INTEGER PRIMARY KEY, record TEXT NOT NULL)")
+        c.executemany("INSERT INTO spool (record) VALUES (?)", [("{}",), ("{}",)])
+    db = tmp_path / "s.db"
+    store = Store(f"sqlite:///{db}")
+    rec = Recorder(store, run=run_of(), on_committed=lambda b: None, spool_dir=tmp_path)
+    rec.start()
+    assert rec.close(10, parts_seen=0)
+    store.close()
+    (message,) = sqlite3.connect(db).execute("SELECT message FROM events WHERE kind = 'legacy_spool'").fetchone()
+    assert f"spool {legacy} holds 2 verdicts (format 1" in message and "does not drain it" in message
+    assert sqlite3.connect(legacy).execute("SELECT count(*) FROM spool").fetchone()[0] == 2
+
+
 # ---------------------------------------------------------------------------- the queue
 
 
