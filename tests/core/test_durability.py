@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import psycopg
 import pytest
 
 
@@ -29,11 +31,9 @@ def reported_uids(sink):
     uids = []
     if sink.exists():
         for line in sink.read_text().splitlines():
-            try:
+            # A line cut by the kill was never completely reported.
+            with contextlib.suppress(json.JSONDecodeError):
                 uids.append(json.loads(line)["inspection_uid"])
-            except json.JSONDecodeError:
-                # A line cut by the kill was never completely reported.
-                pass
     return uids
 
 
@@ -91,3 +91,68 @@ def test_sigterm_drains_and_commits(tmp_path):
     # Every captured part was inspected and committed before exit, and reported.
     assert seen == n and len(reported_uids(sink)) == n
     assert "run 1 of station line" in out.decode()
+
+
+@pytest.mark.postgres
+def test_spooled_verdicts_survive_kill_9_and_are_written_once(tmp_path, pg_url):
+    """kill -9 while the plant database is away: what the spool holds is on disk, and the next
+    run writes it, once, under the run that inspected it."""
+    from tests.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    proxy.start()
+    url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    sink, spool_dir = tmp_path / "reported.jsonl", tmp_path / "spool"
+    path = tmp_path / "line.yaml"
+    path.write_text(
+        "name: line\n"
+        "source: {type: synthetic, config: {count: 100000, width: 320, height: 240, interval_ms: 20}}\n"
+        "steps: [{detector: bright_spot, config: {threshold: 200}}]\n"
+        f"store: {{url: '{url}', spool: '{spool_dir}'}}\n"
+        f"sinks: [{{type: file, config: {{path: '{sink}'}}}}]\n"
+    )
+    cmd = [sys.executable, "-m", "inspector_core.cli", "run", str(path), "--quiet"]
+
+    def spooled() -> set[str]:
+        files = list(spool_dir.glob("line-*.spool.db"))
+        if not files:
+            return set()
+        con = sqlite3.connect(f"file:{files[0]}?mode=ro", uri=True)
+        try:
+            return {json.loads(r)["uid"] for (r,) in con.execute("SELECT record FROM items WHERE kind = 'inspection'")}
+        except sqlite3.OperationalError:
+            return set()
+        finally:
+            con.close()
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while len(reported_uids(sink)) < 5 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proxy.cut()
+        while len(spooled()) < 10 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    waiting = spooled()
+    reported = reported_uids(sink)
+    assert len(waiting) >= 10 and len(reported) >= 5
+    proxy.start()
+    try:
+        again = subprocess.run(cmd + ["--limit", "3"], capture_output=True, text=True, timeout=120)
+    finally:
+        proxy.stop()
+    assert again.returncode == 0, again.stderr
+    assert spooled() == set()
+    con = psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"))
+    rows = con.execute("SELECT i.uid, r.parts_seen FROM inspections i JOIN runs r ON r.id = i.run_id").fetchall()
+    con.close()
+    uids = [u for u, _ in rows]
+    assert len(uids) == len(set(uids))
+    assert waiting <= set(uids) and set(reported) <= set(uids)
+    by_run = dict(rows)
+    assert all(by_run[u] is None for u in waiting)  # the killed run: never ended, its verdicts its own
