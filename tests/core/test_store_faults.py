@@ -474,6 +474,18 @@ def test_kill_9_during_the_first_migration_leaves_a_store_that_starts(tmp_path):
     assert outcomes.count("killed") >= 3, outcomes
 
 
+def test_stations_starting_together_on_a_new_sqlite_file_all_start(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", MIGRATE, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0 and out.split() == ["go", "done"], err
+    store = Store(url, migrate=False)
+    assert store.check_revision() == store.head_revision()
+    store.close()
+
+
 def test_kill_9_during_the_first_migration_on_postgres(pg_url):
     rng = random.Random(5)
     span = 0.6  # a first migration on PostgreSQL here: about 0.3-0.8 s
