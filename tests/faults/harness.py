@@ -11,6 +11,7 @@ extra good part (``r000``): the recovery the promises allow. It is stated in the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import signal
 import subprocess
@@ -191,7 +192,7 @@ class _DbFaults:
             if f.kind == "down_at_start":
                 self._fire(f)
             else:
-                self._later(lambda f=f: self._fire(f), wait_for=self._trigger_part(f.at_part))
+                self._later(functools.partial(self._fire, f), wait_for=self._trigger_part(f.at_part))
 
     def _later(self, fn: Callable[[], None], *, delay: float = 0.0, wait_for: str | None = None) -> None:
         def body() -> None:

@@ -124,8 +124,8 @@ def check(
             bad["exactly_one_inspection"].append(f"run {rid}: parts inspected more than once: {twice}")
         seqs = sorted(i["seq"] for i in rows)
         if seqs != list(range(len(seqs))):
-            missing = sorted(set(range(max(seqs) + 1)) - set(seqs))
-            bad["exactly_one_inspection"].append(f"run {rid}: seq not gap-free (missing {missing[:10]})")
+            gaps = sorted(set(range(max(seqs) + 1)) - set(seqs))
+            bad["exactly_one_inspection"].append(f"run {rid}: seq not gap-free (missing {gaps[:10]})")
         seen = run_rows.get(rid, {}).get("parts_seen")
         if seen is not None and seen != len(rows):
             bad["exactly_one_inspection"].append(f"run {rid}: parts_seen {seen} but {len(rows)} inspections recorded")
@@ -164,8 +164,8 @@ def check(
                 )
             part_no = (d["measurements"] or {}).get("part_no")
             if plan is not None and isinstance(part_no, int | float) and not m:
-                want = plan.number + (1000 if plan.recovery else 0)
-                if part_no != want:
+                own_no = plan.number + (1000 if plan.recovery else 0)
+                if part_no != own_no:
                     bad["own_verdict"].append(f"part {pid} carries a finding measured on part number {part_no}")
         if plan is None:
             continue
@@ -215,7 +215,7 @@ def check(
         if missing:
             bad["committed_delivered"].append(
                 f"sink {sink}: {len(missing)} of {len(obs.inspections)} committed verdicts never delivered "
-                f"(e.g. {', '.join(m['part_id'] for m in missing[:4])})"
+                f"(e.g. {', '.join(gone['part_id'] for gone in missing[:4])})"
             )
         dupes = sum(n - 1 for n in Counter(r["uid"] for r in rows).values() if n > 1)
         if dupes:
@@ -225,7 +225,7 @@ def check(
     def at(i: dict[str, Any]) -> str:
         return f" (run {i['run_id']})" if restarted else ""
 
-    def names(step: str, i: dict[str, Any]) -> bool:
+    def cites(step: str, i: dict[str, Any]) -> bool:
         """Whether the inspection's error names ``step`` (the part id, which holds the step
         names of its faults, does not count)."""
         error = (i["error"] or "").replace(i["part_id"], "")
@@ -248,7 +248,7 @@ def check(
         want = plan.expected()
         dead = dead_steps[i["run_id"]]
         error = i["error"] or ""
-        excused = v == "ERROR" and any(names(role, i) for role in dead)
+        excused = v == "ERROR" and any(cites(role, i) for role in dead)
         if v != want and not excused:
             bad["verdict_as_truth"].append(
                 f"part {plan.part_id}{at(i)}: {v}, expected {want}" + (f" ({error[:160]})" if error else "")
@@ -256,7 +256,7 @@ def check(
         elif v == "ERROR" and want == "ERROR":
             if not error:
                 bad["verdict_as_truth"].append(f"part {plan.part_id}{at(i)}: ERROR without a reason")
-            elif plan.step_faults and not plan.image_fault and not any(names(r, i) for r in plan.step_faults):
+            elif plan.step_faults and not plan.image_fault and not any(cites(r, i) for r in plan.step_faults):
                 bad["verdict_as_truth"].append(
                     f"part {plan.part_id}{at(i)}: the ERROR does not name the faulty step "
                     f"{'/'.join(plan.step_faults)}: {error[:160]}"

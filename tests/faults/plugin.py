@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -73,9 +74,8 @@ class FaultyDetector(Detector):
         what = plan.step(cfg.role)
         n = float(plan.number + (1000 if plan.recovery else 0))
 
-        def finding(score: float = PASS_SCORE, **kw) -> Finding:
-            args = {"box": (1, 1, 4, 4), "message": marker(pid), "size_px": 4.0, "measurements": {"part_no": n}} | kw
-            return Finding("marker", score, **args)
+        def finding(score: float = PASS_SCORE) -> Finding:
+            return Finding("marker", score, (1, 1, 4, 4), marker(pid), size_px=4.0, measurements={"part_no": n})
 
         if what == "ok":
             return [finding()]
@@ -135,7 +135,7 @@ class _FaultySink(Sink):
         super().__init__(config, station_dir=station_dir)
         self.cfg = config
         self.state_path = Path(config.state)
-        self.state = (
+        self.state: dict[str, Any] = (
             json.loads(self.state_path.read_text())
             if self.state_path.exists()
             else {"attempts": 0, "first_at": None, "hung": None}
@@ -159,10 +159,11 @@ class _FaultySink(Sink):
         if now < st["first_at"] + self.cfg.down_ms / 1000:
             raise ConnectionError(f"{self.name}: down (scheduled outage of {self.cfg.down_ms:g} ms)")
         if self.cfg.hang_ms and st["hung"] is None:
-            st["hung"] = [now, None]
+            hung: list[float | None] = [now, None]
+            st["hung"] = hung
             self._save()
             time.sleep(self.cfg.hang_ms / 1000)
-            st["hung"][1] = time.time()
+            hung[1] = time.time()
             self._save()
         line = {
             "uid": report.inspection_uid,

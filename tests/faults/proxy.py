@@ -47,7 +47,7 @@ class FaultProxy(TcpProxy):
     def resume(self) -> None:
         self._flowing.set()
 
-    def _pipe(self, a: socket.socket, b: socket.socket) -> None:  # type: ignore[override]
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
         try:
             while data := a.recv(65536):
                 self._flowing.wait()

@@ -19,7 +19,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     for key, value in report.user_properties:
         if key == "fault_schedule":
-            _ran.append(json.loads(value))
+            _ran.append(json.loads(str(value)))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
