@@ -172,9 +172,9 @@ class StepWorker:
 
     @property
     def threads(self) -> int:
-        """Threads this step holds: its live instance and abandoned ones still running."""
+        """Threads this step holds: its live (or starting) instance and abandoned ones still running."""
         self._prune()
-        return len(self._stuck) + (1 if self._live is not None and self._live.thread.is_alive() else 0)
+        return sum(1 for i in self._instances() if i.thread.is_alive())
 
     def run(self, view: View) -> StepOutcome:
         """Inspect one part's view within the step's budget; never raises for the plugin's fault."""
