@@ -82,8 +82,10 @@ def sink_keys(specs: Sequence[SinkSpec]) -> list[str]:
         key = spec.name or spec.type
         if key in keys:
             j = keys.index(key)
-            raise ValueError(f"sinks[{i}] and sinks[{j}] both have the key {key!r} (the name of their delivery "
-                             "cursor in the store); give one a distinct `name:`")
+            raise ValueError(
+                f"sinks[{i}] and sinks[{j}] both have the key {key!r} (the name of their delivery "
+                "cursor in the store); give one a distinct `name:`"
+            )
         keys.append(key)
     return keys
 
@@ -92,9 +94,15 @@ class Delivery:
     """The sink workers of one station run. ``start`` before the recorder's first commit,
     ``wake`` after each commit, ``close`` after the recorder closed."""
 
-    def __init__(self, sinks: Sequence[tuple[str, Sink]], outbox: Outbox, *,
-                 on_event: Callable[[str, str], None], run_id: Callable[[], int | None] = lambda: None,
-                 policy: DeliveryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        sinks: Sequence[tuple[str, Sink]],
+        outbox: Outbox,
+        *,
+        on_event: Callable[[str, str], None],
+        run_id: Callable[[], int | None] = lambda: None,
+        policy: DeliveryPolicy | None = None,
+    ) -> None:
         self.outbox = outbox
         self.policy = policy or POLICY
         self.on_event = on_event
@@ -150,11 +158,17 @@ class Delivery:
                 if n == 0:
                     continue
                 what = "unknown (the store did not answer)" if n is None else f"{n} verdicts"
-                state = f"; {'still sending' if w.thread.is_alive() else 'stopped'}, last error: {w.last_error}" \
-                    if w.last_error else ""
+                state = (
+                    f"; {'still sending' if w.thread.is_alive() else 'stopped'}, last error: {w.last_error}"
+                    if w.last_error
+                    else ""
+                )
                 parts.append(f"sink {w.key}: {what} not yet delivered (cursor at inspection {w.cursor}){state}")
-            msg = (f"station stopping after {time.monotonic() - t0:.1f} s of draining (at most {drain:g} s): "
-                   + "; ".join(parts) + ". They stay in the store and are delivered when the station next starts.")
+            msg = (
+                f"station stopping after {time.monotonic() - t0:.1f} s of draining (at most {drain:g} s): "
+                + "; ".join(parts)
+                + ". They stay in the store and are delivered when the station next starts."
+            )
             log.warning(msg)
             self.on_event("sink_backlog", msg)
         return backlog
@@ -170,8 +184,11 @@ class Delivery:
                 opened = self.outbox.open([w.key for w in self.workers], run_id=self._run_id())
             except Exception as exc:  # noqa: BLE001 - the database away: the workers try again
                 if not self._open_failed:
-                    log.warning("sinks: cannot read the delivery cursors in the store yet (%s: %s); retrying",
-                                type(exc).__name__, exc)
+                    log.warning(
+                        "sinks: cannot read the delivery cursors in the store yet (%s: %s); retrying",
+                        type(exc).__name__,
+                        exc,
+                    )
                     self._open_failed = True
                 return False
             if opened is None:
@@ -183,8 +200,11 @@ class Delivery:
                 if cursor.failing_since is not None:  # failing when the last run ended: recovered on its first send
                     w.failing_since = cursor.failing_since.replace(tzinfo=UTC)
             for key, n in removed.items():
-                self.on_event("sink_removed", f"sink {key} is no longer in the station config; its delivery cursor "
-                                              f"was dropped with {n} verdicts it had not delivered")
+                self.on_event(
+                    "sink_removed",
+                    f"sink {key} is no longer in the station config; its delivery cursor "
+                    f"was dropped with {n} verdicts it had not delivered",
+                )
             self._opened = True
             return True
 
@@ -237,8 +257,10 @@ class _SinkWorker:
                     continue
                 self._deliver(batch)
         except BaseException as exc:  # a sink's BaseException must not end delivery silently
-            msg = (f"sink {self.key}: its worker stopped: {type(exc).__name__}: {exc}; "
-                   "undelivered verdicts stay in the store")
+            msg = (
+                f"sink {self.key}: its worker stopped: {type(exc).__name__}: {exc}; "
+                "undelivered verdicts stay in the store"
+            )
             log.exception(msg)
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.delivery.on_event("sink_failing", msg)
@@ -257,8 +279,12 @@ class _SinkWorker:
             batch = self.outbox.pending(self.cursor, self.policy.batch)
         except Exception as exc:  # noqa: BLE001
             if not self._store_down:
-                log.warning("sink %s: cannot read committed verdicts from the store (%s: %s); retrying",
-                            self.key, type(exc).__name__, exc)
+                log.warning(
+                    "sink %s: cannot read committed verdicts from the store (%s: %s); retrying",
+                    self.key,
+                    type(exc).__name__,
+                    exc,
+                )
                 self._store_down = True
             return None
         self._store_down = False
@@ -279,10 +305,13 @@ class _SinkWorker:
         self._sending = (time.monotonic(), report)
         try:
             for attempt in tenacity.Retrying(
-                    wait=tenacity.wait_exponential(multiplier=self.policy.first_wait_s, max=self.policy.max_wait_s),
-                    stop=lambda _state: self.abandon.is_set(),
-                    retry=tenacity.retry_if_exception_type(Exception),
-                    before_sleep=self._failed, sleep=self.abandon.wait, reraise=True):
+                wait=tenacity.wait_exponential(multiplier=self.policy.first_wait_s, max=self.policy.max_wait_s),
+                stop=lambda _state: self.abandon.is_set(),
+                retry=tenacity.retry_if_exception_type(Exception),
+                before_sleep=self._failed,
+                sleep=self._pause,
+                reraise=True,
+            ):
                 with attempt:
                     self.sink.send(report)
         except Exception as exc:  # noqa: BLE001 - only when abandoned: the report stays in the backlog
@@ -293,6 +322,10 @@ class _SinkWorker:
         self._succeeded()
         return True
 
+    def _pause(self, seconds: float) -> None:
+        """Tenacity's sleep between attempts; cut short when the worker is abandoned at shutdown."""
+        self.abandon.wait(seconds)
+
     def _save(self) -> None:
         if self.cursor is None or self.cursor == self.saved:
             return
@@ -300,8 +333,9 @@ class _SinkWorker:
         try:
             self.outbox.advance(self.key, cursor)
         except Exception as exc:  # noqa: BLE001 - kept in memory; written next time (at worst re-sent)
-            log.warning("sink %s: cannot write its delivery cursor (%s: %s); retrying",
-                        self.key, type(exc).__name__, exc)
+            log.warning(
+                "sink %s: cannot write its delivery cursor (%s: %s); retrying", self.key, type(exc).__name__, exc
+            )
             return
         self.saved = cursor
         self._saved_at = time.monotonic()
@@ -331,9 +365,11 @@ class _SinkWorker:
         sending = self._sending
         part = f" on part {sending[1].part_id} ({sending[1].inspection_uid})" if sending else ""
         backlog = self._backlog()
-        msg = (f"sink {self.key} ({self.sink.name}) keeps failing{part}: {why}; "
-               f"{'?' if backlog is None else backlog} verdicts waiting; retrying every {self.policy.max_wait_s:g} s "
-               "at most, nothing is lost (the verdicts are in the store)")
+        msg = (
+            f"sink {self.key} ({self.sink.name}) keeps failing{part}: {why}; "
+            f"{'?' if backlog is None else backlog} verdicts waiting; retrying every {self.policy.max_wait_s:g} s "
+            "at most, nothing is lost (the verdicts are in the store)"
+        )
         log.error(msg)
         self.delivery.on_event("sink_failing", msg)
         try:
@@ -347,8 +383,10 @@ class _SinkWorker:
             since, self.failing_since = self.failing_since, None
         if since is None:
             return
-        msg = (f"sink {self.key} ({self.sink.name}) delivers again after "
-               f"{(datetime.now(UTC) - since).total_seconds():.1f} s failing ({failures} failed attempts)")
+        msg = (
+            f"sink {self.key} ({self.sink.name}) delivers again after "
+            f"{(datetime.now(UTC) - since).total_seconds():.1f} s failing ({failures} failed attempts)"
+        )
         log.warning(msg)
         self.delivery.on_event("sink_recovered", msg)
         try:

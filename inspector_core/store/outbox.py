@@ -97,8 +97,9 @@ class Outbox:
                 self._station_id = conn.scalar(select(schema.Station.id).where(schema.Station.name == self.station))
         return self._station_id
 
-    def open(self, keys: Sequence[str], *,
-             run_id: int | None = None) -> tuple[dict[str, Cursor], dict[str, int]] | None:
+    def open(
+        self, keys: Sequence[str], *, run_id: int | None = None
+    ) -> tuple[dict[str, Cursor], dict[str, int]] | None:
         """Create the cursors of ``keys`` that the store lacks and drop those of sinks no longer
         configured. Returns ``({key: cursor}, {removed key: its backlog})``, or ``None`` while the
         store has no row for the station (nothing of it was committed yet: try again later)."""
@@ -108,25 +109,39 @@ class Outbox:
         now = utcnow()
         with self.store.transaction(write=True) as conn:
             c = schema.SinkCursor
-            rows = {k: Cursor(at, since) for k, at, since in conn.execute(
-                select(c.sink, c.inspection_id, c.failing_since).where(c.station_id == sid)).all()}
+            rows = {
+                k: Cursor(at, since)
+                for k, at, since in conn.execute(
+                    select(c.sink, c.inspection_id, c.failing_since).where(c.station_id == sid)
+                ).all()
+            }
             missing = [k for k in keys if k not in rows]
             if missing:
                 start = None
                 if run_id is not None:
-                    first = conn.scalar(select(func.min(schema.Inspection.id))
-                                        .where(schema.Inspection.station_id == sid, schema.Inspection.run_id == run_id))
+                    first = conn.scalar(
+                        select(func.min(schema.Inspection.id)).where(
+                            schema.Inspection.station_id == sid, schema.Inspection.run_id == run_id
+                        )
+                    )
                     start = None if first is None else first - 1
                 if start is None:
-                    start = conn.scalar(select(func.max(schema.Inspection.id))
-                                        .where(schema.Inspection.station_id == sid)) or 0
-                conn.execute(insert(schema.SinkCursor), [
-                    {"station_id": sid, "sink": k, "inspection_id": start, "updated_at": now} for k in missing])
+                    start = (
+                        conn.scalar(select(func.max(schema.Inspection.id)).where(schema.Inspection.station_id == sid))
+                        or 0
+                    )
+                conn.execute(
+                    insert(schema.SinkCursor),
+                    [{"station_id": sid, "sink": k, "inspection_id": start, "updated_at": now} for k in missing],
+                )
                 rows.update(dict.fromkeys(missing, Cursor(start)))
             removed = {k: _backlog(conn, sid, cur.inspection_id) for k, cur in rows.items() if k not in keys}
             if removed:
-                conn.execute(delete(schema.SinkCursor).where(schema.SinkCursor.station_id == sid,
-                                                             schema.SinkCursor.sink.in_(list(removed))))
+                conn.execute(
+                    delete(schema.SinkCursor).where(
+                        schema.SinkCursor.station_id == sid, schema.SinkCursor.sink.in_(list(removed))
+                    )
+                )
         return {k: rows[k] for k in keys}, removed
 
     def pending(self, after: int, limit: int) -> list[Pending]:
@@ -138,44 +153,76 @@ class Outbox:
         with self.store.transaction() as conn:
             rows = conn.execute(
                 select(i.id, i.uid, i.run_id, i.part_id, i.verdict, i.captured_at, i.latency_ms, i.error)
-                .where(i.station_id == sid, i.id > after).order_by(i.id).limit(limit)).all()
+                .where(i.station_id == sid, i.id > after)
+                .order_by(i.id)
+                .limit(limit)
+            ).all()
             if not rows:
                 return []
             defects: dict[int, list[dict[str, Any]]] = {}
             cols = (d.inspection_id, d.kind, d.score, d.x, d.y, d.w, d.h, d.size_px, d.size_mm, d.message, d.step)
-            for x in conn.execute(select(*cols).where(d.inspection_id.in_([r.id for r in rows]), d.failed)
-                                  .order_by(d.id)):
-                defects.setdefault(x.inspection_id, []).append({
-                    "kind": _text(x.kind), "score": _finite(x.score), "box": [int(x.x), int(x.y), int(x.w), int(x.h)],
-                    "size_px": _finite(x.size_px), "size_mm": _finite(x.size_mm), "message": _text(x.message),
-                    "step": _text(x.step)})
-        return [Pending(r.id, Report(
-            self.station, int(r.run_id), _text(r.uid), _text(r.part_id), _text(r.verdict),  # type: ignore[arg-type]
-            r.captured_at if r.captured_at.tzinfo else r.captured_at.replace(tzinfo=UTC),
-            _finite(r.latency_ms) or 0.0, None if r.error is None else _text(r.error),
-            tuple(defects.get(r.id, ())))) for r in rows]
+            for x in conn.execute(
+                select(*cols).where(d.inspection_id.in_([r.id for r in rows]), d.failed).order_by(d.id)
+            ):
+                defects.setdefault(x.inspection_id, []).append(
+                    {
+                        "kind": _text(x.kind),
+                        "score": _finite(x.score),
+                        "box": [int(x.x), int(x.y), int(x.w), int(x.h)],
+                        "size_px": _finite(x.size_px),
+                        "size_mm": _finite(x.size_mm),
+                        "message": _text(x.message),
+                        "step": _text(x.step),
+                    }
+                )
+        return [
+            Pending(
+                r.id,
+                Report(
+                    self.station,
+                    int(r.run_id),
+                    _text(r.uid),
+                    _text(r.part_id),
+                    _text(r.verdict),  # type: ignore[arg-type]
+                    r.captured_at if r.captured_at.tzinfo else r.captured_at.replace(tzinfo=UTC),
+                    _finite(r.latency_ms) or 0.0,
+                    None if r.error is None else _text(r.error),
+                    tuple(defects.get(r.id, ())),
+                ),
+            )
+            for r in rows
+        ]
 
     def advance(self, sink: str, inspection_id: int) -> None:
         """Record that ``sink`` accepted everything up to ``inspection_id`` (never moves back)."""
         with self.store.transaction(write=True) as conn:
-            conn.execute(update(schema.SinkCursor)
-                         .where(schema.SinkCursor.station_id == self.station_id, schema.SinkCursor.sink == sink,
-                                schema.SinkCursor.inspection_id < inspection_id)
-                         .values(inspection_id=inspection_id, updated_at=utcnow()))
+            conn.execute(
+                update(schema.SinkCursor)
+                .where(
+                    schema.SinkCursor.station_id == self.station_id,
+                    schema.SinkCursor.sink == sink,
+                    schema.SinkCursor.inspection_id < inspection_id,
+                )
+                .values(inspection_id=inspection_id, updated_at=utcnow())
+            )
 
     def failing(self, sink: str, error: str, since: datetime) -> None:
         """Record that ``sink`` keeps failing, since when, and its last error."""
         with self.store.transaction(write=True) as conn:
-            conn.execute(update(schema.SinkCursor)
-                         .where(schema.SinkCursor.station_id == self.station_id, schema.SinkCursor.sink == sink)
-                         .values(failing_since=since, last_error=error, last_error_at=utcnow()))
+            conn.execute(
+                update(schema.SinkCursor)
+                .where(schema.SinkCursor.station_id == self.station_id, schema.SinkCursor.sink == sink)
+                .values(failing_since=since, last_error=error, last_error_at=utcnow())
+            )
 
     def recovered(self, sink: str) -> None:
         """Record that ``sink`` delivers again (the last error is kept, with its time)."""
         with self.store.transaction(write=True) as conn:
-            conn.execute(update(schema.SinkCursor)
-                         .where(schema.SinkCursor.station_id == self.station_id, schema.SinkCursor.sink == sink)
-                         .values(failing_since=None))
+            conn.execute(
+                update(schema.SinkCursor)
+                .where(schema.SinkCursor.station_id == self.station_id, schema.SinkCursor.sink == sink)
+                .values(failing_since=None)
+            )
 
     def backlog(self, after: int) -> int:
         """How many of the station's committed inspections lie after cursor ``after``."""
@@ -196,24 +243,45 @@ def sink_states(engine: Engine, station: str | None = None) -> list[SinkState]:
         q = select(s.name.label("station"), *c.__table__.columns).select_from(c).join(s, s.id == c.station_id)
         if station is not None:
             q = q.where(s.name == station)
-        return [SinkState(r.station, r.sink, r.inspection_id, _backlog(conn, r.station_id, r.inspection_id),
-                          r.updated_at, r.failing_since, r.last_error, r.last_error_at)
-                for r in conn.execute(q.order_by(s.name, c.sink)).all()]
+        return [
+            SinkState(
+                r.station,
+                r.sink,
+                r.inspection_id,
+                _backlog(conn, r.station_id, r.inspection_id),
+                r.updated_at,
+                r.failing_since,
+                r.last_error,
+                r.last_error_at,
+            )
+            for r in conn.execute(q.order_by(s.name, c.sink)).all()
+        ]
 
 
 def sink_events(engine: Engine, station: str, limit: int = 10) -> list[tuple[datetime, str, str]]:
     """The station's latest sink events (``SINK_EVENTS``), newest first: ``(at, kind, message)``."""
     e, r, s = schema.Event, schema.Run, schema.Station
     with engine.connect() as conn:
-        rows = conn.execute(select(e.at, e.kind, e.message).join(r, r.id == e.run_id).join(s, s.id == r.station_id)
-                            .where(s.name == station, e.kind.in_(SINK_EVENTS))
-                            .order_by(e.id.desc()).limit(limit)).all()
+        rows = conn.execute(
+            select(e.at, e.kind, e.message)
+            .join(r, r.id == e.run_id)
+            .join(s, s.id == r.station_id)
+            .where(s.name == station, e.kind.in_(SINK_EVENTS))
+            .order_by(e.id.desc())
+            .limit(limit)
+        ).all()
     return [(at, kind, message) for at, kind, message in rows]
 
 
 def _backlog(conn: Any, station_id: int, after: int) -> int:
-    return conn.scalar(select(func.count()).select_from(schema.Inspection)
-                       .where(schema.Inspection.station_id == station_id, schema.Inspection.id > after)) or 0
+    return (
+        conn.scalar(
+            select(func.count())
+            .select_from(schema.Inspection)
+            .where(schema.Inspection.station_id == station_id, schema.Inspection.id > after)
+        )
+        or 0
+    )
 
 
 def _finite(v: Any) -> float | None:

@@ -58,6 +58,7 @@ class FileSink(Sink):
 
     name = "file"
     Config = FileConfig
+    config: FileConfig
 
     def __init__(self, config: FileConfig, *, station_dir: Path) -> None:
         super().__init__(config, station_dir=station_dir)
@@ -95,6 +96,7 @@ class MqttSink(Sink):
 
     name = "mqtt"
     Config = MqttConfig
+    config: MqttConfig
 
     def __init__(self, config: MqttConfig, *, station_dir: Path) -> None:
         super().__init__(config, station_dir=station_dir)
@@ -111,23 +113,29 @@ class MqttSink(Sink):
         try:
             self._client.connect(config.host, config.port, keepalive=30)
         except OSError as exc:
-            raise ConnectionError(f"MQTT broker {config.host}:{config.port} unreachable ({exc}); "
-                                  "check sinks[].config.host/port and that the broker runs") from exc
+            raise ConnectionError(
+                f"MQTT broker {config.host}:{config.port} unreachable ({exc}); "
+                "check sinks[].config.host/port and that the broker runs"
+            ) from exc
         self._client.loop_start()
         if not self._connected.wait(config.timeout_s):
-            raise ConnectionError(f"MQTT broker {config.host}:{config.port} did not accept the connection "
-                                  f"within {config.timeout_s} s")
+            raise ConnectionError(
+                f"MQTT broker {config.host}:{config.port} did not accept the connection within {config.timeout_s} s"
+            )
 
     def topic(self, station: str) -> str:
         return f"{self.config.topic_prefix}/{station}/verdict"
 
     def send(self, report: Report) -> None:
-        info = self._client.publish(self.topic(report.station), report_json(report),
-                                    qos=self.config.qos, retain=self.config.retain)
+        info = self._client.publish(
+            self.topic(report.station), report_json(report), qos=self.config.qos, retain=self.config.retain
+        )
         info.wait_for_publish(self.config.timeout_s)
         if not info.is_published():
-            raise TimeoutError(f"MQTT broker {self.config.host}:{self.config.port} did not acknowledge "
-                               f"within {self.config.timeout_s} s")
+            raise TimeoutError(
+                f"MQTT broker {self.config.host}:{self.config.port} did not acknowledge "
+                f"within {self.config.timeout_s} s"
+            )
 
     def close(self) -> None:
         self._client.loop_stop()
@@ -139,7 +147,8 @@ class WebhookConfig(PluginConfig):
     timeout_s: float = Field(5.0, gt=0, description="per request")
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers (e.g. an API key)")
     only: list[Literal["PASS", "FAIL", "ERROR", "NOT_INSPECTED"]] | None = Field(
-        None, description="send only these verdicts; all when absent")
+        None, description="send only these verdicts; all when absent"
+    )
 
 
 class WebhookSink(Sink):
@@ -147,6 +156,7 @@ class WebhookSink(Sink):
 
     name = "webhook"
     Config = WebhookConfig
+    config: WebhookConfig
 
     def __init__(self, config: WebhookConfig, *, station_dir: Path) -> None:
         super().__init__(config, station_dir=station_dir)
@@ -157,9 +167,11 @@ class WebhookSink(Sink):
     def send(self, report: Report) -> None:
         if self.config.only is not None and report.verdict not in self.config.only:
             return
-        self._http.post(self.config.url, content=report_json(report),
-                        headers={"Content-Type": "application/json",
-                                 "Idempotency-Key": report.inspection_uid}).raise_for_status()
+        self._http.post(
+            self.config.url,
+            content=report_json(report),
+            headers={"Content-Type": "application/json", "Idempotency-Key": report.inspection_uid},
+        ).raise_for_status()
 
     def close(self) -> None:
         self._http.close()

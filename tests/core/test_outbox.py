@@ -44,8 +44,12 @@ def _registry(*sinks: type[Sink]):
 
 
 def _station(count: int, sinks: list[dict], **extra) -> dict:
-    return {"source": {"type": "synthetic", "config": {"count": count, "width": 320, "height": 240}},
-            "steps": [{"detector": "bright_spot"}], "sinks": sinks, **extra}
+    return {
+        "source": {"type": "synthetic", "config": {"count": count, "width": 320, "height": 240}},
+        "steps": [{"detector": "bright_spot"}],
+        "sinks": sinks,
+        **extra,
+    }
 
 
 def _events(db_url: str, kind: str | None = None) -> list[tuple[str, str]]:
@@ -72,8 +76,9 @@ def _all_uids(db_url: str) -> list[str]:
 @pytest.fixture
 def quick_retries(monkeypatch):
     """Retries in milliseconds, ``sink_failing`` after 3 failures, a short drain."""
-    policy = delivery.DeliveryPolicy(first_wait_s=0.01, max_wait_s=0.05, failing_after=3, poll_s=0.1,
-                                     cursor_every_s=0.1, drain_s=3.0)
+    policy = delivery.DeliveryPolicy(
+        first_wait_s=0.01, max_wait_s=0.05, failing_after=3, poll_s=0.1, cursor_every_s=0.1, drain_s=3.0
+    )
     monkeypatch.setattr(delivery, "POLICY", policy)
     return policy
 
@@ -157,8 +162,11 @@ class Up(Sink):
 
 
 def test_backlog_at_shutdown_is_recorded_shown_and_delivered_by_the_next_start(tmp_path, quick_retries, monkeypatch):
-    monkeypatch.setattr(delivery, "POLICY", delivery.DeliveryPolicy(
-        first_wait_s=0.01, max_wait_s=0.05, failing_after=3, poll_s=0.1, drain_s=0.3))
+    monkeypatch.setattr(
+        delivery,
+        "POLICY",
+        delivery.DeliveryPolicy(first_wait_s=0.01, max_wait_s=0.05, failing_after=3, poll_s=0.1, drain_s=0.3),
+    )
     reg = _registry(Down, Up)
     first = run_station(_station(6, [{"type": "down", "name": "plc"}]), tmp_path, registry=reg)
     backlog = _events(first.db_url, "sink_backlog")
@@ -171,6 +179,7 @@ def test_backlog_at_shutdown_is_recorded_shown_and_delivered_by_the_next_start(t
 
     # `inspector status` shows it.
     from inspector_core import cli
+
     monkeypatch.setattr(cli, "_registry", reg)
     out = CliRunner().invoke(cli.main, ["status", str(first.station_file)])
     assert out.exit_code == 0, out.output
@@ -181,6 +190,7 @@ def test_backlog_at_shutdown_is_recorded_shown_and_delivered_by_the_next_start(t
 
     from inspector_core.qa.reader import open_reader
     from inspector_core.qa.web import create_app
+
     page = TestClient(create_app(open_reader(first.db_url).engine), base_url="http://127.0.0.1").get("/")
     assert page.status_code == 200
     assert "test &rarr; plc" in page.text and "6 not delivered" in page.text and "<strong>failing</strong>" in page.text
@@ -219,6 +229,7 @@ def test_two_sinks_of_one_type_need_names(tmp_path):
 def _strict(text: str):
     def refuse(name: str):
         raise ValueError(f"not JSON: {name}")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -228,25 +239,57 @@ def test_reports_are_strict_json_whatever_the_detector_gave(tmp_path):
     from inspector_sinks import FileConfig, FileSink, report_json
 
     store = Store(f"sqlite:///{tmp_path / 'x.db'}")
-    sid, rid = store.begin_run("odd", hostname="h", software_version="0", plugins={}, config_yaml="",
-                               config_hash="0", models={})
+    sid, rid = store.begin_run(
+        "odd", hostname="h", software_version="0", plugins={}, config_yaml="", config_hash="0", models={}
+    )
     outbox = Outbox(store, "odd")
     assert outbox.open(["file"], run_id=rid) == ({"file": Cursor(0)}, {})
     now = datetime.now(UTC)
-    store.write([InspectionRecord(
-        uid="a" * 32, station_id=sid, run_id=rid, seq=0, part_id="p1", captured_at=now, decided_at=now,
-        verdict="FAIL", latency_ms=5.0, defects=[
-            DefectRecord("s", "det", "scratch", math.inf, True, (1, 2, 3, 4), math.nan, None, {}, b"\xffbytes"),
-        ])])
+    store.write(
+        [
+            InspectionRecord(
+                uid="a" * 32,
+                station_id=sid,
+                run_id=rid,
+                seq=0,
+                part_id="p1",
+                captured_at=now,
+                decided_at=now,
+                verdict="FAIL",
+                latency_ms=5.0,
+                defects=[
+                    DefectRecord("s", "det", "scratch", math.inf, True, (1, 2, 3, 4), math.nan, None, {}, b"\xffbytes"),
+                ],
+            )
+        ]
+    )
     [pending] = outbox.pending(0, 10)
     d = _strict(report_json(pending.report))
-    assert d["defects"] == [{"kind": "scratch", "score": None, "box": [1, 2, 3, 4], "size_px": None,
-                             "size_mm": None, "message": "\ufffdbytes", "step": "s"}]
+    assert d["defects"] == [
+        {
+            "kind": "scratch",
+            "score": None,
+            "box": [1, 2, 3, 4],
+            "size_px": None,
+            "size_mm": None,
+            "message": "\ufffdbytes",
+            "step": "s",
+        }
+    ]
     assert d["latency_ms"] == 5.0 and d["inspection_uid"] == "a" * 32
 
     # A report built in code (a third-party host, a test) with non-JSON values: the file sink copes.
-    odd = Report("odd", 1, "b" * 32, "p2", "FAIL", now, math.nan, None,
-                 ({"kind": "dent", "score": math.inf, "box": (1, 2, 3, 4), "message": b"\x00raw"},))
+    odd = Report(
+        "odd",
+        1,
+        "b" * 32,
+        "p2",
+        "FAIL",
+        now,
+        math.nan,
+        None,
+        ({"kind": "dent", "score": math.inf, "box": (1, 2, 3, 4), "message": b"\x00raw"},),
+    )
     sink = FileSink(FileConfig(path="out.jsonl"), station_dir=tmp_path)
     sink.send(odd)
     sink.close()
@@ -296,13 +339,25 @@ def test_kill_9_mid_delivery_then_restart_delivers_every_committed_verdict(tmp_p
     db = tmp_path / "inspector.db"
     out = tmp_path / "verdicts.jsonl"
     station = tmp_path / "station.yaml"
-    station.write_text(yaml.safe_dump({
-        "name": "killed", "source": {"type": "synthetic", "config": {"count": 400, "width": 320, "height": 240}},
-        "steps": [{"detector": "bright_spot"}], "store": {"url": f"sqlite:///{db}"},
-        "sinks": [{"type": "slowfile", "config": {"path": str(out), "fsync": False}}]}))
+    station.write_text(
+        yaml.safe_dump(
+            {
+                "name": "killed",
+                "source": {"type": "synthetic", "config": {"count": 400, "width": 320, "height": 240}},
+                "steps": [{"detector": "bright_spot"}],
+                "store": {"url": f"sqlite:///{db}"},
+                "sinks": [{"type": "slowfile", "config": {"path": str(out), "fsync": False}}],
+            }
+        )
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, str(script), str(station), "400"], env={**env, "SINK_SLEEP_S": "0.03"},
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(station), "400"],
+        env={**env, "SINK_SLEEP_S": "0.03"},
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -325,8 +380,9 @@ def test_kill_9_mid_delivery_then_restart_delivers_every_committed_verdict(tmp_p
     delivered = {_strict(x)["inspection_uid"] for x in out.read_text().splitlines()}
     assert len(committed) > len(delivered) >= 20, "killed mid-delivery: a backlog should remain"
 
-    restart = subprocess.run([sys.executable, str(script), str(station), "2"], env=env, cwd=tmp_path,
-                             capture_output=True, timeout=120)
+    restart = subprocess.run(
+        [sys.executable, str(script), str(station), "2"], env=env, cwd=tmp_path, capture_output=True, timeout=120
+    )
     assert restart.returncode == 0, restart.stderr.decode()
     committed = _all_uids(url)
     lines = out.read_text().splitlines()
@@ -340,8 +396,9 @@ def test_kill_9_mid_delivery_then_restart_delivers_every_committed_verdict(tmp_p
 def test_wake_and_poll_without_a_recorder(tmp_path, quick_retries):
     """A verdict committed by another writer (an earlier process) is found by polling alone."""
     store = Store(f"sqlite:///{tmp_path / 'x.db'}")
-    sid, rid = store.begin_run("poll", hostname="h", software_version="0", plugins={}, config_yaml="",
-                               config_hash="0", models={})
+    sid, rid = store.begin_run(
+        "poll", hostname="h", software_version="0", plugins={}, config_yaml="", config_hash="0", models={}
+    )
     got: list[str] = []
     done = threading.Event()
 
@@ -354,13 +411,30 @@ def test_wake_and_poll_without_a_recorder(tmp_path, quick_retries):
                 done.set()
 
     events: list[tuple[str, str]] = []
-    d = delivery.Delivery([("collect", Collect(None, station_dir=tmp_path))], Outbox(store, "poll"),
-                          on_event=lambda k, m: events.append((k, m)), run_id=lambda: rid)
+    d = delivery.Delivery(
+        [("collect", Collect(None, station_dir=tmp_path))],
+        Outbox(store, "poll"),
+        on_event=lambda k, m: events.append((k, m)),
+        run_id=lambda: rid,
+    )
     d.start()
     now = datetime.now(UTC)
-    store.write([InspectionRecord(uid=f"{i:032x}", station_id=sid, run_id=rid, seq=i, part_id=f"p{i}",
-                                  captured_at=now, decided_at=now, verdict="PASS", latency_ms=1.0)
-                 for i in range(3)])
+    store.write(
+        [
+            InspectionRecord(
+                uid=f"{i:032x}",
+                station_id=sid,
+                run_id=rid,
+                seq=i,
+                part_id=f"p{i}",
+                captured_at=now,
+                decided_at=now,
+                verdict="PASS",
+                latency_ms=1.0,
+            )
+            for i in range(3)
+        ]
+    )
     assert done.wait(5), got
     assert d.close() == {"collect": 0} and not events
     assert got == [f"{i:032x}" for i in range(3)]
@@ -369,8 +443,9 @@ def test_wake_and_poll_without_a_recorder(tmp_path, quick_retries):
 
 def test_a_send_that_hangs_is_recorded_as_failing_then_recovered(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'x.db'}")
-    sid, rid = store.begin_run("hang", hostname="h", software_version="0", plugins={}, config_yaml="",
-                               config_hash="0", models={})
+    sid, rid = store.begin_run(
+        "hang", hostname="h", software_version="0", plugins={}, config_yaml="", config_hash="0", models={}
+    )
     release = threading.Event()
     got: list[str] = []
 
@@ -384,12 +459,31 @@ def test_a_send_that_hangs_is_recorded_as_failing_then_recovered(tmp_path):
 
     events: list[tuple[str, str]] = []
     policy = delivery.DeliveryPolicy(hung_after_s=0.3, poll_s=0.05)
-    d = delivery.Delivery([("plc", Hangs(None, station_dir=tmp_path))], Outbox(store, "hang"),
-                          on_event=lambda k, m: events.append((k, m)), run_id=lambda: rid, policy=policy)
+    d = delivery.Delivery(
+        [("plc", Hangs(None, station_dir=tmp_path))],
+        Outbox(store, "hang"),
+        on_event=lambda k, m: events.append((k, m)),
+        run_id=lambda: rid,
+        policy=policy,
+    )
     d.start()
     now = datetime.now(UTC)
-    store.write([InspectionRecord(uid=f"{i:032x}", station_id=sid, run_id=rid, seq=i, part_id=f"p{i}",
-                                  captured_at=now, decided_at=now, verdict="PASS", latency_ms=1.0) for i in range(2)])
+    store.write(
+        [
+            InspectionRecord(
+                uid=f"{i:032x}",
+                station_id=sid,
+                run_id=rid,
+                seq=i,
+                part_id=f"p{i}",
+                captured_at=now,
+                decided_at=now,
+                verdict="PASS",
+                latency_ms=1.0,
+            )
+            for i in range(2)
+        ]
+    )
     deadline = time.monotonic() + 5
     while not events and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -410,9 +504,15 @@ def test_status_shows_the_spool_while_the_database_is_away(tmp_path):
     from inspector_core.runtime.station import StationRuntime
 
     station = tmp_path / "station.yaml"
-    station.write_text(yaml.safe_dump({
-        "name": "away", **_station(3, [{"type": "file", "config": {"path": "v.jsonl"}}]),
-        "store": {"url": "postgresql+psycopg://inspector@127.0.0.1:1/plant"}}))
+    station.write_text(
+        yaml.safe_dump(
+            {
+                "name": "away",
+                **_station(3, [{"type": "file", "config": {"path": "v.jsonl"}}]),
+                "store": {"url": "postgresql+psycopg://inspector@127.0.0.1:1/plant"},
+            }
+        )
+    )
     reg = load()
     runtime = StationRuntime(load_station(station, reg), reg)
     runtime.run()
