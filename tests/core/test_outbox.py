@@ -521,3 +521,30 @@ def test_status_shows_the_spool_while_the_database_is_away(tmp_path):
     assert out.exit_code == 1
     assert "cannot reach" in out.output
     assert "spool " in out.output and ": 3 verdicts and" in out.output and "wait for the database" in out.output
+
+
+@pytest.mark.postgres
+def test_stations_sharing_a_plant_database_each_deliver_their_own(tmp_path, pg_url):
+    """Two stations write to one PostgreSQL database at once (their ids interleave): each
+    station's sink gets every one of its own verdicts and none of the other's."""
+    results: dict[str, object] = {}
+
+    def run(name: str) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        cfg = {"name": name, **_station(15, [{"type": "file", "config": {"path": "v.jsonl"}}])}
+        cfg["source"]["config"]["interval_ms"] = 10
+        results[name] = run_station(cfg, folder, db_url=pg_url)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("line1", "line2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert set(results) == {"line1", "line2"}
+    for name, result in results.items():
+        sent = [json.loads(x)["inspection_uid"] for x in (tmp_path / name / "v.jsonl").read_text().splitlines()]
+        assert sent == [r.uid for r in result.inspections()], name  # type: ignore[attr-defined]
+    with Store(pg_url).engine.connect() as c:
+        stations = list(c.scalars(select(schema.Inspection.station_id).order_by(schema.Inspection.id)))
+    assert len(set(stations)) == 2 and stations != sorted(stations), "the two stations' ids should interleave"
