@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from inspector_core.store.database import Store, StoreError, StoreTimeout, classify, describe_failure
 from inspector_core.store.records import EventRecord, InspectionRecord, RunRecord, utcnow
@@ -45,7 +45,7 @@ MAX_EVENTS = 10_000
 class _Down(Exception):
     """The database cannot take this now; ``rest`` is what is left to spool."""
 
-    def __init__(self, cause: BaseException, rest: list[InspectionRecord]) -> None:
+    def __init__(self, cause: BaseException, rest: list[Any]) -> None:
         super().__init__(str(cause))
         self.cause = cause
         self.rest = rest
@@ -375,21 +375,32 @@ class Recorder:
                                       f"{self._events_dropped} events were not recorded: more than {MAX_EVENTS} "
                                       "waited for the writer at once"))
             self._events_dropped = 0
+        try:
+            self._store_events(events)
+        except _Down as down:
+            self._went_down(down.cause)
+            self.spool.put(self.run, [], down.rest)
+
+    def _store_events(self, events: list[EventRecord]) -> None:
+        """Write ``events``, or raise :class:`_Down` with those left; one the database refuses
+        alone is set aside in the spool's ``refused`` table."""
         if not events:
             return
         try:
             self.store.add_events(events, timeout_s=self.write_timeout_s)
-        except Exception as exc:  # noqa: BLE001
-            if classify(exc) == "refused" and len(events) > 1:
-                for e in events:
-                    self._write_events([e])
+        except Exception as exc:
+            if classify(exc) != "refused":
+                raise _Down(exc, events) from exc
+            if len(events) == 1:
+                why = describe_failure(self.store.display_url, exc)
+                log.error("event %s of run %s refused and set aside: %s", events[0].kind, events[0].run_uid, why)
+                self.spool.refuse(events[0], why)
                 return
-            if classify(exc) == "refused":
-                log.error("store %s: event %s refused (%s): %s", self.store.display_url, events[0].kind, exc,
-                          events[0].message)
-                return
-            self._went_down(exc)
-            self.spool.put(self.run, [], events)
+            for i, e in enumerate(events):
+                try:
+                    self._store_events([e])
+                except _Down as down:
+                    raise _Down(down.cause, events[i:]) from down.cause
 
     def _report(self, batch: list[InspectionRecord]) -> None:
         try:
@@ -438,11 +449,12 @@ class Recorder:
         self._backoff = self.retry_s
         msg = (f"store {self.store.display_url} answers again; {drained} spooled verdicts written"
                + (f", {self.waiting} still wait" if self.waiting else ""))
-        log.warning(msg)
-        if was is not None:
+        if was is not None or drained:
+            log.warning(msg)
+            kind = "store_recovered" if was is not None else "spool_drained"
             with self._cond:
-                self._event("store_recovered", msg)
-            self.on_event("store_recovered", msg)
+                self._event(kind, msg)
+            self.on_event(kind, msg)
 
     def _drain(self) -> int:
         """Write what the spool holds, oldest first; returns how many verdicts. Raises if the
@@ -459,8 +471,10 @@ class Recorder:
                 self._write(records)
             except _Down as down:
                 raise down.cause from None
-            if events:
-                self.store.add_events(events, timeout_s=self.write_timeout_s)
+            try:
+                self._store_events(events)
+            except _Down as down:
+                raise down.cause from None
             self.spool.remove_through(items[-1].id)
             drained += len(records)
             self.waiting = max(0, self.waiting - len(records))

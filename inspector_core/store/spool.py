@@ -166,15 +166,19 @@ class Spool:
         self.db.execute("INSERT INTO refused (at, kind, uid, record, error) VALUES (?, ?, ?, ?, ?)",
                         (utcnow().isoformat(), kind, uid, text, error))
 
-    def refuse(self, record: InspectionRecord, error: str) -> None:
-        """Set aside a record the database refused, with the reason (kept, never written)."""
+    def refuse(self, record: InspectionRecord | EventRecord, error: str) -> None:
+        """Set aside a record (or event) the database refused, with the reason (kept, never written)."""
+        kind = "event" if isinstance(record, EventRecord) else "inspection"
         try:
-            text = SPOOLED_INSPECTION.dump_json(record).decode()
+            if isinstance(record, EventRecord):
+                text = SPOOLED_EVENT.dump_json(record).decode()
+            else:
+                text = SPOOLED_INSPECTION.dump_json(record).decode()
         except Exception:  # noqa: BLE001 - refused because it cannot be encoded: keep what can be
             text = repr(record)
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            self._refuse("inspection", record.uid, text, error)
+            self._refuse(kind, record.uid, text, error)
 
     # -------------------------------------------------------------- reading
 

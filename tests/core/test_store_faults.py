@@ -174,6 +174,7 @@ def test_refused_records_are_set_aside_and_the_writer_goes_on(tmp_path, pg_url):
         for r in batch:
             rec.submit(r)
     wait_for(lambda: rec.committed + rec.refused == 5, 10)
+    rec.event("operator_note", "a note with a \x00 in it")  # an event it refuses is set aside too
     for i in range(5, 8):  # and the writer goes on
         rec.submit(part(i))
     wait_for(lambda: rec.committed == 6, 10)
@@ -187,7 +188,9 @@ def test_refused_records_are_set_aside_and_the_writer_goes_on(tmp_path, pg_url):
     assert nul.uid in events[0][1] and "NUL" in events[0][1]
     assert huge.uid in events[1][1] and "out of range" in events[1][1]
     spool = Spool(spool_file(tmp_path, "line1", store.display_url), station="line1", database=store.display_url)
-    assert [uid for _, uid, _ in spool.refused()] == [nul.uid, huge.uid]
+    refused = spool.refused()
+    assert [uid for _, uid, _ in refused[:2]] == [nul.uid, huge.uid]
+    assert [kind for kind, _, _ in refused] == ["inspection", "inspection", "event"]
     spool.close()
 
 
