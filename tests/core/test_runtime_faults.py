@@ -185,8 +185,13 @@ def test_late_answer_of_an_overrun_never_reaches_another_part(tmp_path, monkeypa
     cfg = {"source": parts("p0", "p1", "p2", "p3", "p4", pause_before={"p3": 1.2}),
            "steps": [{"detector": "tardy", "budget_ms": 200,
                       "config": {"hang_on": "p1", "hang_s": 0.6, "fail_instances": [2]}}]}
-    rows = {r.part_id: r for r in run_station(cfg, tmp_path, registry=registry()).inspections()}
+    result = run_station(cfg, tmp_path, registry=registry())
+    rows = {r.part_id: r for r in result.inspections()}
     assert [rows[p].verdict for p in ("p0", "p1", "p2", "p3", "p4")] == ["FAIL", "ERROR", "ERROR", "FAIL", "FAIL"]
+    with result.session() as s:
+        events = dict(s.execute(select(schema.Event.kind, schema.Event.message)).all())
+    assert "no licence for instance 2" in events["step_unavailable"]
+    assert "started again after 1 failed attempt" in events["step_recovered"]
     assert rows["p1"].error == "step tardy: overran its time budget of 200 ms"
     assert "failed to start: RuntimeError: no licence for instance 2" in rows["p2"].error
     assert "next attempt in" in rows["p2"].error and not rows["p2"].defects
