@@ -468,6 +468,8 @@ def test_a_second_interrupt_stops_waiting_and_records_every_captured_part(tmp_pa
     assert "NOT_INSPECTED" in verdicts and verdicts.count("ERROR") == 1, rows
     assert all("second interrupt" in e for v, e in rows if v == "NOT_INSPECTED")
     assert any("stopped while this step was inspecting" in e for v, e in rows if v == "ERROR")
+    kinds = {k for (k,) in con.execute("SELECT kind FROM events")}
+    assert "interrupted" in kinds, kinds
 
 
 # ---------------------------------------------------------------------------- item 20/15: part ids
