@@ -148,6 +148,7 @@ class Store:
         self.url = url
         self.display_url = _describe(url)
         self.call_timeout_s = call_timeout_s
+        self.busy_timeout_s = busy_timeout_s
         try:
             parsed = make_url(url)
         except Exception as exc:
@@ -196,8 +197,11 @@ class Store:
                     if classify(exc) == "unreachable":
                         raise StoreUnreachable(describe_failure(self.display_url, exc)) from exc
                     raise
-                if write and self.is_sqlite:
-                    conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+                if self.is_sqlite:
+                    # The watchdog's interrupt does not end a wait for a lock: bound that wait too.
+                    _sqlite_busy_timeout(conn, min(limit, self.busy_timeout_s))
+                    if write:
+                        conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
                 timer = threading.Timer(limit, _sever, (conn, fired))
                 timer.daemon = True
                 timer.start()
@@ -207,6 +211,8 @@ class Store:
                 if conn is not None:
                     if fired.is_set():
                         conn.invalidate()
+                    elif self.is_sqlite:
+                        _sqlite_busy_timeout(conn, self.busy_timeout_s)
                     conn.close()
         except SQLAlchemyError as exc:
             if fired.is_set():
@@ -543,6 +549,13 @@ def _sever(conn: Connection, fired: threading.Event) -> None:
             s.shutdown(socket.SHUT_RDWR)
         finally:
             s.close()
+
+
+def _sqlite_busy_timeout(conn: Connection, seconds: float) -> None:
+    # On the driver's connection: through SQLAlchemy's it would begin a transaction.
+    dbapi = conn.connection.dbapi_connection
+    if dbapi is not None:
+        dbapi.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:

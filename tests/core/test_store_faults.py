@@ -154,6 +154,23 @@ def test_every_call_has_a_bounded_time(pg_url, proxy):
     eng.dispose()
 
 
+def test_a_locked_sqlite_store_is_bounded_too(tmp_path):
+    """SQLite: a lock held elsewhere costs at most the call's time, not the whole busy timeout."""
+    db = tmp_path / "s.db"
+    store = Store(f"sqlite:///{db}", call_timeout_s=1.0, busy_timeout_s=30)
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    t0 = time.monotonic()
+    with pytest.raises(Exception, match="database is locked"):
+        store.station_id("line1")
+    assert time.monotonic() - t0 < 3
+    blocker.execute("ROLLBACK")
+    assert store.station_id("line1") == 1
+    with store.engine.connect() as c:  # readers keep the store's own busy timeout
+        assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    store.close()
+
+
 # ---------------------------------------------------------------------------- records the database refuses
 
 
