@@ -88,17 +88,26 @@ def main() -> int:
         from inspector_anomaly.card import sha256_file
 
         card = json.loads((tmp / "model.json").read_text())
-        card.update(onnx_file="same.onnx", onnx_sha256=sha256_file(onnx_path), onnx_bytes=onnx_path.stat().st_size,
-                    name="same")
+        card.update(
+            onnx_file="same.onnx", onnx_sha256=sha256_file(onnx_path), onnx_bytes=onnx_path.stat().st_size, name="same"
+        )
         (tmp / "same.json").write_text(json.dumps(card))
 
         # 2. station
         (tmp / "station").mkdir()
-        result = run_station({
-            "source": {"type": "folder", "config": {"path": str(tmp / "parts")}},
-            "steps": [{"detector": "anomaly", "roi": dict(zip(("x", "y", "width", "height"), ROI)),
-                       "config": {"model": str(onnx_path), "threads": args.threads, "spin": args.spin}}],
-        }, tmp / "station")
+        result = run_station(
+            {
+                "source": {"type": "folder", "config": {"path": str(tmp / "parts")}},
+                "steps": [
+                    {
+                        "detector": "anomaly",
+                        "roi": dict(zip(("x", "y", "width", "height"), ROI, strict=True)),
+                        "config": {"model": str(onnx_path), "threads": args.threads, "spin": args.spin},
+                    }
+                ],
+            },
+            tmp / "station",
+        )
         rows = result.inspections()
         station_ms = [s.latency_ms for r in rows for s in r.steps if s.step == "anomaly"][1:]
         verdicts = result.verdicts()
@@ -109,9 +118,14 @@ def main() -> int:
         from anomalib.deploy import TorchInferencer
         from anomalib.models import Patchcore
 
-        std = Patchcore(backbone=module.model.feature_extractor.backbone, layers=module.model.layers,
-                        pre_trained=False, evaluator=False, visualizer=False,
-                        pre_processor=Patchcore.configure_pre_processor(image_size=settings.size))
+        std = Patchcore(
+            backbone=module.model.feature_extractor.backbone,
+            layers=module.model.layers,
+            pre_trained=False,
+            evaluator=False,
+            visualizer=False,
+            pre_processor=Patchcore.configure_pre_processor(image_size=settings.size),
+        )
         std.model.memory_bank = module.model.memory_bank.clone()
         std.model.load_state_dict(module.model.state_dict())
         std.eval()
@@ -139,8 +153,9 @@ def main() -> int:
         # The station's default keeps onnxruntime's idle threads from spinning (they would fight
         # the capture and store threads); bare session.run above spins (onnxruntime's default).
         # The same detector with spinning threads separates that choice from our own overhead.
-        det_spin = Anomaly(AnomalyConfig(model=onnx_path.name, threads=args.threads, spin=True),
-                           station_dir=onnx_path.parent)
+        det_spin = Anomaly(
+            AnomalyConfig(model=onnx_path.name, threads=args.threads, spin=True), station_dir=onnx_path.parent
+        )
         det_spin.warm_up()
 
         # Interleaved per image, so that load from other processes hits all three alike.
@@ -164,9 +179,11 @@ def main() -> int:
                     inspect_ms.append(1000 * (t3 - t2))
                     spin_ms.append(1000 * (t4 - t3))
 
-    print(f"# anomaly step speed: PatchCore, tf_efficientnet_lite0, 256 px letterbox, memory bank "
-          f"{settings.memory_bank}, ONNX {size_mb:.1f} MB; {len(crops)} synthetic parts, ROI {ROI[2]}x{ROI[3]} px "
-          f"of 1024x768 frames; {args.threads} threads; station step spin={args.spin}; station verdicts {dict(verdicts)}")
+    print(
+        f"# anomaly step speed: PatchCore, tf_efficientnet_lite0, 256 px letterbox, memory bank "
+        f"{settings.memory_bank}, ONNX {size_mb:.1f} MB; {len(crops)} synthetic parts, ROI {ROI[2]}x{ROI[3]} px "
+        f"of 1024x768 frames; {args.threads} threads; station step spin={args.spin}; station verdicts {dict(verdicts)}"
+    )
     s_mean, s_line = summary("station anomaly step", station_ms)
     a_mean, a_line = summary("anomalib TorchInferencer.predict", anomalib_ms)
     b_mean, b_line = summary("bare onnxruntime session.run", bare_ms)

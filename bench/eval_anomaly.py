@@ -49,37 +49,62 @@ def main() -> int:
     quiet = lambda msg: None  # noqa: E731
     for ds in args.datasets.split(","):
         split = datasets.magnetic_tile(args.data) if ds == "magnetic_tile" else datasets.mvtec(args.data, ds, n_val=7)
-        print(f"\n## {ds}: train {len(split.train)} good, validation {len(split.val)} good, "
-              f"test {sum(not s.is_anomalous for s in split.test)} good + {sum(s.is_anomalous for s in split.test)} defective")
+        print(
+            f"\n## {ds}: train {len(split.train)} good, validation {len(split.val)} good, "
+            f"test {sum(not s.is_anomalous for s in split.test)} good + "
+            f"{sum(s.is_anomalous for s in split.test)} defective"
+        )
         for model in args.models.split(","):
-            settings = TrainSettings(model=model, size=(args.size, args.size), resize=args.resize,
-                                     memory_bank=args.memory_bank, backbone=args.backbone,
-                                     scale=args.scale, tile_overlap=args.overlap,
-                                     photometric=args.photometric, image_score=args.image_score,
-                                     layers=args.layers.split(",") if args.layers else None)
+            settings = TrainSettings(
+                model=model,
+                size=(args.size, args.size),
+                resize=args.resize,
+                memory_bank=args.memory_bank,
+                backbone=args.backbone,
+                scale=args.scale,
+                tile_overlap=args.overlap,
+                photometric=args.photometric,
+                image_score=args.image_score,
+                layers=args.layers.split(",") if args.layers else None,
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
-                card = train([s.path for s in split.train], Path(tmp) / f"{ds}_{model}.onnx", settings,
-                             val_good=[s.path for s in split.val], progress=quiet)
+                card = train(
+                    [s.path for s in split.train],
+                    Path(tmp) / f"{ds}_{model}.onnx",
+                    settings,
+                    val_good=[s.path for s in split.val],
+                    progress=quiet,
+                )
                 train_s = time.perf_counter() - t0
                 det = Anomaly(AnomalyConfig(model=f"{ds}_{model}.onnx", threads=2), station_dir=Path(tmp))
                 det.warm_up()
                 t1 = time.perf_counter()
                 fig = evaluate(det, split.test)
                 ms = 1000 * (time.perf_counter() - t1) / len(split.test)
-            print(f"\n### {model} ({card.backbone.name}, {'pretrained' if card.backbone.pretrained else 'random'}, "
-                  f"layers {','.join(card.backbone.layers)}, {args.size} px {args.resize}"
-                  f"{f' scale {args.scale} overlap {args.overlap}' if args.resize == 'tiles' else ''}, "
-                  f"memory bank {args.memory_bank if model == 'patchcore' else '-'}, "
-                  f"lighting {args.photometric}, image score {args.image_score})")
-            print(f"train {train_s:.0f} s, ONNX {card.onnx_bytes / 1e6:.1f} MB, {ms:.0f} ms/image (ORT, 2 threads, incl. metrics)")
+            print(
+                f"\n### {model} ({card.backbone.name}, {'pretrained' if card.backbone.pretrained else 'random'}, "
+                f"layers {','.join(card.backbone.layers)}, {args.size} px {args.resize}"
+                f"{f' scale {args.scale} overlap {args.overlap}' if args.resize == 'tiles' else ''}, "
+                f"memory bank {args.memory_bank if model == 'patchcore' else '-'}, "
+                f"lighting {args.photometric}, image score {args.image_score})"
+            )
+            print(
+                f"train {train_s:.0f} s, ONNX {card.onnx_bytes / 1e6:.1f} MB, "
+                f"{ms:.0f} ms/image (ORT, 2 threads, incl. metrics)"
+            )
             print(f"threshold: {card.thresholds.method}")
-            print(f"image AUROC {fig.image_auroc:.3f} | pixel AUROC {fig.pixel_auroc:.3f} | "
-                  f"F1 {fig.f1:.3f} | false alarms {fig.false_alarm_rate:.1%} of {fig.n_good} good")
+            print(
+                f"image AUROC {fig.image_auroc:.3f} | pixel AUROC {fig.pixel_auroc:.3f} | "
+                f"F1 {fig.f1:.3f} | false alarms {fig.false_alarm_rate:.1%} of {fig.n_good} good"
+            )
             print("| class | n | image AUROC | pixel AUROC | F1 | recall |")
             print("|---|---|---|---|---|---|")
             for cls, f in fig.per_class.items():
-                print(f"| {cls} | {f['n']} | {f['image_auroc']:.3f} | {f['pixel_auroc']:.3f} | {f['f1']:.3f} | {f['recall']:.2f} |")
+                print(
+                    f"| {cls} | {f['n']} | {f['image_auroc']:.3f} | {f['pixel_auroc']:.3f} | "
+                    f"{f['f1']:.3f} | {f['recall']:.2f} |"
+                )
             sys.stdout.flush()
     return 0
 

@@ -9,6 +9,7 @@ real good surfaces, real dents in field photos, latency.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import time
 from pathlib import Path
@@ -42,10 +43,17 @@ def rendered_scenes(n: int, seed: int = 4):
         d = float(np.exp(rng.uniform(math.log(36), math.log(150))))
         ratio = float(np.exp(rng.uniform(math.log(0.003), math.log(0.05))))
         yield render_dent_panel(
-            np.random.default_rng([seed, k]), (480, 640), diameter_px=d, depth_px=d * ratio,
-            light_azimuth_deg=float(rng.uniform(0, 360)), light_elevation_deg=float(rng.uniform(15, 60)),
-            material="paint" if k % 2 == 0 else "metal", noise_sigma=float(rng.uniform(1, 4)),
-            aspect=float(rng.uniform(0.7, 1.0)), angle_deg=float(rng.uniform(0, 180)))
+            np.random.default_rng([seed, k]),
+            (480, 640),
+            diameter_px=d,
+            depth_px=d * ratio,
+            light_azimuth_deg=float(rng.uniform(0, 360)),
+            light_elevation_deg=float(rng.uniform(15, 60)),
+            material="paint" if k % 2 == 0 else "metal",
+            noise_sigma=float(rng.uniform(1, 4)),
+            aspect=float(rng.uniform(0.7, 1.0)),
+            angle_deg=float(rng.uniform(0, 180)),
+        )
 
 
 def match(findings, scene, min_score=0.5):
@@ -67,19 +75,30 @@ def eval_rendered(n: int, seed: int = 4) -> dict:
         view = View(s.image, "r")
         fb = match(blind.inspect(view), s)
         fl = match(lit.inspect(view), s)
-        rows.append((s.visibility, s.diameter_px, s.light_elevation_deg, s.material,
-                     fb.size_px if fb else None, fl.size_px if fl else None))
+        rows.append(
+            (
+                s.visibility,
+                s.diameter_px,
+                s.light_elevation_deg,
+                s.material,
+                fb.size_px if fb else None,
+                fl.size_px if fl else None,
+            )
+        )
     vis = np.array([r[0] for r in rows])
     out: dict = {"rendered_dents": len(rows), "visibility_threshold": VISIBILITY_THRESHOLD, "bins": []}
-    for lo, hi in zip(VIS_BINS[:-1], VIS_BINS[1:]):
+    for lo, hi in itertools.pairwise(VIS_BINS):
         sel = [r for r in rows if lo <= r[0] < hi]
         if not sel:
             continue
-        out["bins"].append({
-            "visibility": f"[{lo:g}, {hi:g})", "n": len(sel),
-            "detected_light_unknown": round(sum(r[4] is not None for r in sel) / len(sel), 3),
-            "detected_light_known": round(sum(r[5] is not None for r in sel) / len(sel), 3),
-        })
+        out["bins"].append(
+            {
+                "visibility": f"[{lo:g}, {hi:g})",
+                "n": len(sel),
+                "detected_light_unknown": round(sum(r[4] is not None for r in sel) / len(sel), 3),
+                "detected_light_known": round(sum(r[5] is not None for r in sel) / len(sel), 3),
+            }
+        )
     above = [r for r in rows if r[0] >= VISIBILITY_THRESHOLD]
     out["n_at_or_above_threshold"] = len(above)
     out["detection_at_threshold_light_unknown"] = round(sum(r[4] is not None for r in above) / len(above), 3)
@@ -100,8 +119,13 @@ def eval_rendered(n: int, seed: int = 4) -> dict:
     rng = np.random.default_rng(99)
     n_blank = max(n // 4, 20)
     for k in range(n_blank):
-        s = render_dent_panel(np.random.default_rng([99, k]), (480, 640), diameter_px=None,
-                              material="paint" if k % 2 == 0 else "metal", noise_sigma=float(rng.uniform(1, 4)))
+        s = render_dent_panel(
+            np.random.default_rng([99, k]),
+            (480, 640),
+            diameter_px=None,
+            material="paint" if k % 2 == 0 else "metal",
+            noise_sigma=float(rng.uniform(1, 4)),
+        )
         fa += sum(f.score >= 0.5 for f in blind.inspect(View(s.image, "b")))
     out["rendered_blank_panels"] = n_blank
     out["false_alarms_per_rendered_blank"] = round(fa / n_blank, 3)
@@ -111,7 +135,8 @@ def eval_rendered(n: int, seed: int = 4) -> dict:
 
 def good_images() -> list[Path]:
     return sorted((DATA / "magnetic_tile" / "MT_Free" / "Imgs").glob("*.jpg")) + sorted(
-        (DATA / "mvtec_ad" / "transistor" / "train" / "good").glob("*.png"))
+        (DATA / "mvtec_ad" / "transistor" / "train" / "good").glob("*.png")
+    )
 
 
 def eval_good(step: int = 1) -> dict:
@@ -140,8 +165,10 @@ def car_labels(path: Path) -> list[tuple[int, float, float, float, float]]:
     lab = path.parent.parent / "labels" / (path.stem + ".txt")
     if not lab.exists():
         return []
-    return [(int(a), float(b), float(c), float(d), float(e))
-            for a, b, c, d, e in (line.split() for line in lab.read_text().splitlines() if line.strip())]
+    return [
+        (int(a), float(b), float(c), float(d), float(e))
+        for a, b, c, d, e in (line.split() for line in lab.read_text().splitlines() if line.strip())
+    ]
 
 
 def auroc(pos: list[float], neg: list[float]) -> float:
@@ -161,13 +188,16 @@ def eval_car_dents(det: DentDetector | None = None) -> dict:
         if dents:
             pos.append(score)
             h, w = img.shape[:2]
-            boxes = [((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
-                     for _, cx, cy, bw, bh in dents]
+            boxes = [
+                ((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
+                for _, cx, cy, bw, bh in dents
+            ]
 
-            def within(f):
+            def within(f, boxes=boxes):
                 x, y, fw, fh = f.box
                 fx, fy = x + fw / 2, y + fh / 2
                 return any(x0 <= fx <= x1 and y0 <= fy <= y1 for x0, y0, x1, y1 in boxes)
+
             hits = [f for f in fs if f.score >= 0.5]
             if hits:
                 inside += any(within(f) for f in hits)
@@ -176,7 +206,8 @@ def eval_car_dents(det: DentDetector | None = None) -> dict:
             neg.append(score)
     found = sum(s >= 0.5 for s in pos)
     return {
-        "car_dent_images": len(pos), "car_no_dent_images": len(neg),
+        "car_dent_images": len(pos),
+        "car_no_dent_images": len(neg),
         "car_image_auroc": round(auroc(pos, neg), 3),
         "car_recall_at_default": round(found / len(pos), 3),
         "car_false_positive_rate_at_default": round(sum(s >= 0.5 for s in neg) / len(neg), 3),
@@ -198,8 +229,9 @@ def eval_patch_model(model: Path) -> dict:
         for p in sorted((DATA / "car_dents" / "images").glob("*.jpg")):
             g = cv2.resize(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), (size, size), interpolation=cv2.INTER_AREA)
             g = g.astype(np.float32)
-            patches = np.stack([g[y:y + 96, x:x + 96] for y in range(0, size - 95, 32)
-                                for x in range(0, size - 95, 32)])[:, None]
+            patches = np.stack(
+                [g[y : y + 96, x : x + 96] for y in range(0, size - 95, 32) for x in range(0, size - 95, 32)]
+            )[:, None]
             score = float(sess.run(None, {"patch": patches})[0].max())
             (pos if any(lb[0] in DENT_CLASSES for lb in car_labels(p)) else neg).append(score)
         out[f"patch_model_car_image_auroc_{size}px"] = round(auroc(pos, neg), 3)
@@ -251,8 +283,10 @@ def print_figures(figs: dict) -> None:
         if k == "bins":
             print("detection by visibility (peak shading contrast / noise sigma):")
             for b in v:
-                print(f"  {b['visibility']:>12}  n={b['n']:4d}  light unknown {b['detected_light_unknown']:.3f}"
-                      f"  light known {b['detected_light_known']:.3f}")
+                print(
+                    f"  {b['visibility']:>12}  n={b['n']:4d}  light unknown {b['detected_light_unknown']:.3f}"
+                    f"  light known {b['detected_light_known']:.3f}"
+                )
         else:
             print(f"{k}: {v}")
 

@@ -45,18 +45,33 @@ def run(quick: bool) -> list[tuple[str, str, str, str]]:
     scratch._print(s)
     h = s["neu_det"]["all_images"]
     rows += [
-        _row(f"scratch: NEU-DET image F1 ({h['images']} images, {h['positives']} scratches)", f"{h['f1']:.3f} (P {h['precision']:.3f}, R {h['recall']:.3f})",
-             ">= 0.90", h["f1"] >= 0.90),
+        _row(
+            f"scratch: NEU-DET image F1 ({h['images']} images, {h['positives']} scratches)",
+            f"{h['f1']:.3f} (P {h['precision']:.3f}, R {h['recall']:.3f})",
+            ">= 0.90",
+            h["f1"] >= 0.90,
+        ),
         _row("scratch: NEU-DET box recall", f"{h['box_recall']:.3f}", ">= 0.85", h["box_recall"] >= 0.85),
         _row("scratch: NEU-DET holdout image F1", f"{s['neu_det']['holdout']['f1']:.3f}", "-", None),
-        _row("scratch: synthetic scratches found", f"{s['synthetic']['detected']}/{s['synthetic']['scratch_parts']}", "-", None),
+        _row(
+            "scratch: synthetic scratches found",
+            f"{s['synthetic']['detected']}/{s['synthetic']['scratch_parts']}",
+            "-",
+            None,
+        ),
     ]
     for name, r in s.get("good_surfaces", {}).items():
         rows.append(_row(f"scratch: real good images flagged, {name}", f"{r['flagged']}/{r['images']}", "-", None))
     for name, r in s["latency"].items():
         goal = "<= 20 ms" if "2448x2048" in name else "-"
-        rows.append(_row(f"scratch: latency {name}", f"{r['median_ms']} ms", goal,
-                         r["median_ms"] <= 20 if "2448x2048" in name else None))
+        rows.append(
+            _row(
+                f"scratch: latency {name}",
+                f"{r['median_ms']} ms",
+                goal,
+                r["median_ms"] <= 20 if "2448x2048" in name else None,
+            )
+        )
     print(f"\n(scratch figures took {time.perf_counter() - t0:.0f} s)\n")
 
     t0 = time.perf_counter()
@@ -68,14 +83,27 @@ def run(quick: bool) -> list[tuple[str, str, str, str]]:
     fa = d["false_alarms_per_good_image"]
     car = d["car_image_auroc"]
     rows += [
-        _row(f"dent: rendered detection at visibility >= {dent.VISIBILITY_THRESHOLD:g}", det_rate, ">= 0.90", det_rate >= 0.90),
-        _row("dent: same, fresh seed", d["fresh_seed_detection_at_threshold_light_unknown"], ">= 0.90",
-             d["fresh_seed_detection_at_threshold_light_unknown"] >= 0.90),
+        _row(
+            f"dent: rendered detection at visibility >= {dent.VISIBILITY_THRESHOLD:g}",
+            det_rate,
+            ">= 0.90",
+            det_rate >= 0.90,
+        ),
+        _row(
+            "dent: same, fresh seed",
+            d["fresh_seed_detection_at_threshold_light_unknown"],
+            ">= 0.90",
+            d["fresh_seed_detection_at_threshold_light_unknown"] >= 0.90,
+        ),
         _row("dent: diameter error, median %", d["diameter_error_median_pct"], "-", None),
         _row("dent: false alarms per real good image", fa, "<= 0.05", fa <= 0.05),
         _row("dent: car_dents image AUROC", car, ">= 0.80", car >= 0.80),
-        _row("dent: car_dents recall / false-positive rate at the default threshold",
-             f"{d['car_recall_at_default']} / {d['car_false_positive_rate_at_default']}", "-", None),
+        _row(
+            "dent: car_dents recall / false-positive rate at the default threshold",
+            f"{d['car_recall_at_default']} / {d['car_false_positive_rate_at_default']}",
+            "-",
+            None,
+        ),
     ]
     for k, v in d.items():
         if k.startswith("latency_ms"):
@@ -90,24 +118,45 @@ def run(quick: bool) -> list[tuple[str, str, str, str]]:
         t = m["transistor"]
         mis, good = t["classes"]["misplaced"], t["classes"]["good"]
         rows += [
-            _row("misalignment: transistor test/misplaced failed", f"{mis['failed']}/{mis['images']}", "all",
-                 mis["failed"] == mis["images"]),
-            _row("misalignment: transistor test/good failed", f"{good['failed']}/{good['images']}", "none",
-                 good["failed"] == 0),
-            _row("misalignment: real-image motions, max error",
-                 f"{t['motion']['shift_err_px_max']} px / {t['motion']['rot_err_deg_max']} deg",
-                 "<= 0.1 px / 0.05 deg", t["motion"]["shift_err_px_max"] <= 0.1 and t["motion"]["rot_err_deg_max"] <= 0.05),
-            _row(f"misalignment: latency transistor ROI {t['roi'][2]}x{t['roi'][3]}", f"{t['latency_ms']} ms", "-", None),
+            _row(
+                "misalignment: transistor test/misplaced failed",
+                f"{mis['failed']}/{mis['images']}",
+                "all",
+                mis["failed"] == mis["images"],
+            ),
+            _row(
+                "misalignment: transistor test/good failed",
+                f"{good['failed']}/{good['images']}",
+                "none",
+                good["failed"] == 0,
+            ),
+            _row(
+                "misalignment: real-image motions, max error",
+                f"{t['motion']['shift_err_px_max']} px / {t['motion']['rot_err_deg_max']} deg",
+                "<= 0.1 px / 0.05 deg",
+                t["motion"]["shift_err_px_max"] <= 0.1 and t["motion"]["rot_err_deg_max"] <= 0.05,
+            ),
+            _row(
+                f"misalignment: latency transistor ROI {t['roi'][2]}x{t['roi'][3]}", f"{t['latency_ms']} ms", "-", None
+            ),
         ]
     sm = m["synthetic"]["motion"]
     big = m["latency_2448x2048_mono"]
     worst = max(big["good_ms"], big["misaligned_ms"])
     rows += [
-        _row("misalignment: synthetic-part motions, max error", f"{sm['shift_err_px_max']} px / {sm['rot_err_deg_max']} deg",
-             "<= 0.1 px / 0.05 deg", sm["shift_err_px_max"] <= 0.1 and sm["rot_err_deg_max"] <= 0.05),
+        _row(
+            "misalignment: synthetic-part motions, max error",
+            f"{sm['shift_err_px_max']} px / {sm['rot_err_deg_max']} deg",
+            "<= 0.1 px / 0.05 deg",
+            sm["shift_err_px_max"] <= 0.1 and sm["rot_err_deg_max"] <= 0.05,
+        ),
         _row("misalignment: latency 1024x768 demo frame", f"{m['synthetic']['latency_ms']} ms", "-", None),
-        _row("misalignment: latency 2448x2048 mono", f"{big['good_ms']} / {big['misaligned_ms']} ms (good / misaligned)",
-             "<= 20 ms", worst <= 20),
+        _row(
+            "misalignment: latency 2448x2048 mono",
+            f"{big['good_ms']} / {big['misaligned_ms']} ms (good / misaligned)",
+            "<= 20 ms",
+            worst <= 20,
+        ),
     ]
     print(f"\n(misalignment figures took {time.perf_counter() - t0:.0f} s)\n")
     return rows
@@ -115,7 +164,9 @@ def run(quick: bool) -> list[tuple[str, str, str, str]]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer rendered dents and real good images for the dent figures")
+    ap.add_argument(
+        "--quick", action="store_true", help="fewer rendered dents and real good images for the dent figures"
+    )
     args = ap.parse_args(argv)
     rows = run(args.quick)
     width = max(len(r[0]) for r in rows)

@@ -49,7 +49,7 @@ def roi_of(shape: tuple[int, ...], frac=MVTEC_ROI) -> tuple[int, int, int, int]:
 
 def crop(img: np.ndarray, roi) -> np.ndarray:
     x, y, w, h = roi
-    return img[y:y + h, x:x + w]
+    return img[y : y + h, x : x + w]
 
 
 def gray(path: Path) -> np.ndarray:
@@ -79,8 +79,9 @@ def _m3(m: np.ndarray) -> np.ndarray:
     return np.vstack([np.asarray(m, np.float64)[:2], [0.0, 0.0, 1.0]])
 
 
-def motion_errors(ref, frames: list[np.ndarray], roi, max_shift: float, max_rot: float, per_image: int,
-                  seed: int) -> dict[str, float]:
+def motion_errors(
+    ref, frames: list[np.ndarray], roi, max_shift: float, max_rot: float, per_image: int, seed: int
+) -> dict[str, float]:
     """Move whole frames, cut the ROI, register; error against the move composed with the
     unmoved frame's pose (all in ROI pixels)."""
     rng = np.random.default_rng(seed)
@@ -96,17 +97,24 @@ def motion_errors(ref, frames: list[np.ndarray], roi, max_shift: float, max_rot:
             ang = rng.uniform(-max_rot, max_rot)
             m = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), ang, 1.0)
             m[:, 2] += (dx, dy)
-            moved = cv2.warpAffine(frame, m, (frame.shape[1], frame.shape[0]), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REFLECT)
+            moved = cv2.warpAffine(
+                frame, m, (frame.shape[1], frame.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+            )
             truth = to_roi @ _m3(m) @ np.linalg.inv(to_roi) @ p0
             est = _m3(ref.register(crop(moved, roi)).matrix)
             cc = np.array([*ref.centre, 1.0])
             errs_px.append(float(np.hypot(*(est @ cc - truth @ cc)[:2])))
             errs_deg.append(abs(math.degrees(math.atan2(est[0, 1], est[0, 0]) - math.atan2(truth[0, 1], truth[0, 0]))))
     e, a = np.array(errs_px), np.array(errs_deg)
-    return {"n": len(e), "shift_err_px_mean": round(float(e.mean()), 4), "shift_err_px_p95": round(float(np.quantile(e, 0.95)), 4),
-            "shift_err_px_max": round(float(e.max()), 4), "rot_err_deg_mean": round(float(a.mean()), 4),
-            "rot_err_deg_p95": round(float(np.quantile(a, 0.95)), 4), "rot_err_deg_max": round(float(a.max()), 4)}
+    return {
+        "n": len(e),
+        "shift_err_px_mean": round(float(e.mean()), 4),
+        "shift_err_px_p95": round(float(np.quantile(e, 0.95)), 4),
+        "shift_err_px_max": round(float(e.max()), 4),
+        "rot_err_deg_mean": round(float(a.mean()), 4),
+        "rot_err_deg_p95": round(float(np.quantile(a, 0.95)), 4),
+        "rot_err_deg_max": round(float(a.max()), 4),
+    }
 
 
 def eval_transistor(tmp: Path) -> dict[str, Any]:
@@ -120,8 +128,14 @@ def eval_transistor(tmp: Path) -> dict[str, Any]:
     taught = _teach_into(tmp, [crop(f, roi) for f in frames])
     tol = suggest_tolerances(taught.spread())
     det = _detector(tmp, **tol)
-    out: dict[str, Any] = {"roi": roi, "taught_images": len(frames), "spread": taught.spread(), "tolerances": tol,
-                           "classes": {}, "images": []}
+    out: dict[str, Any] = {
+        "roi": roi,
+        "taught_images": len(frames),
+        "spread": taught.spread(),
+        "tolerances": tol,
+        "classes": {},
+        "images": [],
+    }
     for cls in ("good", "misplaced", "bent_lead", "cut_lead", "damaged_case"):
         files = sorted((TRANSISTOR / "test" / cls).glob("*.png"))
         failed = 0
@@ -131,8 +145,15 @@ def eval_transistor(tmp: Path) -> dict[str, Any]:
             fail = f is not None and f.score >= 0.5
             failed += fail
             meas = f.measurements if f else {}
-            out["images"].append({"image": f"{cls}/{p.name}", "fail": fail, "score": round(f.score, 3) if f else 0.0,
-                                  "message": f.message if f else "within tolerance (score below 0.1)", **meas})
+            out["images"].append(
+                {
+                    "image": f"{cls}/{p.name}",
+                    "fail": fail,
+                    "score": round(f.score, 3) if f else 0.0,
+                    "message": f.message if f else "within tolerance (score below 0.1)",
+                    **meas,
+                }
+            )
         out["classes"][cls] = {"images": len(files), "failed": failed}
     g, m = out["classes"]["good"], out["classes"]["misplaced"]
     out["misplaced_fail_rate"] = m["failed"] / m["images"]
@@ -239,20 +260,28 @@ def _print(f: dict[str, Any]) -> None:
         for im in t["images"]:
             print(f"  {im['image']:22s} {'FAIL' if im['fail'] else 'pass'} score {im['score']:.3f}  {im['message']}")
         m = t["motion"]
-        print(f"synthetic motions of real good images (+-{CAPTURE_SHIFT_PX:g} px, +-{CAPTURE_ROTATION_DEG:g} deg, n={m['n']}): "
-              f"centre error mean {m['shift_err_px_mean']} / p95 {m['shift_err_px_p95']} / max {m['shift_err_px_max']} px; "
-              f"rotation error mean {m['rot_err_deg_mean']} / p95 {m['rot_err_deg_p95']} / max {m['rot_err_deg_max']} deg")
+        print(
+            f"synthetic motions of real good images (+-{CAPTURE_SHIFT_PX:g} px, +-{CAPTURE_ROTATION_DEG:g} deg, "
+            f"n={m['n']}): centre error mean {m['shift_err_px_mean']} / p95 {m['shift_err_px_p95']} / "
+            f"max {m['shift_err_px_max']} px; rotation error mean {m['rot_err_deg_mean']} / "
+            f"p95 {m['rot_err_deg_p95']} / max {m['rot_err_deg_max']} deg"
+        )
         print(f"latency, {t['roi'][2]}x{t['roi'][3]} ROI: {t['latency_ms']} ms")
     s = f["synthetic"]
     print("== Synthetic parts (1024x768), reference from 10 good parts, default config")
     for cls, c in s["classes"].items():
         print(f"  {cls:13s} failed {c['failed']}/{c['images']}")
-    print(f"misaligned parts' pose against the generator's truth: max error {s['misaligned_pose_err_px_max']} px, "
-          f"{s['misaligned_pose_err_deg_max']} deg")
+    print(
+        f"misaligned parts' pose against the generator's truth: max error {s['misaligned_pose_err_px_max']} px, "
+        f"{s['misaligned_pose_err_deg_max']} deg"
+    )
     m = s["motion"]
-    print(f"synthetic motions of good parts (+-{SYN_CAPTURE_SHIFT_PX:g} px, +-{SYN_CAPTURE_ROTATION_DEG:g} deg, n={m['n']}): "
-          f"centre error mean {m['shift_err_px_mean']} / p95 {m['shift_err_px_p95']} / max {m['shift_err_px_max']} px; "
-          f"rotation error mean {m['rot_err_deg_mean']} / p95 {m['rot_err_deg_p95']} / max {m['rot_err_deg_max']} deg")
+    print(
+        f"synthetic motions of good parts (+-{SYN_CAPTURE_SHIFT_PX:g} px, +-{SYN_CAPTURE_ROTATION_DEG:g} deg, "
+        f"n={m['n']}): centre error mean {m['shift_err_px_mean']} / p95 {m['shift_err_px_p95']} / "
+        f"max {m['shift_err_px_max']} px; "
+        f"rotation error mean {m['rot_err_deg_mean']} / p95 {m['rot_err_deg_p95']} / max {m['rot_err_deg_max']} deg"
+    )
     print(f"latency 1024x768: mono {s['latency_ms']} ms, BGR {s['latency_ms_bgr']} ms")
     b = f["latency_2448x2048_mono"]
     print(f"== latency 2448x2048 mono, one core: good part {b['good_ms']} ms, misaligned part {b['misaligned_ms']} ms")

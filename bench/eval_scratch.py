@@ -53,7 +53,7 @@ def neu_items(data: Path) -> dict[str, list[tuple[Path, Path]]]:
     by_class: dict[str, list[Path]] = {}
     for p in (root / "IMAGES").glob("*.jpg"):
         by_class.setdefault(p.stem.rsplit("_", 1)[0], []).append(p)
-    for cls, paths in sorted(by_class.items()):
+    for _cls, paths in sorted(by_class.items()):
         paths.sort(key=lambda p: int(re.findall(r"\d+$", p.stem)[0]))
         for i, p in enumerate(paths):
             splits["tune" if i % 2 == 0 else "holdout"].append((p, root / "ANNOTATIONS" / f"{p.stem}.xml"))
@@ -121,7 +121,10 @@ def neu_figures(det, items: list[tuple[Path, Path]]) -> dict[str, Any]:
     return {
         "images": len(items),
         "positives": tp + fn,
-        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
         "precision": round(precision, 4),
         "recall": round(recall, 4),
         "f1": round(f1, 4),
@@ -142,7 +145,6 @@ def synthetic_figures(det, n: int, seed: int = 7) -> dict[str, Any]:
     hits = 0
     length_err = []
     good_fa = good_findings = 0
-    full_frame_good_fa = 0
     for i in range(n):
         part = render_part(seed, i, "scratch")
         fs = _findings(det, part.image[y : y + h, x : x + w])
@@ -261,29 +263,42 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def _print(results: dict[str, Any]) -> None:
     print("# scratch detector: figures (bench/eval_scratch.py)\n")
     print("## NEU-DET: scratches vs the five other classes (image-level; box recall)")
-    print("| split | images | pos | TP | FP | FN | precision | recall | F1 | boxes | box recall | box recall IoU>=0.1 | box recall, not difficult |")
+    print(
+        "| split | images | pos | TP | FP | FN | precision | recall | F1 | boxes | box recall "
+        "| box recall IoU>=0.1 | box recall, not difficult |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results["neu_det"].items():
-        print(f"| {name} | {r['images']} | {r['positives']} | {r['tp']} | {r['fp']} | {r['fn']} | {r['precision']:.3f} | "
-              f"{r['recall']:.3f} | {r['f1']:.3f} | {r['boxes']} | {r['box_recall']:.3f} | {r['box_recall_iou0.1']:.3f} | "
-              f"{r['box_recall_not_difficult']:.3f} |")
+        print(
+            f"| {name} | {r['images']} | {r['positives']} | {r['tp']} | {r['fp']} | {r['fn']} | {r['precision']:.3f} | "
+            f"{r['recall']:.3f} | {r['f1']:.3f} | {r['boxes']} | {r['box_recall']:.3f} | "
+            f"{r['box_recall_iou0.1']:.3f} | {r['box_recall_not_difficult']:.3f} |"
+        )
     for name, r in results["neu_det"].items():
-        print(f"- {name}: false alarms by class {r['false_alarms_by_class']}; misses {r['misses'][:8]}"
-              f"{' ...' if len(r['misses']) > 8 else ''}; false alarms {r['false_alarm_images'][:8]}"
-              f"{' ...' if len(r['false_alarm_images']) > 8 else ''}")
+        print(
+            f"- {name}: false alarms by class {r['false_alarms_by_class']}; misses {r['misses'][:8]}"
+            f"{' ...' if len(r['misses']) > 8 else ''}; false alarms {r['false_alarm_images'][:8]}"
+            f"{' ...' if len(r['false_alarm_images']) > 8 else ''}"
+        )
     s = results["synthetic"]
     print("\n## Synthetic parts (inspector_sources.synthetic, ROI 8 px inside the plate)")
-    print(f"- scratches detected: {s['detected']}/{s['scratch_parts']} ({s['detection_rate']:.3f}); "
-          f"median length error vs chord {s['median_length_error']}")
-    print(f"- good parts flagged: {s['good_parts_flagged']}/{s['good_parts']}; "
-          f"false alarms per good part {s['false_alarms_per_good_part']}")
+    print(
+        f"- scratches detected: {s['detected']}/{s['scratch_parts']} ({s['detection_rate']:.3f}); "
+        f"median length error vs chord {s['median_length_error']}"
+    )
+    print(
+        f"- good parts flagged: {s['good_parts_flagged']}/{s['good_parts']}; "
+        f"false alarms per good part {s['false_alarms_per_good_part']}"
+    )
     e = results["synthetic_full_frame"]
     print(f"- good parts, whole frame (plate edges in view, no ROI): {e['flagged']}/{e['good_full_frames']} flagged")
     if "good_surfaces" in results:
         print("\n## False alarms on real good surfaces (whole image, default config)")
         for name, r in results["good_surfaces"].items():
-            print(f"- {name}: {r['flagged']}/{r['images']} images flagged, {r['false_alarms_per_image']} "
-                  f"false alarms per image; e.g. {r['examples']}")
+            print(
+                f"- {name}: {r['flagged']}/{r['images']} images flagged, {r['false_alarms_per_image']} "
+                f"false alarms per image; e.g. {r['examples']}"
+            )
     print("\n## Latency per image (one core, cv2.setNumThreads(1))")
     for name, r in results["latency"].items():
         print(f"- {name}: median {r['median_ms']} ms, max {r['max_ms']} ms")

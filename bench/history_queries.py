@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inspector_core.qa import query as q  # noqa: E402
-from inspector_core.store import Store  # noqa: E402
+from inspector_core.qa import query as q
+from inspector_core.store import Store
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 STATIONS = ["line1", "line2", "line3", "line4"]
@@ -79,19 +79,50 @@ def generate(n: int, seed: int = 1) -> Iterator[tuple[str, tuple, list[tuple], t
         if verdict == "FAIL":
             for _ in range(1 + (rng.random() < 0.3)):
                 did += 1
-                defects.append((did, iid, str(KINDS[rng.integers(len(KINDS))]), float(0.5 + 0.5 * rng.random()), True,
-                                crops[did % len(crops)]))
+                defects.append(
+                    (
+                        did,
+                        iid,
+                        str(KINDS[rng.integers(len(KINDS))]),
+                        float(0.5 + 0.5 * rng.random()),
+                        True,
+                        crops[did % len(crops)],
+                    )
+                )
         elif verdict == "PASS" and rng.random() < 0.08:
             did += 1
             defects.append((did, iid, "scratch", float(0.1 + 0.35 * rng.random()), False, None))
         n_failed = sum(1 for d in defects if d[4])
         score = max((d[3] for d in defects), default=0.0)
-        insp = (iid, uuid.UUID(int=int(rng.integers(0, 2 ** 63)) << 64 | iid).hex, sid, sid, i, part, at,
-                at + timedelta(milliseconds=latency or 0), verdict, latency,
-                "step s: boom" if verdict == "ERROR" else None, "s" if verdict == "ERROR" else None, n_failed)
-        step = None if verdict == "NOT_INSPECTED" else (
-            iid, 0, "s", "bench", "error" if verdict == "ERROR" else "ok", None if verdict == "ERROR" else score,
-            (latency or 0) * 0.8, len(defects))
+        insp = (
+            iid,
+            uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | iid).hex,
+            sid,
+            sid,
+            i,
+            part,
+            at,
+            at + timedelta(milliseconds=latency or 0),
+            verdict,
+            latency,
+            "step s: boom" if verdict == "ERROR" else None,
+            "s" if verdict == "ERROR" else None,
+            n_failed,
+        )
+        step = (
+            None
+            if verdict == "NOT_INSPECTED"
+            else (
+                iid,
+                0,
+                "s",
+                "bench",
+                "error" if verdict == "ERROR" else "ok",
+                None if verdict == "ERROR" else score,
+                (latency or 0) * 0.8,
+                len(defects),
+            )
+        )
         yield insp, defects, step
 
 
@@ -111,9 +142,15 @@ def _prepare(url: str) -> Store:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0002")
     for name in STATIONS:
-        store.begin_run(name, hostname="bench", software_version="0.1.0",
-                        plugins={"bench": {"distribution": "bench", "version": "1"}},
-                        config_yaml=CONFIG.format(name=name), config_hash="0" * 64, models={})
+        store.begin_run(
+            name,
+            hostname="bench",
+            software_version="0.1.0",
+            plugins={"bench": {"distribution": "bench", "version": "1"}},
+            config_yaml=CONFIG.format(name=name),
+            config_hash="0" * 64,
+            models={},
+        )
     return store
 
 
@@ -129,15 +166,27 @@ def fill_sqlite(url: str, n: int) -> None:
     ins, steps, defects, crops = [], [], [], []
 
     def flush() -> None:
-        db.executemany("INSERT INTO inspections (id, uid, station_id, run_id, seq, part_id, captured_at, decided_at, "
-                       "verdict, latency_ms, error, error_step, n_defects) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", ins)
-        db.executemany("INSERT INTO step_results (inspection_id, step_index, step, plugin, status, score, latency_ms, "
-                       "n_findings) VALUES (?,?,?,?,?,?,?,?)", steps)
-        db.executemany("INSERT INTO defects (id, inspection_id, step, plugin, kind, score, failed, x, y, w, h, size_px, "
-                       "size_mm, measurements, message) VALUES (?,?,'s','bench',?,?,?,100,100,40,12,42.0,2.1,"
-                       "'{\"length_px\": 42.0}','')", defects)
-        db.executemany("INSERT INTO crops (defect_id, inspection_id, format, width, height, x, y, scale, data) "
-                       "VALUES (?,?,'jpeg',64,48,84,84,1.0,?)", crops)
+        db.executemany(
+            "INSERT INTO inspections (id, uid, station_id, run_id, seq, part_id, captured_at, decided_at, "
+            "verdict, latency_ms, error, error_step, n_defects) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            ins,
+        )
+        db.executemany(
+            "INSERT INTO step_results (inspection_id, step_index, step, plugin, status, score, latency_ms, "
+            "n_findings) VALUES (?,?,?,?,?,?,?,?)",
+            steps,
+        )
+        db.executemany(
+            "INSERT INTO defects (id, inspection_id, step, plugin, kind, score, failed, x, y, w, h, size_px, "
+            "size_mm, measurements, message) VALUES (?,?,'s','bench',?,?,?,100,100,40,12,42.0,2.1,"
+            "'{\"length_px\": 42.0}','')",
+            defects,
+        )
+        db.executemany(
+            "INSERT INTO crops (defect_id, inspection_id, format, width, height, x, y, scale, data) "
+            "VALUES (?,?,'jpeg',64,48,84,84,1.0,?)",
+            crops,
+        )
         ins.clear(), steps.clear(), defects.clear(), crops.clear()
 
     for insp, ds, step in generate(n):
@@ -174,23 +223,48 @@ def fill_pg(url: str, n: int) -> None:
     with psycopg.connect(dsn) as conn, conn.cursor() as cur:
         pending_s: list[tuple] = []
         pending_d: list[tuple] = []
-        with cur.copy("COPY inspections (id, uid, station_id, run_id, seq, part_id, captured_at, decided_at, verdict, "
-                      "latency_ms, error, error_step, n_defects) FROM STDIN") as cp:
+        with cur.copy(
+            "COPY inspections (id, uid, station_id, run_id, seq, part_id, captured_at, decided_at, verdict, "
+            "latency_ms, error, error_step, n_defects) FROM STDIN"
+        ) as cp:
             for insp, ds, step in generate(n):
                 cp.write_row(insp)
                 if step:
                     pending_s.append(step)
                 pending_d.extend(ds)
-        with cur.copy("COPY step_results (inspection_id, step_index, step, plugin, status, score, latency_ms, "
-                      "n_findings) FROM STDIN") as cp:
+        with cur.copy(
+            "COPY step_results (inspection_id, step_index, step, plugin, status, score, latency_ms, "
+            "n_findings) FROM STDIN"
+        ) as cp:
             for step in pending_s:
                 cp.write_row(step)
-        with cur.copy("COPY defects (id, inspection_id, step, plugin, kind, score, failed, x, y, w, h, size_px, size_mm, "
-                      "measurements, message) FROM STDIN") as cp:
+        with cur.copy(
+            "COPY defects (id, inspection_id, step, plugin, kind, score, failed, x, y, w, h, size_px, size_mm, "
+            "measurements, message) FROM STDIN"
+        ) as cp:
             for did, iid, kind, score, failed, _ in pending_d:
-                cp.write_row((did, iid, "s", "bench", kind, score, failed, 100, 100, 40, 12, 42.0, 2.1,
-                              '{"length_px": 42.0}', ""))
-        with cur.copy("COPY crops (defect_id, inspection_id, format, width, height, x, y, scale, data) FROM STDIN") as cp:
+                cp.write_row(
+                    (
+                        did,
+                        iid,
+                        "s",
+                        "bench",
+                        kind,
+                        score,
+                        failed,
+                        100,
+                        100,
+                        40,
+                        12,
+                        42.0,
+                        2.1,
+                        '{"length_px": 42.0}',
+                        "",
+                    )
+                )
+        with cur.copy(
+            "COPY crops (defect_id, inspection_id, format, width, height, x, y, scale, data) FROM STDIN"
+        ) as cp:
             for did, iid, _, _, _, crop in pending_d:
                 if crop is not None:
                     cp.write_row((did, iid, "jpeg", 64, 48, 84, 84, 1.0, crop))
@@ -227,36 +301,71 @@ def run_queries(url: str, label: str) -> list[tuple[str, str, float, str, float 
         ("history", "first page, no filter", lambda: q.history(e, f()), 100),
         ("history", "station line2", lambda: q.history(e, f(stations=("line2",))), 100),
         ("history", "verdict FAIL", lambda: q.history(e, f(verdicts=("FAIL",))), 100),
-        ("history", "line3 FAIL last 8h", lambda: q.history(e, f(stations=("line3",), verdicts=("FAIL",),
-                                                                  since=now - timedelta(hours=8))), 100),
+        (
+            "history",
+            "line3 FAIL last 8h",
+            lambda: q.history(e, f(stations=("line3",), verdicts=("FAIL",), since=now - timedelta(hours=8))),
+            100,
+        ),
         ("history", "ERROR, whole month", lambda: q.history(e, f(verdicts=("ERROR",))), 100),
-        ("history", "NOT_INSPECTED on line4", lambda: q.history(e, f(verdicts=("NOT_INSPECTED",), stations=("line4",))), 100),
+        (
+            "history",
+            "NOT_INSPECTED on line4",
+            lambda: q.history(e, f(verdicts=("NOT_INSPECTED",), stations=("line4",))),
+            100,
+        ),
         ("history", "kind dent", lambda: q.history(e, f(kinds=("dent",))), 100),
         ("history", "kind anomaly, score >= 0.95", lambda: q.history(e, f(kinds=("anomaly",), min_score=0.95)), 100),
         ("history", f"part id exact ({some_part})", lambda: q.history(e, f(part_id=some_part)), 100),
         ("history", f"part id glob {some_part[:7]}*", lambda: q.history(e, f(part_id=some_part[:7] + "*")), 100),
         ("history", "part id glob, no match (*x*)", lambda: q.history(e, f(part_id="*x*")), 100),
-        ("history", "one day, 2 weeks ago", lambda: q.history(e, f(since=now - timedelta(days=14),
-                                                                   until=now - timedelta(days=13))), 100),
+        (
+            "history",
+            "one day, 2 weeks ago",
+            lambda: q.history(e, f(since=now - timedelta(days=14), until=now - timedelta(days=13))),
+            100,
+        ),
         ("history", "page 50 by cursor", lambda: q.history(e, f(), cursor=deep_cursor), 100),
         ("history", "page 50 by offset", lambda: q.history(e, f(), offset=49 * 50), 100),
         ("detail", "one inspection", lambda: q.inspection(e, mid), 100),
         ("crops", "gallery: scratch >= 0.9", lambda: q.crops(e, f(kinds=("scratch",), min_score=0.9), limit=60), 100),
         ("stats", "month per day", lambda: q.stats(e, month, buckets=q.Buckets("day")), 1000),
         ("stats", "month per shift", lambda: q.stats(e, month, buckets=q.Buckets("shift")), 1000),
-        ("stats", "month per day, line1", lambda: q.stats(e, f(since=now - timedelta(days=30), stations=("line1",)),
-                                                          buckets=q.Buckets("day")), 1000),
-        ("stats", "last 24h per hour", lambda: q.stats(e, f(since=now - timedelta(hours=24)),
-                                                       buckets=q.Buckets("hour")), 1000),
-        ("whatif", "line1, a week, scratch.min_score=0.3", lambda: q.whatif(
-            e, f(stations=("line1",), since=now - timedelta(days=7)), q.parse_overrides(["scratch.min_score=0.3"])), None),
+        (
+            "stats",
+            "month per day, line1",
+            lambda: q.stats(e, f(since=now - timedelta(days=30), stations=("line1",)), buckets=q.Buckets("day")),
+            1000,
+        ),
+        (
+            "stats",
+            "last 24h per hour",
+            lambda: q.stats(e, f(since=now - timedelta(hours=24)), buckets=q.Buckets("hour")),
+            1000,
+        ),
+        (
+            "whatif",
+            "line1, a week, scratch.min_score=0.3",
+            lambda: q.whatif(
+                e, f(stations=("line1",), since=now - timedelta(days=7)), q.parse_overrides(["scratch.min_score=0.3"])
+            ),
+            None,
+        ),
     ]
     out = []
     for group, name, fn, goal in cases:
         ms, res = timed(fn)
-        n = len(res.rows) if hasattr(res, "rows") else len(res) if isinstance(res, list) else (
-            f"{len(res.periods)} periods" if hasattr(res, "periods") else (
-                f"{len(res.to_fail)} to fail" if hasattr(res, "to_fail") else ""))
+        n = (
+            len(res.rows)
+            if hasattr(res, "rows")
+            else len(res)
+            if isinstance(res, list)
+            else (
+                f"{len(res.periods)} periods"
+                if hasattr(res, "periods")
+                else (f"{len(res.to_fail)} to fail" if hasattr(res, "to_fail") else "")
+            )
+        )
         out.append((group, name, ms, str(n), goal))
         mark = "" if goal is None else ("ok" if ms < goal else f"OVER {goal:.0f} ms")
         print(f"  {label:10s} {group:8s} {name:40s} {ms:9.1f} ms  {str(n):>12s}  {mark}", flush=True)
@@ -286,8 +395,11 @@ def main() -> None:
         if not path.exists():
             t = time.perf_counter()
             fill_sqlite(url, args.rows)
-            print(f"SQLite: filled {args.rows:,} inspections in {time.perf_counter() - t:.0f} s "
-                  f"({path.stat().st_size / 1e6:.0f} MB) at {path}", flush=True)
+            print(
+                f"SQLite: filled {args.rows:,} inspections in {time.perf_counter() - t:.0f} s "
+                f"({path.stat().st_size / 1e6:.0f} MB) at {path}",
+                flush=True,
+            )
         run_queries(url, "sqlite")
         if not args.keep and not args.sqlite_path:
             path.unlink()
@@ -305,8 +417,11 @@ def main() -> None:
             if not exists:
                 t = time.perf_counter()
                 fill_pg(url, args.rows)
-                print(f"PostgreSQL: filled {args.rows:,} inspections in {time.perf_counter() - t:.0f} s "
-                      f"(database {name})", flush=True)
+                print(
+                    f"PostgreSQL: filled {args.rows:,} inspections in {time.perf_counter() - t:.0f} s "
+                    f"(database {name})",
+                    flush=True,
+                )
             run_queries(url, "postgres")
         finally:
             if not (args.keep or args.pg_db):

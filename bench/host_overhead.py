@@ -22,11 +22,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inspector_core import Detector, Finding, Frame, FrameSource, PluginConfig, hookimpl  # noqa: E402
-from inspector_core.plugins import load  # noqa: E402
-from inspector_core.runtime.config import load_station  # noqa: E402
-from inspector_core.runtime.station import StationRuntime  # noqa: E402
-from inspector_core.store import (  # noqa: E402
+from inspector_core import Detector, Finding, Frame, FrameSource, PluginConfig, hookimpl
+from inspector_core.plugins import load
+from inspector_core.runtime.config import load_station
+from inspector_core.runtime.station import StationRuntime
+from inspector_core.store import (
     DefectRecord,
     InspectionRecord,
     Recorder,
@@ -84,8 +84,10 @@ class BenchPlugin:
 
 def station_run(tmp: Path, detector: str, n: int) -> tuple[float, float, float]:
     path = tmp / f"{detector}.yaml"
-    path.write_text(f"name: bench-{detector}\nsource: {{type: memory, config: {{count: {n}}}}}\n"
-                    f"steps: [{{detector: {detector}}}]\nstore: {{url: 'sqlite:///{tmp}/{detector}.db'}}\n")
+    path.write_text(
+        f"name: bench-{detector}\nsource: {{type: memory, config: {{count: {n}}}}}\n"
+        f"steps: [{{detector: {detector}}}]\nstore: {{url: 'sqlite:///{tmp}/{detector}.db'}}\n"
+    )
     reg = load(entry_points=[], extra=[("bench", BenchPlugin)])
     st = load_station(path, reg)
     t0 = time.perf_counter()
@@ -97,14 +99,27 @@ def station_run(tmp: Path, detector: str, n: int) -> tuple[float, float, float]:
 
 def recorder_rate(tmp: Path, n: int) -> float:
     store = Store(f"sqlite:///{tmp}/rec.db")
-    sid, rid = store.begin_run("rec", hostname="b", software_version="0", plugins={}, config_yaml="",
-                               config_hash="x", models={})
+    sid, rid = store.begin_run(
+        "rec", hostname="b", software_version="0", plugins={}, config_yaml="", config_hash="x", models={}
+    )
     done = []
     rec = Recorder(store, on_committed=done.extend)
-    records = [InspectionRecord(uuid.uuid4().hex, sid, rid, i, f"p{i}", utcnow(), utcnow(), "PASS", 1.0,
-                                steps=[StepRecord(0, "s", "nothing", "ok", 0.1, 0.5, 0)],
-                                defects=[DefectRecord("s", "d", "spot", 0.2, False, (1, 2, 3, 4), 3.0, None, {}, "")])
-               for i in range(n)]
+    records = [
+        InspectionRecord(
+            uuid.uuid4().hex,
+            sid,
+            rid,
+            i,
+            f"p{i}",
+            utcnow(),
+            utcnow(),
+            "PASS",
+            1.0,
+            steps=[StepRecord(0, "s", "nothing", "ok", 0.1, 0.5, 0)],
+            defects=[DefectRecord("s", "d", "spot", 0.2, False, (1, 2, 3, 4), 3.0, None, {}, "")],
+        )
+        for i in range(n)
+    ]
     t0 = time.perf_counter()
     rec.start()
     for r in records:
@@ -122,13 +137,20 @@ def main() -> dict:
         per_frame, p50, p99 = station_run(tmp, "nothing", N)
         per_frame_defect, p50d, p99d = station_run(tmp, "one_finding", N)
         rate = recorder_rate(tmp, 20000)
-    print(f"host overhead, {W}x{H} mono, null detector, SQLite FULL: {per_frame:.3f} ms/frame "
-          f"({1000 / per_frame:.0f} frames/s); latency p50 {p50:.2f} ms, p99 {p99:.2f} ms  [goal <= 2 ms]")
-    print(f"host overhead with one defect + JPEG crop per part: {per_frame_defect:.3f} ms/frame; "
-          f"latency p50 {p50d:.2f} ms, p99 {p99d:.2f} ms")
+    print(
+        f"host overhead, {W}x{H} mono, null detector, SQLite FULL: {per_frame:.3f} ms/frame "
+        f"({1000 / per_frame:.0f} frames/s); latency p50 {p50:.2f} ms, p99 {p99:.2f} ms  [goal <= 2 ms]"
+    )
+    print(
+        f"host overhead with one defect + JPEG crop per part: {per_frame_defect:.3f} ms/frame; "
+        f"latency p50 {p50d:.2f} ms, p99 {p99d:.2f} ms"
+    )
     print(f"recorder, group commit, SQLite synchronous FULL: {rate:,.0f} inspections/s committed  [goal >= 1,000/s]")
-    return {"host_ms_per_frame": per_frame, "host_ms_per_frame_with_defect": per_frame_defect,
-            "store_inspections_per_s": rate}
+    return {
+        "host_ms_per_frame": per_frame,
+        "host_ms_per_frame_with_defect": per_frame_defect,
+        "store_inspections_per_s": rate,
+    }
 
 
 if __name__ == "__main__":

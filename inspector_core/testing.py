@@ -55,10 +55,13 @@ class StationResult:
         """Every inspection of this run, in capture order, with steps, defects and crops loaded."""
         with self.session() as s:
             rows = s.scalars(
-                select(schema.Inspection).where(schema.Inspection.run_id == self.run_id)
+                select(schema.Inspection)
+                .where(schema.Inspection.run_id == self.run_id)
                 .order_by(schema.Inspection.seq)
-                .options(selectinload(schema.Inspection.steps),
-                         selectinload(schema.Inspection.defects).selectinload(schema.Defect.crop))
+                .options(
+                    selectinload(schema.Inspection.steps),
+                    selectinload(schema.Inspection.defects).selectinload(schema.Defect.crop),
+                )
             ).all()
             s.expunge_all()
             return list(rows)
@@ -67,8 +70,14 @@ class StationResult:
         return Counter(i.verdict for i in self.inspections())
 
 
-def run_station(config: dict[str, Any] | str | Path, tmp_path: Path, *, limit: int | None = None,
-                registry: Registry | None = None, db_url: str | None = None) -> StationResult:
+def run_station(
+    config: dict[str, Any] | str | Path,
+    tmp_path: Path,
+    *,
+    limit: int | None = None,
+    registry: Registry | None = None,
+    db_url: str | None = None,
+) -> StationResult:
     """Run a station from a config dict (written to ``tmp_path/station.yaml``) or a file.
 
     A dict may leave out ``name`` and ``store``: they default to ``test`` and a SQLite file in
@@ -77,7 +86,10 @@ def run_station(config: dict[str, Any] | str | Path, tmp_path: Path, *, limit: i
         config = dict(config)
         config.setdefault("name", "test")
         config.setdefault("store", {})
-        config["store"] = {**config["store"], "url": db_url or config["store"].get("url") or f"sqlite:///{tmp_path / 'inspector.db'}"}
+        config["store"] = {
+            **config["store"],
+            "url": db_url or config["store"].get("url") or f"sqlite:///{tmp_path / 'inspector.db'}",
+        }
         path = tmp_path / "station.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
     else:
@@ -99,8 +111,12 @@ def _example_images() -> list[np.ndarray]:
     return [gray, color, tall, flat]
 
 
-def check_detector(cls: type[Detector], config: PluginConfig | dict[str, Any] | None = None,
-                   images: list[np.ndarray] | None = None, tmp_path: Path | None = None) -> None:
+def check_detector(
+    cls: type[Detector],
+    config: PluginConfig | dict[str, Any] | None = None,
+    images: list[np.ndarray] | None = None,
+    tmp_path: Path | None = None,
+) -> None:
     """Assert that ``cls`` keeps the detector contract: class attributes, a typed config whose
     fields are documented, findings inside the view with scores in [0, 1] and declared kinds,
     deterministic results, gray and colour frames of odd sizes, no writes into the view."""
@@ -127,20 +143,23 @@ def check_detector(cls: type[Detector], config: PluginConfig | dict[str, Any] | 
             second = det.inspect(view)
             assert np.array_equal(before, image), f"{cls.name}: inspect() wrote into the view"
             assert isinstance(first, list), f"{cls.name}: inspect() must return a list"
-            assert [(f.kind, f.box, round(f.score, 6)) for f in first] == \
-                   [(f.kind, f.box, round(f.score, 6)) for f in second], f"{cls.name}: not deterministic"
+            assert [(f.kind, f.box, round(f.score, 6)) for f in first] == [
+                (f.kind, f.box, round(f.score, 6)) for f in second
+            ], f"{cls.name}: not deterministic"
             h, w = image.shape[:2]
             for f in first:
                 assert isinstance(f, Finding)
                 assert f.kind in cls.kinds, f"{cls.name}: kind {f.kind!r} not declared in kinds"
                 assert 0.0 <= f.score <= 1.0
                 x, y, bw, bh = f.box
-                assert 0 <= x and 0 <= y and x + bw <= w and y + bh <= h, \
+                assert x >= 0 and y >= 0 and x + bw <= w and y + bh <= h, (
                     f"{cls.name}: box {f.box} outside the {w}x{h} view"
+                )
                 assert f.message, f"{cls.name}: findings need a message for the operator"
                 if cal.mm_per_px is None:
-                    assert not any(k.endswith("_mm") for k in f.measurements), \
+                    assert not any(k.endswith("_mm") for k in f.measurements), (
                         f"{cls.name}: mm measurements without a calibration"
+                    )
     det.close()
 
 

@@ -220,7 +220,7 @@ class DentDetector(Detector):
             a = math.radians(c.light_direction_deg)
             light = (math.cos(a), -math.sin(a))
 
-        pyramid = [work]
+        pyramid: list[np.ndarray] = [work]
         scales: list[_Scale] = []
         for s in sigmas:
             level = max(0, int(math.floor(math.log2(s / 1.2)))) if s > 1.2 else 0
@@ -236,7 +236,9 @@ class DentDetector(Detector):
         kept.sort(key=lambda d: -d["snr"])
         findings: list[dict] = []
         for d in kept:
-            if any(math.hypot(d["x"] - e["x"], d["y"] - e["y"]) < 0.5 * (d["diam"] + e["diam"]) * 0.75 for e in findings):
+            if any(
+                math.hypot(d["x"] - e["x"], d["y"] - e["y"]) < 0.5 * (d["diam"] + e["diam"]) * 0.75 for e in findings
+            ):
                 continue
             findings.append(d)
             if len(findings) >= c.max_findings:
@@ -340,12 +342,12 @@ class DentDetector(Detector):
         for n, k in enumerate(keep.tolist()):
             if 100.0 * ptp[n] / level[n] > c.max_shading_contrast_pct:
                 continue
-            out.append(dict(
-                x=float(wx[n]), y=float(wy[n]), diam=float(diam[n]), snr=float(best_snr[n]),
-                contrast_gray=float(ptp[n]), contrast_pct=100.0 * float(ptp[n] / level[n]),
-                light_deg=math.degrees(math.atan2(float(uy[n]), -float(ux[n]))) % 360.0,
-                step=float(step[k]), even=float(even[k]), elong=float(elong[k]), rims=float(rims[k]),
-            ))
+            out.append({
+                "x": float(wx[n]), "y": float(wy[n]), "diam": float(diam[n]), "snr": float(best_snr[n]),
+                "contrast_gray": float(ptp[n]), "contrast_pct": 100.0 * float(ptp[n] / level[n]),
+                "light_deg": math.degrees(math.atan2(float(uy[n]), -float(ux[n]))) % 360.0,
+                "step": float(step[k]), "even": float(even[k]), "elong": float(elong[k]), "rims": float(rims[k]),
+            })
         return out
 
     @staticmethod

@@ -47,8 +47,14 @@ def render_patch(rng, dent: bool):
         for _ in range(int(rng.integers(1, 4))):
             d = rng.uniform(18, 90)
             aspect = rng.uniform(0.15, 0.35) if rng.random() < 0.25 else rng.uniform(0.6, 1.0)
-            height += dent_height((P, P), (rng.uniform(20, 76), rng.uniform(20, 76)), d,
-                                  d * rng.uniform(0.01, 0.06), aspect, rng.uniform(0, 180))
+            height += dent_height(
+                (P, P),
+                (rng.uniform(20, 76), rng.uniform(20, 76)),
+                d,
+                d * rng.uniform(0.01, 0.06),
+                aspect,
+                rng.uniform(0, 180),
+            )
     az, el = rng.uniform(0, 360), rng.uniform(15, 70)
     img = img * render_dent_shading(height, az, el, PAINT if rng.random() < 0.5 else METAL)
     if rng.random() < 0.6:  # a reflected horizon band, displaced by the surface's slope
@@ -71,11 +77,22 @@ def render_patch(rng, dent: bool):
             cv2.fillPoly(m, [np.array([p0, p1, (P, P), (0, P)], np.int32)], 1.0)
             layer = m
         else:
-            cv2.ellipse(layer, p0, (int(rng.integers(3, 20)), int(rng.integers(2, 8))), float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+            cv2.ellipse(
+                layer,
+                p0,
+                (int(rng.integers(3, 20)), int(rng.integers(2, 8))),
+                float(rng.uniform(0, 180)),
+                0,
+                360,
+                1.0,
+                -1,
+            )
         layer = cv2.GaussianBlur(layer, (0, 0), rng.uniform(0.7, 3))
         img += rng.uniform(-90, 90) * layer
     if rng.random() < 0.5:
-        img += cv2.GaussianBlur(rng.normal(0, rng.uniform(1, 8), (P, P)).astype(np.float32), (0, 0), rng.uniform(0.6, 2))
+        img += cv2.GaussianBlur(
+            rng.normal(0, rng.uniform(1, 8), (P, P)).astype(np.float32), (0, 0), rng.uniform(0.6, 2)
+        )
     img += rng.normal(0, rng.uniform(1, 5), (P, P))
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -101,11 +118,20 @@ def train(data: str, out: str) -> None:
     y = torch.from_numpy(d["y"])
     n_val = len(x) // 10
     net = nn.Sequential(
-        nn.Conv2d(1, 16, 5, 2, 2), nn.ReLU(), nn.BatchNorm2d(16),
-        nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(), nn.BatchNorm2d(32),
-        nn.Conv2d(32, 48, 3, 2, 1), nn.ReLU(), nn.BatchNorm2d(48),
-        nn.Conv2d(48, 64, 3, 2, 1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 1),
+        nn.Conv2d(1, 16, 5, 2, 2),
+        nn.ReLU(),
+        nn.BatchNorm2d(16),
+        nn.Conv2d(16, 32, 3, 2, 1),
+        nn.ReLU(),
+        nn.BatchNorm2d(32),
+        nn.Conv2d(32, 48, 3, 2, 1),
+        nn.ReLU(),
+        nn.BatchNorm2d(48),
+        nn.Conv2d(48, 64, 3, 2, 1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 1),
     )
 
     def norm(b):  # per-patch standardisation: brightness and contrast carry no label
@@ -119,7 +145,7 @@ def train(data: str, out: str) -> None:
         net.train()
         perm = torch.randperm(len(x) - n_val) + n_val
         for k in range(0, len(perm), 128):
-            idx = perm[k:k + 128]
+            idx = perm[k : k + 128]
             b = x[idx]
             if torch.rand(1) < 0.5:
                 b = b.flip(3)
@@ -142,8 +168,16 @@ def train(data: str, out: str) -> None:
             return torch.sigmoid(self.net(norm(b)))
 
     model = WithNorm(net).eval()
-    torch.onnx.export(model, (torch.zeros(1, 1, P, P),), out, input_names=["patch"], output_names=["p_dent"],
-                      dynamic_axes={"patch": {0: "n"}, "p_dent": {0: "n"}}, opset_version=18, dynamo=False)
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 1, P, P),),
+        out,
+        input_names=["patch"],
+        output_names=["p_dent"],
+        dynamic_axes={"patch": {0: "n"}, "p_dent": {0: "n"}},
+        opset_version=18,
+        dynamo=False,
+    )
 
 
 if __name__ == "__main__":

@@ -39,15 +39,33 @@ def main() -> None:
     cv2.polylines(img, [np.round(plate * 4).astype(np.int32)], True, (0, 200, 0), 2, cv2.LINE_AA, shift=2)
     cv2.polylines(img, [np.round(found * 4).astype(np.int32)], True, (0, 0, 255), 2, cv2.LINE_AA, shift=2)
     c = np.array(ref.centre)
-    cv2.arrowedLine(img, tuple(int(v) for v in c), tuple(int(v) for v in c + pose.shift), (0, 0, 255), 2, cv2.LINE_AA,
-                    tipLength=0.3)
+    cv2.arrowedLine(
+        img, tuple(int(v) for v in c), tuple(int(v) for v in c + pose.shift), (0, 0, 255), 2, cv2.LINE_AA, tipLength=0.3
+    )
     x, y, bw, bh = finding.box
     cv2.rectangle(img, (x, y), (x + bw, y + bh), (0, 200, 255), 1)
     img = cv2.resize(img, (640, 480), interpolation=cv2.INTER_AREA)
-    cv2.putText(img, f"FAIL {finding.score:.2f}: {finding.message}", (8, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
-                (255, 255, 255), 1, cv2.LINE_AA)
-    cv2.putText(img, f"truth: dx {part.pose[0]:+.1f} px, dy {part.pose[1]:+.1f} px, {part.pose[2]:+.2f} deg."
-                " Green: reference, red: found", (8, 470), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(
+        img,
+        f"FAIL {finding.score:.2f}: {finding.message}",
+        (8, 18),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.42,
+        (255, 255, 255),
+        1,
+        cv2.LINE_AA,
+    )
+    cv2.putText(
+        img,
+        f"truth: dx {part.pose[0]:+.1f} px, dy {part.pose[1]:+.1f} px, {part.pose[2]:+.2f} deg."
+        " Green: reference, red: found",
+        (8, 470),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.42,
+        (255, 255, 255),
+        1,
+        cv2.LINE_AA,
+    )
     small = img
     cv2.imwrite(str(HERE / "example.png"), small, [cv2.IMWRITE_PNG_COMPRESSION, 9])
 

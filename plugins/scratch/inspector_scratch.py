@@ -48,11 +48,15 @@ class ScratchConfig(PluginConfig):
         "both", description="Which scratches to look for: brighter than the surface, darker, or both."
     )
     min_contrast_gray: float = Field(
-        12.0, gt=0, description="Peak contrast (grey levels, 0-255) of a scratch on the decision "
+        12.0,
+        gt=0,
+        description="Peak contrast (grey levels, 0-255) of a scratch on the decision "
         "boundary; pixels above half of it extend a scratch (hysteresis).",
     )
     min_dark_contrast_gray: float | None = Field(
-        28.0, gt=0, description="The same boundary for dark marks, when it should differ: on "
+        28.0,
+        gt=0,
+        description="The same boundary for dark marks, when it should differ: on "
         "rolled or brushed metal under bright-field light, dark elongated marks are more often "
         "inclusions, stains and pit chains than scratches. None: the same as min_contrast_gray.",
     )
@@ -63,7 +67,9 @@ class ScratchConfig(PluginConfig):
         None, gt=0, description="When set and the station is calibrated, replaces min_length_px."
     )
     min_elongation: float = Field(
-        4.0, gt=1, description="Length / width of a scratch on the decision boundary: rounder "
+        4.0,
+        gt=1,
+        description="Length / width of a scratch on the decision boundary: rounder "
         "marks (pits, spots, blobs) are not scratches.",
     )
     max_width_px: float = Field(
@@ -76,24 +82,25 @@ class ScratchConfig(PluginConfig):
         12.0, ge=0, le=90, description="Largest angle between two pieces that may be joined."
     )
     texture_factor: float = Field(
-        1.5, ge=0, description="How much of the surface's own texture level (a robust spread of "
+        1.5,
+        ge=0,
+        description="How much of the surface's own texture level (a robust spread of "
         "the filter response over the view, per scale) a scratch must rise above, on top of "
         "min_contrast_gray: busy surfaces need a clearer mark.",
     )
-    border_px: int = Field(
-        4, ge=0, description="Band along the view's border that is ignored, in view pixels."
-    )
+    border_px: int = Field(4, ge=0, description="Band along the view's border that is ignored, in view pixels.")
     ignore_mask: Path | None = Field(
-        None, description="Optional 8-bit image (relative to the station folder) of the ROI's "
+        None,
+        description="Optional 8-bit image (relative to the station folder) of the ROI's "
         "size (it is resized if not): non-zero pixels are ignored, e.g. known edges and holes.",
     )
     work_max_side_px: int = Field(
-        640, ge=64, description="The view is downscaled by a power of two until its longer side "
+        640,
+        ge=64,
+        description="The view is downscaled by a power of two until its longer side "
         "is at most this; smaller is faster but loses the faintest hairlines.",
     )
-    max_findings: int = Field(
-        20, ge=1, description="At most this many findings per view, the highest scores first."
-    )
+    max_findings: int = Field(20, ge=1, description="At most this many findings per view, the highest scores first.")
 
 
 class ScratchDetector(Detector):
@@ -210,8 +217,9 @@ def _two_sided(g: np.ndarray, idx: np.ndarray, d: int, sign: int) -> np.ndarray:
     return best
 
 
-def _ridge_strength(work: np.ndarray, max_width: float, texture_factor: float,
-                    floors: tuple[float | None, float | None]):
+def _ridge_strength(
+    work: np.ndarray, max_width: float, texture_factor: float, floors: tuple[float | None, float | None]
+):
     """Ridge strength in grey levels of line contrast, bright and dark, at the working size,
     each with the pyramid level that gave it. ``floors`` (bright, dark; None to skip a polarity)
     is the lowest strength worth keeping: the two-sided test runs only above it.
@@ -224,7 +232,7 @@ def _ridge_strength(work: np.ndarray, max_width: float, texture_factor: float,
     levels = 1
     while _LEVEL_SIGMA * 2 ** (levels - 1) * 2.5 < max_width and min(hh, ww) >> levels >= 16:
         levels += 1
-    outs = []
+    outs: list[tuple[np.ndarray, np.ndarray, float] | None] = []
     for floor in floors:
         if floor is None:
             outs.append(None)
@@ -246,9 +254,9 @@ def _ridge_strength(work: np.ndarray, max_width: float, texture_factor: float,
         dyy = cv2.Sobel(g, cv2.CV_32F, 0, 2, ksize=3)
         dxy = cv2.Sobel(g, cv2.CV_32F, 1, 1, ksize=3)
         k2 = s * s / 4.0 / _RIDGE_GAIN  # Sobel 3x3 scales second derivatives by 4
-        tr = cv2.add(dxx, dyy)
+        tr: np.ndarray = cv2.add(dxx, dyy)
         tr *= k2
-        q2 = cv2.magnitude(cv2.subtract(dxx, dyy), 2.0 * dxy)  # 2q
+        q2: np.ndarray = cv2.magnitude(cv2.subtract(dxx, dyy), 2.0 * dxy)  # 2q
         q2 *= k2
         # The surface's own texture at this scale: a robust spread of the (zero-mean)
         # Laplacian. Subtracting a multiple of it raises the bar on busy surfaces and at
@@ -266,7 +274,7 @@ def _ridge_strength(work: np.ndarray, max_width: float, texture_factor: float,
             if out is None:
                 continue
             strength, which, floor = out
-            r = cv2.min(q2, tr if sign < 0 else -tr)
+            r: np.ndarray = cv2.min(q2, tr if sign < 0 else -tr)
             r -= texture_factor * noise
             r[:b] = 0
             r[-b:] = 0
@@ -306,7 +314,9 @@ def _low_threshold(cfg: ScratchConfig, sign: int) -> float:
     return 0.25 * _min_contrast(cfg, sign)
 
 
-def _scratches(strength: np.ndarray, level: np.ndarray, textures: list, sign: int, f: int, min_len: float, cfg: ScratchConfig) -> list[dict]:
+def _scratches(
+    strength: np.ndarray, level: np.ndarray, textures: list, sign: int, f: int, min_len: float, cfg: ScratchConfig
+) -> list[dict]:
     """Hysteresis regions of one polarity, measured and joined, in working pixels."""
     hi_t = 0.5 * _min_contrast(cfg, sign)  # candidates reach down to half the boundary contrast
     lo_t = _low_threshold(cfg, sign)
@@ -430,7 +440,7 @@ def _join(pieces: dict[str, np.ndarray], max_gap: float, max_angle: float) -> li
             i = parent[i]
         return i
 
-    for i, j in zip(*np.nonzero(np.triu(ok, 1))):
+    for i, j in zip(*np.nonzero(np.triu(ok, 1)), strict=True):
         ri, rj = find(i), find(j)
         if ri != rj:
             parent[rj] = ri
@@ -457,7 +467,7 @@ def _fit_curve(s: dict, strength: np.ndarray) -> None:
     s["residual_px"] = float(np.sqrt(np.sum(wt * r2) / np.sum(wt)))
 
 
-def _line_samples(s: dict, strength: np.ndarray) -> np.ndarray:
+def _line_samples(s: dict, strength: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Ridge strength along the fitted centre line, one sample per working pixel (the best of
     the line and its two neighbours across, to forgive a pixel of misfit)."""
     coef, span = s["curve"]
@@ -491,8 +501,9 @@ def _profile(gray: np.ndarray, s: dict, f: int) -> tuple[float, float]:
     centre = (s["center"][None, :] + t[:, None] * ax[None, :] + v[:, None] * nrm[None, :]) * f + (f - 1) / 2.0
     px = centre[:, 0:1] + offsets[None, :] * nrm[0]
     py = centre[:, 1:2] + offsets[None, :] * nrm[1]
-    prof = cv2.remap(gray, px.astype(np.float32), py.astype(np.float32), cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    prof = cv2.remap(
+        gray, px.astype(np.float32), py.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    ).astype(np.float32)
     prof = s["sign"] * np.median(prof, axis=0)
     inner = np.abs(offsets) <= max(1.0, 0.5 * sigma)
     outer = np.abs(offsets) >= 2.0 * sigma + 1

@@ -46,8 +46,14 @@ def main() -> Path:
         tiles.append(annotate(part.image, ROI, det, f"synthetic part seed {seed} #{index}: scratch (0.1 mm/px)"))
     good = render_part(8, 2, "good")
     tiles.append(annotate(good.image, ROI, det, "good part: brushing, label, holes - no finding"))
-    tiles.append(annotate(good.image, (0, 0, good.image.shape[1], good.image.shape[0]), det,
-                          "same good part, whole frame: plate edges and bevel are not scratches"))
+    tiles.append(
+        annotate(
+            good.image,
+            (0, 0, good.image.shape[1], good.image.shape[0]),
+            det,
+            "same good part, whole frame: plate edges and bevel are not scratches",
+        )
+    )
     # The plates and a margin of fixture (the titles sit in the margin).
     tiles = [t[0:660, 140:884] for t in tiles]
     for t in tiles:

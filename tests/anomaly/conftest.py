@@ -17,9 +17,16 @@ from inspector_anomaly.card import CARD_FORMAT, sha256_file
 SIZE = 64
 
 
-def write_brightness_model(folder: Path, name: str = "bright", size: int = SIZE, resize: str = "letterbox",
-                           image_t: float = 0.5, pixel_t: float = 0.5, scale: float = 1.0,
-                           tile_overlap: int = 0) -> Path:
+def write_brightness_model(
+    folder: Path,
+    name: str = "bright",
+    size: int = SIZE,
+    resize: str = "letterbox",
+    image_t: float = 0.5,
+    pixel_t: float = 0.5,
+    scale: float = 1.0,
+    tile_overlap: int = 0,
+) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
@@ -29,23 +36,39 @@ def write_brightness_model(folder: Path, name: str = "bright", size: int = SIZE,
     axes1 = helper.make_tensor("axes1", TensorProto.INT64, [1], [1])
     axes23 = helper.make_tensor("axes23", TensorProto.INT64, [3], [1, 2, 3])
     graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["input", "axes1"], ["anomaly_map"], keepdims=1),
-         helper.make_node("ReduceMax", ["anomaly_map", "axes23"], ["pred_score"], keepdims=0)],
-        "brightness", [inp], [amap, score], initializer=[axes1, axes23])
+        [
+            helper.make_node("ReduceMean", ["input", "axes1"], ["anomaly_map"], keepdims=1),
+            helper.make_node("ReduceMax", ["anomaly_map", "axes23"], ["pred_score"], keepdims=0),
+        ],
+        "brightness",
+        [inp],
+        [amap, score],
+        initializer=[axes1, axes23],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     path = folder / f"{name}.onnx"
     onnx.save(model, path)
     card = {
-        "format": CARD_FORMAT, "name": name, "model": "patchcore",
-        "input": {"height": size, "width": size, "resize": resize, "scale": scale,
-                  "tile_overlap": tile_overlap, "mean": [0.485, 0.456, 0.406],
-                  "std": [0.229, 0.224, 0.225]},
+        "format": CARD_FORMAT,
+        "name": name,
+        "model": "patchcore",
+        "input": {
+            "height": size,
+            "width": size,
+            "resize": resize,
+            "scale": scale,
+            "tile_overlap": tile_overlap,
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+        },
         "outputs": {"anomaly_map": "anomaly_map", "pred_score": "pred_score"},
         "thresholds": {"image": image_t, "pixel": pixel_t, "spread": 0.5, "method": "test"},
         "backbone": {"name": "none", "layers": [], "pretrained": False, "weights": "none"},
         "training": {"images": 0, "images_sha256": "0" * 64, "validation_images": 0, "seconds": 0},
-        "versions": {}, "onnx_file": path.name, "onnx_sha256": sha256_file(path),
+        "versions": {},
+        "onnx_file": path.name,
+        "onnx_sha256": sha256_file(path),
         "onnx_bytes": path.stat().st_size,
     }
     path.with_suffix(".json").write_text(json.dumps(card))

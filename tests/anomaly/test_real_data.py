@@ -25,8 +25,13 @@ MT_CLASS_IMAGE_AUROC = 0.90
 
 def _train_and_measure(split, tmp_path: Path):
     out = tmp_path / f"{split.name}.onnx"
-    card = train([s.path for s in split.train], out, TrainSettings(),
-                 val_good=[s.path for s in split.val], progress=lambda m: None)
+    card = train(
+        [s.path for s in split.train],
+        out,
+        TrainSettings(),
+        val_good=[s.path for s in split.val],
+        progress=lambda m: None,
+    )
     det = Anomaly(AnomalyConfig(model=out.name, threads=2), station_dir=tmp_path)
     det.warm_up()
     return card, evaluate(det, split.test, pixel_step=4)

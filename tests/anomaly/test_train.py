@@ -39,9 +39,23 @@ def trained(good_folder: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model") / "plate.onnx"
     from inspector_anomaly.cli import train
 
-    result = CliRunner().invoke(train, ["anomaly", str(good_folder), "--out", str(out), "--size", "224",
-                                        "--roi", ",".join(map(str, ROI)), "--memory-bank", "2048",
-                                        "--photometric", "none"])
+    result = CliRunner().invoke(
+        train,
+        [
+            "anomaly",
+            str(good_folder),
+            "--out",
+            str(out),
+            "--size",
+            "224",
+            "--roi",
+            ",".join(map(str, ROI)),
+            "--memory-bank",
+            "2048",
+            "--photometric",
+            "none",
+        ],
+    )
     assert result.exit_code == 0, result.output + repr(result.exception)
     return out
 
@@ -61,11 +75,19 @@ def test_train_writes_a_small_onnx_and_a_complete_card(trained: Path):
 
 
 def test_trained_model_runs_in_a_station_and_rejects_defects(trained: Path, tmp_path: Path):
-    result = run_station({
-        "source": {"type": "synthetic", "config": {"count": 24, "seed": 11, "defect_rate": 0.5}},
-        "steps": [{"detector": "anomaly", "roi": dict(zip(("x", "y", "width", "height"), ROI)),
-                   "config": {"model": str(trained), "threads": 2}}],
-    }, tmp_path)
+    result = run_station(
+        {
+            "source": {"type": "synthetic", "config": {"count": 24, "seed": 11, "defect_rate": 0.5}},
+            "steps": [
+                {
+                    "detector": "anomaly",
+                    "roi": dict(zip(("x", "y", "width", "height"), ROI, strict=True)),
+                    "config": {"model": str(trained), "threads": 2},
+                }
+            ],
+        },
+        tmp_path,
+    )
     rows = result.inspections()
     by_truth: dict[str, list[str]] = {}
     for r in rows:
@@ -104,10 +126,10 @@ def test_onnxruntime_matches_anomalib(good_folder: Path, tmp_path: Path):
     tests = [render_part(seed=3, index=i, truth=t).image for i, t in enumerate(("good", "scratch", "dent", "good"))]
     torch_scores, ort_scores, worst_map = [], [], 0.0
     for img in tests:
-        x = prepare(img[ROI[1]:ROI[1] + ROI[3], ROI[0]:ROI[0] + ROI[2]], settings.size, "letterbox").tensor
+        x = prepare(img[ROI[1] : ROI[1] + ROI[3], ROI[0] : ROI[0] + ROI[2]], settings.size, "letterbox").tensor
         with torch.no_grad():
             ref = module(torch.from_numpy(x))
-        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x})))
+        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x}), strict=True))
         ref_map = ref.anomaly_map.numpy().reshape(got["anomaly_map"].shape)
         worst_map = max(worst_map, float(np.abs(ref_map - got["anomaly_map"]).max()))
         torch_scores.append(float(ref.pred_score.reshape(-1)[0]))

@@ -28,7 +28,9 @@ import eval_misalignment  # noqa: E402
 @pytest.fixture(scope="module")
 def taught(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("station")
-    save(teach([render_part(7, i, "good", color=False).image for i in range(10)]), folder / "demo.reference", "align", {})
+    save(
+        teach([render_part(7, i, "good", color=False).image for i in range(10)]), folder / "demo.reference", "align", {}
+    )
     return folder
 
 
@@ -102,8 +104,10 @@ def test_teach_command_writes_the_reference_and_prints_the_config(tmp_path):
     for i in range(5):
         cv2.imwrite(str(good / f"{i}.png"), render_part(7, i, "good").image)
     station = tmp_path / "line.yaml"
-    station.write_text("name: line\nsource: {type: synthetic}\nsteps:\n  - detector: misalignment\n    name: align\n"
-                       "    roi: {x: 100, y: 80, width: 824, height: 608}\n")
+    station.write_text(
+        "name: line\nsource: {type: synthetic}\nsteps:\n  - detector: misalignment\n    name: align\n"
+        "    roi: {x: 100, y: 80, width: 824, height: 608}\n"
+    )
     result = CliRunner().invoke(teach_command, [str(station), "--from", str(good)])
     assert result.exit_code == 0, result.output
     assert "reference: line.reference/align.png" in result.output
@@ -117,10 +121,15 @@ def test_teach_command_writes_the_reference_and_prints_the_config(tmp_path):
 
 
 def test_in_a_station_every_misaligned_part_fails_and_no_good_one(taught, tmp_path):
-    result = run_station({
-        "source": {"type": "synthetic", "config": {"count": 24, "seed": 5, "defect_rate": 0.5}},
-        "steps": [{"detector": "misalignment", "config": {"reference": str(taught / "demo.reference" / "align.png")}}],
-    }, tmp_path)
+    result = run_station(
+        {
+            "source": {"type": "synthetic", "config": {"count": 24, "seed": 5, "defect_rate": 0.5}},
+            "steps": [
+                {"detector": "misalignment", "config": {"reference": str(taught / "demo.reference" / "align.png")}}
+            ],
+        },
+        tmp_path,
+    )
     inspections = result.inspections()
     assert len(inspections) == 24
     for i in inspections:

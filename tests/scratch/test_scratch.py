@@ -40,8 +40,15 @@ def brushed(h: int = 300, w: int = 400, seed: int = 0) -> np.ndarray:
 
 def draw_line(img: np.ndarray, p0, p1, contrast: float, thickness: int = 2) -> np.ndarray:
     layer = np.zeros(img.shape, np.float32)
-    cv2.line(layer, (round(p0[0] * 4), round(p0[1] * 4)), (round(p1[0] * 4), round(p1[1] * 4)), 1.0,
-             thickness, cv2.LINE_AA, shift=2)
+    cv2.line(
+        layer,
+        (round(p0[0] * 4), round(p0[1] * 4)),
+        (round(p1[0] * 4), round(p1[1] * 4)),
+        1.0,
+        thickness,
+        cv2.LINE_AA,
+        shift=2,
+    )
     layer = cv2.GaussianBlur(layer, (0, 0), 0.7)
     return img + contrast * layer / layer.max()
 
@@ -142,11 +149,14 @@ def test_in_a_station_on_synthetic_parts(tmp_path):
     from inspector_sources.synthetic import truth_for
 
     x, y, w, h = SYNTHETIC_ROI
-    result = run_station({
-        "source": {"type": "synthetic", "config": {"count": 40, "seed": 5, "defect_rate": 0.5}},
-        "steps": [{"detector": "scratch", "roi": {"x": x, "y": y, "width": w, "height": h}}],
-        "rules": {"scratch": {"min_score": 0.5}},
-    }, tmp_path)
+    result = run_station(
+        {
+            "source": {"type": "synthetic", "config": {"count": 40, "seed": 5, "defect_rate": 0.5}},
+            "steps": [{"detector": "scratch", "roi": {"x": x, "y": y, "width": w, "height": h}}],
+            "rules": {"scratch": {"min_score": 0.5}},
+        },
+        tmp_path,
+    )
     rng = np.random.default_rng(5)  # the source's own sequence of truths
     truth = {f"syn-5-{i:05d}": truth_for(i, 0.5, rng) for i in range(40)}
     verdicts = {i.part_id: i.verdict for i in result.inspections()}
@@ -203,11 +213,14 @@ def test_in_a_station_on_real_steel(tmp_path, neu_splits):
     others = [p for p, _ in neu_splits["holdout"] if not p.stem.startswith("scratches")][::25][:15]
     for p in scratched + others:
         (folder / p.name).symlink_to(p)
-    result = run_station({
-        "source": {"type": "folder", "config": {"path": str(folder), "pattern": "*.jpg"}},
-        "steps": [{"detector": "scratch"}],
-        "rules": {"scratch": {"min_score": 0.5}},
-    }, tmp_path)
+    result = run_station(
+        {
+            "source": {"type": "folder", "config": {"path": str(folder), "pattern": "*.jpg"}},
+            "steps": [{"detector": "scratch"}],
+            "rules": {"scratch": {"min_score": 0.5}},
+        },
+        tmp_path,
+    )
     verdicts = {i.part_id: i.verdict for i in result.inspections()}
     assert len(verdicts) == 30
     failed_scratched = sum(verdicts[p.stem] == "FAIL" for p in scratched)

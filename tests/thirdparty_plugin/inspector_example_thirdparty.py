@@ -33,8 +33,16 @@ class BrightSpot(Detector):
             x, y, w, h, area = (int(v) for v in stats[i])
             if area >= self.config.min_area_px:
                 score = min(1.0, 0.5 + 0.5 * area / (50 * self.config.min_area_px))
-                out.append(Finding("bright_spot", score, (x, y, w, h), f"saturated spot {area} px",
-                                   size_px=float(max(w, h)), measurements={"area_px": float(area)}))
+                out.append(
+                    Finding(
+                        "bright_spot",
+                        score,
+                        (x, y, w, h),
+                        f"saturated spot {area} px",
+                        size_px=float(max(w, h)),
+                        measurements={"area_px": float(area)},
+                    )
+                )
         return out
 
 

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
 from inspector_core import Detector, Finding, PluginConfig, View, hookimpl
+
+if TYPE_CHECKING:
+    from inspector_misalignment.registration import Reference
 
 __all__ = ["MisalignmentConfig", "MisalignmentDetector", "suggest_tolerances"]
 
@@ -142,7 +146,7 @@ class MisalignmentDetector(Detector):
     def __init__(self, config: MisalignmentConfig, *, station_dir: Path) -> None:
         super().__init__(config, station_dir=station_dir)
         self.config: MisalignmentConfig = config
-        self._ref = None
+        self._ref: Reference | None = None
         self._paths: dict[str, Path] = {}
 
     def _resolve(self) -> None:

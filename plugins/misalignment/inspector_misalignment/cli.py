@@ -13,8 +13,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 @click.command("teach")
 @click.argument("station_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--from", "source", required=True, type=click.Path(exists=True, file_okay=False),
-              help="folder of good parts' images (as the station's camera sees them)")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="folder of good parts' images (as the station's camera sees them)",
+)
 @click.option("--step", "step_name", default=None, help="the misalignment step to teach (default: every one)")
 def teach(station_file: str, source: str, step_name: str | None) -> None:
     """Teach the golden reference of a station's misalignment step(s) from good images.
@@ -61,23 +66,31 @@ def teach(station_file: str, source: str, step_name: str | None) -> None:
             if r.x + r.width > img.shape[1] or r.y + r.height > img.shape[0]:
                 raise click.ClickException(
                     f"{p}: {img.shape[1]}x{img.shape[0]} px does not contain step {step.name}'s ROI "
-                    f"(x={r.x}, y={r.y}, width={r.width}, height={r.height})")
-            crops.append(img[r.y:r.y + r.height, r.x:r.x + r.width])
+                    f"(x={r.x}, y={r.y}, width={r.width}, height={r.height})"
+                )
+            crops.append(img[r.y : r.y + r.height, r.x : r.x + r.width])
         if len({c.shape for c in crops}) != 1:
             raise click.ClickException(f"{source}: the images differ in size; teach from one camera's images")
-        click.echo(f"step {step.name}: teaching from {len(crops)} images of {crops[0].shape[1]}x{crops[0].shape[0]} px ...")
+        click.echo(
+            f"step {step.name}: teaching from {len(crops)} images of {crops[0].shape[1]}x{crops[0].shape[0]} px ..."
+        )
         taught = build(crops, [p.name for p in paths])
         spread = taught.spread()
         suggested = suggest_tolerances(spread)
-        image_path = save(taught, folder, step.name, {
-            "station": station.name,
-            "step": step.name,
-            "roi": step.roi.model_dump() if step.roi else None,
-            # Relative to the station file, so a committed reference is the same in every clone.
-            "taught_from": Path(os.path.relpath(Path(source).resolve(), station_path.parent)).as_posix(),
-            "taught_images_sha256": images_hash(paths),
-            "suggested": suggested,
-        })
+        image_path = save(
+            taught,
+            folder,
+            step.name,
+            {
+                "station": station.name,
+                "step": step.name,
+                "roi": step.roi.model_dump() if step.roi else None,
+                # Relative to the station file, so a committed reference is the same in every clone.
+                "taught_from": Path(os.path.relpath(Path(source).resolve(), station_path.parent)).as_posix(),
+                "taught_images_sha256": images_hash(paths),
+                "suggested": suggested,
+            },
+        )
         rel = image_path.relative_to(station_path.parent)
         click.echo(f"  wrote {rel} (+ .weight.png, .json)")
         click.echo("  good parts against the reference: " + json.dumps(spread))

@@ -12,10 +12,10 @@ A reference is three files in ``<station>.reference/``:
   spread of the good parts' poses around the reference (the tolerances to choose from).
 
 Teaching is iterative ("congealing"): start from the median of the images as captured,
-weighted where they agree (the fixture holds the part near its nominal pose); register every image onto it; take the median of the registered images
-as the new reference and the pixels whose spread across them is small as the new weight;
-repeat. Things that move with the part sharpen and stay; things that move independently blur
-into a high spread and are masked out.
+weighted where they agree (the fixture holds the part near its nominal pose); register every
+image onto it; take the median of the registered images as the new reference and the pixels
+whose spread across them is small as the new weight; repeat. Things that move with the part
+sharpen and stay; things that move independently blur into a high spread and are masked out.
 """
 
 from __future__ import annotations
@@ -83,8 +83,9 @@ def stable_weight(stack: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return weight
 
 
-def teach(images: Sequence[np.ndarray], names: Sequence[str] | None = None,
-          rounds: int = ROUNDS, mask_unstable: bool = False) -> TaughtReference:
+def teach(
+    images: Sequence[np.ndarray], names: Sequence[str] | None = None, rounds: int = ROUNDS, mask_unstable: bool = False
+) -> TaughtReference:
     """Build a reference from good parts' images (gray uint8, all the same shape)."""
     if len(images) < MIN_IMAGES:
         raise ValueError(f"teaching needs at least {MIN_IMAGES} good images (got {len(images)})")
@@ -103,8 +104,12 @@ def teach(images: Sequence[np.ndarray], names: Sequence[str] | None = None,
         # Keep the reference at the good parts' mean pose (no drift from round to round).
         mean = np.mean([np.vstack([p.matrix, [0, 0, 1]]) for p in poses], axis=0)
         inv_mean = np.linalg.inv(mean)
-        warped = np.stack([warp_to_reference(im, (np.vstack([p.matrix, [0, 0, 1]]) @ inv_mean)[:2])
-                           for im, p in zip(images, poses, strict=True)])
+        warped = np.stack(
+            [
+                warp_to_reference(im, (np.vstack([p.matrix, [0, 0, 1]]) @ inv_mean)[:2])
+                for im, p in zip(images, poses, strict=True)
+            ]
+        )
         ref_img = np.median(warped, axis=0).round().astype(np.uint8)
         if mask_unstable:
             weight = stable_weight(warped.astype(np.float32), ref_img)
@@ -152,8 +157,14 @@ def save(taught: TaughtReference, folder: Path, step: str, extra: dict[str, Any]
         "taught_images": len(taught.poses),
         "spread": taught.spread(),
         "poses": [
-            {"image": n, "shift_x_px": round(p.shift[0], 4), "shift_y_px": round(p.shift[1], 4),
-             "rotation_deg": round(p.rotation_deg, 5), "scale": round(p.scale, 6), "match": round(p.match, 4)}
+            {
+                "image": n,
+                "shift_x_px": round(p.shift[0], 4),
+                "shift_y_px": round(p.shift[1], 4),
+                "rotation_deg": round(p.rotation_deg, 5),
+                "scale": round(p.scale, 6),
+                "match": round(p.match, 4),
+            }
             for n, p in zip(taught.names, taught.poses, strict=True)
         ],
         **extra,

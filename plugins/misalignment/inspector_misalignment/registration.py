@@ -144,7 +144,7 @@ class Reference:
         self.k_match = min(max(self.k_fine, level_count(self.shape, MATCH_SIDE_PX)), self.k_coarse)
         base = self._smooth_base(image)
         self.levels_img = pyramid(base, self.k_coarse - self.k_fine)  # index i = level k_fine + i
-        self.levels_w = [self.weight]
+        self.levels_w: list[np.ndarray] = [self.weight]
         for _ in range(self.k_coarse):
             self.levels_w.append(cv2.pyrDown(self.levels_w[-1]))
         # The part's region and reference point.
@@ -196,7 +196,10 @@ class Reference:
         px, py = xs[keep].astype(np.float64), ys[keep].astype(np.float64)
         c = np.array(self.centre) / 2.0**k
         xr, yr = px - c[0], py - c[1]
-        gxs, gys = gx[py.astype(int), px.astype(int)].astype(np.float64), gy[py.astype(int), px.astype(int)].astype(np.float64)
+        gxs, gys = (
+            gx[py.astype(int), px.astype(int)].astype(np.float64),
+            gy[py.astype(int), px.astype(int)].astype(np.float64),
+        )
         jac = np.stack([gxs * xr + gys * yr, -gxs * yr + gys * xr, gxs, gys], axis=1)
         norm = max(h, w) / 2.0
         values = img[py.astype(int), px.astype(int)].astype(np.float64)
@@ -246,8 +249,9 @@ class Reference:
         """Register ``gray`` (same shape as the reference). ``init`` (2x3, full-res) skips the
         coarse search."""
         if gray.shape != self.shape:
-            raise ValueError(f"view {gray.shape[1]}x{gray.shape[0]} differs from the reference "
-                             f"{self.shape[1]}x{self.shape[0]}")
+            raise ValueError(
+                f"view {gray.shape[1]}x{gray.shape[0]} differs from the reference {self.shape[1]}x{self.shape[0]}"
+            )
         levels = self.view_pyramid(gray)
         coarse_score = float("nan")
         mid = [lk for lk in self._lk if lk.k >= self.k_match]
@@ -282,7 +286,7 @@ class Reference:
         return w_full
 
     def _search(self, coarse: np.ndarray) -> tuple[np.ndarray, float]:
-        best = (-2.0, None)
+        best: tuple[float, np.ndarray | None] = (-2.0, None)
         ox, oy = self.search_origin
         for _angle, m, t, tm in self.templates:
             if t.shape[0] > coarse.shape[0] or t.shape[1] > coarse.shape[1]:
@@ -315,8 +319,9 @@ class Reference:
             n_in = int(inside.sum())
             if n_in < 12:
                 break
-            sampled = cv2.remap(img, p[:, 0:1], p[:, 1:2], cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)[:, 0].astype(np.float64)
+            sampled = cv2.remap(img, p[:, 0:1], p[:, 1:2], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[
+                :, 0
+            ].astype(np.float64)
             # Photometric fit: sampled ~ gain * ref + offset + a linear light gradient.
             if n_in == len(t):
                 coef = np.linalg.solve(gram, phot.T @ sampled)
@@ -351,10 +356,17 @@ class Reference:
         s = _scale(self.k_match)
         wk = np.linalg.inv(s) @ w_full @ s
         h, w = img.shape
-        warped = cv2.warpAffine(img, wk[:2], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=-1)
-        inside = cv2.warpAffine(np.ones((h, w), np.uint8), wk[:2], (w, h),
-                                flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0)
+        warped = cv2.warpAffine(
+            img,
+            wk[:2],
+            (w, h),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=-1,
+        )
+        inside = cv2.warpAffine(
+            np.ones((h, w), np.uint8), wk[:2], (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0
+        )
         vals = warped[self.match_mask].astype(np.float32)
         ok = inside[self.match_mask] > 0
         if ok.sum() < 0.5 * ok.size:
@@ -369,5 +381,10 @@ class Reference:
 def warp_to_reference(gray: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """The view resampled into the reference's frame (for teaching and pictures)."""
     h, w = gray.shape[:2]
-    return cv2.warpAffine(gray, np.asarray(matrix, np.float64), (w, h),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        gray,
+        np.asarray(matrix, np.float64),
+        (w, h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )

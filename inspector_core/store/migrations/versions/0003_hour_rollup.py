@@ -11,11 +11,12 @@ migration fills both, and ``inspections.first_of_part``, from the inspections al
 with the same aggregation code the writer uses (``inspector_core.store.HourRollup``), so an old
 database reads the same as one written from the start. docs/schema.md describes them.
 """
+
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0003'
-down_revision = '0002'
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -25,8 +26,7 @@ CHUNK = 5000
 def upgrade() -> None:
     from inspector_core.store import HourRollup
 
-    op.add_column("inspections", sa.Column("first_of_part", sa.Boolean(), nullable=False,
-                                           server_default=sa.false()))
+    op.add_column("inspections", sa.Column("first_of_part", sa.Boolean(), nullable=False, server_default=sa.false()))
     hours = op.create_table(
         "inspection_hours",
         sa.Column("station_id", sa.Integer(), sa.ForeignKey("stations.id"), nullable=False),
@@ -53,27 +53,40 @@ def upgrade() -> None:
 
     # Backfill. First of a part: earliest captured_at, then lowest id, per (station, part id).
     bind = op.get_bind()
-    i = sa.table("inspections", sa.column("id", sa.Integer()), sa.column("station_id", sa.Integer()),
-                 sa.column("part_id", sa.String()), sa.column("captured_at", sa.DateTime()),
-                 sa.column("verdict", sa.String()), sa.column("latency_ms", sa.Float()),
-                 sa.column("first_of_part", sa.Boolean()))
+    i = sa.table(
+        "inspections",
+        sa.column("id", sa.Integer()),
+        sa.column("station_id", sa.Integer()),
+        sa.column("part_id", sa.String()),
+        sa.column("captured_at", sa.DateTime()),
+        sa.column("verdict", sa.String()),
+        sa.column("latency_ms", sa.Float()),
+        sa.column("first_of_part", sa.Boolean()),
+    )
     part = (i.c.station_id, i.c.part_id)
     ranked = sa.select(
-        i.c.id, i.c.station_id, i.c.captured_at, i.c.verdict, i.c.latency_ms,
+        i.c.id,
+        i.c.station_id,
+        i.c.captured_at,
+        i.c.verdict,
+        i.c.latency_ms,
         sa.func.row_number().over(partition_by=part, order_by=(i.c.captured_at, i.c.id)).label("rn"),
         sa.func.count().over(partition_by=part).label("n"),
     ).subquery()
-    bind.execute(sa.update(i).where(i.c.id.in_(sa.select(ranked.c.id).where(ranked.c.rn == 1)))
-                 .values(first_of_part=True))
+    bind.execute(
+        sa.update(i).where(i.c.id.in_(sa.select(ranked.c.id).where(ranked.c.rn == 1))).values(first_of_part=True)
+    )
     rollup = HourRollup()
     rows = bind.execute(
-        sa.select(ranked.c.station_id, ranked.c.captured_at, ranked.c.verdict, ranked.c.latency_ms,
-                  ranked.c.rn, ranked.c.n).execution_options(yield_per=CHUNK))
+        sa.select(
+            ranked.c.station_id, ranked.c.captured_at, ranked.c.verdict, ranked.c.latency_ms, ranked.c.rn, ranked.c.n
+        ).execution_options(yield_per=CHUNK)
+    )
     for sid, at, verdict, lat, rn, n in rows:
         rollup.add(sid, at, verdict, lat, rn == 1, rn == 1 and n == 1 and verdict == "PASS")
     for table, data in ((hours, rollup.hour_rows()), (latency, rollup.latency_rows())):
         for k in range(0, len(data), CHUNK):
-            bind.execute(table.insert(), data[k:k + CHUNK])
+            bind.execute(table.insert(), data[k : k + CHUNK])
 
 
 def downgrade() -> None:

@@ -10,18 +10,23 @@ but not ``part_id LIKE 'S3-0049%'`` unless the collation is ``C``: with ``C.UTF-
 with ``varchar_pattern_ops`` compares bytes, so a prefix becomes a range scan (15 ms). SQLite
 needs nothing: its ``GLOB`` with a literal prefix already uses ``ix_inspections_part``.
 """
+
 from alembic import op
 
-revision = '0004'
-down_revision = '0003'
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.create_index("ix_inspections_part_pattern", "inspections",
-                        ["part_id", "captured_at"], postgresql_ops={"part_id": "varchar_pattern_ops"})
+        op.create_index(
+            "ix_inspections_part_pattern",
+            "inspections",
+            ["part_id", "captured_at"],
+            postgresql_ops={"part_id": "varchar_pattern_ops"},
+        )
 
 
 def downgrade() -> None:

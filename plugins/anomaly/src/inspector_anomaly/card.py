@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CARD_FORMAT = "inspector-anomaly-card/1"
+CARD_FORMAT: Final = "inspector-anomaly-card/1"
 
 
 class _Strict(BaseModel):
@@ -25,9 +25,11 @@ class InputSpec(_Strict):
     width: int = Field(gt=0, description="model input width, px")
     resize: Literal["letterbox", "stretch", "tiles"] = Field(
         description="letterbox: aspect-preserving fit, border replicated; stretch: plain resize; "
-                    "tiles: resize by `scale`, then overlapping tiles of the input size")
+        "tiles: resize by `scale`, then overlapping tiles of the input size"
+    )
     photometric: Literal["none", "meanstd", "clahe", "flatfield"] = Field(
-        "none", description="lighting normalisation of the view before resizing (see preprocess.photometric)")
+        "none", description="lighting normalisation of the view before resizing (see preprocess.photometric)"
+    )
     scale: float = Field(1.0, gt=0, description="tiles: model px per view px, the same for every part")
     tile_overlap: int = Field(0, ge=0, description="tiles: overlap of neighbouring tiles, model px")
     color: Literal["RGB"] = Field("RGB", description="channel order of the input tensor (gray is repeated)")
@@ -40,13 +42,18 @@ class InputSpec(_Strict):
 
 class Thresholds(_Strict):
     image_score: Literal["max", "top_mean"] = Field(
-        "max", description="the raw image score: the anomaly map's maximum, or the mean of its top "
-                           "`top_fraction` pixels (robust to single-pixel peaks); ignored pixels excluded")
+        "max",
+        description="the raw image score: the anomaly map's maximum, or the mean of its top "
+        "`top_fraction` pixels (robust to single-pixel peaks); ignored pixels excluded",
+    )
     top_fraction: float = Field(0.01, gt=0, le=1, description="top_mean: share of the map's pixels averaged")
     image: float = Field(description="raw image score (see image_score) at which a part is anomalous")
     pixel: float = Field(description="raw anomaly-map value above which a pixel belongs to an anomalous region")
-    spread: float = Field(gt=0, description="raw score range mapped to 0.5 of normalised score: "
-                          "score = clip(0.5 + (raw - threshold) / spread, 0, 1)")
+    spread: float = Field(
+        gt=0,
+        description="raw score range mapped to 0.5 of normalised score: "
+        "score = clip(0.5 + (raw - threshold) / spread, 0, 1)",
+    )
     method: str = Field(description="how the thresholds were chosen, in words")
 
 
@@ -96,7 +103,8 @@ def load_card(path: Path) -> ModelCard:
     except FileNotFoundError:
         raise FileNotFoundError(
             f"anomaly model card {path} is missing: every NAME.onnx needs its NAME.json "
-            "(written by `inspector train anomaly`)") from None
+            "(written by `inspector train anomaly`)"
+        ) from None
     except ValueError as exc:
         raise ValueError(f"anomaly model card {path}: not valid JSON ({exc})") from None
     return ModelCard.model_validate(data)

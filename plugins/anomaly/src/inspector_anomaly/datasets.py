@@ -40,9 +40,11 @@ class Sample:
         if self.mask_path is None or not self.mask_path.is_file():
             return np.zeros((h, w), dtype=bool)
         m = cv2.imread(str(self.mask_path), cv2.IMREAD_GRAYSCALE)
+        if m is None:
+            raise OSError(f"cannot read mask {self.mask_path}")
         if m.shape != (h, w):
             m = cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST)
-        return m > 0
+        return np.greater(m, 0)
 
 
 @dataclasses.dataclass(frozen=True)

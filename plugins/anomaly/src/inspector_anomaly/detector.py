@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import cv2
 import numpy as np
@@ -16,6 +16,9 @@ from pydantic import Field, model_validator
 from inspector_anomaly.card import ModelCard, load_card, sha256_file
 from inspector_anomaly.preprocess import prepare, prepare_tiles
 from inspector_core import Detector, Finding, PluginConfig, View
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
 
 
 class TilingConfig(PluginConfig):
@@ -32,17 +35,25 @@ class TilingConfig(PluginConfig):
 
 
 class AnomalyConfig(PluginConfig):
-    model: str = Field(description="path of the model's .onnx file (its card NAME.json lies beside it); "
-                       "relative to the station file")
-    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
-                               description="expected SHA-256 of the ONNX file; refused if it differs")
+    model: str = Field(
+        description="path of the model's .onnx file (its card NAME.json lies beside it); relative to the station file"
+    )
+    sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="expected SHA-256 of the ONNX file; refused if it differs"
+    )
     threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads")
-    spin: bool = Field(False, description="let onnxruntime's threads spin between runs (faster alone, "
-                       "slower when the station's other threads share the cores)")
+    spin: bool = Field(
+        False,
+        description="let onnxruntime's threads spin between runs (faster alone, "
+        "slower when the station's other threads share the cores)",
+    )
     image_threshold: float | None = Field(None, description="override the card's raw image threshold")
     pixel_threshold: float | None = Field(None, description="override the card's raw pixel threshold")
-    ignore_mask: str | None = Field(None, description="PNG of the view's size (resized if not): non-zero "
-                                    "pixels are ignored (a label, a serial-number plate); relative to the station file")
+    ignore_mask: str | None = Field(
+        None,
+        description="PNG of the view's size (resized if not): non-zero "
+        "pixels are ignored (a label, a serial-number plate); relative to the station file",
+    )
     min_region_px: int = Field(9, ge=1, description="smallest anomalous region reported, view pixels")
     max_regions: int = Field(20, ge=1, description="at most this many regions per part, largest peaks first")
     tiling: TilingConfig | None = Field(None, description="tile large views instead of shrinking them")
@@ -66,7 +77,7 @@ class Anomaly(Detector):
         self.model_path = (Path(station_dir) / config.model).resolve()
         self.card_path = self.model_path.with_suffix(".json")
         self.card: ModelCard | None = None
-        self.session = None
+        self.session: InferenceSession | None = None
         self._ignore_src: np.ndarray | None = None
         self._ignore_cache: dict[tuple[int, int], np.ndarray] = {}
 
@@ -78,25 +89,35 @@ class Anomaly(Detector):
         cfg: AnomalyConfig = self.config  # type: ignore[assignment]
         path = self.model_path
         if path.suffix.lower() != ".onnx":
-            raise ValueError(f"anomaly: model {path}: only ONNX files are accepted (got {path.suffix!r}); "
-                             "export with `inspector train anomaly`")
+            raise ValueError(
+                f"anomaly: model {path}: only ONNX files are accepted (got {path.suffix!r}); "
+                "export with `inspector train anomaly`"
+            )
         if not path.is_file():
-            raise FileNotFoundError(f"anomaly: model file {path} not found; check steps[].config.model "
-                                    "(relative to the station file) or train one with `inspector train anomaly`")
+            raise FileNotFoundError(
+                f"anomaly: model file {path} not found; check steps[].config.model "
+                "(relative to the station file) or train one with `inspector train anomaly`"
+            )
         with open(path, "rb") as f:
             head = f.read(64)
         if head[:2] == b"\x80\x04" or head[:2] == b"PK" or head[:1] == b"\x80":
-            raise ValueError(f"anomaly: {path} looks like a pickle / torch checkpoint, not ONNX; "
-                             "it is never unpickled: export the model to ONNX")
+            raise ValueError(
+                f"anomaly: {path} looks like a pickle / torch checkpoint, not ONNX; "
+                "it is never unpickled: export the model to ONNX"
+            )
         card = load_card(self.card_path)
         digest = sha256_file(path)
         if digest != card.onnx_sha256:
-            raise ValueError(f"anomaly: {path}: SHA-256 {digest[:12]}... does not match its card "
-                             f"{self.card_path.name} ({card.onnx_sha256[:12]}...); the model and card do not "
-                             "belong together: re-export both")
+            raise ValueError(
+                f"anomaly: {path}: SHA-256 {digest[:12]}... does not match its card "
+                f"{self.card_path.name} ({card.onnx_sha256[:12]}...); the model and card do not "
+                "belong together: re-export both"
+            )
         if cfg.sha256 is not None and digest != cfg.sha256:
-            raise ValueError(f"anomaly: {path}: SHA-256 {digest[:12]}... does not match the station's "
-                             f"steps[].config.sha256 ({cfg.sha256[:12]}...); update the station or the model")
+            raise ValueError(
+                f"anomaly: {path}: SHA-256 {digest[:12]}... does not match the station's "
+                f"steps[].config.sha256 ({cfg.sha256[:12]}...); update the station or the model"
+            )
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -267,9 +288,15 @@ class Anomaly(Detector):
             mm = view.mm(1.0)
             if mm is not None:
                 meas["area_mm2"] = area_px * mm * mm
-            findings.append(Finding(
-                kind="anomaly", score=s, box=(bx, by, bw, bh), mask=mask,
-                size_px=float(max(bw, bh)), measurements=meas,
-                message=f"anomalous region {bw}x{bh} px, score {s:.2f} (0.5 = threshold)",
-            ))
+            findings.append(
+                Finding(
+                    kind="anomaly",
+                    score=s,
+                    box=(bx, by, bw, bh),
+                    mask=mask,
+                    size_px=float(max(bw, bh)),
+                    measurements=meas,
+                    message=f"anomalous region {bw}x{bh} px, score {s:.2f} (0.5 = threshold)",
+                )
+            )
         return findings

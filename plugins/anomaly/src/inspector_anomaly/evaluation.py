@@ -25,19 +25,23 @@ class Figures:
 
 def evaluate(detector, samples: Sequence, pixel_step: int = 2) -> Figures:
     """``samples`` have ``.image()``, ``.mask()``, ``.label`` (``good`` or a class), ``.is_anomalous``."""
-    scores, labels, classes, pix_s, pix_l = [], [], [], [], []
+    raw_scores: list[float] = []
+    is_bad: list[bool] = []
+    names: list[str] = []
+    pix_s: list[np.ndarray] = []
+    pix_l: list[np.ndarray] = []
     for s in samples:
         m = detector.anomaly_map(s.image())
-        scores.append(m.score_raw)
-        labels.append(s.is_anomalous)
-        classes.append(s.label)
+        raw_scores.append(m.score_raw)
+        is_bad.append(s.is_anomalous)
+        names.append(s.label)
         raw = np.nan_to_num(m.raw, nan=float(np.nanmin(m.raw)))
         pix_s.append(raw[::pixel_step, ::pixel_step].ravel())
         pix_l.append(s.mask()[::pixel_step, ::pixel_step].ravel())
-    scores, labels, classes = np.array(scores), np.array(labels), np.array(classes)
+    scores, labels, classes = np.array(raw_scores), np.array(is_bad), np.array(names)
     pred = scores >= detector.image_threshold
     per_class = {}
-    good = classes == "good"
+    good: np.ndarray = classes == "good"
     for cls in sorted(set(classes) - {"good"}):
         sel = good | (classes == cls)
         ps = np.concatenate([pix_s[i] for i in np.flatnonzero(sel)])

@@ -57,8 +57,10 @@ def _separate(kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     if not torch.allclose(torch.outer(col, row), k, rtol=1e-5, atol=1e-9):
         return None
     c = kernel.shape[0]
-    return (col.float().view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(),
-            row.float().view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous())
+    return (
+        col.float().view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(),
+        row.float().view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(),
+    )
 
 
 @contextlib.contextmanager
@@ -68,12 +70,12 @@ def fast_export(model: torch.nn.Module) -> Iterator[None]:
 
     patched: list[tuple[torch.nn.Module, str]] = []  # instance attributes to delete afterwards
     if hasattr(model, "nearest_neighbors") and hasattr(model, "memory_bank"):
-        model.nearest_neighbors = types.MethodType(_fast_nearest_neighbors, model)
+        model.nearest_neighbors = types.MethodType(_fast_nearest_neighbors, model)  # type: ignore[assignment]
         patched.append((model, "nearest_neighbors"))
     for m in model.modules():
         if isinstance(m, GaussianBlur2d) and (parts := _separate(m.kernel)) is not None:
             m._col, m._row = parts
-            m.forward = types.MethodType(_separable_blur, m)
+            m.forward = types.MethodType(_separable_blur, m)  # type: ignore[method-assign]
             patched += [(m, "_col"), (m, "_row"), (m, "forward")]
     try:
         yield

@@ -40,8 +40,8 @@ def photometric(image: np.ndarray, mode: Photometric) -> np.ndarray:
         return image
     if mode == "meanstd":
         f = image.astype(np.float32)
-        mean, std = cv2.meanStdDev(f if f.ndim == 2 else f.reshape(-1, f.shape[2]).reshape(f.shape))
-        mean, std = float(np.mean(mean)), float(np.mean(std))
+        means, stds = cv2.meanStdDev(f if f.ndim == 2 else f.reshape(-1, f.shape[2]).reshape(f.shape))
+        mean, std = float(np.mean(means)), float(np.mean(stds))
         f = (f - mean) * (TARGET_STD / max(std, 1.0)) + TARGET_MEAN
         return np.clip(f, 0, 255).astype(np.uint8)
     if mode == "flatfield":
@@ -53,10 +53,10 @@ def photometric(image: np.ndarray, mode: Photometric) -> np.ndarray:
         background = cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / 8), (w, h), interpolation=cv2.INTER_LINEAR)
         if background.ndim < f.ndim:
             background = background[:, :, None]
-        f = f / np.maximum(background, 1.0)
-        mean, std = float(f.mean()), float(f.std())
-        f = (f - mean) * (TARGET_STD / max(std, 1e-3)) + TARGET_MEAN
-        return np.clip(f, 0, 255).astype(np.uint8)
+        flat = f / np.maximum(background, 1.0)
+        mean, std = float(flat.mean()), float(flat.std())
+        flat = (flat - mean) * (TARGET_STD / max(std, 1e-3)) + TARGET_MEAN
+        return np.clip(flat, 0, 255).astype(np.uint8)
     if mode == "clahe":
         clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
         if image.ndim == 2:
@@ -92,8 +92,9 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"anomaly preprocessing: expected (H, W) or (H, W, 3) image, got shape {image.shape}")
 
 
-def prepare(image: np.ndarray, size: tuple[int, int], mode: ResizeMode = "letterbox",
-            light: Photometric = "none") -> Prepared:
+def prepare(
+    image: np.ndarray, size: tuple[int, int], mode: ResizeMode = "letterbox", light: Photometric = "none"
+) -> Prepared:
     """Prepare one uint8 image (gray or BGR) for a model whose input is ``size = (H, W)``.
 
     Order: resize, lighting normalisation (on the resized part only, so it is cheap and the
@@ -138,16 +139,20 @@ def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def prepare_tiles(image: np.ndarray, size: tuple[int, int], scale: float, overlap: int,
-                  light: Photometric = "none") -> tuple[list[Prepared], list[tuple[int, int]], tuple[int, int]]:
+def prepare_tiles(
+    image: np.ndarray, size: tuple[int, int], scale: float, overlap: int, light: Photometric = "none"
+) -> tuple[list[Prepared], list[tuple[int, int]], tuple[int, int]]:
     """Resize ``image`` by ``scale`` and cut it into model-size tiles.
 
     Returns the prepared tiles, each tile's ``(x, y)`` in the scaled image, and the scaled
     image's ``(h, w)``."""
     h, w = image.shape[:2]
     sh, sw = max(2, round(h * scale)), max(2, round(w * scale))
-    scaled = image if (sh, sw) == (h, w) else cv2.resize(
-        image, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    scaled = (
+        image
+        if (sh, sw) == (h, w)
+        else cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    )
     scaled = photometric(scaled, light)
     th, tw = size
     out, origins = [], []

@@ -21,13 +21,13 @@ import types
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from inspector_anomaly.card import (  # noqa: E402
+from inspector_anomaly.card import (
     BackboneSpec,
     InputSpec,
     ModelCard,
@@ -35,10 +35,14 @@ from inspector_anomaly.card import (  # noqa: E402
     TrainingSpec,
     sha256_file,
 )
-from inspector_anomaly.metrics import auroc, f1, f1_optimal_threshold  # noqa: E402
-from inspector_anomaly.preprocess import prepare, prepare_tiles  # noqa: E402
+from inspector_anomaly.metrics import auroc, f1, f1_optimal_threshold
+from inspector_anomaly.preprocess import prepare, prepare_tiles
 
 ModelName = Literal["patchcore", "padim", "dfm"]
+Resize = Literal["letterbox", "stretch", "tiles"]
+Photometric = Literal["none", "meanstd", "clahe", "flatfield"]
+BackboneWeights = Literal["pretrained", "random"]
+ImageScore = Literal["max", "top_mean"]
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 DEFAULT_LAYERS: dict[str, list[str]] = {
@@ -53,8 +57,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 class TrainSettings:
     model: ModelName = "patchcore"
     size: tuple[int, int] = (256, 256)
-    resize: Literal["letterbox", "stretch", "tiles"] = "letterbox"
-    photometric: Literal["none", "meanstd", "clahe", "flatfield"] = "flatfield"
+    resize: Resize = "letterbox"
+    photometric: Photometric = "flatfield"
     """Lighting normalisation of every image before resizing."""
     scale: float = 1.0
     """tiles: model px per image px, the same for every part."""
@@ -62,7 +66,7 @@ class TrainSettings:
     """tiles: overlap of neighbouring tiles, model px."""
     max_patches: int = 400_000
     """PatchCore: patch features drawn at random before the coreset, to bound training time."""
-    backbone: Literal["pretrained", "random"] = "pretrained"
+    backbone: BackboneWeights = "pretrained"
     layers: list[str] | None = None
     memory_bank: int = 16384
     """PatchCore: patch features kept (k-center greedy coreset); sets model size and speed."""
@@ -70,7 +74,7 @@ class TrainSettings:
     """(x, y, w, h) of the station's ROI, applied to every image before preprocessing."""
     val_fraction: float = 0.2
     """Share of the good images held out for thresholds when no validation folder is given."""
-    image_score: Literal["max", "top_mean"] = "top_mean"
+    image_score: ImageScore = "top_mean"
     """The part's raw score: the map's maximum or the mean of its top 1 %."""
     margin: float = 0.1
     """Good-only thresholds: 99th percentile of held-out good scores plus this share of their spread."""
@@ -100,7 +104,7 @@ def read_image(path: Path, roi: tuple[int, int, int, int] | None = None) -> np.n
     if img.ndim == 3 and img.shape[2] == 4:
         img = img[:, :, :3]
     if img.dtype != np.uint8:
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)  # type: ignore[call-overload]
     if roi is not None:
         x, y, w, h = roi
         img = img[y : y + h, x : x + w]
@@ -149,21 +153,29 @@ def build_model(settings: TrainSettings, progress: Progress = print):
     (the runtime does its own, from the card)."""
     from inspector_anomaly.backbone import DEFAULT_BACKBONE, register_pretrained
 
+    weights_sha256: str | None
     if settings.backbone == "pretrained":
-        backbone_info = register_pretrained()
+        info = register_pretrained()
+        name, weights, weights_sha256 = info["name"], info["weights"], info["weights_sha256"]
     else:
-        backbone_info = {"name": DEFAULT_BACKBONE, "weights": "random initialisation (fallback; weak on subtle defects)",
-                         "weights_sha256": None}
-    from anomalib.models import Dfm, Padim, Patchcore
+        name, weights, weights_sha256 = (
+            DEFAULT_BACKBONE,
+            "random initialisation (fallback; weak on subtle defects)",
+            None,
+        )
+    from anomalib.models import AnomalibModule, Dfm, Padim, Patchcore
     from anomalib.pre_processing import PreProcessor
     from torchvision.transforms.v2 import Normalize
 
     layers = settings.layers or DEFAULT_LAYERS[settings.model]
-    common = dict(
-        pre_processor=PreProcessor(transform=Normalize(mean=list(MEAN), std=list(STD))),
-        post_processor=False, evaluator=False, visualizer=False,
-    )
+    common: dict[str, Any] = {
+        "pre_processor": PreProcessor(transform=Normalize(mean=list(MEAN), std=list(STD))),
+        "post_processor": False,
+        "evaluator": False,
+        "visualizer": False,
+    }
     pre = settings.backbone == "pretrained"
+    module: AnomalibModule
     if settings.model == "patchcore":
         module = Patchcore(backbone=DEFAULT_BACKBONE, layers=layers, pre_trained=pre, **common)
     elif settings.model == "padim":
@@ -172,8 +184,9 @@ def build_model(settings: TrainSettings, progress: Progress = print):
         module = Dfm(backbone=DEFAULT_BACKBONE, layer=layers[-1], pre_trained=pre, **common)
     else:
         raise ValueError(f"unknown model {settings.model!r}: use patchcore, padim or dfm")
-    backbone = BackboneSpec(name=backbone_info["name"], layers=list(layers), pretrained=pre,
-                            weights=backbone_info["weights"], weights_sha256=backbone_info["weights_sha256"])
+    backbone = BackboneSpec(
+        name=name, layers=list(layers), pretrained=pre, weights=weights, weights_sha256=weights_sha256
+    )
     return module, backbone
 
 
@@ -184,9 +197,11 @@ def fit(module, images: Sequence[np.ndarray], settings: TrainSettings, progress:
     module.model.train()
     n = len(images)
     if settings.resize == "tiles":
-        tensors = [t.tensor for img in images
-                   for t in prepare_tiles(img, settings.size, settings.scale, settings.tile_overlap,
-                                              settings.photometric)[0]]
+        tensors = [
+            t.tensor
+            for img in images
+            for t in prepare_tiles(img, settings.size, settings.scale, settings.tile_overlap, settings.photometric)[0]
+        ]
         progress(f"{len(tensors)} tiles from {n} images")
     else:
         tensors = [prepare(img, settings.size, settings.resize, settings.photometric).tensor for img in images]
@@ -220,8 +235,9 @@ def export_onnx(module, path: Path, size: tuple[int, int]) -> Path:
 
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), fast_export(module.model):
-        out = module.to_onnx(tmp, model_file_name="model", input_size=size,
-                             opset_version=18, external_data=False, dynamic_axes={})
+        out = module.to_onnx(
+            tmp, model_file_name="model", input_size=size, opset_version=18, external_data=False, dynamic_axes={}
+        )
         if any(Path(tmp).rglob("*.data")):
             raise RuntimeError("ONNX export wrote external data; expected one self-contained file")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,8 +251,12 @@ class Scored:
     label: bool
 
 
-def choose_thresholds(detector, val_good: Sequence[np.ndarray], val_bad: Sequence[tuple[np.ndarray, np.ndarray | None]],
-                      settings: TrainSettings) -> tuple[Thresholds, dict]:
+def choose_thresholds(
+    detector,
+    val_good: Sequence[np.ndarray],
+    val_bad: Sequence[tuple[np.ndarray, np.ndarray | None]],
+    settings: TrainSettings,
+) -> tuple[Thresholds, dict]:
     """Thresholds from validation images scored by the runtime detector itself."""
     good = np.array([detector.anomaly_map(img).score_raw for img in val_good])
     if len(good) == 0:
@@ -251,9 +271,10 @@ def choose_thresholds(detector, val_good: Sequence[np.ndarray], val_bad: Sequenc
         scores = np.r_[good, bad]
         image_t = f1_optimal_threshold(labels, scores)
         spread = max(float(scores.max() - scores.min()), 1e-6)
-        method = (f"image: F1-optimal on {len(good)} good + {len(bad)} defective validation images; ")
-        metrics.update(defective_images=len(bad), image_auroc=auroc(labels, scores),
-                       image_f1=f1(labels, scores >= image_t))
+        method = f"image: F1-optimal on {len(good)} good + {len(bad)} defective validation images; "
+        metrics.update(
+            defective_images=len(bad), image_auroc=auroc(labels, scores), image_f1=f1(labels, scores >= image_t)
+        )
         pix_scores, pix_labels = [], []
         for m, (_, mask) in zip(maps, val_bad, strict=True):
             if mask is not None:
@@ -271,12 +292,19 @@ def choose_thresholds(detector, val_good: Sequence[np.ndarray], val_bad: Sequenc
     else:
         image_t = q99 + settings.margin * (q99 - q50 if q99 > q50 else spread)
         pixel_t = image_t
-        method = (f"good-only: 99th percentile of {len(good)} held-out good images' scores plus "
-                  f"{settings.margin} x (p99 - median); pixel threshold equal to it")
+        method = (
+            f"good-only: 99th percentile of {len(good)} held-out good images' scores plus "
+            f"{settings.margin} x (p99 - median); pixel threshold equal to it"
+        )
         metrics.update(false_alarm_rate=float((good >= image_t).mean()))
     # Normalised score reaches 1.0 at threshold + spread/2: use the good scores' range as unit.
-    return Thresholds(image_score=settings.image_score, image=float(image_t), pixel=float(pixel_t),
-                      spread=float(spread), method=method), metrics
+    return Thresholds(
+        image_score=settings.image_score,
+        image=float(image_t),
+        pixel=float(pixel_t),
+        spread=float(spread),
+        method=method,
+    ), metrics
 
 
 def _versions() -> dict[str, str]:
@@ -292,7 +320,7 @@ def _versions() -> dict[str, str]:
 def train(
     good: Sequence[Path],
     out: Path,
-    settings: TrainSettings = TrainSettings(),
+    settings: TrainSettings | None = None,
     val_good: Sequence[Path] = (),
     val_bad: Sequence[tuple[Path, Path | None]] = (),
     progress: Progress = print,
@@ -302,6 +330,7 @@ def train(
 
     from inspector_anomaly.detector import Anomaly, AnomalyConfig
 
+    settings = settings or TrainSettings()
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
     out = Path(out).with_suffix(".onnx")
     good = list(good)
@@ -323,19 +352,34 @@ def train(
     seconds = time.perf_counter() - t0
     digest = sha256_file(out)
     provisional = ModelCard(
-        name=out.stem, model=settings.model,
-        input=InputSpec(height=settings.size[0], width=settings.size[1], resize=settings.resize, mean=MEAN, std=STD,
-                        photometric=settings.photometric, scale=settings.scale, tile_overlap=settings.tile_overlap if settings.resize == "tiles" else 0),
+        name=out.stem,
+        model=settings.model,
+        input=InputSpec(
+            height=settings.size[0],
+            width=settings.size[1],
+            resize=settings.resize,
+            mean=MEAN,
+            std=STD,
+            photometric=settings.photometric,
+            scale=settings.scale,
+            tile_overlap=settings.tile_overlap if settings.resize == "tiles" else 0,
+        ),
         outputs={"anomaly_map": "anomaly_map", "pred_score": "pred_score"},
-        thresholds=Thresholds(image_score=settings.image_score, image=0.0, pixel=0.0, spread=1.0,
-                              method="provisional"),
+        thresholds=Thresholds(image_score=settings.image_score, image=0.0, pixel=0.0, spread=1.0, method="provisional"),
         backbone=backbone,
-        training=TrainingSpec(images=len(good), images_sha256=images_digest(good),
-                              validation_images=len(val_good) + len(val_bad), seconds=round(seconds, 1),
-                              settings={"memory_bank": settings.memory_bank, "roi": settings.roi,
-                                        "seed": settings.seed} if settings.model == "patchcore"
-                              else {"roi": settings.roi, "seed": settings.seed}),
-        versions=_versions(), onnx_file=out.name, onnx_sha256=digest, onnx_bytes=out.stat().st_size,
+        training=TrainingSpec(
+            images=len(good),
+            images_sha256=images_digest(good),
+            validation_images=len(val_good) + len(val_bad),
+            seconds=round(seconds, 1),
+            settings={"memory_bank": settings.memory_bank, "roi": settings.roi, "seed": settings.seed}
+            if settings.model == "patchcore"
+            else {"roi": settings.roi, "seed": settings.seed},
+        ),
+        versions=_versions(),
+        onnx_file=out.name,
+        onnx_sha256=digest,
+        onnx_bytes=out.stat().st_size,
     )
     card_path = out.with_suffix(".json")
     card_path.write_text(provisional.model_dump_json(indent=2))
