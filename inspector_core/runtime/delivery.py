@@ -128,10 +128,14 @@ class Delivery:
         for w in self.workers:
             w.wake.set()
 
-    def close(self, drain_s: float | None = None) -> dict[str, int | None]:
-        """Let the workers deliver what is committed for up to ``drain_s``, then stop them and
-        close the sinks. Returns each sink's backlog (``None``: unknown, the store did not
-        answer); a non-zero backlog is recorded as the event ``sink_backlog``."""
+    def close(
+        self, drain_s: float | None = None, *, hurry: threading.Event | None = None, hurry_s: float = 0.5
+    ) -> dict[str, int | None]:
+        """Let the workers deliver what is committed for up to ``drain_s`` (default: the
+        policy's), or ``hurry_s`` once ``hurry`` is set (a second Ctrl-C, even during the
+        drain), then stop them and close the sinks. Returns each sink's backlog (``None``:
+        unknown, the store did not answer); a non-zero backlog is recorded as the event
+        ``sink_backlog``."""
         if not self.workers:
             return {}
         drain = self.policy.drain_s if drain_s is None else drain_s
@@ -139,8 +143,13 @@ class Delivery:
         for w in self.workers:
             w.draining.set()
             w.wake.set()
-        for w in self.workers:
-            w.thread.join(max(0.0, t0 + drain - time.monotonic()))
+        while any(w.thread.is_alive() for w in self.workers):
+            if hurry is not None and hurry.is_set() and time.monotonic() - t0 + hurry_s < drain:
+                drain = time.monotonic() - t0 + hurry_s
+            left = t0 + drain - time.monotonic()
+            if left <= 0:
+                break
+            next(w for w in self.workers if w.thread.is_alive()).thread.join(min(left, 0.05))
         stuck = [w for w in self.workers if w.thread.is_alive()]
         for w in self.workers:
             w.abandon.set()
@@ -165,7 +174,7 @@ class Delivery:
                 )
                 parts.append(f"sink {w.key}: {what} not yet delivered (cursor at inspection {w.cursor}){state}")
             msg = (
-                f"station stopping after {time.monotonic() - t0:.1f} s of draining (at most {drain:g} s): "
+                f"station stopping after {time.monotonic() - t0:.1f} s of draining (at most {drain:.1f} s): "
                 + "; ".join(parts)
                 + ". They stay in the store and are delivered when the station next starts."
             )

@@ -80,6 +80,9 @@ ABORT_TIMEOUT_S = 5.0
 """After a second interrupt, how long the inspect thread may take to record what is left."""
 RECORDER_CLOSE_TIMEOUT_S = 60.0
 """At the end of a run, how long the recorder may take to commit (or spool) what it holds."""
+ABORT_DRAIN_S = 0.5
+"""After a second interrupt, how long the sinks may deliver before their backlog is recorded
+(the drain otherwise lasts ``runtime.delivery.POLICY.drain_s``)."""
 ABORTED = "not inspected: the station was stopped by a second interrupt before this part was inspected"
 
 
@@ -202,7 +205,9 @@ class StationRuntime:
         finally:
             restore()
             self._close_recorder()
-            self._delivery.close()
+            # After a second interrupt (before or during the drain) the sinks get a moment only;
+            # what they still owe is recorded.
+            self._delivery.close(hurry=self._abort, hurry_s=ABORT_DRAIN_S)
             for problem in close_steps(workers):
                 log.warning("%s", problem)
                 self.event("detector_close_overran", problem)

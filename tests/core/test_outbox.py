@@ -548,3 +548,48 @@ def test_stations_sharing_a_plant_database_each_deliver_their_own(tmp_path, pg_u
     with Store(pg_url).engine.connect() as c:
         stations = list(c.scalars(select(schema.Inspection.station_id).order_by(schema.Inspection.id)))
     assert len(set(stations)) == 2 and stations != sorted(stations), "the two stations' ids should interleave"
+
+
+def test_a_second_interrupt_cuts_the_drain_short_and_records_the_backlog(tmp_path):
+    """`inspector run` with a sink that is down: after Ctrl-C the sinks may drain for
+    ``drain_s`` (5 s); a second Ctrl-C cuts that to ``ABORT_DRAIN_S``, and what the sink still
+    owes is recorded (``sink_backlog``)."""
+    db = tmp_path / "x.db"
+    station = tmp_path / "station.yaml"
+    cfg = {"name": "abort", **_station(500, [{"type": "webhook", "config": {"url": "http://127.0.0.1:1/v"}}])}
+    cfg["source"]["config"]["interval_ms"] = 20
+    # A slow step keeps parts queued, so the second Ctrl-C comes while the first one's "finish the
+    # captured parts" is still going on (what a second Ctrl-C is for).
+    cfg["steps"] = [{"detector": "sleeper", "config": {"sleep_ms": 150}}]
+    cfg["store"] = {"url": f"sqlite:///{db}"}
+    station.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inspector_core.cli", "run", str(station), "--quiet"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not db.exists() or len(_all_uids(f"sqlite:///{db}")) < 5):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        proc.wait(20)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err = proc.stderr.read().decode()
+        proc.stderr.close()
+    assert took < delivery.POLICY.drain_s, (took, err)
+    events = _events(f"sqlite:///{db}", "sink_backlog")
+    assert len(events) == 1, err
+    msg = events[0][1]
+    assert "sink webhook:" in msg and "verdicts not yet delivered" in msg and "ConnectError" in msg
