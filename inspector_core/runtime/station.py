@@ -205,8 +205,7 @@ class StationRuntime:
         finally:
             restore()
             self._close_recorder()
-            # After a second interrupt (before or during the drain) the sinks get a moment only;
-            # what they still owe is recorded.
+            # After a second interrupt the sinks get a moment only; what they still owe is recorded.
             self._delivery.close(hurry=self._abort, hurry_s=ABORT_DRAIN_S)
             for problem in close_steps(workers):
                 log.warning("%s", problem)
