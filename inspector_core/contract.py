@@ -391,8 +391,12 @@ class Sink:
     """Base class of a verdict sink (MQTT, webhook, PLC, a file).
 
     ``send`` is called only after the verdict is committed to the store, in commit order,
-    from one sink thread. A sink that raises is retried with backoff; verdicts already
-    committed are never lost because a sink is down.
+    from this sink's own thread (a slow sink delays no other). It must return only once the
+    receiver has the report and raise otherwise: the host retries with backoff for as long as
+    the station runs, and resumes after a restart (the sink's cursor is in the store), so
+    verdicts already committed are never lost because a sink is down. Delivery is *at least
+    once*: after a crash a report may come again; ``Report.inspection_uid`` is the key to
+    deduplicate by. ``close`` is called from the same thread. See ``docs/sinks.md``.
     """
 
     name: ClassVar[str]
