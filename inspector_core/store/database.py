@@ -264,8 +264,15 @@ class Store:
             except StoreError:
                 raise
             except SQLAlchemyError as exc:
-                if "already exists" in str(exc) and attempt < 2:
-                    continue  # another process on the same database migrated first
+                if "already exists" in str(exc):
+                    if attempt < 2:
+                        continue  # another process on the same database migrated first
+                    raise StoreError(
+                        f"store {self.display_url} has some of Inspector's tables but no schema revision "
+                        f"({_reason(exc)}): a first start was killed while migrating, under a release that did "
+                        "not migrate in one transaction. If it holds nothing you need, delete the file (SQLite) or "
+                        "drop its tables and start again; otherwise ask its owner to `alembic stamp` the revision "
+                        "its tables match") from exc
                 raise StoreError(describe_failure(self.display_url, exc)) from exc
             except Exception as exc:  # alembic's own: a revision this release does not know
                 try:

@@ -494,6 +494,16 @@ def test_kill_9_during_the_first_migration_leaves_a_store_that_starts(tmp_path):
     assert outcomes.count("killed") >= 3, outcomes
 
 
+def test_a_store_left_half_migrated_by_an_older_release_says_what_to_do(tmp_path):
+    db = tmp_path / "half.db"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE stations (id INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL UNIQUE, "
+                  "created_at DATETIME NOT NULL)")
+    with pytest.raises(StoreError, match=r"has some of Inspector's tables but no schema revision .*stations already "
+                                         r"exists.*killed while migrating.*delete the file"):
+        Store(f"sqlite:///{db}")
+
+
 def test_stations_starting_together_on_a_new_sqlite_file_all_start(tmp_path):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     procs = [subprocess.Popen([sys.executable, "-c", MIGRATE, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
