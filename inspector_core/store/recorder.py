@@ -144,6 +144,7 @@ class Recorder:
             if classify(exc) != "unreachable":
                 raise StoreError(describe_failure(self.store.display_url, exc)) from exc
             self._went_down(exc)
+        self._busy = True  # until what earlier runs left in the spool is tried (flush waits for it)
         self._thread.start()
 
     @property
@@ -244,8 +245,16 @@ class Recorder:
     # -------------------------------------------------------------- the writer's thread
 
     def _loop(self) -> None:
-        if self._down is None and (self.waiting or self.spool.count("event")):
-            self._try_again()  # what earlier runs left in the spool
+        try:
+            if self._down is None and (self.waiting or self.spool.count("event")):
+                self._try_again()  # what earlier runs left in the spool
+        except Exception as exc:  # the writer must not die: say so and go on
+            log.exception("store %s: draining the spool", self.store.display_url)
+            self.error = exc
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
         while True:
             with self._cond:
                 while not (self._pending or self._events or self._stop or self._held or self._retry_now):
