@@ -23,6 +23,18 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (--dist loadgroup)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every model-training test runs on one worker, one after another, starting first: two
+    trainings would fight for the same cores, and tests/anomaly/test_train.py's module-scoped
+    model would be trained again on each worker its tests land on. The other worker runs the
+    rest of the suite meanwhile. Everything else is independent: each test has its own
+    tmp_path, PostgreSQL database, MQTT topic prefix and free ports."""
+    for item in items:
+        if item.get_closest_marker("train") is not None:
+            item.add_marker(pytest.mark.xdist_group("train"))
+
+
 def unavailable(reason: str):
     """Skip locally; fail in CI, where every service and the data must be there."""
     if IN_CI:
