@@ -4,8 +4,9 @@ In-process schedules run ``StationRuntime`` (SQLite, or PostgreSQL through a pro
 refuses, restarts or stalls at a scheduled part); schedules with kills run ``inspector run``
 subprocesses that find the fault plugin through an entry point, signalled at seeded moments,
 then one last run to the end. When a run leaves work undone (a verdict not delivered, one
-spooled but not yet in the plant database) the harness starts the station once more over one
-extra good part (``r000``): the recovery the promises allow. It is stated in the notes.
+spooled but not yet in the plant database) the harness starts the station again over one
+extra good part (``r000``, then ``r001``): the recovery the promises allow. Each such run is
+listed with the reason it was needed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ from tests.faults.schedule import SINKS, DbFault, Schedule, write_images
 
 ROOT = Path(__file__).resolve().parents[2]
 STATION = "faults"
+RECOVERY_RUNS = 2
+RECOVERY_TAKT_MS = 1500
+"""A recovery run inspects one good part and keeps its source open this long after it, so
+that its outbox has time to deliver what the run before left (a restart may need a moment)."""
 RUN_TIMEOUT_S = 90.0
 """A run that has not ended by then is reported (``station_keeps_running``) and stopped."""
 
@@ -73,7 +78,9 @@ class Outcome:
         return "\n".join(lines)
 
 
-def station_config(schedule: Schedule, workdir: Path, source: Path, store_url: str) -> dict[str, Any]:
+def station_config(
+    schedule: Schedule, workdir: Path, source: Path, store_url: str, interval_ms: float | None = None
+) -> dict[str, Any]:
     store: dict[str, Any] = {"url": store_url}
     if schedule.store == "postgres":
         store["spool"] = str(workdir / "spool")
@@ -95,7 +102,13 @@ def station_config(schedule: Schedule, workdir: Path, source: Path, store_url: s
         )
     return {
         "name": STATION,
-        "source": {"type": "folder", "config": {"path": str(source), "interval_ms": schedule.interval_ms}},
+        "source": {
+            "type": "folder",
+            "config": {
+                "path": str(source),
+                "interval_ms": schedule.interval_ms if interval_ms is None else interval_ms,
+            },
+        },
         "steps": [
             {
                 "detector": "faulty",
@@ -114,10 +127,6 @@ def _write_station(workdir: Path, name: str, cfg: dict[str, Any]) -> Path:
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
-
-
-def _recovery_part() -> PartPlan:
-    return PartPlan(0, recovery=True)
 
 
 def _needs_recovery(schedule: Schedule, db_url: str, workdir: Path) -> str | None:
@@ -256,17 +265,21 @@ def run_in_process(schedule: Schedule, workdir: Path, pg_url: str | None = None)
         faults.start()
         runs.append(_run_runtime(main, "main"))
         faults.finish()
-        why = _needs_recovery(schedule, direct, workdir)
-        if why:
-            extra.append(_recovery_part())
-            write_images(workdir / "recovery", extra)
-            # Replacements still scheduled to fail belong to the main run's hung steps.
-            for pending in (workdir / "state").glob("failing-starts-*"):
-                pending.unlink()
-            rec = _write_station(
-                workdir, "recovery", station_config(schedule, workdir, workdir / "recovery", store_url)
-            )
-            runs.append(_run_runtime(rec, f"recovery (after the main run: {why})"))
+        # Replacements still scheduled to fail belong to the main run's hung steps.
+        for pending in (workdir / "state").glob("failing-starts-*"):
+            pending.unlink()
+        for attempt in range(RECOVERY_RUNS):
+            why = _needs_recovery(schedule, direct, workdir)
+            if not why:
+                break
+            part = PartPlan(attempt, recovery=True)
+            extra.append(part)
+            folder = workdir / f"recovery-{attempt}"
+            write_images(folder, [part])
+            cfg = station_config(schedule, workdir, folder, store_url, interval_ms=RECOVERY_TAKT_MS)
+            rec = _write_station(workdir, f"recovery-{attempt}", cfg)
+            after = "the main run" if attempt == 0 else f"recovery {attempt}"
+            runs.append(_run_runtime(rec, f"recovery {attempt + 1} (after {after}: {why})"))
         verdict = check(schedule, observe(direct, workdir), runs, extra, faults.windows)
     finally:
         faults.finish()
