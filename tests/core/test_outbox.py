@@ -27,7 +27,7 @@ from inspector_core.runtime import delivery
 from inspector_core.runtime.station import StationError
 from inspector_core.store import DefectRecord, InspectionRecord, Store, schema
 from inspector_core.store.outbox import Cursor, Outbox, sink_states
-from inspector_core.testing import run_station
+from inspector_core.testing import StationResult, run_station
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,11 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 def _registry(*sinks: type[Sink]):
     class Plugin:
         @staticmethod
+        @hookimpl
         def inspector_register_sinks(register):
             for cls in sinks:
                 register(cls)
 
-    Plugin.inspector_register_sinks = hookimpl(Plugin.inspector_register_sinks)
     return load(extra=[("test_sinks", Plugin)])
 
 
@@ -59,7 +59,7 @@ def _events(db_url: str, kind: str | None = None) -> list[tuple[str, str]]:
             q = select(schema.Event.kind, schema.Event.message).order_by(schema.Event.id)
             if kind:
                 q = q.where(schema.Event.kind == kind)
-            return [tuple(r) for r in c.execute(q)]
+            return [(k, m) for k, m in c.execute(q)]
     finally:
         store.close()
 
@@ -527,7 +527,7 @@ def test_status_shows_the_spool_while_the_database_is_away(tmp_path):
 def test_stations_sharing_a_plant_database_each_deliver_their_own(tmp_path, pg_url):
     """Two stations write to one PostgreSQL database at once (their ids interleave): each
     station's sink gets every one of its own verdicts and none of the other's."""
-    results: dict[str, object] = {}
+    results: dict[str, StationResult] = {}
 
     def run(name: str) -> None:
         folder = tmp_path / name
@@ -544,7 +544,7 @@ def test_stations_sharing_a_plant_database_each_deliver_their_own(tmp_path, pg_u
     assert set(results) == {"line1", "line2"}
     for name, result in results.items():
         sent = [json.loads(x)["inspection_uid"] for x in (tmp_path / name / "v.jsonl").read_text().splitlines()]
-        assert sent == [r.uid for r in result.inspections()], name  # type: ignore[attr-defined]
+        assert sent == [r.uid for r in result.inspections()], name
     with Store(pg_url).engine.connect() as c:
         stations = list(c.scalars(select(schema.Inspection.station_id).order_by(schema.Inspection.id)))
     assert len(set(stations)) == 2 and stations != sorted(stations), "the two stations' ids should interleave"

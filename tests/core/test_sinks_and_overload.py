@@ -25,9 +25,12 @@ def test_mqtt_sink_publishes_every_committed_verdict(tmp_path, mqtt_broker):
     client.connect(host, port)
     client.loop_start()
     assert subscribed.wait(10)
-    cfg = {"name": "mq1", "source": {"type": "synthetic", "config": {"count": 12, "width": 640, "height": 480}},
-           "steps": [{"detector": "bright_spot", "config": {"threshold": 200}}],
-           "sinks": [{"type": "mqtt", "config": {"host": host, "port": port, "topic_prefix": prefix, "qos": 1}}]}
+    cfg = {
+        "name": "mq1",
+        "source": {"type": "synthetic", "config": {"count": 12, "width": 640, "height": 480}},
+        "steps": [{"detector": "bright_spot", "config": {"threshold": 200}}],
+        "sinks": [{"type": "mqtt", "config": {"host": host, "port": port, "topic_prefix": prefix, "qos": 1}}],
+    }
     result = run_station(cfg, tmp_path)
     rows = result.inspections()
     deadline = __import__("time").monotonic() + 10
@@ -44,16 +47,21 @@ def test_mqtt_sink_publishes_every_committed_verdict(tmp_path, mqtt_broker):
 def test_mqtt_sink_unreachable_broker_refuses_to_start(tmp_path):
     from inspector_core.runtime.station import StationError
 
-    cfg = {"source": {"type": "synthetic", "config": {"count": 1}}, "steps": [{"detector": "bright_spot"}],
-           "sinks": [{"type": "mqtt", "config": {"host": "127.0.0.1", "port": 1, "timeout_s": 1}}]}
+    cfg = {
+        "source": {"type": "synthetic", "config": {"count": 1}},
+        "steps": [{"detector": "bright_spot"}],
+        "sinks": [{"type": "mqtt", "config": {"host": "127.0.0.1", "port": 1, "timeout_s": 1}}],
+    }
     with pytest.raises(StationError, match=r"sinks\[0\] \(mqtt\) failed to start: .*127.0.0.1:1 unreachable"):
         run_station(cfg, tmp_path)
 
 
 def test_drop_oldest_records_every_dropped_frame(tmp_path):
-    cfg = {"source": {"type": "synthetic", "config": {"count": 40, "width": 320, "height": 240}},
-           "steps": [{"detector": "sleeper", "config": {"sleep_ms": 60}}],
-           "overload": {"policy": "drop-oldest", "queue_size": 2}}
+    cfg = {
+        "source": {"type": "synthetic", "config": {"count": 40, "width": 320, "height": 240}},
+        "steps": [{"detector": "sleeper", "config": {"sleep_ms": 60}}],
+        "overload": {"policy": "drop-oldest", "queue_size": 2},
+    }
     rows = run_station(cfg, tmp_path).inspections()
     assert [r.seq for r in rows] == list(range(40))
     dropped = [r for r in rows if r.verdict == "NOT_INSPECTED"]
@@ -65,9 +73,11 @@ def test_drop_oldest_records_every_dropped_frame(tmp_path):
 
 
 def test_wait_policy_inspects_every_part(tmp_path):
-    cfg = {"source": {"type": "synthetic", "config": {"count": 15, "width": 320, "height": 240}},
-           "steps": [{"detector": "sleeper", "config": {"sleep_ms": 20}}],
-           "overload": {"policy": "wait", "queue_size": 1}}
+    cfg = {
+        "source": {"type": "synthetic", "config": {"count": 15, "width": 320, "height": 240}},
+        "steps": [{"detector": "sleeper", "config": {"sleep_ms": 20}}],
+        "overload": {"policy": "wait", "queue_size": 1},
+    }
     assert run_station(cfg, tmp_path).verdicts() == {"PASS": 15}
 
 
@@ -103,8 +113,11 @@ def test_failing_sink_is_retried_and_never_loses_a_verdict(tmp_path):
 
     Plugin.inspector_register_sinks = hookimpl(Plugin.inspector_register_sinks)
     reg = load(extra=[("flaky_plugin", Plugin)])
-    cfg = {"source": {"type": "synthetic", "config": {"count": 5, "width": 320, "height": 240}},
-           "steps": [{"detector": "bright_spot"}], "sinks": [{"type": "flaky"}]}
+    cfg = {
+        "source": {"type": "synthetic", "config": {"count": 5, "width": 320, "height": 240}},
+        "steps": [{"detector": "bright_spot"}],
+        "sinks": [{"type": "flaky"}],
+    }
     result = run(cfg, tmp_path, registry=reg)
     assert sent == [r.uid for r in result.inspections()]
 
@@ -118,7 +131,7 @@ def test_webhook_sink_posts_committed_verdicts_and_retries_a_refusal(tmp_path):
     refused = [0]
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
+        def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if refused[0] < 2:
                 refused[0] += 1
@@ -135,9 +148,12 @@ def test_webhook_sink_posts_committed_verdicts_and_retries_a_refusal(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/verdicts"
-        cfg = {"name": "wh1", "source": {"type": "synthetic", "config": {"count": 16, "width": 640, "height": 480}},
-               "steps": [{"detector": "bright_spot", "config": {"threshold": 200}}],
-               "sinks": [{"type": "webhook", "config": {"url": url, "headers": {"X-Api-Key": "k1"}, "only": ["FAIL"]}}]}
+        cfg = {
+            "name": "wh1",
+            "source": {"type": "synthetic", "config": {"count": 16, "width": 640, "height": 480}},
+            "steps": [{"detector": "bright_spot", "config": {"threshold": 200}}],
+            "sinks": [{"type": "webhook", "config": {"url": url, "headers": {"X-Api-Key": "k1"}, "only": ["FAIL"]}}],
+        }
         result = run_station(cfg, tmp_path)
     finally:
         server.shutdown()

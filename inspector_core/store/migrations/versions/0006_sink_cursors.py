@@ -12,11 +12,12 @@ accepted batch, so a restart (or a kill -9) resumes where the sink stopped. The 
 ``(station_id, id)`` answers "the station's inspections after id N" and the backlog count
 without reading other stations' rows.
 """
+
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006'
-down_revision = '0005'
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
