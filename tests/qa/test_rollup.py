@@ -62,8 +62,8 @@ def random_batches(ids: dict[str, tuple[int, int]], seed: int = 7, n: int = 900)
 
 def recount(engine) -> tuple[dict, dict, dict]:
     """The roll-up computed from the inspections alone, in Python; and first_of_part."""
-    rows = list(engine.connect().execute(
-        select(I.id, I.station_id, I.part_id, I.captured_at, I.verdict, I.latency_ms)))
+    with engine.connect() as conn:
+        rows = list(conn.execute(select(I.id, I.station_id, I.part_id, I.captured_at, I.verdict, I.latency_ms)))
     by_part = defaultdict(list)
     for r in rows:
         by_part[(r.station_id, r.part_id)].append(r)
@@ -148,8 +148,8 @@ def test_rollup_window_edges_and_verdict_filter(db_url):
               q.make_filter(since=T0 + timedelta(minutes=5), until=T0 + timedelta(minutes=55)),
               q.make_filter(stations=("lineB",), verdicts=("FAIL", "ERROR"), since=T0 + timedelta(hours=2, seconds=1))):
         got = q.stats(e, f, buckets=q.Buckets("hour"))
-        rows = list(e.connect().execute(select(I.station_id, I.captured_at, I.verdict)
-                                        .where(*qa_filters._where(f, "x"))))
+        with e.connect() as conn:
+            rows = list(conn.execute(select(I.station_id, I.captured_at, I.verdict).where(*qa_filters._where(f, "x"))))
         assert sum(t.parts for t in got.totals) == len(rows)
         assert sum(t.failed for t in got.totals) == sum(r.verdict == "FAIL" for r in rows)
         assert {p.start: p.parts for p in got.periods if p.station == "lineB"} == _count_by_hour(rows, ids["lineB"][0])
