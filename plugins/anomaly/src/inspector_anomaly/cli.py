@@ -47,10 +47,43 @@ def _roi(value: str | None) -> tuple[int, int, int, int] | None:
 )
 @click.option(
     "--resize",
-    type=click.Choice(["letterbox", "stretch"]),
+    type=click.Choice(["letterbox", "stretch", "tiles"]),
     default="letterbox",
     show_default=True,
-    help="letterbox keeps the part's aspect ratio",
+    help="letterbox keeps the part's aspect ratio; tiles keeps one scale for every part and cuts it into "
+    "overlapping model-size tiles (small defects on large parts)",
+)
+@click.option(
+    "--scale",
+    type=click.FloatRange(min=0.01, max=4.0),
+    default=1.0,
+    show_default=True,
+    help="tiles: model px per image px, the same for every part",
+)
+@click.option(
+    "--tile-overlap",
+    type=click.IntRange(min=0),
+    default=32,
+    show_default=True,
+    help="tiles: overlap of neighbouring tiles, model px",
+)
+@click.option(
+    "--include",
+    multiple=True,
+    metavar="GLOB",
+    help="take only images whose path under the folder (or name) matches; repeatable (default: all)",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="leave out images whose path under the folder (or name) matches; repeatable, added to the defaults "
+    "(*mask*, and files under mask(s)/ground_truth/gt folders)",
+)
+@click.option(
+    "--no-default-excludes",
+    is_flag=True,
+    help="do not leave out *mask* files and mask(s)/ground_truth/gt folders",
 )
 @click.option("--roi", default=None, help="X,Y,W,H of the station's ROI, applied to every image")
 @click.option(
@@ -98,6 +131,11 @@ def train_anomaly(
     model: ModelName,
     size: int,
     resize: Resize,
+    scale: float,
+    tile_overlap: int,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    no_default_excludes: bool,
     roi: str | None,
     val_good: Path | None,
     val_bad: Path | None,
@@ -108,8 +146,16 @@ def train_anomaly(
     seed: int,
 ) -> None:
     """Train an anomaly model on the GOOD images folder, export it to ONNX with its model card."""
-    if out.suffix.lower() != ".onnx":
-        raise click.BadParameter(f"the model file must end in .onnx (got {out.name})", param_hint="--out")
+    from inspector_anomaly.image_selection import ImageSelectionError
+    from inspector_anomaly.model_output import ModelOutputError, check_writable, resolve_model_path
+
+    if resize != "tiles" and (scale != 1.0 or tile_overlap != 32):
+        raise click.BadParameter("--scale and --tile-overlap apply to --resize tiles only", param_hint="--resize")
+    try:
+        out = resolve_model_path(out)  # once, from the current directory: every later step uses this path
+        check_writable(out)  # before minutes of training, not after
+    except ModelOutputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--out") from None
     try:
         from inspector_anomaly.backbone import BackboneWeightsMissing
         from inspector_anomaly.training import TrainSettings, list_images
@@ -122,6 +168,8 @@ def train_anomaly(
         model=model,
         size=(size, size),
         resize=resize,
+        scale=scale,
+        tile_overlap=tile_overlap,
         roi=_roi(roi),
         memory_bank=memory_bank,
         backbone=backbone,
@@ -129,17 +177,27 @@ def train_anomaly(
         photometric=photometric,
         image_score=image_score,
     )
+
+    def images(folder: Path) -> list[Path]:
+        try:
+            return list_images(folder, include, exclude, default_excludes=not no_default_excludes)
+        except ImageSelectionError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    good_images = images(good)
+    val_good_images = images(val_good) if val_good else []
     bad: list[tuple[Path, Path | None]] = []
     if val_bad is not None:
-        for p in list_images(val_bad):
+        for p in images(val_bad):
             m = p.with_name(f"{p.stem}_mask.png")
             bad.append((p, m if m.is_file() else None))
+    click.echo(f"{len(good_images)} good images from {good}", err=True)
     try:
         card = run_training(
-            list_images(good),
+            good_images,
             out,
             settings,
-            val_good=list_images(val_good) if val_good else (),
+            val_good=val_good_images,
             val_bad=bad,
             progress=lambda msg: click.echo(msg, err=True),
         )

@@ -35,7 +35,9 @@ from inspector_anomaly.card import (
     TrainingSpec,
     sha256_file,
 )
+from inspector_anomaly.image_selection import select_images
 from inspector_anomaly.metrics import auroc, f1, f1_optimal_threshold
+from inspector_anomaly.model_output import check_writable, resolve_model_path, staged_model
 from inspector_anomaly.preprocess import prepare, prepare_tiles
 
 ModelName = Literal["patchcore", "padim", "dfm"]
@@ -50,7 +52,6 @@ DEFAULT_LAYERS: dict[str, list[str]] = {
     "padim": ["blocks.1", "blocks.2", "blocks.4"],
     "dfm": ["blocks.4"],
 }
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 @dataclasses.dataclass
@@ -85,14 +86,11 @@ class TrainSettings:
 Progress = Callable[[str], None]
 
 
-def list_images(folder: Path) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} not found")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "mask" not in p.stem)
-    if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return files
+def list_images(
+    folder: Path, include: Sequence[str] = (), exclude: Sequence[str] = (), default_excludes: bool = True
+) -> list[Path]:
+    """The training images under ``folder``: :func:`inspector_anomaly.image_selection.select_images`."""
+    return select_images(folder, include, exclude, default_excludes)
 
 
 def read_image(path: Path, roi: tuple[int, int, int, int] | None = None) -> np.ndarray:
@@ -325,14 +323,19 @@ def train(
     val_bad: Sequence[tuple[Path, Path | None]] = (),
     progress: Progress = print,
 ) -> ModelCard:
-    """Train, export ``out`` (``NAME.onnx``) and write its card ``NAME.json``. Returns the card."""
-    import torch
+    """Train, export ``out`` (``NAME.onnx``) and write its card ``NAME.json``. Returns the card.
 
-    from inspector_anomaly.detector import Anomaly, AnomalyConfig
+    A relative ``out`` is taken from the current directory; its folder must be writable before
+    anything is trained. Both files appear only when the card has its thresholds (see
+    :mod:`inspector_anomaly.model_output`): a failure leaves no provisional card and keeps an
+    earlier model at ``out`` as it was.
+    """
+    import torch
 
     settings = settings or TrainSettings()
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
-    out = Path(out).with_suffix(".onnx")
+    out = resolve_model_path(Path(out).with_suffix(".onnx"))
+    check_writable(out)
     good = list(good)
     rng = np.random.default_rng(settings.seed)
     if not val_good and not val_bad:
@@ -347,7 +350,31 @@ def train(
     images = [read_image(p, settings.roi) for p in good]
     module, backbone = build_model(settings, progress)
     fit(module, images, settings, progress)
-    progress(f"exporting ONNX to {out}")
+    with staged_model(out) as staged:
+        card = _export_and_calibrate(module, staged, backbone, settings, good, val_good, val_bad, t0, progress)
+    progress(
+        f"done in {time.perf_counter() - t0:.0f} s: {out} ({out.stat().st_size / 1e6:.1f} MB), "
+        f"card {out.with_suffix('.json')}"
+    )
+    return card
+
+
+def _export_and_calibrate(
+    module: Any,
+    out: Path,
+    backbone: BackboneSpec,
+    settings: TrainSettings,
+    good: Sequence[Path],
+    val_good: Sequence[Path],
+    val_bad: Sequence[tuple[Path, Path | None]],
+    t0: float,
+    progress: Progress,
+) -> ModelCard:
+    """Export ``out`` (an absolute staging path), write its provisional card, choose the thresholds
+    through the runtime detector and rewrite the card with them."""
+    from inspector_anomaly.detector import Anomaly, AnomalyConfig
+
+    progress("exporting ONNX")
     export_onnx(module, out, settings.size)
     seconds = time.perf_counter() - t0
     digest = sha256_file(out)
@@ -397,5 +424,4 @@ def train(
     thresholds, metrics = choose_thresholds(det, vg, vb, settings)
     card = provisional.model_copy(update={"thresholds": thresholds, "validation": metrics})
     card_path.write_text(card.model_dump_json(indent=2))
-    progress(f"done in {time.perf_counter() - t0:.0f} s: {out} ({out.stat().st_size / 1e6:.1f} MB), card {card_path}")
     return card
