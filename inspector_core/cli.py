@@ -270,6 +270,8 @@ def _echo_spool(spool: dict[str, object] | None) -> None:
         return
     if "error" in spool:
         click.echo(f"spool {spool['path']}: cannot read it: {spool['error']}")
+    elif not (spool["verdicts"] or spool["events"] or spool["refused"]):
+        click.echo(f"spool {spool['path']}: empty (nothing waits for the database)")
     else:
         click.echo(f"spool {spool['path']}: {spool['verdicts']} verdicts and {spool['events']} events wait for "
                    f"the database (the sinks get them once written); {spool['refused']} records set aside "
