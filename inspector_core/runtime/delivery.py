@@ -91,8 +91,9 @@ def sink_keys(specs: Sequence[SinkSpec]) -> list[str]:
 
 
 class Delivery:
-    """The sink workers of one station run. ``start`` before the recorder's first commit,
-    ``wake`` after each commit, ``close`` after the recorder closed."""
+    """The sink workers of one station run. ``start`` once the run is recorded (or being
+    recorded), ``wake`` after each commit, ``close`` once the recorder has committed what it
+    was given (it stays open for the events ``close`` records)."""
 
     def __init__(
         self,
@@ -115,10 +116,11 @@ class Delivery:
         self._watch = threading.Thread(target=self._watch_loop, name="inspector-sinks-watch", daemon=True)
 
     def start(self) -> None:
-        """Open the cursors (now if the store answers, else as soon as it does) and start the workers."""
+        """Start the workers; the first of them to run opens the cursors, as soon as the store
+        answers (a store that is down never holds up the station's start). A new sink's cursor
+        starts just before the run's first inspection (``run_id``), whenever it is opened."""
         if not self.workers:
             return
-        self._open()
         for w in self.workers:
             w.thread.start()
         self._watch.start()

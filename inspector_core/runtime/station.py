@@ -188,7 +188,7 @@ class StationRuntime:
         self.run_uid = run.uid
         self.station_id, self.run_id = recorder.station_id, recorder.run_id
         self._flush_events()
-        # Before the recorder's first commit of this run, so a new sink's cursor starts before its verdicts.
+        # One worker per sink, reading the store after its cursor; a new sink starts at this run's first verdict.
         self._delivery = Delivery(list(zip(self._sink_keys, sinks, strict=True)), Outbox(self.store, st.name),
                                   on_event=self.event, run_id=lambda: recorder.run_id)
         self._delivery.start()
@@ -529,7 +529,7 @@ class StationRuntime:
                 errors.append((step.name, msg))
                 continue
             sub = image[oy:oy + step.roi.height, ox:ox + step.roi.width] if step.roi else image
-            view = View(sub, frame.part_id, (ox, oy), calibration, frame.meta)
+            view = View(sub, frame.part_id, (ox, oy), calibration, frame.meta, frame_size=(w, h))
             outcome = worker.run(view)
             if outcome.status != "ok":
                 msg = storable_message(outcome.error)
