@@ -58,8 +58,12 @@ Failure = Literal["unreachable", "refused", "failed"]
 # Server-sent states that mean "not now" rather than "never": shutting down, starting up,
 # the statement or a lock overran its time, a connection exception.
 _TRANSIENT_SQLSTATES = ("57P01", "57P02", "57P03", "57014", "55P03", "08")
-_TRANSIENT_FATAL = ("the database system is starting up", "the database system is shutting down",
-                    "the database system is in recovery mode", "too many connections")
+_TRANSIENT_FATAL = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "too many connections",
+)
 _SQLITE_TRANSIENT = ("database is locked", "interrupted", "database table is locked")
 
 
@@ -116,11 +120,15 @@ def describe_failure(display_url: str, exc: BaseException) -> str:
     if isinstance(exc, StoreError):
         return str(exc)
     if classify(exc) == "unreachable":
-        return (f"store {display_url}: cannot reach the database ({reason}); check that the server runs, "
-                "that the network to it works and the URL (host, port) is right")
+        return (
+            f"store {display_url}: cannot reach the database ({reason}); check that the server runs, "
+            "that the network to it works and the URL (host, port) is right"
+        )
     if isinstance(exc, OperationalError):
-        return (f"store {display_url}: the database refused the connection or the request ({reason}); "
-                "check the user, password, database name and the user's permissions")
+        return (
+            f"store {display_url}: the database refused the connection or the request ({reason}); "
+            "check the user, password, database name and the user's permissions"
+        )
     return f"store {display_url}: {type(exc).__name__}: {reason}"
 
 
@@ -142,9 +150,16 @@ class Store:
     :meth:`check_revision`, which refuses a schema newer or older than this release's.
     """
 
-    def __init__(self, url: str, *, migrate: bool = True, connect_timeout_s: float = 3.0,
-                 statement_timeout_s: float = 30.0, call_timeout_s: float = 30.0,
-                 busy_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        migrate: bool = True,
+        connect_timeout_s: float = 3.0,
+        statement_timeout_s: float = 30.0,
+        call_timeout_s: float = 30.0,
+        busy_timeout_s: float = 10.0,
+    ) -> None:
         self.url = url
         self.display_url = _describe(url)
         self.call_timeout_s = call_timeout_s
@@ -152,8 +167,10 @@ class Store:
         try:
             parsed = make_url(url)
         except Exception as exc:
-            raise StoreError(f"store url {url!r} is not a database URL ({exc}); "
-                             "use e.g. sqlite:///inspector.db or postgresql+psycopg://user@host/db") from exc
+            raise StoreError(
+                f"store url {url!r} is not a database URL ({exc}); "
+                "use e.g. sqlite:///inspector.db or postgresql+psycopg://user@host/db"
+            ) from exc
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.sqlite_path: Path | None = None
         if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
@@ -216,8 +233,10 @@ class Store:
                     conn.close()
         except SQLAlchemyError as exc:
             if fired.is_set():
-                raise StoreTimeout(f"store {self.display_url}: no answer within {limit:g} s ({_reason(exc)}); "
-                                   "the database or the network to it has stopped answering") from exc
+                raise StoreTimeout(
+                    f"store {self.display_url}: no answer within {limit:g} s ({_reason(exc)}); "
+                    "the database or the network to it has stopped answering"
+                ) from exc
             raise
         finally:
             if timer is not None:
@@ -272,16 +291,19 @@ class Store:
                         f"({_reason(exc)}): a first start was killed while migrating, under a release that did "
                         "not migrate in one transaction. If it holds nothing you need, delete the file (SQLite) or "
                         "drop its tables and start again; otherwise ask its owner to `alembic stamp` the revision "
-                        "its tables match") from exc
+                        "its tables match"
+                    ) from exc
                 raise StoreError(describe_failure(self.display_url, exc)) from exc
             except Exception as exc:  # alembic's own: a revision this release does not know
                 try:
                     current = self.current_revision()
                 except StoreError:
                     current = "?"
-                raise StoreError(f"store {self.display_url} is at schema revision {current}, which this release "
-                                 f"does not know (its newest is {self.head_revision()}; {exc}): a newer release "
-                                 "wrote it; upgrade Inspector (pip install -U inspector-core)") from exc
+                raise StoreError(
+                    f"store {self.display_url} is at schema revision {current}, which this release "
+                    f"does not know (its newest is {self.head_revision()}; {exc}): a newer release "
+                    "wrote it; upgrade Inspector (pip install -U inspector-core)"
+                ) from exc
 
     def ping(self, *, timeout_s: float | None = None) -> None:
         """Ask the database something trivial; raises if it does not answer within the time."""
@@ -298,8 +320,10 @@ class Store:
         from alembic.migration import MigrationContext
 
         if self.sqlite_path is not None and not self.sqlite_path.exists():
-            raise StoreError(f"store {self.display_url}: no such file {self.sqlite_path}; "
-                             "check the path (a station creates its database when it first runs)")
+            raise StoreError(
+                f"store {self.display_url}: no such file {self.sqlite_path}; "
+                "check the path (a station creates its database when it first runs)"
+            )
         try:
             with self.transaction(timeout_s=timeout_s) as conn:
                 return MigrationContext.configure(conn).get_current_revision()
@@ -320,23 +344,30 @@ class Store:
         if current == head:
             return current
         ini = MIGRATIONS / "alembic.ini"
-        upgrade = ("run a station on it once (`inspector run STATION.yaml` upgrades its store), or, as the "
-                   f"database's owner, set sqlalchemy.url = {self.display_url} in {ini} and run "
-                   f"`alembic -c {ini} upgrade head`")
+        upgrade = (
+            "run a station on it once (`inspector run STATION.yaml` upgrades its store), or, as the "
+            f"database's owner, set sqlalchemy.url = {self.display_url} in {ini} and run "
+            f"`alembic -c {ini} upgrade head`"
+        )
         if current is None:
-            raise StoreError(f"store {self.display_url} holds no Inspector schema (no alembic_version; this "
-                             f"release needs revision {head}); is this the right database? To create it: "
-                             + upgrade)
+            raise StoreError(
+                f"store {self.display_url} holds no Inspector schema (no alembic_version; this "
+                f"release needs revision {head}); is this the right database? To create it: " + upgrade
+            )
         try:
             known = script.get_revision(current) is not None
         except Exception:  # noqa: BLE001 - alembic raises for a revision it has never heard of
             known = False
         if not known:
-            raise StoreError(f"store {self.display_url} is at schema revision {current}, newer than this "
-                             f"release knows (its newest is {head}); upgrade Inspector "
-                             "(pip install -U inspector-core) to read it")
-        raise StoreError(f"store {self.display_url} is at schema revision {current}, older than this "
-                         f"release's {head}; upgrade the database: " + upgrade)
+            raise StoreError(
+                f"store {self.display_url} is at schema revision {current}, newer than this "
+                f"release knows (its newest is {head}); upgrade Inspector "
+                "(pip install -U inspector-core) to read it"
+            )
+        raise StoreError(
+            f"store {self.display_url} is at schema revision {current}, older than this "
+            f"release's {head}; upgrade the database: " + upgrade
+        )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -347,8 +378,9 @@ class Store:
     def _station_id(conn: Connection, name: str) -> int:
         sid = conn.scalar(select(schema.Station.id).where(schema.Station.name == name))
         if sid is None:
-            sid = conn.execute(insert(schema.Station).values(name=name, created_at=utcnow())
-                               .returning(schema.Station.id)).scalar_one()
+            sid = conn.execute(
+                insert(schema.Station).values(name=name, created_at=utcnow()).returning(schema.Station.id)
+            ).scalar_one()
         return sid
 
     def station_id(self, name: str) -> int:
@@ -361,34 +393,60 @@ class Store:
         for attempt in range(2):
             try:
                 with self.transaction(timeout_s=timeout_s, write=True) as conn:
-                    row = conn.execute(select(schema.Run.station_id, schema.Run.id)
-                                       .where(schema.Run.uid == run.uid)).first()
+                    row = conn.execute(
+                        select(schema.Run.station_id, schema.Run.id).where(schema.Run.uid == run.uid)
+                    ).first()
                     if row is not None:
                         return row[0], row[1]
                     sid = self._station_id(conn, run.station)
-                    rid = conn.execute(insert(schema.Run).values(
-                        uid=run.uid, station_id=sid, started_at=naive_utc(run.started_at), ended_at=None,
-                        hostname=run.hostname, software_version=run.software_version, plugins=run.plugins,
-                        config_yaml=run.config_yaml, config_hash=run.config_hash, models=run.models,
-                        parts_seen=None,
-                    ).returning(schema.Run.id)).scalar_one()
+                    rid = conn.execute(
+                        insert(schema.Run)
+                        .values(
+                            uid=run.uid,
+                            station_id=sid,
+                            started_at=naive_utc(run.started_at),
+                            ended_at=None,
+                            hostname=run.hostname,
+                            software_version=run.software_version,
+                            plugins=run.plugins,
+                            config_yaml=run.config_yaml,
+                            config_hash=run.config_hash,
+                            models=run.models,
+                            parts_seen=None,
+                        )
+                        .returning(schema.Run.id)
+                    ).scalar_one()
                     return sid, rid
             except IntegrityError:
                 if attempt:  # a station of the same name (or this run) was recorded meanwhile
                     raise
         raise AssertionError("unreachable")
 
-    def begin_run(self, station: str, *, hostname: str, software_version: str, plugins: dict[str, Any],
-                  config_yaml: str, config_hash: str, models: dict[str, Any]) -> tuple[int, int]:
+    def begin_run(
+        self,
+        station: str,
+        *,
+        hostname: str,
+        software_version: str,
+        plugins: dict[str, Any],
+        config_yaml: str,
+        config_hash: str,
+        models: dict[str, Any],
+    ) -> tuple[int, int]:
         """Record the start of a station; returns ``(station_id, run_id)``."""
-        return self.ensure_run(RunRecord(station, hostname, software_version, plugins, config_yaml,
-                                         config_hash, models))
+        return self.ensure_run(
+            RunRecord(station, hostname, software_version, plugins, config_yaml, config_hash, models)
+        )
 
-    def end_run(self, run_id: int, parts_seen: int, *, ended_at: datetime | None = None,
-                timeout_s: float | None = None) -> None:
+    def end_run(
+        self, run_id: int, parts_seen: int, *, ended_at: datetime | None = None, timeout_s: float | None = None
+    ) -> None:
         with self.transaction(timeout_s=timeout_s, write=True) as conn:
-            conn.execute(update(schema.Run).where(schema.Run.id == run_id)
-                         .values(ended_at=naive_utc(ended_at or utcnow()), parts_seen=parts_seen))
+            conn.execute(
+                update(schema.Run)
+                .where(schema.Run.id == run_id)
+                .values(ended_at=naive_utc(ended_at or utcnow()), parts_seen=parts_seen)
+            )
 
     def add_events(self, events: Sequence[EventRecord], *, timeout_s: float | None = None) -> int:
         """Write events (their runs must be recorded); an event whose uid is already stored is
@@ -397,15 +455,21 @@ class Store:
             return 0
         with self.transaction(timeout_s=timeout_s, write=True) as conn:
             runs = self._run_ids(conn, {e.run_uid for e in events})
-            present = set(conn.scalars(select(schema.Event.uid).where(
-                schema.Event.uid.in_([e.uid for e in events]))))
+            present = set(conn.scalars(select(schema.Event.uid).where(schema.Event.uid.in_([e.uid for e in events]))))
             rows = []
             for e in events:
                 if e.uid in present:
                     continue
                 present.add(e.uid)
-                rows.append({"uid": e.uid, "run_id": runs[e.run_uid][1], "at": naive_utc(e.at), "kind": e.kind,
-                             "message": e.message})
+                rows.append(
+                    {
+                        "uid": e.uid,
+                        "run_id": runs[e.run_uid][1],
+                        "at": naive_utc(e.at),
+                        "kind": e.kind,
+                        "message": e.message,
+                    }
+                )
             if rows:
                 conn.execute(insert(schema.Event), rows)
             return len(rows)
@@ -414,15 +478,18 @@ class Store:
         """``{run uid: (station_id, run_id, station name)}``; every uid must be recorded."""
         found: dict[str, tuple[int, int, str]] = {}
         for uid, sid, rid, name in conn.execute(
-                select(schema.Run.uid, schema.Run.station_id, schema.Run.id, schema.Station.name)
-                .join(schema.Station, schema.Station.id == schema.Run.station_id)
-                .where(schema.Run.uid.in_(sorted(uids)))):
+            select(schema.Run.uid, schema.Run.station_id, schema.Run.id, schema.Station.name)
+            .join(schema.Station, schema.Station.id == schema.Run.station_id)
+            .where(schema.Run.uid.in_(sorted(uids)))
+        ):
             if uid is not None:
                 found[uid] = (sid, rid, name)
         missing = uids - set(found)
         if missing:
-            raise StoreError(f"store {self.display_url}: run(s) {', '.join(sorted(missing))} are not recorded "
-                             "in this database; the writer records a run before its verdicts")
+            raise StoreError(
+                f"store {self.display_url}: run(s) {', '.join(sorted(missing))} are not recorded "
+                "in this database; the writer records a run before its verdicts"
+            )
         return found
 
     # -------------------------------------------------------------- inspections
@@ -434,10 +501,14 @@ class Store:
         found: set[str] = set()
         for i in range(0, len(wanted), 500):  # bounded IN lists, each in bounded time
             with self.transaction() as conn:
-                found.update(conn.scalars(
-                    select(schema.Inspection.part_id).distinct()
-                    .join(schema.Station, schema.Station.id == schema.Inspection.station_id)
-                    .where(schema.Station.name == station, schema.Inspection.part_id.in_(wanted[i:i + 500]))))
+                found.update(
+                    conn.scalars(
+                        select(schema.Inspection.part_id)
+                        .distinct()
+                        .join(schema.Station, schema.Station.id == schema.Inspection.station_id)
+                        .where(schema.Station.name == station, schema.Inspection.part_id.in_(wanted[i : i + 500]))
+                    )
+                )
         return found
 
     def write(self, records: Sequence[InspectionRecord], *, timeout_s: float | None = None) -> int:
@@ -458,9 +529,13 @@ class Store:
                     sid, rid, name = runs[r.run_uid]  # type: ignore[index]
                     if r.station is not None and r.station != name:
                         raise IntegrityError(
-                            "resolve run", None,
-                            ValueError(f"record {r.uid} names station {r.station!r} but its run {r.run_uid} "
-                                       f"belongs to station {name!r}"))
+                            "resolve run",
+                            None,
+                            ValueError(
+                                f"record {r.uid} names station {r.station!r} but its run {r.run_uid} "
+                                f"belongs to station {name!r}"
+                            ),
+                        )
                     r.station_id, r.run_id = sid, rid
             uids = [r.uid for r in records]
             present = set(conn.scalars(select(schema.Inspection.uid).where(schema.Inspection.uid.in_(uids))))
@@ -477,40 +552,94 @@ class Store:
             for r, f1, p1 in zip(new, first, passed, strict=True):
                 rollup.add(r.station_id, naive_utc(r.captured_at), r.verdict, r.latency_ms, f1, p1)  # type: ignore[arg-type]
             if demoted:
-                conn.execute(update(schema.Inspection).where(schema.Inspection.id.in_(demoted))
-                             .values(first_of_part=False))
-            ids = conn.execute(
-                insert(schema.Inspection).returning(schema.Inspection.id, sort_by_parameter_order=True),
-                [{
-                    "uid": r.uid, "station_id": r.station_id, "run_id": r.run_id, "seq": r.seq,
-                    "part_id": r.part_id, "captured_at": naive_utc(r.captured_at),
-                    "decided_at": naive_utc(r.decided_at), "verdict": r.verdict, "latency_ms": r.latency_ms,
-                    "error": r.error, "error_step": r.error_step, "source_meta": r.source_meta,
-                    "n_defects": sum(1 for d in r.defects if d.failed), "first_of_part": f1,
-                } for r, f1 in zip(new, first, strict=True)],
-            ).scalars().all()
+                conn.execute(
+                    update(schema.Inspection).where(schema.Inspection.id.in_(demoted)).values(first_of_part=False)
+                )
+            ids = (
+                conn.execute(
+                    insert(schema.Inspection).returning(schema.Inspection.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "uid": r.uid,
+                            "station_id": r.station_id,
+                            "run_id": r.run_id,
+                            "seq": r.seq,
+                            "part_id": r.part_id,
+                            "captured_at": naive_utc(r.captured_at),
+                            "decided_at": naive_utc(r.decided_at),
+                            "verdict": r.verdict,
+                            "latency_ms": r.latency_ms,
+                            "error": r.error,
+                            "error_step": r.error_step,
+                            "source_meta": r.source_meta,
+                            "n_defects": sum(1 for d in r.defects if d.failed),
+                            "first_of_part": f1,
+                        }
+                        for r, f1 in zip(new, first, strict=True)
+                    ],
+                )
+                .scalars()
+                .all()
+            )
             steps = [
-                {"inspection_id": iid, "step_index": s.step_index, "step": s.step, "plugin": s.plugin,
-                 "status": s.status, "score": s.score, "latency_ms": s.latency_ms,
-                 "n_findings": s.n_findings, "error": s.error}
-                for iid, r in zip(ids, new, strict=True) for s in r.steps
+                {
+                    "inspection_id": iid,
+                    "step_index": s.step_index,
+                    "step": s.step,
+                    "plugin": s.plugin,
+                    "status": s.status,
+                    "score": s.score,
+                    "latency_ms": s.latency_ms,
+                    "n_findings": s.n_findings,
+                    "error": s.error,
+                }
+                for iid, r in zip(ids, new, strict=True)
+                for s in r.steps
             ]
             if steps:
                 conn.execute(insert(schema.StepResult), steps)
             defects = [(iid, d) for iid, r in zip(ids, new, strict=True) for d in r.defects]
             if defects:
-                dids = conn.execute(
-                    insert(schema.Defect).returning(schema.Defect.id, sort_by_parameter_order=True),
-                    [{"inspection_id": iid, "step": d.step, "plugin": d.plugin, "kind": d.kind,
-                      "score": d.score, "failed": d.failed, "x": d.box[0], "y": d.box[1], "w": d.box[2],
-                      "h": d.box[3], "size_px": d.size_px, "size_mm": d.size_mm,
-                      "measurements": d.measurements, "message": d.message} for iid, d in defects],
-                ).scalars().all()
+                dids = (
+                    conn.execute(
+                        insert(schema.Defect).returning(schema.Defect.id, sort_by_parameter_order=True),
+                        [
+                            {
+                                "inspection_id": iid,
+                                "step": d.step,
+                                "plugin": d.plugin,
+                                "kind": d.kind,
+                                "score": d.score,
+                                "failed": d.failed,
+                                "x": d.box[0],
+                                "y": d.box[1],
+                                "w": d.box[2],
+                                "h": d.box[3],
+                                "size_px": d.size_px,
+                                "size_mm": d.size_mm,
+                                "measurements": d.measurements,
+                                "message": d.message,
+                            }
+                            for iid, d in defects
+                        ],
+                    )
+                    .scalars()
+                    .all()
+                )
                 crops = [
-                    {"defect_id": did, "inspection_id": iid, "format": d.crop.format, "width": d.crop.width,
-                     "height": d.crop.height, "x": d.crop.x, "y": d.crop.y, "scale": d.crop.scale,
-                     "data": d.crop.data}
-                    for did, (iid, d) in zip(dids, defects, strict=True) if d.crop is not None
+                    {
+                        "defect_id": did,
+                        "inspection_id": iid,
+                        "format": d.crop.format,
+                        "width": d.crop.width,
+                        "height": d.crop.height,
+                        "x": d.crop.x,
+                        "y": d.crop.y,
+                        "scale": d.crop.scale,
+                        "data": d.crop.data,
+                    }
+                    for did, (iid, d) in zip(dids, defects, strict=True)
+                    if d.crop is not None
                 ]
                 if crops:
                     conn.execute(insert(schema.Crop), crops)
@@ -525,7 +654,10 @@ def _pg_connect_args(driver: str, connect_timeout_s: float, statement_timeout_s:
         # libpq's own minimum is 2 s.
         "connect_timeout": max(2, round(connect_timeout_s)),
         # A peer that stops acknowledging (packets dropped) breaks the connection within seconds.
-        "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
         "tcp_user_timeout": int(max(connect_timeout_s, 5.0) * 1000),
         "options": f"-c statement_timeout={int(statement_timeout_s * 1000)}",
         "application_name": "inspector",

@@ -60,10 +60,21 @@ class Recorder:
     written either way).
     """
 
-    def __init__(self, store: Store, *, run: RunRecord, on_committed: Callable[[list[InspectionRecord]], None],
-                 spool_dir: Path | None = None, on_event: Callable[[str, str], None] | None = None,
-                 max_queue: int = 1000, overload: Overload = "wait", max_batch: int = 500,
-                 write_timeout_s: float = 5.0, retry_s: float = 1.0, max_retry_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        run: RunRecord,
+        on_committed: Callable[[list[InspectionRecord]], None],
+        spool_dir: Path | None = None,
+        on_event: Callable[[str, str], None] | None = None,
+        max_queue: int = 1000,
+        overload: Overload = "wait",
+        max_batch: int = 500,
+        write_timeout_s: float = 5.0,
+        retry_s: float = 1.0,
+        max_retry_s: float = 15.0,
+    ) -> None:
         self.store = store
         self.run = run
         self.on_committed = on_committed
@@ -125,9 +136,11 @@ class Recorder:
         except sqlite3.Error:
             return
         if n:
-            msg = (f"an older release's spool {path} holds {n} verdicts (format 1, with database ids, for a "
-                   "database it does not name); this release does not drain it: run the release that wrote it "
-                   "once with its database reachable, or move the file aside")
+            msg = (
+                f"an older release's spool {path} holds {n} verdicts (format 1, with database ids, for a "
+                "database it does not name); this release does not drain it: run the release that wrote it "
+                "once with its database reachable, or move the file aside"
+            )
             log.warning(msg)
             self.event("legacy_spool", msg)
 
@@ -163,19 +176,24 @@ class Recorder:
             limit *= 2
         with self._cond:
             if self._stop:
-                raise StoreError(f"store {self.store.display_url}: the recorder is closed; part {record.part_id} "
-                                 "was not recorded")
+                raise StoreError(
+                    f"store {self.store.display_url}: the recorder is closed; part {record.part_id} was not recorded"
+                )
             if len(self._pending) >= limit:
                 t0 = time.monotonic()
                 if self._blocked_since is None:
                     self._blocked_since = t0
-                    self._event("recorder_backpressure",
-                                f"the writer's queue is full ({len(self._pending)} verdicts waiting for store "
-                                f"{self.store.display_url}; overload policy {self.overload}): the station waits for it")
+                    self._event(
+                        "recorder_backpressure",
+                        f"the writer's queue is full ({len(self._pending)} verdicts waiting for store "
+                        f"{self.store.display_url}; overload policy {self.overload}): the station waits for it",
+                    )
                 while len(self._pending) >= limit:
                     if not self._thread.is_alive():
-                        raise StoreError(f"store {self.store.display_url}: the writer is not running "
-                                         f"({self.error or 'never started'}); part {record.part_id} was not recorded")
+                        raise StoreError(
+                            f"store {self.store.display_url}: the writer is not running "
+                            f"({self.error or 'never started'}); part {record.part_id} was not recorded"
+                        )
                     self._cond.wait(0.25)
                 self._blocked_s += time.monotonic() - t0
             self._pending.append(record)
@@ -225,17 +243,21 @@ class Recorder:
             self.close_problem = self._left(timeout)
             return False
         if self._held:
-            self.close_problem = (f"{len(self._held)} verdicts could be kept neither in store "
-                                  f"{self.store.display_url} nor in the spool: {self.error}")
+            self.close_problem = (
+                f"{len(self._held)} verdicts could be kept neither in store "
+                f"{self.store.display_url} nor in the spool: {self.error}"
+            )
             return False
         self.spool.close()
         return True
 
     def _left(self, timeout: float | None) -> str:
         within = "" if timeout is None else f" within {timeout:g} s"
-        return (f"the writer of store {self.store.display_url} did not finish{within}: "
-                f"{len(self._pending) + len(self._held)} verdicts were still queued, {self.waiting} wait in the "
-                f"spool {self.spool_path or '(in memory)'}")
+        return (
+            f"the writer of store {self.store.display_url} did not finish{within}: "
+            f"{len(self._pending) + len(self._held)} verdicts were still queued, {self.waiting} wait in the "
+            f"spool {self.spool_path or '(in memory)'}"
+        )
 
     @property
     def backlog(self) -> int:
@@ -282,8 +304,9 @@ class Recorder:
                 with self._cond:
                     self._events.extendleft(reversed(events))
                 if self.error is None:
-                    log.exception("store %s: the writer cannot keep %d verdicts", self.store.display_url,
-                                  len(self._held))
+                    log.exception(
+                        "store %s: the writer cannot keep %d verdicts", self.store.display_url, len(self._held)
+                    )
                 self.error = exc
                 if stop:
                     return
@@ -299,8 +322,10 @@ class Recorder:
 
     def _backpressure_ended(self) -> None:
         assert self._blocked_since is not None
-        self._event("recorder_backpressure_ended",
-                    f"the writer caught up; the station waited {self._blocked_s:.1f} s for it in all")
+        self._event(
+            "recorder_backpressure_ended",
+            f"the writer caught up; the station waited {self._blocked_s:.1f} s for it in all",
+        )
         self._blocked_since = None
 
     def _process(self, batch: list[InspectionRecord], events: list[EventRecord]) -> None:
@@ -334,8 +359,10 @@ class Recorder:
             except Exception as exc:  # noqa: BLE001
                 self._went_down(exc)
         if self._down is not None:
-            msg = (f"the run ended while store {self.store.display_url} was away: {self.waiting} verdicts wait in "
-                   f"the spool {self.spool_path or '(in memory)'} and are written when the station next runs")
+            msg = (
+                f"the run ended while store {self.store.display_url} was away: {self.waiting} verdicts wait in "
+                f"the spool {self.spool_path or '(in memory)'} and are written when the station next runs"
+            )
             self.spool.put(self.run, [], [EventRecord(self.run.uid, "run_ended_in_outage", msg)])
             if parts is not None:
                 self.spool.end_run(self.run, parts, ended)
@@ -380,9 +407,14 @@ class Recorder:
 
     def _write_events(self, events: list[EventRecord]) -> None:
         if self._events_dropped:
-            events.append(EventRecord(self.run.uid, "events_dropped",
-                                      f"{self._events_dropped} events were not recorded: more than {MAX_EVENTS} "
-                                      "waited for the writer at once"))
+            events.append(
+                EventRecord(
+                    self.run.uid,
+                    "events_dropped",
+                    f"{self._events_dropped} events were not recorded: more than {MAX_EVENTS} "
+                    "waited for the writer at once",
+                )
+            )
             self._events_dropped = 0
         try:
             self._store_events(events)
@@ -420,8 +452,10 @@ class Recorder:
     def _refused(self, record: InspectionRecord, why: str) -> None:
         self.spool.refuse(record, why)
         self.refused += 1
-        msg = (f"part {record.part_id!r} (inspection {record.uid}, {record.verdict}) was refused by the store and set "
-               f"aside in the spool {self.spool_path or '(in memory)'} (table refused): {why}")
+        msg = (
+            f"part {record.part_id!r} (inspection {record.uid}, {record.verdict}) was refused by the store and set "
+            f"aside in the spool {self.spool_path or '(in memory)'} (table refused): {why}"
+        )
         log.error(msg)
         with self._cond:
             self._event("record_refused", msg)
@@ -439,8 +473,10 @@ class Recorder:
         if not first:
             return
         kind = "store_unreachable" if classify(exc) == "unreachable" else "store_failing"
-        msg = (f"{describe_failure(self.store.display_url, exc)}; verdicts go to the spool "
-               f"{self.spool_path or '(in memory)'} until it answers")
+        msg = (
+            f"{describe_failure(self.store.display_url, exc)}; verdicts go to the spool "
+            f"{self.spool_path or '(in memory)'} until it answers"
+        )
         log.warning(msg)
         with self._cond:
             self._event(kind, msg)
@@ -456,8 +492,9 @@ class Recorder:
             return
         was, self._down = self._down, None
         self._backoff = self.retry_s
-        msg = (f"store {self.store.display_url} answers again; {drained} spooled verdicts written"
-               + (f", {self.waiting} still wait" if self.waiting else ""))
+        msg = f"store {self.store.display_url} answers again; {drained} spooled verdicts written" + (
+            f", {self.waiting} still wait" if self.waiting else ""
+        )
         if was is not None or drained:
             log.warning(msg)
             kind = "store_recovered" if was is not None else "spool_drained"
@@ -496,6 +533,5 @@ class Recorder:
         for uid, spooled in self.spool.runs().items():
             if spooled.ended_at is not None and spooled.parts_seen is not None:
                 _, rid = self._run_ids(spooled.run)
-                self.store.end_run(rid, spooled.parts_seen, ended_at=spooled.ended_at,
-                                   timeout_s=self.write_timeout_s)
+                self.store.end_run(rid, spooled.parts_seen, ended_at=spooled.ended_at, timeout_s=self.write_timeout_s)
             self.spool.forget_run(uid)

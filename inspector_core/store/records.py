@@ -30,8 +30,7 @@ def naive_utc(t: datetime) -> datetime:
 
 # How the spool encodes and validates the records (each dataclass takes it as
 # ``__pydantic_config__``): crops as base64, NaN and infinities kept, unknown fields refused.
-_SPOOL_JSON = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64", ser_json_inf_nan="constants",
-                         extra="forbid")
+_SPOOL_JSON = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64", ser_json_inf_nan="constants", extra="forbid")
 
 
 @dataclasses.dataclass(slots=True)

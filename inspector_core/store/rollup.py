@@ -55,8 +55,15 @@ class HourRollup:
             row = self.hours[key] = [0, 0, 0, 0, 0.0, None, None]
         return row
 
-    def add(self, station_id: int, captured_at: datetime, verdict: str, latency_ms: float | None,
-            first: bool = False, first_passed: bool = False) -> None:
+    def add(
+        self,
+        station_id: int,
+        captured_at: datetime,
+        verdict: str,
+        latency_ms: float | None,
+        first: bool = False,
+        first_passed: bool = False,
+    ) -> None:
         key = (station_id, hour_of(captured_at), verdict)
         row = self._row(key)
         row[0] += 1
@@ -78,17 +85,38 @@ class HourRollup:
             row[2] += first_passed
 
     def hour_rows(self) -> list[dict[str, Any]]:
-        return [{"station_id": k[0], "hour": k[1], "verdict": k[2], "parts": r[0], "first_parts": r[1],
-                 "first_passed": r[2], "latency_count": r[3], "latency_sum": r[4], "latency_min": r[5],
-                 "latency_max": r[6]} for k, r in sorted(self.hours.items())]
+        return [
+            {
+                "station_id": k[0],
+                "hour": k[1],
+                "verdict": k[2],
+                "parts": r[0],
+                "first_parts": r[1],
+                "first_passed": r[2],
+                "latency_count": r[3],
+                "latency_sum": r[4],
+                "latency_min": r[5],
+                "latency_max": r[6],
+            }
+            for k, r in sorted(self.hours.items())
+        ]
 
     def latency_rows(self) -> list[dict[str, Any]]:
-        return [{"station_id": k[0], "hour": k[1], "verdict": k[2], "bucket": k[3], "n": n}
-                for k, n in sorted(self.latency.items()) if n]
+        return [
+            {"station_id": k[0], "hour": k[1], "verdict": k[2], "bucket": k[3], "n": n}
+            for k, n in sorted(self.latency.items())
+            if n
+        ]
 
 
-def _upsert(conn: Connection, table: Table, keys: Sequence[str], rows: list[dict[str, Any]],
-            add: Sequence[str], minmax: Sequence[tuple[str, str]] = ()) -> None:
+def _upsert(
+    conn: Connection,
+    table: Table,
+    keys: Sequence[str],
+    rows: list[dict[str, Any]],
+    add: Sequence[str],
+    minmax: Sequence[tuple[str, str]] = (),
+) -> None:
     """``INSERT ... ON CONFLICT (keys) DO UPDATE`` adding ``add`` columns, keeping the min/max
     of ``minmax`` ``(column, "min"|"max")``; SQLite and PostgreSQL."""
     if not rows:
@@ -105,14 +133,28 @@ def _upsert(conn: Connection, table: Table, keys: Sequence[str], rows: list[dict
 def write_rollup(conn: Connection, rollup: HourRollup) -> None:
     """Add ``rollup`` to ``inspection_hours`` / ``inspection_hour_latency`` (upserts)."""
     tables = schema.Base.metadata.tables
-    _upsert(conn, tables["inspection_hours"], ("station_id", "hour", "verdict"), rollup.hour_rows(),
-            _HOUR_COLS, (("latency_min", "min"), ("latency_max", "max")))
-    _upsert(conn, tables["inspection_hour_latency"], ("station_id", "hour", "verdict", "bucket"),
-            rollup.latency_rows(), ("n",))
+    _upsert(
+        conn,
+        tables["inspection_hours"],
+        ("station_id", "hour", "verdict"),
+        rollup.hour_rows(),
+        _HOUR_COLS,
+        (("latency_min", "min"), ("latency_max", "max")),
+    )
+    _upsert(
+        conn,
+        tables["inspection_hour_latency"],
+        ("station_id", "hour", "verdict", "bucket"),
+        rollup.latency_rows(),
+        ("n",),
+    )
 
 
-def _first_of_part(conn: Connection, new: Sequence[InspectionRecord], rollup: HourRollup,
-                   ) -> tuple[list[bool], list[bool], list[int]]:
+def _first_of_part(
+    conn: Connection,
+    new: Sequence[InspectionRecord],
+    rollup: HourRollup,
+) -> tuple[list[bool], list[bool], list[int]]:
     """For each new record: is it the first inspection of its (station, part id), and is it a
     first-pass part (first, PASS, and the only one). Probes the stored inspections of the
     batch's part ids (the (station, part id) index), folds in duplicates within the batch,
@@ -130,8 +172,11 @@ def _first_of_part(conn: Connection, new: Sequence[InspectionRecord], rollup: Ho
     stored: dict[tuple[int, str], list[Any]] = defaultdict(list)
     for sid, pids in per_station.items():
         for k in range(0, len(pids), 500):
-            for row in conn.execute(select(I.id, I.part_id, I.captured_at, I.verdict)
-                                    .where(I.station_id == sid, I.part_id.in_(pids[k:k + 500]))):
+            for row in conn.execute(
+                select(I.id, I.part_id, I.captured_at, I.verdict).where(
+                    I.station_id == sid, I.part_id.in_(pids[k : k + 500])
+                )
+            ):
                 stored[(sid, row.part_id)].append(row)
     first = [False] * len(new)
     passed = [False] * len(new)
@@ -140,13 +185,15 @@ def _first_of_part(conn: Connection, new: Sequence[InspectionRecord], rollup: Ho
         old = stored.get(key, [])
         # Order: captured_at, then id (stored rows before this batch's, which get larger ids).
         items: list[tuple[tuple[Any, int, Any], Any, Any, int | None]] = [
-            ((r.captured_at, 0, r.id), r.captured_at, r.verdict, None) for r in old]
-        items += [((naive_utc(new[i].captured_at), 1, i), naive_utc(new[i].captured_at), new[i].verdict, i)
-                  for i in idxs]
+            ((r.captured_at, 0, r.id), r.captured_at, r.verdict, None) for r in old
+        ]
+        items += [
+            ((naive_utc(new[i].captured_at), 1, i), naive_utc(new[i].captured_at), new[i].verdict, i) for i in idxs
+        ]
         head = min(items, key=lambda x: x[0])
         n_after = len(items)
         if old:
-            was = min(items[:len(old)], key=lambda x: x[0])
+            was = min(items[: len(old)], key=lambda x: x[0])
             was_passed = len(old) == 1 and was[2] == "PASS"
             if head is was:
                 if was_passed:  # inspected again: no longer first-pass

@@ -70,10 +70,14 @@ class SpooledItem:
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE runs (uid TEXT PRIMARY KEY, record TEXT NOT NULL, ended_at TEXT, parts_seen INTEGER)",
-    ("CREATE TABLE items (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('inspection', 'event')), "
-     "run_uid TEXT NOT NULL REFERENCES runs (uid), record TEXT NOT NULL)"),
-    ("CREATE TABLE refused (id INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL, uid TEXT, "
-     "record TEXT NOT NULL, error TEXT NOT NULL)"),
+    (
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('inspection', 'event')), "
+        "run_uid TEXT NOT NULL REFERENCES runs (uid), record TEXT NOT NULL)"
+    ),
+    (
+        "CREATE TABLE refused (id INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL, uid TEXT, "
+        "record TEXT NOT NULL, error TEXT NOT NULL)"
+    ),
 )
 
 
@@ -93,8 +97,10 @@ class Spool:
             self.db.execute("PRAGMA foreign_keys=ON")
             self._open()
         except sqlite3.DatabaseError as exc:
-            raise SpoolError(f"spool {path}: cannot open it ({exc}); move the file aside to start a new one "
-                             "(what it holds is then not written)") from exc
+            raise SpoolError(
+                f"spool {path}: cannot open it ({exc}); move the file aside to start a new one "
+                "(what it holds is then not written)"
+            ) from exc
 
     def _open(self) -> None:
         with self.db:
@@ -103,32 +109,46 @@ class Spool:
             if not tables:
                 for ddl in _SCHEMA:
                     self.db.execute(ddl)
-                self.db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
-                    ("format", str(FORMAT)), ("station", self.station), ("database", self.database),
-                    ("created_at", utcnow().isoformat())])
+                self.db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        ("format", str(FORMAT)),
+                        ("station", self.station),
+                        ("database", self.database),
+                        ("created_at", utcnow().isoformat()),
+                    ],
+                )
                 return
             if "meta" not in tables:
-                raise SpoolError(f"spool {self.path}: format 1 (records with database ids, from an older "
-                                 f"release), which this release ({FORMAT}) cannot drain safely; move it aside")
+                raise SpoolError(
+                    f"spool {self.path}: format 1 (records with database ids, from an older "
+                    f"release), which this release ({FORMAT}) cannot drain safely; move it aside"
+                )
             meta = dict(self.db.execute("SELECT key, value FROM meta"))
         if meta.get("format") != str(FORMAT):
-            raise SpoolError(f"spool {self.path}: format {meta.get('format')!r}, this release reads format "
-                             f"{FORMAT}; drain it with the release that wrote it, or move it aside")
+            raise SpoolError(
+                f"spool {self.path}: format {meta.get('format')!r}, this release reads format "
+                f"{FORMAT}; drain it with the release that wrote it, or move it aside"
+            )
         if meta.get("station") != self.station or meta.get("database") != self.database:
-            raise SpoolError(f"spool {self.path} belongs to station {meta.get('station')!r} and database "
-                             f"{meta.get('database')}, not to station {self.station!r} and {self.database}; "
-                             "it is never drained elsewhere: move it back or aside")
+            raise SpoolError(
+                f"spool {self.path} belongs to station {meta.get('station')!r} and database "
+                f"{meta.get('database')}, not to station {self.station!r} and {self.database}; "
+                "it is never drained elsewhere: move it back or aside"
+            )
 
     # -------------------------------------------------------------- writing
 
     def _put_run(self, run: RunRecord) -> None:
         if run.station != self.station:
             raise SpoolError(f"spool {self.path}: a run of station {run.station!r} in the spool of {self.station!r}")
-        self.db.execute("INSERT OR IGNORE INTO runs (uid, record) VALUES (?, ?)",
-                        (run.uid, SPOOLED_RUN.dump_json(run).decode()))
+        self.db.execute(
+            "INSERT OR IGNORE INTO runs (uid, record) VALUES (?, ?)", (run.uid, SPOOLED_RUN.dump_json(run).decode())
+        )
 
-    def put(self, run: RunRecord, records: Sequence[InspectionRecord] = (),
-            events: Sequence[EventRecord] = ()) -> list[tuple[InspectionRecord, str]]:
+    def put(
+        self, run: RunRecord, records: Sequence[InspectionRecord] = (), events: Sequence[EventRecord] = ()
+    ) -> list[tuple[InspectionRecord, str]]:
         """Keep ``records`` and ``events`` of ``run`` (in one transaction). A record that cannot
         even be encoded is kept in ``refused`` instead; those are returned with the reason."""
         rows: list[tuple[str, str, str]] = []
@@ -139,8 +159,9 @@ class Spool:
                 continue
             try:
                 # Database ids mean nothing to another database: never spooled.
-                text = SPOOLED_INSPECTION.dump_json(replace(r, station_id=None, run_id=None,
-                                                            station=run.station)).decode()
+                text = SPOOLED_INSPECTION.dump_json(
+                    replace(r, station_id=None, run_id=None, station=run.station)
+                ).decode()
             except Exception as exc:  # noqa: BLE001 - a value JSON cannot hold
                 bad.append((r, f"cannot be encoded: {type(exc).__name__}: {exc}"))
                 continue
@@ -159,12 +180,16 @@ class Spool:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self._put_run(run)
-            self.db.execute("UPDATE runs SET ended_at = ?, parts_seen = ? WHERE uid = ?",
-                            (naive_utc(ended_at).isoformat(), parts_seen, run.uid))
+            self.db.execute(
+                "UPDATE runs SET ended_at = ?, parts_seen = ? WHERE uid = ?",
+                (naive_utc(ended_at).isoformat(), parts_seen, run.uid),
+            )
 
     def _refuse(self, kind: str, uid: str | None, text: str, error: str) -> None:
-        self.db.execute("INSERT INTO refused (at, kind, uid, record, error) VALUES (?, ?, ?, ?, ?)",
-                        (utcnow().isoformat(), kind, uid, text, error))
+        self.db.execute(
+            "INSERT INTO refused (at, kind, uid, record, error) VALUES (?, ?, ?, ?, ?)",
+            (utcnow().isoformat(), kind, uid, text, error),
+        )
 
     def refuse(self, record: InspectionRecord | EventRecord, error: str) -> None:
         """Set aside a record (or event) the database refused, with the reason (kept, never written)."""
@@ -188,8 +213,10 @@ class Spool:
             try:
                 run = SPOOLED_RUN.validate_json(text)
             except ValidationError as exc:
-                raise SpoolError(f"spool {self.path}: run {uid} does not validate ({exc.error_count()} errors: "
-                                 f"{exc.errors()[0]['msg']}); move the file aside") from exc
+                raise SpoolError(
+                    f"spool {self.path}: run {uid} does not validate ({exc.error_count()} errors: "
+                    f"{exc.errors()[0]['msg']}); move the file aside"
+                ) from exc
             if run.uid != uid or run.station != self.station:
                 raise SpoolError(f"spool {self.path}: run {uid} is of station {run.station!r}, not {self.station!r}")
             out[uid] = SpooledRun(run, datetime.fromisoformat(ended) if ended else None, parts)
@@ -212,8 +239,10 @@ class Spool:
                     rec = SPOOLED_EVENT.validate_json(text)
                     ok = rec.run_uid == run_uid and run_uid in stations
                 if not ok:
-                    raise ValueError(f"names run {rec.run_uid} but is spooled under run {run_uid} "
-                                     f"of station {stations.get(run_uid)!r}")
+                    raise ValueError(
+                        f"names run {rec.run_uid} but is spooled under run {run_uid} "
+                        f"of station {stations.get(run_uid)!r}"
+                    )
             except (ValidationError, ValueError) as exc:
                 with self.db:
                     self.db.execute("BEGIN IMMEDIATE")
@@ -228,8 +257,9 @@ class Spool:
 
     def forget_run(self, uid: str) -> None:
         """The run and all its items are in the database: drop its record here."""
-        self.db.execute("DELETE FROM runs WHERE uid = ? AND NOT EXISTS (SELECT 1 FROM items WHERE run_uid = ?)",
-                        (uid, uid))
+        self.db.execute(
+            "DELETE FROM runs WHERE uid = ? AND NOT EXISTS (SELECT 1 FROM items WHERE run_uid = ?)", (uid, uid)
+        )
 
     def count(self, kind: Kind = "inspection") -> int:
         return self.db.execute("SELECT count(*) FROM items WHERE kind = ?", (kind,)).fetchone()[0]

@@ -44,8 +44,11 @@ def test_reported_verdicts_survive_kill_9(tmp_path, seed):
     path = station_file(tmp_path, db, sink)
     kills = 0
     for _ in range(5):
-        proc = subprocess.Popen([sys.executable, "-m", "inspector_core.cli", "run", str(path), "--quiet"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "inspector_core.cli", "run", str(path), "--quiet"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         # Wait until this run has reported something, then kill at a random moment.
         before = len(reported_uids(sink))
         deadline = time.monotonic() + 60
@@ -68,8 +71,9 @@ def test_reported_verdicts_survive_kill_9(tmp_path, seed):
     for run_id, n, top in con.execute("SELECT run_id, count(*), max(seq) FROM inspections GROUP BY run_id"):
         assert n == top + 1, f"run {run_id}: {n} inspections but seq up to {top}"
     # Defects kept their crops through the kills.
-    orphans = con.execute("SELECT count(*) FROM defects d LEFT JOIN crops c ON c.defect_id = d.id "
-                          "WHERE c.id IS NULL").fetchone()[0]
+    orphans = con.execute(
+        "SELECT count(*) FROM defects d LEFT JOIN crops c ON c.defect_id = d.id WHERE c.id IS NULL"
+    ).fetchone()[0]
     assert orphans == 0
     assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 5
 
@@ -77,8 +81,11 @@ def test_reported_verdicts_survive_kill_9(tmp_path, seed):
 def test_sigterm_drains_and_commits(tmp_path):
     db, sink = tmp_path / "line.db", tmp_path / "reported.jsonl"
     path = station_file(tmp_path, db, sink)
-    proc = subprocess.Popen([sys.executable, "-m", "inspector_core.cli", "run", str(path), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inspector_core.cli", "run", str(path), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while len(reported_uids(sink)) < 5 and time.monotonic() < deadline:
         time.sleep(0.05)

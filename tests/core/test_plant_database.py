@@ -26,14 +26,24 @@ def station(tmp_path, name, url, seed, count):
 
 
 def test_two_stations_write_one_plant_database(tmp_path, pg_url):
-    procs = [subprocess.Popen(CLI + ["run", str(station(tmp_path, name, pg_url, seed, 40)), "--quiet"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, seed in (("line1", 1), ("line2", 2))]
+    procs = [
+        subprocess.Popen(
+            CLI + ["run", str(station(tmp_path, name, pg_url, seed, 40)), "--quiet"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, seed in (("line1", 1), ("line2", 2))
+    ]
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-    hist = subprocess.run(CLI + ["history", "--db", pg_url, "--format", "json", "--limit", "200"],
-                          capture_output=True, text=True, timeout=120)
+    hist = subprocess.run(
+        CLI + ["history", "--db", pg_url, "--format", "json", "--limit", "200"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert hist.returncode == 0, hist.stderr
     rows = json.loads(hist.stdout)
     rows = rows["rows"]
@@ -43,8 +53,9 @@ def test_two_stations_write_one_plant_database(tmp_path, pg_url):
         mine = [r for r in rows if r["station"] == name]
         assert len(mine) == 40
         assert sum(r["verdict"] == "ERROR" for r in mine) == 4  # every 10th part raised
-    stats = subprocess.run(CLI + ["stats", "--db", pg_url, "--format", "json"],
-                           capture_output=True, text=True, timeout=120)
+    stats = subprocess.run(
+        CLI + ["stats", "--db", pg_url, "--format", "json"], capture_output=True, text=True, timeout=120
+    )
     assert stats.returncode == 0, stats.stderr
     doc = json.loads(stats.stdout)
     totals = {p["station"]: p for p in doc["totals"]}

@@ -41,11 +41,12 @@ def test_unreachable_database_loses_nothing(tmp_path, pg_url, fault):
     sink = tmp_path / "reported.jsonl"
     # The outage ends before the source does: every verdict is reported in this run.
     interval = 40 if fault == "cut" else 120
-    cfg = {"source": {"type": "synthetic", "config": {"count": 60, "width": 640, "height": 480,
-                                                      "interval_ms": interval}},
-           "steps": [{"detector": "bright_spot", "config": {"threshold": 200}}],
-           "store": {"spool": str(tmp_path / "spool")},
-           "sinks": [{"type": "file", "config": {"path": str(sink)}}]}
+    cfg = {
+        "source": {"type": "synthetic", "config": {"count": 60, "width": 640, "height": 480, "interval_ms": interval}},
+        "steps": [{"detector": "bright_spot", "config": {"threshold": 200}}],
+        "store": {"spool": str(tmp_path / "spool")},
+        "sinks": [{"type": "file", "config": {"path": str(sink)}}],
+    }
 
     def outage():
         while not sink.exists() or len(sink.read_text().splitlines()) < 10:
@@ -92,8 +93,12 @@ def test_a_station_starts_while_its_database_is_down(tmp_path, pg_url):
         "steps: [{detector: bright_spot, config: {threshold: 200}}]\n"
         f"store: {{url: '{url}', spool: '{tmp_path / 'spool'}'}}\n"
     )
-    first = subprocess.run([sys.executable, "-m", "inspector_core.cli", "run", str(path), "--quiet"],
-                           capture_output=True, text=True, timeout=120)
+    first = subprocess.run(
+        [sys.executable, "-m", "inspector_core.cli", "run", str(path), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert first.returncode == 1, first.stderr
     spool = next((tmp_path / "spool").glob("line-*.spool.db"))
     assert re.search(rf"unreachable: 10 verdicts wait in the spool {re.escape(str(spool))}", first.stderr), first.stderr
@@ -106,10 +111,15 @@ def test_a_station_starts_while_its_database_is_down(tmp_path, pg_url):
     eng = create_engine(pg_url)
     with eng.connect() as c:
         runs = c.execute(select(schema.Run.id, schema.Run.parts_seen).order_by(schema.Run.started_at)).all()
-        per_run = dict(c.execute(select(schema.Inspection.run_id, func.count())
-                                 .group_by(schema.Inspection.run_id)).tuples().all())
-        kinds = [k for (k,) in c.execute(select(schema.Event.kind).where(schema.Event.run_id == runs[0][0])
-                                         .order_by(schema.Event.id))]
+        per_run = dict(
+            c.execute(select(schema.Inspection.run_id, func.count()).group_by(schema.Inspection.run_id)).tuples().all()
+        )
+        kinds = [
+            k
+            for (k,) in c.execute(
+                select(schema.Event.kind).where(schema.Event.run_id == runs[0][0]).order_by(schema.Event.id)
+            )
+        ]
     eng.dispose()
     assert len(runs) == 2 and [p for _, p in runs] == [10, 10]
     assert per_run == {runs[0][0]: 10, runs[1][0]: 10}
@@ -120,6 +130,9 @@ def test_a_database_that_refuses_the_station_is_a_clear_error_at_start(tmp_path,
     from inspector_core.runtime.station import StationError
 
     url = pg_url.rsplit("/", 1)[0] + "/no_such_database"
-    with pytest.raises(StationError, match=r"(?s)cannot record the run: .*refused the connection .*does not exist"
-                                           r".*check the user, password, database name"):
+    with pytest.raises(
+        StationError,
+        match=r"(?s)cannot record the run: .*refused the connection .*does not exist"
+        r".*check the user, password, database name",
+    ):
         run_station(station(SYNTH), tmp_path, db_url=url)

@@ -39,14 +39,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_of(station: str = "line1") -> RunRecord:
-    return RunRecord(station, hostname="test", software_version="0", plugins={}, config_yaml=f"name: {station}\n",
-                     config_hash="c" * 64, models={})
+    return RunRecord(
+        station,
+        hostname="test",
+        software_version="0",
+        plugins={},
+        config_yaml=f"name: {station}\n",
+        config_hash="c" * 64,
+        models={},
+    )
 
 
 def part(i: int, **kw) -> InspectionRecord:
     now = utcnow()
-    return InspectionRecord(uuid.uuid4().hex, None, None, i, f"P-{i:05d}", now, now, kw.pop("verdict", "PASS"), 1.0,
-                            **kw)
+    return InspectionRecord(
+        uuid.uuid4().hex, None, None, i, f"P-{i:05d}", now, now, kw.pop("verdict", "PASS"), 1.0, **kw
+    )
 
 
 def via(proxy: TcpProxy, pg_url: str) -> str:
@@ -96,8 +104,7 @@ def test_stalled_database_engages_the_spool_within_seconds(tmp_path, pg_url, pro
         reported.extend(uids)
 
     reported: list[str] = []
-    rec = Recorder(store, run=run_of(), on_committed=on_committed, spool_dir=tmp_path, write_timeout_s=2.0,
-                   retry_s=0.5)
+    rec = Recorder(store, run=run_of(), on_committed=on_committed, spool_dir=tmp_path, write_timeout_s=2.0, retry_s=0.5)
     rec.start()
     for i in range(5):
         rec.submit(part(i))
@@ -180,8 +187,7 @@ def test_refused_records_are_set_aside_and_the_writer_goes_on(tmp_path, pg_url):
     table ``refused``) with a ``record_refused`` event; the rest is written, the writer goes on."""
     store = Store(pg_url)
     reported: list[str] = []
-    rec = Recorder(store, run=run_of(), on_committed=lambda b: reported.extend(r.uid for r in b),
-                   spool_dir=tmp_path)
+    rec = Recorder(store, run=run_of(), on_committed=lambda b: reported.extend(r.uid for r in b), spool_dir=tmp_path)
     rec.start()
     nul = part(1)
     nul.part_id = "bad\x00id"  # PostgreSQL text cannot hold NUL
@@ -223,8 +229,9 @@ def test_station_starts_with_its_database_down_and_the_next_run_writes_the_spool
     url = via(proxy, pg_url)
     down = Store(url, migrate=False)
     first = run_of("line1")
-    rec = Recorder(down, run=first, on_committed=lambda b: pytest.fail("reported while the database was away"),
-                   spool_dir=tmp_path)
+    rec = Recorder(
+        down, run=first, on_committed=lambda b: pytest.fail("reported while the database was away"), spool_dir=tmp_path
+    )
     rec.start()
     assert rec.outage and rec.run_id is None
     spooled = [part(i) for i in range(6)]
@@ -237,10 +244,8 @@ def test_station_starts_with_its_database_down_and_the_next_run_writes_the_spool
 
     # The plant database meanwhile got other stations (so line1's ids differ from anything local).
     store = Store(pg_url)
-    store.begin_run("line0", hostname="h", software_version="0", plugins={}, config_yaml="", config_hash="0",
-                    models={})
-    store.begin_run("line2", hostname="h", software_version="0", plugins={}, config_yaml="", config_hash="0",
-                    models={})
+    store.begin_run("line0", hostname="h", software_version="0", plugins={}, config_yaml="", config_hash="0", models={})
+    store.begin_run("line2", hostname="h", software_version="0", plugins={}, config_yaml="", config_hash="0", models={})
     store.close()
     proxy.start()
     try:
@@ -257,10 +262,13 @@ def test_station_starts_with_its_database_down_and_the_next_run_writes_the_spool
     finally:
         proxy.stop()
     assert sorted(reported) == sorted([r.uid for r in spooled] + [later.uid])
-    got = rows(pg_url, "SELECT r.uid, s.name, r.parts_seen, r.ended_at IS NOT NULL, count(i.id) FROM runs r "
-                       "JOIN stations s ON s.id = r.station_id LEFT JOIN inspections i ON i.run_id = r.id "
-                       "AND i.station_id = s.id WHERE s.name = 'line1' GROUP BY r.uid, s.name, r.parts_seen, "
-                       "r.ended_at ORDER BY r.parts_seen DESC")
+    got = rows(
+        pg_url,
+        "SELECT r.uid, s.name, r.parts_seen, r.ended_at IS NOT NULL, count(i.id) FROM runs r "
+        "JOIN stations s ON s.id = r.station_id LEFT JOIN inspections i ON i.run_id = r.id "
+        "AND i.station_id = s.id WHERE s.name = 'line1' GROUP BY r.uid, s.name, r.parts_seen, "
+        "r.ended_at ORDER BY r.parts_seen DESC",
+    )
     assert got == [(first.uid, "line1", 6, True, 6), (second.uid, "line1", 1, True, 1)]
     events = rows(pg_url, "SELECT r.uid, e.kind FROM events e JOIN runs r ON r.id = e.run_id ORDER BY e.id")
     assert [k for u, k in events if u == first.uid] == ["store_unreachable", "camera_gap", "run_ended_in_outage"]
@@ -271,8 +279,11 @@ def test_a_spool_is_never_drained_into_another_database(tmp_path):
     assert spool_file(tmp_path, "line1", a) != spool_file(tmp_path, "line1", b)
     path = spool_file(tmp_path, "line1", a)
     Spool(path, station="line1", database=a).close()
-    with pytest.raises(SpoolError, match=r"belongs to station 'line1' and database .*db1.*not to station 'line1' "
-                                         r"and .*db2.*never drained elsewhere"):
+    with pytest.raises(
+        SpoolError,
+        match=r"belongs to station 'line1' and database .*db1.*not to station 'line1' "
+        r"and .*db2.*never drained elsewhere",
+    ):
         Spool(path, station="line1", database=b)
     with pytest.raises(SpoolError, match="belongs to station 'line1'"):
         Spool(path, station="line9", database=a)
@@ -301,8 +312,10 @@ def test_spooled_records_are_validated_on_read(tmp_path):
     spool.put(run, good)
     with spool.db:
         spool.db.execute("UPDATE items SET record = json_set(record, '$.seq', 'many') WHERE id = 2")
-        spool.db.execute("INSERT INTO items (kind, run_uid, record) VALUES ('inspection', ?, ?)",
-                         (run.uid, json.dumps({"not": "a record"})))
+        spool.db.execute(
+            "INSERT INTO items (kind, run_uid, record) VALUES ('inspection', ?, ?)",
+            (run.uid, json.dumps({"not": "a record"})),
+        )
     spool.put(other, [part(9, station="line1", run_uid=other.uid)])
     with spool.db:  # a record moved under another run
         spool.db.execute("UPDATE items SET run_uid = ? WHERE id = 5", (run.uid,))
@@ -367,8 +380,9 @@ def test_a_full_queue_makes_the_station_wait_and_says_so(tmp_path):
 def test_drop_oldest_lets_not_inspected_records_past_a_full_queue(tmp_path):
     db = tmp_path / "s.db"
     store = Store(f"sqlite:///{db}", busy_timeout_s=30)
-    rec = Recorder(store, run=run_of(), on_committed=lambda b: None, spool_dir=tmp_path, max_queue=3,
-                   overload="drop-oldest")
+    rec = Recorder(
+        store, run=run_of(), on_committed=lambda b: None, spool_dir=tmp_path, max_queue=3, overload="drop-oldest"
+    )
     rec.start()
     blocker = sqlite3.connect(db, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
@@ -430,13 +444,20 @@ def test_events_are_written_by_the_recorder_thread_only(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Store, "add_events", spy)
     path = tmp_path / "station.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "line1", "source": {"type": "synthetic", "config": {"count": 12, "width": 320, "height": 240}},
-        "steps": [{"detector": "bright_spot", "config": {"threshold": 200}}],
-        "store": {"url": f"sqlite:///{tmp_path / 's.db'}"}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "line1",
+                "source": {"type": "synthetic", "config": {"count": 12, "width": 320, "height": 240}},
+                "steps": [{"detector": "bright_spot", "config": {"threshold": 200}}],
+                "store": {"url": f"sqlite:///{tmp_path / 's.db'}"},
+            }
+        )
+    )
     reg = load()
-    runtime = StationRuntime(load_station(path, reg), reg,
-                             on_progress=lambda tally: runtime.event("progress", f"{tally.total} parts"))
+    runtime = StationRuntime(
+        load_station(path, reg), reg, on_progress=lambda tally: runtime.event("progress", f"{tally.total} parts")
+    )
     assert runtime.run().total == 12
     assert writers and set(writers) == {"inspector-recorder"}
     kinds = [k for (k,) in sqlite3.connect(tmp_path / "s.db").execute("SELECT kind FROM events")]
@@ -453,8 +474,9 @@ MIGRATE = (
 
 
 def _kill_while_migrating(url: str, rng: random.Random, span: float) -> str:
-    proc = subprocess.Popen([sys.executable, "-c", MIGRATE, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MIGRATE, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
     assert proc.stdout.readline().strip() == "go"
     time.sleep(rng.uniform(0.0, span))
     os.kill(proc.pid, signal.SIGKILL)
@@ -497,17 +519,26 @@ def test_kill_9_during_the_first_migration_leaves_a_store_that_starts(tmp_path):
 def test_a_store_left_half_migrated_by_an_older_release_says_what_to_do(tmp_path):
     db = tmp_path / "half.db"
     with sqlite3.connect(db) as c:
-        c.execute("CREATE TABLE stations (id INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL UNIQUE, "
-                  "created_at DATETIME NOT NULL)")
-    with pytest.raises(StoreError, match=r"has some of Inspector's tables but no schema revision .*stations already "
-                                         r"exists.*killed while migrating.*delete the file"):
+        c.execute(
+            "CREATE TABLE stations (id INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL UNIQUE, "
+            "created_at DATETIME NOT NULL)"
+        )
+    with pytest.raises(
+        StoreError,
+        match=r"has some of Inspector's tables but no schema revision .*stations already "
+        r"exists.*killed while migrating.*delete the file",
+    ):
         Store(f"sqlite:///{db}")
 
 
 def test_stations_starting_together_on_a_new_sqlite_file_all_start(tmp_path):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    procs = [subprocess.Popen([sys.executable, "-c", MIGRATE, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, cwd=ROOT) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        for _ in range(2)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0 and out.split() == ["go", "done"], err
@@ -544,13 +575,19 @@ def test_readers_open_without_migrating_and_check_the_revision(tmp_path, pg_url)
     assert Store(pg_url, migrate=False).check_revision() == head
     with store.engine.begin() as c:
         c.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
-    with pytest.raises(StoreError, match=rf"at schema revision 9999, newer than this release knows \(its newest is "
-                                         rf"{head}\); upgrade Inspector"):
+    with pytest.raises(
+        StoreError,
+        match=rf"at schema revision 9999, newer than this release knows \(its newest is "
+        rf"{head}\); upgrade Inspector",
+    ):
         Store(pg_url, migrate=False).check_revision()
     with store.engine.begin() as c:
         c.exec_driver_sql("UPDATE alembic_version SET version_num = '0003'")
-    with pytest.raises(StoreError, match=rf"at schema revision 0003, older than this release's {head}; upgrade "
-                                         r"the database: run a station on it once .*alembic -c .*upgrade head"):
+    with pytest.raises(
+        StoreError,
+        match=rf"at schema revision 0003, older than this release's {head}; upgrade "
+        r"the database: run a station on it once .*alembic -c .*upgrade head",
+    ):
         Store(pg_url, migrate=False).check_revision()
     assert rows(pg_url, "SELECT version_num FROM alembic_version") == [("0003",)]  # the reader wrote nothing
     store.close()
@@ -562,8 +599,11 @@ def test_cannot_reach_is_told_apart_from_a_refusal(pg_url):
         Store(f"postgresql+psycopg://postgres@127.0.0.1:{free}/x", migrate=False).check_revision()
     with pytest.raises(StoreError, match="cannot reach the database"):
         Store("postgresql+psycopg://postgres@no-such-host.invalid/x", migrate=False).check_revision()
-    with pytest.raises(StoreError, match=r"refused the connection .*does not exist.*check the user, password, "
-                                         r"database name"):
+    with pytest.raises(
+        StoreError,
+        match=r"refused the connection .*does not exist.*check the user, password, "
+        r"database name",
+    ):
         Store(pg_url.rsplit("/", 1)[0] + "/no_such_database", migrate=False).check_revision()
     with pytest.raises(StoreError, match=r"refused the connection .*role .*nobody.* does not exist"):
         Store(pg_url.replace("postgres@", "nobody@"), migrate=False).check_revision()
@@ -575,8 +615,7 @@ def test_schema_of_a_migrated_database_matches_the_model(tmp_path):
 
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     with store.engine.connect() as c:
-        diff = [d for d in compare_metadata(MigrationContext.configure(c), schema.Base.metadata)
-                if "uid" in str(d)]
+        diff = [d for d in compare_metadata(MigrationContext.configure(c), schema.Base.metadata) if "uid" in str(d)]
     assert diff == []
     engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
     with engine.connect() as c:

@@ -12,11 +12,12 @@ the database answers. Events get a uid too, so an event drained twice from the s
 between the commit and the spool's delete) is written once. Older rows keep ``NULL`` (unique
 indexes allow many).
 """
+
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0005'
-down_revision = '0004'
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
