@@ -119,7 +119,7 @@ def test_stalled_database_engages_the_spool_within_seconds(tmp_path, pg_url, pro
         time.sleep(0.05)
     wait_for(lambda: rec.outage and rec.waiting > 0, 10)
     engaged = time.monotonic() - t0
-    assert engaged < 4, f"spool engaged {engaged:.1f} s after the stall"
+    assert engaged < 6, f"spool engaged {engaged:.1f} s after the stall"
     assert slowest < 0.5  # the station never waited on the stalled database
     wait_for(lambda: rec.waiting == 20, 10)
     assert len(reported) == 5  # spooled verdicts are not reported yet
@@ -387,7 +387,7 @@ def test_drop_oldest_lets_not_inspected_records_past_a_full_queue(tmp_path):
     blocker = sqlite3.connect(db, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     rec.submit(part(0))
-    time.sleep(0.3)  # the writer took it and waits on the lock
+    wait_for(lambda: not rec._pending and rec._busy, 5)  # the writer took it and waits on the lock
     for i in range(1, 4):
         rec.submit(part(i))
     t0 = time.monotonic()
