@@ -159,6 +159,10 @@ class View:
     origin: tuple[int, int] = (0, 0)
     calibration: Calibration = Calibration()
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    frame_size: tuple[int, int] | None = None
+    """``(width, height)`` of the whole frame the view was cut from; ``None`` when not known.
+    A detector taught on frames of one size can tell a frame of another size (whose ROI no
+    longer frames the same region) from a part that is missing."""
 
     def mm(self, px: float) -> float | None:
         """``px`` in millimetres, or ``None`` when the station has no calibration."""

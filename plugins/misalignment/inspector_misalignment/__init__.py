@@ -87,6 +87,12 @@ class MisalignmentConfig(PluginConfig):
     min_match: float = Field(
         0.5, ge=0, lt=1, description="Smallest correlation (0-1) between the registered part and the "
         "reference; below it the part is reported missing or not recognised.")
+    scale_range: tuple[float, float] | None = Field(
+        None, description="[low, high] scales (part size in the view / in the reference) the coarse "
+        "search tries, e.g. [0.9, 1.1], for parts imaged at a varying distance. Default: scale 1 only "
+        "(the refinement still follows a few % of scale). A frame of another size than the reference "
+        "was taught on is refused unless its size ratio lies in this range. The found scale is still "
+        "judged against max_scale_change.")
 
     @field_validator("reference")
     @classmethod
@@ -114,6 +120,18 @@ class MisalignmentConfig(PluginConfig):
                 raise ValueError(f"the reference {path} has SHA-256 {actual}, not this one: it was replaced; "
                                  "re-teach, or set this to the new file's hash if the new file is right")
         return value
+
+    @field_validator("scale_range")
+    @classmethod
+    def _scale_range_is_a_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is None:
+            return None
+        low, high = value
+        if not (0.25 <= low <= 1.0 <= high <= 4.0) or low == high:
+            raise ValueError(
+                f"must be [low, high] with 0.25 <= low <= 1 <= high <= 4 and low < high (got {list(value)})"
+            )
+        return (float(low), float(high))
 
     @field_validator("weight")
     @classmethod
@@ -148,6 +166,7 @@ class MisalignmentDetector(Detector):
         self.config: MisalignmentConfig = config
         self._ref: Reference | None = None
         self._paths: dict[str, Path] = {}
+        self._taught_frame: tuple[int, int] | None = None
 
     def _resolve(self) -> None:
         from inspector_misalignment.reference import sha256_file
@@ -178,9 +197,11 @@ class MisalignmentDetector(Detector):
                 self._paths["weight"] = w_path
 
     def warm_up(self, example: np.ndarray | None = None) -> None:
+        from inspector_misalignment.reference import taught_frame_size
         from inspector_misalignment.registration import Reference
 
         self._resolve()
+        self._taught_frame = taught_frame_size(self._paths["reference"])
         image = cv2.imread(str(self._paths["reference"]), cv2.IMREAD_GRAYSCALE)
         if image is None:
             raise ValueError(f"misalignment: cannot read the reference {self._paths['reference']}")
@@ -189,7 +210,7 @@ class MisalignmentDetector(Detector):
             weight = cv2.imread(str(self._paths["weight"]), cv2.IMREAD_GRAYSCALE)
             if weight is None:
                 raise ValueError(f"misalignment: cannot read the weight mask {self._paths['weight']}")
-        self._ref = Reference(image, weight)
+        self._ref = Reference(image, weight, scale_range=self.config.scale_range)
         if example is not None:
             self.inspect(View(example, "warm-up"))
 
@@ -206,6 +227,7 @@ class MisalignmentDetector(Detector):
         gray = view.gray
         h, w = gray.shape
         rh, rw = ref.shape
+        self._check_frame_size(view, (w, h))
         factor = 1.0
         if (h, w) != (rh, rw):
             # The same ROI seen at another resolution: compare at the reference's.
@@ -269,6 +291,26 @@ class MisalignmentDetector(Detector):
             message += f" (match {match:.2f})"
         return [Finding(kind="misalignment", score=float(min(1.0, score)), box=box, message=message,
                         size_px=float(shift), measurements=measurements)]
+
+    def _check_frame_size(self, view: View, view_size: tuple[int, int]) -> None:
+        """Refuse an ROI cut from a frame of another size than the reference was taught on: the ROI
+        (in frame pixels) no longer frames the same region, and the part would read as missing.
+        A whole frame at another resolution is compared at the reference's (see ``inspect``)."""
+        taught, frame = self._taught_frame, view.frame_size
+        if taught is None or frame is None or tuple(frame) == taught or tuple(frame) == view_size:
+            return
+        ratio = frame[0] / taught[0]
+        scale_range = self.config.scale_range
+        if scale_range is not None and scale_range[0] <= ratio <= scale_range[1]:
+            return
+        raise ValueError(
+            f"misalignment: the frame is {frame[0]}x{frame[1]} px but the reference "
+            f"{self._paths.get('reference')} was taught on {taught[0]}x{taught[1]} px frames, so the step's ROI "
+            f"no longer frames the same region (this is not a missing part); re-teach at this resolution "
+            f"(`inspector teach STATION_FILE --from GOOD_IMAGES_DIR` with frames of {frame[0]}x{frame[1]} px), "
+            f"or, if the part's scale really varies, set config.scale_range to a range containing {ratio:.3g} "
+            "(the found scale is still judged against max_scale_change)"
+        )
 
     def close(self) -> None:
         self._ref = None

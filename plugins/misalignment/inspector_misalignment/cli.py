@@ -54,6 +54,14 @@ def teach(station_file: str, source: str, step_name: str | None) -> None:
         if img is None:
             raise click.ClickException(f"{p}: cannot read this image")
         frames.append(img)
+    sizes = {(f.shape[1], f.shape[0]) for f in frames}
+    if len(sizes) != 1:
+        listed = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
+        raise click.ClickException(
+            f"{source}: the images are of {len(sizes)} sizes ({listed} px); teach from frames of one camera "
+            "setup, at the resolution the station will inspect"
+        )
+    frame_w, frame_h = frames[0].shape[1], frames[0].shape[0]
     station_path = Path(station_file).resolve()
     folder = station_path.parent / f"{station_path.stem}.reference"
     for step in steps:
@@ -85,6 +93,9 @@ def teach(station_file: str, source: str, step_name: str | None) -> None:
                 "station": station.name,
                 "step": step.name,
                 "roi": step.roi.model_dump() if step.roi else None,
+                # The whole frame's size: a frame of another size is refused at inspection, not
+                # read as a missing part.
+                "frame": {"width": int(frame_w), "height": int(frame_h)},
                 # Relative to the station file, so a committed reference is the same in every clone.
                 "taught_from": Path(os.path.relpath(Path(source).resolve(), station_path.parent)).as_posix(),
                 "taught_images_sha256": images_hash(paths),

@@ -126,6 +126,32 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def taught_frame_size(image_path: Path) -> tuple[int, int] | None:
+    """``(width, height)`` of the frames the reference at ``image_path`` was taught on, from its
+    ``<step>.json``; ``None`` when unknown (a reference taught before the size was recorded, or
+    one without its JSON)."""
+    meta_path = image_path.with_suffix(".json")
+    if not meta_path.is_file():
+        return None
+    try:
+        frame = json.loads(meta_path.read_text()).get("frame")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ValueError(
+            f"misalignment: cannot read the reference's description {meta_path}: {exc}; re-teach"
+        ) from None
+    if frame is None:
+        return None
+    try:
+        width, height = int(frame["width"]), int(frame["height"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"misalignment: {meta_path}: 'frame' must be {{width, height}} in px (got {frame!r}); re-teach"
+        ) from None
+    if width <= 0 or height <= 0:
+        raise ValueError(f"misalignment: {meta_path}: frame size {width}x{height} px is not a size; re-teach")
+    return (width, height)
+
+
 def images_hash(paths: Sequence[Path]) -> str:
     """One hash over the taught files' names and contents, in name order."""
     h = hashlib.sha256()

@@ -48,6 +48,9 @@ ACCEPT_MATCH = 0.9
 SEARCH_PREFERENCE = 0.1
 """How much better the global search's pose must match than the one found from the nominal
 pose to be kept (a good part's defect can make a wrong pose match a little better)."""
+SEARCH_SCALE_STEP = 1.05
+"""Ratio of neighbouring candidate scales of the coarse search when a scale range is given; the
+refinement follows the few % between them."""
 POINTS_PER_LEVEL = 3000
 ITERATIONS = (30, 12, 8, 6, 6, 6)
 """Lucas-Kanade iterations per level, coarsest first."""
@@ -126,13 +129,16 @@ class Reference:
     non-zero where the part is stable) restricts registration and the match score to the part.
     """
 
-    def __init__(self, image: np.ndarray, weight: np.ndarray | None = None) -> None:
+    def __init__(
+        self, image: np.ndarray, weight: np.ndarray | None = None, scale_range: tuple[float, float] | None = None
+    ) -> None:
         if image.ndim != 2 or image.dtype != np.uint8:
             raise ValueError("the reference must be a uint8 grayscale image")
         h, w = image.shape
         if min(h, w) < 24:
             raise ValueError(f"the reference is too small to register ({w}x{h} px)")
         self.shape = (h, w)
+        self.search_scales = search_scales(scale_range)
         weight = np.full((h, w), 255, np.uint8) if weight is None else weight
         if weight.shape != image.shape:
             raise ValueError(f"the weight mask is {weight.shape[1]}x{weight.shape[0]}, the reference {w}x{h}")
@@ -225,12 +231,17 @@ class Reference:
         th, tw = crop.shape
         centre = ((tw - 1) / 2.0, (th - 1) / 2.0)
         self.templates = []
-        for angle in SEARCH_ANGLES_DEG:
-            m = cv2.getRotationMatrix2D(centre, angle, 1.0)
-            t = cv2.warpAffine(crop, m, (tw, th), flags=cv2.INTER_LINEAR)
-            tm = cv2.warpAffine(mcrop, m, (tw, th), flags=cv2.INTER_NEAREST, borderValue=0)
-            tm = (tm >= 128).astype(np.uint8)
-            self.templates.append((angle, m, t, tm))
+        for scale in self.search_scales:
+            # The template of a scaled part is the crop scaled about its centre into a canvas of the
+            # scaled size (so nothing of the part is cut off and no view margin is lost).
+            sw, sh = max(4, int(round(tw * scale))), max(4, int(round(th * scale)))
+            for angle in SEARCH_ANGLES_DEG:
+                m = cv2.getRotationMatrix2D(centre, angle, scale)
+                m[:, 2] += ((sw - 1) / 2.0 - centre[0], (sh - 1) / 2.0 - centre[1])
+                t = cv2.warpAffine(crop, m, (sw, sh), flags=cv2.INTER_LINEAR)
+                tm = cv2.warpAffine(mcrop, m, (sw, sh), flags=cv2.INTER_NEAREST, borderValue=0)
+                tm = (tm >= 128).astype(np.uint8)
+                self.templates.append((angle, m, t, tm))
 
     def _prepare_match(self) -> None:
         k = self.k_match
@@ -376,6 +387,23 @@ class Reference:
         v = vals[ok]
         v = (v - v.mean()) / max(float(v.std()), 1e-6)
         return float(np.clip((ref * v).mean(), 0.0, 1.0))
+
+
+def search_scales(scale_range: tuple[float, float] | None) -> tuple[float, ...]:
+    """The coarse search's candidate scales: 1 alone, or 1 and geometric steps of
+    ``SEARCH_SCALE_STEP`` out to both ends of ``scale_range`` (the ends included)."""
+    if scale_range is None:
+        return (1.0,)
+    low, high = scale_range
+    if not 0 < low <= 1.0 <= high:
+        raise ValueError(f"scale range must contain 1 (got [{low}, {high}])")
+    scales = {1.0, float(low), float(high)}
+    for direction, end in ((SEARCH_SCALE_STEP, high), (1 / SEARCH_SCALE_STEP, low)):
+        s = direction
+        while (s < end) if direction > 1 else (s > end):
+            scales.add(s)
+            s *= direction
+    return tuple(sorted(scales))
 
 
 def warp_to_reference(gray: np.ndarray, matrix: np.ndarray) -> np.ndarray:
