@@ -270,6 +270,12 @@ class Store:
 
         if self.sqlite_path is not None:
             self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.is_sqlite:
+            # Readers beside the one writer: WAL (kept in the file). Outside any transaction.
+            with self.engine.connect() as conn:
+                dbapi = conn.connection.dbapi_connection
+                assert dbapi is not None
+                dbapi.execute("PRAGMA journal_mode=WAL")
         cfg = self._alembic()
         for attempt in range(3):
             try:
@@ -702,7 +708,8 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # by _sqlite_begin, a migration is one transaction (SQLAlchemy's documented recipe).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    # No journal_mode here: setting it writes to the file, and a reader writes nothing. The
+    # writer sets WAL (persistent) when it migrates.
     # FULL: a verdict reported after commit survives a power cut, not only a process kill.
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
