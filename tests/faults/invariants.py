@@ -256,7 +256,9 @@ def check(
         elif v == "ERROR" and want == "ERROR":
             if not error:
                 bad["verdict_as_truth"].append(f"part {plan.part_id}{at(i)}: ERROR without a reason")
-            elif plan.step_faults and not plan.image_fault and not any(cites(r, i) for r in plan.step_faults):
+            # (Only on plain images: a source that wrongly refuses an unusual good one is the
+            # violation already reported for that image, not a second one about the step.)
+            elif plan.step_faults and plan.image in ("png", "jpg") and not any(cites(r, i) for r in plan.step_faults):
                 bad["verdict_as_truth"].append(
                     f"part {plan.part_id}{at(i)}: the ERROR does not name the faulty step "
                     f"{'/'.join(plan.step_faults)}: {error[:160]}"

@@ -11,7 +11,7 @@ the station's promises checked after each one (see ``invariants.py`` for the lis
   moments (the first one during its first start-up), then run to the end.
 
 Deterministic: the schedules are a function of ``INSPECTOR_FAULTS_SEED`` (default below).
-Bounded for CI: ``INSPECTOR_FAULTS_SCHEDULES`` random schedules (default 8) and one kill
+Bounded for CI: ``INSPECTOR_FAULTS_SCHEDULES`` random schedules (default 6) and one kill
 schedule of each kind; ``INSPECTOR_FAULTS_SCHEDULES=200`` asks for a longer run (with one
 kill schedule per 20 random ones). The summary at the end of the session (and each test's
 ``fault_schedule`` property) says how many schedules and parts ran and each invariant checked.
@@ -31,7 +31,7 @@ from tests.faults.schedule import Schedule, catalogue, generate, kill_schedule
 pytestmark = pytest.mark.faults
 
 SEED = int(os.environ.get("INSPECTOR_FAULTS_SEED", "20261201"))
-SCHEDULES = int(os.environ.get("INSPECTOR_FAULTS_SCHEDULES", "8"))
+SCHEDULES = int(os.environ.get("INSPECTOR_FAULTS_SCHEDULES", "6"))
 KILL_SCHEDULES = max(1, SCHEDULES // 20)
 
 
