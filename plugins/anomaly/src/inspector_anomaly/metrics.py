@@ -10,11 +10,11 @@ from numpy.typing import ArrayLike
 def auroc(labels: ArrayLike, scores: ArrayLike) -> float:
     """Area under the ROC curve (scikit-learn's ``roc_auc_score``: ties count half); NaN when
     one class is absent (a defect class with no good image to compare against, say)."""
-    from sklearn.metrics import roc_auc_score
-
     y = np.asarray(labels, dtype=bool).ravel()
     if y.all() or not y.any():
         return float("nan")
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(y, np.asarray(scores, dtype=np.float64).ravel()))
 
 
