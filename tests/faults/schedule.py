@@ -265,10 +265,13 @@ def kill_schedule(seed: int, signal: str = "mixed") -> Schedule:
         else Kill(sigs[0], round(rng.uniform(1.0, 3.0), 2))
     )
     kills = [first] + [Kill(s, round(rng.uniform(0.0, 0.6), 2), "reports", rng.randint(2, 10)) for s in sigs[1:]]
-    # One sink refuses its first sends, the other is down for a while: verdicts committed but
-    # not yet delivered when a signal comes, which a later run must deliver.
+    # One sink refuses its first sends (and may then hang 4 s on the first it accepts: a
+    # shutdown must not wait for it forever), the other is down for a while: verdicts
+    # committed but not yet delivered when a signal comes, which a later run must deliver.
     sink = (
-        SinkFault("faulty_a", fail_first=rng.randint(3, 12)),
+        SinkFault(
+            "faulty_a", fail_first=rng.randint(3, 12), hang_ms=4000 if signal == "TERM" else rng.choice((0, 4000))
+        ),
         SinkFault("faulty_b", down_ms=rng.choice((2500, 3500))),
     )
     return Schedule(f"kills-{signal}-seed{seed}", parts, "sqlite", (), sink, tuple(kills), interval_ms=40)
