@@ -113,6 +113,7 @@ class Recorder:
         self._retry_now = False
         self.close_problem: str | None = None
         """Why :meth:`close` or :meth:`flush` returned False."""
+        self._finish_failed: str | None = None
         self._blocked_since: float | None = None
         self._blocked_s = 0.0
         self._down: BaseException | None = None
@@ -242,6 +243,9 @@ class Recorder:
         if self._thread.is_alive():
             self.close_problem = self._left(timeout)
             return False
+        if self._finish_failed is not None:
+            self.close_problem = self._finish_failed
+            return False
         if self._held:
             self.close_problem = (
                 f"{len(self._held)} verdicts could be kept neither in store "
@@ -317,7 +321,15 @@ class Recorder:
                     self._busy = False
                     self._cond.notify_all()
             if stop:
-                self._finish()
+                try:
+                    self._finish()
+                except Exception as exc:  # the spool failing at the end: say so, close() returns False
+                    log.exception("store %s: recording the end of the run", self.store.display_url)
+                    self.error = exc
+                    self._finish_failed = (
+                        f"the end of the run could be kept neither in store {self.store.display_url} nor in the "
+                        f"spool {self.spool_path or '(in memory)'}: {type(exc).__name__}: {exc}"
+                    )
                 return
 
     def _backpressure_ended(self) -> None:
@@ -347,18 +359,20 @@ class Recorder:
             self._refused(r, why)
 
     def _finish(self) -> None:
-        """Last words: the end of the run, and what waits."""
+        """Last words: the end of the run, and what waits; then the events raised on the way
+        (``store_recovered``, ``store_unreachable``), which no later batch would write."""
         if self._down is not None:
             self._try_again()
         ended = utcnow()
         parts = self._parts_seen
+        ended_in_db = False
         if self._down is None and self.run_id is not None and parts is not None:
             try:
                 self.store.end_run(self.run_id, parts, ended_at=ended, timeout_s=self.write_timeout_s)
-                return
+                ended_in_db = True
             except Exception as exc:  # noqa: BLE001
                 self._went_down(exc)
-        if self._down is not None:
+        if not ended_in_db and self._down is not None:
             msg = (
                 f"the run ended while store {self.store.display_url} was away: {self.waiting} verdicts wait in "
                 f"the spool {self.spool_path or '(in memory)'} and are written when the station next runs"
@@ -366,6 +380,16 @@ class Recorder:
             self.spool.put(self.run, [], [EventRecord(self.run.uid, "run_ended_in_outage", msg)])
             if parts is not None:
                 self.spool.end_run(self.run, parts, ended)
+        for _ in range(3):  # writing them may raise one more (the database went away meanwhile)
+            with self._cond:
+                events = list(self._events)
+                self._events.clear()
+            if not events:
+                break
+            if self._down is None:
+                self._write_events(events)  # spooled if the database goes away now
+            else:
+                self.spool.put(self.run, [], events)
 
     # -------------------------------------------------------------- the database
 

@@ -1,0 +1,221 @@
+"""Review of the seams between the station, the recorder, the spool and the sinks' delivery
+(issue 10, helper R): what one part of the code assumed about another that was not true.
+Each test failed before its fix."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from inspector_core.store import InspectionRecord, Recorder, RunRecord, Spool, Store, spool_file, utcnow
+from tests.tcp_proxy import TcpProxy
+
+
+def run_of(station: str = "line1") -> RunRecord:
+    return RunRecord(
+        station,
+        hostname="test",
+        software_version="0",
+        plugins={},
+        config_yaml=f"name: {station}\n",
+        config_hash="c" * 64,
+        models={},
+    )
+
+
+def part(i: int, run: RunRecord) -> InspectionRecord:
+    now = utcnow()
+    return InspectionRecord(
+        uuid.uuid4().hex, None, None, i, f"P-{i:05d}", now, now, "PASS", 1.0, run_uid=run.uid, station=run.station
+    )
+
+
+def wait_for(cond, timeout: float, step: float = 0.05) -> None:
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(step)
+
+
+def rows(pg_url: str, sql: str) -> list[tuple]:
+    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://")) as c:
+        return c.execute(sql).fetchall()
+
+
+@pytest.fixture
+def proxy():
+    p = TcpProxy(("127.0.0.1", 5432))
+    p.start()
+    yield p
+    p.stop()
+
+
+# ---------------------------------------------------------------------------- the recorder's last words
+
+
+def test_events_raised_while_the_recorder_closes_are_written(tmp_path, pg_url, proxy):
+    """The database comes back after the last flush (e.g. during the sinks' drain): close()
+    drains the spool and ends the run, but the ``store_recovered`` event it raised on the way
+    was appended to a queue nobody read any more: the outage was left without its end."""
+    Store(pg_url).close()
+    store = Store(pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), migrate=False)
+    run = run_of()
+    # retry_s long: the writer does not try the database again by itself before close().
+    rec = Recorder(store, run=run, on_committed=lambda b: None, spool_dir=tmp_path, write_timeout_s=2.0, retry_s=30.0)
+    rec.start()
+    rec.submit(part(0, run))
+    wait_for(lambda: rec.committed == 1, 10)
+    proxy.cut()
+    rec.submit(part(1, run))
+    rec.submit(part(2, run))
+    wait_for(lambda: rec.outage and rec.waiting == 2, 10)
+    proxy.start()
+    assert rec.close(10, parts_seen=3)
+    store.close()
+    assert rows(pg_url, "SELECT count(*) FROM inspections") == [(3,)]
+    assert rows(pg_url, "SELECT parts_seen FROM runs") == [(3,)]
+    kinds = [k for (k,) in rows(pg_url, "SELECT kind FROM events ORDER BY id")]
+    assert kinds == ["store_unreachable", "store_recovered"]
+
+
+def test_a_spool_that_fails_at_the_end_of_the_run_is_not_a_clean_close(tmp_path, pg_url, proxy):
+    """The end of a run spooled during an outage: if the spool itself fails there, the writer
+    thread died with the exception (only the thread excepthook saw it), ``error`` stayed unset
+    and ``close()`` returned True, so the station exited as if the run's end were kept."""
+    store = Store(pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), migrate=False)
+    proxy.cut()  # down from the start: the whole run goes to the spool
+    run = run_of()
+    rec = Recorder(store, run=run, on_committed=lambda b: None, spool_dir=tmp_path, write_timeout_s=2.0, retry_s=30.0)
+    rec.start()
+    assert rec.outage
+    rec.submit(part(0, run))
+    wait_for(lambda: rec.waiting == 1, 10)
+
+    def broken(*_a, **_k):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    rec.spool.end_run = broken  # type: ignore[method-assign]
+    assert rec.close(10, parts_seen=1) is False
+    assert rec.error is not None
+    assert rec.close_problem is not None and "disk I/O error" in rec.close_problem
+    store.close()
+
+
+# ---------------------------------------------------------------------------- a run wholly in an outage
+
+
+def _station_file(tmp_path: Path, url: str, count: int, sink: Path | None = None) -> Path:
+    path = tmp_path / "line.yaml"
+    sinks = f"sinks: [{{type: file, config: {{path: '{sink}'}}}}]\n" if sink else ""
+    path.write_text(
+        "name: line\n"
+        f"source: {{type: synthetic, config: {{count: {count}, width: 320, height: 240}}}}\n"
+        "steps: [{detector: bright_spot, config: {threshold: 200}}]\n"
+        f"store: {{url: '{url}', spool: '{tmp_path / 'spool'}'}}\n" + sinks
+    )
+    return path
+
+
+def _run(path: Path):
+    from inspector_core.plugins import load
+    from inspector_core.runtime.config import load_station
+    from inspector_core.runtime.station import StationRuntime
+
+    reg = load()
+    runtime = StationRuntime(load_station(path, reg), reg)
+    runtime.run()
+    return runtime
+
+
+def test_verdicts_of_a_run_wholly_in_an_outage_reach_its_sink(tmp_path, pg_url, monkeypatch):
+    """A station's first run with a sink while the plant database is down: no cursor can be
+    opened, every verdict waits in the spool. The next run drains the spool (recording that run
+    after its own) and only then opens the new cursor 'just before the current run's first
+    inspection', i.e. after the drained ones: they were committed but never sent."""
+    import json
+
+    proxy = TcpProxy(("127.0.0.1", 5432))  # not started: refused
+    url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    sink = tmp_path / "reported.jsonl"
+    first = _run(_station_file(tmp_path, url, 5, sink))
+    assert first.run_id is None and first.failure and "wait in the spool" in first.failure
+    proxy.start()
+    from inspector_core.store.outbox import Outbox
+
+    real_open = Outbox.open
+
+    def late_open(self, *a, **k):  # a loaded machine: the writer's drain commits first
+        time.sleep(1.0)
+        return real_open(self, *a, **k)
+
+    monkeypatch.setattr(Outbox, "open", late_open)
+    try:
+        second = _run(_station_file(tmp_path, url, 3, sink))
+    finally:
+        proxy.stop()
+    assert second.failure is None
+    stored = [u for (u,) in rows(pg_url, "SELECT uid FROM inspections ORDER BY id")]
+    assert len(stored) == 8
+    reported = [json.loads(line)["inspection_uid"] for line in sink.read_text().splitlines()]
+    assert sorted(reported) == sorted(stored)
+
+
+def test_summary_of_a_run_wholly_in_an_outage_names_the_run(tmp_path, pg_url):
+    """`inspector run` while the database is down the whole run: exit 1 with the spool named
+    (as before), and the summary's title said 'run None of station line'. It names the run by
+    its uid, the key the spool and later the runs table know it by."""
+    proxy = TcpProxy(("127.0.0.1", 5432))  # not started: refused
+    url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    path = _station_file(tmp_path, url, 3)
+    done = subprocess.run(
+        [sys.executable, "-m", "inspector_core.cli", "run", str(path), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "wait in the spool" in done.stderr
+    out = done.stdout + done.stderr
+    assert "run None" not in out
+    assert "of station line" in out and "not yet in the store" in out
+
+
+def test_a_spool_drained_at_start_is_handed_on_without_an_error(tmp_path, caplog, monkeypatch):
+    """The writer starts (and drains what an earlier run left in the spool) before the station
+    has built its sinks' delivery: every batch drained then hit an AttributeError in the
+    station's on_committed ('handing N committed verdicts on' logged with a traceback)."""
+    db = tmp_path / "line.db"
+    url = f"sqlite:///{db}"
+    Store(url).close()
+    earlier = run_of("line")
+    spool = Spool(
+        spool_file(tmp_path / "spool", "line", Store(url, migrate=False).display_url),
+        station="line",
+        database=Store(url, migrate=False).display_url,
+    )
+    spool.put(earlier, [part(i, earlier) for i in range(4)], [])
+    spool.close()
+    from inspector_core.runtime import station as station_module
+
+    real = station_module.Delivery.__init__
+
+    def slow_init(self, *a, **k):  # a loaded machine: the writer's drain commits first
+        time.sleep(0.5)
+        real(self, *a, **k)
+
+    monkeypatch.setattr(station_module.Delivery, "__init__", slow_init)
+    with caplog.at_level(logging.ERROR):
+        runtime = _run(_station_file(tmp_path, url, 2))
+    assert runtime.failure is None
+    assert [n for (n,) in sqlite3.connect(db).execute("SELECT count(*) FROM inspections")] == [6]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert runtime.tally.total == 2
