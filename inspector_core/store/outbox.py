@@ -15,8 +15,9 @@ What a caller may rely on:
 - **JSON-safe reports.** Every field is a str, int, finite float, bool, None or a list/dict of
   those: a non-finite score or size becomes ``None``, a message that is not text becomes text.
 - **A new sink starts at the current run.** Its cursor is created just before the current run's
-  first inspection (or at the station's newest inspection if the run has none yet), so adding a
-  sink does not replay the station's whole history to it.
+  first inspection, or the first of a run recorded after it (a spooled run the writer drained at
+  start: a run wholly in an outage gets its row only then), or at the station's newest inspection
+  if there is none yet, so adding a sink does not replay the station's whole history to it.
 
 Every call is one of the store's bounded transactions (:meth:`Store.transaction`): a database
 that stops answering costs a worker at most ``call_timeout_s`` per call, then it waits and tries
@@ -119,9 +120,11 @@ class Outbox:
             if missing:
                 start = None
                 if run_id is not None:
+                    # Runs recorded after this one are those its writer drained from the spool (a
+                    # run wholly in an outage is recorded only then): their verdicts are owed too.
                     first = conn.scalar(
                         select(func.min(schema.Inspection.id)).where(
-                            schema.Inspection.station_id == sid, schema.Inspection.run_id == run_id
+                            schema.Inspection.station_id == sid, schema.Inspection.run_id >= run_id
                         )
                     )
                     start = None if first is None else first - 1
