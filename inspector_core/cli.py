@@ -145,7 +145,10 @@ def run(station_file: str, limit: int | None, quiet: bool) -> None:
     except StationError as exc:
         click.echo(click.style(str(exc), fg="red"), err=True)
         sys.exit(1)
-    table = Table(title=f"run {runtime.run_id} of station {st.name}", show_header=True)
+    # A run wholly in an outage has no id yet: the spool and, once written, runs.uid know it by its uid.
+    which = (f"run {runtime.run_id}" if runtime.run_id is not None
+             else f"run {getattr(runtime, 'run_uid', '?')} (not yet in the store)")
+    table = Table(title=f"{which} of station {st.name}", show_header=True)
     for col in ("parts", "PASS", "FAIL", "ERROR", "NOT_INSPECTED", "parts/s", "latency p50 ms", "p99 ms"):
         table.add_column(col, justify="right")
     elapsed = max(1e-9, __import__("time").monotonic() - tally.started)
