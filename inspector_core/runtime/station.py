@@ -583,9 +583,13 @@ class StationRuntime:
     # -------------------------------------------------------------- after commit
 
     def _committed(self, batch: list[InspectionRecord]) -> None:
-        """Called by the recorder after each database commit: the sink workers read the store."""
+        """Called by the recorder after each database commit: the sink workers read the store.
+        The writer starts (and drains an earlier run's spool) before the delivery exists; its
+        workers find those verdicts in the store when they start."""
         self.tally.add_reported(len(batch))
-        self._delivery.wake()
+        delivery = getattr(self, "_delivery", None)
+        if delivery is not None:
+            delivery.wake()
 
     # -------------------------------------------------------------- housekeeping
 
