@@ -175,8 +175,13 @@ class StationRuntime:
         spool_dir = Path(st.spec.store.spool) if st.spec.store.spool else st.directory / ".spool"
         if not spool_dir.is_absolute():
             spool_dir = st.directory / spool_dir
-        recorder = Recorder(self.store, run=run, on_committed=self._committed, spool_dir=spool_dir,
-                            overload=st.spec.overload.policy)
+        try:
+            # Opens the spool: one of another format, station or database is refused (SpoolError).
+            recorder = Recorder(self.store, run=run, on_committed=self._committed, spool_dir=spool_dir,
+                                overload=st.spec.overload.policy)
+        except (StoreError, OSError) as exc:
+            close_steps(workers)
+            raise StationError(f"station {st.path.name}: cannot open the spool in {spool_dir}: {exc}") from exc
         try:
             # Records the run (migrating a new database first), or starts with the spool if the
             # database cannot be reached; refuses a database that answers but will not take it.

@@ -219,3 +219,161 @@ def test_a_spool_drained_at_start_is_handed_on_without_an_error(tmp_path, caplog
     assert [n for (n,) in sqlite3.connect(db).execute("SELECT count(*) FROM inspections")] == [6]
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert runtime.tally.total == 2
+
+
+def test_a_spool_the_station_cannot_use_is_a_clear_error_at_start(tmp_path):
+    """The spool refuses a file of another format (or station, or database) when it is opened,
+    with a SpoolError naming the file and the remedy; the station built its Recorder (which
+    opens the spool) outside the `try` that turns store errors into a StationError, so
+    `inspector run` ended in a SpoolError traceback instead of that message."""
+    from inspector_core.runtime.station import StationError
+
+    url = f"sqlite:///{tmp_path / 'line.db'}"
+    display = Store(url, migrate=False).display_url
+    path = spool_file(tmp_path / "spool", "line", display)
+    Spool(path, station="line", database=display).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'format'")
+    db.close()
+    with pytest.raises(StationError, match=r"format '99'.*move it aside"):
+        _run(_station_file(tmp_path, url, 2))
+
+
+def test_a_last_batch_the_spool_cannot_keep_is_not_a_clean_close(tmp_path, pg_url, proxy):
+    """The same on the writer's last batch: events only (no verdict held), the spool failing,
+    the writer stopped without recording the run's end and close() returned True."""
+    store = Store(pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), migrate=False)
+    proxy.cut()
+    run = run_of()
+    rec = Recorder(store, run=run, on_committed=lambda b: None, spool_dir=tmp_path, write_timeout_s=2.0, retry_s=30.0)
+    rec.start()
+    assert rec.flush(10)
+
+    def broken(*_a, **_k):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    rec.spool.put = broken  # type: ignore[method-assign]
+    rec.event("source_failed", "the camera is gone")
+    assert rec.close(10, parts_seen=0) is False
+    assert rec.close_problem is not None and "disk I/O error" in rec.close_problem
+    store.close()
+
+
+# ---------------------------------------------------------------------------- the sinks' drain
+
+
+def test_the_sinks_drain_is_bounded_when_the_database_stalls_at_shutdown(pg_url, proxy, tmp_path):
+    """At shutdown the delivery counts each sink's backlog in the store after the drain. With
+    the database silent, each count waited for the store's call timeout (30 s) per sink, after
+    a drain of 0.5 s (ABORT_DRAIN_S, a second Ctrl-C): the station hung ~30 s longer per sink.
+    Now those last calls get a few seconds and the backlog is reported as unknown."""
+    import threading
+    from datetime import UTC, datetime
+
+    from inspector_core.contract import Report, Sink
+    from inspector_core.runtime import delivery
+    from inspector_core.store.outbox import Outbox
+
+    Store(pg_url).close()
+    store = Store(pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), migrate=False)
+    sid, rid = store.begin_run(
+        "drain", hostname="h", software_version="0", plugins={}, config_yaml="", config_hash="0", models={}
+    )
+    got: list[str] = []
+    three = threading.Event()
+
+    class Collect(Sink):
+        name = "collect"
+
+        def send(self, report: Report) -> None:
+            got.append(report.inspection_uid)
+            if len(got) == 3:
+                three.set()
+
+    events: list[tuple[str, str]] = []
+    d = delivery.Delivery(
+        [(k, Collect(None, station_dir=tmp_path)) for k in ("a", "b")],
+        Outbox(store, "drain"),
+        on_event=lambda k, m: events.append((k, m)),
+        run_id=lambda: rid,
+    )
+    d.start()
+    now = datetime.now(UTC)
+    store.write([InspectionRecord(f"{i:032x}", sid, rid, i, f"p{i}", now, now, "PASS", 1.0) for i in range(3)])
+    assert three.wait(10)
+    wait_for(lambda: len(got) == 6, 10)
+    time.sleep(1.2)  # past cursor_every_s: each worker has written its cursor and waits
+    proxy.stall()
+    t0 = time.monotonic()
+    backlog = d.close(drain_s=0.5)
+    took = time.monotonic() - t0
+    proxy.resume()
+    store.close()
+    assert took < 8, f"close took {took:.1f} s"
+    assert backlog == {"a": None, "b": None}
+    assert [k for k, _ in events] == ["sink_backlog"] and "unknown" in events[0][1]
+
+
+def test_a_verdict_committed_just_before_the_drain_is_delivered(tmp_path):
+    """A sink worker read its backlog (empty), then the recorder committed the run's last
+    verdict and the station began the drain; the worker saw `draining` set after an empty read
+    and stopped: that verdict was committed and never sent in this run (seen as a flake of
+    test_outbox.py::test_stations_sharing_a_plant_database_each_deliver_their_own under load).
+    Reproduced exactly by doing the commit and the drain's start inside that read."""
+    import threading
+    from datetime import UTC, datetime
+
+    from inspector_core.contract import Report, Sink
+    from inspector_core.runtime import delivery
+    from inspector_core.store.outbox import Outbox
+
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    sid, rid = store.begin_run(
+        "race", hostname="h", software_version="0", plugins={}, config_yaml="", config_hash="0", models={}
+    )
+    now = datetime.now(UTC)
+
+    def record(i: int) -> InspectionRecord:
+        return InspectionRecord(f"{i:032x}", sid, rid, i, f"p{i}", now, now, "PASS", 1.0)
+
+    got: list[str] = []
+
+    class Collect(Sink):
+        name = "collect"
+
+        def send(self, report: Report) -> None:
+            got.append(report.inspection_uid)
+
+    raced = threading.Event()
+
+    class Racing(Outbox):
+        armed = False
+
+        def pending(self, after: int, limit: int):
+            found = super().pending(after, limit)
+            if self.armed and not found:
+                self.armed = False
+                store.write([record(1)])  # the recorder's last commit, just after this read
+                for w in d.workers:  # and the station's Delivery.close() starting the drain
+                    w.draining.set()
+                    w.wake.set()
+                raced.set()
+            return found
+
+    outbox = Racing(store, "race")
+    events: list[tuple[str, str]] = []
+    d = delivery.Delivery(
+        [("collect", Collect(None, station_dir=tmp_path))],
+        outbox,
+        on_event=lambda k, m: events.append((k, m)),
+        run_id=lambda: rid,
+    )
+    store.write([record(0)])
+    d.start()
+    wait_for(lambda: got == [f"{0:032x}"], 10)
+    outbox.armed = True
+    d.wake()
+    assert raced.wait(10)
+    assert d.close(drain_s=3) == {"collect": 0}, events
+    assert got == [f"{0:032x}", f"{1:032x}"]
+    store.close()
