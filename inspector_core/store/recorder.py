@@ -312,7 +312,12 @@ class Recorder:
                         "store %s: the writer cannot keep %d verdicts", self.store.display_url, len(self._held)
                     )
                 self.error = exc
-                if stop:
+                if stop:  # the end of the run is not recorded: close() says so
+                    self._finish_failed = (
+                        f"the writer's last batch ({len(self._held)} verdicts, {len(events)} events) and the end of "
+                        f"the run could be kept neither in store {self.store.display_url} nor in the spool "
+                        f"{self.spool_path or '(in memory)'}: {type(exc).__name__}: {exc}"
+                    )
                     return
                 time.sleep(min(1.0, self.retry_s))
                 continue
