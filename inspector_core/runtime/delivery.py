@@ -73,6 +73,10 @@ class DeliveryPolicy:
 POLICY = DeliveryPolicy()
 """The policy a :class:`Delivery` uses when given none."""
 
+FINAL_CALL_S = 2.0
+"""After the drain, how long each sink's last cursor write and backlog count may take (a store
+that stops answering at shutdown must not hold it up for the store's whole call timeout)."""
+
 
 def sink_keys(specs: Sequence[SinkSpec]) -> list[str]:
     """Each sink's key in the store: its ``name:``, else its type. Raises ``ValueError`` naming
@@ -257,12 +261,15 @@ class _SinkWorker:
         try:
             while not self.abandon.is_set():
                 self.wake.clear()
+                # The flag is taken before the read: an empty read proves nothing is left only if the drain
+                # (which starts once the recorder has committed everything) had begun before it.
+                draining = self.draining.is_set()
                 batch = self._next()
                 if batch is None:  # the store does not answer: the verdicts wait in it (or the spool)
                     self.abandon.wait(self.policy.poll_s)
                     continue
                 if not batch:
-                    if self.draining.is_set():
+                    if draining:
                         break
                     self.wake.wait(self.policy.poll_s)
                     continue
@@ -337,12 +344,12 @@ class _SinkWorker:
         """Tenacity's sleep between attempts; cut short when the worker is abandoned at shutdown."""
         self.abandon.wait(seconds)
 
-    def _save(self) -> None:
+    def _save(self, timeout_s: float | None = None) -> None:
         if self.cursor is None or self.cursor == self.saved:
             return
         cursor = self.cursor
         try:
-            self.outbox.advance(self.key, cursor)
+            self.outbox.advance(self.key, cursor, timeout_s=timeout_s)
         except Exception as exc:  # noqa: BLE001 - kept in memory; written next time (at worst re-sent)
             log.warning(
                 "sink %s: cannot write its delivery cursor (%s: %s); retrying", self.key, type(exc).__name__, exc
@@ -407,16 +414,17 @@ class _SinkWorker:
 
     # -------------------------------------------------------------- shutdown
 
-    def _backlog(self) -> int | None:
+    def _backlog(self, timeout_s: float | None = None) -> int | None:
         if self.cursor is None:
             return None
         try:
-            return self.outbox.backlog(self.cursor)
+            return self.outbox.backlog(self.cursor, timeout_s=timeout_s)
         except Exception:  # noqa: BLE001
             return None
 
     def final_backlog(self) -> int | None:
-        """After the drain: write the cursor of a worker still stuck in a send, then count."""
+        """After the drain: write the cursor of a worker still stuck in a send, then count
+        (each within :data:`FINAL_CALL_S`)."""
         if self.thread.is_alive():
-            self._save()
-        return self._backlog()
+            self._save(timeout_s=FINAL_CALL_S)
+        return self._backlog(timeout_s=FINAL_CALL_S)

@@ -196,9 +196,9 @@ class Outbox:
             for r in rows
         ]
 
-    def advance(self, sink: str, inspection_id: int) -> None:
+    def advance(self, sink: str, inspection_id: int, *, timeout_s: float | None = None) -> None:
         """Record that ``sink`` accepted everything up to ``inspection_id`` (never moves back)."""
-        with self.store.transaction(write=True) as conn:
+        with self.store.transaction(timeout_s=timeout_s, write=True) as conn:
             conn.execute(
                 update(schema.SinkCursor)
                 .where(
@@ -227,12 +227,12 @@ class Outbox:
                 .values(failing_since=None)
             )
 
-    def backlog(self, after: int) -> int:
+    def backlog(self, after: int, *, timeout_s: float | None = None) -> int:
         """How many of the station's committed inspections lie after cursor ``after``."""
         sid = self.station_id
         if sid is None:
             return 0
-        with self.store.transaction() as conn:
+        with self.store.transaction(timeout_s=timeout_s) as conn:
             return _backlog(conn, sid, after)
 
 
