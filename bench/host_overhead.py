@@ -30,6 +30,7 @@ from inspector_core.store import (
     DefectRecord,
     InspectionRecord,
     Recorder,
+    RunRecord,
     StepRecord,
     Store,
     utcnow,
@@ -99,11 +100,10 @@ def station_run(tmp: Path, detector: str, n: int) -> tuple[float, float, float]:
 
 def recorder_rate(tmp: Path, n: int) -> float:
     store = Store(f"sqlite:///{tmp}/rec.db")
-    sid, rid = store.begin_run(
-        "rec", hostname="b", software_version="0", plugins={}, config_yaml="", config_hash="x", models={}
-    )
+    run = RunRecord("rec", hostname="b", software_version="0", plugins={}, config_yaml="", config_hash="x", models={})
+    sid, rid = store.ensure_run(run)
     done = []
-    rec = Recorder(store, on_committed=done.extend)
+    rec = Recorder(store, run=run, on_committed=done.extend)
     records = [
         InspectionRecord(
             uuid.uuid4().hex,
@@ -124,7 +124,7 @@ def recorder_rate(tmp: Path, n: int) -> float:
     rec.start()
     for r in records:
         rec.submit(r)
-    rec.close()
+    assert rec.close(60, parts_seen=n), rec.close_problem
     dt = time.perf_counter() - t0
     assert len(done) == n
     return n / dt
