@@ -208,19 +208,24 @@ class StationRuntime:
             inspect.start()
             self._wait(capture, inspect)
         finally:
-            restore()
-            self._close_recorder()
-            # After a second interrupt the sinks get a moment only; what they still owe is recorded.
-            self._delivery.close(hurry=self._abort, hurry_s=ABORT_DRAIN_S)
-            for problem in close_steps(workers):
-                log.warning("%s", problem)
-                self.event("detector_close_overran", problem)
-            if self._seq == 0 and self.failure is None:
-                self.event("no_parts", f"the source {st.source.name} gave no parts "
-                           f"(config {st.source_config.model_dump(mode='json')})")
-            self._end_run()
-            self.store.close()
-            self._tick()
+            # The handler stays until the run is ended: a Ctrl-C during the shutdown (the flush,
+            # the sinks' drain) counts like any other (the second cuts the drain short, the
+            # third exits), instead of a KeyboardInterrupt that would skip the end of the run.
+            try:
+                self._close_recorder()
+                # After a second interrupt the sinks get a moment only; what they still owe is recorded.
+                self._delivery.close(hurry=self._abort, hurry_s=ABORT_DRAIN_S)
+                for problem in close_steps(workers):
+                    log.warning("%s", problem)
+                    self.event("detector_close_overran", problem)
+                if self._seq == 0 and self.failure is None:
+                    self.event("no_parts", f"the source {st.source.name} gave no parts "
+                               f"(config {st.source_config.model_dump(mode='json')})")
+                self._end_run()
+                self.store.close()
+                self._tick()
+            finally:
+                restore()
         if self.recorder.error is not None:
             raise StationError(f"station {st.path.name}: stopped because the store failed: {self.recorder.error}; "
                                f"verdicts committed before it: {self.recorder.committed}")

@@ -391,3 +391,78 @@ def test_the_recorder_benchmark_runs_and_checks_close(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.recorder_rate(tmp_path, 20) > 0
+
+
+# ---------------------------------------------------------------------------- Ctrl-C during the shutdown
+
+
+def test_ctrl_c_during_the_sinks_drain_still_ends_the_run(tmp_path):
+    """The station restored the default SIGINT handler as soon as the parts were inspected, so
+    a Ctrl-C during the shutdown (the sinks' 5 s drain with a webhook that is down, the
+    recorder's flush) raised KeyboardInterrupt out of it: a traceback, no end of the run
+    (runs.ended_at/parts_seen NULL), the sink_backlog event lost, and a second Ctrl-C could
+    never cut the drain short as the delivery promises. The handler now stays until the run is
+    ended: Ctrl-C twice during the drain cuts it to ABORT_DRAIN_S and the run ends cleanly."""
+    import os
+    import signal
+
+    db = tmp_path / "x.db"
+    station = tmp_path / "station.yaml"
+    station.write_text(
+        "name: drain\n"
+        "source: {type: synthetic, config: {count: 3, width: 320, height: 240}}\n"
+        "steps: [{detector: bright_spot}]\n"
+        "sinks: [{type: webhook, config: {url: 'http://127.0.0.1:1/v'}}]\n"
+        f"store: {{url: 'sqlite:///{db}'}}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inspector_core.cli", "run", str(station), "--quiet"],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def committed() -> int:
+            if not db.exists():
+                return 0
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+                    return c.execute("SELECT count(*) FROM inspections").fetchone()[0]
+            except sqlite3.Error:
+                return 0
+
+        wait_for(lambda: committed() == 3 or proc.poll() is not None, 30)
+        time.sleep(1.0)  # every part inspected and committed: the sinks' drain (5 s) is on
+        assert proc.poll() is None, "the drain should still be going on"
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert proc.returncode == 0, err
+    assert took < 3.5, f"exit {took:.1f} s after the second Ctrl-C"
+    with sqlite3.connect(db) as c:
+        ended, parts = c.execute("SELECT ended_at, parts_seen FROM runs").fetchone()
+        kinds = [k for (k,) in c.execute("SELECT kind FROM events ORDER BY id")]
+    assert ended is not None and parts == 3
+    assert "sink_backlog" in kinds, kinds
+
+
+def test_a_station_creates_the_folder_of_its_sqlite_store(tmp_path):
+    """The station opens its store without migrating and lets the recorder migrate it when it
+    answers; the recorder pings first, and only migrate() made the SQLite file's folder, so a
+    store in a folder that does not exist yet (validated fine) was 'unable to open database
+    file' and the station could not start. The writer makes the folder before it connects."""
+    url = f"sqlite:///{tmp_path / 'data' / 'sub' / 'line.db'}"
+    runtime = _run(_station_file(tmp_path, url, 2))
+    assert runtime.failure is None and runtime.run_id is not None
+    with sqlite3.connect(tmp_path / "data" / "sub" / "line.db") as c:
+        assert c.execute("SELECT count(*) FROM inspections").fetchone()[0] == 2
