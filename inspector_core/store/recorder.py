@@ -400,6 +400,8 @@ class Recorder:
 
     def _connect(self) -> None:
         """Migrate a new (or old) database, record this run; raises if the database does not answer."""
+        if self.store.sqlite_path is not None:  # the writer makes a new SQLite file's folder (ping opens the file)
+            self.store.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         self.store.ping(timeout_s=self.write_timeout_s)
         if not self._schema_ok:
             if self.store.current_revision(timeout_s=self.write_timeout_s) != self.store.head_revision():
