@@ -85,7 +85,9 @@ class Schedule:
     interval_ms: float = 0
     """Pause between parts at the source (a line's takt), so faults land mid-run."""
     budget_ms: float = 1000
-    hang_ms: float = 2000
+    hang_ms: float = 1500
+    """A hung step's late finding arrives half a budget after the overrun, in the middle of the
+    next part's wait on that step: a host that reads it there misattributes it, every time."""
 
     @property
     def subprocess(self) -> bool:
