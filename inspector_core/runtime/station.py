@@ -115,6 +115,7 @@ class StationRuntime:
         self._abort = threading.Event()
         self._capture_abandoned = threading.Event()
         self._interrupts = 0
+        self._interrupt_recorded = False
         self._seq = 0
         self._in_flight: _Captured | None = None
         self._inspect_done = False
@@ -218,6 +219,9 @@ class StationRuntime:
                 for problem in close_steps(workers):
                     log.warning("%s", problem)
                     self.event("detector_close_overran", problem)
+                if self._abort.is_set() and not self._interrupt_recorded:
+                    self.event("interrupted", f"{self._signal_name} twice during the shutdown: the sinks' drain "
+                               f"was cut to {ABORT_DRAIN_S:g} s, the recorder's close to {ABORT_TIMEOUT_S:g} s")
                 if self._seq == 0 and self.failure is None:
                     self.event("no_parts", f"the source {st.source.name} gave no parts "
                                f"(config {st.source_config.model_dump(mode='json')})")
@@ -256,6 +260,7 @@ class StationRuntime:
             if self._abort.is_set():
                 if aborted_at is None:
                     aborted_at = now
+                    self._interrupt_recorded = True
                     self.event("interrupted", f"{self._signal_name} twice: stopped waiting for the steps; the "
                                "part being inspected is ERROR, the parts not yet inspected NOT_INSPECTED")
                 if now - aborted_at > ABORT_TIMEOUT_S:

@@ -453,7 +453,7 @@ def test_ctrl_c_during_the_sinks_drain_still_ends_the_run(tmp_path):
         ended, parts = c.execute("SELECT ended_at, parts_seen FROM runs").fetchone()
         kinds = [k for (k,) in c.execute("SELECT kind FROM events ORDER BY id")]
     assert ended is not None and parts == 3
-    assert "sink_backlog" in kinds, kinds
+    assert "sink_backlog" in kinds and "interrupted" in kinds, kinds
 
 
 def test_a_station_creates_the_folder_of_its_sqlite_store(tmp_path):
