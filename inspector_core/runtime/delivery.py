@@ -310,7 +310,8 @@ class _SinkWorker:
 
     def _deliver(self, batch: list[Pending]) -> None:
         for p in batch:
-            if not self._send(p.report):
+            # Abandoned after the drain: no new send (tenacity's stop is asked only after a failure).
+            if self.abandon.is_set() or not self._send(p.report):
                 break
             self.cursor = p.inspection_id
             self.delivered += 1

@@ -466,3 +466,44 @@ def test_a_station_creates_the_folder_of_its_sqlite_store(tmp_path):
     assert runtime.failure is None and runtime.run_id is not None
     with sqlite3.connect(tmp_path / "data" / "sub" / "line.db") as c:
         assert c.execute("SELECT count(*) FROM inspections").fetchone()[0] == 2
+
+
+def test_an_abandoned_sink_worker_sends_no_more(tmp_path):
+    """After the drain the workers are abandoned; tenacity's stop is only asked after a failed
+    attempt, so a slow sink that still accepts kept being sent the rest of its batch (up to
+    100 reports) after Delivery.close() had returned, the sinks were reported closed and the
+    station had closed its store. Now a worker stops before its next send once abandoned."""
+    from datetime import UTC, datetime
+
+    from inspector_core.contract import Report, Sink
+    from inspector_core.runtime import delivery
+    from inspector_core.store.outbox import Outbox
+
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    sid, rid = store.begin_run(
+        "slow", hostname="h", software_version="0", plugins={}, config_yaml="", config_hash="0", models={}
+    )
+    now = datetime.now(UTC)
+    got: list[str] = []
+
+    class Slow(Sink):
+        name = "slow"
+
+        def send(self, report: Report) -> None:
+            time.sleep(0.2)
+            got.append(report.inspection_uid)
+
+    d = delivery.Delivery(
+        [("slow", Slow(None, station_dir=tmp_path))],
+        Outbox(store, "slow"),
+        on_event=lambda k, m: None,
+        run_id=lambda: rid,
+    )
+    store.write([InspectionRecord(f"{i:032x}", sid, rid, i, f"p{i}", now, now, "PASS", 1.0) for i in range(30)])
+    d.start()
+    wait_for(lambda: len(got) >= 1, 10)
+    d.close(drain_s=0.5)
+    at_close = len(got)
+    time.sleep(1.0)
+    assert len(got) <= at_close + 1, f"{len(got) - at_close} reports sent after close() returned"
+    store.close()
