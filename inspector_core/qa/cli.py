@@ -100,7 +100,7 @@ def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--part", "part_id", help="part id glob: * any run, ? one character"),
         click.option("--min-score", type=float, help="has a defect scoring at least this"),
         click.option("--min-size-mm", type=float, help="has a defect at least this large, mm"),
-        click.option("--plugin", help="has a defect found by this detector"),
+        click.option("--detector", "--plugin", "detector", help="has a defect found by this detector (--plugin: the old name)"),
         click.option("--run", "run_id", type=click.IntRange(1, q.MAX_ID), help="one run of a station"),
         click.option("--candidates", "include_candidates", is_flag=True,
                      help="defect filters also match findings below the verdict rules"),
@@ -110,7 +110,7 @@ def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-FILTER_KEYS = ("stations", "since", "until", "verdicts", "kinds", "part_id", "min_score", "min_size_mm", "plugin",
+FILTER_KEYS = ("stations", "since", "until", "verdicts", "kinds", "part_id", "min_score", "min_size_mm", "detector",
                "run_id", "include_candidates")
 
 
@@ -368,7 +368,7 @@ def export_crops(db: str | None, station_file: str | None, to: str, limit: int |
     with open(folder / "index.csv", "w", newline="", encoding="utf-8") as fh:
         w = SpreadsheetCsv(fh)
         w.writerow(["file", "crop_id", "inspection_id", "station", "part_id", "captured_at_utc", "verdict", "kind",
-                    "score", "failed", "x", "y", "w", "h", "size_px", "size_mm", "plugin", "step", "measurements"])
+                    "score", "failed", "x", "y", "w", "h", "size_px", "size_mm", "detector", "step", "measurements"])
         for c in q.iter_crops(engine, f):
             if limit is not None and n >= limit:
                 break
@@ -380,7 +380,7 @@ def export_crops(db: str | None, station_file: str | None, to: str, limit: int |
             _inside(folder, name).write_bytes(got[1])
             w.writerow([name, c.crop_id, c.inspection_id, c.station, c.part_id,
                         c.captured_at.isoformat(), c.verdict, c.kind, c.score, c.failed, *c.box,
-                        c.size_px, c.size_mm, c.plugin, c.step,
+                        c.size_px, c.size_mm, c.detector, c.step,
                         json.dumps(c.measurements, sort_keys=True)])
             n += 1
     err.print(f"wrote {n} crops and index.csv to {folder}")
@@ -433,7 +433,7 @@ def export_dataset(db: str | None, station_file: str | None, to: str, good_from_
             n_defect += 1
         if good_from_source:
             gf = f.model_copy(update={"verdicts": ("PASS",), "kinds": (), "min_score": None, "min_size_mm": None,
-                                      "plugin": None})
+                                      "detector": None})
             for r in q.iter_history(engine, gf):
                 if limit is not None and n_good >= limit:
                     break

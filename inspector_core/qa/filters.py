@@ -79,7 +79,7 @@ def _naive_utc(t: datetime | None) -> datetime | None:
 class HistoryFilter(BaseModel):
     """Which inspections to read. Every field is optional; given fields must all hold.
 
-    ``kind``, ``min_score``, ``min_size_mm`` and ``plugin`` select parts having at least one
+    ``kind``, ``min_score``, ``min_size_mm`` and ``detector`` select parts having at least one
     defect that satisfies all of them together; by default only defects that counted in the
     verdict (``failed``), or every stored finding with ``include_candidates``."""
 
@@ -95,7 +95,7 @@ class HistoryFilter(BaseModel):
                                     description="has a defect scoring at least this")
     min_size_mm: float | None = Field(None, ge=0, allow_inf_nan=False,
                                       description="has a defect at least this large, mm")
-    plugin: str | None = Field(None, max_length=200, description="has a defect found by this detector")
+    detector: str | None = Field(None, max_length=200, description="has a defect found by this detector")
     run_id: int | None = Field(None, ge=1, le=MAX_ID)
     include_candidates: bool = Field(False, description="defect filters also match findings below the rules")
 
@@ -107,7 +107,7 @@ class HistoryFilter(BaseModel):
         except OverflowError:
             raise ValueError(f"{t.isoformat() if t else t} is out of range in UTC") from None
 
-    @field_validator("stations", "kinds", "part_id", "plugin")
+    @field_validator("stations", "kinds", "part_id", "detector")
     @classmethod
     def _no_nul(cls, v: Any) -> Any:
         # No stored text holds a NUL (PostgreSQL cannot); refused here, not by the driver.
@@ -124,7 +124,7 @@ class HistoryFilter(BaseModel):
 
     @property
     def has_defect_filter(self) -> bool:
-        return bool(self.kinds) or self.min_score is not None or self.min_size_mm is not None or bool(self.plugin)
+        return bool(self.kinds) or self.min_score is not None or self.min_size_mm is not None or bool(self.detector)
 
 
 def make_filter(**fields: Any) -> HistoryFilter:
@@ -174,8 +174,8 @@ def _defect_conditions(f: HistoryFilter) -> list[ColumnElement[bool]]:
         conds.append(D.score >= f.min_score)
     if f.min_size_mm is not None:
         conds.append(D.size_mm >= f.min_size_mm)
-    if f.plugin:
-        conds.append(D.plugin == f.plugin)
+    if f.detector:
+        conds.append(D.detector == f.detector)
     return conds
 
 

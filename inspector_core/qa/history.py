@@ -147,7 +147,7 @@ def count(engine: Engine, f: HistoryFilter) -> int:
 class DefectView:
     id: int
     step: str
-    plugin: str
+    detector: str
     kind: str
     score: float
     failed: bool
@@ -167,7 +167,7 @@ class DefectView:
 class StepView:
     index: int
     step: str
-    plugin: str
+    detector: str
     status: str
     score: float | None
     latency_ms: float | None
@@ -211,7 +211,7 @@ def inspection(engine: Engine, inspection_id: int) -> InspectionDetail | None:
                          .where(I.id == inspection_id)).one_or_none()
         if r is None:
             return None
-        steps = [StepView(s.step_index, s.step, s.plugin, s.status, s.score, s.latency_ms, s.n_findings, s.error)
+        steps = [StepView(s.step_index, s.step, s.detector, s.status, s.score, s.latency_ms, s.n_findings, s.error)
                  for s in conn.execute(select(SR).where(SR.inspection_id == inspection_id).order_by(SR.step_index))]
         defects = []
         dq = (select(D, C.id.label("crop_id"), C.format, C.x.label("cx"), C.y.label("cy"), C.scale,
@@ -223,7 +223,7 @@ def inspection(engine: Engine, inspection_id: int) -> InspectionDetail | None:
             if d.crop_id is not None:
                 crop_box = ((d.x - d.cx) * d.scale, (d.y - d.cy) * d.scale, d.w * d.scale, d.h * d.scale)
             defects.append(DefectView(
-                d.id, d.step, d.plugin, d.kind, d.score, d.failed, (d.x, d.y, d.w, d.h), d.size_px, d.size_mm,
+                d.id, d.step, d.detector, d.kind, d.score, d.failed, (d.x, d.y, d.w, d.h), d.size_px, d.size_mm,
                 dict(d.measurements or {}), d.message, d.crop_id, d.format, crop_box,
                 (d.cw, d.ch) if d.crop_id is not None else None))
         run = conn.execute(select(R).where(R.id == r.run_id)).one()
@@ -260,7 +260,7 @@ class CropRow:
     captured_at: datetime
     verdict: str
     step: str
-    plugin: str
+    detector: str
     kind: str
     score: float
     failed: bool
@@ -279,11 +279,11 @@ def crops(engine: Engine, f: HistoryFilter, *, limit: int | None = 100, cursor: 
     conditions, newest first (by crop id, descending). ``cursor``: the last crop id seen."""
     dialect = engine.dialect.name
     q = (select(C.id.label("crop_id"), C.defect_id, C.inspection_id, S.name.label("station"), I.part_id,
-                I.captured_at, I.verdict, D.step, D.plugin, D.kind, D.score, D.failed, D.x, D.y, D.w, D.h,
+                I.captured_at, I.verdict, D.step, D.detector, D.kind, D.score, D.failed, D.x, D.y, D.w, D.h,
                 D.size_px, D.size_mm, D.measurements, C.format, C.width, C.height)
          .join(D, D.id == C.defect_id).join(I, I.id == C.inspection_id).join(S, S.id == I.station_id)
          .where(*list(_where(f.model_copy(update={"kinds": (), "min_score": None, "min_size_mm": None,
-                                                          "plugin": None}), dialect)),
+                                                          "detector": None}), dialect)),
                 *_defect_conditions(f))
          .order_by(C.id.desc()))
     if cursor is not None:
@@ -294,7 +294,7 @@ def crops(engine: Engine, f: HistoryFilter, *, limit: int | None = 100, cursor: 
         q = q.limit(limit)
     with engine.connect() as conn:
         return [CropRow(r.crop_id, r.defect_id, r.inspection_id, r.station, r.part_id, r.captured_at, r.verdict,
-                        r.step, r.plugin, r.kind, r.score, r.failed, (r.x, r.y, r.w, r.h), r.size_px, r.size_mm,
+                        r.step, r.detector, r.kind, r.score, r.failed, (r.x, r.y, r.w, r.h), r.size_px, r.size_mm,
                         dict(r.measurements or {}), r.format, r.width, r.height)
                 for r in conn.execute(q)]
 

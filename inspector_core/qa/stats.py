@@ -141,7 +141,7 @@ def stats(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: i
     A filter on station, time and verdict only (:func:`uses_rollup`) is answered from the
     hourly roll-up, which the writer keeps in the same transaction as the inspections: whole
     hours of the window from ``inspection_hours``, the partial hours at its ends from the
-    inspections. Any other filter (defect kind, score, size, plugin, part id, run) needs the
+    inspections. Any other filter (defect kind, score, size, detector, part id, run) needs the
     inspections and defects themselves: :func:`stats_from_inspections`. Both give the same
     counts and first-pass figures for the same filter (one definition, :func:`first_pass_part`).
 
@@ -238,8 +238,8 @@ def _pareto(conn: Any, f: HistoryFilter, conds: list[ColumnElement[bool]]) -> li
     dconds: list[ColumnElement[bool]] = [D.failed.is_(True)]
     if f.kinds:
         dconds.append(D.kind.in_(f.kinds))
-    if f.plugin:
-        dconds.append(D.plugin == f.plugin)
+    if f.detector:
+        dconds.append(D.detector == f.detector)
     return conn.execute(
         select(D.kind, func.count().label("defects"), func.count(func.distinct(D.inspection_id)).label("parts"))
         .join(I, I.id == D.inspection_id).where(*conds, *dconds)

@@ -592,7 +592,7 @@ class Store:
                     "inspection_id": iid,
                     "step_index": s.step_index,
                     "step": s.step,
-                    "plugin": s.plugin,
+                    "detector": s.detector,
                     "status": s.status,
                     "score": s.score,
                     "latency_ms": s.latency_ms,
@@ -613,7 +613,7 @@ class Store:
                             {
                                 "inspection_id": iid,
                                 "step": d.step,
-                                "plugin": d.plugin,
+                                "detector": d.detector,
                                 "kind": d.kind,
                                 "score": d.score,
                                 "failed": d.failed,

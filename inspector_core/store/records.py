@@ -51,7 +51,7 @@ class DefectRecord:
     __pydantic_config__ = _SPOOL_JSON
 
     step: str
-    plugin: str
+    detector: str
     kind: str
     score: float
     failed: bool
@@ -69,7 +69,7 @@ class StepRecord:
 
     step_index: int
     step: str
-    plugin: str
+    detector: str
     status: str
     score: float | None
     latency_ms: float | None

@@ -129,7 +129,7 @@ class StepResult(Base):
     inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"))
     step_index: Mapped[int] = mapped_column(Integer)
     step: Mapped[str] = mapped_column(String(200))
-    plugin: Mapped[str] = mapped_column(String(200))
+    detector: Mapped[str] = mapped_column(String(200))
     """The detector's name (``scratch``)."""
     status: Mapped[str] = mapped_column(String(16))
     """``ok``, ``error`` (raised) or ``timeout`` (overran its budget)."""
@@ -150,7 +150,7 @@ class Defect(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"))
     step: Mapped[str] = mapped_column(String(200))
-    plugin: Mapped[str] = mapped_column(String(200))
+    detector: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(100))
     score: Mapped[float] = mapped_column(Float)
     failed: Mapped[bool] = mapped_column(Boolean)

@@ -53,8 +53,8 @@ def test_newest_first_and_paging(known):
     ({"kinds": ("scratch",), "min_score": 0.8},
      lambda p: any(k == "scratch" and s >= 0.8 and f for k, s, _, f in p.findings)),
     ({"min_size_mm": 2.6}, lambda p: any((mm or 0) >= 2.6 and f for _, _, mm, f in p.findings)),
-    ({"plugin": "fake", "stations": ("line1",)}, lambda p: p.station == "line1" and any(f for *_, f in p.findings)),
-    ({"plugin": "other"}, lambda p: False),
+    ({"detector": "fake", "stations": ("line1",)}, lambda p: p.station == "line1" and any(f for *_, f in p.findings)),
+    ({"detector": "other"}, lambda p: False),
     ({"since": T0 + timedelta(hours=10), "until": T0 + timedelta(hours=20)},
      lambda p: T0 + timedelta(hours=10) <= p.at < T0 + timedelta(hours=20)),
     ({"part_id": "line1-P00*"}, lambda p: p.part_id.startswith("line1-P00")),
@@ -83,7 +83,7 @@ def test_hostile_strings_match_only_themselves(known):
         [p for p in HOSTILE_IDS if "'" in p], key=lambda p: -HOSTILE_IDS.index(p))
     # SQL in any string filter is a value that matches nothing; no table changes.
     for evil in ("x' OR '1'='1", "'; DELETE FROM inspections; --", "line1' --", '" OR ""="'):
-        f = q.make_filter(stations=(evil,), kinds=(evil,), plugin=evil, part_id=evil)
+        f = q.make_filter(stations=(evil,), kinds=(evil,), detector=evil, part_id=evil)
         assert q.history(e, f).rows == []
         assert q.history(e, q.make_filter(stations=(evil,))).rows == []
         assert q.history(e, q.make_filter(kinds=(evil,))).rows == []

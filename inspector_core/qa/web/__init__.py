@@ -76,7 +76,7 @@ def _time(value: str | None, name: str) -> datetime | None:
 
 
 def _filter(station: list[str], since: str | None, until: str | None, verdict: list[str], kind: list[str],
-            part: str | None, min_score: str | None, min_size_mm: str | None, plugin: str | None,
+            part: str | None, min_score: str | None, min_size_mm: str | None, detector: str | None,
             candidates: bool = False) -> q.HistoryFilter:
     def num(v: str | None, name: str) -> float | None:
         if v in (None, ""):
@@ -90,7 +90,7 @@ def _filter(station: list[str], since: str | None, until: str | None, verdict: l
                          until=_time(until, "until"), verdicts=tuple(v.upper() for v in verdict if v),
                          kinds=tuple(k for k in kind if k), part_id=part or None,
                          min_score=num(min_score, "min_score"), min_size_mm=num(min_size_mm, "min_size_mm"),
-                         plugin=plugin or None, include_candidates=candidates or None)
+                         detector=detector or None, include_candidates=candidates or None)
 
 
 # Query parameters shared by the list pages and the API (plain strings: a bad value becomes a
@@ -214,13 +214,13 @@ def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0
     def inspections_page(request: Request, station: Station = [], since: str | None = None,  # noqa: B006
                          until: str | None = None, verdict: Verdicts = [], kind: Kinds = [],  # noqa: B006
                          part: str | None = None, min_score: str | None = None, min_size_mm: str | None = None,
-                         plugin: str | None = None, cursor: str | None = None, limit: int = 50) -> HTMLResponse:
+                         detector: str | None = None, cursor: str | None = None, limit: int = 50) -> HTMLResponse:
         form = {"station": station, "since": since or "", "until": until or "", "verdict": verdict, "kind": kind,
                 "part": part or "", "min_score": min_score or "", "min_size_mm": min_size_mm or "",
-                "plugin": plugin or ""}
+                "detector": detector or ""}
         error, res = None, q.Page([], None)
         try:
-            f = _filter(station, since, until, verdict, kind, part, min_score, min_size_mm, plugin)
+            f = _filter(station, since, until, verdict, kind, part, min_score, min_size_mm, detector)
             res = q.history(engine, f, limit=max(1, min(limit, 500)), cursor=cursor or None)
         except q.QueryError as exc:
             error = str(exc)
@@ -273,11 +273,11 @@ def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0
     @app_routes.get("/api/history", tags=["history"], summary="inspections, newest first, filtered; keyset paging")
     def api_history(station: Station = [], since: str | None = None, until: str | None = None,  # noqa: B006
                     verdict: Verdicts = [], kind: Kinds = [], part: str | None = None,  # noqa: B006
-                    min_score: str | None = None, min_size_mm: str | None = None, plugin: str | None = None,
+                    min_score: str | None = None, min_size_mm: str | None = None, detector: str | None = None,
                     candidates: bool = False, cursor: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=q.MAX_PAGE)] = 50) -> dict[str, Any]:
         try:
-            f = _filter(station, since, until, verdict, kind, part, min_score, min_size_mm, plugin, candidates)
+            f = _filter(station, since, until, verdict, kind, part, min_score, min_size_mm, detector, candidates)
             res = q.history(engine, f, limit=limit, cursor=cursor)
         except q.QueryError as exc:
             raise bad(exc) from exc

@@ -1,0 +1,60 @@
+"""Migrations: a migrated database has the model's columns, and 0007 keeps the detector names."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, text
+
+from inspector_core.store import MIGRATIONS, Store, schema
+
+
+def _alembic(conn) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+@pytest.mark.filterwarnings("ignore:autogenerate skipping")
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_migrated_database_has_every_column_of_the_model(backend, tmp_path, request):
+    url = f"sqlite:///{tmp_path / 's.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    store = Store(url)
+    with store.engine.connect() as c:
+        diff = compare_metadata(MigrationContext.configure(c), schema.Base.metadata)
+    columns = [d for d in diff if isinstance(d, tuple) and d[0] in ("add_column", "remove_column")]
+    columns += [d for d in diff if isinstance(d, tuple) and d[0] in ("add_table", "remove_table")]
+    assert columns == []
+    store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_0007_renames_plugin_to_detector_and_keeps_the_values(backend, tmp_path, request):
+    url = f"sqlite:///{tmp_path / 's.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        command.upgrade(_alembic(conn), "0006")
+        conn.execute(text("INSERT INTO stations (id, name, created_at) VALUES (1, 'l1', '2026-12-01 00:00:00')"))
+        conn.execute(text(
+            "INSERT INTO runs (id, station_id, started_at, hostname, software_version, plugins, config_yaml,"
+            " config_hash, models) VALUES (1, 1, '2026-12-01 00:00:00', 'h', '0', '{}', '', 'x', '{}')"))
+        conn.execute(text(
+            "INSERT INTO inspections (id, uid, station_id, run_id, seq, part_id, captured_at, decided_at, verdict,"
+            " n_defects, first_of_part) VALUES (1, 'u1', 1, 1, 0, 'p1', '2026-12-01 00:00:00',"
+            " '2026-12-01 00:00:00', 'FAIL', 1, true)"))
+        conn.execute(text(
+            "INSERT INTO step_results (inspection_id, step_index, step, plugin, status, n_findings)"
+            " VALUES (1, 0, 'front', 'scratch', 'ok', 1)"))
+        conn.execute(text(
+            "INSERT INTO defects (inspection_id, step, plugin, kind, score, failed, x, y, w, h, measurements, message)"
+            " VALUES (1, 'front', 'scratch', 'scratch', 0.9, true, 1, 2, 3, 4, '{}', '')"))
+        command.upgrade(_alembic(conn), "head")
+        assert conn.execute(text("SELECT detector FROM step_results")).scalar_one() == "scratch"
+        assert conn.execute(text("SELECT detector FROM defects")).scalar_one() == "scratch"
+        command.downgrade(_alembic(conn), "0006")
+        assert conn.execute(text("SELECT plugin FROM defects")).scalar_one() == "scratch"
+    engine.dispose()
