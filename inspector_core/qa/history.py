@@ -31,6 +31,7 @@ from inspector_core.qa.filters import (
     _defect_conditions,
     _where,
 )
+from inspector_core.store.records import StepRecord
 
 # ---------------------------------------------------------------------------- history
 
@@ -164,18 +165,6 @@ class DefectView:
 
 
 @dataclasses.dataclass(frozen=True)
-class StepView:
-    index: int
-    step: str
-    detector: str
-    status: str
-    score: float | None
-    latency_ms: float | None
-    n_findings: int
-    error: str | None
-
-
-@dataclasses.dataclass(frozen=True)
 class InspectionDetail:
     id: int
     uid: str
@@ -189,7 +178,7 @@ class InspectionDetail:
     error: str | None
     error_step: str | None
     source_meta: dict[str, Any] | None
-    steps: list[StepView]
+    steps: list[StepRecord]
     defects: list[DefectView]
     run: dict[str, Any]
     """Provenance: run id, host, software version, plugins with versions, config hash, models."""
@@ -211,7 +200,7 @@ def inspection(engine: Engine, inspection_id: int) -> InspectionDetail | None:
                          .where(I.id == inspection_id)).one_or_none()
         if r is None:
             return None
-        steps = [StepView(s.step_index, s.step, s.detector, s.status, s.score, s.latency_ms, s.n_findings, s.error)
+        steps = [StepRecord(s.step_index, s.step, s.detector, s.status, s.score, s.latency_ms, s.n_findings, s.error)
                  for s in conn.execute(select(SR).where(SR.inspection_id == inspection_id).order_by(SR.step_index))]
         defects = []
         dq = (select(D, C.id.label("crop_id"), C.format, C.x.label("cx"), C.y.label("cy"), C.scale,
