@@ -99,9 +99,11 @@ def validate(station_file: str) -> None:
     st = _load_or_exit(station_file)
     # The URL may hold a password expanded from ${VAR}: never print it.
     store = make_url(st.store_url).render_as_string(hide_password=True)
-    click.echo(f"{station_file}: ok (station {st.name!r}, source {st.source.name}, "
-               f"{_steps(st)}; store {store}; "
-               f"config hash {st.config_hash[:12]})")
+    click.echo(
+        f"{station_file}: ok (station {st.name!r}, source {st.source.name}, "
+        f"{_steps(st)}; store {store}; "
+        f"config hash {st.config_hash[:12]})"
+    )
 
 
 @main.command()
@@ -146,26 +148,40 @@ def run(station_file: str, limit: int | None, quiet: bool) -> None:
         click.echo(click.style(str(exc), fg="red"), err=True)
         sys.exit(1)
     # A run wholly in an outage has no id yet: the spool and, once written, runs.uid know it by its uid.
-    which = (f"run {runtime.run_id}" if runtime.run_id is not None
-             else f"run {getattr(runtime, 'run_uid', '?')} (not yet in the store)")
+    which = (
+        f"run {runtime.run_id}"
+        if runtime.run_id is not None
+        else f"run {getattr(runtime, 'run_uid', '?')} (not yet in the store)"
+    )
     table = Table(title=f"{which} of station {st.name}", show_header=True)
     for col in ("parts", "PASS", "FAIL", "ERROR", "NOT_INSPECTED", "parts/s", "latency p50 ms", "p99 ms"):
         table.add_column(col, justify="right")
     elapsed = max(1e-9, __import__("time").monotonic() - tally.started)
     p50, p99 = tally.percentile(50), tally.percentile(99)
     v = tally.counts()
-    table.add_row(str(tally.total), str(v["PASS"]), str(v["FAIL"]), str(v["ERROR"]), str(v["NOT_INSPECTED"]),
-                  f"{tally.total / elapsed:.1f}", "-" if p50 is None else f"{p50:.1f}",
-                  "-" if p99 is None else f"{p99:.1f}")
+    table.add_row(
+        str(tally.total),
+        str(v["PASS"]),
+        str(v["FAIL"]),
+        str(v["ERROR"]),
+        str(v["NOT_INSPECTED"]),
+        f"{tally.total / elapsed:.1f}",
+        "-" if p50 is None else f"{p50:.1f}",
+        "-" if p99 is None else f"{p99:.1f}",
+    )
     console().print(table)
     if runtime.failure:
         err.print(Text(runtime.failure, style="red"))
         sys.exit(1)
     if tally.total == 0:
         config = st.source_config.model_dump(mode="json")
-        err.print(Text(f"station {st.name}: the source {st.source.name} gave no parts (config {config}); "
-                       "nothing was inspected. Check the source's config (a path, a pattern, a camera).",
-                       style="yellow"))
+        err.print(
+            Text(
+                f"station {st.name}: the source {st.source.name} gave no parts (config {config}); "
+                "nothing was inspected. Check the source's config (a path, a pattern, a camera).",
+                style="yellow",
+            )
+        )
         sys.exit(3)
 
 
@@ -182,10 +198,21 @@ def plugins(as_json: bool) -> None:
     for col in ("plugin", "distribution", "version", "detectors", "sources", "sinks", "commands", "status"):
         table.add_column(col)
     for p in infos:
-        status = Text("disabled", style="yellow") if p.disabled else (
-            Text(p.error, style="red") if p.error else Text("ok", style="green"))
-        table.add_row(p.name, p.distribution or "-", p.version or "-", ", ".join(p.detectors),
-                      ", ".join(p.sources), ", ".join(p.sinks), ", ".join(p.commands), status)
+        status = (
+            Text("disabled", style="yellow")
+            if p.disabled
+            else (Text(p.error, style="red") if p.error else Text("ok", style="green"))
+        )
+        table.add_row(
+            p.name,
+            p.distribution or "-",
+            p.version or "-",
+            ", ".join(p.detectors),
+            ", ".join(p.sources),
+            ", ".join(p.sinks),
+            ", ".join(p.commands),
+            status,
+        )
     Console(width=200).print(table)
     if reg.broken():
         err.print(f"{len(reg.broken())} plugin(s) failed to load; a station stops only if it uses one of them.")
@@ -223,23 +250,36 @@ def status(station_file: str, as_json: bool) -> None:
         click.echo(click.style(str(exc), fg="red"), err=True)
         sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - the database's own words, with the store named
-        click.echo(click.style(f"store {store.display_url}: cannot read the delivery state: {exc}", fg="red"),
-                   err=True)
+        click.echo(click.style(f"store {store.display_url}: cannot read the delivery state: {exc}", fg="red"), err=True)
         sys.exit(1)
     finally:
         store.close()
     types = {(s.name or s.type): s.type for s in st.spec.sinks}
     if as_json:
-        click.echo(json.dumps({
-            "station": st.name, "store": store.display_url, "spool": spool,
-            "sinks": [{"sink": k, "type": types[k], "cursor": s.inspection_id if s else None,
-                       "backlog": s.backlog if s else None,
-                       "failing_since": s.failing_since.isoformat() if s and s.failing_since else None,
-                       "last_error": s.last_error if s else None,
-                       "last_error_at": s.last_error_at.isoformat() if s and s.last_error_at else None}
-                      for k in keys for s in [states.get(k)]],
-            "events": [{"at": at.isoformat(), "kind": kind, "message": msg} for at, kind, msg in events],
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "station": st.name,
+                    "store": store.display_url,
+                    "spool": spool,
+                    "sinks": [
+                        {
+                            "sink": k,
+                            "type": types[k],
+                            "cursor": s.inspection_id if s else None,
+                            "backlog": s.backlog if s else None,
+                            "failing_since": s.failing_since.isoformat() if s and s.failing_since else None,
+                            "last_error": s.last_error if s else None,
+                            "last_error_at": s.last_error_at.isoformat() if s and s.last_error_at else None,
+                        }
+                        for k in keys
+                        for s in [states.get(k)]
+                    ],
+                    "events": [{"at": at.isoformat(), "kind": kind, "message": msg} for at, kind, msg in events],
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(f"station {st.name}: store {store.display_url}")
     if not keys:
@@ -254,13 +294,18 @@ def status(station_file: str, as_json: bool) -> None:
         if s.failing_since is not None:
             line += f"; FAILING since {s.failing_since:%Y-%m-%d %H:%M:%S} UTC"
         if s.last_error:
-            line += f"; last error ({s.last_error_at:%Y-%m-%d %H:%M:%S} UTC): {s.last_error}" if s.last_error_at \
+            line += (
+                f"; last error ({s.last_error_at:%Y-%m-%d %H:%M:%S} UTC): {s.last_error}"
+                if s.last_error_at
                 else f"; last error: {s.last_error}"
+            )
         click.echo(line)
     gone = sorted(set(states) - set(keys))
     for k in gone:
-        click.echo(f"  sink {k}: no longer in the station file; {states[k].backlog} not delivered "
-                   "(its cursor is dropped when the station next starts)")
+        click.echo(
+            f"  sink {k}: no longer in the station file; {states[k].backlog} not delivered "
+            "(its cursor is dropped when the station next starts)"
+        )
     _echo_spool(spool)
     if events:
         click.echo("latest sink events:")
@@ -276,9 +321,11 @@ def _echo_spool(spool: dict[str, object] | None) -> None:
     elif not (spool["verdicts"] or spool["events"] or spool["refused"]):
         click.echo(f"spool {spool['path']}: empty (nothing waits for the database)")
     else:
-        click.echo(f"spool {spool['path']}: {spool['verdicts']} verdicts and {spool['events']} events wait for "
-                   f"the database (the sinks get them once written); {spool['refused']} records set aside "
-                   "(refused by the database)")
+        click.echo(
+            f"spool {spool['path']}: {spool['verdicts']} verdicts and {spool['events']} events wait for "
+            f"the database (the sinks get them once written); {spool['refused']} records set aside "
+            "(refused by the database)"
+        )
 
 
 def _spool_status(st) -> dict[str, object] | None:
@@ -306,10 +353,12 @@ def _spool_status(st) -> dict[str, object] | None:
             db.close()
     except sqlite3.Error as exc:
         return {"path": str(path), "error": str(exc)}
-    return {"path": str(path), "verdicts": kinds.get("inspection", 0), "events": kinds.get("event", 0),
-            "refused": refused}
-
-
+    return {
+        "path": str(path),
+        "verdicts": kinds.get("inspection", 0),
+        "events": kinds.get("event", 0),
+        "refused": refused,
+    }
 
 
 if __name__ == "__main__":

@@ -112,8 +112,11 @@ class PluginConfig(BaseModel):
     def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
         if field is not None and _bool_for_number((field.annotation,), value):
-            raise ValueError("must be a number, not true/false" if isinstance(value, bool)
-                             else "holds true/false where a number is meant")
+            raise ValueError(
+                "must be a number, not true/false"
+                if isinstance(value, bool)
+                else "holds true/false where a number is meant"
+            )
         return value
 
 
@@ -229,8 +232,9 @@ class Finding:
                 raise ValueError(f"Finding.size_px must be >= 0 (got {self.size_px!r})")
             self.size_px = size
         if not isinstance(self.measurements, dict):
-            raise TypeError(f"Finding.measurements must be a dict of str to number "
-                            f"(got {type(self.measurements).__name__})")
+            raise TypeError(
+                f"Finding.measurements must be a dict of str to number (got {type(self.measurements).__name__})"
+            )
         measurements = {}
         for key, v in self.measurements.items():
             if not isinstance(key, str) or not key:
@@ -317,8 +321,7 @@ class Detector:
 class SourceContext:
     """What the host offers a frame source besides its config."""
 
-    def __init__(self, station_dir: Path, event: Any,
-                 recorded: Callable[[list[str]], set[str]] | None = None) -> None:
+    def __init__(self, station_dir: Path, event: Any, recorded: Callable[[list[str]], set[str]] | None = None) -> None:
         self.station_dir = station_dir
         self._event = event
         self._recorded = recorded

@@ -120,20 +120,25 @@ def _check_class(kind: str, cls: Any, base: type) -> None:
         raise TypeError(f"{kind} {name!r}: `name` must be printable UTF-8 text (no NUL, no lone surrogates)")
     if base is Detector:
         kinds = getattr(cls, "kinds", None)
-        if (not isinstance(kinds, tuple | list | frozenset) or not kinds
-                or not all(isinstance(k, str) and k for k in kinds)):
+        if (
+            not isinstance(kinds, tuple | list | frozenset)
+            or not kinds
+            or not all(isinstance(k, str) and k for k in kinds)
+        ):
             raise TypeError(f"detector {name}: `kinds` must be a non-empty tuple of strings (got {kinds!r:.60})")
         floor = getattr(cls, "report_floor", None)
         if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0.0 <= floor <= 1.0:
             raise TypeError(f"detector {name}: `report_floor` must be a number in [0, 1] (got {floor!r:.60})")
         bad = [k for k in kinds if not _storable(k)]
         if bad:
-            raise TypeError(f"detector {name}: kind {bad[0]!r} must be printable UTF-8 text "
-                            "(no NUL, no lone surrogates)")
+            raise TypeError(
+                f"detector {name}: kind {bad[0]!r} must be printable UTF-8 text (no NUL, no lone surrogates)"
+            )
         long = [k for k in kinds if len(k) > 100]
         if long:
-            raise TypeError(f"detector {name}: kind {long[0][:40]!r}... is longer than 100 characters "
-                            "(the store's limit)")
+            raise TypeError(
+                f"detector {name}: kind {long[0][:40]!r}... is longer than 100 characters (the store's limit)"
+            )
 
 
 def load(
@@ -166,9 +171,13 @@ def load(
             others = ", ".join(f"{e.value} ({_dist_name(e)})" for e in by_name[ep.name])
             if ep.name not in reg.plugins:
                 reg.plugins[ep.name] = dataclasses.replace(
-                    info, distribution=None, version=None, module=others,
+                    info,
+                    distribution=None,
+                    version=None,
+                    module=others,
                     error=f"plugin name {ep.name!r} is declared by {len(by_name[ep.name])} entry points: {others}; "
-                          "none is loaded; uninstall all but one")
+                    "none is loaded; uninstall all but one",
+                )
             continue
         reg.plugins[ep.name] = info
         if (allow is not None and ep.name not in allow) or ep.name in block:
@@ -182,8 +191,10 @@ def load(
     for name, obj in extra:
         module = getattr(obj, "__name__", repr(obj))
         if name in reg.plugins:
-            reg.plugins[name].error = (f"plugin name {name!r} is used twice ({reg.plugins[name].module} and "
-                                       f"{module}); the later one is not loaded")
+            reg.plugins[name].error = (
+                f"plugin name {name!r} is used twice ({reg.plugins[name].module} and "
+                f"{module}); the later one is not loaded"
+            )
             continue
         reg.plugins[name] = PluginInfo(name, None, None, module)
         candidates.append((name, None, None, module, obj))
@@ -230,8 +241,9 @@ def _import(ep: md.EntryPoint, timeout: float) -> tuple[Any, str | None]:
         try:
             result.append(ep.load())
         except PluginExit as exc:
-            failure.append(f"called os._exit({exc.code}) while being imported (intercepted; "
-                           "a plugin must never end the process)")
+            failure.append(
+                f"called os._exit({exc.code}) while being imported (intercepted; a plugin must never end the process)"
+            )
         except BaseException as exc:  # noqa: BLE001 - any import failure is the plugin's
             failure.append(_short_error(exc))
 
@@ -248,8 +260,10 @@ def _import(ep: md.EntryPoint, timeout: float) -> tuple[Any, str | None]:
         finally:
             os._exit = real_exit
     if thread.is_alive():
-        return None, (f"did not finish importing within {timeout:g} s (INSPECTOR_PLUGIN_IMPORT_TIMEOUT); "
-                      "not loaded. Does it block at import (a network call, a lock, input())?")
+        return None, (
+            f"did not finish importing within {timeout:g} s (INSPECTOR_PLUGIN_IMPORT_TIMEOUT); "
+            "not loaded. Does it block at import (a network call, a lock, input())?"
+        )
     if failure:
         return None, failure[0]
     return result[0], None
@@ -294,8 +308,12 @@ def _collect(reg: Registry, staged: dict[str, list[tuple[str, str, Any]]]) -> No
     for plugin_name, items in staged.items():
         for what, name, _cls in items:
             claims.setdefault((what, name), []).append(plugin_name)
-    tables: dict[str, dict[str, Any]] = {"detector": reg.detectors, "source": reg.sources, "sink": reg.sinks,
-                                         "command": reg.commands}
+    tables: dict[str, dict[str, Any]] = {
+        "detector": reg.detectors,
+        "source": reg.sources,
+        "sink": reg.sinks,
+        "command": reg.commands,
+    }
     for plugin_name, items in staged.items():
         info = reg.plugins[plugin_name]
         lists = {"detector": info.detectors, "source": info.sources, "sink": info.sinks, "command": info.commands}
@@ -309,7 +327,8 @@ def _collect(reg: Registry, staged: dict[str, list[tuple[str, str, Any]]]) -> No
                     others = ", ".join(repr(o) for o in sorted(set(owners)) if o != plugin_name)
                     problems.append(
                         f"{what} {name!r} is also registered by plugin {others}; neither is loaded under that "
-                        f"name: uninstall one, or disable it with INSPECTOR_DISABLE_PLUGINS")
+                        f"name: uninstall one, or disable it with INSPECTOR_DISABLE_PLUGINS"
+                    )
                 continue
             tables[what][name] = cls
             lists[what].append(name)

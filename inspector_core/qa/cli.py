@@ -65,8 +65,10 @@ def resolve_store(db: str | None, station_file: str | None) -> tuple[str, str]:
     env = os.environ.get("INSPECTOR_DB")
     if env:
         return env, f"--db {env}"
-    raise click.UsageError("say which store to read: --db URL (e.g. sqlite:///var/demo/inspector.db or "
-                           "postgresql://user@host/plant), --station-file stations/x.yaml, or INSPECTOR_DB")
+    raise click.UsageError(
+        "say which store to read: --db URL (e.g. sqlite:///var/demo/inspector.db or "
+        "postgresql://user@host/plant), --station-file stations/x.yaml, or INSPECTOR_DB"
+    )
 
 
 def open_engine(db: str | None, station_file: str | None) -> Engine:
@@ -84,8 +86,9 @@ def open_engine(db: str | None, station_file: str | None) -> Engine:
 
 
 def db_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--station-file", type=click.Path(dir_okay=False, exists=True),
-                      help="read the store URL from this station file")(fn)
+    fn = click.option(
+        "--station-file", type=click.Path(dir_okay=False, exists=True), help="read the store URL from this station file"
+    )(fn)
     return click.option("--db", "db", metavar="URL", help="the store's database URL (or env INSPECTOR_DB)")(fn)
 
 
@@ -94,24 +97,46 @@ def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--station", "stations", multiple=True, help="station name (repeatable)"),
         click.option("--since", help="from: 8h, 2d, or ISO date/time (UTC unless an offset is given)"),
         click.option("--until", help="before: same forms as --since"),
-        click.option("--verdict", "verdicts", multiple=True, type=click.Choice(q.VERDICTS, case_sensitive=False),
-                     help="PASS, FAIL, ERROR, NOT_INSPECTED (repeatable)"),
+        click.option(
+            "--verdict",
+            "verdicts",
+            multiple=True,
+            type=click.Choice(q.VERDICTS, case_sensitive=False),
+            help="PASS, FAIL, ERROR, NOT_INSPECTED (repeatable)",
+        ),
         click.option("--kind", "kinds", multiple=True, help="has a defect of this kind (repeatable)"),
         click.option("--part", "part_id", help="part id glob: * any run, ? one character"),
         click.option("--min-score", type=float, help="has a defect scoring at least this"),
         click.option("--min-size-mm", type=float, help="has a defect at least this large, mm"),
-        click.option("--detector", "--plugin", "detector", help="has a defect found by this detector (--plugin: the old name)"),
+        click.option(
+            "--detector", "--plugin", "detector", help="has a defect found by this detector (--plugin: the old name)"
+        ),
         click.option("--run", "run_id", type=click.IntRange(1, q.MAX_ID), help="one run of a station"),
-        click.option("--candidates", "include_candidates", is_flag=True,
-                     help="defect filters also match findings below the verdict rules"),
+        click.option(
+            "--candidates",
+            "include_candidates",
+            is_flag=True,
+            help="defect filters also match findings below the verdict rules",
+        ),
     ]
     for o in reversed(opts):
         fn = o(fn)
     return fn
 
 
-FILTER_KEYS = ("stations", "since", "until", "verdicts", "kinds", "part_id", "min_score", "min_size_mm", "detector",
-               "run_id", "include_candidates")
+FILTER_KEYS = (
+    "stations",
+    "since",
+    "until",
+    "verdicts",
+    "kinds",
+    "part_id",
+    "min_score",
+    "min_size_mm",
+    "detector",
+    "run_id",
+    "include_candidates",
+)
 
 
 def build_filter(kw: dict[str, Any]) -> q.HistoryFilter:
@@ -175,12 +200,25 @@ VERDICT_STYLE = {"PASS": "green", "FAIL": "red", "ERROR": "magenta", "NOT_INSPEC
 @filter_options
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--limit", type=click.IntRange(1, q.MAX_PAGE), default=50, show_default=True, help="rows per page")
-@click.option("--page", type=click.IntRange(1, q.MAX_ID // q.MAX_PAGE), default=1, show_default=True,
-              help="page number (offset paging)")
+@click.option(
+    "--page",
+    type=click.IntRange(1, q.MAX_ID // q.MAX_PAGE),
+    default=1,
+    show_default=True,
+    help="page number (offset paging)",
+)
 @click.option("--cursor", help="continue after a previous page (printed at its end; keyset paging)")
 @click.option("--all", "all_rows", is_flag=True, help="every matching row (csv/json), read page by page")
-def history(db: str | None, station_file: str | None, fmt: str, limit: int, page: int, cursor: str | None,
-            all_rows: bool, **kw: Any) -> None:
+def history(
+    db: str | None,
+    station_file: str | None,
+    fmt: str,
+    limit: int,
+    page: int,
+    cursor: str | None,
+    all_rows: bool,
+    **kw: Any,
+) -> None:
     """Inspections, newest first, filtered. Example: what failed on line3 last night::
 
         inspector history --db sqlite:///line3.db --station line3 \\
@@ -201,22 +239,59 @@ def history(db: str | None, station_file: str | None, fmt: str, limit: int, page
         return
     if fmt == "csv":
         w = SpreadsheetCsv(sys.stdout)
-        w.writerow(["id", "station", "run_id", "part_id", "captured_at_utc", "verdict", "latency_ms", "n_defects",
-                    "kinds", "max_score", "error"])
+        w.writerow(
+            [
+                "id",
+                "station",
+                "run_id",
+                "part_id",
+                "captured_at_utc",
+                "verdict",
+                "latency_ms",
+                "n_defects",
+                "kinds",
+                "max_score",
+                "error",
+            ]
+        )
         for r in rows:
-            w.writerow([r.id, r.station, r.run_id, r.part_id, r.captured_at.isoformat(),
-                        r.verdict, r.latency_ms, r.n_defects, " ".join(r.kinds), r.max_score, r.error or ""])
+            w.writerow(
+                [
+                    r.id,
+                    r.station,
+                    r.run_id,
+                    r.part_id,
+                    r.captured_at.isoformat(),
+                    r.verdict,
+                    r.latency_ms,
+                    r.n_defects,
+                    " ".join(r.kinds),
+                    r.max_score,
+                    r.error or "",
+                ]
+            )
         return
     table = Table(title="inspections, newest first (times UTC)", show_lines=False)
     right = {"id", "ms", "score"}
     for col in ("id", "station", "part", "captured (UTC)", "verdict", "ms", "defects", "score", "error"):
-        table.add_column(col, justify="right" if col in right else "left", overflow="fold",
-                         no_wrap=col in ("id", "captured (UTC)", "verdict"))
+        table.add_column(
+            col,
+            justify="right" if col in right else "left",
+            overflow="fold",
+            no_wrap=col in ("id", "captured (UTC)", "verdict"),
+        )
     for r in rows:
-        table.add_row(str(r.id), r.station, r.part_id, _fmt_t(r.captured_at),
-                      f"[{VERDICT_STYLE.get(r.verdict, 'white')}]{r.verdict}[/]", _ms(r.latency_ms),
-                      ", ".join(r.kinds), "-" if r.max_score is None else f"{r.max_score:.2f}", r.error or "",
-                      )
+        table.add_row(
+            str(r.id),
+            r.station,
+            r.part_id,
+            _fmt_t(r.captured_at),
+            f"[{VERDICT_STYLE.get(r.verdict, 'white')}]{r.verdict}[/]",
+            _ms(r.latency_ms),
+            ", ".join(r.kinds),
+            "-" if r.max_score is None else f"{r.max_score:.2f}",
+            r.error or "",
+        )
     out.print(table, markup=True, highlight=False)
     if nxt:
         err.print(f"more: --page {page + 1}  or  --cursor {nxt}")
@@ -231,13 +306,26 @@ def history(db: str | None, station_file: str | None, fmt: str, limit: int, page
 @db_options
 @filter_options
 @click.option("--period", type=click.Choice(["hour", "shift", "day"]), default="day", show_default=True)
-@click.option("--utc-offset", type=click.IntRange(-12, 14), default=0, show_default=True,
-              help="plant time = UTC + this many hours (where days and shifts start)")
+@click.option(
+    "--utc-offset",
+    type=click.IntRange(-12, 14),
+    default=0,
+    show_default=True,
+    help="plant time = UTC + this many hours (where days and shifts start)",
+)
 @click.option("--shift-start", type=click.IntRange(0, 23), default=6, show_default=True, help="first shift starts, h")
 @click.option("--shift-hours", type=click.Choice(["6", "8", "12"]), default="8", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def stats(db: str | None, station_file: str | None, period: str, utc_offset: int, shift_start: int,
-          shift_hours: str, fmt: str, **kw: Any) -> None:
+def stats(
+    db: str | None,
+    station_file: str | None,
+    period: str,
+    utc_offset: int,
+    shift_start: int,
+    shift_hours: str,
+    fmt: str,
+    **kw: Any,
+) -> None:
     """Per station and period: parts, yield, first-pass yield, NOT_INSPECTED and ERROR counts,
     latency p50/p99; the Pareto of defect kinds; the p-chart of the reject rate (FAIL + ERROR)
     with 3-sigma limits, points outside flagged."""
@@ -253,8 +341,20 @@ def stats(db: str | None, station_file: str | None, period: str, utc_offset: int
     flagged = {(p.station, p.label) for p in st.pchart if p.out_of_control}
     limits = {(p.station, p.label): p for p in st.pchart}
     t = Table(title=f"per {period} (plant time = UTC{utc_offset:+d})")
-    for col in ("station", period, "parts", "PASS", "FAIL", "ERROR", "NOT_INSP.", "yield", "first-pass",
-                "p50 ms", "p99 ms", "reject rate [LCL, UCL]"):
+    for col in (
+        "station",
+        period,
+        "parts",
+        "PASS",
+        "FAIL",
+        "ERROR",
+        "NOT_INSP.",
+        "yield",
+        "first-pass",
+        "p50 ms",
+        "p99 ms",
+        "reject rate [LCL, UCL]",
+    ):
         t.add_column(col, justify="left" if col in ("station", period) else "right")
     for rows in (st.periods, st.totals):
         for p in rows:
@@ -263,9 +363,21 @@ def stats(db: str | None, station_file: str | None, period: str, utc_offset: int
             if (p.station, p.label) in flagged:
                 rate = f"[bold red]{rate} OUT[/]"
             style = "bold" if p.bucket == -1 else None
-            t.add_row(p.station, p.label, str(p.parts), str(p.passed), str(p.failed), str(p.errors),
-                      str(p.not_inspected), _pct(p.yield_), _pct(p.first_pass_yield), _ms(p.latency_p50_ms),
-                      _ms(p.latency_p99_ms), rate, style=style)
+            t.add_row(
+                p.station,
+                p.label,
+                str(p.parts),
+                str(p.passed),
+                str(p.failed),
+                str(p.errors),
+                str(p.not_inspected),
+                _pct(p.yield_),
+                _pct(p.first_pass_yield),
+                _ms(p.latency_p50_ms),
+                _ms(p.latency_p99_ms),
+                rate,
+                style=style,
+            )
         t.add_section()
     out.print(t, highlight=False)
     pt = Table(title="Pareto of defect kinds (defects that failed parts)")
@@ -285,8 +397,14 @@ def stats(db: str | None, station_file: str | None, period: str, utc_offset: int
 @click.command()
 @db_options
 @filter_options
-@click.option("--set", "sets", multiple=True, required=True, metavar="KIND.FIELD=VALUE",
-              help="a rule change, e.g. scratch.min_score=0.7, dent.min_size_mm=2, default.min_score=0.6 (repeatable)")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    required=True,
+    metavar="KIND.FIELD=VALUE",
+    help="a rule change, e.g. scratch.min_score=0.7, dent.min_size_mm=2, default.min_score=0.6 (repeatable)",
+)
 @click.option("--show", type=click.IntRange(0), default=20, show_default=True, help="part ids listed per direction")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def whatif(db: str | None, station_file: str | None, sets: tuple[str, ...], show: int, fmt: str, **kw: Any) -> None:
@@ -367,8 +485,29 @@ def export_crops(db: str | None, station_file: str | None, to: str, limit: int |
     n = 0
     with open(folder / "index.csv", "w", newline="", encoding="utf-8") as fh:
         w = SpreadsheetCsv(fh)
-        w.writerow(["file", "crop_id", "inspection_id", "station", "part_id", "captured_at_utc", "verdict", "kind",
-                    "score", "failed", "x", "y", "w", "h", "size_px", "size_mm", "detector", "step", "measurements"])
+        w.writerow(
+            [
+                "file",
+                "crop_id",
+                "inspection_id",
+                "station",
+                "part_id",
+                "captured_at_utc",
+                "verdict",
+                "kind",
+                "score",
+                "failed",
+                "x",
+                "y",
+                "w",
+                "h",
+                "size_px",
+                "size_mm",
+                "detector",
+                "step",
+                "measurements",
+            ]
+        )
         for c in q.iter_crops(engine, f):
             if limit is not None and n >= limit:
                 break
@@ -378,10 +517,26 @@ def export_crops(db: str | None, station_file: str | None, to: str, limit: int |
             ext = "png" if c.format == "png" else "jpg"
             name = f"{c.crop_id:08d}_{safe_name(c.kind, 30)}_{safe_name(c.part_id)}.{ext}"
             _inside(folder, name).write_bytes(got[1])
-            w.writerow([name, c.crop_id, c.inspection_id, c.station, c.part_id,
-                        c.captured_at.isoformat(), c.verdict, c.kind, c.score, c.failed, *c.box,
-                        c.size_px, c.size_mm, c.detector, c.step,
-                        json.dumps(c.measurements, sort_keys=True)])
+            w.writerow(
+                [
+                    name,
+                    c.crop_id,
+                    c.inspection_id,
+                    c.station,
+                    c.part_id,
+                    c.captured_at.isoformat(),
+                    c.verdict,
+                    c.kind,
+                    c.score,
+                    c.failed,
+                    *c.box,
+                    c.size_px,
+                    c.size_mm,
+                    c.detector,
+                    c.step,
+                    json.dumps(c.measurements, sort_keys=True),
+                ]
+            )
             n += 1
     err.print(f"wrote {n} crops and index.csv to {folder}")
 
@@ -393,11 +548,16 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 @db_options
 @filter_options
 @click.option("--to", "to", required=True, type=click.Path(file_okay=False), help="dataset root to write into")
-@click.option("--good-from-source/--no-good-from-source", default=True, show_default=True,
-              help="copy the original image of PASS parts into good/ when the source recorded a readable path")
+@click.option(
+    "--good-from-source/--no-good-from-source",
+    default=True,
+    show_default=True,
+    help="copy the original image of PASS parts into good/ when the source recorded a readable path",
+)
 @click.option("--limit", type=click.IntRange(1), help="at most this many images per class")
-def export_dataset(db: str | None, station_file: str | None, to: str, good_from_source: bool, limit: int | None,
-                   **kw: Any) -> None:
+def export_dataset(
+    db: str | None, station_file: str | None, to: str, good_from_source: bool, limit: int | None, **kw: Any
+) -> None:
     """A dataset in anomalib's Folder layout for retraining: ROOT/good and ROOT/defect.
 
     defect/: the crops of defects that failed parts (the filters apply). good/: the store
@@ -417,8 +577,9 @@ def export_dataset(db: str | None, station_file: str | None, to: str, good_from_
     n_good = n_defect = 0
     with open(root / "index.csv", "w", newline="", encoding="utf-8") as fh:
         w = SpreadsheetCsv(fh)
-        w.writerow(["file", "class", "inspection_id", "station", "part_id", "captured_at_utc", "kind", "score",
-                    "origin"])
+        w.writerow(
+            ["file", "class", "inspection_id", "station", "part_id", "captured_at_utc", "kind", "score", "origin"]
+        )
         for c in q.iter_crops(engine, f.model_copy(update={"include_candidates": False})):
             if limit is not None and n_defect >= limit:
                 break
@@ -428,12 +589,24 @@ def export_dataset(db: str | None, station_file: str | None, to: str, good_from_
             ext = "png" if c.format == "png" else "jpg"
             name = f"{c.crop_id:08d}_{safe_name(c.kind, 30)}_{safe_name(c.part_id)}.{ext}"
             _inside(defect, name).write_bytes(got[1])
-            w.writerow([f"defect/{name}", "defect", c.inspection_id, c.station, c.part_id,
-                        c.captured_at.isoformat(), c.kind, c.score, f"crop {c.crop_id}"])
+            w.writerow(
+                [
+                    f"defect/{name}",
+                    "defect",
+                    c.inspection_id,
+                    c.station,
+                    c.part_id,
+                    c.captured_at.isoformat(),
+                    c.kind,
+                    c.score,
+                    f"crop {c.crop_id}",
+                ]
+            )
             n_defect += 1
         if good_from_source:
-            gf = f.model_copy(update={"verdicts": ("PASS",), "kinds": (), "min_score": None, "min_size_mm": None,
-                                      "detector": None})
+            gf = f.model_copy(
+                update={"verdicts": ("PASS",), "kinds": (), "min_score": None, "min_size_mm": None, "detector": None}
+            )
             for r in q.iter_history(engine, gf):
                 if limit is not None and n_good >= limit:
                     break
@@ -447,13 +620,26 @@ def export_dataset(db: str | None, station_file: str | None, to: str, good_from_
                     continue
                 name = f"{r.id:08d}_{safe_name(r.part_id)}{p.suffix.lower()}"
                 shutil.copyfile(p, _inside(good, name))
-                w.writerow([f"good/{name}", "good", r.id, r.station, r.part_id,
-                            r.captured_at.isoformat(), "", "", "source file"])
+                w.writerow(
+                    [
+                        f"good/{name}",
+                        "good",
+                        r.id,
+                        r.station,
+                        r.part_id,
+                        r.captured_at.isoformat(),
+                        "",
+                        "",
+                        "source file",
+                    ]
+                )
                 n_good += 1
     err.print(f"wrote {n_defect} defect crops and {n_good} good images to {root} (anomalib Folder layout)")
     if n_good == 0:
-        err.print("good/ is empty: the store holds no images of PASS parts, and no PASS part's source file was "
-                  "found; add good images from the line (e.g. the folder the station read) before training")
+        err.print(
+            "good/ is empty: the store holds no images of PASS parts, and no PASS part's source file was "
+            "found; add good images from the line (e.g. the folder the station read) before training"
+        )
 
 
 # ---------------------------------------------------------------------------- serve
@@ -477,8 +663,10 @@ def serve(db: str | None, station_file: str | None, host: str, port: int, token:
 
     app = create_app(engine, token=token, host=host)
     where = f"http://{host}:{port}"
-    err.print(f"dashboard on {where}/ (read-only)" + (f"; token required: sign in at {where}/login, or send "
-                                                      "Authorization: Bearer <token>" if token else ""))
+    err.print(
+        f"dashboard on {where}/ (read-only)"
+        + (f"; token required: sign in at {where}/login, or send Authorization: Bearer <token>" if token else "")
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
@@ -502,15 +690,23 @@ def upgrade(db: str | None, station_file: str | None, create: bool) -> None:
         u = make_url(url)
     except Exception as exc:
         raise click.UsageError(f"{source}: not a database URL ({exc})") from exc
-    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") \
-            and not Path(u.database).exists() and not create:
-        raise click.UsageError(f"{source}: no such database file {u.database!r} "
-                               "(pass --create to create a store there)")
+    if (
+        u.get_backend_name() == "sqlite"
+        and u.database not in (None, "", ":memory:")
+        and not Path(u.database).exists()
+        and not create
+    ):
+        raise click.UsageError(
+            f"{source}: no such database file {u.database!r} (pass --create to create a store there)"
+        )
     try:
         store = Store(url, migrate=False)
         try:
-            before = None if not Path(u.database or "").is_file() and u.get_backend_name() == "sqlite" \
+            before = (
+                None
+                if not Path(u.database or "").is_file() and u.get_backend_name() == "sqlite"
                 else store.current_revision()
+            )
             head = store.head_revision()
             if before == head:
                 err.print(f"store {store.display_url}: already at schema revision {head}; nothing to do")
@@ -518,17 +714,23 @@ def upgrade(db: str | None, station_file: str | None, create: bool) -> None:
             if before is None and not create:
                 raise click.ClickException(
                     f"store {store.display_url} holds no Inspector schema; check the URL, or pass --create to "
-                    f"create one (revision {head})")
+                    f"create one (revision {head})"
+                )
             store.migrate()
             after = store.current_revision()
         finally:
             store.close()
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
-    err.print(f"store {store.display_url}: " + (f"created schema revision {after}" if before is None
-                                                 else f"upgraded from schema revision {before} to {after}"))
+    err.print(
+        f"store {store.display_url}: "
+        + (
+            f"created schema revision {after}"
+            if before is None
+            else f"upgraded from schema revision {before} to {after}"
+        )
+    )
 
 
 def commands() -> list[click.Command]:
     return [history, stats, whatif, export, serve, upgrade]
-

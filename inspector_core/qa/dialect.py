@@ -82,7 +82,6 @@ class Buckets:
         return local.strftime("%Y-%m-%d %H:00") + f" shift {n}"
 
 
-
 class _Hour(FunctionElement):
     """The capture hour, as the expression the hour index (migration 0002) is built on:
     ``substr(col, 1, 13)`` on SQLite (text ``YYYY-MM-DD HH``), ``date_trunc('hour', col)`` on

@@ -23,8 +23,7 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from inspector_core.store import schema
 
-I, D, C, S, R, SR = (schema.Inspection, schema.Defect, schema.Crop, schema.Station, schema.Run,
-                     schema.StepResult)
+I, D, C, S, R, SR = (schema.Inspection, schema.Defect, schema.Crop, schema.Station, schema.Run, schema.StepResult)
 H, HL = schema.InspectionHour, schema.InspectionHourLatency
 Verdict = Literal["PASS", "FAIL", "ERROR", "NOT_INSPECTED"]
 Period = Literal["hour", "shift", "day"]
@@ -55,14 +54,17 @@ def parse_when(value: str | None, *, now: datetime | None = None) -> datetime | 
         try:
             return now - timedelta(seconds=float(m.group(1)) * UNITS[m.group(2)])
         except OverflowError:
-            raise QueryError(f"{shown} reaches back before the year 1; give a shorter duration "
-                             "or an ISO date") from None
+            raise QueryError(
+                f"{shown} reaches back before the year 1; give a shorter duration or an ISO date"
+            ) from None
     try:
         t = datetime.fromisoformat(value.strip())
         return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
     except ValueError:
-        raise QueryError(f"{shown} is neither a duration (8h, 30m, 2d, 1w) nor an ISO date/time "
-                         "(2026-11-20, 2026-11-20T06:00, 2026-11-20T06:00+01:00)") from None
+        raise QueryError(
+            f"{shown} is neither a duration (8h, 30m, 2d, 1w) nor an ISO date/time "
+            "(2026-11-20, 2026-11-20T06:00, 2026-11-20T06:00+01:00)"
+        ) from None
     except OverflowError:
         raise QueryError(f"{shown} is out of range in UTC") from None
 
@@ -91,10 +93,12 @@ class HistoryFilter(BaseModel):
     verdicts: tuple[Verdict, ...] = Field((), description="any of these verdicts")
     kinds: tuple[str, ...] = Field((), description="has a defect of any of these kinds")
     part_id: str | None = Field(None, max_length=300, description="glob: * any run, ? one character")
-    min_score: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
-                                    description="has a defect scoring at least this")
-    min_size_mm: float | None = Field(None, ge=0, allow_inf_nan=False,
-                                      description="has a defect at least this large, mm")
+    min_score: float | None = Field(
+        None, ge=0, le=1, allow_inf_nan=False, description="has a defect scoring at least this"
+    )
+    min_size_mm: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="has a defect at least this large, mm"
+    )
     detector: str | None = Field(None, max_length=200, description="has a defect found by this detector")
     run_id: int | None = Field(None, ge=1, le=MAX_ID)
     include_candidates: bool = Field(False, description="defect filters also match findings below the rules")
@@ -132,9 +136,12 @@ def make_filter(**fields: Any) -> HistoryFilter:
     try:
         return HistoryFilter.model_validate({k: v for k, v in fields.items() if v not in (None, (), [], "")})
     except ValidationError as exc:
-        raise QueryError("; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'filter'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors())) from exc
+        raise QueryError(
+            "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'filter'}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+        ) from exc
 
 
 def glob_to_like(pattern: str) -> str:

@@ -82,8 +82,7 @@ def _parse_cursor(cursor: str) -> tuple[datetime, int]:
         raise QueryError(f"cursor: not a cursor from a previous page ({cursor[:40]!r})") from exc
 
 
-def history(engine: Engine, f: HistoryFilter, *, limit: int = 50, cursor: str | None = None,
-            offset: int = 0) -> Page:
+def history(engine: Engine, f: HistoryFilter, *, limit: int = 50, cursor: str | None = None, offset: int = 0) -> Page:
     """Inspections matching ``f``, newest first (``captured_at``, then ``id``, descending).
 
     Page with ``cursor`` (keyset: constant cost however deep) or ``offset``."""
@@ -96,9 +95,14 @@ def history(engine: Engine, f: HistoryFilter, *, limit: int = 50, cursor: str | 
     if cursor:
         t, last = _parse_cursor(cursor)
         conds.append(or_(I.captured_at < t, and_(I.captured_at == t, I.id < last)))
-    q = (select(I.id, S.name, I.run_id, I.part_id, I.captured_at, I.verdict, I.latency_ms, I.n_defects, I.error)
-         .join(S, S.id == I.station_id).where(*conds)
-         .order_by(I.captured_at.desc(), I.id.desc()).limit(limit + 1).offset(offset))
+    q = (
+        select(I.id, S.name, I.run_id, I.part_id, I.captured_at, I.verdict, I.latency_ms, I.n_defects, I.error)
+        .join(S, S.id == I.station_id)
+        .where(*conds)
+        .order_by(I.captured_at.desc(), I.id.desc())
+        .limit(limit + 1)
+        .offset(offset)
+    )
     with engine.connect() as conn:
         rows = conn.execute(q).all()
         more = len(rows) > limit
@@ -106,21 +110,34 @@ def history(engine: Engine, f: HistoryFilter, *, limit: int = 50, cursor: str | 
         ids = [r.id for r in rows]
         by_part: dict[int, list[Any]] = defaultdict(list)
         if ids:
-            dq = (select(D.inspection_id, D.kind, D.score, C.id.label("crop_id"))
-                  .outerjoin(C, C.defect_id == D.id)
-                  .where(D.inspection_id.in_(ids), D.failed.is_(True))
-                  .order_by(D.inspection_id, D.score.desc(), D.id))
+            dq = (
+                select(D.inspection_id, D.kind, D.score, C.id.label("crop_id"))
+                .outerjoin(C, C.defect_id == D.id)
+                .where(D.inspection_id.in_(ids), D.failed.is_(True))
+                .order_by(D.inspection_id, D.score.desc(), D.id)
+            )
             for d in conn.execute(dq):
                 by_part[d.inspection_id].append(d)
     out = []
     for r in rows:
         ds = by_part.get(r.id, [])
         kinds = tuple(dict.fromkeys(d.kind for d in ds))
-        out.append(InspectionRow(
-            id=r.id, station=r.name, run_id=r.run_id, part_id=r.part_id, captured_at=r.captured_at,
-            verdict=r.verdict, latency_ms=r.latency_ms, n_defects=r.n_defects, kinds=kinds,
-            max_score=ds[0].score if ds else None, error=r.error,
-            thumbnail_crop_id=next((d.crop_id for d in ds if d.crop_id is not None), None)))
+        out.append(
+            InspectionRow(
+                id=r.id,
+                station=r.name,
+                run_id=r.run_id,
+                part_id=r.part_id,
+                captured_at=r.captured_at,
+                verdict=r.verdict,
+                latency_ms=r.latency_ms,
+                n_defects=r.n_defects,
+                kinds=kinds,
+                max_score=ds[0].score if ds else None,
+                error=r.error,
+                thumbnail_crop_id=next((d.crop_id for d in ds if d.crop_id is not None), None),
+            )
+        )
     nxt = _cursor(rows[-1].captured_at, rows[-1].id) if more and rows else None
     return Page(out, nxt)
 
@@ -196,33 +213,81 @@ def inspection(engine: Engine, inspection_id: int) -> InspectionDetail | None:
     if not 0 <= inspection_id <= MAX_ID:
         return None
     with engine.connect() as conn:
-        r = conn.execute(select(I, S.name.label("station_name")).join(S, S.id == I.station_id)
-                         .where(I.id == inspection_id)).one_or_none()
+        r = conn.execute(
+            select(I, S.name.label("station_name")).join(S, S.id == I.station_id).where(I.id == inspection_id)
+        ).one_or_none()
         if r is None:
             return None
-        steps = [StepRecord(s.step_index, s.step, s.detector, s.status, s.score, s.latency_ms, s.n_findings, s.error)
-                 for s in conn.execute(select(SR).where(SR.inspection_id == inspection_id).order_by(SR.step_index))]
+        steps = [
+            StepRecord(s.step_index, s.step, s.detector, s.status, s.score, s.latency_ms, s.n_findings, s.error)
+            for s in conn.execute(select(SR).where(SR.inspection_id == inspection_id).order_by(SR.step_index))
+        ]
         defects = []
-        dq = (select(D, C.id.label("crop_id"), C.format, C.x.label("cx"), C.y.label("cy"), C.scale,
-                     C.width.label("cw"), C.height.label("ch"))
-              .outerjoin(C, C.defect_id == D.id).where(D.inspection_id == inspection_id)
-              .order_by(D.failed.desc(), D.score.desc(), D.id))
+        dq = (
+            select(
+                D,
+                C.id.label("crop_id"),
+                C.format,
+                C.x.label("cx"),
+                C.y.label("cy"),
+                C.scale,
+                C.width.label("cw"),
+                C.height.label("ch"),
+            )
+            .outerjoin(C, C.defect_id == D.id)
+            .where(D.inspection_id == inspection_id)
+            .order_by(D.failed.desc(), D.score.desc(), D.id)
+        )
         for d in conn.execute(dq):
             crop_box = None
             if d.crop_id is not None:
                 crop_box = ((d.x - d.cx) * d.scale, (d.y - d.cy) * d.scale, d.w * d.scale, d.h * d.scale)
-            defects.append(DefectView(
-                d.id, d.step, d.detector, d.kind, d.score, d.failed, (d.x, d.y, d.w, d.h), d.size_px, d.size_mm,
-                dict(d.measurements or {}), d.message, d.crop_id, d.format, crop_box,
-                (d.cw, d.ch) if d.crop_id is not None else None))
+            defects.append(
+                DefectView(
+                    d.id,
+                    d.step,
+                    d.detector,
+                    d.kind,
+                    d.score,
+                    d.failed,
+                    (d.x, d.y, d.w, d.h),
+                    d.size_px,
+                    d.size_mm,
+                    dict(d.measurements or {}),
+                    d.message,
+                    d.crop_id,
+                    d.format,
+                    crop_box,
+                    (d.cw, d.ch) if d.crop_id is not None else None,
+                )
+            )
         run = conn.execute(select(R).where(R.id == r.run_id)).one()
     return InspectionDetail(
-        id=r.id, uid=r.uid, station=r.station_name, part_id=r.part_id, seq=r.seq, captured_at=r.captured_at,
-        decided_at=r.decided_at, verdict=r.verdict, latency_ms=r.latency_ms, error=r.error,
-        error_step=r.error_step, source_meta=r.source_meta, steps=steps, defects=defects,
-        run={"id": run.id, "started_at": run.started_at.isoformat() + "Z", "hostname": run.hostname,
-             "software_version": run.software_version, "plugins": run.plugins, "config_hash": run.config_hash,
-             "models": run.models, "ended_at": run.ended_at.isoformat() + "Z" if run.ended_at else None})
+        id=r.id,
+        uid=r.uid,
+        station=r.station_name,
+        part_id=r.part_id,
+        seq=r.seq,
+        captured_at=r.captured_at,
+        decided_at=r.decided_at,
+        verdict=r.verdict,
+        latency_ms=r.latency_ms,
+        error=r.error,
+        error_step=r.error_step,
+        source_meta=r.source_meta,
+        steps=steps,
+        defects=defects,
+        run={
+            "id": run.id,
+            "started_at": run.started_at.isoformat() + "Z",
+            "hostname": run.hostname,
+            "software_version": run.software_version,
+            "plugins": run.plugins,
+            "config_hash": run.config_hash,
+            "models": run.models,
+            "ended_at": run.ended_at.isoformat() + "Z" if run.ended_at else None,
+        },
+    )
 
 
 def stations(engine: Engine) -> list[str]:
@@ -262,19 +327,55 @@ class CropRow:
     height: int
 
 
-def crops(engine: Engine, f: HistoryFilter, *, limit: int | None = 100, cursor: int | None = None,
-          ) -> list[CropRow]:
+def crops(
+    engine: Engine,
+    f: HistoryFilter,
+    *,
+    limit: int | None = 100,
+    cursor: int | None = None,
+) -> list[CropRow]:
     """Crops of the inspections matching ``f`` whose defect also meets ``f``'s defect
     conditions, newest first (by crop id, descending). ``cursor``: the last crop id seen."""
     dialect = engine.dialect.name
-    q = (select(C.id.label("crop_id"), C.defect_id, C.inspection_id, S.name.label("station"), I.part_id,
-                I.captured_at, I.verdict, D.step, D.detector, D.kind, D.score, D.failed, D.x, D.y, D.w, D.h,
-                D.size_px, D.size_mm, D.measurements, C.format, C.width, C.height)
-         .join(D, D.id == C.defect_id).join(I, I.id == C.inspection_id).join(S, S.id == I.station_id)
-         .where(*list(_where(f.model_copy(update={"kinds": (), "min_score": None, "min_size_mm": None,
-                                                          "detector": None}), dialect)),
-                *_defect_conditions(f))
-         .order_by(C.id.desc()))
+    q = (
+        select(
+            C.id.label("crop_id"),
+            C.defect_id,
+            C.inspection_id,
+            S.name.label("station"),
+            I.part_id,
+            I.captured_at,
+            I.verdict,
+            D.step,
+            D.detector,
+            D.kind,
+            D.score,
+            D.failed,
+            D.x,
+            D.y,
+            D.w,
+            D.h,
+            D.size_px,
+            D.size_mm,
+            D.measurements,
+            C.format,
+            C.width,
+            C.height,
+        )
+        .join(D, D.id == C.defect_id)
+        .join(I, I.id == C.inspection_id)
+        .join(S, S.id == I.station_id)
+        .where(
+            *list(
+                _where(
+                    f.model_copy(update={"kinds": (), "min_score": None, "min_size_mm": None, "detector": None}),
+                    dialect,
+                )
+            ),
+            *_defect_conditions(f),
+        )
+        .order_by(C.id.desc())
+    )
     if cursor is not None:
         if not 0 <= cursor <= MAX_ID:
             raise QueryError(f"cursor: not a crop id (got {cursor})")
@@ -282,10 +383,30 @@ def crops(engine: Engine, f: HistoryFilter, *, limit: int | None = 100, cursor: 
     if limit is not None:
         q = q.limit(limit)
     with engine.connect() as conn:
-        return [CropRow(r.crop_id, r.defect_id, r.inspection_id, r.station, r.part_id, r.captured_at, r.verdict,
-                        r.step, r.detector, r.kind, r.score, r.failed, (r.x, r.y, r.w, r.h), r.size_px, r.size_mm,
-                        dict(r.measurements or {}), r.format, r.width, r.height)
-                for r in conn.execute(q)]
+        return [
+            CropRow(
+                r.crop_id,
+                r.defect_id,
+                r.inspection_id,
+                r.station,
+                r.part_id,
+                r.captured_at,
+                r.verdict,
+                r.step,
+                r.detector,
+                r.kind,
+                r.score,
+                r.failed,
+                (r.x, r.y, r.w, r.h),
+                r.size_px,
+                r.size_mm,
+                dict(r.measurements or {}),
+                r.format,
+                r.width,
+                r.height,
+            )
+            for r in conn.execute(q)
+        ]
 
 
 def iter_crops(engine: Engine, f: HistoryFilter, *, batch: int = 500) -> Iterator[CropRow]:

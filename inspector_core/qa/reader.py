@@ -41,8 +41,9 @@ def open_reader(url: str, *, source: str | None = None) -> Store:
     try:
         parsed = make_url(url)
     except Exception as exc:
-        raise ReaderError(f"{source}: not a database URL ({exc}); use e.g. sqlite:///var/line3.db or "
-                          "postgresql://user@host/plant") from exc
+        raise ReaderError(
+            f"{source}: not a database URL ({exc}); use e.g. sqlite:///var/line3.db or postgresql://user@host/plant"
+        ) from exc
     shown = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite":
         store = _open_sqlite(parsed, shown, source)
@@ -66,19 +67,25 @@ def _open_sqlite(parsed: URL, shown: str, source: str) -> Store:
         raise ReaderError(f"{source}: a reader needs a SQLite file (sqlite:///path/to/inspector.db), not {shown}")
     path = Path(parsed.database)
     if not path.exists():
-        raise ReaderError(f"{source}: no such database file {str(path)!r}; check the path (a station creates "
-                          "its store when it first runs)")
+        raise ReaderError(
+            f"{source}: no such database file {str(path)!r}; check the path (a station creates "
+            "its store when it first runs)"
+        )
     if not path.is_file():
         raise ReaderError(f"{source}: {str(path)!r} is not a file")
     if not os.access(path, os.R_OK):
-        raise ReaderError(f"{source}: permission denied: cannot read {str(path)!r}; the user needs read "
-                          "access to the file (and to its folder, for the -wal and -shm files)")
+        raise ReaderError(
+            f"{source}: permission denied: cannot read {str(path)!r}; the user needs read "
+            "access to the file (and to its folder, for the -wal and -shm files)"
+        )
     with path.open("rb") as fh:
         header = fh.read(100)
     if not header:
-        raise ReaderError(f"{source}: {str(path)!r} is an empty file, not an Inspector store; nothing was "
-                          f"written to it. Check the path, or create a store there: "
-                          f"`{upgrade_command(source)} --create`")
+        raise ReaderError(
+            f"{source}: {str(path)!r} is an empty file, not an Inspector store; nothing was "
+            f"written to it. Check the path, or create a store there: "
+            f"`{upgrade_command(source)} --create`"
+        )
     if not header.startswith(SQLITE_HEADER):
         raise ReaderError(f"{source}: {str(path)!r} is not a SQLite database, not an Inspector store")
     ro = URL.create("sqlite", database="file:" + quote(str(path.resolve())), query={"mode": "ro", "uri": "true"})
@@ -121,26 +128,31 @@ def check_schema(store: Store, source: str) -> str:
     except Exception:  # noqa: BLE001 - alembic raises for a revision it has never heard of
         older = False
     if older:
-        raise ReaderError(f"store {store.display_url} is at schema revision {current}, older than this release's "
-                          f"{head}; readers never upgrade a store. Upgrade it (as a user allowed to change the "
-                          f"schema) with `{upgrade_command(source)}`, or run one of its stations once")
+        raise ReaderError(
+            f"store {store.display_url} is at schema revision {current}, older than this release's "
+            f"{head}; readers never upgrade a store. Upgrade it (as a user allowed to change the "
+            f"schema) with `{upgrade_command(source)}`, or run one of its stations once"
+        )
     if current is None:
-        raise ReaderError(f"store {store.display_url} is not an Inspector store: it holds no Inspector schema "
-                          "(no alembic_version table); check the URL, or create a store there with "
-                          f"`{upgrade_command(source)} --create`")
+        raise ReaderError(
+            f"store {store.display_url} is not an Inspector store: it holds no Inspector schema "
+            "(no alembic_version table); check the URL, or create a store there with "
+            f"`{upgrade_command(source)} --create`"
+        )
     try:
         store.check_revision()  # the store's own words for a revision it does not know
     except StoreError as exc:
         raise ReaderError(str(exc)) from exc
-    raise ReaderError(f"store {store.display_url} is at schema revision {current}, which this release (newest "
-                      f"{head}) does not know: a newer Inspector wrote it; upgrade Inspector to read it")
+    raise ReaderError(
+        f"store {store.display_url} is at schema revision {current}, which this release (newest "
+        f"{head}) does not know: a newer Inspector wrote it; upgrade Inspector to read it"
+    )
 
 
 # ---------------------------------------------------------------------------- what the database refused
 
 _NO_DATABASE = ("does not exist",)
-_AUTH = ("password authentication failed", "no password supplied", "authentication failed", "pg_hba.conf",
-         "role \"")
+_AUTH = ("password authentication failed", "no password supplied", "authentication failed", "pg_hba.conf", 'role "')
 _PERMISSION = ("permission denied", "must be owner", "readonly database", "read-only", "unable to open database file")
 
 
@@ -153,15 +165,23 @@ def explain(display_url: str, exc: BaseException) -> str:
     if isinstance(exc, StoreError) and exc.__cause__ is None:
         return str(exc)
     if state.startswith("28") or any(t in low for t in _AUTH):
-        return (f"store {display_url}: authentication failed ({reason}); check the user and password in the URL "
-                "(or PGPASSWORD, ~/.pgpass) and that the server lets this user in from this host")
+        return (
+            f"store {display_url}: authentication failed ({reason}); check the user and password in the URL "
+            "(or PGPASSWORD, ~/.pgpass) and that the server lets this user in from this host"
+        )
     if state == "3D000" or ('database "' in low and any(t in low for t in _NO_DATABASE)):
-        return (f"store {display_url}: no such database ({reason}); check the database name in the URL "
-                "(a station creates its tables, not the database itself)")
+        return (
+            f"store {display_url}: no such database ({reason}); check the database name in the URL "
+            "(a station creates its tables, not the database itself)"
+        )
     if state == "42501" or any(t in low for t in _PERMISSION):
-        return (f"store {display_url}: permission denied ({reason}); the user needs to connect to the database "
-                "and SELECT from Inspector's tables")
+        return (
+            f"store {display_url}: permission denied ({reason}); the user needs to connect to the database "
+            "and SELECT from Inspector's tables"
+        )
     if is_unreachable(exc):
-        return (f"store {display_url}: cannot reach the database ({reason}); check that the server runs, that "
-                "the network to it works and the URL (host, port)")
+        return (
+            f"store {display_url}: cannot reach the database ({reason}); check that the server runs, that "
+            "the network to it works and the URL (host, port)"
+        )
     return f"store {display_url}: {reason}"

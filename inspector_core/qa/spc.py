@@ -42,6 +42,7 @@ def p_chart(periods: Sequence[PeriodStats]) -> tuple[list[PChartPoint], dict[str
             sigma = math.sqrt(p_bar * (1 - p_bar) / p.judged)
             ucl, lcl = min(1.0, p_bar + 3 * sigma), max(0.0, p_bar - 3 * sigma)
             rate = p.rejects / p.judged
-            points.append(PChartPoint(station, p.label, p.start, p.judged, p.rejects, rate, ucl, lcl,
-                                      rate > ucl or rate < lcl))
+            points.append(
+                PChartPoint(station, p.label, p.start, p.judged, p.rejects, rate, ucl, lcl, rate > ucl or rate < lcl)
+            )
     return points, p_bars

@@ -105,19 +105,23 @@ class Stats:
         }
 
 
-def _percentiles(conn: Any, conds: list[ColumnElement[bool]], part: Sequence[Any],
-                 ps: Sequence[int]) -> dict[tuple[Any, ...], dict[int, float]]:
+def _percentiles(
+    conn: Any, conds: list[ColumnElement[bool]], part: Sequence[Any], ps: Sequence[int]
+) -> dict[tuple[Any, ...], dict[int, float]]:
     """Nearest-rank percentiles of latency per partition ``part``, exact, in one query."""
     rn = func.row_number().over(partition_by=part, order_by=I.latency_ms).label("rn")
     n = func.count().over(partition_by=part).label("n")
-    inner = (select(*[p.label(f"k{i}") for i, p in enumerate(part)], I.latency_ms, rn, n)
-             .where(*conds, I.latency_ms.is_not(None)).subquery())
+    inner = (
+        select(*[p.label(f"k{i}") for i, p in enumerate(part)], I.latency_ms, rn, n)
+        .where(*conds, I.latency_ms.is_not(None))
+        .subquery()
+    )
     keys = [inner.c[f"k{i}"] for i in range(len(part))]
     # nearest rank: ceil(n * p / 100) in integer arithmetic (the same on both databases)
     wanted = or_(*[inner.c.rn == (inner.c.n * p + 99) // 100 for p in ps])
     out: dict[tuple[Any, ...], dict[int, float]] = defaultdict(dict)
     for row in conn.execute(select(*keys, inner.c.rn, inner.c.n, inner.c.latency_ms).where(wanted)):
-        key = tuple(row[:len(keys)])
+        key = tuple(row[: len(keys)])
         for p in ps:
             if row.rn == (row.n * p + 99) // 100:
                 out[key][p] = row.latency_ms
@@ -133,8 +137,14 @@ def uses_rollup(f: HistoryFilter) -> bool:
     return not (f.has_defect_filter or f.part_id or f.run_id)
 
 
-def stats(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int = 20,
-          period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS) -> Stats:
+def stats(
+    engine: Engine,
+    f: HistoryFilter,
+    *,
+    buckets: Buckets,
+    pareto_limit: int = 20,
+    period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS,
+) -> Stats:
     """Counts, yields, latency percentiles per station and period; the Pareto of defect
     kinds; the p-chart of the reject rate. Reads only; every figure comes from the store.
 
@@ -150,10 +160,12 @@ def stats(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: i
     roll-up's histogram (within 2.5%, ``sqrt(1.05) - 1``, of the exact nearest-rank value),
     while the inspections path gives exact totals and no per-period percentiles."""
     if uses_rollup(f):
-        return _stats_rollup(engine, f, buckets=buckets, pareto_limit=pareto_limit,
-                             exact_latency_max_rows=period_latency_max_rows)
-    return stats_from_inspections(engine, f, buckets=buckets, pareto_limit=pareto_limit,
-                                  period_latency_max_rows=period_latency_max_rows)
+        return _stats_rollup(
+            engine, f, buckets=buckets, pareto_limit=pareto_limit, exact_latency_max_rows=period_latency_max_rows
+        )
+    return stats_from_inspections(
+        engine, f, buckets=buckets, pareto_limit=pareto_limit, period_latency_max_rows=period_latency_max_rows
+    )
 
 
 # ---------------------------------------------------------------------------- first pass
@@ -166,8 +178,7 @@ def first_pass_part() -> ColumnElement[bool]:
     this in the roll-up (``first_parts``, ``first_passed``); here it is the same rule for rows
     read from the inspections."""
     other = I.__table__.alias("other")
-    again = exists().where(other.c.station_id == I.station_id, other.c.part_id == I.part_id,
-                           other.c.id != I.id)
+    again = exists().where(other.c.station_id == I.station_id, other.c.part_id == I.part_id, other.c.id != I.id)
     return and_(I.first_of_part.is_(True), I.verdict == "PASS", ~again)
 
 
@@ -190,17 +201,31 @@ def _hour_groups(conn: Any, conds: list[ColumnElement[bool]]) -> list[HourGroup]
     """:class:`HourGroup` rows of the inspections matching ``conds``, grouped in SQL."""
     hour = _Hour(I.captured_at)
     rows = conn.execute(
-        select(I.station_id, hour.label("h"), I.verdict, func.count(),
-               func.sum(case((I.first_of_part.is_(True), 1), else_=0)),
-               func.sum(case((first_pass_part(), 1), else_=0)),
-               func.count(I.latency_ms), func.min(I.latency_ms), func.max(I.latency_ms))
-        .where(*conds).group_by(I.station_id, hour, I.verdict)).all()
-    return [HourGroup(sid, _hour_value(h), v, int(n), int(fp or 0), int(fpp or 0), int(nl), lmin, lmax)
-            for sid, h, v, n, fp, fpp, nl, lmin, lmax in rows]
+        select(
+            I.station_id,
+            hour.label("h"),
+            I.verdict,
+            func.count(),
+            func.sum(case((I.first_of_part.is_(True), 1), else_=0)),
+            func.sum(case((first_pass_part(), 1), else_=0)),
+            func.count(I.latency_ms),
+            func.min(I.latency_ms),
+            func.max(I.latency_ms),
+        )
+        .where(*conds)
+        .group_by(I.station_id, hour, I.verdict)
+    ).all()
+    return [
+        HourGroup(sid, _hour_value(h), v, int(n), int(fp or 0), int(fpp or 0), int(nl), lmin, lmax)
+        for sid, h, v, n, fp, fpp, nl, lmin, lmax in rows
+    ]
 
 
-def _periods(groups: Sequence[HourGroup], names: dict[int, str], buckets: Buckets,
-             ) -> tuple[dict[tuple[int, int], PeriodStats], dict[int, int], dict[tuple[int, int], list[Any]]]:
+def _periods(
+    groups: Sequence[HourGroup],
+    names: dict[int, str],
+    buckets: Buckets,
+) -> tuple[dict[tuple[int, int], PeriodStats], dict[int, int], dict[tuple[int, int], list[Any]]]:
     """Hour groups summed into the period's buckets: the rows, latencies per station, and the
     latency min/max per (station, bucket)."""
     rows: dict[tuple[int, int], PeriodStats] = {}
@@ -242,13 +267,23 @@ def _pareto(conn: Any, f: HistoryFilter, conds: list[ColumnElement[bool]]) -> li
         dconds.append(D.detector == f.detector)
     return conn.execute(
         select(D.kind, func.count().label("defects"), func.count(func.distinct(D.inspection_id)).label("parts"))
-        .join(I, I.id == D.inspection_id).where(*conds, *dconds)
-        .group_by(D.kind).order_by(func.count().desc(), D.kind)).all()
+        .join(I, I.id == D.inspection_id)
+        .where(*conds, *dconds)
+        .group_by(D.kind)
+        .order_by(func.count().desc(), D.kind)
+    ).all()
 
 
-def _finish(f: HistoryFilter, buckets: Buckets, rows: dict[tuple[int, int], PeriodStats], names: dict[int, str],
-            lat_periods: dict[tuple[Any, ...], dict[int, float]], lat_total: dict[int, dict[int, float]],
-            pareto_rows: list[Any], pareto_limit: int) -> Stats:
+def _finish(
+    f: HistoryFilter,
+    buckets: Buckets,
+    rows: dict[tuple[int, int], PeriodStats],
+    names: dict[int, str],
+    lat_periods: dict[tuple[Any, ...], dict[int, float]],
+    lat_total: dict[int, dict[int, float]],
+    pareto_rows: list[Any],
+    pareto_limit: int,
+) -> Stats:
     """Totals per station, percentiles, Pareto shares and the p-chart: the same for both paths."""
     for (sid, bk), pcts in lat_periods.items():
         if (sid, bk) in rows:
@@ -268,12 +303,23 @@ def _finish(f: HistoryFilter, buckets: Buckets, rows: dict[tuple[int, int], Peri
         cum += r.defects
         pareto.append(ParetoRow(r.kind, r.defects, r.parts, r.defects / total_defects, cum / total_defects))
     pchart, p_bar = p_chart(periods)
-    return Stats(buckets.period, f.since, f.until, periods, sorted(totals.values(), key=lambda t: t.station),
-                 pareto, pchart, p_bar)
+    return Stats(
+        buckets.period,
+        f.since,
+        f.until,
+        periods,
+        sorted(totals.values(), key=lambda t: t.station),
+        pareto,
+        pchart,
+        p_bar,
+    )
 
 
-def _exact_latency(conn: Any, conds: list[ColumnElement[bool]], with_latency: dict[int, int],
-                   ) -> dict[int, dict[int, float]]:
+def _exact_latency(
+    conn: Any,
+    conds: list[ColumnElement[bool]],
+    with_latency: dict[int, int],
+) -> dict[int, dict[int, float]]:
     """Exact nearest-rank p50/p99 per station over the window, on the (station, latency) index."""
     lat_total: dict[int, dict[int, float]] = defaultdict(dict)
     for sid, n in with_latency.items():
@@ -284,9 +330,12 @@ def _exact_latency(conn: Any, conds: list[ColumnElement[bool]], with_latency: di
             # Walk the (station, latency) index from the nearer end: p99 reads 1% of it.
             desc = k > n // 2
             lat_total[sid][p] = conn.scalar(
-                select(I.latency_ms).where(*conds, I.station_id == sid, I.latency_ms.is_not(None))
-                .order_by(I.latency_ms.desc() if desc else I.latency_ms).limit(1)
-                .offset(n - 1 - k if desc else k))
+                select(I.latency_ms)
+                .where(*conds, I.station_id == sid, I.latency_ms.is_not(None))
+                .order_by(I.latency_ms.desc() if desc else I.latency_ms)
+                .limit(1)
+                .offset(n - 1 - k if desc else k)
+            )
     return lat_total
 
 
@@ -322,8 +371,9 @@ def _ceil_hour(t: datetime) -> datetime:
     return h if h == t else h + timedelta(hours=1)
 
 
-def _stats_rollup(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int,
-                  exact_latency_max_rows: int) -> Stats:
+def _stats_rollup(
+    engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int, exact_latency_max_rows: int
+) -> Stats:
     dialect = engine.dialect.name
     conds = _where(f, dialect)
     # Whole hours [lo, hi) from the roll-up; the partial hours at the ends from inspections.
@@ -349,16 +399,31 @@ def _stats_rollup(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_
         edge_conds.append(I.captured_at >= hi)
     with engine.connect() as conn:
         names = dict(conn.execute(select(S.id, S.name)).all())
-        groups = [HourGroup(*r) for r in conn.execute(
-            select(H.station_id, H.hour, H.verdict, H.parts, H.first_parts, H.first_passed, H.latency_count,
-                   H.latency_min, H.latency_max).where(*hconds))]
+        groups = [
+            HourGroup(*r)
+            for r in conn.execute(
+                select(
+                    H.station_id,
+                    H.hour,
+                    H.verdict,
+                    H.parts,
+                    H.first_parts,
+                    H.first_passed,
+                    H.latency_count,
+                    H.latency_min,
+                    H.latency_max,
+                ).where(*hconds)
+            )
+        ]
         # The partial hours at the ends, read row by row (their latency histogram is needed
         # for a large window), with the same first-pass rule as the writer.
         edge = HourRollup()
         if edge_conds:
-            for r in conn.execute(select(I.station_id, I.captured_at, I.verdict, I.latency_ms, I.first_of_part,
-                                         first_pass_part().label("fp"))
-                                  .where(*conds, or_(*edge_conds))):
+            for r in conn.execute(
+                select(
+                    I.station_id, I.captured_at, I.verdict, I.latency_ms, I.first_of_part, first_pass_part().label("fp")
+                ).where(*conds, or_(*edge_conds))
+            ):
                 edge.add(r.station_id, r.captured_at, r.verdict, r.latency_ms, bool(r.first_of_part), bool(r.fp))
         groups += [HourGroup(k[0], k[1], k[2], v[0], v[1], v[2], v[3], v[5], v[6]) for k, v in edge.hours.items()]
         rows, with_latency, bounds = _periods(groups, names, buckets)
@@ -371,8 +436,10 @@ def _stats_rollup(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_
             pb = buckets.expr(HL.hour)
             hists: dict[tuple[int, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
             for sid, bk, b, n in conn.execute(
-                    select(HL.station_id, pb.label("pb"), HL.bucket, func.sum(HL.n))
-                    .where(*lconds).group_by(HL.station_id, pb, HL.bucket)):
+                select(HL.station_id, pb.label("pb"), HL.bucket, func.sum(HL.n))
+                .where(*lconds)
+                .group_by(HL.station_id, pb, HL.bucket)
+            ):
                 hists[(sid, bk)][b] += int(n)
             for (sid, hour, _v, b), n in edge.latency.items():
                 hists[(sid, buckets.of(hour))][b] += n
@@ -387,14 +454,22 @@ def _stats_rollup(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_
                 if lmin is not None:
                     sb = station_bounds.setdefault(sid, [lmin, lmax])
                     sb[0], sb[1] = min(sb[0], lmin), max(sb[1], lmax)
-            lat_total = {sid: _hist_percentiles(hist, *station_bounds.get(sid, (None, None)))
-                         for sid, hist in station_hist.items()}
+            lat_total = {
+                sid: _hist_percentiles(hist, *station_bounds.get(sid, (None, None)))
+                for sid, hist in station_hist.items()
+            }
         pareto_rows = _pareto(conn, f, conds)
     return _finish(f, buckets, rows, names, lat_periods, lat_total, pareto_rows, pareto_limit)
 
 
-def stats_from_inspections(engine: Engine, f: HistoryFilter, *, buckets: Buckets, pareto_limit: int = 20,
-                           period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS) -> Stats:
+def stats_from_inspections(
+    engine: Engine,
+    f: HistoryFilter,
+    *,
+    buckets: Buckets,
+    pareto_limit: int = 20,
+    period_latency_max_rows: int = EXACT_PERIOD_LATENCY_MAX_ROWS,
+) -> Stats:
     """Counts, yields, latency percentiles per station and period; the Pareto of defect
     kinds; the p-chart of the reject rate, read from the inspections (any filter).
 

@@ -46,8 +46,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
             Rule.model_validate(fields)
         except ValidationError as exc:
             e = exc.errors()[0]
-            raise QueryError(f"--set {kind}.{'.'.join(map(str, e['loc']))}: {e['msg']} "
-                             f"(got {e.get('input')!r})") from exc
+            raise QueryError(
+                f"--set {kind}.{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})"
+            ) from exc
     return dict(out)
 
 
@@ -116,11 +117,18 @@ class WhatIf:
     def as_dict(self) -> dict[str, Any]:
         def ch(c: Change) -> dict[str, Any]:
             return {**dataclasses.asdict(c), "captured_at": c.captured_at.isoformat() + "Z", "kinds": list(c.kinds)}
-        return {"parts": self.parts, "unchanged": self.unchanged, "errors": self.errors,
-                "rejects_before": self.rejects_before, "rejects_after": self.rejects_after,
-                "pass_to_fail": [ch(c) for c in self.to_fail], "fail_to_pass": [ch(c) for c in self.to_pass],
-                "rules_before": {str(k): v for k, v in self.rules_before.items()},
-                "rules_after": {str(k): v for k, v in self.rules_after.items()}}
+
+        return {
+            "parts": self.parts,
+            "unchanged": self.unchanged,
+            "errors": self.errors,
+            "rejects_before": self.rejects_before,
+            "rejects_after": self.rejects_after,
+            "pass_to_fail": [ch(c) for c in self.to_fail],
+            "fail_to_pass": [ch(c) for c in self.to_pass],
+            "rules_before": {str(k): v for k, v in self.rules_before.items()},
+            "rules_after": {str(k): v for k, v in self.rules_after.items()},
+        }
 
 
 def whatif(engine: Engine, f: HistoryFilter, overrides: dict[str, dict[str, Any]]) -> WhatIf:
@@ -131,8 +139,9 @@ def whatif(engine: Engine, f: HistoryFilter, overrides: dict[str, dict[str, Any]
     Findings below a detector's ``report_floor`` were never stored: lowering a ``min_score``
     below that floor cannot find them."""
     dialect = engine.dialect.name
-    base = f.model_copy(update={"verdicts": tuple(v for v in (f.verdicts or ("PASS", "FAIL", "ERROR"))
-                                                 if v != "NOT_INSPECTED")})
+    base = f.model_copy(
+        update={"verdicts": tuple(v for v in (f.verdicts or ("PASS", "FAIL", "ERROR")) if v != "NOT_INSPECTED")}
+    )
     conds = _where(base, dialect)
     with engine.connect() as conn:
         per_verdict = dict(conn.execute(select(I.verdict, func.count()).where(*conds).group_by(I.verdict)).all())
@@ -142,11 +151,25 @@ def whatif(engine: Engine, f: HistoryFilter, overrides: dict[str, dict[str, Any]
             before[rid] = run_rules(text)
         after = {rid: rs.apply(overrides) for rid, rs in before.items()}
         # Only parts with stored findings can change; the rest pass under any rules.
-        q = (select(I.id, I.run_id, I.part_id, I.captured_at, I.verdict, S.name.label("station"),
-                    D.kind, D.score, D.size_px, D.size_mm, D.failed)
-             .join(S, S.id == I.station_id).join(D, D.inspection_id == I.id)
-             .where(*conds, I.verdict.in_(("PASS", "FAIL")))
-             .order_by(I.id))
+        q = (
+            select(
+                I.id,
+                I.run_id,
+                I.part_id,
+                I.captured_at,
+                I.verdict,
+                S.name.label("station"),
+                D.kind,
+                D.score,
+                D.size_px,
+                D.size_mm,
+                D.failed,
+            )
+            .join(S, S.id == I.station_id)
+            .join(D, D.inspection_id == I.id)
+            .where(*conds, I.verdict.in_(("PASS", "FAIL")))
+            .order_by(I.id)
+        )
         to_fail, to_pass = [], []
         checked = 0
 
@@ -175,8 +198,13 @@ def whatif(engine: Engine, f: HistoryFilter, overrides: dict[str, dict[str, Any]
         if group:
             decide(group)
     parts = sum(per_verdict.values())
-    return WhatIf(parts=parts, rejects_before=per_verdict.get("FAIL", 0) + per_verdict.get("ERROR", 0),
-                  unchanged=parts - len(to_fail) - len(to_pass), to_fail=to_fail, to_pass=to_pass,
-                  errors=per_verdict.get("ERROR", 0),
-                  rules_before={k: v.describe() for k, v in before.items()},
-                  rules_after={k: v.describe() for k, v in after.items()})
+    return WhatIf(
+        parts=parts,
+        rejects_before=per_verdict.get("FAIL", 0) + per_verdict.get("ERROR", 0),
+        unchanged=parts - len(to_fail) - len(to_pass),
+        to_fail=to_fail,
+        to_pass=to_pass,
+        errors=per_verdict.get("ERROR", 0),
+        rules_before={k: v.describe() for k, v in before.items()},
+        rules_after={k: v.describe() for k, v in after.items()},
+    )

@@ -61,10 +61,12 @@ class ROI(Strict):
 class StepSpec(Strict):
     detector: str = Field(description="name of an installed detector (`inspector plugins`)")
     name: Annotated[str, Field(pattern=NAME, max_length=100)] | None = Field(
-        None, description="unique name of this step; defaults to the detector's name")
+        None, description="unique name of this step; defaults to the detector's name"
+    )
     roi: ROI | None = Field(None, description="the region the detector sees; the whole frame if absent")
-    budget_ms: float | None = Field(None, gt=0, le=MAX_BUDGET_MS,
-                                    description="time budget; the station's budget_ms if absent")
+    budget_ms: float | None = Field(
+        None, gt=0, le=MAX_BUDGET_MS, description="time budget; the station's budget_ms if absent"
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="the detector's own config")
 
 
@@ -76,35 +78,51 @@ class SourceSpec(Strict):
 class SinkSpec(Strict):
     type: str = Field(description="name of an installed sink: mqtt, file, webhook, ...")
     name: Annotated[str, Field(pattern=NAME, max_length=100)] | None = Field(
-        None, description="the sink's key in the store (its delivery cursor); defaults to its type. "
-                          "Needed when two sinks share a type; keep it when reordering or editing the sink")
+        None,
+        description="the sink's key in the store (its delivery cursor); defaults to its type. "
+        "Needed when two sinks share a type; keep it when reordering or editing the sink",
+    )
     config: dict[str, Any] = Field(default_factory=dict)
 
 
 class CropPolicy(Strict):
     save: Literal["failed", "all", "none"] = Field(
-        "failed", description="which findings get a crop: those that failed the part, every stored one, or none")
+        "failed", description="which findings get a crop: those that failed the part, every stored one, or none"
+    )
     padding_px: int = Field(16, ge=0, le=1000, description="context around the box, frame px")
-    max_size_px: int = Field(256, ge=16, le=4096,
-                             description="longer side of a stored crop; larger boxes are scaled down")
+    max_size_px: int = Field(
+        256, ge=16, le=4096, description="longer side of a stored crop; larger boxes are scaled down"
+    )
     format: Literal["jpeg", "png"] = "jpeg"
     jpeg_quality: int = Field(90, ge=10, le=100)
 
 
 class StoreSpec(Strict):
-    url: str = Field("sqlite:///inspector.db", description=(
-        "SQLAlchemy URL. A relative SQLite path is relative to the station file. ${VAR} is expanded "
-        "from the environment (keep passwords out of the file)."))
+    url: str = Field(
+        "sqlite:///inspector.db",
+        description=(
+            "SQLAlchemy URL. A relative SQLite path is relative to the station file. ${VAR} is expanded "
+            "from the environment (keep passwords out of the file)."
+        ),
+    )
     crops: CropPolicy = CropPolicy()
-    spool: str | None = Field(None, description=(
-        "folder for the local spool used while a server database is unreachable; "
-        "default: .spool/ beside the station file. Not used for SQLite."))
+    spool: str | None = Field(
+        None,
+        description=(
+            "folder for the local spool used while a server database is unreachable; "
+            "default: .spool/ beside the station file. Not used for SQLite."
+        ),
+    )
 
 
 class Overload(Strict):
-    policy: Literal["wait", "drop-oldest"] = Field("wait", description=(
-        "wait: every part is inspected and the source is held back; "
-        "drop-oldest: when the queue is full the oldest waiting frame is recorded NOT_INSPECTED"))
+    policy: Literal["wait", "drop-oldest"] = Field(
+        "wait",
+        description=(
+            "wait: every part is inspected and the source is held back; "
+            "drop-oldest: when the queue is full the oldest waiting frame is recorded NOT_INSPECTED"
+        ),
+    )
     queue_size: int = Field(8, ge=1, le=10_000, description="frames waiting for inspection")
 
 
@@ -132,8 +150,9 @@ class StationSpec(Strict):
         for i, s in enumerate(steps):
             name = s.name or s.detector
             if name in seen:
-                raise ValueError(f"steps[{i}] and steps[{seen[name]}] are both named {name!r}; "
-                                 "give one a distinct `name:`")
+                raise ValueError(
+                    f"steps[{i}] and steps[{seen[name]}] are both named {name!r}; give one a distinct `name:`"
+                )
             seen[name] = i
         return steps
 
@@ -197,8 +216,12 @@ def _errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not allowed here; check its spelling)"
-        elif err["type"] != "missing" and "input" in err and not isinstance(err["input"], dict | list) \
-                and not (err["type"] == "value_error" and err["input"] is None):
+        elif (
+            err["type"] != "missing"
+            and "input" in err
+            and not isinstance(err["input"], dict | list)
+            and not (err["type"] == "value_error" and err["input"] is None)
+        ):
             msg += f" (got {err['input']!r})"
         problems.append(f"{_loc(loc)}: {msg}")
     return problems
@@ -207,9 +230,16 @@ def _errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
 _Plugin = TypeVar("_Plugin", Detector, FrameSource, Sink)
 
 
-def _plugin_config(kind: str, name: str, table: Mapping[str, type[_Plugin]], reg: Registry, cfg: dict[str, Any],
-                   where: tuple[Any, ...], problems: list[str],
-                   context: dict[str, Any]) -> tuple[type[_Plugin] | None, PluginConfig | None]:
+def _plugin_config(
+    kind: str,
+    name: str,
+    table: Mapping[str, type[_Plugin]],
+    reg: Registry,
+    cfg: dict[str, Any],
+    where: tuple[Any, ...],
+    problems: list[str],
+    context: dict[str, Any],
+) -> tuple[type[_Plugin] | None, PluginConfig | None]:
     cls = table.get(name)
     if cls is None:
         broken = list(reg.broken())
@@ -227,8 +257,10 @@ def _plugin_config(kind: str, name: str, table: Mapping[str, type[_Plugin]], reg
     except ValidationError as exc:
         problems.extend(_errors(exc, where + ("config",)))
     except Exception as exc:  # noqa: BLE001 - a plugin's own validator may raise anything
-        problems.append(f"{_loc(where + ('config',))}: the {kind} {name!r} could not check its config "
-                        f"({type(exc).__name__}: {exc}); this is a bug in that plugin")
+        problems.append(
+            f"{_loc(where + ('config',))}: the {kind} {name!r} could not check its config "
+            f"({type(exc).__name__}: {exc}); this is a bug in that plugin"
+        )
     return cls, None
 
 
@@ -251,7 +283,8 @@ class _StationLoader(yaml.SafeLoader):
         try:
             if self._depth > MAX_DEPTH:
                 raise yaml.composer.ComposerError(
-                    None, None, f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark)
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -264,8 +297,12 @@ class _StationLoader(yaml.SafeLoader):
                 first = seen.setdefault((key.tag, key.value), key.start_mark)
                 if first is not key.start_mark:
                     raise yaml.composer.ComposerError(
-                        None, None, f"duplicate key {key.value!r} (first at line {first.line + 1}, column "
-                        f"{first.column + 1}); give each key once", key.start_mark)
+                        None,
+                        None,
+                        f"duplicate key {key.value!r} (first at line {first.line + 1}, column "
+                        f"{first.column + 1}); give each key once",
+                        key.start_mark,
+                    )
         return node
 
 
@@ -290,9 +327,11 @@ def _read_text(path: Path, file: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        msg = (f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}; "
-               "Latin-1 or another encoding?); save the file as UTF-8")
+        line = data[: exc.start].count(b"\n") + 1
+        msg = (
+            f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}; "
+            "Latin-1 or another encoding?); save the file as UTF-8"
+        )
         raise ConfigError(file, [msg]) from exc
 
 
@@ -302,7 +341,7 @@ def _parse(text: str, file: str) -> Any:
         loader = _StationLoader(text)  # the reader checks every character here
         return loader.get_single_data()
     except yaml.reader.ReaderError as exc:
-        line = text[:exc.position].count("\n") + 1
+        line = text[: exc.position].count("\n") + 1
         char = exc.character if isinstance(exc.character, int) else ord(exc.character)
         msg = f"line {line}: not valid YAML (unacceptable character #x{char:04x}: {exc.reason})"
         raise ConfigError(file, [msg]) from exc
@@ -363,7 +402,8 @@ def _check_rules(spec: StationSpec, steps: list[Step], problems: list[str]) -> N
                 problems.append(
                     f"{where}.min_size_mm: cannot be judged: the station has no calibration, so no finding "
                     "has a size in mm (every part would pass this rule); set calibration.mm_per_px, or use "
-                    "min_size_px")
+                    "min_size_px"
+                )
     if len(steps) != len(spec.steps):
         return  # a step's detector is unknown or its config broken: its kinds are not known
     emitted = sorted({k for s in steps for k in s.detector.kinds})
@@ -372,17 +412,20 @@ def _check_rules(spec: StationSpec, steps: list[Step], problems: list[str]) -> N
             continue
         close = difflib.get_close_matches(kind, emitted, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else "; remove it, or add a step that emits it"
-        problems.append(f"rules.{kind}: no step emits findings of kind {kind!r} (the steps emit: "
-                        f"{', '.join(emitted)}), so this rule would never apply{hint}")
+        problems.append(
+            f"rules.{kind}: no step emits findings of kind {kind!r} (the steps emit: "
+            f"{', '.join(emitted)}), so this rule would never apply{hint}"
+        )
 
 
-def _check_rois(spec: StationSpec, source: type[FrameSource], config: PluginConfig,
-                problems: list[str]) -> None:
+def _check_rois(spec: StationSpec, source: type[FrameSource], config: PluginConfig, problems: list[str]) -> None:
     try:
         size = source.frame_size(config)
     except Exception as exc:  # noqa: BLE001 - a plugin's code
-        problems.append(f"source: the frame source {spec.source.type!r} failed to say its frame size "
-                        f"({type(exc).__name__}: {exc}); this is a bug in that plugin")
+        problems.append(
+            f"source: the frame source {spec.source.type!r} failed to say its frame size "
+            f"({type(exc).__name__}: {exc}); this is a bug in that plugin"
+        )
         return
     if size is None:
         return
@@ -395,7 +438,8 @@ def _check_rois(spec: StationSpec, source: type[FrameSource], config: PluginConf
             problems.append(
                 f"steps[{i}].roi: x={r.x}, y={r.y}, width={r.width}, height={r.height} is not inside the "
                 f"{width}x{height} px frame of the {spec.source.type} source (x + width = {r.x + r.width}, "
-                f"y + height = {r.y + r.height}); move or shrink it")
+                f"y + height = {r.y + r.height}); move or shrink it"
+            )
 
 
 _VAR = re.compile(r"\$\{(\w+)\}")
@@ -406,8 +450,8 @@ def _resolve_url(url: str, directory: Path) -> str:
     path made absolute from ``directory``."""
     url = _VAR.sub(lambda m: os.environ.get(m.group(1), m.group(0)), url)
     prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and url[len(prefix):] not in ("", ":memory:"):
-        url = prefix + str((directory / url[len(prefix):]).resolve())
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url[len(prefix) :] not in ("", ":memory:"):
+        url = prefix + str((directory / url[len(prefix) :]).resolve())
     return url
 
 
@@ -417,18 +461,22 @@ def _check_store_url(written: str, resolved: str, problems: list[str]) -> None:
     where = "store.url"
     unset = sorted({v for v in _VAR.findall(written) if v not in os.environ})
     if unset:
-        problems.append(f"{where}: {', '.join('${' + v + '}' for v in unset)} not set in the environment; "
-                        "export it before starting the station")
+        problems.append(
+            f"{where}: {', '.join('${' + v + '}' for v in unset)} not set in the environment; "
+            "export it before starting the station"
+        )
         return
     if not resolved.strip():
-        problems.append(f"{where}: empty; give a database URL, e.g. sqlite:///inspector.db "
-                        "or postgresql://user@host/plant")
+        problems.append(
+            f"{where}: empty; give a database URL, e.g. sqlite:///inspector.db or postgresql://user@host/plant"
+        )
         return
     try:
         url = make_url(resolved)
     except Exception:  # noqa: BLE001 - ArgumentError, ValueError (a bad port), ...
-        problems.append(f"{where}: not a database URL; give e.g. sqlite:///inspector.db "
-                        "or postgresql://user@host/plant")
+        problems.append(
+            f"{where}: not a database URL; give e.g. sqlite:///inspector.db or postgresql://user@host/plant"
+        )
         return
     shown = url.render_as_string(hide_password=True)
     if url.port is not None and not 0 < url.port < 65536:
@@ -436,8 +484,9 @@ def _check_store_url(written: str, resolved: str, problems: list[str]) -> None:
         return
     backend = url.get_backend_name()
     if backend not in STORE_BACKENDS:
-        problems.append(f"{where}: {shown}: database {backend!r} is not supported (supported: "
-                        f"{', '.join(STORE_BACKENDS)})")
+        problems.append(
+            f"{where}: {shown}: database {backend!r} is not supported (supported: {', '.join(STORE_BACKENDS)})"
+        )
         return
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")  # the driver the Store uses for a bare postgresql://
@@ -446,8 +495,10 @@ def _check_store_url(written: str, resolved: str, problems: list[str]) -> None:
         dialect.import_dbapi()
     except Exception as exc:  # noqa: BLE001 - NoSuchModuleError, ImportError
         driver = url.get_driver_name()
-        problems.append(f"{where}: {shown}: driver {driver!r} is not installed or not known ({exc}); "
-                        f"use {backend}:// (the driver Inspector installs) or install that driver")
+        problems.append(
+            f"{where}: {shown}: driver {driver!r} is not installed or not known ({exc}); "
+            f"use {backend}:// (the driver Inspector installs) or install that driver"
+        )
         return
     if getattr(dialect, "is_async", False):
         problems.append(f"{where}: {shown}: {url.get_driver_name()!r} is an asyncio driver; use {backend}://")
@@ -455,13 +506,17 @@ def _check_store_url(written: str, resolved: str, problems: list[str]) -> None:
     if backend == "sqlite":
         database = url.database
         if database in (None, "", ":memory:") or (url.query.get("mode") == "memory"):
-            problems.append(f"{where}: an in-memory SQLite database loses every verdict when the station "
-                            "stops; give a file, e.g. sqlite:///inspector.db")
+            problems.append(
+                f"{where}: an in-memory SQLite database loses every verdict when the station "
+                "stops; give a file, e.g. sqlite:///inspector.db"
+            )
             return
         path = Path(database)
         if path.is_dir():
-            problems.append(f"{where}: {path} is a folder; name a database file in it, e.g. "
-                            f"sqlite:///{(path / 'inspector.db').as_posix()}")
+            problems.append(
+                f"{where}: {path} is a folder; name a database file in it, e.g. "
+                f"sqlite:///{(path / 'inspector.db').as_posix()}"
+            )
             return
         parent = path.parent
         while not parent.exists() and parent != parent.parent:
@@ -498,18 +553,21 @@ def load_station(path: str | Path, registry: Registry, *, check_files: bool = Tr
     directory = path.resolve().parent
     context = {"station_dir": directory, "check_files": check_files}
     problems: list[str] = []
-    source_cls, source_cfg = _plugin_config("frame source", spec.source.type, registry.sources, registry,
-                                            spec.source.config, ("source",), problems, context)
+    source_cls, source_cfg = _plugin_config(
+        "frame source", spec.source.type, registry.sources, registry, spec.source.config, ("source",), problems, context
+    )
     steps = []
     for i, s in enumerate(spec.steps):
-        cls, cfg = _plugin_config("detector", s.detector, registry.detectors, registry, s.config,
-                                  ("steps", i), problems, context)
+        cls, cfg = _plugin_config(
+            "detector", s.detector, registry.detectors, registry, s.config, ("steps", i), problems, context
+        )
         if cls is not None and cfg is not None:
             steps.append(Step(i, s.name or s.detector, cls, cfg, s.roi, s.budget_ms or spec.budget_ms))
     sinks = []
     for i, sink in enumerate(spec.sinks):
-        sink_cls, sink_cfg = _plugin_config("sink", sink.type, registry.sinks, registry, sink.config,
-                                            ("sinks", i), problems, context)
+        sink_cls, sink_cfg = _plugin_config(
+            "sink", sink.type, registry.sinks, registry, sink.config, ("sinks", i), problems, context
+        )
         if sink_cls is not None and sink_cfg is not None:
             sinks.append((sink_cls, sink_cfg))
     _check_rules(spec, steps, problems)
@@ -521,8 +579,13 @@ def load_station(path: str | Path, registry: Registry, *, check_files: bool = Tr
         raise ConfigError(file, problems)
     assert source_cls is not None and source_cfg is not None
     return Station(
-        path=path.resolve(), spec=spec, text=text,
+        path=path.resolve(),
+        spec=spec,
+        text=text,
         config_hash=hashlib.sha256(text.encode()).hexdigest(),
-        source=source_cls, source_config=source_cfg, steps=tuple(steps), sinks=tuple(sinks),
+        source=source_cls,
+        source_config=source_cfg,
+        steps=tuple(steps),
+        sinks=tuple(sinks),
         store_url=store_url,
     )

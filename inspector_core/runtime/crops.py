@@ -25,8 +25,9 @@ def encode_crop(image: np.ndarray, box: tuple[int, int, int, int], policy: CropP
     crop = image[y0:y1, x0:x1]
     scale = min(1.0, policy.max_size_px / max(x1 - x0, y1 - y0))
     if scale < 1.0:
-        crop = cv2.resize(crop, (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))),
-                          interpolation=cv2.INTER_AREA)
+        crop = cv2.resize(
+            crop, (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))), interpolation=cv2.INTER_AREA
+        )
     if policy.format == "jpeg":
         ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, policy.jpeg_quality])
     else:

@@ -68,5 +68,7 @@ class Tally:
         p50, p99 = self.percentile(50), self.percentile(99)
         lat = f"p50 {p50:.1f} ms  p99 {p99:.1f} ms" if p50 is not None else "p50 -  p99 -"
         v = self.counts()
-        return (f"{sum(v.values())} parts  {self.rate():.1f} parts/s  {lat}  "
-                f"PASS {v['PASS']}  FAIL {v['FAIL']}  ERROR {v['ERROR']}  NOT_INSPECTED {v['NOT_INSPECTED']}")
+        return (
+            f"{sum(v.values())} parts  {self.rate():.1f} parts/s  {lat}  "
+            f"PASS {v['PASS']}  FAIL {v['FAIL']}  ERROR {v['ERROR']}  NOT_INSPECTED {v['NOT_INSPECTED']}"
+        )

@@ -23,11 +23,13 @@ class Rule(PluginConfig):
     ``min_size_mm`` rule and no calibration is refused at validation.
     """
 
-    min_score: float = Field(0.5, ge=0, le=1,
-                             description="fail at or above this score (0.5: the detector's own boundary)")
+    min_score: float = Field(
+        0.5, ge=0, le=1, description="fail at or above this score (0.5: the detector's own boundary)"
+    )
     min_size_px: float | None = Field(None, ge=0, description="fail only findings at least this large, px")
-    min_size_mm: float | None = Field(None, ge=0, description=(
-        "fail only findings at least this large, mm (needs the station's calibration)"))
+    min_size_mm: float | None = Field(
+        None, ge=0, description=("fail only findings at least this large, mm (needs the station's calibration)")
+    )
     fail: bool = Field(True, description="false: record findings of this kind but never fail a part for them")
 
     def counts(self, score: float, size_px: float | None, size_mm: float | None) -> bool:

@@ -70,6 +70,7 @@ from inspector_core.store.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
+
 class StationError(RuntimeError):
     """The station cannot start or had to stop; the message says why and what to do."""
 
@@ -84,7 +85,6 @@ ABORT_DRAIN_S = 0.5
 """After a second interrupt, how long the sinks may deliver before their backlog is recorded
 (the drain otherwise lasts ``runtime.delivery.POLICY.drain_s``)."""
 ABORTED = "not inspected: the station was stopped by a second interrupt before this part was inspected"
-
 
 
 # ---------------------------------------------------------------------------- the runtime
@@ -104,8 +104,14 @@ class StationRuntime:
     """One run of one station. ``run()`` blocks until the source ends, ``limit`` parts were
     captured, or ``stop()`` is called (SIGINT/SIGTERM call it)."""
 
-    def __init__(self, station: Station, registry: Registry, *, limit: int | None = None,
-                 on_progress: Callable[[Tally], None] | None = None) -> None:
+    def __init__(
+        self,
+        station: Station,
+        registry: Registry,
+        *,
+        limit: int | None = None,
+        on_progress: Callable[[Tally], None] | None = None,
+    ) -> None:
         self.station = station
         self.registry = registry
         self.limit = limit
@@ -139,8 +145,7 @@ class StationRuntime:
             if source is None or self._source_closing:
                 return
             self._source_closing = True
-        threading.Thread(target=self._close_source, args=(source,), name="inspector-source-close",
-                         daemon=True).start()
+        threading.Thread(target=self._close_source, args=(source,), name="inspector-source-close", daemon=True).start()
 
     def _close_source(self, source: Any) -> None:
         try:
@@ -170,16 +175,23 @@ class StationRuntime:
         workers = self._start_steps()
         sinks = self._start_sinks(workers)
         self._source = self._start_source(workers, sinks)
-        run = RunRecord(st.name, hostname=socket.gethostname(), software_version=inspector_core.__version__,
-                        plugins=self._provenance_plugins(), config_yaml=st.text, config_hash=st.config_hash,
-                        models=self._provenance_models(workers))
+        run = RunRecord(
+            st.name,
+            hostname=socket.gethostname(),
+            software_version=inspector_core.__version__,
+            plugins=self._provenance_plugins(),
+            config_yaml=st.text,
+            config_hash=st.config_hash,
+            models=self._provenance_models(workers),
+        )
         spool_dir = Path(st.spec.store.spool) if st.spec.store.spool else st.directory / ".spool"
         if not spool_dir.is_absolute():
             spool_dir = st.directory / spool_dir
         try:
             # Opens the spool: one of another format, station or database is refused (SpoolError).
-            recorder = Recorder(self.store, run=run, on_committed=self._committed, spool_dir=spool_dir,
-                                overload=st.spec.overload.policy)
+            recorder = Recorder(
+                self.store, run=run, on_committed=self._committed, spool_dir=spool_dir, overload=st.spec.overload.policy
+            )
         except (StoreError, OSError) as exc:
             close_steps(workers)
             raise StationError(f"station {st.path.name}: cannot open the spool in {spool_dir}: {exc}") from exc
@@ -195,8 +207,12 @@ class StationRuntime:
         self.station_id, self.run_id = recorder.station_id, recorder.run_id
         self._flush_events()
         # One worker per sink, reading the store after its cursor; a new sink starts at this run's first verdict.
-        self._delivery = Delivery(list(zip(self._sink_keys, sinks, strict=True)), Outbox(self.store, st.name),
-                                  on_event=self.event, run_id=lambda: recorder.run_id)
+        self._delivery = Delivery(
+            list(zip(self._sink_keys, sinks, strict=True)),
+            Outbox(self.store, st.name),
+            on_event=self.event,
+            run_id=lambda: recorder.run_id,
+        )
         self._delivery.start()
 
         self._queue: queue.Queue[_Captured | None] = queue.Queue(maxsize=st.spec.overload.queue_size)
@@ -220,19 +236,27 @@ class StationRuntime:
                     log.warning("%s", problem)
                     self.event("detector_close_overran", problem)
                 if self._abort.is_set() and not self._interrupt_recorded:
-                    self.event("interrupted", f"{self._signal_name} twice during the shutdown: the sinks' drain "
-                               f"was cut to {ABORT_DRAIN_S:g} s, the recorder's close to {ABORT_TIMEOUT_S:g} s")
+                    self.event(
+                        "interrupted",
+                        f"{self._signal_name} twice during the shutdown: the sinks' drain "
+                        f"was cut to {ABORT_DRAIN_S:g} s, the recorder's close to {ABORT_TIMEOUT_S:g} s",
+                    )
                 if self._seq == 0 and self.failure is None:
-                    self.event("no_parts", f"the source {st.source.name} gave no parts "
-                               f"(config {st.source_config.model_dump(mode='json')})")
+                    self.event(
+                        "no_parts",
+                        f"the source {st.source.name} gave no parts "
+                        f"(config {st.source_config.model_dump(mode='json')})",
+                    )
                 self._end_run()
                 self.store.close()
                 self._tick()
             finally:
                 restore()
         if self.recorder.error is not None:
-            raise StationError(f"station {st.path.name}: stopped because the store failed: {self.recorder.error}; "
-                               f"verdicts committed before it: {self.recorder.committed}")
+            raise StationError(
+                f"station {st.path.name}: stopped because the store failed: {self.recorder.error}; "
+                f"verdicts committed before it: {self.recorder.committed}"
+            )
         return self.tally
 
     def _wait(self, capture: threading.Thread, inspect: threading.Thread) -> None:
@@ -250,10 +274,16 @@ class StationRuntime:
             if self._stop.is_set() and stopped_at is None:
                 stopped_at = now
                 self.stop()  # a signal only set the flag: close the source now
-            if (stopped_at is not None and capture.is_alive() and not self._capture_abandoned.is_set()
-                    and now - stopped_at > SOURCE_STOP_TIMEOUT_S):
-                msg = (f"source {st.source.name} did not return from frames() within {SOURCE_STOP_TIMEOUT_S:g} s "
-                       "of the stop; abandoned (the parts it had yielded are recorded)")
+            if (
+                stopped_at is not None
+                and capture.is_alive()
+                and not self._capture_abandoned.is_set()
+                and now - stopped_at > SOURCE_STOP_TIMEOUT_S
+            ):
+                msg = (
+                    f"source {st.source.name} did not return from frames() within {SOURCE_STOP_TIMEOUT_S:g} s "
+                    "of the stop; abandoned (the parts it had yielded are recorded)"
+                )
                 log.error(msg)
                 self.event("source_stuck", msg)
                 self._capture_abandoned.set()
@@ -261,12 +291,17 @@ class StationRuntime:
                 if aborted_at is None:
                     aborted_at = now
                     self._interrupt_recorded = True
-                    self.event("interrupted", f"{self._signal_name} twice: stopped waiting for the steps; the "
-                               "part being inspected is ERROR, the parts not yet inspected NOT_INSPECTED")
+                    self.event(
+                        "interrupted",
+                        f"{self._signal_name} twice: stopped waiting for the steps; the "
+                        "part being inspected is ERROR, the parts not yet inspected NOT_INSPECTED",
+                    )
                 if now - aborted_at > ABORT_TIMEOUT_S:
                     left = self._queue.qsize() + (self._in_flight is not None)
-                    msg = (f"the inspect thread did not finish within {ABORT_TIMEOUT_S:g} s of the second "
-                           f"interrupt; {left} captured part(s) may not be recorded")
+                    msg = (
+                        f"the inspect thread did not finish within {ABORT_TIMEOUT_S:g} s of the second "
+                        f"interrupt; {left} captured part(s) may not be recorded"
+                    )
                     log.error(msg)
                     self.event("shutdown_incomplete", msg)
                     self.failure = msg
@@ -284,8 +319,10 @@ class StationRuntime:
         timeout = ABORT_TIMEOUT_S if self._abort.is_set() else RECORDER_CLOSE_TIMEOUT_S
         closed = self.recorder.flush(timeout=timeout)
         if not closed:
-            msg = (f"the recorder did not finish within {timeout:g} s; verdicts committed: "
-                   f"{self.recorder.committed}; the rest of this run's verdicts may be lost")
+            msg = (
+                f"the recorder did not finish within {timeout:g} s; verdicts committed: "
+                f"{self.recorder.committed}; the rest of this run's verdicts may be lost"
+            )
             log.error(msg)
             self.event("recorder_close_timeout", msg)
             self.failure = self.failure or msg
@@ -297,13 +334,21 @@ class StationRuntime:
         for step in self.station.steps:
             info = self.registry.plugin_of("detector", step.detector.name)
             try:
-                workers.append(StepWorker(step, self.station.directory, plugin=info.name if info else None,
-                                          on_event=self.event, abort=self._abort))
+                workers.append(
+                    StepWorker(
+                        step,
+                        self.station.directory,
+                        plugin=info.name if info else None,
+                        on_event=self.event,
+                        abort=self._abort,
+                    )
+                )
             except StepStartError as exc:
                 close_steps(workers)
                 raise StationError(
                     f"station {self.station.path.name}: steps[{step.index}] ({step.name}): detector "
-                    f"{step.detector.name!r} failed to start: {exc}") from exc
+                    f"{step.detector.name!r} failed to start: {exc}"
+                ) from exc
         return workers
 
     def _start_sinks(self, workers: list[StepWorker]) -> list[Sink]:
@@ -320,23 +365,27 @@ class StationRuntime:
             except Exception as exc:
                 for w in workers:
                     w.close()
-                raise StationError(f"station {self.station.path.name}: sinks[{i}] ({cls.name}) failed to start: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                raise StationError(
+                    f"station {self.station.path.name}: sinks[{i}] ({cls.name}) failed to start: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
         return sinks
 
     def _start_source(self, workers: list[StepWorker], sinks: list[Sink]):
         st = self.station
         try:
-            context = SourceContext(st.directory, self.event,
-                                    recorded=lambda part_ids: self.store.recorded_part_ids(st.name, part_ids))
+            context = SourceContext(
+                st.directory, self.event, recorded=lambda part_ids: self.store.recorded_part_ids(st.name, part_ids)
+            )
             return st.source(st.source_config, context)
         except Exception as exc:
             for w in workers:
                 w.close()
             for s in sinks:
                 s.close()
-            raise StationError(f"station {st.path.name}: source ({st.source.name}) failed to start: "
-                               f"{type(exc).__name__}: {exc}") from exc
+            raise StationError(
+                f"station {st.path.name}: source ({st.source.name}) failed to start: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _provenance_plugins(self) -> dict[str, Any]:
         used = [("source", self.station.source.name)]
@@ -367,12 +416,18 @@ class StationRuntime:
             self._interrupts += 1
             self._signal_name = signal.Signals(signum).name
             if self._interrupts == 1:
-                log.warning("%s: stopping capture, finishing the captured parts and committing "
-                            "(again: stop waiting for the steps)", self._signal_name)
+                log.warning(
+                    "%s: stopping capture, finishing the captured parts and committing "
+                    "(again: stop waiting for the steps)",
+                    self._signal_name,
+                )
                 self._stop.set()
                 return
-            log.warning("%s again: not waiting for the steps; recording the captured parts NOT_INSPECTED "
-                        "and committing (again: exit at once)", self._signal_name)
+            log.warning(
+                "%s again: not waiting for the steps; recording the captured parts NOT_INSPECTED "
+                "and committing (again: exit at once)",
+                self._signal_name,
+            )
             self._abort.set()
             self._stop.set()
             for s, h in previous.items():
@@ -396,8 +451,7 @@ class StationRuntime:
             frames = self._source.frames()
             for frame in frames:
                 if self._capture_abandoned.is_set():
-                    msg = (f"source {st.source.name} yielded a frame after it was abandoned at shutdown; "
-                           "not recorded")
+                    msg = f"source {st.source.name} yielded a frame after it was abandoned at shutdown; not recorded"
                     log.error(msg)
                     self.event("source_late_frame", msg)
                     break
@@ -425,8 +479,9 @@ class StationRuntime:
         """The frame as the station keeps it: a storable part id, metadata the store can keep."""
         seq = self._seq
         if not isinstance(frame, Frame):
-            frame = Frame(f"#{seq}", None, datetime.now(UTC),
-                          error=f"the source yielded a {type(frame).__name__}, not a Frame")
+            frame = Frame(
+                f"#{seq}", None, datetime.now(UTC), error=f"the source yielded a {type(frame).__name__}, not a Frame"
+            )
         part_id, problem = storable_part_id(frame.part_id)
         meta = _jsonable(frame.meta) if isinstance(frame.meta, dict) else {"meta": storable_message(frame.meta)}
         changes: dict[str, Any] = {}
@@ -436,8 +491,10 @@ class StationRuntime:
             log.warning("part %d: %s", seq, problem)
             if not getattr(self, "_part_id_event", False):
                 self._part_id_event = True
-                self.event("part_id_escaped", f"{problem} (the first such part of this run; each one "
-                           "carries source_meta.part_id_problem)")
+                self.event(
+                    "part_id_escaped",
+                    f"{problem} (the first such part of this run; each one carries source_meta.part_id_problem)",
+                )
         if not isinstance(frame.captured_at, datetime):
             meta["captured_at_problem"] = f"the source gave {type(frame.captured_at).__name__}, not a datetime"
             changes["captured_at"] = datetime.now(UTC)
@@ -479,8 +536,14 @@ class StationRuntime:
                     self._record_not_inspected(oldest)
 
     def _record_not_inspected(self, item: _Captured) -> None:
-        self._submit(self._record(item, "NOT_INSPECTED", error="dropped: the inspection queue was full "
-                                  f"(overload policy drop-oldest, queue_size {self.station.spec.overload.queue_size})"))
+        self._submit(
+            self._record(
+                item,
+                "NOT_INSPECTED",
+                error="dropped: the inspection queue was full "
+                f"(overload policy drop-oldest, queue_size {self.station.spec.overload.queue_size})",
+            )
+        )
 
     # -------------------------------------------------------------- inspect
 
@@ -507,8 +570,9 @@ class StationRuntime:
                 try:
                     self._submit(record)
                 except Exception as exc:  # noqa: BLE001 - stop, saying so, rather than die silently
-                    msg = (f"part {item.frame.part_id!r} could not be handed to the recorder: "
-                           f"{type(exc).__name__}: {exc}")
+                    msg = (
+                        f"part {item.frame.part_id!r} could not be handed to the recorder: {type(exc).__name__}: {exc}"
+                    )
                     log.error(msg)
                     self.failure = self.failure or msg
                     self.stop()
@@ -543,13 +607,16 @@ class StationRuntime:
                 steps.append(StepRecord(step.index, step.name, step.detector.name, "error", None, None, 0, msg))
                 errors.append((step.name, msg))
                 continue
-            sub = image[oy:oy + step.roi.height, ox:ox + step.roi.width] if step.roi else image
+            sub = image[oy : oy + step.roi.height, ox : ox + step.roi.width] if step.roi else image
             view = View(sub, frame.part_id, (ox, oy), calibration, frame.meta, frame_size=(w, h))
             outcome = worker.run(view)
             if outcome.status != "ok":
                 msg = storable_message(outcome.error)
-                steps.append(StepRecord(step.index, step.name, step.detector.name, outcome.status, None,
-                                        outcome.latency_ms, 0, msg))
+                steps.append(
+                    StepRecord(
+                        step.index, step.name, step.detector.name, outcome.status, None, outcome.latency_ms, 0, msg
+                    )
+                )
                 errors.append((step.name, msg))
                 continue
             for f in outcome.findings:
@@ -558,8 +625,11 @@ class StationRuntime:
                 f.box = (x + ox, y + oy, bw, bh)
                 found.append((step, f))
             score = max((f.score for f in outcome.findings), default=0.0)
-            steps.append(StepRecord(step.index, step.name, step.detector.name, "ok", score, outcome.latency_ms,
-                                    len(outcome.findings)))
+            steps.append(
+                StepRecord(
+                    step.index, step.name, step.detector.name, "ok", score, outcome.latency_ms, len(outcome.findings)
+                )
+            )
 
         spec = self.station.spec
         judged = [_Judged(f.kind, f.score, f.size_px, _mm(f.size_px, calibration)) for _, f in found]
@@ -571,24 +641,44 @@ class StationRuntime:
             crop = None
             if policy.save == "all" or (policy.save == "failed" and fail):
                 crop = encode_crop(image, f.box, policy)
-            defects.append(DefectRecord(step.name, step.detector.name, f.kind, float(f.score), fail, f.box,
-                                        _float(f.size_px), _float(j.size_mm),
-                                        {storable_message(k, 100): x for k, x in f.measurements.items()},
-                                        storable_message(f.message), crop))
+            defects.append(
+                DefectRecord(
+                    step.name,
+                    step.detector.name,
+                    f.kind,
+                    float(f.score),
+                    fail,
+                    f.box,
+                    _float(f.size_px),
+                    _float(j.size_mm),
+                    {storable_message(k, 100): x for k, x in f.measurements.items()},
+                    storable_message(f.message),
+                    crop,
+                )
+            )
         error = "; ".join(f"step {name}: {msg}" for name, msg in errors) or None
         record = self._record(item, v, error=error, error_step=errors[0][0] if errors else None)
         record.steps, record.defects = steps, defects
         return record
 
-    def _record(self, item: _Captured, verdict_: str, *, error: str | None = None,
-                error_step: str | None = None) -> InspectionRecord:
+    def _record(
+        self, item: _Captured, verdict_: str, *, error: str | None = None, error_step: str | None = None
+    ) -> InspectionRecord:
         now = datetime.now(UTC)
         latency = (time.perf_counter() - item.t0) * 1000 if verdict_ != "NOT_INSPECTED" else None
         return InspectionRecord(
-            uid=item.uid, station_id=self.station_id, run_id=self.run_id, seq=item.seq,
-            part_id=item.frame.part_id, captured_at=item.frame.captured_at, decided_at=now,
-            verdict=verdict_, latency_ms=latency, error=None if error is None else storable_message(error),
-            error_step=error_step, source_meta=item.meta or None,
+            uid=item.uid,
+            station_id=self.station_id,
+            run_id=self.run_id,
+            seq=item.seq,
+            part_id=item.frame.part_id,
+            captured_at=item.frame.captured_at,
+            decided_at=now,
+            verdict=verdict_,
+            latency_ms=latency,
+            error=None if error is None else storable_message(error),
+            error_step=error_step,
+            source_meta=item.meta or None,
         )
 
     def _submit(self, record: InspectionRecord) -> None:
@@ -629,15 +719,18 @@ class StationRuntime:
         """The end of the run and its last events, through the recorder; a run that ends while
         the database is away fails with a line naming the spool and what waits in it."""
         rec = self.recorder
-        if not rec.close(timeout=ABORT_TIMEOUT_S if self._abort.is_set() else RECORDER_CLOSE_TIMEOUT_S,
-                         parts_seen=self._seq):
+        if not rec.close(
+            timeout=ABORT_TIMEOUT_S if self._abort.is_set() else RECORDER_CLOSE_TIMEOUT_S, parts_seen=self._seq
+        ):
             msg = f"the recorder did not finish: {rec.close_problem}"
             log.error(msg)
             self.failure = self.failure or msg
         if rec.outage and rec.waiting:
-            msg = (f"the run ended while store {self.store.display_url} was unreachable: {rec.waiting} verdicts "
-                   f"wait in the spool {rec.spool_path} and are written when the station next runs with the "
-                   "database reachable")
+            msg = (
+                f"the run ended while store {self.store.display_url} was unreachable: {rec.waiting} verdicts "
+                f"wait in the spool {rec.spool_path} and are written when the station next runs with the "
+                "database reachable"
+            )
             log.error(msg)
             self.failure = self.failure or msg
 

@@ -95,8 +95,7 @@ class _Instance:
         self.close_error: str | None = None
         self.busy_part: str | None = None
         self.busy_since: float | None = None
-        self.thread = threading.Thread(target=self._serve, daemon=True,
-                                       name=f"step-{step.name}-{next(self._serial)}")
+        self.thread = threading.Thread(target=self._serve, daemon=True, name=f"step-{step.name}-{next(self._serial)}")
         self.thread.start()
 
     def _serve(self) -> None:
@@ -141,8 +140,15 @@ class StepWorker:
     records what happened to the step in the run's event log; ``abort`` (set on a second
     Ctrl-C) stops waiting for an answer."""
 
-    def __init__(self, step: Step, station_dir: Path, *, plugin: str | None = None,
-                 on_event: Event | None = None, abort: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        step: Step,
+        station_dir: Path,
+        *,
+        plugin: str | None = None,
+        on_event: Event | None = None,
+        abort: threading.Event | None = None,
+    ) -> None:
         self.step = step
         self.station_dir = station_dir
         self.who = f"detector {step.detector.name!r}" + (f" (plugin {plugin!r})" if plugin else "")
@@ -191,12 +197,17 @@ class StepWorker:
             except queue.Empty:
                 if self.abort.is_set():
                     self._abandon(instance)
-                    return StepOutcome("error", [], "not finished: the station was stopped while this step "
-                                       "was inspecting the part", _ms(t0))
+                    return StepOutcome(
+                        "error",
+                        [],
+                        "not finished: the station was stopped while this step was inspecting the part",
+                        _ms(t0),
+                    )
                 continue
             if got != token:
-                log.warning("step %s: discarding an answer for request %s while waiting for %s",
-                            self.step.name, got, token)
+                log.warning(
+                    "step %s: discarding an answer for request %s while waiting for %s", self.step.name, got, token
+                )
                 continue
             if status != "ok":
                 return StepOutcome("error", [], value, _ms(t0))
@@ -206,8 +217,9 @@ class StepWorker:
                 return StepOutcome("error", [], f"{self.who} returned an invalid result: {exc}", _ms(t0))
             return StepOutcome("ok", findings, None, _ms(t0))
         elapsed = _ms(t0)
-        log.warning("step %s overran its budget on part %s; starting a fresh detector instance",
-                    self.step.name, view.part_id)
+        log.warning(
+            "step %s overran its budget on part %s; starting a fresh detector instance", self.step.name, view.part_id
+        )
         self._abandon(instance)
         self._start()
         return StepOutcome("timeout", [], f"overran its time budget of {self.step.budget_ms:g} ms", elapsed)
@@ -225,8 +237,13 @@ class StepWorker:
         out = []
         for inst in self._instances():
             if inst.thread.is_alive():
-                doing = ("still starting" if not inst.ready.is_set() else
-                         f"still inspecting part {inst.busy_part!r}" if inst.busy_part is not None else "in close()")
+                doing = (
+                    "still starting"
+                    if not inst.ready.is_set()
+                    else f"still inspecting part {inst.busy_part!r}"
+                    if inst.busy_part is not None
+                    else "in close()"
+                )
                 out.append(f"step {self.step.name}: {self.who} did not finish ({doing})")
             elif inst.close_error:
                 out.append(f"step {self.step.name}: {self.who} close() failed: {inst.close_error}")
@@ -263,8 +280,10 @@ class StepWorker:
                 oldest = self._stuck[0]
                 since = f" for {time.monotonic() - oldest.busy_since:.0f} s" if oldest.busy_since else ""
                 on = f" on part {oldest.busy_part!r}" if oldest.busy_part is not None else ""
-                return (f"still stuck: {len(self._stuck)} earlier instances of {self.who} have not returned "
-                        f"(the oldest{on}{since}); the step is not run until one returns")
+                return (
+                    f"still stuck: {len(self._stuck)} earlier instances of {self.who} have not returned "
+                    f"(the oldest{on}{since}); the step is not run until one returns"
+                )
             if time.monotonic() < self._next_start:
                 return f"{self._unavailable}; next attempt in {self._next_start - time.monotonic():.1f} s"
             self._start()
@@ -277,8 +296,10 @@ class StepWorker:
                 self._stuck.append(starting)
                 return self._failed(f"a fresh instance of {self.who} did not start within {START_TIMEOUT_S:g} s")
             if time.perf_counter() >= deadline or self.abort.is_set():
-                return (f"a fresh instance of {self.who} is still starting "
-                        f"({time.monotonic() - self._starting_since:.1f} s so far)")
+                return (
+                    f"a fresh instance of {self.who} is still starting "
+                    f"({time.monotonic() - self._starting_since:.1f} s so far)"
+                )
         self._starting = None
         if starting.start_error is not None:
             return self._failed(f"a fresh instance of {self.who} failed to start: {starting.start_error}")
@@ -371,7 +392,7 @@ def check_findings(value: Any, step: Step, view_shape: tuple[int, ...]) -> list[
         if (x0, y0, x1 - x0, y1 - y0) != g.box:
             g.box = (x0, y0, x1 - x0, y1 - y0)
             if g.mask is not None:
-                g.mask = g.mask[y0 - y:y1 - y, x0 - x:x1 - x]
+                g.mask = g.mask[y0 - y : y1 - y, x0 - x : x1 - x]
         out.append(g)
     floor = step.detector.report_floor
     kept = sorted((g for g in out if g.score >= floor), key=lambda g: -g.score)

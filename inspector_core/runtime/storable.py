@@ -60,7 +60,7 @@ def storable_part_id(part_id: object) -> tuple[str, str | None]:
     if len(clean) > MAX_PART_ID:
         problems.append(f"is {len(clean)} characters long (at most {MAX_PART_ID} are stored)")
         digest = hashlib.sha256(clean.encode("utf-8")).hexdigest()[:16]
-        clean = f"{clean[:MAX_PART_ID - 20]}...{digest}"
+        clean = f"{clean[: MAX_PART_ID - 20]}...{digest}"
     if not problems:
         return clean, None
     return clean, f"the source's part id {' and '.join(problems)}; stored as {clean[:80]!r}"

@@ -106,15 +106,27 @@ class Inspection(Base):
         Index("ix_inspections_part", "part_id"),
         Index("ix_inspections_run", "run_id", "seq"),
         # QA queries (migration 0002; docs/schema.md explains each plan).
-        Index("ix_inspections_station_hour", "station_id", text("substr(captured_at, 1, 13)"), "verdict",
-              "captured_at", "latency_ms").ddl_if(dialect="sqlite"),
-        Index("ix_inspections_station_hour", "station_id", text("date_trunc('hour', captured_at)"), "verdict",
-              postgresql_include=["captured_at", "latency_ms"]).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_inspections_station_hour",
+            "station_id",
+            text("substr(captured_at, 1, 13)"),
+            "verdict",
+            "captured_at",
+            "latency_ms",
+        ).ddl_if(dialect="sqlite"),
+        Index(
+            "ix_inspections_station_hour",
+            "station_id",
+            text("date_trunc('hour', captured_at)"),
+            "verdict",
+            postgresql_include=["captured_at", "latency_ms"],
+        ).ddl_if(dialect="postgresql"),
         Index("ix_inspections_station_part", "station_id", "part_id", "captured_at"),
         Index("ix_inspections_station_latency", "station_id", "latency_ms", "captured_at"),
         # Part-id prefix globs on PostgreSQL (migration 0004).
-        Index("ix_inspections_part_pattern", "part_id", "captured_at",
-              postgresql_ops={"part_id": "varchar_pattern_ops"}).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_inspections_part_pattern", "part_id", "captured_at", postgresql_ops={"part_id": "varchar_pattern_ops"}
+        ).ddl_if(dialect="postgresql"),
         # The sinks' outbox reads a station's inspections after a cursor, in id order (migration 0006).
         Index("ix_inspections_station_id", "station_id", "id"),
     )

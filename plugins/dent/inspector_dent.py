@@ -54,49 +54,71 @@ class DentConfig(PluginConfig):
     """Settings of the dent detector. Sizes are in pixels of the view (the ROI)."""
 
     light_direction_deg: float | None = Field(
-        None, ge=-360, le=360, description="Direction toward the light in the image plane, degrees "
+        None,
+        ge=-360,
+        le=360,
+        description="Direction toward the light in the image plane, degrees "
         "counter-clockwise on screen from the +x axis (0 = light at the right, 90 = at the top). "
         "When known, only depressions lit from there count (a bump reads as the opposite pair). "
         "None: estimated per finding from its own shading.",
     )
     light_tolerance_deg: float = Field(
-        60.0, gt=0, le=180, description="With a known light direction: how far a finding's own "
-        "shading direction may deviate from it.",
+        60.0,
+        gt=0,
+        le=180,
+        description="With a known light direction: how far a finding's own shading direction may deviate from it.",
     )
-    min_contrast_sigma: float = Field(10.0, gt=0, description="Decision boundary (score 0.5): the dent's filter response over the "
+    min_contrast_sigma: float = Field(
+        10.0,
+        gt=0,
+        description="Decision boundary (score 0.5): the dent's filter response over the "
         "robust noise of that response across the view, at the dent's scale.",
     )
-    min_diameter_px: float = Field(24.0, gt=0, description="Smallest dent to look for, diameter in view pixels."
-    )
-    max_diameter_px: float = Field(
-        160.0, gt=0, description="Largest dent to look for, diameter in view pixels."
-    )
+    min_diameter_px: float = Field(24.0, gt=0, description="Smallest dent to look for, diameter in view pixels.")
+    max_diameter_px: float = Field(160.0, gt=0, description="Largest dent to look for, diameter in view pixels.")
     min_diameter_mm: float | None = Field(
         None, gt=0, description="When set and the station is calibrated, replaces min_diameter_px."
     )
     max_diameter_mm: float | None = Field(
         None, gt=0, description="When set and the station is calibrated, replaces max_diameter_px."
     )
-    max_step_ratio: float = Field(0.6, gt=0, description="Level test: |brightness beyond one wall - beyond the other| over "
+    max_step_ratio: float = Field(
+        0.6,
+        gt=0,
+        description="Level test: |brightness beyond one wall - beyond the other| over "
         "the doublet's peak-to-peak; above it the pattern is an edge or a shadow, not a dent.",
     )
-    max_even_ratio: float = Field(0.8, gt=0, description="Odd test: the profile's mirror-symmetric part over its "
+    max_even_ratio: float = Field(
+        0.8,
+        gt=0,
+        description="Odd test: the profile's mirror-symmetric part over its "
         "antisymmetric part; above it the pattern is a line, a hole or a spot, not a dent.",
     )
-    max_elongation: float = Field(0.6, gt=0, description="Compact test: the response one dent radius to either side across "
+    max_elongation: float = Field(
+        0.6,
+        gt=0,
+        description="Compact test: the response one dent radius to either side across "
         "the shading direction over the response at the centre; above it the pattern is a crease or "
         "an edge.",
     )
     min_rim_balance: float = Field(
-        0.35, ge=0, le=1, description="Rim test: the weaker over the stronger of the two opposite "
+        0.35,
+        ge=0,
+        le=1,
+        description="Rim test: the weaker over the stronger of the two opposite "
         "responses at the dent's two walls; below it the point is a wall of something, not a centre.",
     )
     max_shading_contrast_pct: float = Field(
-        75.0, gt=0, description="A shallow dent's walls tilt a few degrees: its shading stays "
+        75.0,
+        gt=0,
+        description="A shallow dent's walls tilt a few degrees: its shading stays "
         "within this fraction of the panel's brightness. Stronger light-dark pairs are pits, "
         "holes or stains, not dents.",
     )
-    working_size_px: int = Field(512, ge=64, description="The view is downscaled by the power of two that brings its longer "
+    working_size_px: int = Field(
+        512,
+        ge=64,
+        description="The view is downscaled by the power of two that brings its longer "
         "side nearest to this (speed); dents under about 10 working pixels across are not seen.",
     )
     max_findings: int = Field(10, ge=1, description="At most this many findings per view, best first.")
@@ -106,8 +128,10 @@ class DentConfig(PluginConfig):
         for unit in ("px", "mm"):
             lo, hi = getattr(self, f"min_diameter_{unit}"), getattr(self, f"max_diameter_{unit}")
             if lo is not None and hi is not None and lo > hi:
-                raise ValueError(f"min_diameter_{unit} ({lo:g}) is larger than max_diameter_{unit} ({hi:g}): "
-                                 "no dent could be found; swap them or widen the range")
+                raise ValueError(
+                    f"min_diameter_{unit} ({lo:g}) is larger than max_diameter_{unit} ({hi:g}): "
+                    "no dent could be found; swap them or widen the range"
+                )
         return self
 
 
@@ -296,17 +320,20 @@ class DentDetector(Detector):
         # Rims: a bowl's shading turns back at both walls, so the projected response is negative
         # on both sides of the centre, about equally; beside a wall only one side is.
         tl = np.linspace(0.4, 1.4, 6, dtype=np.float32)[None, :] * radius
-        q_plus = -(_sample(sc.gx, xf + tl * uxc, yf + tl * uyc) * uxc
-                   + _sample(sc.gy, xf + tl * uxc, yf + tl * uyc) * uyc).min(axis=1)
-        q_minus = -(_sample(sc.gx, xf - tl * uxc, yf - tl * uyc) * uxc
-                    + _sample(sc.gy, xf - tl * uxc, yf - tl * uyc) * uyc).min(axis=1)
+        q_plus = -(
+            _sample(sc.gx, xf + tl * uxc, yf + tl * uyc) * uxc + _sample(sc.gy, xf + tl * uxc, yf + tl * uyc) * uyc
+        ).min(axis=1)
+        q_minus = -(
+            _sample(sc.gx, xf - tl * uxc, yf - tl * uyc) * uxc + _sample(sc.gy, xf - tl * uxc, yf - tl * uyc) * uyc
+        ).min(axis=1)
         rims = np.minimum(q_plus, q_minus) / np.maximum(np.maximum(q_plus, q_minus), 1e-6)
         # Halo: next to a large bright or dark object (a label, a hole, the part's border) the
         # subtracted background slopes and the band shows a smooth false pattern; a dent's
         # response comes from the image itself, not from the background's slope.
         d = np.float32(max(radius, 1.0))
-        bg_slope = (_sample(sc.background, xf + d * uxc, yf + d * uyc)
-                    - _sample(sc.background, xf - d * uxc, yf - d * uyc))[:, 0] / (2 * d)
+        bg_slope = (
+            _sample(sc.background, xf + d * uxc, yf + d * uyc) - _sample(sc.background, xf - d * uxc, yf - d * uyc)
+        )[:, 0] / (2 * d)
         halo = np.abs(bg_slope) * (sc.sigma / (1 << sc.level)) / np.maximum(gn, 1e-9)
         ok &= halo <= 0.5
         ok &= (step <= c.max_step_ratio) & (even <= c.max_even_ratio) & (elong <= c.max_elongation)
@@ -342,12 +369,21 @@ class DentDetector(Detector):
         for n, k in enumerate(keep.tolist()):
             if 100.0 * ptp[n] / level[n] > c.max_shading_contrast_pct:
                 continue
-            out.append({
-                "x": float(wx[n]), "y": float(wy[n]), "diam": float(diam[n]), "snr": float(best_snr[n]),
-                "contrast_gray": float(ptp[n]), "contrast_pct": 100.0 * float(ptp[n] / level[n]),
-                "light_deg": math.degrees(math.atan2(float(uy[n]), -float(ux[n]))) % 360.0,
-                "step": float(step[k]), "even": float(even[k]), "elong": float(elong[k]), "rims": float(rims[k]),
-            })
+            out.append(
+                {
+                    "x": float(wx[n]),
+                    "y": float(wy[n]),
+                    "diam": float(diam[n]),
+                    "snr": float(best_snr[n]),
+                    "contrast_gray": float(ptp[n]),
+                    "contrast_pct": 100.0 * float(ptp[n] / level[n]),
+                    "light_deg": math.degrees(math.atan2(float(uy[n]), -float(ux[n]))) % 360.0,
+                    "step": float(step[k]),
+                    "even": float(even[k]),
+                    "elong": float(elong[k]),
+                    "rims": float(rims[k]),
+                }
+            )
         return out
 
     @staticmethod
@@ -387,17 +423,27 @@ class DentDetector(Detector):
             "shading_contrast_gray": round(d["contrast_gray"], 2),
             "contrast_sigma": round(d["snr"], 2),
             "light_direction_deg": round(
-                c.light_direction_deg % 360.0 if c.light_direction_deg is not None else d["light_deg"], 1),
+                c.light_direction_deg % 360.0 if c.light_direction_deg is not None else d["light_deg"], 1
+            ),
         }
         mm = view.mm(diam)
         size = f"{diam:.0f} px"
         if mm is not None:
             meas["diameter_mm"] = round(mm, 3)
             size = f"{mm:.1f} mm"
-        msg = (f"dent {size} across, shading contrast {d['contrast_pct']:.1f} %, "
-               f"light from {meas['light_direction_deg']:.0f} deg")
-        return Finding(kind="dent", score=score, box=(x0, y0, x1 - x0, y1 - y0), message=msg,
-                       size_px=round(diam, 2), measurements=meas, mask=mask)
+        msg = (
+            f"dent {size} across, shading contrast {d['contrast_pct']:.1f} %, "
+            f"light from {meas['light_direction_deg']:.0f} deg"
+        )
+        return Finding(
+            kind="dent",
+            score=score,
+            box=(x0, y0, x1 - x0, y1 - y0),
+            message=msg,
+            size_px=round(diam, 2),
+            measurements=meas,
+            mask=mask,
+        )
 
 
 @hookimpl

@@ -30,21 +30,28 @@ def test_corrupt_and_truncated_images_are_errors(tmp_path):
     ok, jpeg = cv2.imencode(".jpg", render_part(1, 9, "good").image)
     (folder / "part04.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) // 2])  # truncated
     (folder / "part05.png").write_bytes((folder / "part05.png").read_bytes()[:3000])  # truncated PNG
-    cfg = {"source": {"type": "folder", "config": {"path": str(folder)}},
-           "steps": [{"detector": "bright_spot"}]}
+    cfg = {"source": {"type": "folder", "config": {"path": str(folder)}}, "steps": [{"detector": "bright_spot"}]}
     rows = {r.part_id: r for r in run_station(cfg, tmp_path).inspections()}
     assert set(rows) == {"part00", "part01", "part02", "part03", "part04", "part05"}
     assert rows["part00"].verdict != "ERROR" and rows["part01"].verdict != "ERROR"
-    for pid, why in (("part02", "not a decodable image"), ("part03", "is empty"),
-                     ("part04", "truncated"), ("part05", "not a decodable image")):
+    for pid, why in (
+        ("part02", "not a decodable image"),
+        ("part03", "is empty"),
+        ("part04", "truncated"),
+        ("part05", "not a decodable image"),
+    ):
         assert rows[pid].verdict == "ERROR", pid
         assert why in rows[pid].error and rows[pid].error_step == "source", rows[pid].error
 
 
 def test_detector_that_raises_costs_only_its_parts(tmp_path):
-    cfg = {"source": {"type": "synthetic", "config": {"count": 9}},
-           "steps": [{"detector": "raiser", "config": {"every_nth": 3}},
-                     {"detector": "bright_spot", "config": {"threshold": 200}}]}
+    cfg = {
+        "source": {"type": "synthetic", "config": {"count": 9}},
+        "steps": [
+            {"detector": "raiser", "config": {"every_nth": 3}},
+            {"detector": "bright_spot", "config": {"threshold": 200}},
+        ],
+    }
     rows = run_station(cfg, tmp_path).inspections()
     errors = [r for r in rows if r.verdict == "ERROR"]
     assert [r.seq for r in errors] == [2, 5, 8]
@@ -58,9 +65,10 @@ def test_detector_that_raises_costs_only_its_parts(tmp_path):
 
 
 def test_detector_that_hangs_past_its_budget(tmp_path):
-    cfg = {"source": {"type": "synthetic", "config": {"count": 5}},
-           "steps": [{"detector": "sleeper", "budget_ms": 300,
-                      "config": {"sleep_ms": 30000, "part_suffix": "00001"}}]}
+    cfg = {
+        "source": {"type": "synthetic", "config": {"count": 5}},
+        "steps": [{"detector": "sleeper", "budget_ms": 300, "config": {"sleep_ms": 30000, "part_suffix": "00001"}}],
+    }
     rows = run_station(cfg, tmp_path).inspections()
     assert [r.verdict for r in rows] == ["PASS", "ERROR", "PASS", "PASS", "PASS"]
     assert rows[1].error == "step sleeper: overran its time budget of 300 ms"
@@ -76,15 +84,17 @@ def test_roi_outside_the_frame_is_an_error_per_part(tmp_path):
     folder.mkdir()
     for i in range(2):
         cv2.imwrite(str(folder / f"part{i}.png"), np.full((480, 640), 128, np.uint8))
-    cfg = {"source": {"type": "folder", "config": {"path": str(folder)}},
-           "steps": [{"detector": "bright_spot", "roi": {"x": 600, "y": 0, "width": 100, "height": 100}}]}
+    cfg = {
+        "source": {"type": "folder", "config": {"path": str(folder)}},
+        "steps": [{"detector": "bright_spot", "roi": {"x": 600, "y": 0, "width": 100, "height": 100}}],
+    }
     rows = run_station(cfg, tmp_path).inspections()
     assert all(r.verdict == "ERROR" and "outside the 640x480 frame" in r.error for r in rows)
 
 
-BROKEN_PLUGIN = textwrap.dedent('''
+BROKEN_PLUGIN = textwrap.dedent("""
     import definitely_not_an_installed_module  # noqa
-''')
+""")
 
 
 def _broken_plugin_env(tmp_path):
@@ -116,8 +126,10 @@ def test_plugin_that_fails_to_import_is_listed_and_stops_only_its_users(tmp_path
 
     # A station that does not use it runs.
     good = tmp_path / "good.yaml"
-    good.write_text(f"name: s\nsource: {{type: synthetic, config: {{count: 3}}}}\n"
-                    f"steps: [{{detector: bright_spot}}]\nstore: {{url: 'sqlite:///{tmp_path}/s.db'}}\n")
+    good.write_text(
+        f"name: s\nsource: {{type: synthetic, config: {{count: 3}}}}\n"
+        f"steps: [{{detector: bright_spot}}]\nstore: {{url: 'sqlite:///{tmp_path}/s.db'}}\n"
+    )
     run = subprocess.run(cli + ["run", str(good), "--quiet"], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     # A station that uses a detector it would have provided is refused, naming the plugin.
@@ -134,10 +146,16 @@ def test_allow_and_block_lists(tmp_path):
 
     cli = [sys.executable, "-m", "inspector_core.cli", "plugins", "--json"]
     env = dict(os.environ, INSPECTOR_DISABLE_PLUGINS="example_thirdparty")
-    plugins = {p["name"]: p for p in json.loads(subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60).stdout)}
+    plugins = {
+        p["name"]: p
+        for p in json.loads(subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60).stdout)
+    }
     assert plugins["example_thirdparty"]["disabled"] and plugins["example_thirdparty"]["detectors"] == []
     env = dict(os.environ, INSPECTOR_PLUGINS="sources,sinks")
-    plugins = {p["name"]: p for p in json.loads(subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60).stdout)}
+    plugins = {
+        p["name"]: p
+        for p in json.loads(subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60).stdout)
+    }
     assert not plugins["sources"]["disabled"] and plugins["example_thirdparty"]["disabled"]
 
 

@@ -39,19 +39,31 @@ def test_0007_renames_plugin_to_detector_and_keeps_the_values(backend, tmp_path,
     with engine.begin() as conn:
         command.upgrade(_alembic(conn), "0006")
         conn.execute(text("INSERT INTO stations (id, name, created_at) VALUES (1, 'l1', '2026-12-01 00:00:00')"))
-        conn.execute(text(
-            "INSERT INTO runs (id, station_id, started_at, hostname, software_version, plugins, config_yaml,"
-            " config_hash, models) VALUES (1, 1, '2026-12-01 00:00:00', 'h', '0', '{}', '', 'x', '{}')"))
-        conn.execute(text(
-            "INSERT INTO inspections (id, uid, station_id, run_id, seq, part_id, captured_at, decided_at, verdict,"
-            " n_defects, first_of_part) VALUES (1, 'u1', 1, 1, 0, 'p1', '2026-12-01 00:00:00',"
-            " '2026-12-01 00:00:00', 'FAIL', 1, true)"))
-        conn.execute(text(
-            "INSERT INTO step_results (inspection_id, step_index, step, plugin, status, n_findings)"
-            " VALUES (1, 0, 'front', 'scratch', 'ok', 1)"))
-        conn.execute(text(
-            "INSERT INTO defects (inspection_id, step, plugin, kind, score, failed, x, y, w, h, measurements, message)"
-            " VALUES (1, 'front', 'scratch', 'scratch', 0.9, true, 1, 2, 3, 4, '{}', '')"))
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, station_id, started_at, hostname, software_version, plugins, config_yaml,"
+                " config_hash, models) VALUES (1, 1, '2026-12-01 00:00:00', 'h', '0', '{}', '', 'x', '{}')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO inspections (id, uid, station_id, run_id, seq, part_id, captured_at, decided_at, verdict,"
+                " n_defects, first_of_part) VALUES (1, 'u1', 1, 1, 0, 'p1', '2026-12-01 00:00:00',"
+                " '2026-12-01 00:00:00', 'FAIL', 1, true)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO step_results (inspection_id, step_index, step, plugin, status, n_findings)"
+                " VALUES (1, 0, 'front', 'scratch', 'ok', 1)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO defects (inspection_id, step, plugin, kind, score, failed, x, y, w, h,"
+                " measurements, message) VALUES (1, 'front', 'scratch', 'scratch', 0.9, true, 1, 2, 3, 4, '{}', '')"
+            )
+        )
         command.upgrade(_alembic(conn), "head")
         assert conn.execute(text("SELECT detector FROM step_results")).scalar_one() == "scratch"
         assert conn.execute(text("SELECT detector FROM defects")).scalar_one() == "scratch"

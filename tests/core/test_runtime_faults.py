@@ -67,8 +67,12 @@ class HostileIds(FrameSource):
 
     def frames(self):
         for pid in HOSTILE_IDS:
-            yield Frame(pid, IMAGE, datetime.now(UTC),
-                        {"path": f"/parts/{pid}" if isinstance(pid, str) else pid, "nan": math.nan, "k\x00": "v\x00"})
+            yield Frame(
+                pid,
+                IMAGE,
+                datetime.now(UTC),
+                {"path": f"/parts/{pid}" if isinstance(pid, str) else pid, "nan": math.nan, "k\x00": "v\x00"},
+            )
 
 
 class TardyConfig(PluginConfig):
@@ -182,9 +186,12 @@ def test_late_answer_of_an_overrun_never_reaches_another_part(tmp_path, monkeypa
     """Instance 1 hangs on p1 past its budget; instance 2 cannot start; instance 3 can. No part
     reads another's answer: p2 is ERROR with the start failure, later parts their own defect."""
     monkeypatch.setattr(steps_module, "RESTART_BACKOFF_S", (0.4, 0.4))
-    cfg = {"source": parts("p0", "p1", "p2", "p3", "p4", pause_before={"p3": 1.2}),
-           "steps": [{"detector": "tardy", "budget_ms": 200,
-                      "config": {"hang_on": "p1", "hang_s": 0.6, "fail_instances": [2]}}]}
+    cfg = {
+        "source": parts("p0", "p1", "p2", "p3", "p4", pause_before={"p3": 1.2}),
+        "steps": [
+            {"detector": "tardy", "budget_ms": 200, "config": {"hang_on": "p1", "hang_s": 0.6, "fail_instances": [2]}}
+        ],
+    }
     result = run_station(cfg, tmp_path, registry=registry())
     rows = {r.part_id: r for r in result.inspections()}
     assert [rows[p].verdict for p in ("p0", "p1", "p2", "p3", "p4")] == ["FAIL", "ERROR", "ERROR", "FAIL", "FAIL"]
@@ -260,8 +267,10 @@ def test_a_step_that_keeps_hanging_holds_at_most_two_threads(tmp_path):
     worker = StepWorker(_step(Hang, budget_ms=50), tmp_path)
     outcomes = [worker.run(View(IMAGE, f"p{i}")) for i in range(8)]
     assert [o.status for o in outcomes[:2]] == ["timeout", "timeout"]
-    assert all(o.status == "error" and o.error.startswith("still stuck: 2 earlier instances of detector 'hang'")
-               for o in outcomes[2:]), [o.error for o in outcomes]
+    assert all(
+        o.status == "error" and o.error.startswith("still stuck: 2 earlier instances of detector 'hang'")
+        for o in outcomes[2:]
+    ), [o.error for o in outcomes]
     assert "on part 'p0'" in outcomes[2].error
     new = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("step-hang")]
     assert len(new) == 2 and worker.threads == 2
@@ -331,16 +340,19 @@ def test_what_a_detector_returns_is_checked(tmp_path, fault):
     rows = run_station(cfg, tmp_path, registry=registry()).inspections()
     assert [r.verdict for r in rows] == ["ERROR", "ERROR"]
     for r in rows:
-        assert r.error.startswith("step faulty: detector 'faulty' (plugin 'runtime_faults') returned an "
-                                  "invalid result: "), r.error
+        assert r.error.startswith(
+            "step faulty: detector 'faulty' (plugin 'runtime_faults') returned an invalid result: "
+        ), r.error
         assert reason in r.error, r.error
         assert r.error_step == "faulty" and not r.defects
 
 
 def test_a_box_partly_outside_the_view_is_clipped_to_it(tmp_path):
     FAULT.update({"box": (150, -5, 30, 20), "mask": np.ones((20, 30), np.uint8)})
-    cfg = {"source": parts("p0"),
-           "steps": [{"detector": "faulty", "roi": {"x": 0, "y": 10, "width": 160, "height": 100}}]}
+    cfg = {
+        "source": parts("p0"),
+        "steps": [{"detector": "faulty", "roi": {"x": 0, "y": 10, "width": 160, "height": 100}}],
+    }
     (row,) = run_station(cfg, tmp_path, registry=registry()).inspections()
     assert row.verdict == "FAIL"
     (d,) = row.defects
@@ -368,9 +380,11 @@ def _station(tmp_path, cfg):
 def _inspections(tmp_path):
     con = sqlite3.connect(tmp_path / "t.db")
     try:
-        return con.execute("SELECT part_id, verdict, error FROM inspections ORDER BY seq").fetchall(), \
-            con.execute("SELECT parts_seen FROM runs").fetchone()[0], \
-            con.execute("SELECT kind, message FROM events").fetchall()
+        return (
+            con.execute("SELECT part_id, verdict, error FROM inspections ORDER BY seq").fetchall(),
+            con.execute("SELECT parts_seen FROM runs").fetchone()[0],
+            con.execute("SELECT kind, message FROM events").fetchall(),
+        )
     finally:
         con.close()
 
@@ -433,8 +447,11 @@ def test_a_second_interrupt_stops_waiting_and_records_every_captured_part(tmp_pa
     db = tmp_path / "slow.db"
     path = tmp_path / "slow.yaml"
     path.write_text(SLOW_STATION.format(db=db))
-    proc = subprocess.Popen([sys.executable, "-m", "inspector_core.cli", "run", str(path), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inspector_core.cli", "run", str(path), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -502,10 +519,16 @@ def test_a_run_that_finds_no_parts_says_so_and_exits_3(tmp_path):
     empty = tmp_path / "parts"
     empty.mkdir()
     path = tmp_path / "s.yaml"
-    path.write_text(f"name: s\nsource: {{type: folder, config: {{path: '{empty}', pattern: '*.png'}}}}\n"
-                    f"steps: [{{detector: bright_spot}}]\nstore: {{url: 'sqlite:///{tmp_path}/s.db'}}\n")
-    out = subprocess.run([sys.executable, "-m", "inspector_core.cli", "run", str(path), "--quiet"],
-                         capture_output=True, text=True, timeout=120)
+    path.write_text(
+        f"name: s\nsource: {{type: folder, config: {{path: '{empty}', pattern: '*.png'}}}}\n"
+        f"steps: [{{detector: bright_spot}}]\nstore: {{url: 'sqlite:///{tmp_path}/s.db'}}\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "inspector_core.cli", "run", str(path), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 3, out.stderr
     err = " ".join(out.stderr.split())
     assert "the source folder gave no parts" in err and str(empty) in err and "'*.png'" in err, out.stderr
@@ -537,8 +560,10 @@ def test_tally_counts_every_part_from_many_threads():
     try:
         reader = threading.Thread(target=read)
         reader.start()
-        writers = [threading.Thread(target=add, args=(v,)) for v in
-                   (["PASS"], ["FAIL", "kind-a"], ["NOT_INSPECTED", "kind-b"], ["ERROR", "kind-c"])]
+        writers = [
+            threading.Thread(target=add, args=(v,))
+            for v in (["PASS"], ["FAIL", "kind-a"], ["NOT_INSPECTED", "kind-b"], ["ERROR", "kind-c"])
+        ]
         for w in writers:
             w.start()
         for w in writers:
@@ -578,9 +603,14 @@ class OnlyThirdParty(Detector):
 
 
 def test_a_detector_name_registered_twice_is_a_load_error_for_both(tmp_path):
-    reg = load(entry_points=[], extra=[("aaa_thirdparty", _registers(ThirdPartyScratch, OnlyThirdParty)),
-                                       ("scratch", _registers(BuiltinScratch)),
-                                       ("sources", TestPlugin)])
+    reg = load(
+        entry_points=[],
+        extra=[
+            ("aaa_thirdparty", _registers(ThirdPartyScratch, OnlyThirdParty)),
+            ("scratch", _registers(BuiltinScratch)),
+            ("sources", TestPlugin),
+        ],
+    )
     # Neither plugin's "scratch" is used; what else the plugins register is.
     assert "scratch" not in reg.detectors and "only_third_party" in reg.detectors
     assert "detector 'scratch' is also registered by plugin 'scratch'" in reg.plugins["aaa_thirdparty"].error
@@ -611,16 +641,20 @@ def _plugin_site(tmp_path, plugins: dict[str, str]):
         (site / f"inspector_{name}.py").write_text(textwrap.dedent(code))
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: inspector-{name}\nVersion: 1.0\n")
         (info / "entry_points.txt").write_text(f"[inspector.plugins]\n{name} = inspector_{name}\n")
-    return dict(os.environ, PYTHONPATH=str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                INSPECTOR_PLUGIN_IMPORT_TIMEOUT="1")
+    return dict(
+        os.environ,
+        PYTHONPATH=str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        INSPECTOR_PLUGIN_IMPORT_TIMEOUT="1",
+    )
 
 
 def test_plugins_that_block_or_exit_at_import_do_not_stop_validate(tmp_path):
-    env = _plugin_site(tmp_path, {"blocker": "import time\ntime.sleep(60)\n",
-                                  "exiter": "import os\nos._exit(3)\n"})
+    env = _plugin_site(tmp_path, {"blocker": "import time\ntime.sleep(60)\n", "exiter": "import os\nos._exit(3)\n"})
     good = tmp_path / "good.yaml"
-    good.write_text(f"name: s\nsource: {{type: synthetic, config: {{count: 3}}}}\n"
-                    f"steps: [{{detector: bright_spot}}]\nstore: {{url: 'sqlite:///{tmp_path}/s.db'}}\n")
+    good.write_text(
+        f"name: s\nsource: {{type: synthetic, config: {{count: 3}}}}\n"
+        f"steps: [{{detector: bright_spot}}]\nstore: {{url: 'sqlite:///{tmp_path}/s.db'}}\n"
+    )
     cli = [sys.executable, "-m", "inspector_core.cli"]
     t0 = time.monotonic()
     out = subprocess.run(cli + ["validate", str(good)], env=env, capture_output=True, text=True, timeout=50)

@@ -25,18 +25,20 @@ HOSTILE_IDS = [
     "../../etc/passwd",
     "..\\..\\windows\\win.ini",
     "a'; DROP TABLE inspections; --",
-    'quo"te\' OR 1=1 --',
+    "quo\"te' OR 1=1 --",
     "100%_off",
     "back\\slash",
     "[set]*?",
     "/abs/path",
-    "=HYPERLINK(\"http://x\")",
+    '=HYPERLINK("http://x")',
     "nul\x01byte",
     "ünïcødé/ドット",
     "<script>alert(1)</script>",
 ]
-RULES = {"rules": {"scratch": {"min_score": 0.5, "min_size_mm": 1.0}, "dent": {"min_score": 0.6}},
-         "default_rule": {"min_score": 0.5}}
+RULES = {
+    "rules": {"scratch": {"min_score": 0.5, "min_size_mm": 1.0}, "dent": {"min_score": 0.6}},
+    "default_rule": {"min_score": 0.5},
+}
 
 
 def jpeg(w: int = 48, h: int = 32, shade: int = 128) -> bytes:
@@ -74,12 +76,21 @@ def known_parts() -> list[Part]:
                 parts.append(Part(st, pid, at, "ERROR", latency, []))
             elif i % fail_every == 0:
                 k = kinds[(i // fail_every) % len(kinds)]
-                parts.append(Part(st, pid, at, "FAIL", latency, [(k, round(0.62 + 0.3 * rng.random(), 3), 2.5, True),
-                                                                  ("scratch", 0.3, 0.5, False)]))
+                parts.append(
+                    Part(
+                        st,
+                        pid,
+                        at,
+                        "FAIL",
+                        latency,
+                        [(k, round(0.62 + 0.3 * rng.random(), 3), 2.5, True), ("scratch", 0.3, 0.5, False)],
+                    )
+                )
             elif i % 5 == 1:
                 # a candidate below the rules: PASS now, FAIL under a stricter rule
-                parts.append(Part(st, pid, at, "PASS", latency, [("scratch", round(0.35 + 0.1 * rng.random(), 3), 2.0,
-                                                                  False)]))
+                parts.append(
+                    Part(st, pid, at, "PASS", latency, [("scratch", round(0.35 + 0.1 * rng.random(), 3), 2.0, False)])
+                )
             else:
                 parts.append(Part(st, pid, at, "PASS", latency, []))
     # Re-inspections: failed once, then passed (not first-pass), on line1.
@@ -87,8 +98,9 @@ def known_parts() -> list[Part]:
         parts.append(Part("line1", f"line1-P{i:04d}", T0 + timedelta(hours=47, minutes=j), "PASS", 12.0, []))
     # Hostile part ids on line2, failing with a scratch, each with a crop.
     for j, pid in enumerate(HOSTILE_IDS):
-        parts.append(Part("line2", pid, T0 + timedelta(hours=30, minutes=j), "FAIL", 20.0,
-                          [("scratch", 0.9, 3.0, True)]))
+        parts.append(
+            Part("line2", pid, T0 + timedelta(hours=30, minutes=j), "FAIL", 20.0, [("scratch", 0.9, 3.0, True)])
+        )
     return parts
 
 
@@ -98,25 +110,67 @@ def write_known(url: str) -> list[Part]:
     runs = {}
     for st in ("line1", "line2"):
         cfg = {"name": st, "source": {"type": "synthetic"}, "steps": [{"detector": "fake"}], **RULES}
-        runs[st] = store.begin_run(st, hostname="test", software_version="0.1.0",
-                                   plugins={"fake": {"distribution": "fake-det", "version": "1.2.3"}},
-                                   config_yaml=yaml.safe_dump(cfg), config_hash=f"hash-{st}",
-                                   models={"fake/model": {"path": "m.onnx", "sha256": "ab" * 32}})
+        runs[st] = store.begin_run(
+            st,
+            hostname="test",
+            software_version="0.1.0",
+            plugins={"fake": {"distribution": "fake-det", "version": "1.2.3"}},
+            config_yaml=yaml.safe_dump(cfg),
+            config_hash=f"hash-{st}",
+            models={"fake/model": {"path": "m.onnx", "sha256": "ab" * 32}},
+        )
     records = []
     for seq, p in enumerate(parts):
         sid, rid = runs[p.station]
-        defects = [DefectRecord("fake", "fake", k, s, failed, (100 + 10 * n, 50, 40, 20), 80.0, mm,
-                                {"length_px": 80.0, "length_mm": mm or 0.0}, f"{k} {s}",
-                                CropRecord("jpeg", 48, 32, 84 + 10 * n, 34, 0.5, jpeg(shade=60 + 20 * n)))
-                   for n, (k, s, mm, failed) in enumerate(p.findings)]
-        steps = [] if p.verdict == "NOT_INSPECTED" else [
-            StepRecord(0, "fake", "fake", "error" if p.verdict == "ERROR" else "ok",
-                       None if p.verdict == "ERROR" else max((f[1] for f in p.findings), default=0.0),
-                       (p.latency or 0) * 0.8, len(p.findings), "boom" if p.verdict == "ERROR" else None)]
-        records.append(InspectionRecord(
-            uuid.uuid4().hex, sid, rid, seq, p.part_id, p.at, p.at + timedelta(milliseconds=p.latency or 0),
-            p.verdict, p.latency, error="step fake: boom" if p.verdict == "ERROR" else None,
-            error_step="fake" if p.verdict == "ERROR" else None, steps=steps, defects=defects))
+        defects = [
+            DefectRecord(
+                "fake",
+                "fake",
+                k,
+                s,
+                failed,
+                (100 + 10 * n, 50, 40, 20),
+                80.0,
+                mm,
+                {"length_px": 80.0, "length_mm": mm or 0.0},
+                f"{k} {s}",
+                CropRecord("jpeg", 48, 32, 84 + 10 * n, 34, 0.5, jpeg(shade=60 + 20 * n)),
+            )
+            for n, (k, s, mm, failed) in enumerate(p.findings)
+        ]
+        steps = (
+            []
+            if p.verdict == "NOT_INSPECTED"
+            else [
+                StepRecord(
+                    0,
+                    "fake",
+                    "fake",
+                    "error" if p.verdict == "ERROR" else "ok",
+                    None if p.verdict == "ERROR" else max((f[1] for f in p.findings), default=0.0),
+                    (p.latency or 0) * 0.8,
+                    len(p.findings),
+                    "boom" if p.verdict == "ERROR" else None,
+                )
+            ]
+        )
+        records.append(
+            InspectionRecord(
+                uuid.uuid4().hex,
+                sid,
+                rid,
+                seq,
+                p.part_id,
+                p.at,
+                p.at + timedelta(milliseconds=p.latency or 0),
+                p.verdict,
+                p.latency,
+                error="step fake: boom" if p.verdict == "ERROR" else None,
+                error_step="fake" if p.verdict == "ERROR" else None,
+                steps=steps,
+                defects=defects,
+            )
+        )
     store.write(records)
     store.close()
     return parts

@@ -16,8 +16,7 @@ from tests.conftest import unavailable
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update"]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 
 @contextlib.contextmanager
@@ -77,9 +76,11 @@ def test_dashboard_in_chromium(server, page, tmp_path):
     shots.mkdir()
     # Overview: charts drawn (SVG paths with real geometry), live tiles filled by fetch.
     page.goto(f"{server}/?since=2026-11-19&period=shift")
-    page.wait_for_function("document.querySelector('#live .tile.loaded') !== null || "
-                           "[...document.querySelectorAll('#live .tile p')]"
-                           ".every(p => !p.textContent.includes('loading'))")
+    page.wait_for_function(
+        "document.querySelector('#live .tile.loaded') !== null || "
+        "[...document.querySelectorAll('#live .tile p')]"
+        ".every(p => !p.textContent.includes('loading'))"
+    )
     for cls in ("line", "pareto", "pchart"):
         box = page.locator(f"svg.chart.{cls}").first.bounding_box()
         assert box and box["width"] > 300 and box["height"] > 150
@@ -139,8 +140,9 @@ def test_sign_in_with_a_token_in_chromium(tmp_path, page):
         page.fill("input[name=token]", "kiosk-s3cret")
         page.click("form#login button")
         page.wait_for_selector("svg.chart.pareto")
-        page.wait_for_function("[...document.querySelectorAll('#live .tile p')]"
-                               ".every(p => !p.textContent.includes('loading'))")
+        page.wait_for_function(
+            "[...document.querySelectorAll('#live .tile p')].every(p => !p.textContent.includes('loading'))"
+        )
         page.goto(f"{server}/inspections")
         assert page.locator("#inspections tbody tr").count() > 0
         assert urls and not any("kiosk-s3cret" in u for u in urls)

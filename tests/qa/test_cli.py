@@ -29,9 +29,11 @@ def inspector_fails(*args: str) -> str:
 
 
 def test_a_station_run_then_history_stats_whatif(tmp_path):
-    cfg = {"source": {"type": "synthetic", "config": {"count": 16, "seed": 3, "defect_rate": 0.5}},
-           "steps": [{"detector": "bright_spot", "config": {"threshold": 200, "min_area_px": 30}}],
-           "store": {"crops": {"save": "all"}}}
+    cfg = {
+        "source": {"type": "synthetic", "config": {"count": 16, "seed": 3, "defect_rate": 0.5}},
+        "steps": [{"detector": "bright_spot", "config": {"threshold": 200, "min_area_px": 30}}],
+        "store": {"crops": {"save": "all"}},
+    }
     result = run_station(cfg, tmp_path)
     db = result.db_url
     rows = json.loads(inspector("history", "--db", db, "--format", "json", "--limit", "100"))["rows"]
@@ -57,7 +59,7 @@ def test_history_formats_and_bad_input(tmp_path, known):
     assert len(rows) == sum(p.station == "line2" for p in parts)
     # formula-looking part ids are neutralised in CSV, the rest kept exactly
     got = {r["part_id"] for r in rows}
-    assert "'=HYPERLINK(\"http://x\")" in got and "../../etc/passwd" in got and "a'; DROP TABLE inspections; --" in got
+    assert '\'=HYPERLINK("http://x")' in got and "../../etc/passwd" in got and "a'; DROP TABLE inspections; --" in got
     assert "since" in inspector_fails("history", "--db", url, "--since", "yesterday")
     assert "min_score" in inspector_fails("history", "--db", url, "--min-score", "3")
     assert "no such database file" in inspector_fails("history", "--db", f"sqlite:///{tmp_path}/nope.db")
@@ -68,8 +70,20 @@ def test_history_formats_and_bad_input(tmp_path, known):
 def test_export_crops_with_hostile_part_ids_stays_inside(tmp_path, known):
     url, parts = known
     out = tmp_path / "out" / "crops"
-    inspector("export", "crops", "--db", url, "--to", str(out), "--station", "line2", "--kind", "scratch",
-              "--min-score", "0.85")
+    inspector(
+        "export",
+        "crops",
+        "--db",
+        url,
+        "--to",
+        str(out),
+        "--station",
+        "line2",
+        "--kind",
+        "scratch",
+        "--min-score",
+        "0.85",
+    )
     files = sorted(p for p in (tmp_path / "out").rglob("*") if p.is_file())
     # Everything written is directly inside the folder: no ../, no absolute paths, no subfolders.
     assert all(p.parent == out for p in files)
@@ -97,8 +111,10 @@ def test_export_dataset_anomalib_folder_layout(tmp_path):
         if i % 2:
             cv2.circle(img, (80, 60), 12, 255, -1)
         cv2.imwrite(str(src / f"part-{i}.png"), img)
-    cfg = {"source": {"type": "folder", "config": {"path": str(src), "pattern": "*.png"}},
-           "steps": [{"detector": "bright_spot", "config": {"threshold": 200, "min_area_px": 30}}]}
+    cfg = {
+        "source": {"type": "folder", "config": {"path": str(src), "pattern": "*.png"}},
+        "steps": [{"detector": "bright_spot", "config": {"threshold": 200, "min_area_px": 30}}],
+    }
     result = run_station(cfg, tmp_path)
     v = result.verdicts()
     assert v["PASS"] == 3 and v["FAIL"] == 3
@@ -125,16 +141,24 @@ HUGE = "99999999999999999999"
 
 def test_out_of_range_numbers_and_dates_are_usage_errors(known):
     url, _ = known
-    for args, option in ((["--since", "5000000d"], "--since"), (["--until", "9999-12-31T23:00-05:00"], "--until"),
-                         (["--run", HUGE], "--run"), (["--page", HUGE], "--page"),
-                         (["--min-size-mm", "inf"], "min_size_mm"), (["--min-score", "nan"], "min_score"),
-                         (["--cursor", "MjAyNi0xMS0yMFQwMDowMDowMHw5OTk5OTk5OTk5OTk5OTk5OTk5OTk5"], "cursor")):
+    for args, option in (
+        (["--since", "5000000d"], "--since"),
+        (["--until", "9999-12-31T23:00-05:00"], "--until"),
+        (["--run", HUGE], "--run"),
+        (["--page", HUGE], "--page"),
+        (["--min-size-mm", "inf"], "min_size_mm"),
+        (["--min-score", "nan"], "min_score"),
+        (["--cursor", "MjAyNi0xMS0yMFQwMDowMDowMHw5OTk5OTk5OTk5OTk5OTk5OTk5OTk5"], "cursor"),
+    ):
         res = CliRunner().invoke(main, ["history", "--db", url, *args])
         assert res.exit_code == 2 and option in res.output, (args, res.output)  # click's usage error
         assert "Traceback" not in res.output and "OverflowError" not in res.output, args
-    for cmd in (["stats", "--since", "5000000d"], ["stats", "--utc-offset", HUGE],
-                ["whatif", "--set", "default.min_score=0.5", "--run", HUGE],
-                ["export", "crops", "--to", "/tmp/never", "--since", "5000000d"]):
+    for cmd in (
+        ["stats", "--since", "5000000d"],
+        ["stats", "--utc-offset", HUGE],
+        ["whatif", "--set", "default.min_score=0.5", "--run", HUGE],
+        ["export", "crops", "--to", "/tmp/never", "--since", "5000000d"],
+    ):
         res = CliRunner().invoke(main, [*cmd, "--db", url])
         assert res.exit_code == 2 and isinstance(res.exception, SystemExit), (cmd, res.output)
 
@@ -150,15 +174,36 @@ def test_every_csv_cell_is_spreadsheet_safe(tmp_path):
     starts = ["=", "+", "-", "@", "\t", "\r", " =", "\uff1d"]
     url = f"sqlite:///{tmp_path / 'evil.db'}"
     store = Store(url)
-    sid, rid = store.begin_run("=line", hostname="h", software_version="0", plugins={}, config_yaml="name: x\n",
-                               config_hash="0" * 64, models={})
+    sid, rid = store.begin_run(
+        "=line",
+        hostname="h",
+        software_version="0",
+        plugins={},
+        config_yaml="name: x\n",
+        config_hash="0" * 64,
+        models={},
+    )
     at = datetime(2026, 11, 20, 8)
     recs = []
     for k, c in enumerate(starts):
-        d = DefectRecord(f"{c}step", f"{c}plugin", f"{c}kind", 0.9, True, (1, 2, 3, 4), 5.0, 1.0, {"k": 1},
-                         f"{c}msg", CropRecord("jpeg", 48, 32, 0, 0, 1.0, jpeg()))
-        recs.append(InspectionRecord(uuid.uuid4().hex, sid, rid, k, f"{c}SUM(A1)", at, at, "FAIL", 1.0,
-                                     error=f"{c}HYPERLINK(x)", defects=[d]))
+        d = DefectRecord(
+            f"{c}step",
+            f"{c}plugin",
+            f"{c}kind",
+            0.9,
+            True,
+            (1, 2, 3, 4),
+            5.0,
+            1.0,
+            {"k": 1},
+            f"{c}msg",
+            CropRecord("jpeg", 48, 32, 0, 0, 1.0, jpeg()),
+        )
+        recs.append(
+            InspectionRecord(
+                uuid.uuid4().hex, sid, rid, k, f"{c}SUM(A1)", at, at, "FAIL", 1.0, error=f"{c}HYPERLINK(x)", defects=[d]
+            )
+        )
     store.write(recs)
     store.close()
     files = [tmp_path / "history.csv"]

@@ -25,17 +25,22 @@ def test_a_window_that_splits_a_part_gives_one_first_pass_yield(db_url):
     store = Store(db_url)
     sid, rid = begin(store)["lineA"]
     at = [("A", T0), ("B", T0 + timedelta(minutes=5)), ("B", T0 + timedelta(hours=3))]
-    store.write([InspectionRecord(uuid.uuid4().hex, sid, rid, k, pid, t, t, "PASS", 5.0)
-                 for k, (pid, t) in enumerate(at)])
+    store.write(
+        [InspectionRecord(uuid.uuid4().hex, sid, rid, k, pid, t, t, "PASS", 5.0) for k, (pid, t) in enumerate(at)]
+    )
     f = q.make_filter(since=T0, until=T0 + timedelta(hours=1))
-    for st in (q.stats(store.engine, f, buckets=q.Buckets("day")),
-               q.stats_from_inspections(store.engine, f, buckets=q.Buckets("day"))):
+    for st in (
+        q.stats(store.engine, f, buckets=q.Buckets("day")),
+        q.stats_from_inspections(store.engine, f, buckets=q.Buckets("day")),
+    ):
         (t,) = st.totals
         assert (t.parts, t.distinct_parts, t.first_pass, t.first_pass_yield) == (2, 2, 1, 0.5)
     # A window holding only B's second inspection has no first part at all.
     late = q.make_filter(since=T0 + timedelta(hours=2, minutes=30), until=T0 + timedelta(hours=4))
-    for st in (q.stats(store.engine, late, buckets=q.Buckets("hour")),
-               q.stats_from_inspections(store.engine, late, buckets=q.Buckets("hour"))):
+    for st in (
+        q.stats(store.engine, late, buckets=q.Buckets("hour")),
+        q.stats_from_inspections(store.engine, late, buckets=q.Buckets("hour")),
+    ):
         (t,) = st.totals
         assert (t.parts, t.distinct_parts, t.first_pass, t.first_pass_yield) == (1, 0, 0, None)
     store.close()
@@ -89,18 +94,28 @@ def test_rollup_and_inspections_agree_on_random_windows(db_url):
         assert q.uses_rollup(f)
 
         def counts(st):
-            return [{k: v for k, v in p.as_dict().items() if not k.startswith("latency_")}
-                    for p in st.periods + st.totals]
+            return [
+                {k: v for k, v in p.as_dict().items() if not k.startswith("latency_")} for p in st.periods + st.totals
+            ]
 
         assert counts(a) == counts(b), f
         want = expected_first_parts(rows, f, buckets, names)
-        got = {(p.station, p.bucket): (p.distinct_parts, p.first_pass) for p in a.periods
-               if p.distinct_parts or p.first_pass}
+        got = {
+            (p.station, p.bucket): (p.distinct_parts, p.first_pass)
+            for p in a.periods
+            if p.distinct_parts or p.first_pass
+        }
         assert got == want, f
-        inside = {(r.station_id, r.part_id) for r in rows if (not f.since or r.captured_at >= f.since)
-                  and (not f.until or r.captured_at < f.until)}
-        outside = {(r.station_id, r.part_id) for r in rows if (f.since and r.captured_at < f.since)
-                   or (f.until and r.captured_at >= f.until)}
+        inside = {
+            (r.station_id, r.part_id)
+            for r in rows
+            if (not f.since or r.captured_at >= f.since) and (not f.until or r.captured_at < f.until)
+        }
+        outside = {
+            (r.station_id, r.part_id)
+            for r in rows
+            if (f.since and r.captured_at < f.since) or (f.until and r.captured_at >= f.until)
+        }
         split_windows += bool(inside & outside)
     # Most windows cut through some part's inspections (the case the two paths disagreed on).
     assert split_windows >= 20

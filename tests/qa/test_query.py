@@ -42,25 +42,37 @@ def test_newest_first_and_paging(known):
     assert len({r.id for r in rows}) == len(rows)
 
 
-@pytest.mark.parametrize("fields, expect", [
-    ({"stations": ("line1",)}, lambda p: p.station == "line1"),
-    ({"verdicts": ("FAIL", "ERROR")}, lambda p: p.verdict in ("FAIL", "ERROR")),
-    ({"verdicts": ("NOT_INSPECTED",), "stations": ("line2",)},
-     lambda p: p.verdict == "NOT_INSPECTED" and p.station == "line2"),
-    ({"kinds": ("dent",)}, lambda p: any(k == "dent" and f for k, _, _, f in p.findings)),
-    ({"kinds": ("scratch",), "include_candidates": True}, lambda p: any(k == "scratch" for k, *_ in p.findings)),
-    ({"min_score": 0.8}, lambda p: any(s >= 0.8 and f for _, s, _, f in p.findings)),
-    ({"kinds": ("scratch",), "min_score": 0.8},
-     lambda p: any(k == "scratch" and s >= 0.8 and f for k, s, _, f in p.findings)),
-    ({"min_size_mm": 2.6}, lambda p: any((mm or 0) >= 2.6 and f for _, _, mm, f in p.findings)),
-    ({"detector": "fake", "stations": ("line1",)}, lambda p: p.station == "line1" and any(f for *_, f in p.findings)),
-    ({"detector": "other"}, lambda p: False),
-    ({"since": T0 + timedelta(hours=10), "until": T0 + timedelta(hours=20)},
-     lambda p: T0 + timedelta(hours=10) <= p.at < T0 + timedelta(hours=20)),
-    ({"part_id": "line1-P00*"}, lambda p: p.part_id.startswith("line1-P00")),
-    ({"part_id": "line?-P0010"}, lambda p: p.part_id in ("line1-P0010", "line2-P0010")),
-    ({"part_id": "LINE1-P0010"}, lambda p: False),  # case-sensitive on both databases
-])
+@pytest.mark.parametrize(
+    "fields, expect",
+    [
+        ({"stations": ("line1",)}, lambda p: p.station == "line1"),
+        ({"verdicts": ("FAIL", "ERROR")}, lambda p: p.verdict in ("FAIL", "ERROR")),
+        (
+            {"verdicts": ("NOT_INSPECTED",), "stations": ("line2",)},
+            lambda p: p.verdict == "NOT_INSPECTED" and p.station == "line2",
+        ),
+        ({"kinds": ("dent",)}, lambda p: any(k == "dent" and f for k, _, _, f in p.findings)),
+        ({"kinds": ("scratch",), "include_candidates": True}, lambda p: any(k == "scratch" for k, *_ in p.findings)),
+        ({"min_score": 0.8}, lambda p: any(s >= 0.8 and f for _, s, _, f in p.findings)),
+        (
+            {"kinds": ("scratch",), "min_score": 0.8},
+            lambda p: any(k == "scratch" and s >= 0.8 and f for k, s, _, f in p.findings),
+        ),
+        ({"min_size_mm": 2.6}, lambda p: any((mm or 0) >= 2.6 and f for _, _, mm, f in p.findings)),
+        (
+            {"detector": "fake", "stations": ("line1",)},
+            lambda p: p.station == "line1" and any(f for *_, f in p.findings),
+        ),
+        ({"detector": "other"}, lambda p: False),
+        (
+            {"since": T0 + timedelta(hours=10), "until": T0 + timedelta(hours=20)},
+            lambda p: T0 + timedelta(hours=10) <= p.at < T0 + timedelta(hours=20),
+        ),
+        ({"part_id": "line1-P00*"}, lambda p: p.part_id.startswith("line1-P00")),
+        ({"part_id": "line?-P0010"}, lambda p: p.part_id in ("line1-P0010", "line2-P0010")),
+        ({"part_id": "LINE1-P0010"}, lambda p: False),  # case-sensitive on both databases
+    ],
+)
 def test_filters(known, fields, expect):
     url, parts = known
     rows = all_rows(engine_of(url), q.make_filter(**fields))
@@ -80,7 +92,8 @@ def test_hostile_strings_match_only_themselves(known):
     assert ids(q.history(e, q.make_filter(part_id="back\\*"))) == ["back\\slash"]
     assert ids(q.history(e, q.make_filter(part_id="[set]*"))) == ["[set]*?"]
     assert ids(q.history(e, q.make_filter(part_id="*'*"))) == sorted(
-        [p for p in HOSTILE_IDS if "'" in p], key=lambda p: -HOSTILE_IDS.index(p))
+        [p for p in HOSTILE_IDS if "'" in p], key=lambda p: -HOSTILE_IDS.index(p)
+    )
     # SQL in any string filter is a value that matches nothing; no table changes.
     for evil in ("x' OR '1'='1", "'; DELETE FROM inspections; --", "line1' --", '" OR ""="'):
         f = q.make_filter(stations=(evil,), kinds=(evil,), detector=evil, part_id=evil)
@@ -122,7 +135,12 @@ def test_stats_on_known_data(known):
         mine = [p for p in parts if p.station == t.station]
         v = Counter(p.verdict for p in mine)
         assert (t.parts, t.passed, t.failed, t.errors, t.not_inspected) == (
-            len(mine), v["PASS"], v["FAIL"], v["ERROR"], v["NOT_INSPECTED"])
+            len(mine),
+            v["PASS"],
+            v["FAIL"],
+            v["ERROR"],
+            v["NOT_INSPECTED"],
+        )
         assert t.yield_ == pytest.approx(v["PASS"] / (len(mine) - v["NOT_INSPECTED"]))
         by_id = defaultdict(list)
         for p in mine:
@@ -172,7 +190,7 @@ def test_stats_rollup_large_window_percentiles_within_bound(known):
     strip = lambda rows: [{**p.as_dict(), "latency_p50_ms": None, "latency_p99_ms": None} for p in rows]  # noqa: E731
     assert strip(approx.periods) == strip(exact.periods)
     assert strip(approx.totals) == strip(exact.totals)
-    bound = 1.05 ** 0.5 - 1
+    bound = 1.05**0.5 - 1
     for a, x in zip(approx.periods + approx.totals, exact.periods + exact.totals, strict=True):
         for fld in ("latency_p50_ms", "latency_p99_ms"):
             if x.judged:
@@ -190,8 +208,9 @@ def test_stats_hour_and_shift_buckets(known):
     assert {p.start.hour for p in shifts.periods} <= {4, 12, 20}
     assert sum(p.parts for p in shifts.periods) == sum(expect.values())
     for p in shifts.periods:
-        assert p.parts == sum(1 for x in parts
-                              if x.station == "line1" and p.start <= x.at < p.start + timedelta(hours=8))
+        assert p.parts == sum(
+            1 for x in parts if x.station == "line1" and p.start <= x.at < p.start + timedelta(hours=8)
+        )
 
 
 def test_p_chart_limits_and_flags():
@@ -199,6 +218,7 @@ def test_p_chart_limits_and_flags():
         p = q.PeriodStats("s", 0, label, T0)
         p.parts, p.failed, p.passed = n, rejects, n - rejects
         return p
+
     periods = [ps(str(i), 200, 10) for i in range(9)] + [ps("bad", 200, 60)]
     points, p_bar = q.p_chart(periods)
     assert p_bar["s"] == pytest.approx(150 / 2000)
@@ -218,34 +238,47 @@ def test_whatif_replays_and_modifies_nothing(known):
     assert same.parts == sum(1 for p in parts if p.verdict != "NOT_INSPECTED")
     # A looser scratch rule fails the PASS parts whose scratch candidates are >= 0.3 and >= 1 mm.
     looser = q.whatif(e, q.make_filter(), q.parse_overrides(["scratch.min_score=0.3"]))
-    expect = sorted(p.part_id for p in parts if p.verdict == "PASS"
-                    and any(k == "scratch" and s >= 0.3 and (mm or 0) >= 1.0 for k, s, mm, _ in p.findings))
+    expect = sorted(
+        p.part_id
+        for p in parts
+        if p.verdict == "PASS" and any(k == "scratch" and s >= 0.3 and (mm or 0) >= 1.0 for k, s, mm, _ in p.findings)
+    )
     assert sorted(c.part_id for c in looser.to_fail) == expect and expect
     assert all(c.before == "PASS" and c.after == "FAIL" and c.kinds == ("scratch",) for c in looser.to_fail)
     assert looser.to_pass == []
     # A stricter one passes FAIL parts whose only failing finding is a scratch under 0.8.
     stricter = q.whatif(e, q.make_filter(stations=("line1",)), q.parse_overrides(["scratch.min_score=0.8"]))
-    expect = sorted(p.part_id for p in parts if p.station == "line1" and p.verdict == "FAIL"
-                    and not any(f and (k != "scratch" or s >= 0.8) for k, s, _, f in p.findings))
+    expect = sorted(
+        p.part_id
+        for p in parts
+        if p.station == "line1"
+        and p.verdict == "FAIL"
+        and not any(f and (k != "scratch" or s >= 0.8) for k, s, _, f in p.findings)
+    )
     assert sorted(c.part_id for c in stricter.to_pass) == expect and expect
     assert stricter.rejects_after == stricter.rejects_before - len(expect)
     # Switching a kind off, and the default rule.
     off = q.whatif(e, q.make_filter(), q.parse_overrides(["dent.fail=false"]))
-    assert {c.part_id for c in off.to_pass} == {p.part_id for p in parts if p.verdict == "FAIL"
-                                                  and [k for k, _, _, f in p.findings if f] == ["dent"]}
+    assert {c.part_id for c in off.to_pass} == {
+        p.part_id for p in parts if p.verdict == "FAIL" and [k for k, _, _, f in p.findings if f] == ["dent"]
+    }
     dflt = q.whatif(e, q.make_filter(), q.parse_overrides(["default.min_score=0.99"]))
-    assert {c.part_id for c in dflt.to_pass} == {p.part_id for p in parts if p.verdict == "FAIL"
-                                                   and [k for k, _, _, f in p.findings if f] == ["misalignment"]}
+    assert {c.part_id for c in dflt.to_pass} == {
+        p.part_id for p in parts if p.verdict == "FAIL" and [k for k, _, _, f in p.findings if f] == ["misalignment"]
+    }
     assert Counter(r.verdict for r in all_rows(e, q.make_filter())) == before
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("scratch.min_score", "expected KIND.FIELD=VALUE"),
-    ("scratch.threshold=0.7", "unknown rule field 'threshold'"),
-    ("scratch.min_score=1.7", "less than or equal to 1"),
-    ("scratch.min_score=high", "valid number"),
-    ("'; DROP TABLE x; --.min_score=0.1", "expected KIND.FIELD=VALUE"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("scratch.min_score", "expected KIND.FIELD=VALUE"),
+        ("scratch.threshold=0.7", "unknown rule field 'threshold'"),
+        ("scratch.min_score=1.7", "less than or equal to 1"),
+        ("scratch.min_score=high", "valid number"),
+        ("'; DROP TABLE x; --.min_score=0.1", "expected KIND.FIELD=VALUE"),
+    ],
+)
 def test_whatif_bad_rules(bad, message):
     with pytest.raises(q.QueryError, match=message):
         q.parse_overrides([bad])
@@ -266,7 +299,7 @@ def test_crops_and_detail(known):
     f = next(x for x in d.defects if x.crop_id == crops[0].crop_id)
     # The box drawn on the crop: (defect x - crop x) * scale.
     assert f.crop_box[0] == pytest.approx((f.box[0] - 84) * 0.5)
-    assert q.inspection(e, 10 ** 9) is None
+    assert q.inspection(e, 10**9) is None
 
 
 @pytest.mark.postgres

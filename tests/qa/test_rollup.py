@@ -43,16 +43,22 @@ def random_batches(ids: dict[str, tuple[int, int]], seed: int = 7, n: int = 900)
         st = rng.choice(sorted(ids))
         sid, rid = ids[st]
         pid = f"{st}-{rng.randrange(260):04d}"
-        at = T0 + timedelta(minutes=3.3 * k + rng.uniform(-240, 30), microseconds=rng.randrange(10 ** 6))
+        at = T0 + timedelta(minutes=3.3 * k + rng.uniform(-240, 30), microseconds=rng.randrange(10**6))
         verdict = rng.choice(VERDICTS)
-        lat = None if verdict == "NOT_INSPECTED" else rng.choice([rng.uniform(2, 90), rng.lognormvariate(3, 0.8),
-                                                                  0.004, 250.0])
-        records.append(InspectionRecord(uuid.uuid4().hex, sid, rid, k, pid, at, at + timedelta(milliseconds=lat or 0),
-                                        verdict, lat))
+        lat = (
+            None
+            if verdict == "NOT_INSPECTED"
+            else rng.choice([rng.uniform(2, 90), rng.lognormvariate(3, 0.8), 0.004, 250.0])
+        )
+        records.append(
+            InspectionRecord(
+                uuid.uuid4().hex, sid, rid, k, pid, at, at + timedelta(milliseconds=lat or 0), verdict, lat
+            )
+        )
     batches, k = [], 0
     while k < len(records):
         size = rng.choice([1, 2, 7, 30, 90])
-        batch = records[k:k + size]
+        batch = records[k : k + size]
         if batches and rng.random() < 0.3:  # a re-write of part of an earlier batch
             batch = batch + rng.sample(batches[-1], min(3, len(batches[-1])))
         batches.append(batch)
@@ -88,9 +94,18 @@ def recount(engine) -> tuple[dict, dict, dict]:
 
 def stored_rollup(engine) -> tuple[dict, dict, dict]:
     with engine.connect() as conn:
-        hours = {(r.station_id, r.hour, r.verdict): [r.parts, r.first_parts, r.first_passed, r.latency_count,
-                                                      r.latency_sum, r.latency_min, r.latency_max]
-                 for r in conn.execute(select(H))}
+        hours = {
+            (r.station_id, r.hour, r.verdict): [
+                r.parts,
+                r.first_parts,
+                r.first_passed,
+                r.latency_count,
+                r.latency_sum,
+                r.latency_min,
+                r.latency_max,
+            ]
+            for r in conn.execute(select(H))
+        }
         lat = {(r.station_id, r.hour, r.verdict, r.bucket): r.n for r in conn.execute(select(HL)) if r.n}
         first = dict(conn.execute(select(I.id, I.first_of_part)).all())
     return hours, lat, {k: bool(v) for k, v in first.items()}
@@ -109,8 +124,18 @@ def assert_rollup_matches(engine) -> None:
 
 
 def begin(store: Store) -> dict[str, tuple[int, int]]:
-    return {st: store.begin_run(st, hostname="t", software_version="0", plugins={}, config_yaml=f"name: {st}\n",
-                                config_hash="0" * 64, models={}) for st in ("lineA", "lineB")}
+    return {
+        st: store.begin_run(
+            st,
+            hostname="t",
+            software_version="0",
+            plugins={},
+            config_yaml=f"name: {st}\n",
+            config_hash="0" * 64,
+            models={},
+        )
+        for st in ("lineA", "lineB")
+    }
 
 
 def test_rollup_equals_recount_after_random_workload(db_url):
@@ -129,8 +154,10 @@ def test_rollup_equals_recount_after_random_workload(db_url):
     for period in ("hour", "shift", "day"):
         a = q.stats(e, q.make_filter(), buckets=q.Buckets(period, utc_offset_h=2))
         b = q.stats_from_inspections(e, q.make_filter(), buckets=q.Buckets(period, utc_offset_h=2))
-        strip = lambda rows: [{**p.as_dict(), "latency_p50_ms": None, "latency_p99_ms": None}  # noqa: E731
-                              for p in rows]
+
+        def strip(rows):
+            return [{**p.as_dict(), "latency_p50_ms": None, "latency_p99_ms": None} for p in rows]
+
         assert strip(a.periods) == strip(b.periods) and strip(a.totals) == strip(b.totals)
         assert [t.latency_p99_ms for t in a.totals] == [t.latency_p99_ms for t in b.totals]
     store.close()
@@ -144,9 +171,11 @@ def test_rollup_window_edges_and_verdict_filter(db_url):
     for batch in random_batches(ids, seed=11, n=400):
         store.write(batch)
     e = store.engine
-    for f in (q.make_filter(since=T0 + timedelta(hours=3, minutes=17), until=T0 + timedelta(hours=11, minutes=41)),
-              q.make_filter(since=T0 + timedelta(minutes=5), until=T0 + timedelta(minutes=55)),
-              q.make_filter(stations=("lineB",), verdicts=("FAIL", "ERROR"), since=T0 + timedelta(hours=2, seconds=1))):
+    for f in (
+        q.make_filter(since=T0 + timedelta(hours=3, minutes=17), until=T0 + timedelta(hours=11, minutes=41)),
+        q.make_filter(since=T0 + timedelta(minutes=5), until=T0 + timedelta(minutes=55)),
+        q.make_filter(stations=("lineB",), verdicts=("FAIL", "ERROR"), since=T0 + timedelta(hours=2, seconds=1)),
+    ):
         got = q.stats(e, f, buckets=q.Buckets("hour"))
         with e.connect() as conn:
             rows = list(conn.execute(select(I.station_id, I.captured_at, I.verdict).where(*qa_filters._where(f, "x"))))
@@ -206,8 +235,10 @@ def test_migration_0003_backfills_a_0002_database(db_url, tmp_path):
         for table in (schema.Station.__table__, schema.Run.__table__):
             # only the columns the table had at 0002 (later migrations add some)
             at_0002 = {c["name"] for c in inspect(dst).get_columns(table.name)}
-            dst.execute(insert(table), [{k: v for k, v in r._mapping.items() if k in at_0002}
-                                        for r in src.execute(select(table))])
+            dst.execute(
+                insert(table),
+                [{k: v for k, v in r._mapping.items() if k in at_0002} for r in src.execute(select(table))],
+            )
         rows = [dict(r._mapping) for r in src.execute(select(*cols).order_by(I.id))]
         random.Random(1).shuffle(rows)  # physical order must not matter
         dst.execute(insert(table_0002), rows)

@@ -19,7 +19,7 @@ def client(known):
 def test_pages_and_api(client):
     c, parts = client
     home = c.get("/?since=2026-11-19&period=hour")
-    assert home.status_code == 200 and home.text.count("<svg class=\"chart") >= 4  # yield, Pareto, 2 p-charts
+    assert home.status_code == 200 and home.text.count('<svg class="chart') >= 4  # yield, Pareto, 2 p-charts
     page = c.get("/inspections", params={"station": "line2", "verdict": "FAIL", "limit": 500})
     assert page.status_code == 200
     assert page.text.count('class="v-FAIL"') == sum(p.station == "line2" and p.verdict == "FAIL" for p in parts)
@@ -33,10 +33,12 @@ def test_pages_and_api(client):
     img = c.get(f"/crops/{crop_id}")
     assert img.headers["content-type"] == "image/jpeg" and img.content[:2] == b"\xff\xd8"
     assert c.get("/gallery", params={"kind": "dent"}).text.count('class="card"') == sum(
-        1 for p in parts for k, _, _, f in p.findings if k == "dent" and f)
+        1 for p in parts for k, _, _, f in p.findings if k == "dent" and f
+    )
     schema = c.get("/openapi.json").json()
-    assert {"/api/history", "/api/stats", "/api/inspections/{inspection_id}", "/api/crops/{crop_id}"} \
-        <= set(schema["paths"])
+    assert {"/api/history", "/api/stats", "/api/inspections/{inspection_id}", "/api/crops/{crop_id}"} <= set(
+        schema["paths"]
+    )
     assert c.get("/docs").status_code == 404  # Swagger UI would load from a CDN
 
 
@@ -94,8 +96,12 @@ def test_tokenless_dashboard_checks_the_host_header(known):
         r = TestClient(app, base_url=f"http://{host}").get("/api/stations")
         assert r.status_code == 400 and "line1" not in r.text, host
     assert allowed_hosts("192.168.1.20", None)[-1] == "192.168.1.20"
-    assert TestClient(create_app(Store(url).engine, host="192.168.1.20"),
-                      base_url="http://192.168.1.20:8080").get("/api/stations").status_code == 200
+    assert (
+        TestClient(create_app(Store(url).engine, host="192.168.1.20"), base_url="http://192.168.1.20:8080")
+        .get("/api/stations")
+        .status_code
+        == 200
+    )
 
 
 HUGE = "99999999999999999999"
@@ -126,8 +132,11 @@ def test_out_of_range_values_are_4xx_naming_the_field(client):
         assert r.status_code in (400, 422), (path, r.status_code)
         assert field in r.text, (path, r.text[:300])
     # Pages show the problem on the page.
-    for path, field in ((f"/?utc_offset={HUGE}", "utc_offset"), ("/?since=5000000d", "since"),
-                        ("/inspections?part=a%00b", "part_id")):
+    for path, field in (
+        (f"/?utc_offset={HUGE}", "utc_offset"),
+        ("/?since=5000000d", "since"),
+        ("/inspections?part=a%00b", "part_id"),
+    ):
         r = c.get(path)
         assert r.status_code == 200 and 'id="error"' in r.text and field in r.text, path
 
@@ -153,8 +162,7 @@ def test_a_database_gone_while_serving_is_503_with_the_reason(pg_url):
     from tests.qa.conftest import write_known
 
     write_known(pg_url)
-    c = TestClient(create_app(open_reader(pg_url).engine), base_url="http://127.0.0.1",
-                   raise_server_exceptions=False)
+    c = TestClient(create_app(open_reader(pg_url).engine), base_url="http://127.0.0.1", raise_server_exceptions=False)
     assert c.get("/api/stations").json() == ["line1", "line2"]
     name = pg_url.rsplit("/", 1)[1]
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:

@@ -60,8 +60,10 @@ def check_bind(host: str, token: str | None) -> str | None:
     """Why serving on ``host`` is refused, or ``None`` when it is allowed."""
     if host in LOCAL_HOSTS or token:
         return None
-    return (f"refusing to serve on {host} without a token: the dashboard shows production data. "
-            "Pass --token SECRET (or set INSPECTOR_TOKEN), or bind to 127.0.0.1 (the default).")
+    return (
+        f"refusing to serve on {host} without a token: the dashboard shows production data. "
+        "Pass --token SECRET (or set INSPECTOR_TOKEN), or bind to 127.0.0.1 (the default)."
+    )
 
 
 def _now() -> datetime:
@@ -75,9 +77,18 @@ def _time(value: str | None, name: str) -> datetime | None:
         raise q.QueryError(f"{name}: {exc}") from None
 
 
-def _filter(station: list[str], since: str | None, until: str | None, verdict: list[str], kind: list[str],
-            part: str | None, min_score: str | None, min_size_mm: str | None, detector: str | None,
-            candidates: bool = False) -> q.HistoryFilter:
+def _filter(
+    station: list[str],
+    since: str | None,
+    until: str | None,
+    verdict: list[str],
+    kind: list[str],
+    part: str | None,
+    min_score: str | None,
+    min_size_mm: str | None,
+    detector: str | None,
+    candidates: bool = False,
+) -> q.HistoryFilter:
     def num(v: str | None, name: str) -> float | None:
         if v in (None, ""):
             return None
@@ -86,11 +97,18 @@ def _filter(station: list[str], since: str | None, until: str | None, verdict: l
         except ValueError:
             raise q.QueryError(f"{name}: not a number ({v[:40]!r})") from None
 
-    return q.make_filter(stations=tuple(s for s in station if s), since=_time(since, "since"),
-                         until=_time(until, "until"), verdicts=tuple(v.upper() for v in verdict if v),
-                         kinds=tuple(k for k in kind if k), part_id=part or None,
-                         min_score=num(min_score, "min_score"), min_size_mm=num(min_size_mm, "min_size_mm"),
-                         detector=detector or None, include_candidates=candidates or None)
+    return q.make_filter(
+        stations=tuple(s for s in station if s),
+        since=_time(since, "since"),
+        until=_time(until, "until"),
+        verdicts=tuple(v.upper() for v in verdict if v),
+        kinds=tuple(k for k in kind if k),
+        part_id=part or None,
+        min_score=num(min_score, "min_score"),
+        min_size_mm=num(min_size_mm, "min_size_mm"),
+        detector=detector or None,
+        include_candidates=candidates or None,
+    )
 
 
 # Query parameters shared by the list pages and the API (plain strings: a bad value becomes a
@@ -115,11 +133,16 @@ def _token_guard(token: str) -> Any:
 
     # Defaults, not Annotated[...]: the annotations are strings here (PEP 563) and cannot name
     # the closure's bearer and cookie.
-    def require_token(request: Request, header: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
-                      from_cookie: str | None = Depends(cookie)) -> None:
+    def require_token(
+        request: Request,
+        header: HTTPAuthorizationCredentials | None = Depends(bearer),
+        from_cookie: str | None = Depends(cookie),
+    ) -> None:
         if "token" in request.query_params:
-            raise NotSignedIn("the token is not accepted in the URL (it would stay in logs, history and links): "
-                              "send it as Authorization: Bearer <token>, or sign in at /login")
+            raise NotSignedIn(
+                "the token is not accepted in the URL (it would stay in logs, history and links): "
+                "send it as Authorization: Bearer <token>, or sign in at /login"
+            )
         given = header.credentials if header is not None else from_cookie or ""
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise NotSignedIn("a token is required: send Authorization: Bearer <token>, or sign in at /login")
@@ -127,30 +150,39 @@ def _token_guard(token: str) -> Any:
     return Depends(require_token)
 
 
-def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0.1",
-               hosts: Sequence[str] | None = None) -> FastAPI:
+def create_app(
+    engine: Engine, *, token: str | None = None, host: str = "127.0.0.1", hosts: Sequence[str] | None = None
+) -> FastAPI:
     """The dashboard on ``engine``. ``host`` is the address it is bound to (for the Host header
     check, :func:`allowed_hosts`; ``hosts`` overrides the list)."""
-    app = FastAPI(title="Inspector QA", version="1", docs_url=None, redoc_url=None,
-                  description="Read-only defect history of Inspector stations.")
+    app = FastAPI(
+        title="Inspector QA",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        description="Read-only defect history of Inspector stations.",
+    )
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["urlencode"] = lambda d: urlencode(d, doseq=True)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    app.add_middleware(TrustedHostMiddleware,
-                       allowed_hosts=list(hosts) if hosts is not None else allowed_hosts(host, token))
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=list(hosts) if hosts is not None else allowed_hosts(host, token)
+    )
     app_routes = APIRouter(dependencies=[_token_guard(token)] if token else [])
 
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, exc: NotSignedIn) -> Response:
         if request.url.path.startswith("/api") or request.url.path == "/openapi.json":
             return JSONResponse({"detail": exc.detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return templates.TemplateResponse(request, "login.html", {"error": exc.detail, "stations_all": []},
-                                          status_code=401)
+        return templates.TemplateResponse(
+            request, "login.html", {"error": exc.detail, "stations_all": []}, status_code=401
+        )
 
     @app.exception_handler(OperationalError)
     async def store_unavailable(request: Request, exc: OperationalError) -> Response:
-        return JSONResponse({"detail": f"the store cannot be read right now ({' '.join(str(exc.orig).split())})"},
-                            status_code=503)
+        return JSONResponse(
+            {"detail": f"the store cannot be read right now ({' '.join(str(exc.orig).split())})"}, status_code=503
+        )
 
     @app.middleware("http")
     async def read_only(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -171,9 +203,12 @@ def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0
         body = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
         given = (body.get("token") or [""])[0]
         if not token or not hmac.compare_digest(given.encode(), token.encode()):
-            return templates.TemplateResponse(request, "login.html", {
-                "error": "wrong token" if token else "this dashboard needs no token", "stations_all": []},
-                status_code=401 if token else 400)
+            return templates.TemplateResponse(
+                request,
+                "login.html",
+                {"error": "wrong token" if token else "this dashboard needs no token", "stations_all": []},
+                status_code=401 if token else 400,
+            )
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https")
         return response
@@ -184,8 +219,14 @@ def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0
     # ------------------------------------------------------------------ pages
 
     @app_routes.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def overview(request: Request, since: str = "7d", until: str | None = None, period: str = "day",
-                 utc_offset: int = 0, station: Station = []) -> HTMLResponse:  # noqa: B006
+    def overview(
+        request: Request,
+        since: str = "7d",
+        until: str | None = None,
+        period: str = "day",
+        utc_offset: int = 0,
+        station: Station = [],
+    ) -> HTMLResponse:
         error = None
         if period not in ("hour", "shift", "day"):
             period, error = "day", "period: hour, shift or day"
@@ -198,26 +239,65 @@ def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0
         st = q.stats(engine, f, buckets=q.Buckets(period, utc_offset))  # type: ignore[arg-type]
         yield_series = {s: [(p.start, p.yield_) for p in st.periods if p.station == s] for s in st.p_bar}
         short = "%m-%d" if period == "day" else "%m-%d %H:%M"
-        pcharts = [(s, charts.p_chart(f"reject rate, {s}", [((p.start + timedelta(hours=utc_offset)).strftime(short),
-                                                             p.p, p.ucl, p.lcl, p.out_of_control)
-                                                            for p in st.pchart if p.station == s], st.p_bar[s]))
-                   for s in st.p_bar]
-        return page(request, "overview.html", st=st, since=since, until=until or "", period=period,
-                    utc_offset=utc_offset, station=station, error=error,
-                    yield_chart=charts.line_chart(f"yield per {period}", yield_series,
-                                                  label_fmt="%m-%d" if period == "day" else "%m-%d %H:%M"),
-                    pareto_chart=charts.pareto_chart("Pareto of defect kinds",
-                                                     [(r.kind, r.defects) for r in st.pareto]),
-                    pcharts=pcharts, sinks=sink_states(engine))
+        pcharts = [
+            (
+                s,
+                charts.p_chart(
+                    f"reject rate, {s}",
+                    [
+                        ((p.start + timedelta(hours=utc_offset)).strftime(short), p.p, p.ucl, p.lcl, p.out_of_control)
+                        for p in st.pchart
+                        if p.station == s
+                    ],
+                    st.p_bar[s],
+                ),
+            )
+            for s in st.p_bar
+        ]
+        return page(
+            request,
+            "overview.html",
+            st=st,
+            since=since,
+            until=until or "",
+            period=period,
+            utc_offset=utc_offset,
+            station=station,
+            error=error,
+            yield_chart=charts.line_chart(
+                f"yield per {period}", yield_series, label_fmt="%m-%d" if period == "day" else "%m-%d %H:%M"
+            ),
+            pareto_chart=charts.pareto_chart("Pareto of defect kinds", [(r.kind, r.defects) for r in st.pareto]),
+            pcharts=pcharts,
+            sinks=sink_states(engine),
+        )
 
     @app_routes.get("/inspections", response_class=HTMLResponse, include_in_schema=False)
-    def inspections_page(request: Request, station: Station = [], since: str | None = None,  # noqa: B006
-                         until: str | None = None, verdict: Verdicts = [], kind: Kinds = [],  # noqa: B006
-                         part: str | None = None, min_score: str | None = None, min_size_mm: str | None = None,
-                         detector: str | None = None, cursor: str | None = None, limit: int = 50) -> HTMLResponse:
-        form = {"station": station, "since": since or "", "until": until or "", "verdict": verdict, "kind": kind,
-                "part": part or "", "min_score": min_score or "", "min_size_mm": min_size_mm or "",
-                "detector": detector or ""}
+    def inspections_page(
+        request: Request,
+        station: Station = [],
+        since: str | None = None,
+        until: str | None = None,
+        verdict: Verdicts = [],
+        kind: Kinds = [],
+        part: str | None = None,
+        min_score: str | None = None,
+        min_size_mm: str | None = None,
+        detector: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> HTMLResponse:
+        form = {
+            "station": station,
+            "since": since or "",
+            "until": until or "",
+            "verdict": verdict,
+            "kind": kind,
+            "part": part or "",
+            "min_score": min_score or "",
+            "min_size_mm": min_size_mm or "",
+            "detector": detector or "",
+        }
         error, res = None, q.Page([], None)
         try:
             f = _filter(station, since, until, verdict, kind, part, min_score, min_size_mm, detector)
@@ -225,8 +305,16 @@ def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0
         except q.QueryError as exc:
             error = str(exc)
         nxt = {**{k: v for k, v in form.items() if v}, "cursor": res.next_cursor} if res.next_cursor else None
-        return page(request, "inspections.html", rows=res.rows, form=form, error=error, next_query=nxt,
-                    kinds_all=q.kinds(engine), verdicts_all=q.VERDICTS)
+        return page(
+            request,
+            "inspections.html",
+            rows=res.rows,
+            form=form,
+            error=error,
+            next_query=nxt,
+            kinds_all=q.kinds(engine),
+            verdicts_all=q.VERDICTS,
+        )
 
     @app_routes.get("/inspections/{inspection_id}", response_class=HTMLResponse, include_in_schema=False)
     def inspection_page(request: Request, inspection_id: RowId) -> HTMLResponse:
@@ -236,11 +324,27 @@ def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0
         return page(request, "inspection.html", d=d)
 
     @app_routes.get("/gallery", response_class=HTMLResponse, include_in_schema=False)
-    def gallery(request: Request, station: Station = [], kind: Kinds = [], min_score: str | None = None,  # noqa: B006
-                min_size_mm: str | None = None, since: str | None = None, until: str | None = None,
-                candidates: bool = False, cursor: CropCursor = None, limit: int = 60) -> HTMLResponse:
-        form = {"station": station, "kind": kind, "min_score": min_score or "", "min_size_mm": min_size_mm or "",
-                "since": since or "", "until": until or "", "candidates": candidates}
+    def gallery(
+        request: Request,
+        station: Station = [],
+        kind: Kinds = [],
+        min_score: str | None = None,
+        min_size_mm: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        candidates: bool = False,
+        cursor: CropCursor = None,
+        limit: int = 60,
+    ) -> HTMLResponse:
+        form = {
+            "station": station,
+            "kind": kind,
+            "min_score": min_score or "",
+            "min_size_mm": min_size_mm or "",
+            "since": since or "",
+            "until": until or "",
+            "candidates": candidates,
+        }
         error, rows = None, []
         try:
             f = _filter(station, since, until, [], kind, None, min_score, min_size_mm, None, candidates)
@@ -250,8 +354,9 @@ def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0
         nxt = None
         if rows and len(rows) == limit:
             nxt = {**{k: v for k, v in form.items() if v}, "cursor": rows[-1].crop_id}
-        return page(request, "gallery.html", rows=rows, form=form, error=error, next_query=nxt,
-                    kinds_all=q.kinds(engine))
+        return page(
+            request, "gallery.html", rows=rows, form=form, error=error, next_query=nxt, kinds_all=q.kinds(engine)
+        )
 
     @app_routes.get("/crops/{crop_id}", include_in_schema=False)
     def crop_file(crop_id: RowId) -> Response:
@@ -271,11 +376,20 @@ def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0
         return q.kinds(engine)
 
     @app_routes.get("/api/history", tags=["history"], summary="inspections, newest first, filtered; keyset paging")
-    def api_history(station: Station = [], since: str | None = None, until: str | None = None,  # noqa: B006
-                    verdict: Verdicts = [], kind: Kinds = [], part: str | None = None,  # noqa: B006
-                    min_score: str | None = None, min_size_mm: str | None = None, detector: str | None = None,
-                    candidates: bool = False, cursor: str | None = None,
-                    limit: Annotated[int, Query(ge=1, le=q.MAX_PAGE)] = 50) -> dict[str, Any]:
+    def api_history(
+        station: Station = [],
+        since: str | None = None,
+        until: str | None = None,
+        verdict: Verdicts = [],
+        kind: Kinds = [],
+        part: str | None = None,
+        min_score: str | None = None,
+        min_size_mm: str | None = None,
+        detector: str | None = None,
+        candidates: bool = False,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=q.MAX_PAGE)] = 50,
+    ) -> dict[str, Any]:
         try:
             f = _filter(station, since, until, verdict, kind, part, min_score, min_size_mm, detector, candidates)
             res = q.history(engine, f, limit=limit, cursor=cursor)
@@ -283,74 +397,123 @@ def create_app(engine: Engine, *, token: str | None = None, host: str = "127.0.0
             raise bad(exc) from exc
         return {"rows": [r.as_dict() for r in res.rows], "next_cursor": res.next_cursor}
 
-    @app_routes.get("/api/inspections/{inspection_id}", tags=["history"],
-             summary="one inspection: steps, findings with crop geometry, provenance")
+    @app_routes.get(
+        "/api/inspections/{inspection_id}",
+        tags=["history"],
+        summary="one inspection: steps, findings with crop geometry, provenance",
+    )
     def api_inspection(inspection_id: RowId) -> dict[str, Any]:
         d = q.inspection(engine, inspection_id)
         if d is None:
             raise HTTPException(404, f"no inspection {inspection_id}")
         return d.as_dict()
 
-    @app_routes.get("/api/stats", tags=["stats"],
-             summary="per station and period: counts, yield, first-pass yield, latency; Pareto; p-chart")
-    def api_stats(station: Station = [], since: str = "7d", until: str | None = None,  # noqa: B006
-                  period: Annotated[str, Query(pattern="^(hour|shift|day)$")] = "day",
-                  utc_offset: Annotated[int, Query(ge=-12, le=14)] = 0,
-                  shift_start: Annotated[int, Query(ge=0, le=23)] = 6,
-                  shift_hours: Annotated[int, Query(ge=6, le=12)] = 8) -> dict[str, Any]:
+    @app_routes.get(
+        "/api/stats",
+        tags=["stats"],
+        summary="per station and period: counts, yield, first-pass yield, latency; Pareto; p-chart",
+    )
+    def api_stats(
+        station: Station = [],
+        since: str = "7d",
+        until: str | None = None,
+        period: Annotated[str, Query(pattern="^(hour|shift|day)$")] = "day",
+        utc_offset: Annotated[int, Query(ge=-12, le=14)] = 0,
+        shift_start: Annotated[int, Query(ge=0, le=23)] = 6,
+        shift_hours: Annotated[int, Query(ge=6, le=12)] = 8,
+    ) -> dict[str, Any]:
         try:
             f = _filter(station, since, until, [], [], None, None, None, None)
         except q.QueryError as exc:
             raise bad(exc) from exc
         return q.stats(engine, f, buckets=q.Buckets(period, utc_offset, shift_start, shift_hours)).as_dict()  # type: ignore[arg-type]
 
-    @app_routes.get("/api/live", tags=["stats"],
-                    summary="counts per station over the last minutes (for the live tiles)")
+    @app_routes.get(
+        "/api/live", tags=["stats"], summary="counts per station over the last minutes (for the live tiles)"
+    )
     def api_live(minutes: Annotated[int, Query(ge=1, le=1440)] = 60) -> dict[str, Any]:
         since = _now() - timedelta(minutes=minutes)
         st = q.stats(engine, q.make_filter(since=since), buckets=q.Buckets("hour"))
-        return {"since": since.isoformat() + "Z", "minutes": minutes, "at": _now().isoformat() + "Z",
-                "stations": {t.station: {"parts": t.parts, "PASS": t.passed, "FAIL": t.failed, "ERROR": t.errors,
-                                         "NOT_INSPECTED": t.not_inspected, "yield": t.yield_,
-                                         "latency_p50_ms": t.latency_p50_ms} for t in st.totals}}
+        return {
+            "since": since.isoformat() + "Z",
+            "minutes": minutes,
+            "at": _now().isoformat() + "Z",
+            "stations": {
+                t.station: {
+                    "parts": t.parts,
+                    "PASS": t.passed,
+                    "FAIL": t.failed,
+                    "ERROR": t.errors,
+                    "NOT_INSPECTED": t.not_inspected,
+                    "yield": t.yield_,
+                    "latency_p50_ms": t.latency_p50_ms,
+                }
+                for t in st.totals
+            },
+        }
 
-    @app_routes.get("/api/whatif", tags=["stats"],
-                    summary="verdicts that would change under other rules (reads only); the last 7 days by default")
-    def api_whatif(set: Annotated[list[str], Query(description="KIND.FIELD=VALUE, e.g. scratch.min_score=0.7")],  # noqa: A002
-                   station: Station = [],  # noqa: B006
-                   since: Annotated[str, Query(description="from (default: 7 days back; a whole history is never "
-                                                           "re-judged by default)")] = WHATIF_DEFAULT_SINCE,
-                   until: str | None = None) -> dict[str, Any]:
+    @app_routes.get(
+        "/api/whatif",
+        tags=["stats"],
+        summary="verdicts that would change under other rules (reads only); the last 7 days by default",
+    )
+    def api_whatif(
+        set: Annotated[list[str], Query(description="KIND.FIELD=VALUE, e.g. scratch.min_score=0.7")],  # noqa: A002
+        station: Station = [],
+        since: Annotated[
+            str, Query(description="from (default: 7 days back; a whole history is never re-judged by default)")
+        ] = WHATIF_DEFAULT_SINCE,
+        until: str | None = None,
+    ) -> dict[str, Any]:
         try:
             f = _filter(station, since, until, [], [], None, None, None, None)
             w = q.whatif(engine, f, q.parse_overrides(set))
         except q.QueryError as exc:
             raise bad(exc) from exc
-        return {"since": f.since.isoformat() + "Z" if f.since else None,
-                "until": f.until.isoformat() + "Z" if f.until else None, **w.as_dict()}
+        return {
+            "since": f.since.isoformat() + "Z" if f.since else None,
+            "until": f.until.isoformat() + "Z" if f.until else None,
+            **w.as_dict(),
+        }
 
     @app_routes.get("/api/crops", tags=["crops"], summary="crops with their defect, filtered; paged by crop id")
-    def api_crops(station: Station = [], kind: Kinds = [], min_score: str | None = None,  # noqa: B006
-                  min_size_mm: str | None = None, since: str | None = None, until: str | None = None,
-                  candidates: bool = False, cursor: CropCursor = None,
-                  limit: Annotated[int, Query(ge=1, le=q.MAX_PAGE)] = 100) -> list[dict[str, Any]]:
+    def api_crops(
+        station: Station = [],
+        kind: Kinds = [],
+        min_score: str | None = None,
+        min_size_mm: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        candidates: bool = False,
+        cursor: CropCursor = None,
+        limit: Annotated[int, Query(ge=1, le=q.MAX_PAGE)] = 100,
+    ) -> list[dict[str, Any]]:
         try:
             f = _filter(station, since, until, [], kind, None, min_score, min_size_mm, None, candidates)
             rows = q.crops(engine, f, limit=limit, cursor=cursor)
         except q.QueryError as exc:
             raise bad(exc) from exc
-        return [{**r.__dict__, "captured_at": r.captured_at.isoformat() + "Z", "url": f"/api/crops/{r.crop_id}"}
-                for r in rows]
+        return [
+            {**r.__dict__, "captured_at": r.captured_at.isoformat() + "Z", "url": f"/api/crops/{r.crop_id}"}
+            for r in rows
+        ]
 
-    @app_routes.get("/api/crops/{crop_id}", tags=["crops"], summary="the crop's encoded image (JPEG or PNG)",
-             response_class=Response)
+    @app_routes.get(
+        "/api/crops/{crop_id}",
+        tags=["crops"],
+        summary="the crop's encoded image (JPEG or PNG)",
+        response_class=Response,
+    )
     def api_crop(crop_id: RowId) -> Response:
         got = q.crop_image(engine, crop_id)
         if got is None:
             raise HTTPException(404, f"no crop {crop_id}")
         fmt, data = got
-        return Response(data, media_type="image/png" if fmt == "png" else "image/jpeg",
-                        headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
+        return Response(
+            data,
+            media_type="image/png" if fmt == "png" else "image/jpeg",
+            headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"},
+        )
 
     @app_routes.get("/favicon.ico", include_in_schema=False)
     def favicon() -> Response:

@@ -21,7 +21,8 @@ def _frame(title: str, body: list[str], *, cls: str) -> Markup:
     return Markup(
         f'<svg class="chart {cls}" role="img" viewBox="0 0 {W} {H}" width="{W}" height="{H}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'
-        f'<rect x="0" y="0" width="{W}" height="{H}" fill="#fff"/>' + "".join(body) + "</svg>")
+        f'<rect x="0" y="0" width="{W}" height="{H}" fill="#fff"/>' + "".join(body) + "</svg>"
+    )
 
 
 def _y_axis(lo: float, hi: float, fmt: str, ticks: int = 5) -> tuple[list[str], Callable[[float], float]]:
@@ -35,8 +36,9 @@ def _y_axis(lo: float, hi: float, fmt: str, ticks: int = 5) -> tuple[list[str], 
         v = lo + (hi - lo) * i / ticks
         yy = y(v)
         out.append(f'<line x1="{L}" x2="{W - R}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#e5e5e5"/>')
-        out.append(f'<text x="{L - 6}" y="{yy + 4:.1f}" font-size="11" text-anchor="end">'
-                   f'{escape(fmt.format(v))}</text>')
+        out.append(
+            f'<text x="{L - 6}" y="{yy + 4:.1f}" font-size="11" text-anchor="end">{escape(fmt.format(v))}</text>'
+        )
     out.append(f'<line x1="{L}" x2="{L}" y1="{T}" y2="{H - B}" stroke="#333"/>')
     out.append(f'<line x1="{L}" x2="{W - R}" y1="{H - B}" y2="{H - B}" stroke="#333"/>')
     return out, y
@@ -44,17 +46,30 @@ def _y_axis(lo: float, hi: float, fmt: str, ticks: int = 5) -> tuple[list[str], 
 
 def _x_labels(labels: Sequence[str], xs: Sequence[float], max_labels: int = 6) -> list[str]:
     step = max(1, -(-len(labels) // max_labels))
-    return [f'<text x="{x:.1f}" y="{H - B + 16}" font-size="10" text-anchor="middle">{escape(lab)}</text>'
-            for i, (lab, x) in enumerate(zip(labels, xs, strict=True)) if i % step == 0]
+    return [
+        f'<text x="{x:.1f}" y="{H - B + 16}" font-size="10" text-anchor="middle">{escape(lab)}</text>'
+        for i, (lab, x) in enumerate(zip(labels, xs, strict=True))
+        if i % step == 0
+    ]
 
 
 def empty(title: str, cls: str) -> Markup:
-    return _frame(title, [f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle" fill="#888">no data in this window'
-                          "</text>"], cls=cls)
+    return _frame(
+        title,
+        [f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle" fill="#888">no data in this window</text>'],
+        cls=cls,
+    )
 
 
-def line_chart(title: str, series: dict[str, list[tuple[datetime, float | None]]], *, lo: float = 0.0,
-               hi: float = 1.0, fmt: str = "{:.0%}", label_fmt: str = "%m-%d %H:%M") -> Markup:
+def line_chart(
+    title: str,
+    series: dict[str, list[tuple[datetime, float | None]]],
+    *,
+    lo: float = 0.0,
+    hi: float = 1.0,
+    fmt: str = "{:.0%}",
+    label_fmt: str = "%m-%d %H:%M",
+) -> Markup:
     """One line per series over time (e.g. yield per station per period)."""
     times = sorted({t for pts in series.values() for t, v in pts if v is not None})
     if not times:
@@ -73,10 +88,14 @@ def line_chart(title: str, series: dict[str, list[tuple[datetime, float | None]]
         shown = [(t, v) for t, v in pts if v is not None]
         path = " ".join(f"{'M' if j == 0 else 'L'}{x(t):.1f},{y(v):.1f}" for j, (t, v) in enumerate(shown))
         body.append(f'<path class="series" d="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
-        body += [f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}"><title>{escape(name)} '
-                 f'{t:%Y-%m-%d %H:%M}: {escape(fmt.format(v))}</title></circle>' for t, v in shown]
-        body.append(f'<text x="{L + 8 + 110 * i}" y="{H - 8}" font-size="11" fill="{color}">'
-                    f'&#9632; {escape(name)}</text>')
+        body += [
+            f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}"><title>{escape(name)} '
+            f"{t:%Y-%m-%d %H:%M}: {escape(fmt.format(v))}</title></circle>"
+            for t, v in shown
+        ]
+        body.append(
+            f'<text x="{L + 8 + 110 * i}" y="{H - 8}" font-size="11" fill="{color}">&#9632; {escape(name)}</text>'
+        )
     return _frame(title, body, cls="line")
 
 
@@ -92,10 +111,14 @@ def pareto_chart(title: str, rows: Sequence[tuple[str, int]]) -> Markup:
     cum, pts = 0, []
     for i, (kind, n) in enumerate(rows):
         x0 = L + i * bw
-        body.append(f'<rect class="bar" x="{x0 + bw * 0.15:.1f}" y="{y(n):.1f}" width="{bw * 0.7:.1f}" '
-                    f'height="{H - B - y(n):.1f}" fill="#1f77b4"><title>{escape(kind)}: {n}</title></rect>')
-        body.append(f'<text x="{x0 + bw / 2:.1f}" y="{H - B + 16}" font-size="11" text-anchor="middle">'
-                    f'{escape(kind[:14])}</text>')
+        body.append(
+            f'<rect class="bar" x="{x0 + bw * 0.15:.1f}" y="{y(n):.1f}" width="{bw * 0.7:.1f}" '
+            f'height="{H - B - y(n):.1f}" fill="#1f77b4"><title>{escape(kind)}: {n}</title></rect>'
+        )
+        body.append(
+            f'<text x="{x0 + bw / 2:.1f}" y="{H - B + 16}" font-size="11" text-anchor="middle">'
+            f"{escape(kind[:14])}</text>"
+        )
         cum += n
         pts.append((x0 + bw / 2, T + (H - T - B) * (1 - cum / total)))
     path = " ".join(f"{'M' if j == 0 else 'L'}{px:.1f},{py:.1f}" for j, (px, py) in enumerate(pts))
@@ -116,20 +139,29 @@ def p_chart(title: str, points: Sequence[tuple[str, float, float, float, bool]],
     step = pw / len(points)
     xs = [L + step * (i + 0.5) for i in range(len(points))]
     body += _x_labels([lab for lab, *_ in points], xs)
-    ucl = " ".join(f"{'M' if i == 0 else 'L'}{x - step / 2:.1f},{y(u):.1f} L{x + step / 2:.1f},{y(u):.1f}"
-                   for i, (x, (_, _, u, _, _)) in enumerate(zip(xs, points, strict=True)))
-    lcl = " ".join(f"{'M' if i == 0 else 'L'}{x - step / 2:.1f},{y(lo):.1f} L{x + step / 2:.1f},{y(lo):.1f}"
-                   for i, (x, (_, _, _, lo, _)) in enumerate(zip(xs, points, strict=True)))
+    ucl = " ".join(
+        f"{'M' if i == 0 else 'L'}{x - step / 2:.1f},{y(u):.1f} L{x + step / 2:.1f},{y(u):.1f}"
+        for i, (x, (_, _, u, _, _)) in enumerate(zip(xs, points, strict=True))
+    )
+    lcl = " ".join(
+        f"{'M' if i == 0 else 'L'}{x - step / 2:.1f},{y(lo):.1f} L{x + step / 2:.1f},{y(lo):.1f}"
+        for i, (x, (_, _, _, lo, _)) in enumerate(zip(xs, points, strict=True))
+    )
     body.append(f'<path d="{ucl}" fill="none" stroke="#888" stroke-dasharray="4 3"/>')
     body.append(f'<path d="{lcl}" fill="none" stroke="#888" stroke-dasharray="4 3"/>')
     body.append(f'<line x1="{L}" x2="{W - R}" y1="{y(p_bar):.1f}" y2="{y(p_bar):.1f}" stroke="#2ca02c"/>')
-    path = " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y(p):.1f}"
-                    for i, (x, (_, p, *_)) in enumerate(zip(xs, points, strict=True)))
+    path = " ".join(
+        f"{'M' if i == 0 else 'L'}{x:.1f},{y(p):.1f}" for i, (x, (_, p, *_)) in enumerate(zip(xs, points, strict=True))
+    )
     body.append(f'<path class="series" d="{path}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>')
     for x, (lab, p, u, lo, out) in zip(xs, points, strict=True):
-        body.append(f'<circle class="{"out" if out else "in"}" cx="{x:.1f}" cy="{y(p):.1f}" r="{5 if out else 3}" '
-                    f'fill="{"#d62728" if out else "#1f77b4"}"><title>{escape(lab)}: {p:.2%} '
-                    f'(limits {lo:.2%} to {u:.2%}){" OUT OF CONTROL" if out else ""}</title></circle>')
-    body.append(f'<text x="{W - R}" y="{T + 10}" font-size="11" text-anchor="end" fill="#2ca02c">'
-                f'p&#772; = {p_bar:.2%}; dashed: 3&#963; limits</text>')
+        body.append(
+            f'<circle class="{"out" if out else "in"}" cx="{x:.1f}" cy="{y(p):.1f}" r="{5 if out else 3}" '
+            f'fill="{"#d62728" if out else "#1f77b4"}"><title>{escape(lab)}: {p:.2%} '
+            f"(limits {lo:.2%} to {u:.2%}){' OUT OF CONTROL' if out else ''}</title></circle>"
+        )
+    body.append(
+        f'<text x="{W - R}" y="{T + 10}" font-size="11" text-anchor="end" fill="#2ca02c">'
+        f"p&#772; = {p_bar:.2%}; dashed: 3&#963; limits</text>"
+    )
     return _frame(title, body, cls="pchart")

@@ -63,36 +63,54 @@ class MisalignmentConfig(PluginConfig):
     loads a station without it, to write it."""
 
     reference: str | None = Field(
-        None, validate_default=True, description="The golden reference image (PNG, the ROI's size), "
+        None,
+        validate_default=True,
+        description="The golden reference image (PNG, the ROI's size), "
         "relative to the station file's folder. `inspector teach STATION --from DIR` writes one to "
-        "`<station>.reference/<step>.png` and prints this line. Required in a station file.")
+        "`<station>.reference/<step>.png` and prints this line. Required in a station file.",
+    )
     reference_sha256: str | None = Field(
-        None, pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 of the reference file; when given, a "
+        None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="SHA-256 of the reference file; when given, a "
         "different file is refused at validation and start-up (the reference was replaced without "
-        "updating the station).")
+        "updating the station).",
+    )
     weight: str | None = Field(
-        None, description="Optional mask (PNG, same size; non-zero = part) restricting registration to "
+        None,
+        description="Optional mask (PNG, same size; non-zero = part) restricting registration to "
         "the part. Default: `<reference>.weight.png` beside the reference when it exists, else the "
-        "whole reference.")
+        "whole reference.",
+    )
     max_shift_px: float = Field(
-        3.0, gt=0, description="Largest allowed shift of the part's centre from the reference, px.")
+        3.0, gt=0, description="Largest allowed shift of the part's centre from the reference, px."
+    )
     max_shift_mm: float | None = Field(
-        None, gt=0, description="Largest allowed shift in mm; used instead of max_shift_px when the "
-        "station has a calibration.")
-    max_rotation_deg: float = Field(
-        0.75, gt=0, description="Largest allowed rotation from the reference, degrees.")
+        None,
+        gt=0,
+        description="Largest allowed shift in mm; used instead of max_shift_px when the station has a calibration.",
+    )
+    max_rotation_deg: float = Field(0.75, gt=0, description="Largest allowed rotation from the reference, degrees.")
     max_scale_change: float = Field(
-        0.02, gt=0, description="Largest allowed relative change of scale (0.02 = 2 %), e.g. a part "
-        "lifted toward the camera.")
+        0.02,
+        gt=0,
+        description="Largest allowed relative change of scale (0.02 = 2 %), e.g. a part lifted toward the camera.",
+    )
     min_match: float = Field(
-        0.5, ge=0, lt=1, description="Smallest correlation (0-1) between the registered part and the "
-        "reference; below it the part is reported missing or not recognised.")
+        0.5,
+        ge=0,
+        lt=1,
+        description="Smallest correlation (0-1) between the registered part and the "
+        "reference; below it the part is reported missing or not recognised.",
+    )
     scale_range: tuple[float, float] | None = Field(
-        None, description="[low, high] scales (part size in the view / in the reference) the coarse "
+        None,
+        description="[low, high] scales (part size in the view / in the reference) the coarse "
         "search tries, e.g. [0.9, 1.1], for parts imaged at a varying distance. Default: scale 1 only "
         "(the refinement still follows a few % of scale). A frame of another size than the reference "
         "was taught on is refused unless its size ratio lies in this range. The found scale is still "
-        "judged against max_scale_change.")
+        "judged against max_scale_change.",
+    )
 
     @field_validator("reference")
     @classmethod
@@ -117,8 +135,10 @@ class MisalignmentConfig(PluginConfig):
 
             actual = sha256_file(path)
             if actual != value.lower():
-                raise ValueError(f"the reference {path} has SHA-256 {actual}, not this one: it was replaced; "
-                                 "re-teach, or set this to the new file's hash if the new file is right")
+                raise ValueError(
+                    f"the reference {path} has SHA-256 {actual}, not this one: it was replaced; "
+                    "re-teach, or set this to the new file's hash if the new file is right"
+                )
         return value
 
     @field_validator("scale_range")
@@ -175,16 +195,19 @@ class MisalignmentDetector(Detector):
         if cfg.reference is None:
             raise RuntimeError(
                 "misalignment: config.reference is not set; teach one with "
-                "`inspector teach STATION_FILE --from GOOD_IMAGES_DIR` and add the printed line")
+                "`inspector teach STATION_FILE --from GOOD_IMAGES_DIR` and add the printed line"
+            )
         ref_path = (self.station_dir / cfg.reference).resolve()
         if not ref_path.is_file():
             raise FileNotFoundError(
                 f"misalignment: reference {ref_path} not found; teach it with "
-                "`inspector teach STATION_FILE --from GOOD_IMAGES_DIR` or fix config.reference")
+                "`inspector teach STATION_FILE --from GOOD_IMAGES_DIR` or fix config.reference"
+            )
         if cfg.reference_sha256 and (actual := sha256_file(ref_path)) != cfg.reference_sha256.lower():
             raise ValueError(
                 f"misalignment: reference {ref_path} has SHA-256 {actual}, the config expects "
-                f"{cfg.reference_sha256}; re-teach, or update config.reference_sha256 if the new file is right")
+                f"{cfg.reference_sha256}; re-teach, or update config.reference_sha256 if the new file is right"
+            )
         self._paths = {"reference": ref_path}
         if cfg.weight is not None:
             w_path = (self.station_dir / cfg.weight).resolve()
@@ -234,7 +257,8 @@ class MisalignmentDetector(Detector):
             if abs(w / h - rw / rh) > 0.01 * (rw / rh):
                 raise ValueError(
                     f"misalignment: the view is {w}x{h} px but the reference is {rw}x{rh} "
-                    "(another aspect ratio): the step's ROI must match the taught one; re-teach")
+                    "(another aspect ratio): the step's ROI must match the taught one; re-teach"
+                )
             factor = w / rw
             gray = cv2.resize(gray, (rw, rh), interpolation=cv2.INTER_AREA if factor > 1 else cv2.INTER_LINEAR)
         pose = ref.register(gray)
@@ -263,12 +287,19 @@ class MisalignmentDetector(Detector):
             return []
 
         measurements = {
-            "shift_x_px": round(sx, 3), "shift_y_px": round(sy, 3), "shift_px": round(shift, 3),
-            "rotation_deg": round(rot, 4), "scale": round(scale, 5), "match": round(match, 4),
+            "shift_x_px": round(sx, 3),
+            "shift_y_px": round(sy, 3),
+            "shift_px": round(shift, 3),
+            "rotation_deg": round(rot, 4),
+            "scale": round(scale, 5),
+            "match": round(match, 4),
         }
         if shift_mm is not None:
-            measurements.update(shift_x_mm=round(view.mm(sx) or 0.0, 4), shift_y_mm=round(view.mm(sy) or 0.0, 4),
-                                shift_mm=round(shift_mm, 4))
+            measurements.update(
+                shift_x_mm=round(view.mm(sx) or 0.0, 4),
+                shift_y_mm=round(view.mm(sy) or 0.0, 4),
+                shift_mm=round(shift_mm, 4),
+            )
         missing = match < cfg.min_match
         # Box: where the part is found (the reference's part region moved by the pose); where it
         # should be when it is not found.
@@ -289,8 +320,16 @@ class MisalignmentDetector(Detector):
             if abs(scale - 1.0) >= 0.5 * cfg.max_scale_change:
                 message += f", scale {100 * (scale - 1):+.1f} %"
             message += f" (match {match:.2f})"
-        return [Finding(kind="misalignment", score=float(min(1.0, score)), box=box, message=message,
-                        size_px=float(shift), measurements=measurements)]
+        return [
+            Finding(
+                kind="misalignment",
+                score=float(min(1.0, score)),
+                box=box,
+                message=message,
+                size_px=float(shift),
+                measurements=measurements,
+            )
+        ]
 
     def _check_frame_size(self, view: View, view_size: tuple[int, int]) -> None:
         """Refuse an ROI cut from a frame of another size than the reference was taught on: the ROI
