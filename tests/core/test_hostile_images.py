@@ -266,9 +266,12 @@ def test_bombs_and_huge_files_cost_bounded_memory(tmp_path):
         import json, resource, sys
         from pathlib import Path
         from inspector_sources import read_image
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        def hwm_kb():
+            # VmHWM is this process's own peak; ru_maxrss would carry the parent's peak over exec (Linux).
+            return int(next(x for x in open("/proc/self/status") if x.startswith("VmHWM")).split()[1])
+        before = hwm_kb()
         errors = {p.name: read_image(p)[1] for p in sorted(Path(sys.argv[1]).iterdir())}
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        after = hwm_kb()
         print(json.dumps({"errors": errors, "before_kb": before, "after_kb": after}))
     """)
     out = subprocess.run([sys.executable, "-c", script, str(bombs)], capture_output=True, text=True, timeout=120)
@@ -364,8 +367,10 @@ STATION_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     from inspector_core.testing import run_station
     result = run_station(Path(sys.argv[1]), Path(sys.argv[2]))
-    print(json.dumps({"run_id": result.run_id,
-                      "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    def hwm_kb():
+        # VmHWM is this process's own peak; ru_maxrss would carry the parent's peak over exec (Linux).
+        return int(next(x for x in open("/proc/self/status") if x.startswith("VmHWM")).split()[1])
+    print(json.dumps({"run_id": result.run_id, "maxrss_kb": hwm_kb()}))
 """)
 
 
