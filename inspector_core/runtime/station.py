@@ -183,6 +183,7 @@ class StationRuntime:
             config_yaml=st.text,
             config_hash=st.config_hash,
             models=self._provenance_models(workers),
+            sink_keys=tuple(self._sink_keys),
         )
         spool_dir = Path(st.spec.store.spool) if st.spec.store.spool else st.directory / ".spool"
         if not spool_dir.is_absolute():

@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError, StatementError
 
@@ -422,6 +422,7 @@ class Store:
                         )
                         .returning(schema.Run.id)
                     ).scalar_one()
+                    _open_cursors(conn, sid, run.sink_keys)
                     return sid, rid
             except IntegrityError:
                 if attempt:  # a station of the same name (or this run) was recorded meanwhile
@@ -718,3 +719,20 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+
+def _open_cursors(conn: Connection, station_id: int, keys: Sequence[str]) -> None:
+    """Give each sink key without a delivery cursor one just after the station's newest
+    inspection: everything the run being recorded commits later is owed to it."""
+    if not keys:
+        return
+    c = schema.SinkCursor
+    have = set(conn.scalars(select(c.sink).where(c.station_id == station_id, c.sink.in_(list(keys)))))
+    missing = [k for k in dict.fromkeys(keys) if k not in have]
+    if not missing:
+        return
+    start = conn.scalar(select(func.max(schema.Inspection.id)).where(schema.Inspection.station_id == station_id)) or 0
+    now = utcnow()
+    conn.execute(
+        insert(c), [{"station_id": station_id, "sink": k, "inspection_id": start, "updated_at": now} for k in missing]
+    )

@@ -147,6 +147,10 @@ class RunRecord:
     models: dict[str, Any]
     uid: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
     started_at: datetime = dataclasses.field(default_factory=lambda: utcnow())
+    sink_keys: tuple[str, ...] = ()
+    """The run's sinks (their delivery keys). Recording the run gives each one without a cursor a
+    cursor before every inspection the run will commit, in the same transaction: a run's verdicts
+    are owed to its sinks even when the sinks' workers never saw the database during the run."""
 
 
 @dataclasses.dataclass(slots=True)
