@@ -786,9 +786,6 @@ def _sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_mtime, st.st_size)
     if key not in _hash_cache:
-        h = hashlib.sha256()
         with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _hash_cache[key] = h.hexdigest()
+            _hash_cache[key] = hashlib.file_digest(f, "sha256").hexdigest()
     return _hash_cache[key]
