@@ -42,10 +42,15 @@ __all__ = [
     "Finding",
     "Frame",
     "FrameSource",
+    "LineControl",
+    "LineResult",
+    "LineState",
+    "PlcLink",
     "PluginConfig",
     "Report",
     "Sink",
     "SourceContext",
+    "Trigger",
     "View",
 ]
 
@@ -147,6 +152,31 @@ class Frame:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Source metadata (file path, camera index, frame number, ...); JSON-serialisable."""
     error: str | None = None
+    trigger: Trigger | None = None
+    """The trigger this frame answers, when a PLC (or a software trigger) drives the station;
+    ``None`` for a free-running source. A triggered source sets it on the frame it grabbed for
+    that trigger, and ``part_id`` from ``trigger.part_id`` when the PLC sent one."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Trigger:
+    """One "part here" from the line: the PLC's trigger (or a software trigger).
+
+    ``counter`` is the PLC's part counter (or the host's own, counting from 1, when the PLC
+    sends none): the key that ties the PLC's trigger to the result it reads back.
+    """
+
+    counter: int
+    at: datetime
+    """When the host saw the trigger, timezone-aware UTC."""
+    at_monotonic: float
+    """The same instant on ``time.monotonic()`` (latencies are measured on this clock)."""
+    deadline_s: float
+    """Seconds after ``at_monotonic`` by which the PLC must hold a result."""
+    part_id: str | None = None
+    """The part's serial / DMC when the PLC sent one; stored as the inspection's part id."""
+    product: str | None = None
+    """The product (recipe) code the PLC sent with the trigger, if any."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -362,11 +392,24 @@ class FrameSource:
         that lies outside the frame. Must not open a device or read a file."""
         return None
 
+    triggerable: ClassVar[bool] = False
+    """``True`` when the source grabs on :meth:`trigger` (a camera in trigger mode) instead of
+    free-running. A station with a ``line:`` drives a triggerable source by its triggers; it
+    paces any other source (folder, synthetic) by handing out its next frame per trigger."""
+
     def frames(self) -> Iterator[Frame]:
         """Yield frames in capture order until the source is exhausted. Blocking is fine:
         the host calls this from its own capture thread. Every part the source knows of must
         be yielded, a broken one as a Frame with ``error`` set."""
         raise NotImplementedError
+
+    def trigger(self, trigger: Trigger) -> None:
+        """Grab one frame for ``trigger`` (only when ``triggerable``). Called from the line's
+        thread; must return quickly (start the exposure, do not wait for the image). The frame
+        is then yielded by :meth:`frames`, with ``frame.trigger = trigger``, in trigger order,
+        and ``meta["trigger_to_exposure_ms"]`` when the source knows it. A trigger the camera
+        cannot serve still yields a Frame, with ``error`` set (the part becomes ERROR)."""
+        raise NotImplementedError(f"source {self.name!r} is not triggerable")
 
     def close(self) -> None:
         """Stop capturing; called from another thread than ``frames``."""
@@ -418,3 +461,98 @@ class Sink:
 
     def close(self) -> None:
         """Flush and release; called once when the station stops."""
+
+
+# ---------------------------------------------------------------------------- the line (PLC)
+
+LineState = Literal["READY", "BUSY", "ERROR", "HALTED"]
+"""The station as the PLC sees it. READY: a trigger is accepted now. BUSY: a part is being
+captured (a trigger now is an overrun). ERROR: the station cannot inspect (camera or store
+down); triggers are answered with the default result. HALTED: the station is stopping."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LineResult:
+    """The answer to one trigger, as written to the PLC.
+
+    Published only once the verdict is committed to the store (or, for a deadline default,
+    once the default itself is recorded): the PLC never holds a result the store lacks.
+    """
+
+    counter: int
+    """The trigger's counter: the PLC matches the result to its trigger by it."""
+    part_id: str
+    code: int
+    """The result code the PLC acts on (station ``line.codes``: by default 1 OK, 2 NOK, 3 RECHECK)."""
+    verdict: Verdict | None
+    """The real verdict, or ``None`` when this is the deadline default."""
+    defect_code: int = 0
+    """A code of the first failing finding's kind (station ``line.defect_codes``), 0 for none."""
+    is_default: bool = False
+    """``True`` when the deadline passed before the verdict: ``code`` is the configured default."""
+    overrun: bool = False
+    """A trigger came while the station was BUSY with this part (recorded, answered per policy)."""
+    missed_trigger: bool = False
+    """The PLC's counter jumped: at least one trigger before this one was never seen."""
+    inspection_uid: str | None = None
+    defects: tuple[dict[str, Any], ...] = ()
+    """Failing findings as in :class:`Report` (``kind``, ``score``, ``box``, ...)."""
+
+
+class LineControl:
+    """What the host hands a :class:`PlcLink`: the calls a link makes when the PLC acts.
+    Every method is thread-safe and returns quickly."""
+
+    def trigger(self, *, counter: int | None = None, part_id: str | None = None, product: str | None = None) -> Trigger:
+        """The PLC signalled "part here". ``counter`` is the PLC's part counter when it sends
+        one (else the host counts). Returns the :class:`Trigger` the host accepted (with its
+        deadline); an overrun or a trigger while not READY is still accepted and answered
+        (per the station's ``line.overrun`` policy), never ignored."""
+        raise NotImplementedError
+
+    def acknowledge(self, counter: int) -> None:
+        """The PLC has read the result of trigger ``counter`` (it cleared ResultValid / set Ack)."""
+        raise NotImplementedError
+
+    def connection(self, connected: bool, peer: str = "") -> None:
+        """The PLC connected or dropped off (recorded as a station event)."""
+        raise NotImplementedError
+
+    def select_recipe(self, name: str) -> None:
+        """The PLC asked for a product changeover (where the station has recipes)."""
+        raise NotImplementedError
+
+
+class PlcLink:
+    """Base class of a line protocol (Modbus TCP, OPC UA, ...): the station's side of the PLC
+    handshake. Registered by ``inspector_register_plc_links``; a station selects one by
+    ``line.protocol`` and validates ``line.config`` against its ``Config``.
+
+    The host calls ``start`` once, then ``set_state`` and ``publish`` from its line thread for
+    as long as the station runs, then ``close``. The link serves the protocol (a Modbus server,
+    an OPC UA server), turns what the PLC writes into :class:`LineControl` calls, and turns
+    ``publish``/``set_state`` into what the PLC reads. See ``docs/line.md`` for the handshake.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[PluginConfig]] = EmptyConfig
+
+    def __init__(self, config: PluginConfig, *, station_dir: Path) -> None:
+        self.config = config
+        self.station_dir = station_dir
+
+    def start(self, control: LineControl) -> None:
+        """Begin serving (bind the port, start the server); return once the PLC can connect."""
+        raise NotImplementedError
+
+    def set_state(self, state: LineState) -> None:
+        """Show the station's state to the PLC (Ready / Busy / Error / Halted)."""
+        raise NotImplementedError
+
+    def publish(self, result: LineResult) -> None:
+        """Make ``result`` readable by the PLC (result code, defect code, counter, then
+        ResultValid), replacing the previous one. Must return within a few milliseconds."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop serving; called once when the station stops."""

@@ -21,7 +21,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from inspector_core.contract import Detector, FrameSource, Sink
+    from inspector_core.contract import Detector, FrameSource, PlcLink, Sink
 
 PROJECT = "inspector"
 
@@ -78,5 +78,18 @@ def inspector_register_commands(register: Callable[[click.Command], None]) -> No
     ``inspector --help`` stays fast and the station runtime never imports them.
 
     :param register: takes a click command or group.
+    :return: nothing; use ``register``.
+    """
+
+
+@hookspec
+def inspector_register_plc_links(register: Callable[[type[PlcLink]], None]) -> None:
+    """Register line-protocol classes: the station's side of a PLC handshake (Modbus TCP,
+    OPC UA, ...).
+
+    Called once at start-up. A station config selects one by ``line.protocol`` (the class's
+    ``name``) and validates ``line.config`` against its ``Config``. See ``docs/line.md``.
+
+    :param register: takes a PlcLink subclass with ``name`` and ``Config`` set.
     :return: nothing; use ``register``.
     """
