@@ -94,6 +94,12 @@ class Inspection(Base):
     first_of_part: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """True on the earliest inspection (by ``captured_at``, then ``id``) of its ``(station_id,
     part_id)``; decided by the writer (migration 0003 backfilled older rows)."""
+    committed_at: Mapped[datetime | None]
+    """The writer's clock when it handed the row's batch to the database, just before that
+    transaction's COMMIT (migration 0008; ``NULL`` on older rows)."""
+    commit_latency_ms: Mapped[float | None] = mapped_column(Float)
+    """Capture to committed, milliseconds, on the clock of ``latency_ms`` (``latency_ms`` plus
+    ``committed_at - decided_at``); ``NULL`` where ``latency_ms`` is (migration 0008)."""
 
     station: Mapped[Station] = relationship()
     steps: Mapped[list[StepResult]] = relationship(back_populates="inspection", order_by="StepResult.step_index")
@@ -146,6 +152,10 @@ class StepResult(Base):
     status: Mapped[str] = mapped_column(String(16))
     """``ok``, ``error`` (raised) or ``timeout`` (overran its budget)."""
     score: Mapped[float | None] = mapped_column(Float)
+    raw_score: Mapped[float | None] = mapped_column(Float)
+    """The detector's own unclipped score for the part: the highest ``Finding.raw_score`` of all
+    the findings it returned, those below its report floor included (where ``score`` is 0);
+    ``NULL`` when it gives none (migration 0008)."""
     latency_ms: Mapped[float | None] = mapped_column(Float)
     n_findings: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
@@ -165,6 +175,9 @@ class Defect(Base):
     detector: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(100))
     score: Mapped[float] = mapped_column(Float)
+    raw_score: Mapped[float | None] = mapped_column(Float)
+    """The detector's own unclipped score (``Finding.raw_score``), beside the normalised ``score``
+    in [0, 1]; ``NULL`` when it gives none (migration 0008)."""
     failed: Mapped[bool] = mapped_column(Boolean)
     x: Mapped[int] = mapped_column(Integer)
     y: Mapped[int] = mapped_column(Integer)
@@ -272,3 +285,18 @@ class SinkCursor(Base):
     """Set while the sink keeps failing (event ``sink_failing``); cleared when it delivers again."""
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None]
+
+
+class SinkDelivery(Base):
+    """When a sink took its verdicts (migration 0008): one row each time its delivery cursor
+    moved. The sink had accepted every inspection of the station with ``after_id < id <=
+    through_id`` by ``delivered_at``: exact for the last of the range, an upper bound for the
+    others (a cursor is saved at the end of each delivery batch and at most every second while
+    sending, see ``runtime/delivery.py``)."""
+
+    __tablename__ = "sink_deliveries"
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), primary_key=True)
+    sink: Mapped[str] = mapped_column(String(200), primary_key=True)
+    through_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    after_id: Mapped[int] = mapped_column(BigInteger)
+    delivered_at: Mapped[datetime]
