@@ -1,4 +1,5 @@
-"""Inspector's built-in frame sources: folder, video, camera, synthetic."""
+"""Inspector's built-in frame sources: folder, video, camera, synthetic, and the triggered ones
+(``triggered_camera``, an OpenCV camera; ``pylon``, a GenICam camera through pypylon)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from pydantic import Field
 from inspector_core import Frame, FrameSource, PluginConfig, hookimpl
 from inspector_sources.folder import IMAGE_SUFFIXES, FolderConfig, FolderSource
 from inspector_sources.images import ImageLimits, read_image
+from inspector_sources.pylon import PylonConfig, PylonSource
 from inspector_sources.synthetic import KINDS, PartGeometry, Truth, render_part, truth_for
+from inspector_sources.triggered import TriggeredCameraConfig, TriggeredCameraSource
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -27,8 +30,12 @@ __all__ = [
     "FolderConfig",
     "FolderSource",
     "ImageLimits",
+    "PylonConfig",
+    "PylonSource",
     "SyntheticConfig",
     "SyntheticSource",
+    "TriggeredCameraConfig",
+    "TriggeredCameraSource",
     "VideoConfig",
     "VideoSource",
     "read_image",
@@ -239,7 +246,7 @@ class SyntheticSource(FrameSource):
 
 @hookimpl
 def inspector_register_sources(register) -> None:
-    for cls in (FolderSource, VideoSource, CameraSource, SyntheticSource):
+    for cls in (FolderSource, VideoSource, CameraSource, SyntheticSource, TriggeredCameraSource, PylonSource):
         register(cls)
 
 
