@@ -7,6 +7,7 @@ Plugin authors need only this package's root::
 
 from inspector_core.contract import (
     Calibration,
+    CannotJudge,
     Detector,
     EmptyConfig,
     Finding,
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Calibration",
+    "CannotJudge",
     "Detector",
     "EmptyConfig",
     "Finding",

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 __all__ = [
     "Box",
     "Calibration",
+    "CannotJudge",
     "Detector",
     "EmptyConfig",
     "Finding",
@@ -305,6 +306,18 @@ def _pixel(what: str, v: object) -> int:
     return int(f)
 
 
+class CannotJudge(Exception):
+    """Raise it from :meth:`Detector.inspect` when this part cannot be judged: the view holds
+    no part, the image is too dark to see the surface, the frame is not the size the
+    detector's reference was taught on. Say why in the message (the operator reads it).
+
+    The part is recorded as ERROR (a reject: the line fails closed, never PASS), with the step's
+    ``step_results.status`` ``cannot_judge`` and the inspection's ``error``
+    ``step NAME: cannot judge: MESSAGE``. Any other exception is recorded with status ``error``
+    (a crash: a bug to fix), an overrun with ``timeout``; QA can tell the three apart.
+    """
+
+
 class Detector:
     """Base class of a detector plugin. Subclass it, set the class attributes, and register the
     class through :func:`inspector_core.hookspecs.inspector_register_detectors`.
@@ -322,7 +335,8 @@ class Detector:
     Config: ClassVar[type[PluginConfig]] = EmptyConfig
     """Its typed config; a station's ``steps[i].config`` is validated against it."""
     report_floor: ClassVar[float] = 0.1
-    """Candidates scoring below this are not worth storing."""
+    """Candidates scoring below this are not worth storing. The detector's default: a station
+    sets its own per step (``steps[i].report_floor``), and the host applies that one."""
 
     def __init__(self, config: PluginConfig, *, station_dir: Path) -> None:
         """``station_dir`` is the folder of the station file: resolve relative paths from it."""
@@ -335,8 +349,11 @@ class Detector:
         ``example`` is a blank image of the station's frame size, when known."""
 
     def inspect(self, view: View) -> list[Finding]:
-        """Inspect one part's view and return its findings (possibly none). May raise: the
-        host records the part as ERROR with this step's name and the message."""
+        """Inspect one part's view and return its findings (possibly none).
+
+        Raise :class:`CannotJudge` when the part cannot be judged (no part in view, a frame of
+        the wrong size): the part is ERROR with status ``cannot_judge``. Any other exception is
+        recorded as a crash (status ``error``); both make the part ERROR, never PASS."""
         raise NotImplementedError
 
     def files(self) -> dict[str, Path]:

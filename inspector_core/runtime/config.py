@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from sqlalchemy.engine import make_url
 
-from inspector_core.contract import Detector, FrameSource, PluginConfig, Sink
+from inspector_core.contract import Detector, FrameSource, PlcLink, PluginConfig, Sink
 from inspector_core.plugins import Registry
 from inspector_core.runtime.rules import Rule
 
@@ -66,6 +66,19 @@ class StepSpec(Strict):
     roi: ROI | None = Field(None, description="the region the detector sees; the whole frame if absent")
     budget_ms: float | None = Field(
         None, gt=0, le=MAX_BUDGET_MS, description="time budget; the station's budget_ms if absent"
+    )
+    report_floor: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="findings scoring below this are not stored; the detector's own report_floor if absent",
+    )
+    isolation: Literal["thread", "process"] = Field(
+        "thread",
+        description=(
+            "process: the detector runs in a worker process of its own (for third-party native code): "
+            "a crash there costs the part (ERROR) and the worker is restarted, instead of ending the station"
+        ),
     )
     config: dict[str, Any] = Field(default_factory=dict, description="the detector's own config")
 
@@ -126,6 +139,53 @@ class Overload(Strict):
     queue_size: int = Field(8, ge=1, le=10_000, description="frames waiting for inspection")
 
 
+class LineCodes(Strict):
+    """The result codes the PLC acts on (one register / node each)."""
+
+    ok: int = Field(1, ge=0, le=65535, description="code of a PASS")
+    nok: int = Field(2, ge=0, le=65535, description="code of a FAIL (and, by default, an ERROR)")
+    recheck: int = Field(3, ge=0, le=65535, description="code of a part to be checked again by hand")
+
+
+class LineSpec(Strict):
+    """The station on a line: a PLC triggers it and reads each part's result (docs/line.md)."""
+
+    protocol: str = Field(description="name of an installed PLC link: modbus, opcua (`inspector plugins`)")
+    config: dict[str, Any] = Field(default_factory=dict, description="the link's own config (address, port, ...)")
+    deadline_ms: float = Field(
+        500, gt=0, le=MAX_BUDGET_MS, description="after a trigger, when the PLC must hold the part's result"
+    )
+    default: Literal["nok", "recheck"] = Field(
+        "nok", description="the code sent when the deadline passes before the verdict (never ok)"
+    )
+    error: Literal["nok", "recheck"] = Field("nok", description="the code sent for an ERROR verdict")
+    codes: LineCodes = LineCodes()
+    defect_codes: dict[str, Annotated[int, Field(ge=0, le=65535)]] = Field(
+        default_factory=dict, description="finding kind -> defect code sent with a NOK (0 for a kind not listed)"
+    )
+    overrun: Literal["queue", "reject"] = Field(
+        "queue",
+        description=(
+            "a trigger while BUSY: queue = captured after the current part (flagged overrun); "
+            "reject = answered at once with the default code, not captured (recorded)"
+        ),
+    )
+    ack_timeout_ms: float = Field(
+        1000, gt=0, le=MAX_BUDGET_MS, description="how long the PLC may take to acknowledge a result (recorded)"
+    )
+    margin_ms: float = Field(
+        20, ge=0, le=10_000, description="the default is recorded and sent this long before the deadline"
+    )
+
+    @field_validator("margin_ms")
+    @classmethod
+    def _margin_below_deadline(cls, v: float, info: ValidationInfo) -> float:
+        deadline = info.data.get("deadline_ms")
+        if deadline is not None and v >= deadline:
+            raise ValueError(f"must be less than deadline_ms ({deadline:g})")
+        return v
+
+
 class CalibrationSpec(Strict):
     mm_per_px: float | None = Field(None, gt=0, description="millimetres per pixel on the part's plane")
 
@@ -142,6 +202,13 @@ class StationSpec(Strict):
     overload: Overload = Overload()
     store: StoreSpec = StoreSpec()
     sinks: list[SinkSpec] = Field(default_factory=list)
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="detector calls run at once (steps of consecutive parts overlap); default: the CPU cores",
+    )
+    line: LineSpec | None = Field(None, description="a PLC drives the station (docs/line.md)")
 
     @field_validator("steps")
     @classmethod
@@ -165,6 +232,15 @@ class Step:
     config: PluginConfig
     roi: ROI | None
     budget_ms: float
+    report_floor: float | None = None
+    """The station's floor for this step (``steps[i].report_floor``); ``None``: the detector's own."""
+    isolation: Literal["thread", "process"] = "thread"
+    """``steps[i].isolation``: ``process`` runs the detector in a worker process (runtime/isolation.py)."""
+
+    @property
+    def floor(self) -> float:
+        """The score below which this step's findings are not stored."""
+        return self.detector.report_floor if self.report_floor is None else self.report_floor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +256,8 @@ class Station:
     steps: tuple[Step, ...]
     sinks: tuple[tuple[type[Sink], PluginConfig], ...]
     store_url: str
+    line: tuple[type[PlcLink], PluginConfig] | None = None
+    """The PLC link's class and typed config when the station has a ``line:`` section."""
 
     @property
     def name(self) -> str:
@@ -227,7 +305,7 @@ def _errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
     return problems
 
 
-_Plugin = TypeVar("_Plugin", Detector, FrameSource, Sink)
+_Plugin = TypeVar("_Plugin", Detector, FrameSource, Sink, PlcLink)
 
 
 def _plugin_config(
@@ -410,12 +488,33 @@ def _check_rules(spec: StationSpec, steps: list[Step], problems: list[str]) -> N
     for kind in spec.rules:
         if kind in emitted:
             continue
+        by_name = [s for s in steps if kind in (s.name, s.detector.name)]
         close = difflib.get_close_matches(kind, emitted, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else "; remove it, or add a step that emits it"
+        if by_name:
+            # Rules are keyed by finding kind, steps by detector (or step) name: an easy mix-up.
+            hint = (
+                f"; {kind!r} is a step's name: rules are keyed by finding kind, and step {by_name[0].name!r} "
+                f"emits {', '.join(by_name[0].detector.kinds)}"
+            )
+        elif close:
+            hint = f"; did you mean {close[0]!r}?"
+        else:
+            hint = "; remove it, or add a step that emits it"
         problems.append(
             f"rules.{kind}: no step emits findings of kind {kind!r} (the steps emit: "
             f"{', '.join(emitted)}), so this rule would never apply{hint}"
         )
+    for step in steps:
+        for kind in step.detector.kinds:
+            rule = spec.rules.get(kind, spec.default_rule)
+            if rule.fail and step.floor > rule.min_score:
+                where = f"rules.{kind}" if kind in spec.rules else "default_rule"
+                origin = f"steps[{step.index}].report_floor" if step.report_floor is not None else "its detector's"
+                problems.append(
+                    f"steps[{step.index}].report_floor: {step.floor:g} ({origin}) is above {where}.min_score "
+                    f"{rule.min_score:g}: findings of kind {kind!r} scoring between them would be dropped "
+                    "instead of failing the part; lower report_floor to at most min_score"
+                )
 
 
 def _check_rois(spec: StationSpec, source: type[FrameSource], config: PluginConfig, problems: list[str]) -> None:
@@ -562,7 +661,8 @@ def load_station(path: str | Path, registry: Registry, *, check_files: bool = Tr
             "detector", s.detector, registry.detectors, registry, s.config, ("steps", i), problems, context
         )
         if cls is not None and cfg is not None:
-            steps.append(Step(i, s.name or s.detector, cls, cfg, s.roi, s.budget_ms or spec.budget_ms))
+            budget = s.budget_ms or spec.budget_ms
+            steps.append(Step(i, s.name or s.detector, cls, cfg, s.roi, budget, s.report_floor, s.isolation))
     sinks = []
     for i, sink in enumerate(spec.sinks):
         sink_cls, sink_cfg = _plugin_config(
@@ -570,6 +670,13 @@ def load_station(path: str | Path, registry: Registry, *, check_files: bool = Tr
         )
         if sink_cls is not None and sink_cfg is not None:
             sinks.append((sink_cls, sink_cfg))
+    line = None
+    if spec.line is not None:
+        link_cls, link_cfg = _plugin_config(
+            "PLC link", spec.line.protocol, registry.plc_links, registry, spec.line.config, ("line",), problems, context
+        )
+        if link_cls is not None and link_cfg is not None:
+            line = (link_cls, link_cfg)
     _check_rules(spec, steps, problems)
     if source_cls is not None and source_cfg is not None:
         _check_rois(spec, source_cls, source_cfg, problems)
@@ -588,4 +695,5 @@ def load_station(path: str | Path, registry: Registry, *, check_files: bool = Tr
         steps=tuple(steps),
         sinks=tuple(sinks),
         store_url=store_url,
+        line=line,
     )

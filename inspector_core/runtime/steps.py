@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from inspector_core.contract import Detector, Finding, View
+from inspector_core.contract import CannotJudge, Detector, Finding, View
 from inspector_core.runtime.config import Step
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class FindingError(ValueError):
 class StepOutcome:
     """One step's result for one part. ``findings`` are validated, in view coordinates."""
 
-    status: Literal["ok", "error", "timeout"]
+    status: Literal["ok", "error", "timeout", "cannot_judge"]
     findings: list[Finding]
     error: str | None = None
     latency_ms: float | None = None
@@ -113,6 +113,8 @@ class _Instance:
             self.busy_part, self.busy_since = view.part_id, time.monotonic()
             try:
                 answer: tuple[int, str, Any] = (token, "ok", detector.inspect(view))
+            except CannotJudge as exc:  # the detector's own word: this part cannot be judged (ERROR, not a crash)
+                answer = (token, "cannot_judge", f"cannot judge: {exc}")
             except BaseException as exc:  # noqa: BLE001 - the plugin's failure is the part's ERROR
                 answer = (token, "error", f"{type(exc).__name__}: {exc}")
             self.busy_part = self.busy_since = None
@@ -210,7 +212,7 @@ class StepWorker:
                 )
                 continue
             if status != "ok":
-                return StepOutcome("error", [], value, _ms(t0))
+                return StepOutcome("cannot_judge" if status == "cannot_judge" else "error", [], value, _ms(t0))
             try:
                 findings = check_findings(value, self.step, view.image.shape)
             except FindingError as exc:
@@ -358,7 +360,7 @@ def _ms(t0: float) -> float:
 def check_findings(value: Any, step: Step, view_shape: tuple[int, ...]) -> list[Finding]:
     """Validate what ``inspect`` returned for a view of ``view_shape`` and return the host's own
     copies (the detector's objects are never modified), the highest scores first, at most
-    :data:`MAX_FINDINGS_PER_STEP`, those below the detector's ``report_floor`` left out.
+    :data:`MAX_FINDINGS_PER_STEP`, those below the step's floor (:attr:`Step.floor`) left out.
 
     Every field is checked again even though :class:`Finding` checks itself when built, since a
     dataclass can be changed after: a score must be a finite number in [0, 1], a box four
@@ -394,6 +396,6 @@ def check_findings(value: Any, step: Step, view_shape: tuple[int, ...]) -> list[
             if g.mask is not None:
                 g.mask = g.mask[y0 - y : y1 - y, x0 - x : x1 - x]
         out.append(g)
-    floor = step.detector.report_floor
+    floor = step.floor
     kept = sorted((g for g in out if g.score >= floor), key=lambda g: -g.score)
     return kept[:MAX_FINDINGS_PER_STEP]
