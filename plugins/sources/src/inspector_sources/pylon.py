@@ -394,8 +394,11 @@ class PylonSource(FrameSource):
                 trigger = self._commands.get(timeout=0.1)
             except queue.Empty:
                 continue
-            camera = self._camera
-            if camera is None or not self._camera_ready.is_set():
+            # A trigger that comes while the camera is first being opened waits for it (a camera
+            # known to be down has answered it already: pending.down).
+            left = trigger.at_monotonic + self.config.grab_timeout_ms / 1000 - time.monotonic()
+            camera = self._camera if self._camera_ready.wait(max(left, 0.0)) else None
+            if camera is None:
                 self.pending.fail(trigger, f"{self.label} is not open; a part triggered now has no image")
                 continue
             try:
