@@ -40,6 +40,8 @@ $(VENV)/.runtime: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.to
 $(VENV)/.test: $(VENV)/.runtime tests/thirdparty_plugin/pyproject.toml
 	$(PIP) install -e '.[test,check,serve,postgres]' -e tests/thirdparty_plugin
 	@if [ -f plugins/anomaly/pyproject.toml ]; then $(PIP) install -e 'plugins/anomaly[train]'; fi
+	$(PIP) install -e 'plugins/sources[pylon]'  # pypylon: the pylon source's tests run on pylon's camera emulator
+	$(PIP) install -e 'plugins/line[opcua]'  # asyncua: the OPC UA link's tests run a real server and client on loopback
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \

@@ -7,6 +7,7 @@ the real-data ones make it serve photographs from ``../shared/data`` (``ImageFil
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from inspector_sources import PylonConfig, PylonSource, TriggeredCameraConfig, T
 from inspector_core import Frame, SourceContext
 from inspector_core.cli import main
 from inspector_core.contract import Trigger
+from tests.conftest import unavailable
 
 TRANSISTORS = "mvtec_ad/transistor/train/good"
 
@@ -30,7 +32,8 @@ TRANSISTORS = "mvtec_ad/transistor/train/good"
 @pytest.fixture
 def camemu(monkeypatch: pytest.MonkeyPatch) -> None:
     """pylon's camera emulator in this test's environment (pylon reads it at each enumeration)."""
-    pytest.importorskip("pypylon", reason="pypylon is in the test extra: pip install -e 'plugins/sources[pylon]'")
+    if importlib.util.find_spec("pypylon") is None:
+        unavailable("pypylon is not installed (make test installs it): pip install -e 'plugins/sources[pylon]'")
     monkeypatch.setenv("PYLON_CAMEMU", "1")
 
 
