@@ -38,7 +38,7 @@ from typing import Any
 import pluggy
 
 from inspector_core import hookspecs
-from inspector_core.contract import Detector, FrameSource, PluginConfig, Sink
+from inspector_core.contract import Detector, FrameSource, PlcLink, PluginConfig, Sink
 
 GROUP = "inspector.plugins"
 
@@ -55,6 +55,7 @@ class PluginInfo:
     sources: list[str] = dataclasses.field(default_factory=list)
     sinks: list[str] = dataclasses.field(default_factory=list)
     commands: list[str] = dataclasses.field(default_factory=list)
+    plc_links: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None
     disabled: bool = False
 
@@ -73,6 +74,8 @@ class Registry:
     commands: dict[str, Any]
     owner: dict[tuple[str, str], str]
     """``(what, name) -> plugin name``, e.g. ``("detector", "scratch") -> "scratch"``."""
+    plc_links: dict[str, type[PlcLink]] = dataclasses.field(default_factory=dict)
+    """Line protocols (``line.protocol``: modbus, opcua, ...)."""
 
     def plugin_of(self, what: str, name: str) -> PluginInfo | None:
         owner = self.owner.get((what, name))
@@ -295,6 +298,7 @@ def _register_one(reg: Registry, plugin_name: str, obj: Any) -> list[tuple[str, 
         pm.hook.inspector_register_sources(register=collector("source", FrameSource))
         pm.hook.inspector_register_sinks(register=collector("sink", Sink))
         pm.hook.inspector_register_commands(register=collector("command", None))
+        pm.hook.inspector_register_plc_links(register=collector("plc_link", PlcLink))
     except Exception as exc:  # noqa: BLE001
         info.error = f"failed to register: {_short_error(exc)}"
         return []
@@ -313,10 +317,17 @@ def _collect(reg: Registry, staged: dict[str, list[tuple[str, str, Any]]]) -> No
         "source": reg.sources,
         "sink": reg.sinks,
         "command": reg.commands,
+        "plc_link": reg.plc_links,
     }
     for plugin_name, items in staged.items():
         info = reg.plugins[plugin_name]
-        lists = {"detector": info.detectors, "source": info.sources, "sink": info.sinks, "command": info.commands}
+        lists = {
+            "detector": info.detectors,
+            "source": info.sources,
+            "sink": info.sinks,
+            "command": info.commands,
+            "plc_link": info.plc_links,
+        }
         problems = []
         for what, name, cls in items:
             owners = claims[(what, name)]

@@ -215,6 +215,7 @@ class StationRuntime:
             run_id=lambda: recorder.run_id,
         )
         self._delivery.start()
+        self._line = self._start_line(workers)  # issue 13: the PLC handshake (runtime/line.py)
 
         self._queue: queue.Queue[_Captured | None] = queue.Queue(maxsize=st.spec.overload.queue_size)
         self._queue_lock = threading.Lock()
@@ -231,6 +232,8 @@ class StationRuntime:
             # third exits), instead of a KeyboardInterrupt that would skip the end of the run.
             try:
                 self._close_recorder()
+                if self._line is not None:  # issue 13: answer what is open, then stop the link
+                    self._line.close()
                 # After a second interrupt the sinks get a moment only; what they still owe is recorded.
                 self._delivery.close(hurry=self._abort, hurry_s=ABORT_DRAIN_S)
                 for problem in close_steps(workers):
@@ -443,6 +446,24 @@ class StationRuntime:
 
         return restore
 
+    def _start_line(self, workers: list[StepWorker]) -> Any:
+        """Issue 13's seam: the station's ``line:`` (a PLC link serving), or ``None``."""
+        st = self.station
+        if st.line is None:
+            return None
+        from inspector_core.runtime.line import Handshake
+
+        try:
+            return Handshake.start(st, self.store, self.run_uid, self.event, self._source)
+        except Exception as exc:
+            self._delivery.close(hurry=self._abort, hurry_s=ABORT_DRAIN_S)
+            close_steps(workers)
+            self.recorder.close(timeout=ABORT_TIMEOUT_S, parts_seen=0)
+            raise StationError(
+                f"station {st.path.name}: line: the PLC link {st.line[0].name!r} failed to start: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
     # -------------------------------------------------------------- capture
 
     def _capture_loop(self) -> None:
@@ -450,6 +471,8 @@ class StationRuntime:
         frames = None
         try:
             frames = self._source.frames()
+            if self._line is not None:  # issue 13: one frame per PLC trigger
+                frames = self._line.frames(frames, self._stop)
             for frame in frames:
                 if self._capture_abandoned.is_set():
                     msg = f"source {st.source.name} yielded a frame after it was abandoned at shutdown; not recorded"
@@ -693,6 +716,9 @@ class StationRuntime:
         The writer starts (and drains an earlier run's spool) before the delivery exists; its
         workers find those verdicts in the store when they start."""
         self.tally.add_reported(len(batch))
+        line = getattr(self, "_line", None)
+        if line is not None:  # issue 13: a PLC result only after its verdict is committed
+            line.committed(batch)
         delivery = getattr(self, "_delivery", None)
         if delivery is not None:
             delivery.wake()

@@ -1,0 +1,451 @@
+"""The line: a PLC drives the station through a :class:`~inspector_core.contract.PlcLink`.
+
+The handshake, whatever the protocol (``docs/line.md`` has the timing diagram)::
+
+    PLC: trigger (counter, part id, product) --> Busy --> frame captured --> Ready
+         ... verdict committed --> result (counter, code, defect code, flags) --> ResultValid
+    PLC: acknowledge (counter) --> ResultValid cleared
+
+Promises kept here (tested in ``tests/line/``):
+
+- every trigger the link hands over gets exactly one result on the PLC, by its deadline: the
+  real verdict once it is committed in the store (the recorder's commit callback), or, when the
+  deadline (less ``line.margin_ms``) comes first, the configured default (``nok`` / ``recheck``,
+  never ``ok``), whose ``line_results`` row is committed before it is written to the PLC;
+- a verdict that comes after its default is still recorded, with ``late`` and its real code;
+- a trigger while BUSY (the previous one not yet captured) is an overrun: flagged and either
+  captured after the current part (``line.overrun: queue``) or answered at once with the
+  default (``reject``); a jump of the PLC's counter flags ``missed``;
+- a PLC that does not acknowledge within ``line.ack_timeout_ms`` is recorded (``ack_timeout``);
+  the station does not wait for acknowledges to take the next trigger.
+
+One thread (``inspector-line``) publishes results and state, so a link sees its calls from one
+thread; the capture thread takes frames through :meth:`Handshake.frames`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from inspector_core.contract import Frame, FrameSource, LineControl, LineResult, LineState, PlcLink, Trigger
+from inspector_core.store.line_records import LineLog, LineResultRecord
+
+if TYPE_CHECKING:
+    from inspector_core.runtime.config import LineSpec, Station
+    from inspector_core.store import InspectionRecord, Store
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 0.5
+"""How often the line thread shows it is alive (a link may show a heartbeat to the PLC)."""
+CLOSE_TIMEOUT_S = 10.0
+"""After the station's last verdict, how long the line may take to answer what is left."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Part:
+    seq: int
+    trigger: Trigger
+    overrun: bool
+    missed: bool
+    record: LineResultRecord
+    frame_mono: float | None = None
+    published_mono: float | None = None
+    acked: bool = False
+    rejected: bool = False
+    verdict: str | None = None
+
+
+class Handshake(LineControl):
+    """The station's side of the PLC handshake, protocol-neutral; a :class:`PlcLink` calls it.
+
+    Built by :meth:`start` from the station's ``line:`` section; the station calls
+    :meth:`frames` (capture thread), :meth:`committed` (recorder thread) and :meth:`close`."""
+
+    def __init__(
+        self,
+        spec: LineSpec,
+        link: PlcLink,
+        *,
+        run_uid: str,
+        line_log: LineLog | None,
+        on_event: Callable[[str, str], None],
+        source: FrameSource | None = None,
+    ) -> None:
+        self.spec = spec
+        self.link = link
+        self.run_uid = run_uid
+        self.line_log = line_log
+        self.on_event = on_event
+        self.source = source if source is not None and source.triggerable else None
+        self._lock = threading.Condition()
+        self._parts: dict[int, _Part] = {}
+        self._by_trigger: dict[Trigger, int] = {}
+        self._to_capture: collections.deque[int] = collections.deque()
+        self._jobs: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._seq = 0
+        self._last_counter: int | None = None
+        self._closing = False
+        self._state: LineState | None = None
+        self._events: collections.Counter[str] = collections.Counter()
+        self.stats: collections.Counter[str] = collections.Counter()
+        """Counts: triggers, results, defaults, late, overruns, missed, ack_timeouts, acks."""
+        self._thread = threading.Thread(target=self._loop, name="inspector-line", daemon=True)
+
+    @classmethod
+    def start(
+        cls,
+        station: Station,
+        store: Store | None,
+        run_uid: str,
+        on_event: Callable[[str, str], None],
+        source: FrameSource | None,
+    ) -> Handshake:
+        """The station's line, its link serving: return once the PLC can connect."""
+        assert station.line is not None and station.spec.line is not None
+        link_cls, link_cfg = station.line
+        link = link_cls(link_cfg, station_dir=station.directory)
+        line_log = LineLog(store, station.name) if store is not None else None
+        hs = cls(station.spec.line, link, run_uid=run_uid, line_log=line_log, on_event=on_event, source=source)
+        try:
+            link.start(hs)
+        except BaseException:
+            if line_log is not None:
+                line_log.close(timeout=1)
+            raise
+        hs._thread.start()
+        hs._jobs.put(("state",))
+        return hs
+
+    # -------------------------------------------------------------- LineControl (the link's threads)
+
+    def trigger(self, *, counter: int | None = None, part_id: str | None = None, product: str | None = None) -> Trigger:
+        now, mono = datetime.now(UTC), time.monotonic()
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            if counter is None:
+                counter = seq
+            last = self._last_counter
+            missed = last is not None and counter > last + 1
+            if last is not None and counter <= last:
+                self._event_once("line_counter_restarted", f"the PLC's counter went from {last} to {counter}")
+            self._last_counter = counter
+            overrun = bool(self._to_capture)
+            trig = Trigger(counter, now, mono, self.spec.deadline_ms / 1000, part_id or None, product or None)
+            record = LineResultRecord(
+                run_uid=self.run_uid,
+                seq=seq,
+                counter=counter,
+                triggered_at=now,
+                deadline_ms=self.spec.deadline_ms,
+                code=self._default_code(),
+                part_id=part_id or None,
+                product=product or None,
+                overrun=overrun,
+                missed=missed,
+            )
+            part = _Part(seq, trig, overrun, missed, record)
+            self._parts[seq] = part
+            self.stats["triggers"] += 1
+            self.stats["overruns"] += overrun
+            self.stats["missed"] += missed
+            if self._closing or (overrun and self.spec.overrun == "reject"):
+                part.rejected = True
+                self._jobs.put(("reject", seq))
+                return trig
+            self._by_trigger[trig] = seq
+            self._to_capture.append(seq)
+            self._lock.notify_all()
+        self._jobs.put(("state",))
+        if self.source is not None:
+            try:
+                self.source.trigger(trig)
+            except Exception as exc:  # noqa: BLE001 - the part gets its default; the reason is recorded
+                self._event_once("line_source_trigger_failed", f"source trigger failed: {type(exc).__name__}: {exc}")
+        return trig
+
+    def acknowledge(self, counter: int) -> None:
+        self._jobs.put(("ack", counter, time.monotonic()))
+
+    def connection(self, connected: bool, peer: str = "") -> None:
+        self.stats["connects" if connected else "disconnects"] += 1
+        kind = "plc_connected" if connected else "plc_disconnected"
+        self.on_event(kind, f"the PLC {'connected' if connected else 'disconnected'}{f' ({peer})' if peer else ''}")
+
+    def select_recipe(self, name: str) -> None:
+        self._event_once("line_recipe_refused", f"the PLC asked for recipe {name!r}; this station has no recipes")
+
+    # -------------------------------------------------------------- the station's side
+
+    def frames(self, frames: Iterator[Frame], stop: threading.Event) -> Iterator[Frame]:
+        """The source's frames, one per trigger: a triggerable source's frames carry their
+        trigger; any other source is paced, each trigger taking its next frame."""
+        try:
+            if self.source is not None:
+                for frame in frames:
+                    seq = self._by_trigger.pop(frame.trigger, None) if frame.trigger is not None else None
+                    if seq is None:
+                        yield frame  # a frame no trigger asked for: inspected, not answered
+                        continue
+                    yield self._captured(seq, frame)
+                    if stop.is_set():
+                        return
+                return
+            while not stop.is_set():
+                with self._lock:
+                    if not self._to_capture:
+                        self._lock.wait(0.1)
+                        continue
+                    seq = self._to_capture[0]
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    self._event_once("line_source_ended", "the source has no more frames; triggers get the default")
+                    return
+                yield self._captured(seq, frame)
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+
+    def _captured(self, seq: int, frame: Frame) -> Frame:
+        mono = time.monotonic()
+        with self._lock:
+            part = self._parts[seq]
+            if seq in self._to_capture:
+                self._to_capture.remove(seq)
+            part.frame_mono = mono
+            self._by_trigger.pop(part.trigger, None)
+        self._jobs.put(("state",))
+        trig = part.trigger
+        meta = dict(frame.meta) if isinstance(frame.meta, dict) else {}
+        meta.update(plc_run=self.run_uid, plc_seq=seq, plc_counter=trig.counter)
+        if trig.product:
+            meta["plc_product"] = trig.product
+        return dataclasses.replace(frame, trigger=trig, part_id=trig.part_id or frame.part_id, meta=meta)
+
+    def committed(self, batch: list[InspectionRecord]) -> None:
+        """The recorder committed ``batch`` (its writer thread): answer the parts in it."""
+        self._jobs.put(("committed", batch, time.monotonic()))
+
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Answer every trigger still open (its verdict or, at its deadline, the default), show
+        HALTED, stop the link and write the last rows."""
+        with self._lock:
+            self._closing = True
+            # Triggers never captured are not waited for beyond their deadline.
+        self._jobs.put(("state",))
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._lock:
+                open_ = [p for p in self._parts.values() if p.published_mono is None]
+            if not open_:
+                break
+            time.sleep(0.01)
+        self._jobs.put(("stop",))
+        self._thread.join(timeout=max(1.0, end - time.monotonic()))
+        try:
+            self.link.close()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("closing the PLC link: %s", exc)
+        if self.line_log is not None and not self.line_log.close():
+            self.on_event("line_log_incomplete", "line_results: the last rows could not be written in time")
+
+    # -------------------------------------------------------------- the line thread
+
+    def _loop(self) -> None:
+        next_beat = time.monotonic()
+        while True:
+            now = time.monotonic()
+            due = min(self._next_due(now), next_beat)
+            try:
+                job = self._jobs.get(timeout=max(0.0, due - now))
+            except queue.Empty:
+                job = ("tick",)
+            kind = job[0]
+            try:
+                if kind == "stop":
+                    self._set_state("HALTED")
+                    return
+                if kind == "committed":
+                    self._answer(job[1], job[2])
+                elif kind == "reject":
+                    self._default(self._parts[job[1]], time.monotonic())
+                elif kind == "ack":
+                    self._ack(job[1], job[2])
+                self._timers(time.monotonic())
+                if self._jobs.empty():
+                    self._set_state(self._wanted_state())
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + HEARTBEAT_S
+                    beat = getattr(self.link, "heartbeat", None)
+                    if beat is not None:
+                        beat()
+            except Exception as exc:
+                log.exception("line: %s", kind)
+                self._event_once("line_error", f"the line thread failed on {kind}: {type(exc).__name__}: {exc}")
+
+    def _wanted_state(self) -> LineState:
+        with self._lock:
+            if self._closing:
+                return "HALTED"
+            return "BUSY" if self._to_capture else "READY"
+
+    def _set_state(self, state: LineState) -> None:
+        if state != self._state:
+            self._state = state
+            self.link.set_state(state)
+
+    def _next_due(self, now: float) -> float:
+        due = now + 1.0
+        margin = self.spec.margin_ms / 1000
+        ack = self.spec.ack_timeout_ms / 1000
+        with self._lock:
+            for p in self._parts.values():
+                if p.published_mono is None:
+                    due = min(due, p.trigger.at_monotonic + p.trigger.deadline_s - margin)
+                elif not p.acked and not p.record.ack_timeout:
+                    due = min(due, p.published_mono + ack)
+        return due
+
+    def _timers(self, now: float) -> None:
+        margin = self.spec.margin_ms / 1000
+        ack = self.spec.ack_timeout_ms / 1000
+        with self._lock:
+            parts = list(self._parts.values())
+        for p in parts:
+            if p.published_mono is None:
+                if now >= p.trigger.at_monotonic + p.trigger.deadline_s - margin:
+                    self._default(p, now)
+            elif not p.acked and not p.record.ack_timeout and now >= p.published_mono + ack:
+                p.record.ack_timeout = True
+                self.stats["ack_timeouts"] += 1
+                self._event_once(
+                    "plc_ack_timeout",
+                    f"the PLC did not acknowledge the result of counter {p.trigger.counter} within "
+                    f"{self.spec.ack_timeout_ms:g} ms (each one is in line_results.ack_timeout)",
+                )
+                self._write(p)
+                self._forget_if_done(p)
+
+    def _default_code(self) -> int:
+        return getattr(self.spec.codes, self.spec.default)
+
+    def _code(self, verdict: str) -> int:
+        codes = self.spec.codes
+        if verdict == "PASS":
+            return codes.ok
+        if verdict == "FAIL":
+            return codes.nok
+        if verdict == "ERROR":
+            return getattr(codes, self.spec.error)
+        return self._default_code()  # NOT_INSPECTED: not judged, never ok
+
+    def _default(self, p: _Part, now: float) -> None:
+        """The deadline came first (or the trigger was refused): record the default, then write it."""
+        rec = p.record
+        rec.code, rec.is_default = self._default_code(), True
+        self.stats["defaults"] += 1
+        if self.line_log is not None:
+            left = p.trigger.at_monotonic + p.trigger.deadline_s - time.monotonic() - 0.002
+            if not self.line_log.write(rec, wait_s=max(0.0, left)):
+                # Fail closed: a default is a reject; the PLC gets it on time, the row follows.
+                self._event_once(
+                    "line_default_not_recorded_in_time",
+                    "a deadline default was written to the PLC before its line_results row was committed "
+                    f"(the store: {self.line_log.error or 'slow'}); the row is written when the store answers",
+                )
+        self._publish(p, LineResult(p.trigger.counter, rec.part_id or "", rec.code, None, 0, True, p.overrun, p.missed))
+
+    def _answer(self, batch: list[InspectionRecord], committed_mono: float) -> None:
+        for ins in batch:
+            meta = ins.source_meta or {}
+            if meta.get("plc_run") != self.run_uid:
+                continue
+            seq = meta.get("plc_seq")
+            p = self._parts.get(seq) if isinstance(seq, int) else None
+            if p is None:
+                continue
+            rec = p.record
+            rec.inspection_uid, rec.part_id = ins.uid, ins.part_id
+            rec.verdict, rec.verdict_code = ins.verdict, self._code(ins.verdict)
+            failing = [d for d in ins.defects if d.failed]
+            rec.defect_code = self.spec.defect_codes.get(failing[0].kind, 0) if failing else 0
+            p.verdict = ins.verdict
+            if p.frame_mono is not None:
+                rec.trigger_to_frame_ms = (p.frame_mono - p.trigger.at_monotonic) * 1000
+                if ins.latency_ms is not None:
+                    rec.frame_to_verdict_ms = ins.latency_ms
+                    rec.verdict_to_committed_ms = max(0.0, (committed_mono - p.frame_mono) * 1000 - ins.latency_ms)
+            if p.published_mono is not None:  # the default went first: the verdict is late
+                rec.late = True
+                self.stats["late"] += 1
+                self._write(p)
+                self._forget_if_done(p)
+                continue
+            rec.code, rec.is_default = rec.verdict_code, False
+            result = LineResult(
+                p.trigger.counter,
+                ins.part_id,
+                rec.code,
+                ins.verdict,  # type: ignore[arg-type]  # a store verdict is one of the four
+                rec.defect_code,
+                False,
+                p.overrun,
+                p.missed,
+                ins.uid,
+                tuple({"kind": d.kind, "score": d.score, "box": list(d.box), "step": d.step} for d in failing),
+            )
+            self._publish(p, result)
+
+    def _publish(self, p: _Part, result: LineResult) -> None:
+        self.link.publish(result)
+        p.published_mono = time.monotonic()
+        p.record.trigger_to_result_ms = (p.published_mono - p.trigger.at_monotonic) * 1000
+        self.stats["results"] += 1
+        self._write(p)
+        self._forget_if_done(p)
+
+    def _ack(self, counter: int, mono: float) -> None:
+        with self._lock:
+            parts = [p for p in self._parts.values() if p.published_mono is not None and not p.acked]
+        # The acknowledge of a counter also acknowledges every result published before it.
+        target = [p for p in parts if p.trigger.counter == counter]
+        if not target:
+            return
+        upto = max(p.seq for p in target)
+        for p in parts:
+            if p.seq <= upto:
+                p.acked = True
+                p.record.ack_ms = (mono - p.published_mono) * 1000 if p.published_mono is not None else None
+                self.stats["acks"] += 1
+                self._write(p)
+                self._forget_if_done(p)
+
+    def _write(self, p: _Part) -> None:
+        if self.line_log is not None:
+            self.line_log.write(p.record)
+
+    def _forget_if_done(self, p: _Part) -> None:
+        """Drop a part once nothing more can be learnt of it (answered, acknowledged or timed
+        out, and its verdict known or never coming)."""
+        if p.published_mono is None or not (p.acked or p.record.ack_timeout):
+            return
+        if p.verdict is None and not p.rejected and p.frame_mono is not None:
+            return  # its late verdict may still come
+        with self._lock:
+            self._parts.pop(p.seq, None)
+
+    def _event_once(self, kind: str, message: str) -> None:
+        self._events[kind] += 1
+        if self._events[kind] == 1:
+            self.on_event(kind, message)
