@@ -1,6 +1,6 @@
 """The ``inspector`` command line (click; rich for tables and live progress).
 
-Built-in commands: ``run``, ``validate``, ``plugins``; the QA commands from
+Built-in commands: ``run``, ``validate``, ``plugins``, ``plugin new``; the QA commands from
 :mod:`inspector_core.qa.cli`; and whatever plugins register through
 ``inspector_register_commands`` (``train``, ``teach``, ...).
 """
@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from inspector_core import __version__
+from inspector_core import template as _plugin_template
 from inspector_core.console import console
 from inspector_core.plugins import Registry, load
 from inspector_core.runtime.config import ConfigError, load_station
@@ -87,6 +88,10 @@ def _steps(st) -> str:
     """``3 steps (align, scratch, dent)``."""
     n = len(st.steps)
     return f"{n} step{'' if n == 1 else 's'} ({', '.join(s.name for s in st.steps)})"
+
+
+# `inspector plugin new NAME`: the plugin template (inspector_core/template; copier from the kit extra).
+main.add_command(_plugin_template.plugin)
 
 
 @main.command()
