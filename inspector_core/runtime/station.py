@@ -53,9 +53,10 @@ from inspector_core.plugins import Registry
 from inspector_core.runtime.config import Station, Step
 from inspector_core.runtime.crops import encode_crop
 from inspector_core.runtime.delivery import Delivery, sink_keys
+from inspector_core.runtime.pipeline import Pipeline, default_workers
 from inspector_core.runtime.progress import Tally
 from inspector_core.runtime.rules import failing, verdict
-from inspector_core.runtime.steps import StepStartError, StepWorker, close_steps
+from inspector_core.runtime.steps import StepOutcome, StepStartError, StepWorker, close_steps
 from inspector_core.runtime.storable import storable_message, storable_part_id
 from inspector_core.store import (
     DefectRecord,
@@ -100,6 +101,16 @@ class _Captured:
     """The frame's metadata as the store keeps it."""
 
 
+@dataclasses.dataclass
+class _Begun:
+    """A part handed to the steps: what they see, and why a step does not run on it."""
+
+    image: np.ndarray
+    calibration: Calibration
+    views: list[View | None]
+    unrun: dict[int, str]
+
+
 class StationRuntime:
     """One run of one station. ``run()`` blocks until the source ends, ``limit`` parts were
     captured, or ``stop()`` is called (SIGINT/SIGTERM call it)."""
@@ -123,7 +134,6 @@ class StationRuntime:
         self._interrupts = 0
         self._interrupt_recorded = False
         self._seq = 0
-        self._in_flight: _Captured | None = None
         self._inspect_done = False
         self._source_closing = False
         self._source_close_lock = threading.Lock()
@@ -219,6 +229,7 @@ class StationRuntime:
 
         self._queue: queue.Queue[_Captured | None] = queue.Queue(maxsize=st.spec.overload.queue_size)
         self._queue_lock = threading.Lock()
+        self._pipeline = Pipeline(workers, cores=st.spec.workers or default_workers(), abort=self._abort)
         capture = threading.Thread(target=self._capture_loop, name="inspector-capture", daemon=True)
         inspect = threading.Thread(target=self._inspect_loop, args=(workers,), name="inspector-inspect", daemon=True)
         restore = self._install_signals()
@@ -301,7 +312,7 @@ class StationRuntime:
                         "part being inspected is ERROR, the parts not yet inspected NOT_INSPECTED",
                     )
                 if now - aborted_at > ABORT_TIMEOUT_S:
-                    left = self._queue.qsize() + (self._in_flight is not None)
+                    left = self._queue.qsize() + self._pipeline.in_flight()
                     msg = (
                         f"the inspect thread did not finish within {ABORT_TIMEOUT_S:g} s of the second "
                         f"interrupt; {left} captured part(s) may not be recorded"
@@ -572,40 +583,67 @@ class StationRuntime:
     # -------------------------------------------------------------- inspect
 
     def _inspect_loop(self, workers: list[StepWorker]) -> None:
+        """Hands each captured part to the steps' lanes (runtime/pipeline.py: steps of consecutive
+        parts overlap); a second thread judges the parts and submits them, in capture order."""
+        pipeline = self._pipeline
+        verdicts = threading.Thread(target=self._verdict_loop, name="inspector-verdict", daemon=True)
+        verdicts.start()
         try:
             while True:
                 try:
                     item = self._queue.get(timeout=0.25)
                 except queue.Empty:
-                    if self._capture_abandoned.is_set():
+                    if self._capture_abandoned.is_set() or not verdicts.is_alive():
                         break
                     continue
                 if item is None:
                     break
-                self._in_flight = item
                 if self._abort.is_set():
-                    record = self._record(item, "NOT_INSPECTED", error=ABORTED)
+                    taken = pipeline.put((item, self._record(item, "NOT_INSPECTED", error=ABORTED)), None)
                 else:
                     try:
-                        record = self._inspect(item, workers)
+                        begun = self._begin(item)
                     except Exception as exc:  # the host's own bug must still record the part
                         log.exception("inspecting part %s", item.frame.part_id)
-                        record = self._record(item, "ERROR", error=f"host error: {type(exc).__name__}: {exc}")
-                try:
-                    self._submit(record)
-                except Exception as exc:  # noqa: BLE001 - stop, saying so, rather than die silently
-                    msg = (
-                        f"part {item.frame.part_id!r} could not be handed to the recorder: {type(exc).__name__}: {exc}"
-                    )
-                    log.error(msg)
-                    self.failure = self.failure or msg
-                    self.stop()
+                        begun = self._record(item, "ERROR", error=f"host error: {type(exc).__name__}: {exc}")
+                    if isinstance(begun, InspectionRecord):
+                        taken = pipeline.put((item, begun), None)
+                    else:
+                        taken = pipeline.put((item, begun), begun.views)
+                if not taken:
                     break
-                self._in_flight = None
         finally:
+            pipeline.end()
+            verdicts.join()
+            pipeline.close()
             self._inspect_done = True
 
-    def _inspect(self, item: _Captured, workers: list[StepWorker]) -> InspectionRecord:
+    def _verdict_loop(self) -> None:
+        for job in self._pipeline.results():
+            item, begun = job.payload
+            if isinstance(begun, InspectionRecord):
+                record = begun
+            elif self._abort.is_set() and not job.started:
+                record = self._record(item, "NOT_INSPECTED", error=ABORTED)
+            else:
+                try:
+                    record = self._judge(item, begun, job.outcomes)
+                except Exception as exc:  # the host's own bug must still record the part
+                    log.exception("judging part %s", item.frame.part_id)
+                    record = self._record(item, "ERROR", error=f"host error: {type(exc).__name__}: {exc}")
+            try:
+                self._submit(record)
+            except Exception as exc:  # noqa: BLE001 - stop, saying so, rather than die silently
+                msg = f"part {item.frame.part_id!r} could not be handed to the recorder: {type(exc).__name__}: {exc}"
+                log.error(msg)
+                self.failure = self.failure or msg
+                self.stop()
+                self._pipeline.cancel()
+                return
+
+    def _begin(self, item: _Captured) -> InspectionRecord | _Begun:
+        """The part's views, one per step (``None`` where the step cannot run: its ROI lies
+        outside the frame), or its record at once when its image cannot be inspected."""
         frame = item.frame
         image = frame.image
         if frame.error is not None or image is None:
@@ -614,26 +652,32 @@ class StationRuntime:
         if problem:
             return self._record(item, "ERROR", error=problem, error_step="source")
         calibration = Calibration(self.station.spec.calibration.mm_per_px)
+        begun = _Begun(image, calibration, [], {})
+        h, w = image.shape[:2]
+        for step in self.station.steps:
+            ox, oy = (step.roi.x, step.roi.y) if step.roi else (0, 0)
+            if step.roi and (step.roi.x + step.roi.width > w or step.roi.y + step.roi.height > h):
+                begun.unrun[step.index] = (
+                    f"roi {step.roi.x},{step.roi.y} {step.roi.width}x{step.roi.height} lies outside the {w}x{h} frame"
+                )
+                begun.views.append(None)
+                continue
+            sub = image[oy : oy + step.roi.height, ox : ox + step.roi.width] if step.roi else image
+            begun.views.append(View(sub, frame.part_id, (ox, oy), calibration, frame.meta, frame_size=(w, h)))
+        return begun
+
+    def _judge(self, item: _Captured, begun: _Begun, outcomes: list[StepOutcome | None]) -> InspectionRecord:
+        image, calibration = begun.image, begun.calibration
         steps: list[StepRecord] = []
         found: list[tuple[Step, Finding]] = []
         errors: list[tuple[str, str]] = []
-        h, w = image.shape[:2]
-        for worker in workers:
-            step = worker.step
+        for step, outcome in zip(self.station.steps, outcomes, strict=True):
             ox, oy = (step.roi.x, step.roi.y) if step.roi else (0, 0)
-            if step.roi and (step.roi.x + step.roi.width > w or step.roi.y + step.roi.height > h):
-                msg = f"roi {step.roi.x},{step.roi.y} {step.roi.width}x{step.roi.height} lies outside the {w}x{h} frame"
+            if outcome is None:
+                msg = begun.unrun.get(step.index, "not run")
                 steps.append(StepRecord(step.index, step.name, step.detector.name, "error", None, None, 0, msg))
                 errors.append((step.name, msg))
                 continue
-            if self._abort.is_set():
-                msg = "not run: the station was stopped before this step"
-                steps.append(StepRecord(step.index, step.name, step.detector.name, "error", None, None, 0, msg))
-                errors.append((step.name, msg))
-                continue
-            sub = image[oy : oy + step.roi.height, ox : ox + step.roi.width] if step.roi else image
-            view = View(sub, frame.part_id, (ox, oy), calibration, frame.meta, frame_size=(w, h))
-            outcome = worker.run(view)
             if outcome.status != "ok":
                 msg = storable_message(outcome.error)
                 steps.append(

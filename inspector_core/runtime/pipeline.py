@@ -1,0 +1,217 @@
+"""The steps of consecutive parts, overlapped on the station's cores.
+
+Each step has a lane: one thread that takes the parts in capture order and calls its
+:class:`~inspector_core.runtime.steps.StepWorker` for each. Lanes run side by side, so step 1 of
+part n+1 runs while step 3 of part n does; a core gate lets at most ``workers`` detector calls
+run at once and gives a free core to the oldest part waiting. numpy, OpenCV and onnxruntime
+release the GIL, so the threads overlap for real.
+
+What the station may rely on (tested in ``tests/core/test_overlap.py``):
+
+- One step sees the parts in capture order, one at a time: a :class:`StepWorker` is never
+  called from two threads, so its tokens, budgets and replacement of a hung detector work as
+  they did when the steps ran one after another.
+- :meth:`Pipeline.results` yields the parts in the order they were put, each once, when every
+  step has answered for it: verdicts reach the recorder in capture order.
+- At most ``window`` parts are in the pipeline; :meth:`Pipeline.put` waits beyond that, so the
+  station's capture queue (and its overload policy) still holds the frames waiting.
+- After ``abort`` (a second Ctrl-C) a lane starts no step: a part none of whose steps had
+  started is reported ``started=False`` (the station records it NOT_INSPECTED), a step that had
+  not started on a started part is an error "not run".
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import heapq
+import itertools
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from inspector_core.contract import View
+from inspector_core.runtime.steps import StepOutcome, StepWorker
+
+_POLL_S = 0.1
+NOT_RUN = "not run: the station was stopped before this step"
+
+
+def default_workers() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class CoreGate:
+    """At most ``cores`` holders at once; a free core goes to the waiter with the lowest key
+    (the oldest part), not to whichever thread woke first."""
+
+    def __init__(self, cores: int) -> None:
+        self.cores = cores
+        self._free = cores
+        self._waiting: list[tuple[int, int]] = []
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+
+    def acquire(self, key: int, abort: threading.Event) -> bool:
+        """Wait for a core; ``False`` (holding none) if ``abort`` was set meanwhile."""
+        with self._cond:
+            me = (key, next(self._order))
+            heapq.heappush(self._waiting, me)
+            while not (self._free > 0 and self._waiting[0] == me):
+                if abort.is_set():
+                    self._waiting.remove(me)
+                    heapq.heapify(self._waiting)
+                    self._cond.notify_all()
+                    return False
+                self._cond.wait(_POLL_S)
+            heapq.heappop(self._waiting)
+            self._free -= 1
+            self._cond.notify_all()
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+
+@dataclasses.dataclass(eq=False)
+class Job:
+    """One part in the pipeline: what each step sees (a :class:`View`, or ``None`` for a step
+    the station does not run on this part) and, once done, what each step answered."""
+
+    seq: int
+    payload: Any
+    views: list[View | None]
+    outcomes: list[StepOutcome | None]
+    started: bool = False
+    """Whether any step began inspecting this part."""
+    _left: int = 0
+    _done: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+
+class _Lane:
+    def __init__(self, index: int, worker: StepWorker, pipeline: Pipeline) -> None:
+        self.index = index
+        self.worker = worker
+        self.pipeline = pipeline
+        self.jobs: collections.deque[Job | None] = collections.deque()
+        self.ready = threading.Semaphore(0)
+        self.thread = threading.Thread(target=self._run, name=f"inspector-lane-{worker.step.name}", daemon=True)
+
+    def put(self, job: Job | None) -> None:
+        self.jobs.append(job)
+        self.ready.release()
+
+    def _run(self) -> None:
+        p = self.pipeline
+        while True:
+            self.ready.acquire()
+            job = self.jobs.popleft()
+            if job is None:
+                return
+            view = job.views[self.index]
+            outcome: StepOutcome | None = None
+            if view is not None:
+                if p.abort.is_set() or not p.gate.acquire(job.seq, p.abort):
+                    outcome = StepOutcome("error", [], NOT_RUN)
+                else:
+                    try:
+                        job.started = True
+                        outcome = self.worker.run(view)
+                    except Exception as exc:  # noqa: BLE001 - the host's bug is this part's ERROR
+                        outcome = StepOutcome("error", [], f"host error: {type(exc).__name__}: {exc}", 0.0)
+                    finally:
+                        p.gate.release()
+            del view
+            p._answered(job, self.index, outcome)
+
+
+class Pipeline:
+    """Runs every step's lane; ``put`` parts in capture order, read them back from ``results``."""
+
+    def __init__(
+        self, workers: list[StepWorker], *, cores: int, abort: threading.Event, window: int | None = None
+    ) -> None:
+        self.workers = workers
+        self.gate = CoreGate(cores)
+        self.abort = abort
+        self.window = window if window is not None else cores + 1
+        self._lanes = [_Lane(i, w, self) for i, w in enumerate(workers)]
+        self._order: collections.deque[Job | None] = collections.deque()
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._closed = False
+        for lane in self._lanes:
+            lane.thread.start()
+
+    def put(self, payload: Any, views: list[View | None] | None) -> bool:
+        """Hand a part to the steps (``views=None``: a part decided without them, passed through
+        in order). Waits while ``window`` parts are in the pipeline; ``False`` if it was
+        cancelled meanwhile (the part was not taken)."""
+        views = views if views is not None else [None] * len(self._lanes)
+        job = Job(next(self._seq), payload, views, [None] * len(views))
+        job._left = sum(v is not None for v in views)
+        with self._cond:
+            while len(self._order) >= self.window and not self._closed:
+                self._cond.wait(_POLL_S)
+            if self._closed:
+                return False
+            self._order.append(job)
+            self._cond.notify_all()
+        if job._left == 0:
+            job._done.set()
+        for lane, view in zip(self._lanes, views, strict=True):
+            if view is not None:
+                lane.put(job)
+        return True
+
+    def _answered(self, job: Job, index: int, outcome: StepOutcome | None) -> None:
+        job.outcomes[index] = outcome
+        with self._cond:
+            job._left -= 1
+            if job._left == 0:
+                job._done.set()
+
+    def end(self) -> None:
+        """No more parts: :meth:`results` stops after the last one put."""
+        with self._cond:
+            self._order.append(None)
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        """Take no more parts (a waiting :meth:`put` returns ``False``)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def results(self) -> Iterator[Job]:
+        """Every part put, in order, once all its steps have answered."""
+        while True:
+            with self._cond:
+                while not self._order:
+                    self._cond.wait(_POLL_S)
+                job = self._order[0]
+            if job is None:
+                return
+            job._done.wait()
+            yield job  # still counted in the window while the station judges and submits it
+            with self._cond:
+                self._order.popleft()
+                self._cond.notify_all()
+
+    def in_flight(self) -> int:
+        """Parts put and not yet read back."""
+        with self._cond:
+            return sum(j is not None for j in self._order)
+
+    def close(self) -> None:
+        """Stop the lanes once they have finished what they hold (they are daemon threads)."""
+        self.cancel()
+        for lane in self._lanes:
+            lane.put(None)
