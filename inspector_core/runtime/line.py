@@ -220,7 +220,7 @@ class Handshake(LineControl):
     def _captured(self, seq: int, frame: Frame) -> Frame:
         mono = time.monotonic()
         with self._lock:
-            part = self._parts[seq]
+            part = self._parts[seq]  # kept until its verdict is known (_forget_if_done)
             if seq in self._to_capture:
                 self._to_capture.remove(seq)
             part.frame_mono = mono
@@ -440,8 +440,8 @@ class Handshake(LineControl):
         out, and its verdict known or never coming)."""
         if p.published_mono is None or not (p.acked or p.record.ack_timeout):
             return
-        if p.verdict is None and not p.rejected and p.frame_mono is not None:
-            return  # its late verdict may still come
+        if p.verdict is None and not p.rejected:
+            return  # its (late) verdict may still come: captured or still to be
         with self._lock:
             self._parts.pop(p.seq, None)
 
