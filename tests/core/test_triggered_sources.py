@@ -20,6 +20,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from inspector_sources import PylonConfig, PylonSource, TriggeredCameraConfig, TriggeredCameraSource
+from inspector_sources.triggered import PendingTriggers
 
 from inspector_core import Frame, SourceContext
 from inspector_core.cli import main
@@ -229,7 +230,8 @@ def test_pylon_setting_the_camera_refuses_names_the_feature_and_its_range(tmp_pa
         frame = cap.wait(1)[0]
     finally:
         cap.close()
-    assert frame.error is not None and "Width = 5000 refused (it allows 1 to 4096)" in frame.error
+    assert frame.error is not None
+    assert "Width = 5000 refused (it allows 1 to 4096): change source.config.width" in frame.error
 
 
 @pytest.mark.data
@@ -253,6 +255,32 @@ def test_pylon_grabs_real_photographs_through_the_emulator(tmp_path, camemu, dat
     for f, path in zip(frames, files, strict=True):
         assert f.error is None and f.image is not None
         assert np.array_equal(f.image, cv2.imread(str(path))), path  # BGR, pixel for pixel
+
+
+def test_a_wire_triggered_image_pairs_only_with_a_host_trigger_near_it():
+    # A camera on the PLC's wire (trigger_source: Line1): its images and the host's triggers
+    # come by two paths. A pulse that never reached the camera must cost that one part, not
+    # shift every later image onto the part before it.
+    pending = PendingTriggers(prefix="p", timeout_s=0.2, meta={})
+    t0 = time.monotonic() - 1.0
+    lost = Trigger(1, datetime.now(UTC), t0, 1.0, part_id="pulse-lost")
+    second = Trigger(2, datetime.now(UTC), t0 + 0.5, 1.0, part_id="second")
+    third = Trigger(3, datetime.now(UTC), t0 + 0.8, 1.0, part_id="third")
+    for t in (lost, second, third):
+        pending.add(t)
+    image2, image3 = np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8)
+    entry = pending.claim(t0 + 0.53, window_s=0.25)  # the second part's image, 30 ms after its trigger
+    assert entry is not None and entry.trigger is second
+    pending.answer(entry, pending.frame(second, image2, t0 + 0.53, {}))
+    entry = pending.claim(t0 + 0.78, window_s=0.25)  # the third's, 20 ms before the host heard of it
+    assert entry is not None and entry.trigger is third
+    pending.answer(entry, pending.frame(third, image3, t0 + 0.78, {}))
+    assert pending.claim(t0 + 2.0, window_s=0.25) is None  # an image no trigger is near
+    got = [pending.next_frame(lambda t: f"no image for trigger {t.counter}") for _ in range(3)]
+    assert [f.part_id for f in got if f is not None] == ["pulse-lost", "second", "third"]
+    assert got[0] is not None and got[0].image is None and got[0].error == "no image for trigger 1"
+    assert got[1] is not None and got[1].image is image2 and got[1].meta["trigger_to_frame_ms"] == pytest.approx(30)
+    assert got[2] is not None and got[2].image is image3 and got[2].meta["trigger_to_frame_ms"] == pytest.approx(-20)
 
 
 # ----------------------------------------------------------------- station files

@@ -76,10 +76,11 @@ class PylonConfig(PluginConfig):
         description="how long a software trigger waits for the camera to be ready (the previous exposure done)",
     )
     pair_window_ms: float = Field(
-        500,
+        250,
         gt=0,
         le=60_000,
-        description="hardware trigger: how long an image that came before the host's trigger waits to be paired",
+        description="hardware trigger: an image is paired with a host trigger at most this far from it, either way "
+        "(keep it below the time between two parts)",
     )
     features: dict[str, FeatureValue] = Field(
         default_factory=dict,
@@ -214,11 +215,13 @@ class PylonSource(FrameSource):
             n = nodes.GetNode(name)
             return n if n is not None and self._genicam.IsWritable(n) else None
 
-        def put(name: str, value: FeatureValue, *, required: bool = True) -> None:
+        def put(name: str, value: FeatureValue, field: str | None = None) -> None:
+            """Set feature ``name``; ``field`` is the config key it comes from (``None``: a
+            feature set only where the camera has it)."""
             n = node(name)
             if n is None:
-                if required:
-                    raise ValueError(f"camera {serial}: has no writable feature {name!r} (remove it from the config)")
+                if field is not None:
+                    raise ValueError(f"camera {serial}: has no writable feature {name!r}: remove source.config.{field}")
                 return
             try:
                 if isinstance(value, str) and hasattr(n, "FromString") and not hasattr(n, "GetSymbolics"):
@@ -231,36 +234,39 @@ class PylonSource(FrameSource):
                     allowed = f" (it allows {', '.join(n.GetSymbolics())})"
                 elif hasattr(n, "GetMin") and hasattr(n, "GetMax"):
                     allowed = f" (it allows {n.GetMin()} to {n.GetMax()})"
-                raise ValueError(f"camera {serial}: {name} = {value!r} refused{allowed}") from exc
+                where = f": change source.config.{field}" if field else ""
+                raise ValueError(f"camera {serial}: {name} = {value!r} refused{allowed}{where}") from exc
 
-        put("TriggerSelector", "FrameStart", required=False)
+        put("TriggerSelector", "FrameStart")
+        if node("TriggerMode") is None:
+            raise ValueError(f"camera {serial}: has no TriggerMode, so it cannot be triggered per part")
         put("TriggerMode", "On")
-        put("TriggerSource", c.trigger_source)
+        put("TriggerSource", c.trigger_source, "trigger_source")
         if c.trigger_activation is not None:
-            put("TriggerActivation", c.trigger_activation)
+            put("TriggerActivation", c.trigger_activation, "trigger_activation")
         if c.pixel_format is not None:
-            put("PixelFormat", c.pixel_format)
+            put("PixelFormat", c.pixel_format, "pixel_format")
         # Offsets first to 0, so a larger Width/Height fits; then the size; then the offsets.
         for axis, size, offset in (("X", c.width, c.offset_x), ("Y", c.height, c.offset_y)):
             if size is not None or offset is not None:
-                put(f"Offset{axis}", 0, required=False)
+                put(f"Offset{axis}", 0)
             if size is not None:
-                put("Width" if axis == "X" else "Height", size)
+                put("Width" if axis == "X" else "Height", size, "width" if axis == "X" else "height")
             if offset is not None:
-                put(f"Offset{axis}", offset)
+                put(f"Offset{axis}", offset, f"offset_{axis.lower()}")
         if c.exposure_us is not None:
-            put("ExposureAuto", "Off", required=False)
-            put("ExposureTime" if node("ExposureTime") is not None else "ExposureTimeAbs", c.exposure_us)
+            put("ExposureAuto", "Off")
+            put("ExposureTime" if node("ExposureTime") is not None else "ExposureTimeAbs", c.exposure_us, "exposure_us")
         if c.gain_db is not None:
-            put("GainAuto", "Off", required=False)
+            put("GainAuto", "Off")
             if node("Gain") is None:
                 raise ValueError(
                     f"camera {serial}: gain in dB needs the feature 'Gain' (this camera has only GainRaw: "
-                    "set it under features instead)"
+                    "remove source.config.gain_db and set GainRaw under source.config.features)"
                 )
-            put("Gain", c.gain_db)
+            put("Gain", c.gain_db, "gain_db")
         for name, value in c.features.items():
-            put(name, value)
+            put(name, value, f"features.{name}")
 
     def _camera_loop(self) -> None:
         c = self.config
@@ -335,9 +341,9 @@ class PylonSource(FrameSource):
         pylon = self._pylon
         meta: dict[str, Any] = {"block_id": int(result.GetBlockID()), "image_number": int(result.GetImageNumber())}
         if self.config.hardware:  # the wire triggered it: the oldest trigger within the pairing window
-            entry = self.pending.claim(arrived, after_s=-self.config.pair_window_ms / 1000)
+            entry = self.pending.claim(arrived, window_s=self.config.pair_window_ms / 1000)
         else:  # the answer to the oldest trigger sent to the camera
-            entry = self.pending.claim(arrived, after_s=-float("inf"), executed_only=True)
+            entry = self.pending.claim(arrived, executed_only=True)
         if not result.GrabSucceeded():
             why = f"{self.label}: the grab failed: {result.GetErrorDescription()} (error {result.GetErrorCode():#x})"
             if entry is not None:
@@ -379,7 +385,7 @@ class PylonSource(FrameSource):
                         f"{self.config.pair_window_ms:g} ms; dropped",
                     )
                     continue
-                entry = self.pending.claim(arrived, after_s=-window)
+                entry = self.pending.claim(arrived, window_s=window)
                 if entry is None:
                     return
                 self._early.popleft()

@@ -128,17 +128,32 @@ class PendingTriggers:
                 if entry.trigger is trigger:
                     entry.acknowledged_at = at
 
-    def claim(self, arrived_at: float, *, after_s: float = 0.0, executed_only: bool = False) -> _Waiting | None:
-        """The oldest unanswered trigger a frame that arrived at ``arrived_at`` answers: one
-        at least ``after_s`` before it (and, with ``executed_only``, one the camera was told
-        to expose for). ``None`` when the frame answers none (a free-running frame)."""
+    def claim(
+        self, arrived_at: float, *, after_s: float = 0.0, window_s: float | None = None, executed_only: bool = False
+    ) -> _Waiting | None:
+        """The oldest unanswered trigger a frame that arrived at ``arrived_at`` answers, or
+        ``None`` when it answers none (a free-running frame):
+
+        - by default, the oldest trigger at least ``after_s`` before the frame;
+        - with ``executed_only``, the oldest trigger the camera was told to expose for;
+        - with ``window_s`` (a camera triggered by the wire, whose frame may come before or
+          after the host's trigger), the oldest trigger within ``window_s`` of the frame either
+          way; older ones are passed over (they time out), so that a lost pulse costs one part,
+          not the identity of every part after it.
+        """
         with self._cond:
             for entry in self._queue:
                 if entry.frame is not None or entry.claimed:
                     continue
+                at = entry.trigger.at_monotonic
                 if executed_only and entry.executed_at is None:
                     return None
-                if entry.trigger.at_monotonic + after_s > arrived_at:
+                if window_s is not None:
+                    if at < arrived_at - window_s:
+                        continue
+                    if at > arrived_at + window_s:
+                        return None
+                elif not executed_only and at + after_s > arrived_at:
                     return None
                 entry.claimed = True
                 return entry
