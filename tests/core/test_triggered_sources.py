@@ -283,6 +283,32 @@ def test_a_wire_triggered_image_pairs_only_with_a_host_trigger_near_it():
     assert got[2] is not None and got[2].image is image3 and got[2].meta["trigger_to_frame_ms"] == pytest.approx(-20)
 
 
+def test_an_image_that_comes_after_its_trigger_timed_out_is_not_the_next_parts():
+    # Software trigger: each trigger sent is one exposure of the camera session; an image's
+    # block ID says which. Exposure 0 came too late (its part is ERROR already): it must not
+    # become the image of the part triggered next.
+    pending = PendingTriggers(prefix="p", timeout_s=0.0, meta={})
+    first, second = (Trigger(i, datetime.now(UTC), time.monotonic(), 1.0) for i in (1, 2))
+    pending.add(first)
+    assert pending.sending(first, (1, 0))
+    timed_out = pending.next_frame(lambda t: f"no image within the grab timeout of trigger {t.counter}")
+    assert timed_out is not None and timed_out.trigger is first and timed_out.image is None
+    pending.add(second)
+    assert pending.sending(second, (1, 1))
+    assert pending.claim_sent((1, 0)) is None  # the late image of the first part: dropped
+    entry = pending.claim_sent((1, 1))
+    assert entry is not None and entry.trigger is second
+
+
+def test_exposure_ordinal_follows_block_ids_through_a_gap_and_the_gige_wrap():
+    from inspector_sources.pylon import exposure_ordinal
+
+    assert exposure_ordinal(None, -1, 17) == 0  # the session's first image answers its first trigger
+    assert exposure_ordinal(17, 0, 18) == 1
+    assert exposure_ordinal(18, 1, 20) == 3  # exposure 2 lost by the camera: its trigger times out
+    assert exposure_ordinal(65535, 9, 1) == 10  # GigE Vision 1.x: 65535 -> 1
+
+
 # ----------------------------------------------------------------- station files
 
 

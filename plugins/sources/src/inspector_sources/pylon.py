@@ -10,6 +10,7 @@ environment gives pylon's emulated camera (tests, demos).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib.util
 import logging
 import queue
@@ -30,6 +31,37 @@ __all__ = ["PylonConfig", "PylonSource"]
 log = logging.getLogger(__name__)
 
 FeatureValue = bool | int | float | str
+
+GIGE_BLOCK_ID_MAX = 65535
+"""A GigE Vision 1.x block ID is 16 bits and wraps from 65535 to 1 (0 is never used)."""
+
+
+def exposure_ordinal(last_block: int | None, last_ordinal: int, block: int) -> int:
+    """Which exposure of a camera session an image is (0 for the first), from its block ID
+    (the camera's frame counter, one per exposure) and the previous image's: a gap in the
+    block IDs is images the camera lost, whose triggers then time out instead of taking the
+    images of the parts after them."""
+    if last_block is None:
+        return 0
+    delta = block - last_block
+    if delta <= 0:  # wrapped (GigE Vision 1.x); a 64-bit block ID (USB3, GigE 2) never wraps
+        delta += GIGE_BLOCK_ID_MAX
+    return last_ordinal + delta
+
+
+@dataclasses.dataclass(slots=True)
+class _Session:
+    """One opening of the camera. Its software triggers count its exposures (``sent``), and
+    an image's block ID tells which of them it answers."""
+
+    number: int
+    camera: Any
+    sent: int = 0
+    last_block: int | None = None
+    last_ordinal: int = -1
+    broken: str | None = None
+    """Why the trigger thread gave up on this session (a trigger command failed): reopen."""
+
 
 INSTALL = "pip install 'inspector-sources[pylon]'"
 
@@ -145,7 +177,8 @@ class PylonSource(FrameSource):
         )
         self._stop = threading.Event()
         self._commands: queue.Queue[Trigger] = queue.Queue()
-        self._camera: Any = None
+        self._session: _Session | None = None
+        self._sessions = 0
         self._camera_ready = threading.Event()
         self._early: collections.deque[tuple[float, np.ndarray, dict[str, Any]]] = collections.deque()
         self._early_lock = threading.Lock()
@@ -290,14 +323,15 @@ class PylonSource(FrameSource):
                     gap = time.monotonic() - gap_started
                     self.context.event("camera_gap", f"{self.label} back after {gap:.2f} s without images")
                     gap_started, wait = None, c.reconnect_initial_ms / 1000
-                self._camera = camera
+                self._sessions += 1
+                session = self._session = _Session(self._sessions, camera)
                 self.pending.down(None)
                 self._camera_ready.set()
                 try:
-                    lost = self._grab(camera)
+                    lost = self._grab(session)
                 finally:
                     self._camera_ready.clear()
-                    self._camera = None
+                    self._session = None
                     try:
                         camera.StopGrabbing()
                         camera.Close()
@@ -317,11 +351,14 @@ class PylonSource(FrameSource):
                     "camera_gap", f"{self.label} gave no images for the last {gap:.2f} s before the source stopped"
                 )
 
-    def _grab(self, camera: Any) -> str | None:
+    def _grab(self, session: _Session) -> str | None:
         """Retrieve images until the source stops (``None``) or the camera goes (why)."""
         pylon = self._pylon
+        camera = session.camera
         converter = pylon.ImageFormatConverter()
         while not self._stop.is_set():
+            if session.broken is not None:
+                return session.broken
             try:
                 result = camera.RetrieveResult(100, pylon.TimeoutHandling_Return)
             except self._genicam.GenericException as exc:
@@ -332,18 +369,25 @@ class PylonSource(FrameSource):
                 continue
             arrived = time.monotonic()
             try:
-                self._deliver(result, arrived, converter)
+                self._deliver(session, result, arrived, converter)
             finally:
                 result.Release()
         return None
 
-    def _deliver(self, result: Any, arrived: float, converter: Any) -> None:
+    def _deliver(self, session: _Session, result: Any, arrived: float, converter: Any) -> None:
         pylon = self._pylon
-        meta: dict[str, Any] = {"block_id": int(result.GetBlockID()), "image_number": int(result.GetImageNumber())}
+        block = int(result.GetBlockID())
+        meta: dict[str, Any] = {"block_id": block, "image_number": int(result.GetImageNumber())}
         if self.config.hardware:  # the wire triggered it: the oldest trigger within the pairing window
             entry = self.pending.claim(arrived, window_s=self.config.pair_window_ms / 1000)
-        else:  # the answer to the oldest trigger sent to the camera
-            entry = self.pending.claim(arrived, executed_only=True)
+        else:  # the answer to the software trigger sent as this exposure
+            if block >= 2**63:  # no block ID on this result (a failed grab): the next exposure
+                ordinal = session.last_ordinal + 1
+            else:
+                ordinal = exposure_ordinal(session.last_block, session.last_ordinal, block)
+                session.last_block = block
+            session.last_ordinal = ordinal
+            entry = self.pending.claim_sent((session.number, ordinal))
         if not result.GrabSucceeded():
             why = f"{self.label}: the grab failed: {result.GetErrorDescription()} (error {result.GetErrorCode():#x})"
             if entry is not None:
@@ -364,7 +408,11 @@ class PylonSource(FrameSource):
                     self._early.append((arrived, image, meta))
                 self._pair_early()
             else:
-                self.context.event("frame_without_trigger", f"{self.label} sent an image no trigger asked for")
+                self.context.event(
+                    "frame_without_trigger",
+                    f"{self.label}: image {block} came after its trigger was answered (no image within "
+                    f"{self.config.grab_timeout_ms:g} ms) or without a trigger; dropped",
+                )
             return
         if entry.acknowledged_at is not None:
             meta["trigger_to_exposure_ms"] = round((entry.acknowledged_at - entry.trigger.at_monotonic) * 1000, 3)
@@ -403,10 +451,11 @@ class PylonSource(FrameSource):
             # A trigger that comes while the camera is first being opened waits for it (a camera
             # known to be down has answered it already: pending.down).
             left = trigger.at_monotonic + self.config.grab_timeout_ms / 1000 - time.monotonic()
-            camera = self._camera if self._camera_ready.wait(max(left, 0.0)) else None
-            if camera is None:
+            session = self._session if self._camera_ready.wait(max(left, 0.0)) else None
+            if session is None or session.broken is not None:
                 self.pending.fail(trigger, f"{self.label} is not open; a part triggered now has no image")
                 continue
+            camera = session.camera
             try:
                 if not camera.WaitForFrameTriggerReady(ready_ms, pylon.TimeoutHandling_Return):
                     self.pending.fail(
@@ -415,9 +464,14 @@ class PylonSource(FrameSource):
                         "(still exposing or reading out: parts come faster than the camera's frame rate)",
                     )
                     continue
-                if not self.pending.executing(trigger):
+                if not self.pending.sending(trigger, (session.number, session.sent)):
                     continue  # already answered (the camera went down meanwhile)
+                session.sent += 1
                 camera.ExecuteSoftwareTrigger()
                 self.pending.acknowledged(trigger, time.monotonic())
             except self._genicam.GenericException as exc:
-                self.pending.fail(trigger, f"{self.label}: the software trigger failed: {str(exc).strip()}")
+                why = f"refused a software trigger ({str(exc).strip().splitlines()[0]})"
+                self.pending.fail(trigger, f"{self.label} {why}")
+                # Whether the camera took it is unknown, so its exposures can no longer be
+                # told apart: open a new session.
+                session.broken = why

@@ -45,8 +45,8 @@ def part_id_for(trigger: Trigger, prefix: str) -> str:
 @dataclasses.dataclass(slots=True)
 class _Waiting:
     trigger: Trigger
-    executed_at: float | None = None
-    """When the camera was told to expose (a software trigger), on ``time.monotonic()``."""
+    sent: tuple[int, int] | None = None
+    """(camera session, exposure ordinal) once a software trigger was sent to the camera."""
     acknowledged_at: float | None = None
     """When the camera acknowledged that command."""
     claimed: bool = False
@@ -111,16 +111,27 @@ class PendingTriggers:
                         entry.frame = self.error_frame(entry.trigger, why)
                 self._cond.notify_all()
 
-    def executing(self, trigger: Trigger) -> bool:
-        """Mark ``trigger`` as sent to the camera; ``False`` when it is already answered."""
+    def sending(self, trigger: Trigger, key: tuple[int, int]) -> bool:
+        """Mark ``trigger`` as the exposure ``key`` (camera session, ordinal) about to be sent
+        to the camera; ``False`` when it is already answered (do not send it)."""
         with self._cond:
             for entry in self._queue:
                 if entry.trigger is trigger:
                     if entry.frame is not None:
                         return False
-                    entry.executed_at = time.monotonic()
+                    entry.sent = key
                     return True
             return False
+
+    def claim_sent(self, key: tuple[int, int]) -> _Waiting | None:
+        """The unanswered trigger sent as exposure ``key``; ``None`` when it is answered
+        already (timed out: the image came late) or was never sent."""
+        with self._cond:
+            for entry in self._queue:
+                if entry.sent == key and entry.frame is None and not entry.claimed:
+                    entry.claimed = True
+                    return entry
+            return None
 
     def acknowledged(self, trigger: Trigger, at: float) -> None:
         with self._cond:
@@ -128,14 +139,11 @@ class PendingTriggers:
                 if entry.trigger is trigger:
                     entry.acknowledged_at = at
 
-    def claim(
-        self, arrived_at: float, *, after_s: float = 0.0, window_s: float | None = None, executed_only: bool = False
-    ) -> _Waiting | None:
+    def claim(self, arrived_at: float, *, after_s: float = 0.0, window_s: float | None = None) -> _Waiting | None:
         """The oldest unanswered trigger a frame that arrived at ``arrived_at`` answers, or
         ``None`` when it answers none (a free-running frame):
 
         - by default, the oldest trigger at least ``after_s`` before the frame;
-        - with ``executed_only``, the oldest trigger the camera was told to expose for;
         - with ``window_s`` (a camera triggered by the wire, whose frame may come before or
           after the host's trigger), the oldest trigger within ``window_s`` of the frame either
           way; older ones are passed over (they time out), so that a lost pulse costs one part,
@@ -146,14 +154,12 @@ class PendingTriggers:
                 if entry.frame is not None or entry.claimed:
                     continue
                 at = entry.trigger.at_monotonic
-                if executed_only and entry.executed_at is None:
-                    return None
                 if window_s is not None:
                     if at < arrived_at - window_s:
                         continue
                     if at > arrived_at + window_s:
                         return None
-                elif not executed_only and at + after_s > arrived_at:
+                elif at + after_s > arrived_at:
                     return None
                 entry.claimed = True
                 return entry
