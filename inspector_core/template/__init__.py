@@ -5,8 +5,7 @@ built-in plugins use: ``pyproject.toml`` with the entry point and the host depen
 ``src/PACKAGE/`` with a detector and its typed config, ``tests/`` using the kit
 (:mod:`inspector_core.testing`) that pass before the plugin is installed, and a README with the
 figures table to fill. copier comes with the host's ``kit`` extra (``pip install "inspector[kit]"``);
-a generated plugin keeps its answers in ``.copier-answers.yml``, so ``copier update`` brings in
-later changes of the template.
+a generated plugin keeps the answers it was made with in ``.copier-answers.yml``.
 """
 
 from __future__ import annotations

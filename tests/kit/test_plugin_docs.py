@@ -1,0 +1,47 @@
+"""The tutorial's detector (docs/plugins.md, "A detector, whole") is real code: it keeps the
+contract by the kit's check and fails a part in a station, registered as a plugin module."""
+
+from __future__ import annotations
+
+import re
+import types
+from pathlib import Path
+
+import numpy as np
+
+from inspector_core.testing import check_detector, run_station
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
+
+
+def tutorial_module() -> types.ModuleType:
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    (code,) = [b for b in blocks if "class Glare(Detector):" in b]
+    module = types.ModuleType("docs_glare")
+    exec(compile(code, f"{DOC}:Glare", "exec"), module.__dict__)
+    return module
+
+
+def panel(spot: bool) -> np.ndarray:
+    image = np.full((120, 160), 120, np.uint8)
+    if spot:
+        image[40:50, 60:72] = 255
+    return image
+
+
+def test_the_tutorial_detector_keeps_the_contract_and_fails_a_glare_part(tmp_path):
+    module = tutorial_module()
+    report = check_detector(module.Glare, {"threshold": 245}, images=[panel(False), panel(True)], tmp_path=tmp_path)
+    assert report.kinds == {"glare": 8}
+    dark = np.zeros((40, 40), np.uint8)
+    result = run_station(
+        {"steps": [{"detector": "glare"}]},
+        tmp_path,
+        images={"good": panel(False), "bad": panel(True), "dark": dark},
+        plugins=[module],
+    )
+    rows = {i.part_id: i for i in result.inspections()}
+    assert {p: r.verdict for p, r in rows.items()} == {"good": "PASS", "bad": "FAIL", "dark": "ERROR"}
+    assert rows["dark"].step_results[0].status == "cannot_judge"
+    (d,) = rows["bad"].failed_defects()
+    assert d.box == (60, 40, 12, 10) and d.measurements == {"area_px": 120.0}
