@@ -16,13 +16,14 @@ PYTEST := $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
 # fault-injection schedules: everything else (contract, runtime, store, QA) in a few minutes.
 QUICK := not train and not data and not browser and not faults
 
-.PHONY: demo test test-quick check install install-test bench clean help
+.PHONY: demo test test-quick check docs install install-test bench clean help
 
 help:
 	@echo "make demo        run the demo station end to end (SQLite, synthetic parts)"
 	@echo "make test        run the whole test suite (what CI runs)"
 	@echo "make test-quick  the suite without training, real-data, browser and fault-injection tests"
 	@echo "make check       ruff (lint and format) and mypy, as CI runs them before the tests"
+	@echo "make docs        build the documentation site into var/site (warnings are errors)"
 	@echo "make bench       print the benchmark figures (bench/*.py)"
 
 $(BIN)/python:
@@ -35,11 +36,11 @@ $(VENV)/.runtime: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.to
 	@touch $@
 
 # Tests also need the test tools, the linters of `make check`, the example third-party plugin,
-# the anomaly training extra (torch is taken from this machine's disk) and a headless browser
+# the anomaly training and OpenVINO extras (torch is taken from this machine's disk) and a headless browser
 # for the dashboard tests.
 $(VENV)/.test: $(VENV)/.runtime tests/thirdparty_plugin/pyproject.toml
-	$(PIP) install -e '.[test,check,serve,postgres]' -e tests/thirdparty_plugin
-	@if [ -f plugins/anomaly/pyproject.toml ]; then $(PIP) install -e 'plugins/anomaly[train]'; fi
+	$(PIP) install -e '.[test,check,docs,serve,postgres]' -e tests/thirdparty_plugin
+	@if [ -f plugins/anomaly/pyproject.toml ]; then $(PIP) install -e 'plugins/anomaly[train,openvino]'; fi
 	$(PIP) install -e 'plugins/sources[pylon]'  # pypylon: the pylon source's tests run on pylon's camera emulator
 	$(PIP) install -e 'plugins/line[opcua]'  # asyncua: the OPC UA link's tests run a real server and client on loopback
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -80,6 +81,10 @@ check: $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The site: docs/*.md and the API reference generated from the contract's docstrings (mkdocs.yml).
+docs: $(VENV)/.test
+	$(BIN)/mkdocs build --strict --quiet
 
 bench: $(VENV)/.test
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -33,6 +33,7 @@ def test_every_hook_has_a_docstring_with_param_and_return():
 def test_every_hook_is_implemented_by_an_installed_plugin():
     reg = load()
     assert reg.detectors and reg.sources and reg.sinks
+    assert "modbus" in reg.plc_links  # inspector_register_plc_links: the line plugin (issue 13)
     # Commands come from the anomaly and misalignment plugins when installed; the core's own
     # hook path is checked by registering one here.
     import click
@@ -92,3 +93,14 @@ def test_pytest_kit_passes_a_good_detector_and_catches_a_bad_one(tmp_path):
 
     with pytest.raises(AssertionError, match="wrote into the view"):
         check_detector(Writes, tmp_path=tmp_path)
+
+
+def test_the_api_reference_covers_every_public_name_of_the_contract():
+    """docs/reference/contract.md lists its members explicitly (so the page has an order a reader
+    can follow); a name added to ``contract.__all__`` must be added there too."""
+    from inspector_core import contract
+
+    page = (ROOT / "docs" / "reference" / "contract.md").read_text()
+    listed = set(re.findall(r"^\s+- (\w+)$", page, flags=re.M))
+    assert set(contract.__all__) <= listed, sorted(set(contract.__all__) - listed)
+    assert "::: inspector_core.hookspecs" in (ROOT / "docs" / "reference" / "hooks.md").read_text()
