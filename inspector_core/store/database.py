@@ -14,11 +14,12 @@ answering (packets dropped, a server frozen) costs the caller seconds, never a h
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -562,96 +563,186 @@ class Store:
                 conn.execute(
                     update(schema.Inspection).where(schema.Inspection.id.in_(demoted)).values(first_of_part=False)
                 )
-            ids = (
-                conn.execute(
-                    insert(schema.Inspection).returning(schema.Inspection.id, sort_by_parameter_order=True),
-                    [
-                        {
-                            "uid": r.uid,
-                            "station_id": r.station_id,
-                            "run_id": r.run_id,
-                            "seq": r.seq,
-                            "part_id": r.part_id,
-                            "captured_at": naive_utc(r.captured_at),
-                            "decided_at": naive_utc(r.decided_at),
-                            "verdict": r.verdict,
-                            "latency_ms": r.latency_ms,
-                            "error": r.error,
-                            "error_step": r.error_step,
-                            "source_meta": r.source_meta,
-                            "n_defects": sum(1 for d in r.defects if d.failed),
-                            "first_of_part": f1,
-                        }
-                        for r, f1 in zip(new, first, strict=True)
-                    ],
-                )
-                .scalars()
-                .all()
-            )
-            steps = [
-                {
-                    "inspection_id": iid,
-                    "step_index": s.step_index,
-                    "step": s.step,
-                    "detector": s.detector,
-                    "status": s.status,
-                    "score": s.score,
-                    "latency_ms": s.latency_ms,
-                    "n_findings": s.n_findings,
-                    "error": s.error,
-                }
-                for iid, r in zip(ids, new, strict=True)
-                for s in r.steps
-            ]
-            if steps:
-                conn.execute(insert(schema.StepResult), steps)
-            defects = [(iid, d) for iid, r in zip(ids, new, strict=True) for d in r.defects]
-            if defects:
-                dids = (
-                    conn.execute(
-                        insert(schema.Defect).returning(schema.Defect.id, sort_by_parameter_order=True),
-                        [
-                            {
-                                "inspection_id": iid,
-                                "step": d.step,
-                                "detector": d.detector,
-                                "kind": d.kind,
-                                "score": d.score,
-                                "failed": d.failed,
-                                "x": d.box[0],
-                                "y": d.box[1],
-                                "w": d.box[2],
-                                "h": d.box[3],
-                                "size_px": d.size_px,
-                                "size_mm": d.size_mm,
-                                "measurements": d.measurements,
-                                "message": d.message,
-                            }
-                            for iid, d in defects
-                        ],
+            # Ids come from the writer, not from RETURNING: the children need no answer per row, and
+            # every table goes in with one executemany (SQLite) or one COPY (PostgreSQL).
+            iids = _allocate_ids(conn, "inspections", len(new))
+            dids = _allocate_ids(conn, "defects", sum(len(r.defects) for r in new))
+            ts, js = _codec(conn.dialect.name)
+            at = utcnow()
+            at_db = ts(at)
+            ins, steps, defects, crops = [], [], [], []
+            k = 0
+            for iid, r, f1 in zip(iids, new, first, strict=True):
+                decided = naive_utc(r.decided_at)
+                commit_ms = None if r.latency_ms is None else r.latency_ms + (at - decided).total_seconds() * 1000
+                ins.append(
+                    (
+                        iid,
+                        r.uid,
+                        r.station_id,
+                        r.run_id,
+                        r.seq,
+                        r.part_id,
+                        ts(naive_utc(r.captured_at)),
+                        ts(decided),
+                        r.verdict,
+                        r.latency_ms,
+                        r.error,
+                        r.error_step,
+                        sum(1 for d in r.defects if d.failed),
+                        js(r.source_meta),
+                        f1,
+                        at_db,
+                        commit_ms,
                     )
-                    .scalars()
-                    .all()
                 )
-                crops = [
-                    {
-                        "defect_id": did,
-                        "inspection_id": iid,
-                        "format": d.crop.format,
-                        "width": d.crop.width,
-                        "height": d.crop.height,
-                        "x": d.crop.x,
-                        "y": d.crop.y,
-                        "scale": d.crop.scale,
-                        "data": d.crop.data,
-                    }
-                    for did, (iid, d) in zip(dids, defects, strict=True)
-                    if d.crop is not None
-                ]
-                if crops:
-                    conn.execute(insert(schema.Crop), crops)
+                for s in r.steps:
+                    steps.append(
+                        (
+                            iid,
+                            s.step_index,
+                            s.step,
+                            s.detector,
+                            s.status,
+                            s.score,
+                            s.raw_score,
+                            s.latency_ms,
+                            s.n_findings,
+                            s.error,
+                        )
+                    )
+                for d in r.defects:
+                    did = dids[k]
+                    k += 1
+                    x, y, w, h = d.box
+                    defects.append(
+                        (
+                            did,
+                            iid,
+                            d.step,
+                            d.detector,
+                            d.kind,
+                            d.score,
+                            d.raw_score,
+                            d.failed,
+                            x,
+                            y,
+                            w,
+                            h,
+                            d.size_px,
+                            d.size_mm,
+                            js(d.measurements),
+                            d.message,
+                        )
+                    )
+                    c = d.crop
+                    if c is not None:
+                        crops.append((did, iid, c.format, c.width, c.height, c.x, c.y, c.scale, c.data))
+            _insert_rows(conn, _INSPECTION_COLUMNS, ins)
+            _insert_rows(conn, _STEP_COLUMNS, steps)
+            _insert_rows(conn, _DEFECT_COLUMNS, defects)
+            _insert_rows(conn, _CROP_COLUMNS, crops)
             write_rollup(conn, rollup)
+        for r in new:  # only now: a record spooled after a failed attempt carries no commit time
+            r.committed_at = at
         return len(new)
+
+
+# ---------------------------------------------------------------------------- bulk rows
+
+_INSPECTION_COLUMNS = (
+    "inspections",
+    "id uid station_id run_id seq part_id captured_at decided_at verdict latency_ms error error_step n_defects "
+    "source_meta first_of_part committed_at commit_latency_ms",
+)
+_STEP_COLUMNS = (
+    "step_results",
+    "inspection_id step_index step detector status score raw_score latency_ms n_findings error",
+)
+_DEFECT_COLUMNS = (
+    "defects",
+    "id inspection_id step detector kind score raw_score failed x y w h size_px size_mm measurements message",
+)
+_CROP_COLUMNS = ("crops", "defect_id inspection_id format width height x y scale data")
+
+_SQL: dict[tuple[str, str], str] = {}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _sqlite_datetime(value: datetime) -> str:
+    # SQLAlchemy's SQLite DATETIME storage format (always with microseconds), for naive UTC times.
+    return value.isoformat(" ", "microseconds")
+
+
+def _json(value: Any) -> str:
+    # SQLAlchemy's JSON bind processor with the dialects' default serializer: None is JSON 'null'.
+    return json.dumps(value)
+
+
+def _codec(dialect: str) -> tuple[Callable[[datetime], Any], Callable[[Any], Any]]:
+    """How a datetime and a JSON value go into the bulk rows, exactly as SQLAlchemy's bind processors
+    store them (tests/core/test_store_bulk.py compares the two): SQLite keeps datetimes as text with
+    microseconds; both keep JSON as its text (``json.dumps``)."""
+    return (_sqlite_datetime if dialect == "sqlite" else _same), _json
+
+
+def _insert_rows(conn: Connection, spec: tuple[str, str], rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` (values in the order of ``spec``'s columns, already in the database's form: see
+    :func:`_codec`) in the connection's transaction: one ``executemany`` (SQLite) or one ``COPY``
+    (PostgreSQL through psycopg); no statement per row, no RETURNING. Driver errors are raised as
+    SQLAlchemy's (``IntegrityError``, ``DataError``, ...), so :func:`classify` reads them as any other."""
+    if not rows:
+        return
+    table, columns = spec
+    names = columns.split()
+    postgres = conn.dialect.name == "postgresql"
+    if postgres and conn.dialect.driver != "psycopg":  # another driver: SQLAlchemy's own executemany
+        conn.execute(insert(schema.Base.metadata.tables[table]), [dict(zip(names, r, strict=True)) for r in rows])
+        return
+    key = (conn.dialect.name, table)
+    sql = _SQL.get(key)
+    if sql is None:
+        if postgres:
+            sql = f"COPY {table} ({', '.join(names)}) FROM STDIN"
+        else:
+            sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        _SQL[key] = sql
+    if not postgres:
+        conn.exec_driver_sql(sql, rows)
+        return
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    try:
+        with dbapi.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[attr-defined]
+            for row in rows:
+                copy.write_row(row)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        gone = conn.dialect.is_disconnect(exc, dbapi, None)
+        if gone:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, None, exc, conn.dialect.loaded_dbapi.Error, connection_invalidated=gone, dialect=conn.dialect
+        ) from exc
+
+
+def _allocate_ids(conn: Connection, table: str, n: int) -> list[int]:
+    """``n`` new ids of ``table``, ascending, given by the writer. PostgreSQL: from the table's own
+    sequence (``nextval``, one round trip), so writers of several stations sharing the database
+    never take the same id and each station's ids still grow in its commit order. SQLite: after
+    ``max(id)``, under the write lock the writer's transaction holds from its start (``BEGIN
+    IMMEDIATE``), which is what SQLite itself gives an ``INTEGER PRIMARY KEY``."""
+    if n == 0:
+        return []
+    if conn.dialect.name == "postgresql":
+        got = conn.exec_driver_sql(
+            f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, {int(n)})"
+        ).scalars()
+        return sorted(got)
+    top = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table}").scalar_one()
+    return list(range(top + 1, top + 1 + n))
 
 
 def _pg_connect_args(driver: str, connect_timeout_s: float, statement_timeout_s: float) -> dict[str, Any]:

@@ -61,6 +61,8 @@ class DefectRecord:
     measurements: dict[str, float]
     message: str
     crop: CropRecord | None = None
+    raw_score: float | None = None
+    """The detector's own unclipped score (``Finding.raw_score``), beside ``score`` in [0, 1]."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -75,6 +77,9 @@ class StepRecord:
     latency_ms: float | None
     n_findings: int = 0
     error: str | None = None
+    raw_score: float | None = None
+    """The highest ``Finding.raw_score`` among all the findings the detector returned for the part,
+    those below its report floor included (``score`` is 0 then); ``None`` when it gives none."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -103,12 +108,16 @@ class InspectionRecord:
     defects: list[DefectRecord] = dataclasses.field(default_factory=list)
     station: str | None = None
     run_uid: str | None = None
+    committed_at: datetime | None = None
+    """Set by the writer once the record is committed: its clock just before the transaction's
+    COMMIT (``inspections.committed_at``); ``None`` before, and in the spool."""
 
     # The spool keeps records as JSON (never pickle); crops as base64.
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
         d["captured_at"] = self.captured_at.isoformat()
         d["decided_at"] = self.decided_at.isoformat()
+        d["committed_at"] = None if self.committed_at is None else self.committed_at.isoformat()
         for defect in d["defects"]:
             if defect["crop"]:
                 defect["crop"]["data"] = base64.b64encode(defect["crop"]["data"]).decode()
@@ -119,6 +128,8 @@ class InspectionRecord:
         d = json.loads(text)
         d["captured_at"] = datetime.fromisoformat(d["captured_at"])
         d["decided_at"] = datetime.fromisoformat(d["decided_at"])
+        if d.get("committed_at"):
+            d["committed_at"] = datetime.fromisoformat(d["committed_at"])
         d["steps"] = [StepRecord(**s) for s in d["steps"]]
         defects = []
         for x in d["defects"]:

@@ -1,0 +1,317 @@
+"""The store's line rate: inspections committed per second through the recorder, against the raw
+grouped limit of the same rows on the same database in the same run.
+
+Prints figures; it is not a test. Run: ``.venv/bin/python bench/store_rate.py [--n N] [--rounds R]``.
+
+Each inspection has one step, one failed defect and its JPEG crop (about 2.5 KB), as a station
+writes them. Two figures per database, measured alternately (``rounds`` times, each on a new
+database migrated to the newest schema, so both start empty with the same indexes):
+
+- **recorder**: :class:`~inspector_core.store.Recorder` as a station uses it (one producer
+  thread submitting, the writer's group commit, at most 500 per transaction), timed from the
+  first submit to ``close()`` (every verdict committed and reported, the run ended);
+- **raw**: plain DBAPI ``executemany`` of the same rows (``inspections``, ``step_results``,
+  ``defects``, ``crops``, ids given), grouped 500 inspections per commit; no roll-up, no
+  duplicate check, no first-of-part probe, no spool: the limit of this database on this disk.
+
+SQLite: WAL, ``synchronous=FULL`` (the store's setting), a file in a temporary folder.
+PostgreSQL: a new database named ``inspector_bench_<hex>`` on 127.0.0.1:5432, dropped after.
+Also printed: how long after ``committed_at`` the commit returned (the part of the committed
+latency that ``commit_latency_ms`` does not see), and ``os.getloadavg()`` beside every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inspector_core.store import (
+    CropRecord,
+    DefectRecord,
+    InspectionRecord,
+    Recorder,
+    RunRecord,
+    StepRecord,
+    Store,
+    utcnow,
+)
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+GROUP = 500
+
+
+def _crop() -> bytes:
+    rng = np.random.default_rng(0)
+    patch = cv2.GaussianBlur(rng.integers(0, 255, (72, 88), np.uint8), (5, 5), 0)
+    ok, buf = cv2.imencode(".jpg", patch, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return buf.tobytes()
+
+
+CROP = _crop()
+
+
+def records(n: int, run_uid: str, station: str) -> list[InspectionRecord]:
+    t0 = utcnow()
+    out = []
+    for i in range(n):
+        at = t0 + timedelta(microseconds=500 * i)
+        out.append(
+            InspectionRecord(
+                uuid.uuid4().hex,
+                None,
+                None,
+                i,
+                f"p{i:07d}",
+                at,
+                at + timedelta(milliseconds=12),
+                "FAIL",
+                12.0,
+                steps=[StepRecord(0, "front", "scratch", "ok", 0.91, 8.5, 1)],
+                defects=[
+                    DefectRecord(
+                        "front",
+                        "scratch",
+                        "scratch",
+                        0.91,
+                        True,
+                        (1000, 800, 40, 30),
+                        40.0,
+                        2.0,
+                        {"length_px": 40.0, "width_px": 2.0},
+                        "scratch 40 px",
+                        CropRecord("jpeg", 88, 72, 980, 780, 1.0, CROP),
+                    )
+                ],
+                station=station,
+                run_uid=run_uid,
+            )
+        )
+    return out
+
+
+def _run(station: str) -> RunRecord:
+    return RunRecord(station, "bench", "0", {}, "", "x" * 64, {})
+
+
+def recorder_rate(url: str, n: int) -> tuple[float, float, list[float]]:
+    """Inspections/s through the recorder, this process's CPU us per inspection (all threads),
+    and the gaps (ms) between each batch's committed_at and its commit returning."""
+    store = Store(url)
+    run = _run("rate")
+    recs = records(n, run.uid, run.station)
+    gaps: list[float] = []
+
+    def committed(batch: list[InspectionRecord]) -> None:
+        now = utcnow()
+        done.extend(batch)
+        at = getattr(batch[-1], "committed_at", None)
+        if at is not None:
+            gaps.append((now - at).total_seconds() * 1000)
+
+    done: list[InspectionRecord] = []
+    rec = Recorder(store, run=run, on_committed=committed)
+    rec.start()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for r in recs:
+        rec.submit(r)
+    assert rec.close(120, parts_seen=n), rec.close_problem
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert len(done) == n and rec.committed == n, (len(done), rec.committed)
+    store.close()
+    return n / dt, cpu / n * 1e6, gaps
+
+
+def _rows(recs: list[InspectionRecord], sid: int, rid: int, sqlite: bool) -> list[tuple[list[Any], ...]]:
+    """The same rows the store writes, as positional parameters, per group of GROUP."""
+
+    def t(x: Any) -> Any:
+        return x.isoformat(" ") if sqlite else x
+
+    groups = []
+    iid = did = 0
+    for g in range(0, len(recs), GROUP):
+        ins, steps, defects, crops = [], [], [], []
+        for r in recs[g : g + GROUP]:
+            iid += 1
+            ins.append(
+                (
+                    iid,
+                    r.uid,
+                    sid,
+                    rid,
+                    r.seq,
+                    r.part_id,
+                    t(r.captured_at),
+                    t(r.decided_at),
+                    r.verdict,
+                    r.latency_ms,
+                    None,
+                    None,
+                    1,
+                    None,
+                    True,
+                )
+            )
+            for s in r.steps:
+                steps.append((iid, s.step_index, s.step, s.detector, s.status, s.score, s.latency_ms, s.n_findings))
+            for d in r.defects:
+                did += 1
+                defects.append(
+                    (did, iid, d.step, d.detector, d.kind, d.score, d.failed, *d.box, d.size_px, d.size_mm)
+                    + (json.dumps(d.measurements), d.message)
+                )
+                c = d.crop
+                assert c is not None
+                crops.append((did, did, iid, c.format, c.width, c.height, c.x, c.y, c.scale, c.data))
+        groups.append((ins, steps, defects, crops))
+    return groups
+
+
+SQL = (
+    "INSERT INTO inspections (id, uid, station_id, run_id, seq, part_id, captured_at, decided_at, verdict,"
+    " latency_ms, error, error_step, n_defects, source_meta, first_of_part) VALUES ({})",
+    "INSERT INTO step_results (inspection_id, step_index, step, detector, status, score, latency_ms, n_findings)"
+    " VALUES ({})",
+    "INSERT INTO defects (id, inspection_id, step, detector, kind, score, failed, x, y, w, h, size_px, size_mm,"
+    " measurements, message) VALUES ({})",
+    "INSERT INTO crops (id, defect_id, inspection_id, format, width, height, x, y, scale, data) VALUES ({})",
+)
+ARITY = (15, 8, 15, 10)
+
+
+def raw_rate(url: str, n: int) -> tuple[float, float]:
+    """Inspections/s of the raw grouped inserts, and CPU us per inspection (this process)."""
+    store = Store(url)  # the same schema and indexes
+    run = _run("raw")
+    sid, rid = store.ensure_run(run)
+    store.close()
+    sqlite = url.startswith("sqlite")
+    groups = _rows(records(n, run.uid, run.station), sid, rid, sqlite)
+    mark = "?" if sqlite else "%s"
+    sql = [s.format(", ".join([mark] * k)) for s, k in zip(SQL, ARITY, strict=True)]
+    if sqlite:
+        db = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        t0, c0 = time.perf_counter(), time.process_time()
+        for group in groups:
+            db.execute("BEGIN IMMEDIATE")
+            for s, rows in zip(sql, group, strict=True):
+                db.executemany(s, rows)
+            db.execute("COMMIT")
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as db:
+            t0, c0 = time.perf_counter(), time.process_time()
+            for group in groups:
+                with db.transaction(), db.cursor() as cur:
+                    for s, rows in zip(sql, group, strict=True):
+                        cur.executemany(s, rows)
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return n / dt, cpu / n * 1e6
+
+
+def _pg_db() -> tuple[str, str]:
+    name = f"inspector_bench_{uuid.uuid4().hex[:12]}"
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def _pg_drop(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def measure(backend: str, n: int, rounds: int, goal: float) -> dict[str, Any]:
+    rates: list[float] = []
+    raws: list[float] = []
+    cpus: dict[str, list[float]] = {"raw": [], "recorder": []}
+    gaps: list[float] = []
+    for k in range(rounds):
+        for what in ("raw", "recorder") if k % 2 == 0 else ("recorder", "raw"):
+            with tempfile.TemporaryDirectory() as d:
+                name = None
+                if backend == "sqlite":
+                    url = f"sqlite:///{d}/{what}.db"
+                else:
+                    name, url = _pg_db()
+                try:
+                    if what == "raw":
+                        r, cpu = raw_rate(url, n)
+                        raws.append(r)
+                    else:
+                        r, cpu, g = recorder_rate(url, n)
+                        rates.append(r)
+                        gaps += g
+                    cpus[what].append(cpu)
+                finally:
+                    if name is not None:
+                        _pg_drop(name)
+            print(
+                f"  {backend} round {k + 1} {what:8s}: {r:9,.0f} inspections/s, {cpu:6.1f} CPU us each  ({_load()})",
+                flush=True,
+            )
+    rate, raw = statistics.median(rates), statistics.median(raws)
+    ratios = [a / b for a, b in zip(rates, raws, strict=True)]
+    gap = f"; commit returned {statistics.median(gaps):.1f} ms (median) after committed_at" if gaps else ""
+    print(
+        f"{backend}: recorder {rate:,.0f}/s vs raw grouped {raw:,.0f}/s (medians of {rounds}, n={n} each): "
+        f"ratio {statistics.median(ratios):.2f} (per round {', '.join(f'{x:.2f}' for x in ratios)}); "
+        f"goal >= {goal:,.0f}/s: {'met' if rate >= goal else 'MISSED'}{gap}  ({_load()})",
+        flush=True,
+    )
+    cpu_raw, cpu_rec = statistics.median(cpus["raw"]), statistics.median(cpus["recorder"])
+    print(
+        f"{backend}: CPU of this process per inspection: recorder {cpu_rec:.1f} us, raw {cpu_raw:.1f} us "
+        f"(ratio {cpu_rec / cpu_raw:.2f}; less disturbed by other load than wall time)",
+        flush=True,
+    )
+    return {"rate": rate, "raw": raw, "ratio": statistics.median(ratios), "cpu_us": cpu_rec, "raw_cpu_us": cpu_raw}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=20_000, help="inspections per measurement (SQLite)")
+    ap.add_argument("--pg-n", type=int, default=10_000, help="inspections per measurement (PostgreSQL)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--only", choices=("sqlite", "postgres"))
+    a = ap.parse_args(argv)
+    out = {}
+    if a.only != "postgres":
+        out["sqlite"] = measure("sqlite", a.n, a.rounds, 20_000)
+    if a.only != "sqlite":
+        out["postgres"] = measure("postgres", a.pg_n, a.rounds, 4_000)
+    return out
+
+
+if __name__ == "__main__":
+    main()
