@@ -66,7 +66,10 @@ def test_train_writes_a_small_onnx_and_a_complete_card(trained: Path):
     assert card["model"] == "patchcore" and card["input"]["resize"] == "letterbox"
     assert card["backbone"]["pretrained"] is True and card["backbone"]["name"] == "tf_efficientnet_lite0"
     assert card["training"]["images"] + card["training"]["validation_images"] == 40
-    assert card["thresholds"]["image"] > 0 and "99th percentile" in card["thresholds"]["method"]
+    assert card["thresholds"]["image"] > 0 and "leave-one-out" in card["thresholds"]["method"]
+    assert card["validation"]["loo_images"] == card["training"]["images"]
+    assert card["outputs"] == {"anomaly_map": "anomaly_map"}  # pred_score is not computed on the line
+    assert len(card["reference"]["scores"]) == 6 and card["reference"]["tolerance"] > 0
     assert card["validation"]["good_images"] == card["training"]["validation_images"]
     assert card["versions"]["anomalib"] == "2.7.0"
     import hashlib
@@ -122,18 +125,26 @@ def test_onnxruntime_matches_anomalib(good_folder: Path, tmp_path: Path):
     onnx_path = export_onnx(module, tmp_path / "parity.onnx", settings.size)
     import onnxruntime as ort
 
+    from inspector_anomaly.reference import part_score
+
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    # the export keeps only what the runtime reads; the search is ReduceMin, no ArgMin
+    assert [o.name for o in sess.get_outputs()] == ["anomaly_map"]
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(onnx_path)).graph.node}
+    assert "ReduceMin" in ops and not {"ArgMin", "GatherElements", "TopK"} & ops, ops
     tests = [render_part(seed=3, index=i, truth=t).image for i, t in enumerate(("good", "scratch", "dent", "good"))]
     torch_scores, ort_scores, worst_map = [], [], 0.0
     for img in tests:
         x = prepare(img[ROI[1] : ROI[1] + ROI[3], ROI[0] : ROI[0] + ROI[2]], settings.size, "letterbox").tensor
         with torch.no_grad():
             ref = module(torch.from_numpy(x))
-        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x}), strict=True))
-        ref_map = ref.anomaly_map.numpy().reshape(got["anomaly_map"].shape)
-        worst_map = max(worst_map, float(np.abs(ref_map - got["anomaly_map"]).max()))
-        torch_scores.append(float(ref.pred_score.reshape(-1)[0]))
-        ort_scores.append(float(got["pred_score"].reshape(-1)[0]))
+        got = sess.run(["anomaly_map"], {"input": x})[0]
+        ref_map = ref.anomaly_map.numpy().reshape(got.shape)
+        worst_map = max(worst_map, float(np.abs(ref_map - got).max()))
+        torch_scores.append(part_score(ref_map, "top_mean", 0.01))
+        ort_scores.append(part_score(got, "top_mean", 0.01))
     spread = float(np.ptp(torch_scores)) or 1.0
     assert np.max(np.abs(np.array(torch_scores) - np.array(ort_scores))) <= PARITY_TOLERANCE * spread
     assert worst_map <= PARITY_TOLERANCE * spread
@@ -141,12 +152,16 @@ def test_onnxruntime_matches_anomalib(good_folder: Path, tmp_path: Path):
     assert np.argsort(torch_scores).tolist() == np.argsort(ort_scores).tolist()
 
 
-def test_fast_export_rewrites_compute_the_same_and_are_undone():
-    """The export-time rewrites (augmented-matmul nearest neighbour, separable blur) give
-    anomalib's results on anomalib's own blur module, and leave the model as it was."""
+def test_fast_export_rewrites_compute_the_same_and_are_undone(monkeypatch: pytest.MonkeyPatch):
+    """The export-time rewrites (augmented-matmul nearest neighbour searched in blocks of the
+    bank, separable blur) give anomalib's results on anomalib's own blur module, and leave the
+    model as it was."""
     import torch
     from anomalib.models.components.filters import GaussianBlur2d
+    from inspector_anomaly import fast_export as fast_export_module
     from inspector_anomaly.fast_export import fast_export
+
+    monkeypatch.setattr(fast_export_module, "SEARCH_CHUNK", 256)  # 700 rows: blocks of 256, 256, 188
 
     class Model(torch.nn.Module):
         def __init__(self):

@@ -73,6 +73,15 @@ class TrainingSpec(_Strict):
     settings: dict[str, Any] = Field(default_factory=dict, description="model-specific settings (coreset ratio, ...)")
 
 
+class Reference(_Strict):
+    """Raw part scores of the model on deterministic reference inputs (:mod:`inspector_anomaly.reference`),
+    computed by onnxruntime's CPU provider at export: the parity check of any other runtime."""
+
+    inputs: str = Field(description="how the reference inputs are made (generator and seeds)")
+    scores: list[float] = Field(description="raw part scores of the reference inputs, onnxruntime CPU")
+    tolerance: float = Field(gt=0, description="largest accepted score difference, as a share of thresholds.spread")
+
+
 class ModelCard(_Strict):
     format: Literal["inspector-anomaly-card/1"] = Field(CARD_FORMAT, description="card format version")
     name: str = Field(description="model name (the file stem)")
@@ -84,6 +93,9 @@ class ModelCard(_Strict):
     training: TrainingSpec = Field(description="what the model was trained on")
     validation: dict[str, Any] = Field(default_factory=dict, description="metrics measured at training time")
     versions: dict[str, str] = Field(description="anomalib, torch, inspector-anomaly, onnx versions")
+    reference: Reference | None = Field(
+        None, description="reference scores for the parity check of a runtime (cards before 2026-12 have none)"
+    )
     onnx_file: str = Field(description="file name of the ONNX model, beside the card")
     onnx_sha256: str = Field(description="SHA-256 of the ONNX file")
     onnx_bytes: int = Field(description="size of the ONNX file")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import cv2
 import numpy as np
@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from inspector_anomaly.card import ModelCard, load_card, sha256_file
 from inspector_anomaly.preprocess import prepare, prepare_tiles
+from inspector_anomaly.reference import PARITY_TOLERANCE, part_score, reference_inputs
 from inspector_core import Detector, Finding, PluginConfig, View
 
 if TYPE_CHECKING:
@@ -47,6 +48,15 @@ class AnomalyConfig(PluginConfig):
         description="let onnxruntime's threads spin between runs (faster alone, "
         "slower when the station's other threads share the cores)",
     )
+    runtime: Literal["onnxruntime", "openvino"] = Field(
+        "onnxruntime",
+        description="onnxruntime (CPU provider, the default) or openvino (the `inspector-anomaly[openvino]` "
+        "extra); any runtime but onnxruntime's CPU provider is accepted only after the parity check",
+    )
+    lean_memory: bool = Field(
+        False,
+        description="onnxruntime without its memory-pattern planning: less resident memory for a few % more CPU",
+    )
     image_threshold: float | None = Field(None, description="override the card's raw image threshold")
     pixel_threshold: float | None = Field(None, description="override the card's raw pixel threshold")
     ignore_mask: str | None = Field(
@@ -57,6 +67,32 @@ class AnomalyConfig(PluginConfig):
     min_region_px: int = Field(9, ge=1, description="smallest anomalous region reported, view pixels")
     max_regions: int = Field(20, ge=1, description="at most this many regions per part, largest peaks first")
     tiling: TilingConfig | None = Field(None, description="tile large views instead of shrinking them")
+
+
+class OpenVinoSession:
+    """An OpenVINO compiled model behind the one call the detector makes of a session
+    (``run(output_names, feeds)``). Needs the ``openvino`` extra; float32 inference."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        try:
+            import openvino as ov  # type: ignore[import-untyped]  # no stubs shipped
+        except ImportError:
+            raise ValueError(
+                "anomaly: runtime 'openvino' needs the openvino package: pip install 'inspector-anomaly[openvino]' "
+                "(or remove `runtime:` from the step to use onnxruntime)"
+            ) from None
+        core = ov.Core()
+        self._compiled = core.compile_model(
+            core.read_model(str(path)),
+            "CPU",
+            {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"},
+        )
+        self._request = self._compiled.create_infer_request()
+        self._ports = {name: out for out in self._compiled.outputs for name in out.get_names()}
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        result = self._request.infer(feeds)
+        return [np.asarray(result[self._ports[n]]) for n in names]
 
 
 @dataclasses.dataclass
@@ -77,7 +113,8 @@ class Anomaly(Detector):
         self.model_path = (Path(station_dir) / config.model).resolve()
         self.card_path = self.model_path.with_suffix(".json")
         self.card: ModelCard | None = None
-        self.session: InferenceSession | None = None
+        self.session: Any = None  # an onnxruntime InferenceSession, or OpenVinoSession
+        self.parity: dict[str, Any] | None = None
         self._ignore_src: np.ndarray | None = None
         self._ignore_cache: dict[tuple[int, int], np.ndarray] = {}
 
@@ -118,23 +155,10 @@ class Anomaly(Detector):
                 f"anomaly: {path}: SHA-256 {digest[:12]}... does not match the station's "
                 f"steps[].config.sha256 ({cfg.sha256[:12]}...); update the station or the model"
             )
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = cfg.threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if not cfg.spin:
-            # Spinning worker threads fight the station's capture and store threads for the
-            # same few cores; sleeping ones cost little per image.
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.card = card
         self._input = card.input.input_name
-        names = [o.name for o in self.session.get_outputs()]
         self._map_out = card.outputs["anomaly_map"]
-        if self._map_out not in names:
-            raise ValueError(f"anomaly: {path} has no output {self._map_out!r} (has {names}); re-export the model")
+        self.session = self._open(cfg, path, card)
         if cfg.ignore_mask is not None:
             mpath = Path(self.station_dir) / cfg.ignore_mask
             m = cv2.imread(str(mpath), cv2.IMREAD_GRAYSCALE)
@@ -146,12 +170,61 @@ class Anomaly(Detector):
         self.pixel_threshold = cfg.pixel_threshold if cfg.pixel_threshold is not None else t.pixel
         self.spread = t.spread
 
+    def _ort_session(self, cfg: AnomalyConfig, path: Path) -> InferenceSession:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = cfg.threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if cfg.lean_memory:
+            opts.enable_mem_pattern = False
+        if not cfg.spin:
+            # Spinning worker threads fight the station's capture and store threads for the
+            # same few cores; sleeping ones cost little per image.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+    def _open(self, cfg: AnomalyConfig, path: Path, card: ModelCard) -> Any:
+        """The session of the configured runtime, after the parity check when it is not
+        onnxruntime's CPU provider."""
+        cpu = self._ort_session(cfg, path)
+        names = [o.name for o in cpu.get_outputs()]
+        if self._map_out not in names:
+            raise ValueError(f"anomaly: {path} has no output {self._map_out!r} (has {names}); re-export the model")
+        if cfg.runtime == "onnxruntime":
+            return cpu
+        session = OpenVinoSession(path, cfg.threads)
+        inputs = reference_inputs(card.input.height, card.input.width)
+        tol = (card.reference.tolerance if card.reference is not None else PARITY_TOLERANCE) * card.thresholds.spread
+        want = (
+            card.reference.scores
+            if card.reference is not None and len(card.reference.scores) == len(inputs)
+            else [self._reference_score(cpu, x) for x in inputs]
+        )
+        got = [self._reference_score(session, x) for x in inputs]
+        worst = max(abs(a - b) for a, b in zip(want, got, strict=True))
+        if not worst <= tol:  # NaN fails too
+            raise ValueError(
+                f"anomaly: runtime {cfg.runtime!r} fails the parity check on model {path.name}: its scores of "
+                f"the {len(inputs)} reference inputs differ from onnxruntime's CPU provider by up to {worst:.4g} "
+                f"(tolerance {tol:.4g} = {tol / card.thresholds.spread:.3f} x the card's spread); refusing it: "
+                "remove `runtime:` from the step (onnxruntime is the default) or update openvino"
+            )
+        self.parity = {"runtime": cfg.runtime, "worst": worst, "tolerance": tol, "n": len(inputs)}
+        return session
+
+    def _reference_score(self, session: Any, x: np.ndarray) -> float:
+        amap = session.run([self._map_out], {self._input: x})[0]
+        t = self.card.thresholds  # type: ignore[union-attr]
+        return part_score(amap.reshape(amap.shape[-2:]), t.image_score, t.top_fraction)
+
     def warm_up(self, example: np.ndarray | None = None) -> None:
         self.load()
         c = self.card.input  # type: ignore[union-attr]
         blank = np.zeros((1, 3, c.height, c.width), dtype=np.float32)
         for _ in range(2):
-            self.session.run([self._map_out], {self._input: blank})  # type: ignore[union-attr]
+            self.session.run([self._map_out], {self._input: blank})
 
     def files(self) -> dict[str, Path]:
         return {"onnx": self.model_path, "card": self.card_path}
@@ -180,7 +253,7 @@ class Anomaly(Detector):
         if c.resize == "tiles":
             return self._run_tiles(image)
         p = prepare(image, (c.height, c.width), c.resize, c.photometric)
-        amap = self.session.run([self._map_out], {self._input: p.tensor})[0]  # type: ignore[union-attr]
+        amap = self.session.run([self._map_out], {self._input: p.tensor})[0]
         amap = amap.reshape(amap.shape[-2:])
         x, y, w, h = p.valid
         return amap[y : y + h, x : x + w]
@@ -190,7 +263,7 @@ class Anomaly(Detector):
         tiles, origins, (sh, sw) = prepare_tiles(image, (c.height, c.width), c.scale, c.tile_overlap, c.photometric)
         amap = np.full((sh, sw), -np.inf, dtype=np.float32)
         for p, (x0, y0) in zip(tiles, origins, strict=True):
-            out = self.session.run([self._map_out], {self._input: p.tensor})[0]  # type: ignore[union-attr]
+            out = self.session.run([self._map_out], {self._input: p.tensor})[0]
             out = out.reshape(out.shape[-2:])
             _, _, w, h = p.valid
             np.maximum(amap[y0 : y0 + h, x0 : x0 + w], out[:h, :w], out=amap[y0 : y0 + h, x0 : x0 + w])
@@ -229,10 +302,7 @@ class Anomaly(Detector):
         values = coarse[~np.isnan(coarse)] if self._ignore_src is not None else coarse.ravel()
         if values.size == 0:
             return float("-inf")
-        if t.image_score == "max":
-            return float(values.max())
-        k = max(1, int(round(values.size * t.top_fraction)))
-        return float(np.partition(values, values.size - k)[values.size - k :].mean())
+        return part_score(values, t.image_score, t.top_fraction)
 
     def anomaly_map(self, image: np.ndarray) -> AnomalyMap:
         """The raw anomaly map at the view's size (NaN where ignored) and the part's raw score."""

@@ -37,3 +37,9 @@ def f1_optimal_threshold(labels: ArrayLike, scores: ArrayLike) -> float:
         if v > best:
             best, best_t = v, float(t)
     return best_t
+
+
+def tail_threshold(scores: ArrayLike, z: float) -> float:
+    """``mean + z x sd`` of good scores, never below their maximum (no known good part fails)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return float(max(scores.mean() + z * scores.std(ddof=1), scores.max()))

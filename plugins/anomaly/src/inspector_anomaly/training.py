@@ -31,14 +31,16 @@ from inspector_anomaly.card import (
     BackboneSpec,
     InputSpec,
     ModelCard,
+    Reference,
     Thresholds,
     TrainingSpec,
     sha256_file,
 )
 from inspector_anomaly.image_selection import select_images
-from inspector_anomaly.metrics import auroc, f1, f1_optimal_threshold
+from inspector_anomaly.metrics import auroc, f1, f1_optimal_threshold, tail_threshold
 from inspector_anomaly.model_output import check_writable, resolve_model_path, staged_model
 from inspector_anomaly.preprocess import prepare, prepare_tiles
+from inspector_anomaly.reference import PARITY_TOLERANCE, REFERENCE_INPUTS, reference_inputs
 
 ModelName = Literal["patchcore", "padim", "dfm"]
 Resize = Literal["letterbox", "stretch", "tiles"]
@@ -78,7 +80,17 @@ class TrainSettings:
     image_score: ImageScore = "top_mean"
     """The part's raw score: the map's maximum or the mean of its top 1 %."""
     margin: float = 0.1
-    """Good-only thresholds: 99th percentile of held-out good scores plus this share of their spread."""
+    """``threshold="quantile"``: 99th percentile of held-out good scores plus this share of their spread."""
+    threshold: Literal["loo", "quantile"] = "loo"
+    """Good-only image threshold. ``loo`` (PatchCore): every training image is also scored
+    leave-one-out, against the memory bank without the rows it contributed, and pooled with the
+    held-out good images; the threshold is a normal fit's upper tail of the pooled scores
+    (``mean + z x sd``, never below their maximum). ``quantile``: the earlier p99 + margin of the
+    held-out good images alone (unstable with a handful of them)."""
+    loo_images: int = 200
+    """``loo``: at most this many training images are scored leave-one-out (chosen at random)."""
+    z: float = 3.09
+    """``loo``: standard deviations above the pooled good scores' mean (3.09: a normal tail of 0.1 %)."""
     batch_size: int = 8
     seed: int = 0
 
@@ -194,15 +206,17 @@ def fit(module, images: Sequence[np.ndarray], settings: TrainSettings, progress:
     torch.manual_seed(settings.seed)
     module.model.train()
     n = len(images)
+    tile_image: list[int] = []  # the image each model input came from
     if settings.resize == "tiles":
-        tensors = [
-            t.tensor
-            for img in images
-            for t in prepare_tiles(img, settings.size, settings.scale, settings.tile_overlap, settings.photometric)[0]
-        ]
+        tensors = []
+        for i, img in enumerate(images):
+            tiles = prepare_tiles(img, settings.size, settings.scale, settings.tile_overlap, settings.photometric)[0]
+            tensors += [t.tensor for t in tiles]
+            tile_image += [i] * len(tiles)
         progress(f"{len(tensors)} tiles from {n} images")
     else:
         tensors = [prepare(img, settings.size, settings.resize, settings.photometric).tensor for img in images]
+        tile_image = list(range(n))
     n = len(tensors)
     with torch.no_grad():
         for i in range(0, n, settings.batch_size):
@@ -213,12 +227,20 @@ def fit(module, images: Sequence[np.ndarray], settings: TrainSettings, progress:
         store = module.model.embedding_store
         feats = torch.vstack(store)
         store.clear()
+        # reshape_embedding is batch-major: every tensor gives the same number of patch rows
+        per_tensor = feats.shape[0] // n
+        origin = torch.as_tensor(tile_image, dtype=torch.long).repeat_interleave(per_tensor)
         if feats.shape[0] > settings.max_patches:
             g = torch.Generator().manual_seed(settings.seed)
-            feats = feats[torch.randperm(feats.shape[0], generator=g)[: settings.max_patches]]
+            keep = torch.randperm(feats.shape[0], generator=g)[: settings.max_patches]
+            feats, origin = feats[keep], origin[keep]
         progress(f"coreset: {settings.memory_bank} of {feats.shape[0]} patch features")
         idx = kcenter_greedy(feats, settings.memory_bank, seed=settings.seed)
         module.model.memory_bank = feats[idx].contiguous()
+        # Which training image each bank row came from (greedy order: a prefix of the bank is
+        # the coreset of that smaller size): the out-of-fold threshold scores each training
+        # image against the bank without its own rows.
+        module.bank_origin = origin[idx].numpy()
     else:
         module.fit()
     module.eval()
@@ -226,9 +248,11 @@ def fit(module, images: Sequence[np.ndarray], settings: TrainSettings, progress:
 
 def export_onnx(module, path: Path, size: tuple[int, int]) -> Path:
     """Batch-1 ONNX, opset 18, weights inside the file; the search and the blur rewritten for
-    speed (:mod:`inspector_anomaly.fast_export`)."""
+    speed (:mod:`inspector_anomaly.fast_export`); only the ``anomaly_map`` output is kept (the
+    runtime reads nothing else)."""
     import torch
 
+    from inspector_anomaly.export_graph import keep_outputs
     from inspector_anomaly.fast_export import fast_export
 
     path = Path(path)
@@ -238,6 +262,7 @@ def export_onnx(module, path: Path, size: tuple[int, int]) -> Path:
         )
         if any(Path(tmp).rglob("*.data")):
             raise RuntimeError("ONNX export wrote external data; expected one self-contained file")
+        keep_outputs(Path(out), ("anomaly_map",))
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(out), path)
     return path
@@ -249,13 +274,61 @@ class Scored:
     label: bool
 
 
+class _TorchSession:
+    """Stands in for the detector's onnxruntime session: runs the fitted anomalib module in torch,
+    so leave-one-out scores go through the runtime's own map reading and part score."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+
+    def run(self, names: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        (x,) = feeds.values()
+        with torch.no_grad():
+            return [self.module(torch.from_numpy(x)).anomaly_map.numpy()]
+
+
+def leave_one_out_scores(
+    module: Any, detector: Any, images: Sequence[np.ndarray], settings: TrainSettings
+) -> np.ndarray:
+    """Raw part scores of training images, each against the memory bank without the rows it
+    contributed (PatchCore; ``module.bank_origin`` from :func:`fit`), scored by ``detector``'s own
+    code (letterbox window, top-1 % mean). The coreset is not re-selected: the bank of each image
+    is the trained one minus its rows, slightly sparser than a re-built one, so the scores lean
+    high (a conservative threshold)."""
+    from inspector_anomaly.fast_export import fast_export
+
+    origin = getattr(module, "bank_origin", None)
+    if origin is None:
+        raise ValueError("leave-one-out scores need a PatchCore fitted by inspector_anomaly.training.fit")
+    rng = np.random.default_rng(settings.seed)
+    chosen = sorted(rng.permutation(len(images))[: settings.loo_images].tolist())
+    full = module.model.memory_bank
+    session = detector.session
+    scores = []
+    try:
+        detector.session = _TorchSession(module)
+        with fast_export(module.model):
+            for i in chosen:
+                keep = np.flatnonzero(origin != i)
+                module.model.memory_bank = full[keep]
+                scores.append(detector.anomaly_map(images[i]).score_raw)
+    finally:
+        module.model.memory_bank = full
+        detector.session = session
+    return np.array(scores, dtype=np.float64)
+
+
 def choose_thresholds(
     detector,
     val_good: Sequence[np.ndarray],
     val_bad: Sequence[tuple[np.ndarray, np.ndarray | None]],
     settings: TrainSettings,
+    loo_good: np.ndarray | None = None,
 ) -> tuple[Thresholds, dict]:
-    """Thresholds from validation images scored by the runtime detector itself."""
+    """Thresholds from validation images scored by the runtime detector itself (and, for the
+    good-only ``loo`` method, the training images' leave-one-out scores ``loo_good``)."""
     good = np.array([detector.anomaly_map(img).score_raw for img in val_good])
     if len(good) == 0:
         raise ValueError("no validation images: give a validation folder or keep val_fraction > 0")
@@ -287,6 +360,24 @@ def choose_thresholds(
         else:
             pixel_t = image_t
             method += "pixel: equal to the image threshold (no masks given)"
+    elif loo_good is not None and len(loo_good) + len(good) >= 3:
+        pooled = np.r_[loo_good, good]
+        image_t = tail_threshold(pooled, settings.z)
+        pixel_t = image_t
+        spread = max(float(pooled.max() - pooled.min()), 1e-6)
+        method = (
+            f"good-only, leave-one-out: {len(loo_good)} training images each scored against the memory bank "
+            f"without its own rows, pooled with {len(good)} held-out good images; threshold = mean + "
+            f"{settings.z} x sd of the {len(pooled)} pooled scores (a normal tail of "
+            f"{_normal_tail(settings.z):.2%}), never below their maximum; pixel threshold equal to it"
+        )
+        metrics.update(
+            loo_images=len(loo_good),
+            loo_score_median=float(np.median(loo_good)),
+            pooled_mean=float(pooled.mean()),
+            pooled_sd=float(pooled.std(ddof=1)),
+            false_alarm_rate=float((good >= image_t).mean()),
+        )
     else:
         image_t = q99 + settings.margin * (q99 - q50 if q99 > q50 else spread)
         pixel_t = image_t
@@ -303,6 +394,12 @@ def choose_thresholds(
         spread=float(spread),
         method=method,
     ), metrics
+
+
+def _normal_tail(z: float) -> float:
+    import math
+
+    return 0.5 * math.erfc(z / math.sqrt(2))
 
 
 def _versions() -> dict[str, str]:
@@ -351,7 +448,9 @@ def train(
     module, backbone = build_model(settings, progress)
     fit(module, images, settings, progress)
     with staged_model(out) as staged:
-        card = _export_and_calibrate(module, staged, backbone, settings, good, val_good, val_bad, t0, progress)
+        card = _export_and_calibrate(
+            module, staged, backbone, settings, good, val_good, val_bad, t0, progress, train_images=images
+        )
     progress(
         f"done in {time.perf_counter() - t0:.0f} s: {out} ({out.stat().st_size / 1e6:.1f} MB), "
         f"card {out.with_suffix('.json')}"
@@ -369,6 +468,7 @@ def _export_and_calibrate(
     val_bad: Sequence[tuple[Path, Path | None]],
     t0: float,
     progress: Progress,
+    train_images: Sequence[np.ndarray] = (),
 ) -> ModelCard:
     """Export ``out`` (an absolute staging path), write its provisional card, choose the thresholds
     through the runtime detector and rewrite the card with them."""
@@ -391,7 +491,7 @@ def _export_and_calibrate(
             scale=settings.scale,
             tile_overlap=settings.tile_overlap if settings.resize == "tiles" else 0,
         ),
-        outputs={"anomaly_map": "anomaly_map", "pred_score": "pred_score"},
+        outputs={"anomaly_map": "anomaly_map"},
         thresholds=Thresholds(image_score=settings.image_score, image=0.0, pixel=0.0, spread=1.0, method="provisional"),
         backbone=backbone,
         training=TrainingSpec(
@@ -399,7 +499,12 @@ def _export_and_calibrate(
             images_sha256=images_digest(good),
             validation_images=len(val_good) + len(val_bad),
             seconds=round(seconds, 1),
-            settings={"memory_bank": settings.memory_bank, "roi": settings.roi, "seed": settings.seed}
+            settings={
+                "memory_bank": settings.memory_bank,
+                "roi": settings.roi,
+                "seed": settings.seed,
+                "threshold": settings.threshold,
+            }
             if settings.model == "patchcore"
             else {"roi": settings.roi, "seed": settings.seed},
         ),
@@ -421,7 +526,16 @@ def _export_and_calibrate(
         if mask is not None and mask.ndim == 3:
             mask = mask[:, :, 0]
         vb.append((img, mask))
-    thresholds, metrics = choose_thresholds(det, vg, vb, settings)
-    card = provisional.model_copy(update={"thresholds": thresholds, "validation": metrics})
+    loo = None
+    if settings.threshold == "loo" and not vb and train_images and getattr(module, "bank_origin", None) is not None:
+        progress(f"leave-one-out scores of {min(len(train_images), settings.loo_images)} training images")
+        loo = leave_one_out_scores(module, det, train_images, settings)
+    thresholds, metrics = choose_thresholds(det, vg, vb, settings, loo_good=loo)
+    reference = Reference(
+        inputs=REFERENCE_INPUTS,
+        scores=[det._reference_score(det.session, x) for x in reference_inputs(*settings.size)],
+        tolerance=PARITY_TOLERANCE,
+    )
+    card = provisional.model_copy(update={"thresholds": thresholds, "validation": metrics, "reference": reference})
     card_path.write_text(card.model_dump_json(indent=2))
     return card

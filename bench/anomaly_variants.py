@@ -1,0 +1,309 @@
+"""Issue 12: the cheapest anomaly model that keeps the quality. Variants side by side, one run.
+
+For each dataset (magnetic_tile, mvtec transistor; the splits of ``inspector_anomaly.datasets``:
+thresholds chosen on the validation half, everything reported on the test half) PatchCore is
+fitted once with the largest memory bank; the k-center greedy coreset is built in order, so the
+first N rows of the bank *are* the coreset of size N, and every smaller bank is a prefix of it
+(the same selection a separate training with ``--memory-bank N`` makes). Each variant is
+exported exactly as ``inspector train anomaly`` does and measured through the runtime detector:
+
+- quality: image AUROC, pixel AUROC, false fails on the test half's good images at the card's
+  threshold (n given);
+- speed: ``session.run`` of each variant interleaved image by image (so load from the other
+  jobs on the machine hits all alike), wall ms and process CPU ms, idle (whatever the machine
+  does) and loaded (plus one busy-looping process of this script), load average printed beside;
+  and the detector's CPU ms for a whole 5 MP part (2448 x 2048 mono, the view resized inside);
+- memory: peak RSS growth of a fresh process that loads the variant and runs it 5 times, with
+  onnxruntime's default arena and with ``enable_mem_pattern`` off.
+
+    python bench/anomaly_variants.py [--banks 2048,4096,8192,16384] [--datasets magnetic_tile,transistor]
+                                     [--int8] [--parts 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import DATA
+
+RSS_PROBE = r"""
+import sys, json, numpy as np, onnxruntime as ort
+def hwm():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1]) / 1024
+path, mem_pattern = sys.argv[1], sys.argv[2] == '1'
+base = hwm()
+o = ort.SessionOptions(); o.intra_op_num_threads = 2; o.enable_mem_pattern = mem_pattern
+s = ort.InferenceSession(path, sess_options=o, providers=['CPUExecutionProvider'])
+x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
+for _ in range(5):
+    s.run(['anomaly_map'], {'input': x})
+print(json.dumps({'base_mb': base, 'peak_mb': hwm()}))
+"""
+
+
+def busy(stop_at: float) -> None:
+    x = 0
+    while time.time() < stop_at:
+        x += 1
+
+
+def rss(path: Path, mem_pattern: bool) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(path), "1" if mem_pattern else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    d = json.loads(out.stdout)
+    return d["peak_mb"] - d["base_mb"]
+
+
+def load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def time_sessions(sessions: dict[str, object], tensors: list, rounds: int) -> dict[str, tuple[list, list]]:
+    out: dict[str, tuple[list, list]] = {k: ([], []) for k in sessions}
+    for _ in range(rounds):
+        for x in tensors:
+            for k, s in sessions.items():
+                c0, t0 = time.process_time(), time.perf_counter()
+                s.run(["anomaly_map"], {"input": x})  # type: ignore[attr-defined]
+                out[k][0].append(1000 * (time.perf_counter() - t0))
+                out[k][1].append(1000 * (time.process_time() - c0))
+    return out
+
+
+def quantise_backbone(src: Path, dst: Path, calib: list) -> None:
+    """Static int8 (QDQ) of the backbone's convolutions only; the distance search stays float."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{"input": x} for x in calib])
+
+        def get_next(self):  # type: ignore[no-untyped-def]
+            return next(self.it, None)
+
+    model = onnx.load(str(src))
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[1] and "blur" not in n.name.lower()]
+    # the map's separable blur is two 1-channel Convs of width 33 (kernel 1 x 33 / 33 x 1): keep it float
+    inits = {t.name: t for t in model.graph.initializer}
+    convs = [
+        n.name
+        for n in model.graph.node
+        if n.name in convs and not (n.input[1] in inits and 33 in list(inits[n.input[1]].dims))
+    ]
+    quantize_static(
+        str(src),
+        str(dst),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        nodes_to_quantize=convs,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--datasets", default="magnetic_tile,transistor")
+    ap.add_argument("--banks", default="2048,4096,8192,16384")
+    ap.add_argument("--int8", action="store_true", help="add a static-int8 backbone variant of each bank")
+    ap.add_argument("--parts", type=int, default=30, help="images per timing round")
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+
+    import cv2
+    import onnxruntime as ort
+    import torch
+    from inspector_anomaly import datasets
+    from inspector_anomaly.detector import Anomaly, AnomalyConfig
+    from inspector_anomaly.evaluation import evaluate
+    from inspector_anomaly.preprocess import prepare
+    from inspector_anomaly.training import (
+        TrainSettings,
+        _export_and_calibrate,
+        build_model,
+        choose_thresholds,
+        fit,
+        read_image,
+    )
+
+    from inspector_core import View
+
+    torch.set_num_threads(2)
+    banks = sorted(int(b) for b in args.banks.split(","))
+    rows: list[dict] = []
+    for ds in args.datasets.split(","):
+        split = datasets.magnetic_tile(args.data) if ds == "magnetic_tile" else datasets.mvtec(args.data, ds, n_val=7)
+        n_good = sum(not s.is_anomalous for s in split.test)
+        print(
+            f"\n## {ds}: fit on {len(split.train)} good, thresholds on {len(split.val)} good (validation half), "
+            f"reported on test {n_good} good + {len(split.test) - n_good} defective; load {load()}",
+            flush=True,
+        )
+        settings = TrainSettings(memory_bank=banks[-1])
+        images = [read_image(s.path) for s in split.train]
+        t0 = time.perf_counter()
+        module, backbone = build_model(settings, progress=lambda m: None)
+        fit(module, images, settings, progress=lambda m: None)
+        fit_s = time.perf_counter() - t0
+        full = module.model.memory_bank.clone()
+        print(f"fit + coreset of {banks[-1]}: {fit_s:.0f} s (bank rows available {full.shape[0]})", flush=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"variants-{ds}-"))
+        variants: dict[str, Path] = {}
+        calib = [prepare(img, settings.size, "letterbox", settings.photometric).tensor for img in images[:32]]
+        for n in banks:
+            if n > full.shape[0]:
+                continue
+            module.model.memory_bank = full[:n].contiguous()
+            s_n = TrainSettings(memory_bank=n)
+            path = tmp / f"bank{n}.onnx"
+            _export_and_calibrate(
+                module,
+                path,
+                backbone,
+                s_n,
+                [s.path for s in split.train],
+                [s.path for s in split.val],
+                [],
+                t0,
+                lambda m: None,
+            )
+            variants[f"bank {n}"] = path
+            if args.int8:
+                qpath = tmp / f"bank{n}_int8.onnx"
+                quantise_backbone(path, qpath, calib)
+                from inspector_anomaly.card import sha256_file
+
+                card = json.loads(path.with_suffix(".json").read_text())
+                card.update(onnx_file=qpath.name, onnx_sha256=sha256_file(qpath), onnx_bytes=qpath.stat().st_size)
+                qpath.with_suffix(".json").write_text(json.dumps(card))
+                # its own thresholds, chosen the same way on the same validation images
+                qdet = Anomaly(AnomalyConfig(model=qpath.name, threads=2), station_dir=tmp)
+                qdet.load()
+                th, metrics = choose_thresholds(qdet, [read_image(s.path) for s in split.val], [], s_n)
+                card.update(thresholds=th.model_dump(), validation=metrics)
+                qpath.with_suffix(".json").write_text(json.dumps(card))
+                variants[f"bank {n} int8"] = qpath
+        # quality through the runtime detector
+        quality: dict[str, dict] = {}
+        for name, path in variants.items():
+            det = Anomaly(AnomalyConfig(model=path.name, threads=2), station_dir=path.parent)
+            det.warm_up()
+            fig = evaluate(det, split.test, pixel_step=4)
+            quality[name] = {
+                "image_auroc": fig.image_auroc,
+                "pixel_auroc": fig.pixel_auroc,
+                "false_fails": int(round(fig.false_alarm_rate * fig.n_good)),
+                "n_good": fig.n_good,
+                "f1": fig.f1,
+                "mb": path.stat().st_size / 1e6,
+            }
+            print(
+                f"{name:<16} image AUROC {fig.image_auroc:.3f} pixel AUROC {fig.pixel_auroc:.3f} "
+                f"F1 {fig.f1:.3f} false fails {quality[name]['false_fails']}/{fig.n_good}; load {load()}",
+                flush=True,
+            )
+        # speed, interleaved
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        sessions = {
+            k: ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
+            for k, p in variants.items()
+        }
+        tensors = [
+            prepare(s.image(), settings.size, "letterbox", settings.photometric).tensor
+            for s in split.test[: args.parts]
+        ]
+        time_sessions(sessions, tensors[:2], 1)
+        l_idle = load()
+        idle = time_sessions(sessions, tensors, args.rounds)
+        stop = time.time() + 600
+        burner = multiprocessing.Process(target=busy, args=(stop,), daemon=True)
+        burner.start()
+        time.sleep(1)
+        try:
+            loaded = time_sessions(sessions, tensors, args.rounds)
+            l_loaded = load()
+        finally:
+            burner.terminate()
+            burner.join()
+        # the detector on a whole 5 MP part (view resized inside the step), CPU per part
+        big = cv2.resize(read_image(split.test[0].path), (2448, 2048), interpolation=cv2.INTER_LINEAR)
+        dets = {}
+        for k, p in variants.items():
+            d = Anomaly(AnomalyConfig(model=p.name, threads=2), station_dir=p.parent)
+            d.warm_up()
+            dets[k] = d
+        part_cpu: dict[str, list[float]] = {k: [] for k in dets}
+        for _ in range(10):
+            for k, d in dets.items():
+                c0 = time.process_time()
+                d.inspect(View(big, "p"))
+                part_cpu[k].append(1000 * (time.process_time() - c0))
+        for k, p in variants.items():
+            q = quality[k]
+            rows.append(
+                {
+                    "dataset": ds,
+                    "variant": k,
+                    **q,
+                    "idle_ms": statistics.median(idle[k][0]),
+                    "idle_cpu": statistics.median(idle[k][1]),
+                    "loaded_ms": statistics.median(loaded[k][0]),
+                    "loaded_cpu": statistics.median(loaded[k][1]),
+                    "part_cpu": statistics.median(part_cpu[k]),
+                    "rss": rss(p, True),
+                    "rss_nomp": rss(p, False),
+                    "n_time": len(idle[k][0]),
+                    "load_idle": l_idle,
+                    "load_loaded": l_loaded,
+                }
+            )
+        print(
+            f"\n| {ds} variant | MB | image AUROC | pixel AUROC | F1 | false fails | run ms idle (CPU) | "
+            f"run ms loaded (CPU) | 5 MP part CPU ms | RSS MB (mem_pattern off) |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            if r["dataset"] != ds:
+                continue
+            print(
+                f"| {r['variant']} | {r['mb']:.1f} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | {r['f1']:.3f} | "
+                f"{r['false_fails']}/{r['n_good']} | {r['idle_ms']:.1f} ({r['idle_cpu']:.1f}) | "
+                f"{r['loaded_ms']:.1f} ({r['loaded_cpu']:.1f}) | {r['part_cpu']:.1f} | "
+                f"{r['rss']:.0f} ({r['rss_nomp']:.0f}) |"
+            )
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)  # models of non-commercial data: never kept
+        r0 = rows[-1]
+        print(
+            f"timing: n = {r0['n_time']} runs per variant per condition, interleaved, 2 threads; "
+            f"load average idle {r0['load_idle']}, loaded (+1 busy process) {r0['load_loaded']}; "
+            f"5 MP part: median of 10, detector.inspect, process CPU",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
