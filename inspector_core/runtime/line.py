@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 0.5
 """How often the line thread shows it is alive (a link may show a heartbeat to the PLC)."""
+LAST_MOMENT_S = 0.003
+"""A default whose row is not committed yet is written to the PLC this long before the deadline."""
 CLOSE_TIMEOUT_S = 10.0
 """After the station's last verdict, how long the line may take to answer what is left."""
 
@@ -95,6 +97,8 @@ class Handshake(LineControl):
         self._last_counter: int | None = None
         self._closing = False
         self._state: LineState | None = None
+        self._defaults: dict[int, tuple[threading.Event, float]] = {}
+        """Defaults waiting for their row's commit: seq -> (committed, publish at the latest)."""
         self._events: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
         """Counts: triggers, results, defaults, late, overruns, missed, ack_timeouts, acks."""
@@ -200,17 +204,24 @@ class Handshake(LineControl):
                     if stop.is_set():
                         return
                 return
+            # The next frame is read before its trigger comes (a folder's file, a generated
+            # plate): the trigger only hands it out, so trigger -> frame is not the read time.
+            ahead: Frame | None = None
             while not stop.is_set():
+                if ahead is None:
+                    try:
+                        ahead = next(frames)
+                    except StopIteration:
+                        self._event_once("line_source_ended", "the source has no more frames; triggers get the default")
+                        return
                 with self._lock:
                     if not self._to_capture:
                         self._lock.wait(0.1)
                         continue
                     seq = self._to_capture[0]
-                try:
-                    frame = next(frames)
-                except StopIteration:
-                    self._event_once("line_source_ended", "the source has no more frames; triggers get the default")
-                    return
+                frame, ahead = ahead, None
+                if isinstance(frame, Frame):
+                    frame = dataclasses.replace(frame, captured_at=datetime.now(UTC))
                 yield self._captured(seq, frame)
         finally:
             close = getattr(frames, "close", None)
@@ -267,6 +278,8 @@ class Handshake(LineControl):
         while True:
             now = time.monotonic()
             due = min(self._next_due(now), next_beat)
+            if self._defaults:
+                due = min(due, now + 0.001)
             try:
                 job = self._jobs.get(timeout=max(0.0, due - now))
             except queue.Empty:
@@ -283,6 +296,7 @@ class Handshake(LineControl):
                 elif kind == "ack":
                     self._ack(job[1], job[2])
                 self._timers(time.monotonic())
+                self._defaults_due(time.monotonic())
                 if self._jobs.empty():
                     self._set_state(self._wanted_state())
                 if time.monotonic() >= next_beat:
@@ -312,7 +326,8 @@ class Handshake(LineControl):
         with self._lock:
             for p in self._parts.values():
                 if p.published_mono is None:
-                    due = min(due, p.trigger.at_monotonic + p.trigger.deadline_s - margin)
+                    if not p.record.is_default:
+                        due = min(due, p.trigger.at_monotonic + p.trigger.deadline_s - margin)
                 elif not p.acked and not p.record.ack_timeout:
                     due = min(due, p.published_mono + ack)
         return due
@@ -324,6 +339,8 @@ class Handshake(LineControl):
             parts = list(self._parts.values())
         for p in parts:
             if p.published_mono is None:
+                if p.seq in self._defaults or p.record.is_default:
+                    continue
                 if now >= p.trigger.at_monotonic + p.trigger.deadline_s - margin:
                     self._default(p, now)
             elif not p.acked and not p.record.ack_timeout and now >= p.published_mono + ack:
@@ -354,16 +371,34 @@ class Handshake(LineControl):
         """The deadline came first (or the trigger was refused): record the default, then write it."""
         rec = p.record
         rec.code, rec.is_default = self._default_code(), True
+        if self.line_log is None:
+            self._publish_default(p)
+            return
+        # Published once its row is committed (the line thread goes on meanwhile), or, fail
+        # closed, just before the deadline if the store is slower: a default is a reject.
+        done = threading.Event()
+        self.line_log.write(rec, done=done)
+        self._defaults[p.seq] = (done, p.trigger.at_monotonic + p.trigger.deadline_s - LAST_MOMENT_S)
+
+    def _defaults_due(self, now: float) -> None:
+        for seq, (done, last) in list(self._defaults.items()):
+            if done.is_set() or now >= last:
+                del self._defaults[seq]
+                p = self._parts.get(seq)
+                if p is None or p.published_mono is not None:
+                    continue  # its real verdict came first
+                if not done.is_set():
+                    self._event_once(
+                        "line_default_not_recorded_in_time",
+                        "a deadline default was written to the PLC before its line_results row was committed "
+                        f"(the store: {(self.line_log.error if self.line_log else None) or 'slow'}); the row "
+                        "follows when the store answers",
+                    )
+                self._publish_default(p)
+
+    def _publish_default(self, p: _Part) -> None:
+        rec = p.record
         self.stats["defaults"] += 1
-        if self.line_log is not None:
-            left = p.trigger.at_monotonic + p.trigger.deadline_s - time.monotonic() - 0.002
-            if not self.line_log.write(rec, wait_s=max(0.0, left)):
-                # Fail closed: a default is a reject; the PLC gets it on time, the row follows.
-                self._event_once(
-                    "line_default_not_recorded_in_time",
-                    "a deadline default was written to the PLC before its line_results row was committed "
-                    f"(the store: {self.line_log.error or 'slow'}); the row is written when the store answers",
-                )
         self._publish(p, LineResult(p.trigger.counter, rec.part_id or "", rec.code, None, 0, True, p.overrun, p.missed))
 
     def _answer(self, batch: list[InspectionRecord], committed_mono: float) -> None:
@@ -392,6 +427,7 @@ class Handshake(LineControl):
                 self._write(p)
                 self._forget_if_done(p)
                 continue
+            self._defaults.pop(p.seq, None)  # a default still waiting for its row is not sent
             rec.code, rec.is_default = rec.verdict_code, False
             result = LineResult(
                 p.trigger.counter,

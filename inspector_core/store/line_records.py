@@ -137,10 +137,14 @@ class LineLog:
         self._thread = threading.Thread(target=self._loop, name="inspector-line-log", daemon=True)
         self._thread.start()
 
-    def write(self, record: LineResultRecord, *, wait_s: float | None = None) -> bool:
-        done = threading.Event() if wait_s is not None else None
+    def write(
+        self, record: LineResultRecord, *, wait_s: float | None = None, done: threading.Event | None = None
+    ) -> bool:
+        """Queue ``record``; ``done`` is set once it is committed; ``wait_s`` waits that long for it."""
+        if done is None and wait_s is not None:
+            done = threading.Event()
         self._queue.put((dataclasses.replace(record), done))
-        if done is None:
+        if done is None or wait_s is None:
             return False
         return done.wait(wait_s)
 
@@ -187,8 +191,6 @@ class LineLog:
                 if closing and self._queue.empty():
                     # The station is stopping and the database is away: say what is lost.
                     log.error("line_results: %d row(s) not written: %s", len(pending), self.error)
-                    for w in waiters:
-                        w.set()
                     return
                 time.sleep(self.RETRY_S)
                 continue

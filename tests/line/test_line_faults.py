@@ -98,14 +98,14 @@ def test_a_plc_that_never_acknowledges_is_recorded_and_does_not_stop_the_line(tm
 def test_a_plc_that_reconnects_mid_run_loses_and_duplicates_no_result(tmp_path, running):
     st = running(write_station(tmp_path, line=line(deadline_ms=1000), detector="{}"))
     plc = ModbusPlc("127.0.0.1", st.port)
-    seen = drive(plc, rate=60, count=300, deadline_ms=1000, reconnect_every=30)
+    seen = drive(plc, rate=25, count=150, deadline_ms=1000, reconnect_every=15)
     plc.close()
     st.stop()
     assert seen.reconnects == 9
     assert seen.lost == 0 and seen.conflicting == 0, seen.summary()
     db = tmp_path / "line.db"
     n, distinct = rows(db, "SELECT count(*), count(DISTINCT counter) FROM line_results")[0]
-    assert n == distinct == 300
+    assert n == distinct == 150
     # Each inspection is one trigger's (a part not captured before the stop has none).
     inspected, linked = rows(
         db, "SELECT (SELECT count(*) FROM inspections), count(DISTINCT inspection_uid) FROM line_results"

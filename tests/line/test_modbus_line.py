@@ -54,3 +54,18 @@ def test_a_plc_triggers_and_reads_every_result_after_its_verdict_is_committed(tm
     # The ring still holds the last results as the PLC read them.
     assert ring[12] == (2, 7, 1) and ring[11] == (1, 0, 1)
     assert status & 1  # Ready while waiting for the next trigger (read before the stop)
+
+
+def test_validate_names_the_installed_protocols_for_an_unknown_one(tmp_path, line_registry):
+    import pytest
+
+    from inspector_core.runtime.config import ConfigError, load_station
+
+    bad = LINE.replace("protocol: modbus", "protocol: profinet")
+    with pytest.raises(ConfigError) as err:
+        load_station(write_station(tmp_path, line=bad), line_registry)
+    assert "line: unknown PLC link 'profinet' (installed: modbus" in str(err.value)
+    bad = LINE.replace("deadline_ms: 400", "deadline_ms: 0")
+    with pytest.raises(ConfigError) as err:
+        load_station(write_station(tmp_path, line=bad), line_registry)
+    assert "line.deadline_ms: Input should be greater than 0 (got 0)" in str(err.value)
