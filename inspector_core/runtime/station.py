@@ -354,6 +354,8 @@ class StationRuntime:
                         step,
                         self.station.directory,
                         plugin=info.name if info else None,
+                        # an isolated step's worker imports the plugin by it (None: not installed)
+                        entry_point=info.name if info and info.distribution else None,
                         on_event=self.event,
                         abort=self._abort,
                     )

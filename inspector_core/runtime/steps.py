@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from inspector_core.contract import CannotJudge, Detector, Finding, View
 from inspector_core.runtime.config import Step
+from inspector_core.runtime.isolation import IsolatedDetector, WorkerDied, WorkerFailure
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,12 @@ class _Instance:
 
     _serial = itertools.count(1)
 
-    def __init__(self, step: Step, station_dir: Path) -> None:
+    def __init__(self, step: Step, station_dir: Path, make: Callable[[], Detector] | None = None) -> None:
         self.step = step
         self.station_dir = station_dir
+        self.make = make or (lambda: step.detector(step.config, station_dir=station_dir))
+        self.cpu_ms = 0.0
+        """CPU time of the last ``inspect`` in this thread (set before its answer is put)."""
         self.requests: queue.SimpleQueue[tuple[int, View] | None] = queue.SimpleQueue()
         self.answers: queue.SimpleQueue[tuple[int, str, Any]] = queue.SimpleQueue()
         self.ready = threading.Event()
@@ -100,7 +104,7 @@ class _Instance:
 
     def _serve(self) -> None:
         try:
-            detector = self.step.detector(self.step.config, station_dir=self.station_dir)
+            detector = self.make()
             detector.warm_up(None)
         except BaseException as exc:  # noqa: BLE001 - the plugin's failure, reported by the step
             self.start_error = f"{type(exc).__name__}: {exc}"
@@ -111,14 +115,22 @@ class _Instance:
         while (request := self.requests.get()) is not None:
             token, view = request
             self.busy_part, self.busy_since = view.part_id, time.monotonic()
+            cpu0 = time.thread_time()
             try:
                 answer: tuple[int, str, Any] = (token, "ok", detector.inspect(view))
             except CannotJudge as exc:  # the detector's own word: this part cannot be judged (ERROR, not a crash)
                 answer = (token, "cannot_judge", f"cannot judge: {exc}")
+            except WorkerDied as exc:  # an isolated detector's process ended: this instance is done
+                answer = (token, "died", str(exc))
+            except WorkerFailure as exc:  # an isolated detector raised: its own "Type: message"
+                answer = (token, "error", str(exc))
             except BaseException as exc:  # noqa: BLE001 - the plugin's failure is the part's ERROR
                 answer = (token, "error", f"{type(exc).__name__}: {exc}")
+            self.cpu_ms = (time.thread_time() - cpu0) * 1000
             self.busy_part = self.busy_since = None
             self.answers.put(answer)
+            if answer[1] == "died":
+                break
             # Drop the frame now, not at the next request: an idle instance holds no image.
             del request, view, answer
         try:
@@ -129,6 +141,12 @@ class _Instance:
     def stop(self) -> None:
         """No more requests; the thread closes the detector once its current one returns."""
         self.requests.put(None)
+
+    def kill(self) -> None:
+        """Stop it now where that is possible: an isolated detector's worker process is killed
+        (its thread then returns at once); a thread cannot be stopped and is left to return."""
+        if isinstance(self.detector, IsolatedDetector):
+            self.detector.terminate()
 
 
 # ---------------------------------------------------------------------------- one step
@@ -148,12 +166,30 @@ class StepWorker:
         station_dir: Path,
         *,
         plugin: str | None = None,
+        entry_point: str | None = None,
         on_event: Event | None = None,
         abort: threading.Event | None = None,
     ) -> None:
         self.step = step
         self.station_dir = station_dir
         self.who = f"detector {step.detector.name!r}" + (f" (plugin {plugin!r})" if plugin else "")
+        self._make: Callable[[], Detector] | None = None
+        if step.isolation == "process":
+            # ``entry_point``: the plugin's entry-point name, which the worker imports it by.
+            self._make = lambda: IsolatedDetector(
+                step.detector,
+                step.config,
+                station_dir=station_dir,
+                entry_point=entry_point,
+                who=self.who,
+                start_timeout_s=START_TIMEOUT_S,
+            )
+        self.calls = 0
+        self.cpu_ms = 0.0
+        """CPU time of the calls answered, in the threads that ran ``inspect`` (for an isolated
+        step: the station's side, the copy into shared memory and the pipe)."""
+        self.worker_cpu_ms = 0.0
+        """For an isolated step: CPU time of ``inspect`` in its worker processes."""
         self.on_event: Event = on_event or (lambda kind, message: None)
         self.abort = abort or threading.Event()
         budget = step.budget_ms
@@ -167,7 +203,7 @@ class StepWorker:
         self._failures = 0
         self._next_start = 0.0
         self._unavailable: str | None = None
-        first = _Instance(step, station_dir)
+        first = _Instance(step, station_dir, self._make)
         first.ready.wait()
         if first.start_error is not None:
             raise StepStartError(first.start_error)
@@ -211,6 +247,15 @@ class StepWorker:
                     "step %s: discarding an answer for request %s while waiting for %s", self.step.name, got, token
                 )
                 continue
+            self.calls += 1
+            self.cpu_ms += instance.cpu_ms
+            if isinstance(instance.detector, IsolatedDetector):
+                self.worker_cpu_ms = sum(
+                    i.detector.worker_cpu_ms for i in self._instances() if isinstance(i.detector, IsolatedDetector)
+                )
+            if status == "died":
+                self._replace_dead(instance, value)
+                return StepOutcome("error", [], value, _ms(t0))
             if status != "ok":
                 return StepOutcome("cannot_judge" if status == "cannot_judge" else "error", [], value, _ms(t0))
             try:
@@ -269,7 +314,17 @@ class StepWorker:
         if instance is self._live:
             self._live = None
         instance.stop()
+        instance.kill()
         self._stuck.append(instance)
+
+    def _replace_dead(self, instance: _Instance, why: str) -> None:
+        """An isolated detector's worker died: record it and start a fresh one for the next part."""
+        if instance is self._live:
+            self._live = None
+        instance.stop()
+        log.error("step %s: %s", self.step.name, why)
+        self.on_event("step_worker_died", f"step {self.step.name}: {why}")
+        self._start()
 
     def _available(self, deadline: float) -> _Instance | str:
         """The live instance, waiting for a starting one until ``deadline`` (perf_counter);
@@ -319,7 +374,7 @@ class StepWorker:
         self._prune()
         if self._starting is not None or len(self._stuck) > MAX_STUCK_INSTANCES:
             return
-        self._starting = _Instance(self.step, self.station_dir)
+        self._starting = _Instance(self.step, self.station_dir, self._make)
         self._starting_since = time.monotonic()
 
     def _failed(self, reason: str) -> str:

@@ -1,12 +1,16 @@
 """A third-party plugin, as small as one can be and still real.
 
 ``bright_spot`` finds saturated spots (glare, a missing coating showing bare metal) by
-thresholding; ``raiser`` and ``sleeper`` misbehave on purpose so that the host's guards can
-be tested through a real entry point.
+thresholding; ``raiser``, ``sleeper`` and ``crasher`` misbehave on purpose so that the host's
+guards can be tested through a real entry point (``crasher`` ends its process: a segfault, an
+``os._exit``; run it only with ``isolation: process``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import time
 
 import cv2
@@ -82,8 +86,34 @@ class Sleeper(Detector):
         return []
 
 
+class CrasherConfig(PluginConfig):
+    how: str = Field("segfault", pattern="^(segfault|sigsegv|exit)$", description="how the process ends")
+    part_suffix: str = Field("", description="crash only on parts whose id ends with this")
+
+
+class Crasher(Detector):
+    """Ends its own process on the parts it is told to: a NULL read in C (``segfault``), a
+    SIGSEGV sent to itself (``sigsegv``) or ``os._exit(7)`` (``exit``), as broken native code
+    would. Finds a defect naming the part on every other part."""
+
+    name = "crasher"
+    kinds = ("crasher",)
+    Config = CrasherConfig
+
+    def inspect(self, view: View) -> list[Finding]:
+        if self.config.part_suffix and view.part_id.endswith(self.config.part_suffix):
+            if self.config.how == "segfault":
+                ctypes.string_at(0)
+            elif self.config.how == "sigsegv":
+                os.kill(os.getpid(), signal.SIGSEGV)
+            else:
+                os._exit(7)
+        return [Finding("crasher", 0.9, (1, 1, 4, 4), f"defect of {view.part_id} in pid {os.getpid()}")]
+
+
 @hookimpl
 def inspector_register_detectors(register):
     register(BrightSpot)
     register(Raiser)
     register(Sleeper)
+    register(Crasher)
