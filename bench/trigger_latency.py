@@ -40,7 +40,7 @@ def spin(stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-
             x ^= i
 
 
-def measure(source: FrameSource, n: int) -> tuple[list[float], int]:
+def measure(source: FrameSource, n: int) -> tuple[list[float], int, str]:
     got: dict[int, tuple[float, Frame]] = {}
     done = threading.Event()
 
@@ -65,7 +65,12 @@ def measure(source: FrameSource, n: int) -> tuple[list[float], int]:
     t.join(10)
     lat = [(got[x.counter][0] - x.at_monotonic) * 1000 for x in triggers if got[x.counter][1].error is None]
     errors = sum(1 for _, f in got.values() if f.error is not None) + (n - len(got))
-    return lat, errors
+    parts = []
+    for key in ("trigger_to_exposure_ms", "trigger_to_frame_ms"):
+        values = [f.meta[key] for _, f in got.values() if key in f.meta]
+        if values:
+            parts.append(f"{key} p50 {pct(values, 50):.1f} p99 {pct(values, 99):.1f}")
+    return lat, errors, "; ".join(parts)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -106,11 +111,12 @@ def main() -> None:
             for p in procs:
                 p.start()
         for name, src in sources():
-            lat, errors = measure(src, n)
+            lat, errors, breakdown = measure(src, n)
             print(
                 f"{label:32s} {name:26s} p50 {pct(lat, 50):6.1f}  p99 {pct(lat, 99):6.1f}  max {max(lat):6.1f}"
                 f"  mean {statistics.fmean(lat):6.1f}  errors {errors}  loadavg {os.getloadavg()}"
             )
+            print(f"{'':32s} meta: {breakdown}")
         stop.set()
         for p in procs:
             p.join(5)
