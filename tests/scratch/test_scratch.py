@@ -241,3 +241,21 @@ HOLDOUT_BOX_RECALL_FLOOR = 0.87
 HOLDOUT_PRECISION_FLOOR = 0.90
 MT_FREE_FA_CEILING = 2.0
 TRANSISTOR_FA_CEILING = 7.5
+
+
+@pytest.mark.parametrize("n", [1000, 16383, 16384, 33400, 33401, 250_001])
+def test_the_fast_noise_median_is_numpys_to_the_last_bit(n):
+    # The noise level uses a selection that partitions only the values near the middle (speed on
+    # 5 MP frames); it must give np.median's float exactly, ties and skewed spreads included.
+    from inspector_scratch import _median
+
+    rng = np.random.default_rng(n)
+    cases = [
+        np.abs(rng.standard_normal(n)).astype(np.float32),
+        np.round(rng.exponential(3.0, n)).astype(np.float32),  # heavy ties
+        np.full(n, 7.25, np.float32),
+        rng.standard_normal(n),  # float64
+        np.concatenate([np.zeros(n // 2, np.float32), rng.random(n - n // 2).astype(np.float32) + 100]),
+    ]
+    for x in cases:
+        assert _median(x) == float(np.median(x))

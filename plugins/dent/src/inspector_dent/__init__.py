@@ -135,16 +135,53 @@ class DentConfig(PluginConfig):
         return self
 
 
-def _sample(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Bilinear samples of ``img`` at float coordinates (clamped to the image)."""
-    h, w = img.shape
+_Where = tuple[np.ndarray, np.ndarray, np.ndarray, int]
+
+
+def _where(shape: tuple[int, ...], xs: np.ndarray, ys: np.ndarray) -> _Where:
+    """Where bilinear samples at float coordinates (clamped to an image of ``shape``) read: the
+    flat index of each top-left neighbour, the two fractions, and the row length. Computed once
+    for every map of that shape sampled at the same points."""
+    h, w = shape
     xs = np.clip(xs, 0, w - 1.001)
     ys = np.clip(ys, 0, h - 1.001)
     x0, y0 = xs.astype(np.int32), ys.astype(np.int32)
-    fx, fy = xs - x0, ys - y0
-    a = img[y0, x0] * (1 - fx) + img[y0, x0 + 1] * fx
-    b = img[y0 + 1, x0] * (1 - fx) + img[y0 + 1, x0 + 1] * fx
+    return y0.astype(np.intp) * w + x0, xs - x0, ys - y0, w
+
+
+def _sample(img: np.ndarray, xs: np.ndarray | None = None, ys: np.ndarray | None = None, where: _Where | None = None):
+    """Bilinear samples of ``img`` at float coordinates (clamped to the image), or at ``where``."""
+    if where is None:
+        assert xs is not None and ys is not None
+        where = _where(img.shape, xs, ys)
+    i, fx, fy, w = where
+    flat = img.ravel()
+    gx = 1 - fx
+    a = flat[i] * gx + flat[i + 1] * fx
+    b = flat[i + w] * gx + flat[i + (w + 1)] * fx
     return a * (1 - fy) + b * fy
+
+
+def _median(x: np.ndarray) -> float:
+    """``np.median`` of ``x``, exactly (the same float), without partitioning all of it: the
+    middle order statistics lie between two quantiles of a small sample (checked by counting),
+    so only the values between those are partitioned; anything else falls back to the full
+    ``np.median``."""
+    x = x.ravel()
+    n = x.size
+    if n < 16384:  # np.median is as fast there
+        return float(np.median(x))
+    sample = np.sort(x[:: n // 512])
+    mid = len(sample) // 2
+    lo, hi = sample[mid - 40], sample[mid + 40]
+    below = int(np.count_nonzero(x < lo))
+    inside = x[(x >= lo) & (x <= hi)]
+    k1, k2 = (n - 1) // 2 - below, n // 2 - below
+    if k1 < 0 or k2 >= inside.size:
+        return float(np.median(x))
+    part = np.partition(inside, (k1, k2))
+    # np.median's own reduction of the two middle values: their sum in x's type, halved.
+    return float((part[k1] + part[k2]) / x.dtype.type(2))
 
 
 def _background(pyramid: list[np.ndarray], level: int, sigma: float) -> np.ndarray:
@@ -183,7 +220,7 @@ class _Scale:
         h, w = base.shape
         stride = max(1, int(math.sqrt(h * w / 4000)))
         sub = np.concatenate([self.gx[::stride, ::stride].ravel(), self.gy[::stride, ::stride].ravel()])
-        self.noise = max(1.4826 * float(np.median(np.abs(sub - np.median(sub)))), 1e-3)
+        self.noise = max(1.4826 * _median(np.abs(sub - np.float32(_median(sub)))), 1e-3)
         if light is None:
             self.resp = cv2.magnitude(self.gx, self.gy)
         else:
@@ -275,12 +312,13 @@ class DentDetector(Detector):
         sc = scales[i]
         snr = sc.snr
         peaks = (snr >= floor_snr) & (snr >= cv2.dilate(snr, np.ones((3, 3), np.uint8)))
-        ys, xs = np.nonzero(peaks)
-        if len(xs) == 0:
+        flat = np.flatnonzero(peaks)  # raster order, as np.nonzero(peaks), and faster on a 2-D mask
+        if len(flat) == 0:
             return []
-        order = np.argsort(-snr[ys, xs])[: 8 * _MAX_PEAKS]
-        ys, xs = ys[order], xs[order]
-        gx, gy = sc.gx[ys, xs], sc.gy[ys, xs]
+        order = np.argsort(-snr.ravel()[flat])[: 8 * _MAX_PEAKS]
+        flat = flat[order]
+        ys, xs = np.divmod(flat, snr.shape[1])
+        gx, gy = sc.gx.ravel()[flat], sc.gy.ravel()[flat]
         gn = np.hypot(gx, gy)
         ok = gn > 0
         ux, uy = gx / np.maximum(gn, 1e-9), gy / np.maximum(gn, 1e-9)  # dark -> bright: away from the light
@@ -292,7 +330,8 @@ class DentDetector(Detector):
         off = np.array([-radius, radius], np.float32)[None, :]
         px = xs.astype(np.float32)[:, None] - off * uy[:, None]
         py = ys.astype(np.float32)[:, None] + off * ux[:, None]
-        elong = (_sample(sc.gx, px, py) * ux[:, None] + _sample(sc.gy, px, py) * uy[:, None]).max(axis=1)
+        at = _where(snr.shape, px, py)
+        elong = (_sample(sc.gx, where=at) * ux[:, None] + _sample(sc.gy, where=at) * uy[:, None]).max(axis=1)
         elong /= np.maximum(gn, 1e-9)
         sel = np.nonzero(ok & (elong <= c.max_elongation))[0][:_MAX_PEAKS]
         if len(sel) == 0:
@@ -320,12 +359,10 @@ class DentDetector(Detector):
         # Rims: a bowl's shading turns back at both walls, so the projected response is negative
         # on both sides of the centre, about equally; beside a wall only one side is.
         tl = np.linspace(0.4, 1.4, 6, dtype=np.float32)[None, :] * radius
-        q_plus = -(
-            _sample(sc.gx, xf + tl * uxc, yf + tl * uyc) * uxc + _sample(sc.gy, xf + tl * uxc, yf + tl * uyc) * uyc
-        ).min(axis=1)
-        q_minus = -(
-            _sample(sc.gx, xf - tl * uxc, yf - tl * uyc) * uxc + _sample(sc.gy, xf - tl * uxc, yf - tl * uyc) * uyc
-        ).min(axis=1)
+        at = _where(snr.shape, xf + tl * uxc, yf + tl * uyc)
+        q_plus = -(_sample(sc.gx, where=at) * uxc + _sample(sc.gy, where=at) * uyc).min(axis=1)
+        at = _where(snr.shape, xf - tl * uxc, yf - tl * uyc)
+        q_minus = -(_sample(sc.gx, where=at) * uxc + _sample(sc.gy, where=at) * uyc).min(axis=1)
         rims = np.minimum(q_plus, q_minus) / np.maximum(np.maximum(q_plus, q_minus), 1e-6)
         # Halo: next to a large bright or dark object (a label, a hole, the part's border) the
         # subtracted background slopes and the band shows a smooth false pattern; a dent's
@@ -344,7 +381,16 @@ class DentDetector(Detector):
         # This scale must be the place's size scale: the raw (not noise-weighted) response peaks
         # here over scale. Its strength is the best noise-weighted response at this or a finer scale
         # (a large dent stands out best from the noise at a finer scale than its size).
-        r_prev, r_next = (self._at_many(scales[j].resp, scales[j], wx, wy) for j in (i - 1, i + 1))
+        # Where these points fall on each pyramid level: shared by every map of that level.
+        at_level: dict[int, _Where] = {}
+
+        def on(q: _Scale) -> _Where:
+            if q.level not in at_level:
+                unit = 1 << q.level
+                at_level[q.level] = _where(q.resp.shape, (wx + 0.5) / unit - 0.5, (wy + 0.5) / unit - 0.5)
+            return at_level[q.level]
+
+        r_prev, r_next = (_sample(scales[j].resp, where=on(scales[j])) for j in (i - 1, i + 1))
         r_here = sc.resp[ys, xs]
         ok &= (r_here >= r_prev) & (r_here >= r_next)
         if not ok.any():
@@ -352,8 +398,9 @@ class DentDetector(Detector):
         keep = np.nonzero(ok)[0]
         wx, wy, ux, uy = wx[keep], wy[keep], ux[keep], uy[keep]
         r_prev, r_here, r_next = r_prev[keep], r_here[keep], r_next[keep]
+        at_level = {k: (a[keep], b[keep], c_[keep], w) for k, (a, b, c_, w) in at_level.items()}
         # (Finer scales only: a coarser one reaches out to whatever edge lies beyond the dent.)
-        best_snr = np.max([self._at_many(q.snr, q, wx, wy) for q in scales[: i + 1]], axis=0)
+        best_snr = np.max([_sample(q.snr, where=on(q)) for q in scales[: i + 1]], axis=0)
         den = r_prev - 2 * r_here + r_next
         shift = np.where(den < 0, 0.5 * (r_prev - r_next) / np.where(den < 0, den, -1.0), 0.0)
         diam = _DIAMETER_PER_SIGMA * sc.sigma * _STEP ** np.clip(shift, -0.5, 0.5)
@@ -364,7 +411,7 @@ class DentDetector(Detector):
         fx, fy = ((wx + 0.5) / fu - 0.5)[:, None], ((wy + 0.5) / fu - 0.5)[:, None]
         fine = _sample(fs.band, fx + tw * ux[:, None], fy + tw * uy[:, None])
         ptp = fine.max(axis=1) - fine.min(axis=1)
-        level = np.maximum(self._at_many(fs.background, fs, wx, wy), 1.0)
+        level = np.maximum(_sample(fs.background, where=on(fs)), 1.0)
         out = []
         for n, k in enumerate(keep.tolist()):
             if 100.0 * ptp[n] / level[n] > c.max_shading_contrast_pct:
