@@ -177,6 +177,25 @@ def test_trigger_method_reaches_the_host_and_the_result_comes_back_as_event_and_
     run(main())
 
 
+def test_the_same_counter_again_is_no_new_trigger(served):
+    link, control = served
+
+    async def main() -> None:
+        c = await connect(link)
+        try:
+            trigger = await c.child(f"{c.st}:Trigger")
+            before = len(control.of("trigger"))
+            for _ in range(2):  # a PLC that lost the first response calls again
+                counter, _left = await c.vs.call_method(trigger, ua.Variant(71, ua.VariantType.UInt32), "P71", "")
+                assert counter == 71
+            await c.vs.call_method(trigger, ua.Variant(72, ua.VariantType.UInt32), "P72", "")
+            assert [t[1] for t in control.of("trigger")[before:]] == [71, 72]
+        finally:
+            await c.client.disconnect()
+
+    run(main())
+
+
 def test_a_default_result_says_so_in_the_event_and_variables(served):
     link, _ = served
 

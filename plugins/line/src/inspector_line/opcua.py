@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from inspector_core.contract import LineControl, LineResult, LineState, PlcLink, PluginConfig
+from inspector_core.contract import LineControl, LineResult, LineState, PlcLink, PluginConfig, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ class OpcUaLink(PlcLink):
         self._counter = 0
         """Counter of the result now on the PLC's side (0: none yet)."""
         self._heartbeat = 0
+        self._last_trigger: Trigger | None = None
         self._peers: set[str] = set()
         self.endpoint: str | None = None
         """The endpoint URL once serving (with the real port when ``port: 0``)."""
@@ -350,7 +351,14 @@ class OpcUaLink(PlcLink):
 
     def _do_trigger(self, counter: int | None, part_id: str, product: str) -> tuple[int, float]:
         assert self._control is not None
-        trig = self._control.trigger(counter=counter, part_id=part_id or None, product=product or None)
+        last = self._last_trigger
+        if counter is not None and last is not None and last.counter == counter:
+            # The same counter again is no new part (as a Modbus rewrite of the same value): a PLC
+            # that lost the method's response and calls again must not trigger twice.
+            trig = last
+        else:
+            trig = self._control.trigger(counter=counter, part_id=part_id or None, product=product or None)
+            self._last_trigger = trig
         left_ms = (trig.at_monotonic + trig.deadline_s - time.monotonic()) * 1000
         return trig.counter, left_ms
 
