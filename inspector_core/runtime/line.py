@@ -19,8 +19,9 @@ Promises kept here (tested in ``tests/line/``):
 - a PLC that does not acknowledge within ``line.ack_timeout_ms`` is recorded (``ack_timeout``);
   the station does not wait for acknowledges to take the next trigger.
 
-One thread (``inspector-line``) publishes results and state, so a link sees its calls from one
-thread; the capture thread takes frames through :meth:`Handshake.frames`.
+A real result is published in the recorder's thread, right in its commit callback; defaults,
+acknowledges, timeouts and the state in the ``inspector-line`` thread; both under one lock, so a
+link sees one call at a time. The capture thread takes frames through :meth:`Handshake.frames`.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class Handshake(LineControl):
         self.on_event = on_event
         self.source = source if source is not None and source.triggerable else None
         self._lock = threading.Condition()
+        """Guards the parts and the capture queue (the link's, capture and line threads)."""
+        self._work = threading.RLock()
+        """Held while results are decided and published (the recorder's and the line thread)."""
         self._parts: dict[int, _Part] = {}
         self._by_trigger: dict[Trigger, int] = {}
         self._to_capture: collections.deque[int] = collections.deque()
@@ -245,8 +249,16 @@ class Handshake(LineControl):
         return dataclasses.replace(frame, trigger=trig, part_id=trig.part_id or frame.part_id, meta=meta)
 
     def committed(self, batch: list[InspectionRecord]) -> None:
-        """The recorder committed ``batch`` (its writer thread): answer the parts in it."""
-        self._jobs.put(("committed", batch, time.monotonic()))
+        """The recorder committed ``batch``: answer the parts in it, here in the recorder's
+        thread (a hand-over to the line thread cost up to 5 ms on a loaded machine; a link's
+        ``publish`` returns within microseconds to milliseconds), under the line's own lock."""
+        mono = time.monotonic()
+        try:
+            with self._work:
+                self._answer(batch, mono)
+        except Exception as exc:  # the recorder must not fail for the line: said in an event
+            log.exception("line: answering committed parts")
+            self._event_once("line_error", f"answering committed parts failed: {type(exc).__name__}: {exc}")
 
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
         """Answer every trigger still open (its verdict or, at its deadline, the default), show
@@ -286,27 +298,32 @@ class Handshake(LineControl):
                 job = ("tick",)
             kind = job[0]
             try:
-                if kind == "stop":
-                    self._set_state("HALTED")
-                    return
-                if kind == "committed":
-                    self._answer(job[1], job[2])
-                elif kind == "reject":
-                    self._default(self._parts[job[1]], time.monotonic())
-                elif kind == "ack":
-                    self._ack(job[1], job[2])
-                self._timers(time.monotonic())
-                self._defaults_due(time.monotonic())
-                if self._jobs.empty():
-                    self._set_state(self._wanted_state())
+                with self._work:
+                    if self._line_job(kind, job):
+                        return
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + HEARTBEAT_S
                     beat = getattr(self.link, "heartbeat", None)
                     if beat is not None:
                         beat()
-            except Exception as exc:
+            except Exception as exc:  # the recorder must not fail for the line: said in an event
                 log.exception("line: %s", kind)
                 self._event_once("line_error", f"the line thread failed on {kind}: {type(exc).__name__}: {exc}")
+
+    def _line_job(self, kind: str, job: tuple[Any, ...]) -> bool:
+        """One job of the line thread, under the line's lock; ``True`` when it was the stop."""
+        if kind == "stop":
+            self._set_state("HALTED")
+            return True
+        if kind == "reject":
+            self._default(self._parts[job[1]], time.monotonic())
+        elif kind == "ack":
+            self._ack(job[1], job[2])
+        self._timers(time.monotonic())
+        self._defaults_due(time.monotonic())
+        if self._jobs.empty():
+            self._set_state(self._wanted_state())
+        return False
 
     def _wanted_state(self) -> LineState:
         with self._lock:

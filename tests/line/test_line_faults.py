@@ -76,7 +76,7 @@ def test_triggers_while_busy_are_overruns_answered_by_the_reject_policy(tmp_path
     assert sorted(got) == sent
     for c in overruns:
         overrun, is_default, uid, ms = got[c]
-        assert overrun == 1 and is_default == 1 and uid is None and ms < 100
+        assert overrun == 1 and is_default == 1 and uid is None and ms < 1000  # long before its deadline (5 s)
     inspected = rows(db, "SELECT count(*) FROM inspections")[0][0]
     assert inspected == len(sent) - len(overruns)
 
