@@ -509,11 +509,15 @@ def _check_rules(spec: StationSpec, steps: list[Step], problems: list[str]) -> N
             rule = spec.rules.get(kind, spec.default_rule)
             if rule.fail and step.floor > rule.min_score:
                 where = f"rules.{kind}" if kind in spec.rules else "default_rule"
-                origin = f"steps[{step.index}].report_floor" if step.report_floor is not None else "its detector's"
+                floor = (
+                    f"steps[{step.index}].report_floor: {step.floor:g}"
+                    if step.report_floor is not None
+                    else f"steps[{step.index}]: report_floor {step.floor:g} of detector {step.detector.name!r}"
+                )
                 problems.append(
-                    f"steps[{step.index}].report_floor: {step.floor:g} ({origin}) is above {where}.min_score "
-                    f"{rule.min_score:g}: findings of kind {kind!r} scoring between them would be dropped "
-                    "instead of failing the part; lower report_floor to at most min_score"
+                    f"{floor} is above {where}.min_score {rule.min_score:g}: findings of kind {kind!r} scoring "
+                    f"between them would be dropped instead of failing the part; set steps[{step.index}].report_floor "
+                    "to at most min_score"
                 )
 
 

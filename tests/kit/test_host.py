@@ -139,10 +139,37 @@ def test_a_floor_above_the_rule_would_pass_failing_parts_and_is_refused(inspecto
     with pytest.raises(ConfigError) as info:
         inspector_host.run({"steps": [{"detector": "spot", "report_floor": 0.6}]}, images=[part()])
     assert info.value.problems == [
-        "steps[0].report_floor: 0.6 (steps[0].report_floor) is above default_rule.min_score 0.5: findings of kind "
-        "'spot' scoring between them would be dropped instead of failing the part; lower report_floor to at most "
-        "min_score"
+        "steps[0].report_floor: 0.6 is above default_rule.min_score 0.5: findings of kind 'spot' scoring between "
+        "them would be dropped instead of failing the part; set steps[0].report_floor to at most min_score"
     ]
+
+    class HighFloor(Spot):
+        name = "high_floor"
+        report_floor = 0.7
+
+    inspector_host.register(
+        (
+            "high",
+            type(
+                "P", (), {"inspector_register_detectors": staticmethod(hookimpl(lambda register: register(HighFloor)))}
+            ),
+        )
+    )
+    with pytest.raises(ConfigError) as info:
+        inspector_host.run(
+            {"steps": [{"detector": "high_floor"}], "rules": {"spot": {"min_score": 0.6}}}, images=[part()]
+        )
+    assert info.value.problems == [
+        "steps[0]: report_floor 0.7 of detector 'high_floor' is above rules.spot.min_score 0.6: findings of kind "
+        "'spot' scoring between them would be dropped instead of failing the part; set steps[0].report_floor to at "
+        "most min_score"
+    ]
+    # The station lowers it: accepted.
+    result = inspector_host.run(
+        {"steps": [{"detector": "high_floor", "report_floor": 0.5}], "rules": {"spot": {"min_score": 0.6}}},
+        images=[part((5, 5))],
+    )
+    assert result.verdicts() == {"FAIL": 1}
     with pytest.raises(ConfigError, match=r"steps\[0\].report_floor: Input should be less than or equal to 1"):
         inspector_host.run({"steps": [{"detector": "spot", "report_floor": 1.5}]}, images=[part()])
 
