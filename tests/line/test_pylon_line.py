@@ -1,0 +1,78 @@
+"""A PLC (pymodbus's client) triggers a station whose source is the pylon camera emulator
+(PYLON_CAMEMU, software trigger) serving real photographs: every trigger is a part with the
+PLC's part id and the photograph the camera grabbed for it, answered on the PLC."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+
+import pytest
+from inspector_line.simulate import ModbusPlc
+
+from tests.conftest import unavailable
+from tests.line.conftest import rows
+
+TRANSISTORS = "mvtec_ad/transistor/train/good"
+
+
+@pytest.mark.data
+def test_a_plc_triggers_the_pylon_emulator_and_reads_each_parts_result(tmp_path, running, data_dir, monkeypatch):
+    if importlib.util.find_spec("pypylon") is None:
+        unavailable("pypylon is not installed (make test installs it): pip install -e 'plugins/sources[pylon]'")
+    monkeypatch.setenv("PYLON_CAMEMU", "1")
+    folder = data_dir / TRANSISTORS
+    path = tmp_path / "line.yaml"
+    path.write_text(
+        f"""\
+name: pylonline
+source:
+  type: pylon
+  config:
+    pixel_format: RGB8Packed
+    width: 512
+    height: 512
+    exposure_us: 1000
+    features: {{TestImageSelector: "Off", ImageFileMode: "On", ImageFilename: "{folder}"}}
+steps:
+  - detector: paced
+store:
+  url: sqlite:///line.db
+line:
+  protocol: modbus
+  config: {{host: 127.0.0.1, port: 0}}
+  deadline_ms: 1500
+"""
+    )
+    st = running(path)
+    plc = ModbusPlc("127.0.0.1", st.port)
+    sent = {}
+    try:
+        for i in range(1, 7):
+            pid = f"SN-{i:03d}{'F' if i == 4 else 'G'}"
+            c = plc.trigger(pid)
+            sent[c] = pid
+            end = time.monotonic() + 3
+            while c not in plc.ring() and time.monotonic() < end:
+                time.sleep(0.005)
+            plc.acknowledge(c)
+        ring = plc.ring()
+    finally:
+        plc.close()
+        st.stop()
+    got = rows(
+        tmp_path / "line.db",
+        "SELECT l.counter, l.part_id, l.code, l.is_default, i.part_id, i.verdict, i.error, i.source_meta"
+        " FROM line_results l JOIN inspections i ON i.uid = l.inspection_uid ORDER BY l.counter",
+    )
+    assert [r[0] for r in got] == list(range(1, 7)), got
+    for counter, line_part, code, is_default, part_id, verdict, error, meta_json in got:
+        meta = json.loads(meta_json)
+        assert meta["serial"] == "0815-0000" and meta["block_id"] == counter - 1  # one exposure per trigger
+        assert 0 < meta["trigger_to_exposure_ms"] <= meta["trigger_to_frame_ms"] < 1500
+        assert line_part == part_id == sent[counter]  # the PLC's part id is the inspection's
+        assert error is None and not is_default, (counter, error)
+        assert verdict == ("FAIL" if part_id.endswith("F") else "PASS")
+        assert code == (2 if verdict == "FAIL" else 1)
+        assert counter in ring
