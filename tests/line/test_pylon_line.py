@@ -76,3 +76,49 @@ line:
         assert verdict == ("FAIL" if part_id.endswith("F") else "PASS")
         assert code == (2 if verdict == "FAIL" else 1)
         assert counter in ring
+
+
+def test_a_camera_that_is_not_there_makes_every_triggered_part_error_never_ok(tmp_path, running, monkeypatch):
+    if importlib.util.find_spec("pypylon") is None:
+        unavailable("pypylon is not installed (make test installs it): pip install -e 'plugins/sources[pylon]'")
+    monkeypatch.setenv("PYLON_CAMEMU", "1")
+    path = tmp_path / "line.yaml"
+    path.write_text(
+        """\
+name: nocamera
+source:
+  type: pylon
+  config: {serial: "no-such-camera", reconnect_initial_ms: 50, reconnect_max_ms: 200}
+steps:
+  - detector: paced
+store:
+  url: sqlite:///line.db
+line:
+  protocol: modbus
+  config: {host: 127.0.0.1, port: 0}
+  deadline_ms: 1500
+"""
+    )
+    st = running(path)
+    plc = ModbusPlc("127.0.0.1", st.port)
+    try:
+        for i in range(1, 4):
+            c = plc.trigger(f"SN-{i}")
+            end = time.monotonic() + 3
+            while c not in plc.ring() and time.monotonic() < end:
+                time.sleep(0.005)
+            plc.acknowledge(c)
+    finally:
+        plc.close()
+        st.stop()
+    got = rows(
+        tmp_path / "line.db",
+        "SELECT l.code, i.part_id, i.verdict, i.error FROM line_results l"
+        " JOIN inspections i ON i.uid = l.inspection_uid ORDER BY l.counter",
+    )
+    assert [r[1] for r in got] == ["SN-1", "SN-2", "SN-3"], got
+    for code, _, verdict, error in got:
+        assert verdict == "ERROR" and code == 2  # the line's error code: nok, never ok
+        assert "camera no-such-camera not found" in error
+    events = [r[0] for r in rows(tmp_path / "line.db", "SELECT kind FROM events")]
+    assert "camera_unavailable" in events
