@@ -38,32 +38,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import inspector_core
 from inspector_core.contract import (
-    Calibration,
-    Finding,
     Frame,
     Sink,
     SourceContext,
-    View,
 )
 from inspector_core.plugins import Registry
-from inspector_core.runtime.config import Station, Step
-from inspector_core.runtime.crops import encode_crop
+from inspector_core.runtime.config import Station
 from inspector_core.runtime.delivery import Delivery, sink_keys
+from inspector_core.runtime.inspection import Begun, begin, judge
+from inspector_core.runtime.inspection import check_image as _check_image  # noqa: F401 - its old name here
 from inspector_core.runtime.pipeline import Pipeline, default_workers
 from inspector_core.runtime.progress import Tally
-from inspector_core.runtime.rules import failing, verdict
 from inspector_core.runtime.steps import StepOutcome, StepStartError, StepWorker, close_steps
 from inspector_core.runtime.storable import storable_message, storable_part_id
 from inspector_core.store import (
-    DefectRecord,
     InspectionRecord,
     Recorder,
     RunRecord,
-    StepRecord,
     Store,
     StoreError,
 )
@@ -99,16 +92,6 @@ class _Captured:
     t0: float
     meta: dict[str, Any] | None = None
     """The frame's metadata as the store keeps it."""
-
-
-@dataclasses.dataclass
-class _Begun:
-    """A part handed to the steps: what they see, and why a step does not run on it."""
-
-    image: np.ndarray
-    calibration: Calibration
-    views: list[View | None]
-    unrun: dict[int, str]
 
 
 class StationRuntime:
@@ -467,7 +450,9 @@ class StationRuntime:
         from inspector_core.runtime.line import Handshake
 
         try:
-            return Handshake.start(st, self.store, self.run_uid, self.event, self._source)
+            return Handshake.start(
+                st, self.store, self.run_uid, self.event, self._source, healthy=lambda: not self.recorder.outage
+            )
         except Exception as exc:
             self._delivery.close(hurry=self._abort, hurry_s=ABORT_DRAIN_S)
             close_steps(workers)
@@ -643,92 +628,17 @@ class StationRuntime:
                 self._pipeline.cancel()
                 return
 
-    def _begin(self, item: _Captured) -> InspectionRecord | _Begun:
-        """The part's views, one per step (``None`` where the step cannot run: its ROI lies
-        outside the frame), or its record at once when its image cannot be inspected."""
-        frame = item.frame
-        image = frame.image
-        if frame.error is not None or image is None:
-            return self._record(item, "ERROR", error=frame.error or "the source gave no image", error_step="source")
-        problem = _check_image(image)
-        if problem:
-            return self._record(item, "ERROR", error=problem, error_step="source")
-        calibration = Calibration(self.station.spec.calibration.mm_per_px)
-        begun = _Begun(image, calibration, [], {})
-        h, w = image.shape[:2]
-        for step in self.station.steps:
-            ox, oy = (step.roi.x, step.roi.y) if step.roi else (0, 0)
-            if step.roi and (step.roi.x + step.roi.width > w or step.roi.y + step.roi.height > h):
-                begun.unrun[step.index] = (
-                    f"roi {step.roi.x},{step.roi.y} {step.roi.width}x{step.roi.height} lies outside the {w}x{h} frame"
-                )
-                begun.views.append(None)
-                continue
-            sub = image[oy : oy + step.roi.height, ox : ox + step.roi.width] if step.roi else image
-            begun.views.append(View(sub, frame.part_id, (ox, oy), calibration, frame.meta, frame_size=(w, h)))
+    def _begin(self, item: _Captured) -> InspectionRecord | Begun:
+        """What each step sees of the part, or its record at once when its image cannot be inspected."""
+        begun = begin(item.frame, self.station)
+        if isinstance(begun, str):
+            return self._record(item, "ERROR", error=begun, error_step="source")
         return begun
 
-    def _judge(self, item: _Captured, begun: _Begun, outcomes: list[StepOutcome | None]) -> InspectionRecord:
-        image, calibration = begun.image, begun.calibration
-        steps: list[StepRecord] = []
-        found: list[tuple[Step, Finding]] = []
-        errors: list[tuple[str, str]] = []
-        for step, outcome in zip(self.station.steps, outcomes, strict=True):
-            ox, oy = (step.roi.x, step.roi.y) if step.roi else (0, 0)
-            if outcome is None:
-                msg = begun.unrun.get(step.index, "not run")
-                steps.append(StepRecord(step.index, step.name, step.detector.name, "error", None, None, 0, msg))
-                errors.append((step.name, msg))
-                continue
-            if outcome.status != "ok":
-                msg = storable_message(outcome.error)
-                steps.append(
-                    StepRecord(
-                        step.index, step.name, step.detector.name, outcome.status, None, outcome.latency_ms, 0, msg
-                    )
-                )
-                errors.append((step.name, msg))
-                continue
-            for f in outcome.findings:
-                # The host's own copy (steps.check_findings): moved into frame pixels.
-                x, y, bw, bh = f.box
-                f.box = (x + ox, y + oy, bw, bh)
-                found.append((step, f))
-            score = max((f.score for f in outcome.findings), default=0.0)
-            steps.append(
-                StepRecord(
-                    step.index, step.name, step.detector.name, "ok", score, outcome.latency_ms, len(outcome.findings)
-                )
-            )
-
-        spec = self.station.spec
-        judged = [_Judged(f.kind, f.score, f.size_px, _mm(f.size_px, calibration)) for _, f in found]
-        failed = failing(judged, spec.rules, spec.default_rule)
-        v = verdict(failed, len(errors))
-        policy = spec.store.crops
-        defects = []
-        for (step, f), j, fail in zip(found, judged, failed, strict=True):
-            crop = None
-            if policy.save == "all" or (policy.save == "failed" and fail):
-                crop = encode_crop(image, f.box, policy)
-            defects.append(
-                DefectRecord(
-                    step.name,
-                    step.detector.name,
-                    f.kind,
-                    float(f.score),
-                    fail,
-                    f.box,
-                    _float(f.size_px),
-                    _float(j.size_mm),
-                    {storable_message(k, 100): x for k, x in f.measurements.items()},
-                    storable_message(f.message),
-                    crop,
-                )
-            )
-        error = "; ".join(f"step {name}: {msg}" for name, msg in errors) or None
-        record = self._record(item, v, error=error, error_step=errors[0][0] if errors else None)
-        record.steps, record.defects = steps, defects
+    def _judge(self, item: _Captured, begun: Begun, outcomes: list[StepOutcome | None]) -> InspectionRecord:
+        judged = judge(self.station, begun, outcomes)
+        record = self._record(item, judged.verdict, error=judged.error, error_step=judged.error_step)
+        record.steps, record.defects = judged.steps, judged.defects
         return record
 
     def _record(
@@ -806,32 +716,6 @@ class StationRuntime:
             )
             log.error(msg)
             self.failure = self.failure or msg
-
-
-@dataclasses.dataclass(slots=True)
-class _Judged:
-    kind: str
-    score: float
-    size_px: float | None
-    size_mm: float | None
-
-
-def _mm(px: float | None, cal: Calibration) -> float | None:
-    return None if px is None or cal.mm_per_px is None else float(px) * cal.mm_per_px
-
-
-def _float(v: float | None) -> float | None:
-    return None if v is None else float(v)
-
-
-def _check_image(image: Any) -> str | None:
-    if not isinstance(image, np.ndarray):
-        return f"the source gave a {type(image).__name__}, not an image array"
-    if image.dtype != np.uint8:
-        return f"the source gave an image of dtype {image.dtype}; expected uint8"
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3) or image.size == 0:
-        return f"the source gave an image of shape {image.shape}; expected (H, W) or (H, W, 3)"
-    return None
 
 
 def _jsonable(meta: dict[Any, Any]) -> dict[str, Any]:

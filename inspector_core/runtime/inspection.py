@@ -1,0 +1,153 @@
+"""One part through the station's steps: what each step sees of it (:func:`begin`), and its
+verdict, step results and defects from what the steps answered (:func:`judge`). The station
+runs the steps in between (runtime/pipeline.py) and records the result."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from inspector_core.contract import Calibration, Finding, Frame, View
+from inspector_core.runtime.config import Station, Step
+from inspector_core.runtime.crops import encode_crop
+from inspector_core.runtime.rules import failing, verdict
+from inspector_core.runtime.steps import StepOutcome
+from inspector_core.runtime.storable import storable_message
+from inspector_core.store import DefectRecord, StepRecord
+
+
+@dataclasses.dataclass
+class Begun:
+    """A part handed to the steps: the view each step sees (``None`` where it does not run on
+    this part) and why a step does not run."""
+
+    image: np.ndarray
+    calibration: Calibration
+    views: list[View | None]
+    unrun: dict[int, str]
+
+
+@dataclasses.dataclass
+class Judged:
+    """A part's verdict with its evidence, for the station's :class:`InspectionRecord`."""
+
+    verdict: str
+    error: str | None
+    error_step: str | None
+    steps: list[StepRecord]
+    defects: list[DefectRecord]
+
+
+def begin(frame: Frame, station: Station) -> Begun | str:
+    """The part's views, one per step (``None`` where the step cannot run: its ROI lies outside
+    the frame), or why its image cannot be inspected at all."""
+    image = frame.image
+    if frame.error is not None or image is None:
+        return frame.error or "the source gave no image"
+    problem = check_image(image)
+    if problem:
+        return problem
+    calibration = Calibration(station.spec.calibration.mm_per_px)
+    begun = Begun(image, calibration, [], {})
+    h, w = image.shape[:2]
+    for step in station.steps:
+        ox, oy = (step.roi.x, step.roi.y) if step.roi else (0, 0)
+        if step.roi and (step.roi.x + step.roi.width > w or step.roi.y + step.roi.height > h):
+            begun.unrun[step.index] = (
+                f"roi {step.roi.x},{step.roi.y} {step.roi.width}x{step.roi.height} lies outside the {w}x{h} frame"
+            )
+            begun.views.append(None)
+            continue
+        sub = image[oy : oy + step.roi.height, ox : ox + step.roi.width] if step.roi else image
+        begun.views.append(View(sub, frame.part_id, (ox, oy), calibration, frame.meta, frame_size=(w, h)))
+    return begun
+
+
+def judge(station: Station, begun: Begun, outcomes: list[StepOutcome | None]) -> Judged:
+    """The verdict rules over every step's findings; a step that did not answer ``ok`` makes the
+    part ERROR (fail closed). Crops are cut from the frame as the store's crop policy says."""
+    image, calibration = begun.image, begun.calibration
+    steps: list[StepRecord] = []
+    found: list[tuple[Step, Finding]] = []
+    errors: list[tuple[str, str]] = []
+    for step, outcome in zip(station.steps, outcomes, strict=True):
+        ox, oy = (step.roi.x, step.roi.y) if step.roi else (0, 0)
+        if outcome is None:
+            msg = begun.unrun.get(step.index, "not run")
+            steps.append(StepRecord(step.index, step.name, step.detector.name, "error", None, None, 0, msg))
+            errors.append((step.name, msg))
+            continue
+        if outcome.status != "ok":
+            msg = storable_message(outcome.error)
+            steps.append(
+                StepRecord(step.index, step.name, step.detector.name, outcome.status, None, outcome.latency_ms, 0, msg)
+            )
+            errors.append((step.name, msg))
+            continue
+        for f in outcome.findings:
+            # The host's own copy (steps.check_findings): moved into frame pixels.
+            x, y, bw, bh = f.box
+            f.box = (x + ox, y + oy, bw, bh)
+            found.append((step, f))
+        score = max((f.score for f in outcome.findings), default=0.0)
+        steps.append(
+            StepRecord(
+                step.index, step.name, step.detector.name, "ok", score, outcome.latency_ms, len(outcome.findings)
+            )
+        )
+
+    spec = station.spec
+    judged = [_Judged(f.kind, f.score, f.size_px, _mm(f.size_px, calibration)) for _, f in found]
+    failed = failing(judged, spec.rules, spec.default_rule)
+    policy = spec.store.crops
+    defects = []
+    for (step, f), j, fail in zip(found, judged, failed, strict=True):
+        crop = None
+        if policy.save == "all" or (policy.save == "failed" and fail):
+            crop = encode_crop(image, f.box, policy)
+        defects.append(
+            DefectRecord(
+                step.name,
+                step.detector.name,
+                f.kind,
+                float(f.score),
+                fail,
+                f.box,
+                _float(f.size_px),
+                _float(j.size_mm),
+                {storable_message(k, 100): x for k, x in f.measurements.items()},
+                storable_message(f.message),
+                crop,
+            )
+        )
+    error = "; ".join(f"step {name}: {msg}" for name, msg in errors) or None
+    return Judged(verdict(failed, len(errors)), error, errors[0][0] if errors else None, steps, defects)
+
+
+@dataclasses.dataclass(slots=True)
+class _Judged:
+    kind: str
+    score: float
+    size_px: float | None
+    size_mm: float | None
+
+
+def _mm(px: float | None, cal: Calibration) -> float | None:
+    return None if px is None or cal.mm_per_px is None else float(px) * cal.mm_per_px
+
+
+def _float(v: float | None) -> float | None:
+    return None if v is None else float(v)
+
+
+def check_image(image: Any) -> str | None:
+    """Why ``image`` is not a frame the steps can inspect, or ``None``."""
+    if not isinstance(image, np.ndarray):
+        return f"the source gave a {type(image).__name__}, not an image array"
+    if image.dtype != np.uint8:
+        return f"the source gave an image of dtype {image.dtype}; expected uint8"
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3) or image.size == 0:
+        return f"the source gave an image of shape {image.shape}; expected (H, W) or (H, W, 3)"
+    return None
