@@ -4,15 +4,18 @@ in the kit's host)."""
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import os
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from inspector_core.cli import main
+from inspector_core.plugins import load
 
 TREE = [
     ".copier-answers.yml",
@@ -55,9 +58,30 @@ def test_plugin_new_makes_a_distribution_whose_tests_pass_before_it_is_installed
     assert run.returncode == 0, run.stdout + run.stderr
     assert "5 passed" in run.stdout, run.stdout
     # Not installed: the host's installed plugins do not know it.
-    from inspector_core.plugins import load
-
     assert "weld_seam" not in load().detectors
+
+    # Its wheel holds the package from src/ and the entry point; the host loads it through that
+    # entry point, as after `pip install` (the wheel unpacked on sys.path, not into the venv).
+    wheels = tmp_path / "wheels"
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(dest), "-w"]
+    subprocess.run([*build, str(wheels)], check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("inspector_weld_seam-0.1.0-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    assert (site / "inspector_weld_seam" / "py.typed").is_file()
+    (dist,) = md.distributions(path=[str(site)])
+    sys.path.insert(0, str(site))
+    try:
+        reg = load(entry_points=dist.entry_points)
+    finally:
+        sys.path.remove(str(site))
+    info = reg.plugins["weld_seam"]
+    assert (info.distribution, info.version, info.detectors, info.error) == (
+        "inspector-weld-seam",
+        "0.1.0",
+        ["weld_seam"],
+        None,
+    )
 
 
 def test_plugin_new_refuses_a_bad_name_and_an_existing_folder(tmp_path):
