@@ -229,7 +229,7 @@ class Finding:
     number in [0, 1]; ``box`` four finite numbers (truncated to int) with width and height
     >= 0, inside the view (a box partly outside it is clipped, one wholly outside is
     refused); ``message`` a ``str``; ``size_px`` and every measurement a finite number
-    (``size_px`` >= 0); ``mask`` a 2-D ``uint8``/``bool`` array.
+    (``size_px`` >= 0); ``mask`` a 2-D ``uint8``/``bool`` array; ``raw_score`` a finite number.
     """
 
     kind: str
@@ -239,6 +239,13 @@ class Finding:
     size_px: float | None = None
     measurements: dict[str, float] = dataclasses.field(default_factory=dict)
     mask: np.ndarray | None = None
+    raw_score: float | None = None
+    """Optional: the detector's own score before it was normalised and clipped into ``score``
+    (an anomaly distance, a contrast in sigma), any finite number, larger = more defective. The
+    store keeps it beside ``score`` (``defects.raw_score``; a step's highest in
+    ``step_results.raw_score``), so QA can rank parts (AUROC) where ``score`` saturates at 0 or 1.
+    A finding below the detector's ``report_floor`` is not stored, but its raw score still counts
+    for its step's: return it to have a part that scores 0 ranked by its raw score."""
 
     def __post_init__(self) -> None:
         # The host checks findings again after ``inspect`` returns (a dataclass can be changed
@@ -278,6 +285,8 @@ class Finding:
                 raise TypeError(f"Finding.mask must be a uint8 or bool array (got {what})")
             if self.mask.shape != (h, w):
                 raise ValueError(f"Finding.mask must have the box's shape {(h, w)} (got {self.mask.shape})")
+        if self.raw_score is not None:
+            self.raw_score = _finite("Finding.raw_score", self.raw_score)
 
 
 _MAX_PIXEL = 2**31 - 1

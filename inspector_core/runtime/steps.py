@@ -73,6 +73,9 @@ class StepOutcome:
     findings: list[Finding]
     error: str | None = None
     latency_ms: float | None = None
+    raw_score: float | None = None
+    """The highest ``Finding.raw_score`` of everything the detector returned, those below the floor
+    included (:func:`raw_step_score`); ``None`` when it gave none."""
 
 
 # ---------------------------------------------------------------------------- one instance
@@ -262,7 +265,7 @@ class StepWorker:
                 findings = check_findings(value, self.step, view.image.shape)
             except FindingError as exc:
                 return StepOutcome("error", [], f"{self.who} returned an invalid result: {exc}", _ms(t0))
-            return StepOutcome("ok", findings, None, _ms(t0))
+            return StepOutcome("ok", findings, None, _ms(t0), raw_step_score(value))
         elapsed = _ms(t0)
         log.warning(
             "step %s overran its budget on part %s; starting a fresh detector instance", self.step.name, view.part_id
@@ -437,7 +440,7 @@ def check_findings(value: Any, step: Step, view_shape: tuple[int, ...]) -> list[
             raise FindingError(f"finding [{i}] is a {type(f).__name__}, not a Finding")
         try:
             # The base class, built field by field: its __post_init__ checks and normalises.
-            g = Finding(f.kind, f.score, f.box, f.message, f.size_px, f.measurements, f.mask)
+            g = Finding(f.kind, f.score, f.box, f.message, f.size_px, f.measurements, f.mask, f.raw_score)
         except (TypeError, ValueError, OverflowError) as exc:
             raise FindingError(f"finding [{i}]: {exc}") from None
         if g.kind not in kinds:
@@ -454,3 +457,10 @@ def check_findings(value: Any, step: Step, view_shape: tuple[int, ...]) -> list[
     floor = step.floor
     kept = sorted((g for g in out if g.score >= floor), key=lambda g: -g.score)
     return kept[:MAX_FINDINGS_PER_STEP]
+
+
+def raw_step_score(value: Any) -> float | None:
+    """The highest ``raw_score`` among findings :func:`check_findings` accepted (call it after):
+    below the floor too, where the step's normalised score is 0, so a part is still ranked."""
+    raws = [f.raw_score for f in value if f.raw_score is not None]
+    return max(raws) if raws else None
