@@ -103,6 +103,15 @@ def new(
     except (TemplateError, ImportError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"created {dest}/: detector {name!r}")
+    from inspector_core.plugins import load
+
+    owner = load().plugin_of("detector", name)
+    if owner is not None:
+        click.echo(
+            f"note: the installed plugin {owner.name!r} ({owner.distribution or 'no distribution'}) already registers "
+            f"a detector {name!r}; once both are installed neither is loaded under that name: rename one",
+            err=True,
+        )
     for path in sorted(p for p in dest.rglob("*") if p.is_file()):
         click.echo(f"  {path.relative_to(dest)}")
     click.echo(

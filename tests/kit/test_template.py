@@ -99,3 +99,11 @@ def test_the_template_ships_with_the_package():
 
     assert (TEMPLATE / "copier.yml").is_file()
     assert Path(TEMPLATE / "project" / "pyproject.toml.jinja").is_file()
+
+
+def test_plugin_new_warns_when_an_installed_plugin_has_the_name(tmp_path):
+    out = CliRunner().invoke(main, ["plugin", "new", "scratch", "--to", str(tmp_path / "s")])
+    assert out.exit_code == 0, out.output
+    assert "note: the installed plugin 'scratch' (inspector-scratch) already registers a detector 'scratch'" in (
+        out.output
+    )
