@@ -78,7 +78,7 @@ def new_plugin(
 
 @click.group()
 def plugin() -> None:
-    """Make a plugin: ``inspector plugin new NAME``."""
+    """Make a plugin from the template: inspector plugin new NAME."""
 
 
 @plugin.command("new")
