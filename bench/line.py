@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from inspector_line.cli import run_station_in_thread
-from inspector_line.simulate import ModbusPlc, drive
+from inspector_line.simulate import drive_elsewhere
 
 from inspector_core.plugins import load
 from inspector_core.runtime.config import load_station
@@ -50,11 +50,17 @@ def run(st, registry, *, rate: float, count: int, reconnect_every: int = 0):
     runtime, thread, failure = run_station_in_thread(st, registry, 0)
     if failure or runtime._line is None:
         sys.exit(f"the station did not start: {failure}")
-    plc = ModbusPlc("127.0.0.1", runtime._line.link.port)
     try:
-        seen = drive(plc, rate=rate, count=count, deadline_ms=st.spec.line.deadline_ms, reconnect_every=reconnect_every)
+        # The PLC runs in a process of its own (as a real one does, on its own CPU time).
+        seen = drive_elsewhere(
+            "127.0.0.1",
+            runtime._line.link.port,
+            rate=rate,
+            count=count,
+            deadline_ms=st.spec.line.deadline_ms,
+            reconnect_every=reconnect_every,
+        )
     finally:
-        plc.close()
         runtime.stop()
         thread.join(120)
     return seen, runtime

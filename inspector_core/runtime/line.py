@@ -106,6 +106,8 @@ class Handshake(LineControl):
         self._events: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
         """Counts: triggers, results, defaults, late, overruns, missed, ack_timeouts, acks."""
+        self.healthy: Callable[[], bool] | None = None
+        """``False`` while the station cannot commit verdicts (its database away): state ERROR."""
         self._thread = threading.Thread(target=self._loop, name="inspector-line", daemon=True)
 
     @classmethod
@@ -116,13 +118,17 @@ class Handshake(LineControl):
         run_uid: str,
         on_event: Callable[[str, str], None],
         source: FrameSource | None,
+        *,
+        healthy: Callable[[], bool] | None = None,
     ) -> Handshake:
-        """The station's line, its link serving: return once the PLC can connect."""
+        """The station's line, its link serving: return once the PLC can connect. ``healthy``
+        says whether the station can commit verdicts now (the PLC sees ERROR while it cannot)."""
         assert station.line is not None and station.spec.line is not None
         link_cls, link_cfg = station.line
         link = link_cls(link_cfg, station_dir=station.directory)
         line_log = LineLog(store, station.name) if store is not None else None
         hs = cls(station.spec.line, link, run_uid=run_uid, line_log=line_log, on_event=on_event, source=source)
+        hs.healthy = healthy
         try:
             link.start(hs)
         except BaseException:
@@ -329,6 +335,8 @@ class Handshake(LineControl):
         with self._lock:
             if self._closing:
                 return "HALTED"
+            if self.healthy is not None and not self.healthy():
+                return "ERROR"  # triggers are still taken; their results will be defaults
             return "BUSY" if self._to_capture else "READY"
 
     def _set_state(self, state: LineState) -> None:

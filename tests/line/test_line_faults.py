@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from inspector_line import modbus as m
-from inspector_line.simulate import ModbusPlc, drive
+from inspector_line.simulate import ModbusPlc, drive, drive_elsewhere
 
 from inspector_core.qa.line import plc_mismatches
 from tests.line.conftest import rows, write_station
@@ -18,17 +18,16 @@ def line(**extra: object) -> str:
 
 
 def test_a_slow_part_gets_the_default_by_its_deadline_and_its_late_verdict_is_recorded(tmp_path, running):
-    # Every 3rd part takes 420 ms; the deadline is 300 ms: those get the default (RECHECK, 3),
-    # sent 80 ms early (margin_ms) so that a loaded machine still delivers it in time.
+    # Every 3rd part takes 800 ms; the deadline is 600 ms: those get the default (RECHECK, 3),
+    # sent 150 ms early (margin_ms) so that a loaded machine still delivers it in time. The PLC
+    # runs in its own process, as a real one does.
     path = write_station(
         tmp_path,
-        line=line(deadline_ms=300, default="recheck", margin_ms=80),
-        detector="{delay_ms: 2, slow_every: 3, slow_ms: 420}",
+        line=line(deadline_ms=600, default="recheck", margin_ms=150),
+        detector="{delay_ms: 2, slow_every: 3, slow_ms: 800}",
     )
     st = running(path)
-    plc = ModbusPlc("127.0.0.1", st.port)
-    seen = drive(plc, rate=2, count=6, deadline_ms=300)
-    plc.close()
+    seen = drive_elsewhere("127.0.0.1", st.port, rate=1.5, count=6, deadline_ms=600)
     st.stop()
     assert seen.lost == 0 and seen.late == 0, seen.summary()
     defaults = sorted(c for c, p in seen.parts.items() if p.flags & m.FLAG_DEFAULT)

@@ -65,7 +65,7 @@ def simulate(
     trigger -> result latency (p50 / p99), results by code, deadline misses and defaults."""
     from inspector_core.cli import _load_or_exit, registry
     from inspector_line.modbus import ModbusConfig
-    from inspector_line.simulate import ModbusPlc, drive
+    from inspector_line.simulate import drive_elsewhere
 
     st = _load_or_exit(station_file)
     if st.line is None or st.spec.line is None:
@@ -87,13 +87,19 @@ def simulate(
             raise click.ClickException(f"the station did not start: {failure[0] if failure else 'no line'}")
         target_host, target_port = "127.0.0.1", runtime._line.link.port
     click.echo(f"PLC -> {target_host}:{target_port}, {count} triggers at {rate:g}/s, deadline {spec.deadline_ms:g} ms")
-    plc = ModbusPlc(target_host, target_port, base=cfg.base)
     try:
-        seen = drive(
-            plc, rate=rate, count=count, deadline_ms=spec.deadline_ms, reconnect_every=reconnect_every, ack=not no_ack
+        # The PLC in a process of its own, as a real one: it does not share the station's CPU time.
+        seen = drive_elsewhere(
+            target_host,
+            target_port,
+            rate=rate,
+            count=count,
+            deadline_ms=spec.deadline_ms,
+            base=cfg.base,
+            reconnect_every=reconnect_every,
+            ack=not no_ack,
         )
     finally:
-        plc.close()
         if runtime is not None and thread is not None:
             runtime.stop()
             thread.join(60)

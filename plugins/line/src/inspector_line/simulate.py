@@ -205,3 +205,67 @@ def drive(
         else:
             time.sleep(0.001)
     return PlcRun(parts, deadline_ms, reconnects, time.monotonic() - start, os.getloadavg(), conflicting)
+
+
+def drive_elsewhere(
+    host: str,
+    port: int,
+    *,
+    rate: float,
+    count: int,
+    deadline_ms: float,
+    base: int = 0,
+    reconnect_every: int = 0,
+    ack: bool = True,
+) -> PlcRun:
+    """:func:`drive` in a process of its own, as a real PLC is: in the station's process the
+    PLC's polling would share the station's interpreter lock and its delays."""
+    import json
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "inspector_line.simulate", host, str(port), str(rate), str(count), str(deadline_ms)]
+    args += [str(base), str(reconnect_every), "1" if ack else "0"]
+    out = subprocess.run(args, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"the simulated PLC failed: {out.stderr.strip()[-2000:]}")
+    data = json.loads(out.stdout)
+    parts = {p[0]: Seen(*p) for p in data["parts"]}
+    load = (float(data["load"][0]), float(data["load"][1]), float(data["load"][2]))
+    return PlcRun(parts, deadline_ms, data["reconnects"], data["elapsed_s"], load, data["conflicting"])
+
+
+def _main(argv: list[str]) -> None:
+    import json
+
+    host, port, rate, count, deadline_ms, base, reconnect_every, ack = argv
+    plc = ModbusPlc(host, int(port), base=int(base))
+    try:
+        run = drive(
+            plc,
+            rate=float(rate),
+            count=int(count),
+            deadline_ms=float(deadline_ms),
+            reconnect_every=int(reconnect_every),
+            ack=ack == "1",
+        )
+    finally:
+        plc.close()
+    parts = [dataclasses.astuple(p) for p in run.parts.values()]
+    print(
+        json.dumps(
+            {
+                "parts": parts,
+                "reconnects": run.reconnects,
+                "elapsed_s": run.elapsed_s,
+                "load": list(run.load),
+                "conflicting": run.conflicting,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(sys.argv[1:])
