@@ -171,6 +171,10 @@ def test_trigger_method_reaches_the_host_and_the_result_comes_back_as_event_and_
                 await c.result(n) for n in ("Counter", "ResultCode", "DefectCode", "ResultValid", "PartId", "Verdict")
             ]
             assert got == [41, 2, 7, True, "DMC-41", "FAIL"]
+            assert e.ProductId == "B7" and e.MeasId == "41"
+            # The node ids docs/line-opcua.md gives (PLCs often address nodes by id, not by path).
+            by_id = c.client.get_node(ua.NodeId("Cam1.ResultManagement.Counter", c.st))
+            assert await by_id.read_value() == 41
         finally:
             await c.client.disconnect()
 
@@ -223,6 +227,9 @@ def test_start_single_job_triggers_with_the_part_and_product_and_returns_the_job
             method = await auto.get_child(f"{c.mv}:StartSingleJob")
             job_id, error = await auto.call_method(method, "meas-1", "SN-9", "", "PROD-X")
             assert error == 0
+            link.publish(LineResult(counter=int(job_id), part_id="SN-9", code=1, verdict="PASS"))
+            e = await c.wait_event(int(job_id))
+            assert (e.MeasId, e.ProductId, e.JobId, e.Verdict) == ("meas-1", "PROD-X", job_id, "PASS")
             assert control.of("trigger")[-1] == ("trigger", None, "SN-9", "PROD-X")  # the host counts
             assert job_id == str(1000 + control.n)
             # The recipe id stands for the product when no product is sent.
@@ -392,7 +399,7 @@ def test_publish_returns_at_once_and_other_clients_are_served_while_one_client_i
         link.publish(fail_result(counter, f"P{counter}"))
         durations.append(time.perf_counter() - t0)
     durations.sort()
-    p99_ms = durations[int(len(durations) * 0.99)] * 1000
+    p50_ms, max_ms = durations[len(durations) // 2] * 1000, durations[-1] * 1000
 
     async def another_client() -> None:  # served while the stuck one still holds its session
         c = await connect(link)
@@ -408,7 +415,9 @@ def test_publish_returns_at_once_and_other_clients_are_served_while_one_client_i
         done.set()
     t.join(20)
     assert seen, "the slow client got no event at all"
-    assert p99_ms < 5, f"publish() p99 {p99_ms:.2f} ms (load {os.getloadavg()})"
+    # A publish() that waited for the stuck client would take until it is released (seconds); the
+    # bounds are loose for a loaded 2-core CI machine (bench/opcua_latency.py measures the tail).
+    assert p50_ms < 2 and max_ms < 500, f"publish() p50 {p50_ms:.2f} ms, max {max_ms:.1f} ms (load {os.getloadavg()})"
 
 
 def test_insecure_remote_binding_is_refused_unless_asked_for():

@@ -18,6 +18,7 @@ a slow or stuck client never holds up the line. Writes keep their order (one loo
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import ipaddress
@@ -114,6 +115,8 @@ class OpcUaLink(PlcLink):
         """Counter of the result now on the PLC's side (0: none yet)."""
         self._heartbeat = 0
         self._last_trigger: Trigger | None = None
+        self._jobs: collections.OrderedDict[int, tuple[str, str]] = collections.OrderedDict()
+        """counter -> (MeasId, product) of recent triggers, for the event's MeasId and ProductId."""
         self._peers: set[str] = set()
         self.endpoint: str | None = None
         """The endpoint URL once serving (with the real port when ``port: 0``)."""
@@ -305,6 +308,7 @@ class OpcUaLink(PlcLink):
         vt = ua.VariantType
         summary = defect_summary(result)
         verdict = result.verdict or "DEFAULT"
+        meas_id, product = self._jobs.pop(result.counter, ("", ""))
         # ResultValid goes false first and true last: a client polling the variables never reads
         # a half-written result as valid (asyncua serves reads between these awaits).
         await self._write(r["ResultValid"], False, vt.Boolean)
@@ -323,9 +327,9 @@ class OpcUaLink(PlcLink):
             "IsPartial": False,
             "IsSimulated": False,
             "JobId": str(result.counter),
-            "MeasId": str(result.counter),
+            "MeasId": meas_id or str(result.counter),
             "PartId": result.part_id,
-            "ProductId": "",
+            "ProductId": product,
             "ResultId": result.inspection_uid or f"default-{result.counter}",
             "ResultState": result.code,
             "Counter": result.counter,
@@ -349,7 +353,7 @@ class OpcUaLink(PlcLink):
     def _variant(self, value: Any, vtype: Any) -> Any:
         return self._ua.Variant(value, vtype)
 
-    def _do_trigger(self, counter: int | None, part_id: str, product: str) -> tuple[int, float]:
+    def _do_trigger(self, counter: int | None, part_id: str, product: str, meas_id: str = "") -> tuple[int, float]:
         assert self._control is not None
         last = self._last_trigger
         if counter is not None and last is not None and last.counter == counter:
@@ -359,6 +363,9 @@ class OpcUaLink(PlcLink):
         else:
             trig = self._control.trigger(counter=counter, part_id=part_id or None, product=product or None)
             self._last_trigger = trig
+            self._jobs[trig.counter] = (meas_id, product)
+            while len(self._jobs) > 1024:
+                self._jobs.popitem(last=False)
         left_ms = (trig.at_monotonic + trig.deadline_s - time.monotonic()) * 1000
         return trig.counter, left_ms
 
@@ -370,7 +377,7 @@ class OpcUaLink(PlcLink):
 
     async def _on_start_single_job(self, parent: Any, meas_id: Any, part_id: Any, recipe: Any, product: Any) -> Any:
         ua = self._ua
-        got, _ = self._do_trigger(None, _text(part_id), _text(product) or _text(recipe))
+        got, _ = self._do_trigger(None, _text(part_id), _text(product) or _text(recipe), _text(meas_id))
         return [self._variant(str(got), ua.VariantType.String), self._variant(0, ua.VariantType.Int32)]
 
     async def _on_acknowledge(self, parent: Any, counter: Any) -> Any:

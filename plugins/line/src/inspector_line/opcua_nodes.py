@@ -49,16 +49,17 @@ STATE_OF_LINE: dict[str, tuple[str, str]] = {
 """A station's LineState as (VisionStateMachine state, AutomaticModeStateMachine state)."""
 
 # The ResultReadyEventType properties of the specification this subset declares (name, type).
-MV_EVENT_FIELDS: tuple[tuple[str, ua.VariantType], ...] = (
-    ("CreationTime", ua.VariantType.DateTime),
-    ("IsPartial", ua.VariantType.Boolean),
-    ("IsSimulated", ua.VariantType.Boolean),
-    ("JobId", ua.VariantType.String),
-    ("MeasId", ua.VariantType.String),
-    ("PartId", ua.VariantType.String),
-    ("ProductId", ua.VariantType.String),
-    ("ResultId", ua.VariantType.String),
-    ("ResultState", ua.VariantType.Int32),
+# (name, type, the property's node id in OPC 40100)
+MV_EVENT_FIELDS: tuple[tuple[str, ua.VariantType, int], ...] = (
+    ("CreationTime", ua.VariantType.DateTime, 6303),
+    ("IsPartial", ua.VariantType.Boolean, 6296),
+    ("IsSimulated", ua.VariantType.Boolean, 6297),
+    ("JobId", ua.VariantType.String, 6300),
+    ("MeasId", ua.VariantType.String, 6299),
+    ("PartId", ua.VariantType.String, 6304),
+    ("ProductId", ua.VariantType.String, 6143),
+    ("ResultId", ua.VariantType.String, 6295),
+    ("ResultState", ua.VariantType.Int32, 6298),
 )
 # The station's own fields on InspectorResultReadyEventType (a subtype of ResultReadyEventType).
 ST_EVENT_FIELDS: tuple[tuple[str, ua.VariantType], ...] = (
@@ -194,7 +195,10 @@ async def _variable(
     writable: bool = False,
     prop: bool = False,
     name_ns: int | None = None,
+    nodeid: ua.NodeId | None = None,
 ) -> Node:
+    """A variable; its node id is the parent's string id + ``.name`` (stable, for PLCs that
+    address nodes by id) unless given."""
     attrs = ua.VariableAttributes()
     attrs.Value = ua.Variant(value, vtype) if value is not None else ua.Variant()
     attrs.DataType = nid(vtype.value)
@@ -206,11 +210,23 @@ async def _variable(
     reference = ua.ObjectIds.HasProperty if prop else ua.ObjectIds.HasComponent
     qname = ua.QualifiedName(name, ns if name_ns is None else name_ns)
     node = await _add_node(
-        server, parent.nodeid, nid(0, ns), qname, ua.NodeClass.Variable, nid(typedef), reference, attrs
+        server,
+        parent.nodeid,
+        nodeid or _child_id(parent, name, ns),
+        qname,
+        ua.NodeClass.Variable,
+        nid(typedef),
+        reference,
+        attrs,
     )
     if prop:  # instance declaration of an event type: mandatory
         await node.add_reference(ua.ObjectIds.ModellingRule_Mandatory, ua.ObjectIds.HasModellingRule)
     return node
+
+
+def _child_id(parent: Node, name: str, ns: int) -> ua.NodeId:
+    ident = parent.nodeid.Identifier
+    return nid(f"{ident}.{name}", ns) if isinstance(ident, str) else nid(0, ns)
 
 
 async def _state_variable(server: Server, machine: Node, ns: int, state: str, state_id: ua.NodeId) -> tuple[Node, Node]:
@@ -223,7 +239,7 @@ async def _state_variable(server: Server, machine: Node, ns: int, state: str, st
     current = await _add_node(
         server,
         machine.nodeid,
-        nid(0, ns),
+        _child_id(machine, "CurrentState", ns),
         ua.QualifiedName("CurrentState", 0),
         ua.NodeClass.Variable,
         nid(ua.ObjectIds.FiniteStateVariableType),
@@ -238,7 +254,7 @@ async def _state_variable(server: Server, machine: Node, ns: int, state: str, st
     ident = await _add_node(
         server,
         current.nodeid,
-        nid(0, ns),
+        _child_id(current, "Id", ns),
         ua.QualifiedName("Id", 0),
         ua.NodeClass.Variable,
         nid(ua.ObjectIds.PropertyType),
@@ -310,8 +326,8 @@ async def build(
         server, ua.ObjectIds.BaseEventType, mvid(MV_RESULT_READY_EVENT_TYPE), qn("ResultReadyEventType", mv)
     )
     # Each declaration holds a typed default: asyncua's event objects take a field's type from it.
-    for name, vtype in MV_EVENT_FIELDS:
-        await _variable(server, mv_event, mv, name, vtype, _DEFAULTS[vtype], prop=True)
+    for name, vtype, number in MV_EVENT_FIELDS:
+        await _variable(server, mv_event, mv, name, vtype, _DEFAULTS[vtype], prop=True, nodeid=mvid(number))
     event_type = await _object_type(
         server, mv_event.nodeid, nid("InspectorResultReadyEventType", st), qn("InspectorResultReadyEventType", st)
     )
