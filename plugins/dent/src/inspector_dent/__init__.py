@@ -462,7 +462,7 @@ class DentDetector(Detector):
         r = diam / 2
         x0, y0 = max(0, int(math.floor(cx - r))), max(0, int(math.floor(cy - r)))
         x1, y1 = min(w, int(math.ceil(cx + r)) + 1), min(h, int(math.ceil(cy + r)) + 1)
-        yy, xx = np.mgrid[y0:y1, x0:x1]
+        yy, xx = np.ogrid[y0:y1, x0:x1]
         mask = (((xx - cx) ** 2 + (yy - cy) ** 2) <= r * r).astype(np.uint8) * 255
         meas = {
             "diameter_px": round(diam, 2),
