@@ -12,14 +12,19 @@ Conventions a plugin may rely on, and must follow:
 
 - Images are ``numpy.uint8`` arrays, ``(H, W)`` grayscale or ``(H, W, 3)`` BGR (OpenCV order).
 - A detector receives a :class:`View` of its region of interest. ``view.image`` is a *view*
-  into the frame (no copy): never write into it.
+  into the frame (no copy): never write into it. With an ROI it is not contiguous (strided
+  rows): copy it before handing it to code that reads raw memory. Either layout, gray or BGR,
+  may come: ``view.gray`` is always ``(H, W)``.
 - A detector returns boxes **in view coordinates**; the host shifts them into frame pixels.
 - A score is in [0, 1], rises with confidence and severity, and **0.5 is the detector's own
   decision boundary**. The station's verdict rules (``min_score``, default 0.5) decide what
-  fails. Return candidates below 0.5 too (down to ``Detector.report_floor``): they are stored so
-  that QA can replay other thresholds later (``inspector whatif``).
+  fails. Return candidates below 0.5 too (down to ``Detector.report_floor``, or the station's
+  ``steps[i].report_floor``): they are stored so that QA can replay other thresholds later
+  (``inspector whatif``).
+- A part the detector cannot judge raises :class:`CannotJudge`: ERROR, never PASS.
 - Measurements are named ``<quantity>_<unit>``: ``length_px``, ``length_mm``, ``angle_deg``.
-  ``View.mm`` converts pixels to millimetres when the station has a calibration.
+  ``View.mm`` converts pixels to millimetres when the station has a calibration (``None``
+  without one: then give no ``*_mm`` measurement).
 """
 
 from __future__ import annotations
