@@ -174,7 +174,10 @@ class LineSpec(Strict):
         1000, gt=0, le=MAX_BUDGET_MS, description="how long the PLC may take to acknowledge a result (recorded)"
     )
     margin_ms: float = Field(
-        20, ge=0, le=10_000, description="the default is recorded and sent this long before the deadline"
+        50,
+        ge=0,
+        le=10_000,
+        description="the default is recorded from this long before the deadline, and on the PLC by half of it",
     )
 
     @field_validator("margin_ms")
