@@ -5,6 +5,10 @@ Three stages overlap, each in its own thread, joined by bounded queues::
     capture (source.frames)  --queue(overload.queue_size)-->  inspect (steps, verdict, crops)
         --> Recorder (group commit, spool)  --> outbox: one worker per sink (runtime/delivery.py)
 
+Inside inspect, the steps of consecutive parts overlap (runtime/pipeline.py: a lane thread per
+step, at most ``workers`` detector calls at once); the verdicts are submitted in capture order.
+A step with ``isolation: process`` runs in a worker process (runtime/isolation.py).
+
 Promises kept here (each is tested in tests/):
 - every frame the source yields leaves as exactly one recorded inspection: PASS, FAIL, ERROR
   (a corrupt image, a step that raised or overran its budget), or NOT_INSPECTED (dropped
@@ -13,7 +17,7 @@ Promises kept here (each is tested in tests/):
   sink has its own worker and cursor, so a restart resumes and a slow sink delays no other);
 - SIGINT/SIGTERM stop the capture, drain the queues and commit before exit; the frame the
   source has just yielded is recorded too. A second SIGINT/SIGTERM stops waiting for steps:
-  the part being inspected becomes ERROR and every part still queued NOT_INSPECTED, each with
+  a part being inspected becomes ERROR and every part no step had started NOT_INSPECTED, each with
   the reason, then they are committed; a third one exits at once (the default handler).
 - Shutdown is bounded: a source that does not return from ``frames()`` within
   ``SOURCE_STOP_TIMEOUT_S`` of the stop is abandoned (a ``source_stuck`` event), detectors'
