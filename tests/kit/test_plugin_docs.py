@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from inspector_core.testing import check_detector, run_station
 
@@ -45,3 +46,28 @@ def test_the_tutorial_detector_keeps_the_contract_and_fails_a_glare_part(tmp_pat
     assert rows["dark"].step_results[0].status == "cannot_judge"
     (d,) = rows["bad"].failed_defects()
     assert d.box == (60, 40, 12, 10) and d.measurements == {"area_px": 120.0}
+
+
+def test_the_tutorial_station_validates_and_its_error_example_is_the_real_message(tmp_path):
+    import yaml
+
+    from inspector_core.runtime.config import ConfigError, load_station
+    from inspector_core.testing import host_registry
+
+    text = DOC.read_text()
+    (station,) = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "name: line3" in b]
+    (tmp_path / "parts").mkdir()
+    path = tmp_path / "line3.yaml"
+    path.write_text(station)
+    reg = host_registry([tutorial_module()], installed=True)  # the folder source is installed
+    st = load_station(path, reg)
+    assert [(s.name, s.report_floor, s.budget_ms) for s in st.steps] == [("glare_top", 0.2, 200.0)]
+
+    data = yaml.safe_load(station)
+    data["rules"] = {"glare_top": data["rules"]["glare"]}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        load_station(path, reg)
+    (problem,) = info.value.problems
+    (shown,) = re.findall(r"^```\n(stations/line3\.yaml: rules\.glare_top.*?)\n```", text, re.M | re.S)
+    assert shown == f"stations/line3.yaml: {problem}"
