@@ -84,11 +84,11 @@ class Capture:
 
 
 def write_video(path: Path, n: int, size: tuple[int, int] = (160, 120)) -> None:
-    """Frame i is flat grey 2*i, so a frame's content says which one it is."""
+    """Frame i is flat grey 2*i (mod 256), so a frame's content says which one it is."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 50, size)
     assert writer.isOpened()
     for i in range(n):
-        writer.write(np.full((size[1], size[0], 3), 2 * i, np.uint8))
+        writer.write(np.full((size[1], size[0], 3), 2 * i % 256, np.uint8))
     writer.release()
 
 
@@ -133,7 +133,7 @@ def test_opencv_camera_that_is_gone_gives_error_parts_then_comes_back(tmp_path):
         cap.trigger(part_id="P1")
         first = cap.wait(1)[0]
         assert time.monotonic() - t0 < 0.9  # answered at once, not after the grab timeout (1 s)
-        write_video(tmp_path / "new.avi", 100)
+        write_video(tmp_path / "new.avi", 500)
         (tmp_path / "new.avi").rename(device)  # the camera is plugged in
         cap.wait_event("camera_gap")
         cap.trigger(part_id="P2")
@@ -154,6 +154,8 @@ def test_opencv_camera_that_stops_delivering_is_reopened_and_records_the_gap(tmp
         cap.wait_event("camera_lost")
         cap.trigger(part_id="during-the-gap")
         gone = cap.wait(1)[0]
+        write_video(tmp_path / "long.avi", 500)  # what the reopened camera gives: 5 s of frames
+        (tmp_path / "long.avi").rename(tmp_path / "cam.avi")
         cap.wait_event("camera_gap")
         cap.trigger(part_id="after")
         back = cap.wait(2)[1]
@@ -163,6 +165,22 @@ def test_opencv_camera_that_stops_delivering_is_reopened_and_records_the_gap(tmp
     assert back.error is None and back.image is not None
     kinds = [k for k, _ in cap.events]
     assert kinds[:2] == ["camera_lost", "camera_gap"]
+
+
+def test_opencv_camera_that_opens_but_gives_nothing_is_one_gap_not_an_event_per_retry(tmp_path):
+    writer = cv2.VideoWriter(str(tmp_path / "empty.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    writer.release()  # opens, and has no frame
+    cfg = TriggeredCameraConfig(device=str(tmp_path / "empty.avi"), reconnect_initial_ms=10, reconnect_max_ms=100)
+    cap = Capture(lambda ctx: TriggeredCameraSource(cfg, ctx), tmp_path)
+    try:
+        time.sleep(1.0)  # a dozen reopening attempts
+        cap.trigger(part_id="P")
+        frame = cap.wait(1)[0]
+    finally:
+        cap.close()
+    assert frame.image is None and frame.error is not None and "stopped giving frames" in frame.error
+    assert [k for k, _ in cap.events] == ["camera_lost", "camera_gap"], cap.events
+    assert "before the source stopped" in cap.events[1][1]
 
 
 # ----------------------------------------------------------------- pylon (GenICam) on the emulator

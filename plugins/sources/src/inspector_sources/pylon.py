@@ -322,9 +322,10 @@ class PylonSource(FrameSource):
                 if gap_started is not None:
                     gap = time.monotonic() - gap_started
                     self.context.event("camera_gap", f"{self.label} back after {gap:.2f} s without images")
-                    gap_started, wait = None, c.reconnect_initial_ms / 1000
+                    gap_started = None
                 self._sessions += 1
                 session = self._session = _Session(self._sessions, camera)
+                opened = time.monotonic()
                 self.pending.down(None)
                 self._camera_ready.set()
                 try:
@@ -342,8 +343,13 @@ class PylonSource(FrameSource):
                     gap_started = time.monotonic()
                     self.context.event("camera_lost", f"{self.label} {lost}; reopening")
                     self.pending.down(f"{self.label} {lost} (reopening; a part triggered now has no image)")
+                    # A camera that keeps going as soon as it is opened is retried ever more slowly
+                    # (bounded), not reopened five times a second with two events each time.
+                    lasted = gap_started - opened
+                    wait = c.reconnect_initial_ms / 1000 if lasted > c.reconnect_max_ms / 1000 else wait
                     if self._stop.wait(wait):
                         return
+                    wait = min(wait * 2, c.reconnect_max_ms / 1000)
         finally:
             if gap_started is not None:
                 gap = time.monotonic() - gap_started

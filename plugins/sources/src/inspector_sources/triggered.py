@@ -316,10 +316,9 @@ class TriggeredCameraSource(FrameSource):
                             break
                         wait = min(wait * 2, c.reconnect_max_ms / 1000)
                         continue
-                    if gap_started is not None:
-                        gap = time.monotonic() - gap_started
-                        self.context.event("camera_gap", f"camera {device!r} back after {gap:.2f} s without frames")
-                        gap_started, wait = None, c.reconnect_initial_ms / 1000
+                    # Triggers wait for the first frame now (or time out); the gap ends with
+                    # that frame, not with the opening: a device that opens and gives nothing
+                    # is still down, and is retried with the growing wait, without new events.
                     self.pending.down(None)
                     next_at = time.monotonic()
                 if period:
@@ -335,13 +334,18 @@ class TriggeredCameraSource(FrameSource):
                 if not ok:
                     cap.release()
                     cap = None
-                    gap_started = arrived
-                    self.context.event("camera_lost", f"camera {device!r} {why}; reopening")
+                    if gap_started is None:
+                        gap_started = arrived
+                        self.context.event("camera_lost", f"camera {device!r} {why}; reopening")
                     self.pending.down(f"camera {device!r} {why} (reopening; a part triggered now has no image)")
                     if self._stop.wait(wait):
                         break
                     wait = min(wait * 2, c.reconnect_max_ms / 1000)
                     continue
+                if gap_started is not None:
+                    gap = arrived - gap_started
+                    self.context.event("camera_gap", f"camera {device!r} back after {gap:.2f} s without frames")
+                    gap_started, wait = None, c.reconnect_initial_ms / 1000
                 seq += 1
                 entry = self.pending.claim(arrived, after_s=c.settle_ms / 1000)
                 if entry is None:
