@@ -453,3 +453,70 @@ async def _wait(predicate: Any, timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+MINI_NODESET = """<?xml version="1.0" encoding="utf-8"?>
+<UANodeSet xmlns="http://opcfoundation.org/UA/2011/03/UANodeSet.xsd">
+  <NamespaceUris><Uri>http://opcfoundation.org/UA/MachineVision</Uri></NamespaceUris>
+  <Aliases><Alias Alias="HasSubtype">i=45</Alias><Alias Alias="HasProperty">i=46</Alias>
+    <Alias Alias="HasComponent">i=47</Alias><Alias Alias="String">i=12</Alias></Aliases>
+  <UAObjectType NodeId="ns=1;i=1003" BrowseName="1:VisionSystemType">
+    <DisplayName>VisionSystemType</DisplayName>
+    <References><Reference ReferenceType="HasSubtype" IsForward="false">i=58</Reference>
+      <Reference ReferenceType="HasComponent">ns=1;i=6048</Reference></References>
+  </UAObjectType>
+  <UAVariable NodeId="ns=1;i=6048" BrowseName="1:DiagnosticLevel" ParentNodeId="ns=1;i=1003" DataType="String">
+    <DisplayName>DiagnosticLevel</DisplayName>
+    <References><Reference ReferenceType="HasComponent" IsForward="false">ns=1;i=1003</Reference></References>
+  </UAVariable>
+  <UAObjectType NodeId="ns=1;i=1024" BrowseName="1:ResultReadyEventType">
+    <DisplayName>ResultReadyEventType</DisplayName>
+    <References><Reference ReferenceType="HasSubtype" IsForward="false">i=2041</Reference>
+      <Reference ReferenceType="HasProperty">ns=1;i=6304</Reference></References>
+  </UAObjectType>
+  <UAVariable NodeId="ns=1;i=6304" BrowseName="1:PartId" ParentNodeId="ns=1;i=1024" DataType="String">
+    <DisplayName>PartId</DisplayName>
+    <References><Reference ReferenceType="HasProperty" IsForward="false">ns=1;i=1024</Reference></References>
+  </UAVariable>
+</UANodeSet>
+"""
+
+
+def test_an_imported_nodeset_declares_the_types_and_the_station_serves_on_them(tmp_path):
+    """``nodeset_file`` (the official OPC 40100 file in production; a two-type stand-in here):
+    the station's nodes use the imported types instead of declaring their own, and the event's
+    fields keep their encoding although the imported PartId declaration has no value."""
+    (tmp_path / "mv.xml").write_text(MINI_NODESET)
+    link = OpcUaLink(
+        OpcUaConfig(port=0, namespace_uri=ST_URI, object_name="Cam1", nodeset_file="mv.xml"), station_dir=tmp_path
+    )
+    control = Recorder()
+    link.start(control)
+    try:
+        assert link.startup_s["nodeset"] > 0
+
+        async def main() -> None:
+            c = await connect(link)
+            try:
+                vst = c.client.get_node(ua.NodeId(1003, c.mv))
+                names = {(await n.read_browse_name()).Name for n in await vst.get_children()}
+                assert "DiagnosticLevel" in names  # the imported declaration, not the subset's
+                trigger = await c.child(f"{c.st}:Trigger")
+                await c.vs.call_method(trigger, ua.Variant(5, ua.VariantType.UInt32), "P5", "")
+                link.publish(fail_result(5, "P5"))
+                e = await c.wait_event(5)
+                assert (e.PartId, e.Verdict, e.Counter) == ("P5", "FAIL", 5)
+            finally:
+                await c.client.disconnect()
+
+        run(main())
+    finally:
+        link.close()
+
+
+def test_a_missing_nodeset_file_is_refused_at_validation(tmp_path):
+    ctx = {"station_dir": tmp_path, "check_files": True}
+    with pytest.raises(ValidationError, match="no file .*mv.xml"):
+        OpcUaConfig.model_validate({"nodeset_file": "mv.xml"}, context=ctx)
+    (tmp_path / "mv.xml").write_text(MINI_NODESET)
+    assert OpcUaConfig.model_validate({"nodeset_file": "mv.xml"}, context=ctx).nodeset_file == "mv.xml"

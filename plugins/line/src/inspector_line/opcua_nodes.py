@@ -143,7 +143,10 @@ async def _add_node(
     attrs: Any,
 ) -> Node:
     """One node with the given type definition, without instantiating the type's children (the
-    subset adds exactly the children it serves)."""
+    subset adds exactly the children it serves). A node that exists already (a type or state the
+    official nodeset declared, see ``nodeset_file``) is used as it is."""
+    if not nodeid.is_null() and nodeid in server.iserver.aspace:
+        return server.get_node(nodeid)
     item = ua.AddNodesItem()
     item.RequestedNewNodeId = nodeid
     item.BrowseName = name
@@ -209,6 +212,8 @@ async def _variable(
     typedef = ua.ObjectIds.PropertyType if prop else ua.ObjectIds.BaseDataVariableType
     reference = ua.ObjectIds.HasProperty if prop else ua.ObjectIds.HasComponent
     qname = ua.QualifiedName(name, ns if name_ns is None else name_ns)
+    if nodeid is not None and nodeid in server.iserver.aspace:
+        return server.get_node(nodeid)  # declared by an imported nodeset
     node = await _add_node(
         server,
         parent.nodeid,
