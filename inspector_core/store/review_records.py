@@ -1,0 +1,91 @@
+"""What people say about the machine's verdicts, and who they are: ``reviews``, ``users`` and
+``user_sessions`` (migration 0010; issue 15).
+
+A review is appended beside the machine verdict it is about, never in its place: the
+``inspections`` and ``defects`` rows are evidence and stay as the station wrote them. The log
+is append-only; the current state of a review subject (a part, or one finding on it) is its
+latest row. Users are never deleted (``disabled_at``), so every review keeps its author.
+
+Written only by :mod:`inspector_core.qa.review` and :mod:`inspector_core.qa.accounts` (the
+dashboard and ``inspector review|users``), through a connection that never migrates.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from inspector_core.store.schema import Base, BigId
+
+LABELS = ("confirmed", "false_alarm", "missed", "unsure")
+"""What a reviewer can say. About a finding: ``confirmed`` (a real defect), ``false_alarm``
+(not a defect), ``unsure``. About a part: ``confirmed`` (the machine's verdict is right),
+``false_alarm`` (a FAIL part that is good), ``missed`` (the part has a defect the machine did
+not report; with its box in frame pixels), ``unsure``."""
+
+ROLES = ("viewer", "reviewer", "admin")
+"""``viewer`` reads; ``reviewer`` also writes reviews; ``admin`` also manages users."""
+
+
+class User(Base):
+    """A person who signs in to the dashboard or is named by ``inspector review set --as``."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    """One of :data:`ROLES`."""
+    password_hash: Mapped[str] = mapped_column(String(255))
+    """An argon2id hash in PHC format (argon2-cffi), never the password."""
+    created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+    """Set when the account is switched off; its sessions end, its reviews stay."""
+
+
+class UserSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored, so
+    reading this table does not let anyone sign in."""
+
+    __tablename__ = "user_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 (hex) of the session cookie's token."""
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    """The token every write of this session must send back (header ``X-CSRF-Token`` or form
+    field ``csrf``)."""
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class Review(Base):
+    """One entry of the review log: a person's word on a part (``defect_id`` NULL) or on one of
+    its findings, appended, never updated."""
+
+    __tablename__ = "reviews"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"))
+    defect_id: Mapped[int | None] = mapped_column(ForeignKey("defects.id", ondelete="CASCADE"))
+    """The finding reviewed; ``NULL`` for a review of the whole part."""
+    label: Mapped[str] = mapped_column(String(16))
+    """One of :data:`LABELS`."""
+    step: Mapped[str | None] = mapped_column(String(200))
+    """For ``missed``: the step that should have found it (the station's step name)."""
+    kind: Mapped[str | None] = mapped_column(String(100))
+    """For ``missed``: the defect's kind (``scratch``)."""
+    x: Mapped[int | None] = mapped_column(Integer)
+    """For ``missed``: the box the reviewer drew, in frame pixels (x, y, w, h)."""
+    y: Mapped[int | None] = mapped_column(Integer)
+    w: Mapped[int | None] = mapped_column(Integer)
+    h: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    via: Mapped[str] = mapped_column(String(16))
+    """``web`` (the dashboard) or ``cli`` (``inspector review set``)."""
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_reviews_subject", "inspection_id", "defect_id", "id"),
+        Index("ix_reviews_time", "created_at"),
+    )
