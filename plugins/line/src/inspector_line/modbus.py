@@ -21,26 +21,26 @@ offset name              meaning
 10     OVERRUNS          overrun triggers so far (wraps at 65536)
 11     MISSED            counter jumps so far
 12     DEFAULTS          deadline defaults so far
-20-99  RESULT_RING       16 slots of 5 registers; the result of counter C is in slot
-                         C mod 16 at 20 + 5 * (C mod 16): counter hi, counter lo,
+20-339 RESULT_RING       64 slots of 5 registers; the result of counter C is in slot
+                         C mod 64 at 20 + 5 * (C mod 64): counter hi, counter lo,
                          result code, defect code, flags (as RESULT_FLAGS)
 ====== ================= ==========================================================
 
 PLC -> station (the PLC writes):
 
 ====== ================= ==========================================================
-100-101 TRIGGER_COUNTER  writing a new non-zero value is the trigger (rewriting the same
+400-401 TRIGGER_COUNTER  writing a new non-zero value is the trigger (rewriting the same
                          value is not: a reconnecting PLC cannot trigger twice)
-102    PRODUCT           product code (0: none), taken with the trigger
-103    (reserved)
-104-123 PART_ID          part serial / DMC, ASCII, 2 characters per register (high byte
+402    PRODUCT           product code (0: none), taken with the trigger
+403    (reserved)
+404-423 PART_ID          part serial / DMC, ASCII, 2 characters per register (high byte
                          first), NUL padded, up to 40 characters, taken with the trigger
-124-125 ACK_COUNTER      the counter of the result the PLC has read: clears ResultValid
+424-425 ACK_COUNTER      the counter of the result the PLC has read: clears ResultValid
                          when it is the latest result's
 ====== ================= ==========================================================
 
 Write PRODUCT and PART_ID before TRIGGER_COUNTER, or in the same request (one FC16 write of
-100..123 is the simplest): the station reads them when the counter changes.
+400..423 is the simplest): the station reads them when the counter changes.
 """
 
 from __future__ import annotations
@@ -59,10 +59,12 @@ log = logging.getLogger(__name__)
 
 STATUS, HEARTBEAT, LAST_TRIGGER, RESULT_COUNTER, RESULT_CODE, DEFECT_CODE, RESULT_FLAGS = 0, 1, 2, 4, 6, 7, 8
 OVERRUNS, MISSED, DEFAULTS = 10, 11, 12
-RING, RING_SLOTS, SLOT_SIZE = 20, 16, 5
-TRIGGER_COUNTER, PRODUCT, PART_ID, PART_ID_REGS, ACK_COUNTER = 100, 102, 104, 20, 124
-PLC_AREA = 100
-SIZE = 126
+RING, RING_SLOTS, SLOT_SIZE = 20, 64, 5
+RING_CHUNK = 16
+"""Slots per read of the whole ring: 16 x 5 = 80 registers (a Modbus read takes at most 125)."""
+TRIGGER_COUNTER, PRODUCT, PART_ID, PART_ID_REGS, ACK_COUNTER = 400, 402, 404, 20, 424
+PLC_AREA = 400
+SIZE = 426
 
 READY, BUSY, RESULT_VALID, ERROR, HALTED, OVERRUN, MISSED_TRIGGER, DEFAULT = (1 << i for i in range(8))
 STATE_BITS = {"READY": READY, "BUSY": BUSY, "ERROR": ERROR, "HALTED": HALTED}

@@ -2,7 +2,8 @@
 programmed from ``docs/line.md`` would, and keeps what it saw.
 
 Each trigger is one FC16 write of TRIGGER_COUNTER, PRODUCT and PART_ID; between triggers the
-PLC polls the result ring (one read of 80 registers) and acknowledges each result it finds
+PLC polls the result ring (one read of 80 registers per 16 slots holding a result it waits for)
+and acknowledges each result it finds
 (ACK_COUNTER). Trigger -> result is measured on the PLC's side: from the write of the trigger
 to the read that first showed the result of that counter.
 """
@@ -132,14 +133,21 @@ class ModbusPlc:
     def acknowledge(self, counter: int) -> None:
         self.write(m.ACK_COUNTER, m.split32(counter))
 
-    def ring(self) -> dict[int, tuple[int, int, int]]:
-        """The results the ring holds now: counter -> (code, defect code, flags)."""
-        regs = self.read(m.RING, m.RING_SLOTS * m.SLOT_SIZE)
+    def ring(self, waiting: set[int] | None = None) -> dict[int, tuple[int, int, int]]:
+        """The results the ring holds now: counter -> (code, defect code, flags). With
+        ``waiting``, only the parts of the ring (16 slots per read) that hold those counters."""
+        if waiting is None:
+            chunks = list(range(m.RING_SLOTS // m.RING_CHUNK))
+        else:
+            chunks = sorted({(c % m.RING_SLOTS) // m.RING_CHUNK for c in waiting})
         out = {}
-        for i in range(m.RING_SLOTS):
-            hi, lo, code, defect, flags = regs[i * m.SLOT_SIZE : (i + 1) * m.SLOT_SIZE]
-            if flags & m.FLAG_VALID:
-                out[m.join32(hi, lo)] = (code, defect, flags)
+        for chunk in chunks:
+            first = chunk * m.RING_CHUNK
+            regs = self.read(m.RING + first * m.SLOT_SIZE, m.RING_CHUNK * m.SLOT_SIZE)
+            for i in range(m.RING_CHUNK):
+                hi, lo, code, defect, flags = regs[i * m.SLOT_SIZE : (i + 1) * m.SLOT_SIZE]
+                if flags & m.FLAG_VALID:
+                    out[m.join32(hi, lo)] = (code, defect, flags)
         return out
 
     def status(self) -> int:
@@ -181,7 +189,8 @@ def drive(
             if sent == count:
                 end = time.monotonic() + settle
             continue
-        ring = plc.ring()
+        waiting = {c for c, p in parts.items() if p.result_at is None}
+        ring = plc.ring(waiting) if waiting else {}
         seen_at = time.monotonic()
         acked = None
         for c, (code, defect, flags) in ring.items():
