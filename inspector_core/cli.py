@@ -200,7 +200,8 @@ def plugins(as_json: bool) -> None:
         click.echo(json.dumps([p.as_dict() for p in infos], indent=2))
         return
     table = Table(show_header=True)
-    for col in ("plugin", "distribution", "version", "detectors", "sources", "sinks", "commands", "status"):
+    columns = ("plugin", "distribution", "version", "detectors", "sources", "sinks", "plc links", "commands", "status")
+    for col in columns:
         table.add_column(col)
     for p in infos:
         status = (
@@ -215,6 +216,7 @@ def plugins(as_json: bool) -> None:
             ", ".join(p.detectors),
             ", ".join(p.sources),
             ", ".join(p.sinks),
+            ", ".join(p.plc_links),
             ", ".join(p.commands),
             status,
         )
