@@ -183,6 +183,38 @@ def test_opencv_camera_that_opens_but_gives_nothing_is_one_gap_not_an_event_per_
     assert "before the source stopped" in cap.events[1][1]
 
 
+def test_opencv_grabber_that_fails_unforeseen_is_recorded_and_reopened(tmp_path, monkeypatch):
+    write_video(tmp_path / "cam.avi", 500)
+    real = cv2.VideoCapture
+    grabs = []
+
+    class Backend:  # the real capture, whose fifth grab raises what no backend should
+        def __init__(self, device):
+            self.cap = real(device)
+
+        def grab(self):
+            grabs.append(1)
+            if len(grabs) == 5:
+                raise RuntimeError("backend bug")
+            return self.cap.grab()
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Backend)
+    cfg = TriggeredCameraConfig(device=str(tmp_path / "cam.avi"), pace_fps=100, reconnect_max_ms=100)
+    cap = Capture(lambda ctx: TriggeredCameraSource(cfg, ctx), tmp_path)
+    try:
+        cap.wait_event("camera_lost")
+        time.sleep(0.3)  # reopened
+        cap.trigger(part_id="after")
+        frame = cap.wait(1)[0]
+    finally:
+        cap.close()
+    assert "the grabber failed: RuntimeError: backend bug" in dict(cap.events)["camera_lost"]
+    assert frame.error is None and frame.image is not None  # the grabber runs again
+
+
 # ----------------------------------------------------------------- pylon (GenICam) on the emulator
 
 
@@ -240,16 +272,24 @@ def test_pylon_camera_not_found_is_an_error_part_until_it_appears(tmp_path, came
     assert "back after" in dict(cap.events)["camera_gap"]
 
 
-def test_pylon_setting_the_camera_refuses_names_the_feature_and_its_range(tmp_path, camemu):
-    cap = Capture(pylon_test_image(width=5000, reconnect_initial_ms=5000), tmp_path)
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({"width": 5000}, "Width = 5000 refused (it allows 1 to 4096): change source.config.width"),
+        ({"features": {"PixelFormat": 3}}, "PixelFormat = 3 refused (it allows Mono8, "),
+        ({"features": {"NoSuchFeature": 1}}, "no writable feature 'NoSuchFeature': remove source.config.features."),
+    ],
+)
+def test_pylon_setting_the_camera_refuses_names_the_feature_and_the_remedy(tmp_path, camemu, config, words):
+    cap = Capture(pylon_test_image(reconnect_initial_ms=5000, **config), tmp_path)
     try:
         cap.wait_event("camera_unavailable")
         cap.trigger()
         frame = cap.wait(1)[0]
     finally:
         cap.close()
-    assert frame.error is not None
-    assert "Width = 5000 refused (it allows 1 to 4096): change source.config.width" in frame.error
+    assert frame.image is None and frame.error is not None
+    assert words in frame.error and words in dict(cap.events)["camera_unavailable"]
 
 
 @pytest.mark.data
@@ -257,12 +297,10 @@ def test_pylon_grabs_real_photographs_through_the_emulator(tmp_path, camemu, dat
     folder = data_dir / TRANSISTORS
     files = sorted(folder.glob("*.png"))[:3]
     assert len(files) == 3, f"no transistor photographs in {folder}"
-    make = pylon_test_image(
-        pixel_format="RGB8Packed",
-        width=512,
-        height=512,
-        features={"TestImageSelector": "Off", "ImageFileMode": "On", "ImageFilename": str(folder)},
-    )
+    # As a station file has it: YAML reads the unquoted Off / On as false / true.
+    features = yaml.safe_load(f"{{TestImageSelector: Off, ImageFileMode: On, ImageFilename: '{folder}'}}")
+    assert features["ImageFileMode"] is True
+    make = pylon_test_image(pixel_format="RGB8Packed", width=512, height=512, features=features)
     cap = Capture(make, tmp_path)
     try:
         for i in range(3):

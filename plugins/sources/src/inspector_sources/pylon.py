@@ -75,6 +75,12 @@ def _pylon() -> tuple[Any, Any]:
     return pylon, genicam
 
 
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message (pylon's run long), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class PylonConfig(PluginConfig):
     serial: str | None = Field(
         None, min_length=1, description="the camera's serial number; default: the first camera pylon finds"
@@ -256,12 +262,14 @@ class PylonSource(FrameSource):
                 if field is not None:
                     raise ValueError(f"camera {serial}: has no writable feature {name!r}: remove source.config.{field}")
                 return
+            if isinstance(value, bool) and hasattr(n, "GetSymbolics"):
+                value = "On" if value else "Off"  # YAML reads an unquoted On / Off as true / false
             try:
                 if isinstance(value, str) and hasattr(n, "FromString") and not hasattr(n, "GetSymbolics"):
                     n.FromString(value)
                 else:
                     n.SetValue(value)
-            except self._genicam.GenericException as exc:
+            except (self._genicam.GenericException, TypeError) as exc:
                 allowed = ""
                 if hasattr(n, "GetSymbolics"):
                     allowed = f" (it allows {', '.join(n.GetSymbolics())})"
@@ -309,8 +317,8 @@ class PylonSource(FrameSource):
             while not self._stop.is_set():
                 try:
                     camera = self._open()
-                except (LookupError, ValueError, self._genicam.GenericException) as exc:
-                    why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                except Exception as exc:  # noqa: BLE001 - whatever fails, the camera is not open: recorded, retried
+                    why = _reason(exc)
                     if gap_started is None:
                         gap_started = time.monotonic()
                         self.context.event("camera_unavailable", f"{self.label} did not open: {why}; retrying")
@@ -330,6 +338,9 @@ class PylonSource(FrameSource):
                 self._camera_ready.set()
                 try:
                     lost = self._grab(session)
+                except Exception as exc:  # an unexpected failure is a lost camera: logged, recorded, reopened
+                    log.exception("%s: grabbing failed", self.label)
+                    lost = f"failed while grabbing: {_reason(exc)}"
                 finally:
                     self._camera_ready.clear()
                     self._session = None
@@ -475,8 +486,8 @@ class PylonSource(FrameSource):
                 session.sent += 1
                 camera.ExecuteSoftwareTrigger()
                 self.pending.acknowledged(trigger, time.monotonic())
-            except self._genicam.GenericException as exc:
-                why = f"refused a software trigger ({str(exc).strip().splitlines()[0]})"
+            except Exception as exc:  # noqa: BLE001 - this part is ERROR; the camera is reopened
+                why = f"refused a software trigger ({_reason(exc)})"
                 self.pending.fail(trigger, f"{self.label} {why}")
                 # Whether the camera took it is unknown, so its exposures can no longer be
                 # told apart: open a new session.

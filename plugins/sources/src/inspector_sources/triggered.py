@@ -296,6 +296,24 @@ class TriggeredCameraSource(FrameSource):
         return cap, ""
 
     def _grab_loop(self) -> None:
+        """The grabber thread. A failure nobody foresaw (a backend raising something else than
+        ``cv2.error``) must not end it silently, leaving every later trigger to time out: it
+        is logged and recorded, and the camera reopened."""
+        while not self._stop.is_set():
+            try:
+                self._grab_until_stopped()
+                return
+            except Exception as exc:
+                log.exception("camera %r: the grabber failed", self.config.device)
+                why = f"the grabber failed: {type(exc).__name__}: {str(exc).strip()[:200]}"
+                self.context.event("camera_lost", f"camera {self.config.device!r}: {why}; reopening")
+                self.pending.down(
+                    f"camera {self.config.device!r}: {why} (reopening; a part triggered now has no image)"
+                )
+                if self._stop.wait(self.config.reconnect_max_ms / 1000):
+                    return
+
+    def _grab_until_stopped(self) -> None:
         c, device = self.config, self.config.device
         cap: cv2.VideoCapture | None = None
         gap_started: float | None = None
