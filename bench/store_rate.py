@@ -137,16 +137,19 @@ def recorder_rate(url: str, n: int) -> tuple[float, float, list[float]]:
     return n / dt, cpu / n * 1e6, gaps
 
 
-def _rows(recs: list[InspectionRecord], sid: int, rid: int, sqlite: bool) -> list[tuple[list[Any], ...]]:
+def _rows(recs: list[InspectionRecord], sid: int, rid: int, sqlite: bool) -> list[tuple[list[tuple[Any, ...]], ...]]:
     """The same rows the store writes, as positional parameters, per group of GROUP."""
 
     def t(x: Any) -> Any:
         return x.isoformat(" ") if sqlite else x
 
-    groups = []
+    groups: list[tuple[list[tuple[Any, ...]], ...]] = []
     iid = did = 0
     for g in range(0, len(recs), GROUP):
-        ins, steps, defects, crops = [], [], [], []
+        ins: list[tuple[Any, ...]] = []
+        steps: list[tuple[Any, ...]] = []
+        defects: list[tuple[Any, ...]] = []
+        crops: list[tuple[Any, ...]] = []
         for r in recs[g : g + GROUP]:
             iid += 1
             ins.append(
@@ -220,10 +223,10 @@ def raw_rate(url: str, n: int) -> tuple[float, float]:
     else:
         import psycopg
 
-        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as db:
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as pg:
             t0, c0 = time.perf_counter(), time.process_time()
             for group in groups:
-                with db.transaction(), db.cursor() as cur:
+                with pg.transaction(), pg.cursor() as cur:
                     for s, rows in zip(sql, group, strict=True):
                         cur.executemany(s, rows)
             dt, cpu = time.perf_counter() - t0, time.process_time() - c0

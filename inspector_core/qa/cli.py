@@ -227,10 +227,14 @@ def history(
     f = build_filter(kw)
     engine = open_engine(db, station_file)
     try:
+        # JSON carries each row's steps and findings with their scores (normalised and raw) and boxes.
+        evidence = fmt == "json"
         if all_rows:
-            rows, nxt = list(q.iter_history(engine, f)), None
+            rows, nxt = list(q.iter_history(engine, f, evidence=evidence)), None
         else:
-            res = q.history(engine, f, limit=limit, cursor=cursor, offset=0 if cursor else (page - 1) * limit)
+            res = q.history(
+                engine, f, limit=limit, cursor=cursor, offset=0 if cursor else (page - 1) * limit, evidence=evidence
+            )
             rows, nxt = res.rows, res.next_cursor
     except q.QueryError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -327,7 +331,8 @@ def stats(
     **kw: Any,
 ) -> None:
     """Per station and period: parts, yield, first-pass yield, NOT_INSPECTED and ERROR counts,
-    latency p50/p99; the Pareto of defect kinds; the p-chart of the reject rate (FAIL + ERROR)
+    latency p50/p99 (capture to verdict, and capture to committed); capture to delivered per sink;
+    the Pareto of defect kinds; the p-chart of the reject rate (FAIL + ERROR)
     with 3-sigma limits, points outside flagged."""
     f = build_filter(kw)
     if f.since is None and f.until is None:
@@ -353,6 +358,8 @@ def stats(
         "first-pass",
         "p50 ms",
         "p99 ms",
+        "commit p50",
+        "commit p99",
         "reject rate [LCL, UCL]",
     ):
         t.add_column(col, justify="left" if col in ("station", period) else "right")
@@ -375,6 +382,8 @@ def stats(
                 _pct(p.first_pass_yield),
                 _ms(p.latency_p50_ms),
                 _ms(p.latency_p99_ms),
+                _ms(p.commit_latency_p50_ms),
+                _ms(p.commit_latency_p99_ms),
                 rate,
                 style=style,
             )
@@ -386,6 +395,13 @@ def stats(
     for r in st.pareto:
         pt.add_row(r.kind, str(r.defects), str(r.parts), _pct(r.share), _pct(r.cumulative))
     out.print(pt, highlight=False)
+    if st.delivery:
+        dt = Table(title="capture to delivered, per sink (ms)")
+        for col in ("station", "sink", "delivered", "not yet", "p50 ms", "p99 ms"):
+            dt.add_column(col, justify="left" if col in ("station", "sink") else "right")
+        for d in st.delivery:
+            dt.add_row(d.station, d.sink, str(d.delivered), str(d.undelivered), _ms(d.p50_ms), _ms(d.p99_ms))
+        out.print(dt, highlight=False)
     for station, p_bar in st.p_bar.items():
         n_out = sum(1 for p in st.pchart if p.station == station and p.out_of_control)
         out.print(f"p-chart {station}: mean reject rate {_pct(p_bar)}; {n_out} {period}(s) outside 3-sigma limits")

@@ -52,12 +52,49 @@ class InspectionRow:
     error: str | None
     thumbnail_crop_id: int | None
     """The crop of the highest-scoring counted defect, if one was stored."""
+    commit_latency_ms: float | None = None
+    """Capture to committed (migration 0008; ``None`` on older rows and NOT_INSPECTED parts)."""
+    steps: tuple[StepScore, ...] | None = None
+    """With ``evidence=True``: every step's outcome with its scores (normalised and raw)."""
+    findings: tuple[FindingScore, ...] | None = None
+    """With ``evidence=True``: every stored finding (failed and candidates) with its scores and box."""
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["captured_at"] = self.captured_at.isoformat() + "Z"
         d["kinds"] = list(self.kinds)
+        for key in ("steps", "findings"):
+            if d[key] is None:
+                del d[key]
+            else:
+                d[key] = list(d[key])
         return d
+
+
+@dataclasses.dataclass(frozen=True)
+class StepScore:
+    """One step's outcome on a part, as the history carries it for QA (scores for AUROC)."""
+
+    step_index: int
+    step: str
+    detector: str
+    status: str
+    score: float | None
+    """The highest normalised finding score in [0, 1] (0 with none above the report floor)."""
+    raw_score: float | None
+    """The detector's own unclipped score (``Finding.raw_score``), ``None`` if it gives none."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FindingScore:
+    """One stored finding of a part: its scores and its box in frame pixels (x, y, w, h)."""
+
+    step: str
+    kind: str
+    score: float
+    raw_score: float | None
+    failed: bool
+    box: tuple[int, int, int, int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +119,20 @@ def _parse_cursor(cursor: str) -> tuple[datetime, int]:
         raise QueryError(f"cursor: not a cursor from a previous page ({cursor[:40]!r})") from exc
 
 
-def history(engine: Engine, f: HistoryFilter, *, limit: int = 50, cursor: str | None = None, offset: int = 0) -> Page:
+def history(
+    engine: Engine,
+    f: HistoryFilter,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    offset: int = 0,
+    evidence: bool = False,
+) -> Page:
     """Inspections matching ``f``, newest first (``captured_at``, then ``id``, descending).
 
-    Page with ``cursor`` (keyset: constant cost however deep) or ``offset``."""
+    Page with ``cursor`` (keyset: constant cost however deep) or ``offset``. ``evidence=True``
+    adds each row's steps and stored findings with their scores (normalised and raw) and boxes:
+    two more queries per page, on the (inspection) indexes."""
     if not 1 <= limit <= MAX_PAGE:
         raise QueryError(f"limit: must be between 1 and {MAX_PAGE} (got {limit})")
     if not 0 <= offset <= MAX_ID:
@@ -96,7 +143,18 @@ def history(engine: Engine, f: HistoryFilter, *, limit: int = 50, cursor: str | 
         t, last = _parse_cursor(cursor)
         conds.append(or_(I.captured_at < t, and_(I.captured_at == t, I.id < last)))
     q = (
-        select(I.id, S.name, I.run_id, I.part_id, I.captured_at, I.verdict, I.latency_ms, I.n_defects, I.error)
+        select(
+            I.id,
+            S.name,
+            I.run_id,
+            I.part_id,
+            I.captured_at,
+            I.verdict,
+            I.latency_ms,
+            I.n_defects,
+            I.error,
+            I.commit_latency_ms,
+        )
         .join(S, S.id == I.station_id)
         .where(*conds)
         .order_by(I.captured_at.desc(), I.id.desc())
@@ -118,6 +176,25 @@ def history(engine: Engine, f: HistoryFilter, *, limit: int = 50, cursor: str | 
             )
             for d in conn.execute(dq):
                 by_part[d.inspection_id].append(d)
+        steps: dict[int, list[StepScore]] = defaultdict(list)
+        findings: dict[int, list[FindingScore]] = defaultdict(list)
+        if evidence and ids:
+            for s in conn.execute(
+                select(SR.inspection_id, SR.step_index, SR.step, SR.detector, SR.status, SR.score, SR.raw_score)
+                .where(SR.inspection_id.in_(ids))
+                .order_by(SR.inspection_id, SR.step_index)
+            ):
+                steps[s.inspection_id].append(
+                    StepScore(s.step_index, s.step, s.detector, s.status, s.score, s.raw_score)
+                )
+            for x in conn.execute(
+                select(D.inspection_id, D.step, D.kind, D.score, D.raw_score, D.failed, D.x, D.y, D.w, D.h)
+                .where(D.inspection_id.in_(ids))
+                .order_by(D.inspection_id, D.failed.desc(), D.score.desc(), D.id)
+            ):
+                findings[x.inspection_id].append(
+                    FindingScore(x.step, x.kind, x.score, x.raw_score, bool(x.failed), (x.x, x.y, x.w, x.h))
+                )
     out = []
     for r in rows:
         ds = by_part.get(r.id, [])
@@ -136,17 +213,22 @@ def history(engine: Engine, f: HistoryFilter, *, limit: int = 50, cursor: str | 
                 max_score=ds[0].score if ds else None,
                 error=r.error,
                 thumbnail_crop_id=next((d.crop_id for d in ds if d.crop_id is not None), None),
+                commit_latency_ms=r.commit_latency_ms,
+                steps=tuple(steps.get(r.id, ())) if evidence else None,
+                findings=tuple(findings.get(r.id, ())) if evidence else None,
             )
         )
     nxt = _cursor(rows[-1].captured_at, rows[-1].id) if more and rows else None
     return Page(out, nxt)
 
 
-def iter_history(engine: Engine, f: HistoryFilter, *, batch: int = 500) -> Iterator[InspectionRow]:
+def iter_history(
+    engine: Engine, f: HistoryFilter, *, batch: int = 500, evidence: bool = False
+) -> Iterator[InspectionRow]:
     """Every matching inspection, newest first, read page by page (for exports)."""
     cursor = None
     while True:
-        page = history(engine, f, limit=batch, cursor=cursor)
+        page = history(engine, f, limit=batch, cursor=cursor, evidence=evidence)
         yield from page.rows
         if page.next_cursor is None:
             return
@@ -179,6 +261,8 @@ class DefectView:
     crop_box: tuple[float, float, float, float] | None
     """The defect's box in the crop's pixels (x, y, w, h), to draw over the crop."""
     crop_size: tuple[int, int] | None
+    raw_score: float | None = None
+    """The detector's own unclipped score (migration 0008)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,11 +283,15 @@ class InspectionDetail:
     defects: list[DefectView]
     run: dict[str, Any]
     """Provenance: run id, host, software version, plugins with versions, config hash, models."""
+    committed_at: datetime | None = None
+    commit_latency_ms: float | None = None
+    """When the writer committed it, and capture to committed (migration 0008)."""
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["captured_at"] = self.captured_at.isoformat() + "Z"
         d["decided_at"] = self.decided_at.isoformat() + "Z"
+        d["committed_at"] = self.committed_at.isoformat() + "Z" if self.committed_at else None
         return d
 
 
@@ -219,7 +307,17 @@ def inspection(engine: Engine, inspection_id: int) -> InspectionDetail | None:
         if r is None:
             return None
         steps = [
-            StepRecord(s.step_index, s.step, s.detector, s.status, s.score, s.latency_ms, s.n_findings, s.error)
+            StepRecord(
+                s.step_index,
+                s.step,
+                s.detector,
+                s.status,
+                s.score,
+                s.latency_ms,
+                s.n_findings,
+                s.error,
+                raw_score=s.raw_score,
+            )
             for s in conn.execute(select(SR).where(SR.inspection_id == inspection_id).order_by(SR.step_index))
         ]
         defects = []
@@ -259,6 +357,7 @@ def inspection(engine: Engine, inspection_id: int) -> InspectionDetail | None:
                     d.format,
                     crop_box,
                     (d.cw, d.ch) if d.crop_id is not None else None,
+                    d.raw_score,
                 )
             )
         run = conn.execute(select(R).where(R.id == r.run_id)).one()
@@ -277,6 +376,8 @@ def inspection(engine: Engine, inspection_id: int) -> InspectionDetail | None:
         source_meta=r.source_meta,
         steps=steps,
         defects=defects,
+        committed_at=r.committed_at,
+        commit_latency_ms=r.commit_latency_ms,
         run={
             "id": run.id,
             "started_at": run.started_at.isoformat() + "Z",

@@ -18,6 +18,7 @@ from sqlalchemy import (
     case,
     exists,
     func,
+    inspect,
     or_,
     select,
 )
@@ -26,7 +27,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from inspector_core.qa.dialect import Buckets, _Hour, _hour_value
 from inspector_core.qa.filters import HL, D, H, HistoryFilter, I, Period, S, _where
 from inspector_core.qa.spc import PChartPoint, p_chart
-from inspector_core.store import HourRollup, bucket_value, hour_of
+from inspector_core.store import HourRollup, bucket_value, hour_of, schema
 
 # ---------------------------------------------------------------------------- stats
 
@@ -46,6 +47,11 @@ class PeriodStats:
     first_pass: int = 0
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
+    """Capture to verdict (``inspections.latency_ms``)."""
+    commit_latency_p50_ms: float | None = None
+    commit_latency_p99_ms: float | None = None
+    """Capture to committed (``inspections.commit_latency_ms``, migration 0008), exact; ``None`` when
+    the window holds more than :data:`COMMIT_LATENCY_MAX_ROWS` of them, or none (older rows)."""
 
     @property
     def judged(self) -> int:
@@ -80,6 +86,24 @@ class ParetoRow:
     cumulative: float
 
 
+@dataclasses.dataclass(frozen=True)
+class DeliveryLatency:
+    """Capture to delivered for one sink of a station, over the window's inspections the sink took
+    (``sink_deliveries``, migration 0008), on the clock of ``latency_ms``. Sinks are those that have
+    taken at least one verdict; an inspection is owed to a sink from its first saved range on. ``delivered_at`` is when
+    the sink's cursor was saved after it accepted them: exact for the last inspection of each saved
+    range, an upper bound (by at most a delivery batch or ``cursor_every_s``) for the others."""
+
+    station: str
+    sink: str
+    delivered: int
+    """Inspections of the window the sink has taken (of those with a latency)."""
+    undelivered: int
+    """Inspections of the window owed to the sink (after its cursor's start) not yet taken."""
+    p50_ms: float | None
+    p99_ms: float | None
+
+
 @dataclasses.dataclass
 class Stats:
     period: Period
@@ -91,6 +115,8 @@ class Stats:
     pareto: list[ParetoRow]
     pchart: list[PChartPoint]
     p_bar: dict[str, float]
+    delivery: list[DeliveryLatency] = dataclasses.field(default_factory=list)
+    """Capture to delivered per station and sink (totals over the window)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -102,18 +128,21 @@ class Stats:
             "pareto": [dataclasses.asdict(r) for r in self.pareto],
             "pchart": [{**dataclasses.asdict(p), "start": p.start.isoformat() + "Z"} for p in self.pchart],
             "p_bar": self.p_bar,
+            "delivery": [dataclasses.asdict(d) for d in self.delivery],
         }
 
 
 def _percentiles(
-    conn: Any, conds: list[ColumnElement[bool]], part: Sequence[Any], ps: Sequence[int]
+    conn: Any, conds: list[ColumnElement[bool]], part: Sequence[Any], ps: Sequence[int], column: Any = None
 ) -> dict[tuple[Any, ...], dict[int, float]]:
-    """Nearest-rank percentiles of latency per partition ``part``, exact, in one query."""
-    rn = func.row_number().over(partition_by=part, order_by=I.latency_ms).label("rn")
+    """Nearest-rank percentiles of ``column`` (default ``latency_ms``) per partition ``part``, exact,
+    in one query."""
+    col = I.latency_ms if column is None else column
+    rn = func.row_number().over(partition_by=part, order_by=col).label("rn")
     n = func.count().over(partition_by=part).label("n")
     inner = (
-        select(*[p.label(f"k{i}") for i, p in enumerate(part)], I.latency_ms, rn, n)
-        .where(*conds, I.latency_ms.is_not(None))
+        select(*[p.label(f"k{i}") for i, p in enumerate(part)], col.label("latency_ms"), rn, n)
+        .where(*conds, col.is_not(None))
         .subquery()
     )
     keys = [inner.c[f"k{i}"] for i in range(len(part))]
@@ -129,6 +158,68 @@ def _percentiles(
 
 
 EXACT_PERIOD_LATENCY_MAX_ROWS = 100_000
+COMMIT_LATENCY_MAX_ROWS = 1_000_000
+"""Committed and delivered latencies are exact, read from the window's inspections (no index or
+roll-up serves them: each would cost the writer on every row): computed when the window holds at
+most this many, else left ``None``."""
+
+
+def _commit_latency(
+    conn: Any, conds: list[ColumnElement[bool]], buckets: Buckets
+) -> tuple[dict[tuple[Any, ...], dict[int, float]], dict[int, dict[int, float]]]:
+    """Exact p50/p99 of ``commit_latency_ms`` per (station, period) and per station: the same on
+    both stats paths, whatever their latency path."""
+    n = conn.scalar(select(func.count(I.commit_latency_ms)).where(*conds)) or 0
+    if not n or n > COMMIT_LATENCY_MAX_ROWS:
+        return {}, {}
+    col = I.commit_latency_ms
+    periods = _percentiles(conn, conds, [I.station_id, buckets.expr(I.captured_at)], (50, 99), col)
+    totals = {k[0]: v for k, v in _percentiles(conn, conds, [I.station_id], (50, 99), col).items()}
+    return periods, totals
+
+
+def _delivery_latency(conn: Any, conds: list[ColumnElement[bool]], names: dict[int, str]) -> list[DeliveryLatency]:
+    """Capture to delivered per station and sink over the window: for each inspection, the first
+    saved range of the sink's cursor that holds it (``through_id >= id``, on the primary key)."""
+    SD = schema.SinkDelivery
+    if not inspect(conn).has_table(SD.__tablename__):
+        return []
+    n = conn.scalar(select(func.count(I.latency_ms)).where(*conds)) or 0
+    if not n or n > COMMIT_LATENCY_MAX_ROWS:
+        return []
+    out = []
+    sinks = conn.execute(select(SD.station_id, SD.sink).distinct().order_by(SD.station_id, SD.sink)).all()
+    for sid, sink in sinks:
+        if sid not in names:
+            continue
+        # The sink's first saved range ending at or after the inspection (a seek on the primary key).
+        nx = SD.__table__.alias("nx")
+        through = (
+            select(func.min(nx.c.through_id))
+            .where(nx.c.station_id == sid, nx.c.sink == sink, nx.c.through_id >= I.id)
+            .correlate(I)
+            .scalar_subquery()
+        )
+        start = conn.scalar(select(func.min(SD.after_id)).where(SD.station_id == sid, SD.sink == sink))
+        lat: list[float] = []
+        owed = 0
+        for r in conn.execute(
+            select(I.latency_ms, I.decided_at, SD.after_id, SD.delivered_at)
+            .select_from(I)
+            .outerjoin(SD, and_(SD.station_id == sid, SD.sink == sink, SD.through_id == through))
+            .where(*conds, I.station_id == sid, I.latency_ms.is_not(None), I.id > start)
+        ):
+            if r.delivered_at is None or r.after_id is None:
+                owed += 1
+                continue
+            lat.append(r.latency_ms + (r.delivered_at - r.decided_at).total_seconds() * 1000)
+        if not lat and not owed:
+            continue
+        lat.sort()
+        p50 = lat[(len(lat) * 50 + 99) // 100 - 1] if lat else None
+        p99 = lat[(len(lat) * 99 + 99) // 100 - 1] if lat else None
+        out.append(DeliveryLatency(names[sid], sink, len(lat), owed, p50, p99))
+    return out
 
 
 def uses_rollup(f: HistoryFilter) -> bool:
@@ -283,11 +374,17 @@ def _finish(
     lat_total: dict[int, dict[int, float]],
     pareto_rows: list[Any],
     pareto_limit: int,
+    commit: tuple[dict[tuple[Any, ...], dict[int, float]], dict[int, dict[int, float]]] = ({}, {}),
+    delivery: list[DeliveryLatency] | None = None,
 ) -> Stats:
     """Totals per station, percentiles, Pareto shares and the p-chart: the same for both paths."""
     for (sid, bk), pcts in lat_periods.items():
         if (sid, bk) in rows:
             rows[(sid, bk)].latency_p50_ms, rows[(sid, bk)].latency_p99_ms = pcts.get(50), pcts.get(99)
+    for (sid, bk), pcts in commit[0].items():
+        if (sid, bk) in rows:
+            rows[(sid, bk)].commit_latency_p50_ms = pcts.get(50)
+            rows[(sid, bk)].commit_latency_p99_ms = pcts.get(99)
     periods = sorted(rows.values(), key=lambda p: (p.station, p.bucket))
     totals: dict[str, PeriodStats] = {}
     for p in periods:
@@ -297,6 +394,10 @@ def _finish(
     for sid, pcts in lat_total.items():
         if names[sid] in totals:
             totals[names[sid]].latency_p50_ms, totals[names[sid]].latency_p99_ms = pcts.get(50), pcts.get(99)
+    for sid, pcts in commit[1].items():
+        if names[sid] in totals:
+            totals[names[sid]].commit_latency_p50_ms = pcts.get(50)
+            totals[names[sid]].commit_latency_p99_ms = pcts.get(99)
     total_defects = sum(r.defects for r in pareto_rows) or 1
     pareto, cum = [], 0
     for r in pareto_rows[:pareto_limit]:
@@ -312,6 +413,7 @@ def _finish(
         pareto,
         pchart,
         p_bar,
+        delivery or [],
     )
 
 
@@ -459,7 +561,9 @@ def _stats_rollup(
                 for sid, hist in station_hist.items()
             }
         pareto_rows = _pareto(conn, f, conds)
-    return _finish(f, buckets, rows, names, lat_periods, lat_total, pareto_rows, pareto_limit)
+        commit = _commit_latency(conn, conds, buckets)
+        delivery = _delivery_latency(conn, conds, names)
+    return _finish(f, buckets, rows, names, lat_periods, lat_total, pareto_rows, pareto_limit, commit, delivery)
 
 
 def stats_from_inspections(
@@ -488,4 +592,6 @@ def stats_from_inspections(
         if sum(with_latency.values()) <= period_latency_max_rows:
             lat_periods = _percentiles(conn, conds, [I.station_id, buckets.expr(I.captured_at)], (50, 99))
         pareto_rows = _pareto(conn, f, conds)
-    return _finish(f, buckets, rows, names, lat_periods, lat_total, pareto_rows, pareto_limit)
+        commit = _commit_latency(conn, conds, buckets)
+        delivery = _delivery_latency(conn, conds, names)
+    return _finish(f, buckets, rows, names, lat_periods, lat_total, pareto_rows, pareto_limit, commit, delivery)

@@ -25,7 +25,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Engine,
+    String,
+    any_,
+    create_engine,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError, StatementError
 
@@ -546,7 +559,11 @@ class Store:
                         )
                     r.station_id, r.run_id = sid, rid
             uids = [r.uid for r in records]
-            present = set(conn.scalars(select(schema.Inspection.uid).where(schema.Inspection.uid.in_(uids))))
+            if conn.dialect.name == "postgresql":  # one array parameter: no 500 placeholders to convert
+                match = schema.Inspection.uid == any_(literal(uids, ARRAY(String)))
+            else:
+                match = schema.Inspection.uid.in_(uids)
+            present = set(conn.scalars(select(schema.Inspection.uid).where(match)))
             # A uid repeated inside the batch is written (and rolled up) once too: its first record.
             once: dict[str, InspectionRecord] = {}
             for r in records:

@@ -40,6 +40,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, inspect, select, update
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from inspector_core.contract import Report
 from inspector_core.store import schema
@@ -197,17 +199,32 @@ class Outbox:
         ]
 
     def advance(self, sink: str, inspection_id: int, *, timeout_s: float | None = None) -> None:
-        """Record that ``sink`` accepted everything up to ``inspection_id`` (never moves back)."""
+        """Record that ``sink`` accepted everything up to ``inspection_id`` (never moves back), and,
+        in the same transaction, when: a ``sink_deliveries`` row for the range the cursor moved over
+        (one row per cursor save, not per inspection: cheap at any rate; its time is exact for the
+        range's last inspection, an upper bound for the others)."""
+        sid = self.station_id
+        c = schema.SinkCursor
         with self.store.transaction(timeout_s=timeout_s, write=True) as conn:
+            before = conn.scalar(select(c.inspection_id).where(c.station_id == sid, c.sink == sink))
+            if before is None or before >= inspection_id:
+                return
+            now = utcnow()
             conn.execute(
-                update(schema.SinkCursor)
-                .where(
-                    schema.SinkCursor.station_id == self.station_id,
-                    schema.SinkCursor.sink == sink,
-                    schema.SinkCursor.inspection_id < inspection_id,
-                )
-                .values(inspection_id=inspection_id, updated_at=utcnow())
+                update(c)
+                .where(c.station_id == sid, c.sink == sink, c.inspection_id < inspection_id)
+                .values(inspection_id=inspection_id, updated_at=now)
             )
+            d = schema.SinkDelivery
+            row = {
+                "station_id": sid,
+                "sink": sink,
+                "through_id": inspection_id,
+                "after_id": before,
+                "delivered_at": now,
+            }
+            ins = (sqlite_dialect.insert if conn.dialect.name == "sqlite" else pg_dialect.insert)(d)
+            conn.execute(ins.values(row).on_conflict_do_nothing(index_elements=["station_id", "sink", "through_id"]))
 
     def failing(self, sink: str, error: str, since: datetime) -> None:
         """Record that ``sink`` keeps failing, since when, and its last error."""

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, case, select
+from sqlalchemy import ARRAY, Connection, String, Table, any_, case, literal, select
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
@@ -170,19 +170,28 @@ def _first_of_part(
     for sid, pid in by_key:
         per_station[sid].append(pid)
     stored: dict[tuple[int, str], list[Any]] = defaultdict(list)
+    postgres = conn.dialect.name == "postgresql"
     for sid, pids in per_station.items():
         for k in range(0, len(pids), 500):
+            chunk = pids[k : k + 500]
+            # PostgreSQL: one array parameter, not 500 placeholders for the driver to convert.
+            match = I.part_id == any_(literal(chunk, ARRAY(String))) if postgres else I.part_id.in_(chunk)
             for row in conn.execute(
-                select(I.id, I.part_id, I.captured_at, I.verdict).where(
-                    I.station_id == sid, I.part_id.in_(pids[k : k + 500])
-                )
+                select(I.id, I.part_id, I.captured_at, I.verdict).where(I.station_id == sid, match)
             ):
                 stored[(sid, row.part_id)].append(row)
     first = [False] * len(new)
     passed = [False] * len(new)
     demoted: list[int] = []
     for key, idxs in by_key.items():
-        old = stored.get(key, [])
+        old = stored.get(key)
+        if old is None:
+            if len(idxs) == 1:  # the usual case: a part id new to the station, once in the batch
+                i = idxs[0]
+                first[i] = True
+                passed[i] = new[i].verdict == "PASS"
+                continue
+            old = []
         # Order: captured_at, then id (stored rows before this batch's, which get larger ids).
         items: list[tuple[tuple[Any, int, Any], Any, Any, int | None]] = [
             ((r.captured_at, 0, r.id), r.captured_at, r.verdict, None) for r in old

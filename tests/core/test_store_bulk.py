@@ -1,0 +1,257 @@
+"""The writer's bulk path (issue 12): ids given by the writer, one executemany / COPY per table,
+rows stored exactly as SQLAlchemy stores them, several writers on one database, the committed
+latency, and the raw detector scores (issue 11) kept beside the normalised ones."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, insert, select
+
+from inspector_core.contract import Detector, Finding, View
+from inspector_core.runtime.config import Step
+from inspector_core.runtime.steps import StepWorker
+from inspector_core.store import (
+    CropRecord,
+    DefectRecord,
+    InspectionRecord,
+    RunRecord,
+    StepRecord,
+    Store,
+    schema,
+    utcnow,
+)
+
+TABLES = ("inspections", "step_results", "defects", "crops")
+
+
+def _url(backend: str, tmp_path, request, name: str = "s.db") -> str:
+    return f"sqlite:///{tmp_path / name}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def _run(station: str) -> RunRecord:
+    return RunRecord(station, "h", "0", {}, "", "x" * 64, {})
+
+
+def _record(run: RunRecord, seq: int, *, at: datetime | None = None, **kw) -> InspectionRecord:
+    at = at or utcnow()
+    fields: dict[str, Any] = {
+        "steps": [StepRecord(0, "front", "scratch", "ok", 0.8, 4.0, 1, raw_score=7.25)],
+        "defects": [
+            DefectRecord(
+                "front",
+                "scratch",
+                "scratch",
+                0.8,
+                True,
+                (10, 20, 30, 4),
+                30.0,
+                None,
+                {"length_px": 30.0},
+                "scratch 30 px \u00e9",
+                CropRecord("jpeg", 8, 6, 5, 15, 1.0, b"\xff\xd8jpeg\x00bytes"),
+                raw_score=7.25,
+            ),
+            DefectRecord("front", "scratch", "scratch", 0.2, False, (1, 2, 3, 4), None, None, {}, "", None),
+        ],
+        "source_meta": None,
+    }
+    fields.update(kw)
+    return InspectionRecord(
+        uuid.uuid4().hex,
+        None,
+        None,
+        seq,
+        f"{run.station}-p{seq:04d}",
+        at,
+        at + timedelta(milliseconds=12),
+        "FAIL",
+        12.0,
+        station=run.station,
+        run_uid=run.uid,
+        **fields,
+    )
+
+
+def _raw_rows(engine, table: str) -> list[tuple]:
+    """The table's rows as the driver hands them back (SQLite: the stored value and its type;
+    PostgreSQL: each value's text), ordered by the columns that identify them."""
+    cols = [c.name for c in schema.Base.metadata.tables[table].c]
+    with engine.connect() as c:
+        if engine.dialect.name == "sqlite":
+            sel = ", ".join(f"{x}, typeof({x})" for x in cols)
+        else:
+            sel = ", ".join(f"{x}::text" for x in cols)
+        return sorted(c.exec_driver_sql(f"SELECT {sel} FROM {table}").all(), key=repr)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_bulk_rows_are_stored_exactly_as_sqlalchemy_stores_them(backend, tmp_path, request):
+    # The writer bypasses SQLAlchemy's per-row parameter handling (executemany of tuples, COPY);
+    # a QA engineer's SQL must see the same text, types and JSON as rows SQLAlchemy inserts.
+    url = _url(backend, tmp_path, request)
+    store = Store(url)
+    run = _run("l1")
+    records = [
+        _record(run, 0, at=datetime(2026, 12, 1, 8, 0, 0)),  # no microseconds
+        _record(run, 1, at=datetime(2026, 12, 1, 8, 0, 0, 250), source_meta={"camera": "cam1", "exposure_us": 800}),
+        _record(run, 2, steps=[], defects=[], error="step x: boom", error_step="x"),
+    ]
+    store.ensure_run(run)
+    assert store.write(records) == 3
+    # The same rows again, inserted by SQLAlchemy Core into a second database.
+    if backend == "sqlite":
+        other_url = f"sqlite:///{tmp_path / 'core.db'}"
+    else:
+        import psycopg
+
+        name = f"inspector_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        other_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        other = Store(other_url)
+        with store.engine.connect() as src, other.engine.begin() as dst:
+            for table in ("stations", "runs", *TABLES):
+                t = schema.Base.metadata.tables[table]
+                rows = [dict(r._mapping) for r in src.execute(select(t))]
+                dst.execute(insert(t), rows)
+        for table in TABLES:
+            assert _raw_rows(store.engine, table) == _raw_rows(other.engine, table), table
+        other.close()
+    finally:
+        if backend != "sqlite":
+            create_engine(other_url).dispose()
+            with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    # And what was written is what the records said, children attached to their parents.
+    with store.engine.connect() as c:
+        rows = c.execute(select(schema.Inspection).order_by(schema.Inspection.id)).all()
+        assert [r.seq for r in rows] == [0, 1, 2] and [r.n_defects for r in rows] == [1, 1, 0]
+        assert rows[1].source_meta == {"camera": "cam1", "exposure_us": 800} and rows[0].source_meta is None
+        d = c.execute(select(schema.Defect).order_by(schema.Defect.id)).all()
+        assert [x.inspection_id for x in d] == [rows[0].id, rows[0].id, rows[1].id, rows[1].id]
+        assert [x.raw_score for x in d] == [7.25, None, 7.25, None]
+        crops = c.execute(select(schema.Crop.defect_id, schema.Crop.inspection_id, schema.Crop.data)).all()
+        assert sorted(crops) == sorted(
+            [(d[0].id, rows[0].id, b"\xff\xd8jpeg\x00bytes"), (d[2].id, rows[1].id, b"\xff\xd8jpeg\x00bytes")]
+        )
+        assert c.scalars(select(schema.StepResult.raw_score)).all() == [7.25, 7.25]
+    store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_writers_of_two_stations_sharing_a_database_never_take_the_same_id(backend, tmp_path, request):
+    # Each station's writer gives ids itself; two at once on one database must neither collide
+    # (a collision would be a refused record, set aside) nor break a station's id order, which
+    # is its commit order (the sinks' outbox reads a station's verdicts in id order).
+    url = _url(backend, tmp_path, request)
+    Store(url).close()
+    runs = [_run("lineA"), _run("lineB")]
+    written = {r.station: 0 for r in runs}
+    errors: list[BaseException] = []
+
+    def writer(run: RunRecord) -> None:
+        store = Store(url, migrate=False)
+        try:
+            store.ensure_run(run)
+            for b in range(15):
+                batch = [_record(run, b * 20 + i) for i in range(20)]
+                written[run.station] += store.write(batch)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=writer, args=(r,)) for r in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert written == {"lineA": 300, "lineB": 300}
+    store = Store(url)
+    with store.engine.connect() as c:
+        for run in runs:
+            seqs = c.scalars(
+                select(schema.Inspection.seq)
+                .join(schema.Station, schema.Station.id == schema.Inspection.station_id)
+                .where(schema.Station.name == run.station)
+                .order_by(schema.Inspection.id)
+            ).all()
+            assert seqs == list(range(300))
+        # every defect and crop belongs to an inspection of the same part
+        bad = c.execute(
+            select(schema.Defect.id)
+            .join(schema.Inspection, schema.Inspection.id == schema.Defect.inspection_id)
+            .join(schema.Crop, schema.Crop.defect_id == schema.Defect.id)
+            .where(schema.Crop.inspection_id != schema.Inspection.id)
+        ).all()
+        assert bad == []
+        assert c.scalar(select(schema.Defect.id).order_by(schema.Defect.id.desc()).limit(1)) == 1200
+    # a later write goes on after the last ids
+    run = _run("lineA")
+    store.ensure_run(run)
+    store.write([_record(run, 0)])
+    with store.engine.connect() as c:
+        assert c.scalar(select(schema.Inspection.id).order_by(schema.Inspection.id.desc()).limit(1)) == 601
+    store.close()
+
+
+def test_a_record_knows_when_it_was_committed_and_the_store_keeps_its_committed_latency(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    run = _run("l1")
+    store.ensure_run(run)
+    decided = utcnow() - timedelta(milliseconds=400)  # the verdict came 400 ms before the writer took it
+    r = _record(run, 0, at=decided - timedelta(milliseconds=12))
+    r.decided_at = decided
+    ni = _record(run, 1, steps=[], defects=[])
+    ni.verdict, ni.latency_ms = "NOT_INSPECTED", None
+    assert r.committed_at is None
+    before = utcnow()
+    assert store.write([r, ni]) == 2
+    assert r.committed_at is not None and before <= r.committed_at <= utcnow()
+    with store.engine.connect() as c:
+        rows = c.execute(
+            select(schema.Inspection.committed_at, schema.Inspection.commit_latency_ms).order_by(schema.Inspection.id)
+        ).all()
+    assert rows[0].committed_at == r.committed_at
+    expect = 12.0 + (r.committed_at - decided).total_seconds() * 1000
+    assert rows[0].commit_latency_ms == pytest.approx(expect) and rows[0].commit_latency_ms >= 412.0
+    assert rows[1].commit_latency_ms is None and rows[1].committed_at == r.committed_at
+    # Written again (a spool drained twice): skipped, its commit time stays the first one.
+    again = InspectionRecord(**{**{f: getattr(r, f) for f in r.__dataclass_fields__}, "committed_at": None})
+    assert store.write([again]) == 0 and again.committed_at is None
+    store.close()
+
+
+class RawSpy(Detector):
+    name = "raw_spy"
+    kinds = ("spot",)
+    report_floor = 0.1
+
+    def inspect(self, view):
+        # a part the detector scores below its report floor (normalised 0.02: not stored), and
+        # one finding above it; both carry the detector's raw score
+        return [
+            Finding("spot", 0.02, (0, 0, 2, 2), "faint", raw_score=41.5),
+            Finding("spot", 0.3, (4, 4, 2, 2), "weak", raw_score=12.0),
+        ]
+
+
+def test_a_steps_raw_score_counts_findings_below_the_report_floor(tmp_path):
+    worker = StepWorker(Step(0, "s", RawSpy, RawSpy.Config(), None, 2000.0), tmp_path)
+    try:
+        out = worker.run(View(np.zeros((16, 16), np.uint8), "p1"))
+    finally:
+        worker.close()
+    assert out.status == "ok"
+    assert [(f.score, f.raw_score) for f in out.findings] == [(0.3, 12.0)]  # the floor dropped the faint one
+    assert out.raw_score == 41.5  # ... but not its raw score
+    with pytest.raises(ValueError, match="raw_score must be a finite number"):
+        Finding("spot", 0.5, (0, 0, 1, 1), raw_score=float("nan"))
