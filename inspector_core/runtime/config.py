@@ -687,6 +687,11 @@ def load_station(path: str | Path, registry: Registry, *, check_files: bool = Tr
     _check_rules(spec, steps, problems)
     if source_cls is not None and source_cfg is not None:
         _check_rois(spec, source_cls, source_cfg, problems)
+        if source_cls.triggerable and spec.line is None:  # nothing would ever trigger it: a run that never ends
+            problems.append(
+                f"source: the {spec.source.type!r} source grabs a part only when triggered: add a line: section "
+                "(the PLC that triggers it, docs/line.md) or use a free-running source (camera, folder)"
+            )
     store_url = _resolve_url(spec.store.url, directory)
     _check_store_url(spec.store.url, store_url, problems)
     if problems:

@@ -368,12 +368,17 @@ def test_exposure_ordinal_follows_block_ids_through_a_gap_and_the_gige_wrap():
 # ----------------------------------------------------------------- station files
 
 
-def station(tmp_path: Path, source: dict[str, object], roi: dict[str, int] | None = None) -> Path:
+LINE = {"protocol": "modbus", "config": {"host": "127.0.0.1", "port": 0}}
+
+
+def station(tmp_path: Path, source: dict[str, object], roi: dict[str, int] | None = None, *, line: bool = True) -> Path:
     step: dict[str, object] = {"detector": "bright_spot"}
     if roi:
         step["roi"] = roi
     path = tmp_path / "line3.yaml"
     spec = {"name": "line3", "source": source, "steps": [step], "store": {"url": f"sqlite:///{tmp_path}/i.db"}}
+    if line:
+        spec["line"] = LINE
     path.write_text(yaml.safe_dump(spec))
     return path
 
@@ -409,6 +414,11 @@ def test_a_station_with_triggered_sources_validates_and_typos_are_refused(tmp_pa
     )
     result = runner.invoke(main, ["validate", str(outside)])
     assert result.exit_code != 0 and "1024x768" in result.output, result.output
+
+    # Without a line nothing would trigger it: the run would wait for ever, so it is refused.
+    result = runner.invoke(main, ["validate", str(station(tmp_path, {"type": "pylon"}, line=False))])
+    assert result.exit_code != 0, result.output
+    assert "the 'pylon' source grabs a part only when triggered: add a line: section" in result.output
 
 
 def test_triggered_sources_say_they_are_triggerable():
