@@ -94,7 +94,14 @@ def judge(station: Station, begun: Begun, outcomes: list[StepOutcome | None]) ->
         score = max((f.score for f in outcome.findings), default=0.0)
         steps.append(
             StepRecord(
-                step.index, step.name, step.detector.name, "ok", score, outcome.latency_ms, len(outcome.findings)
+                step.index,
+                step.name,
+                step.detector.name,
+                "ok",
+                score,
+                outcome.latency_ms,
+                len(outcome.findings),
+                raw_score=outcome.raw_score,
             )
         )
 
@@ -120,6 +127,7 @@ def judge(station: Station, begun: Begun, outcomes: list[StepOutcome | None]) ->
                 {storable_message(k, 100): x for k, x in f.measurements.items()},
                 storable_message(f.message),
                 crop,
+                raw_score=f.raw_score,
             )
         )
     error = "; ".join(f"step {name}: {msg}" for name, msg in errors) or None

@@ -696,6 +696,10 @@ def _sqlite_datetime(value: datetime) -> str:
 
 def _json(value: Any) -> str:
     # SQLAlchemy's JSON bind processor with the dialects' default serializer: None is JSON 'null'.
+    if value is None:
+        return "null"
+    if value == {}:
+        return "{}"
     return json.dumps(value)
 
 

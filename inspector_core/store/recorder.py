@@ -419,6 +419,11 @@ class Recorder:
         only the records the database refuses alone are set aside."""
         if not batch:
             return
+        if self.run_id is not None and self.station_id is not None:
+            # This run's own verdicts: the ids are known, the store need not look them up per batch.
+            for r in batch:
+                if r.station_id is None and r.run_uid == self.run.uid and r.station in (None, self.run.station):
+                    r.station_id, r.run_id = self.station_id, self.run_id
         try:
             self.store.write(batch, timeout_s=self.write_timeout_s)
         except Exception as exc:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, insert, select
 
+from inspector_core import hookimpl
 from inspector_core.contract import Detector, Finding, View
 from inspector_core.runtime.config import Step
 from inspector_core.runtime.steps import StepWorker
@@ -26,6 +27,7 @@ from inspector_core.store import (
     schema,
     utcnow,
 )
+from inspector_core.testing import run_station
 
 TABLES = ("inspections", "step_results", "defects", "crops")
 
@@ -255,3 +257,22 @@ def test_a_steps_raw_score_counts_findings_below_the_report_floor(tmp_path):
     assert out.raw_score == 41.5  # ... but not its raw score
     with pytest.raises(ValueError, match="raw_score must be a finite number"):
         Finding("spot", 0.5, (0, 0, 1, 1), raw_score=float("nan"))
+
+
+class RawSpyPlugin:
+    @staticmethod
+    @hookimpl
+    def inspector_register_detectors(register):
+        register(RawSpy)
+
+
+def test_a_station_stores_the_raw_scores_beside_the_normalised_ones(tmp_path):
+    images = [np.zeros((16, 16), np.uint8) for _ in range(3)]
+    result = run_station({"steps": [{"detector": "raw_spy"}]}, tmp_path, images=images, plugins=[RawSpyPlugin])
+    store = Store(result.db_url)
+    with store.engine.connect() as c:
+        steps = c.execute(select(schema.StepResult.score, schema.StepResult.raw_score)).all()
+        defects = c.execute(select(schema.Defect.score, schema.Defect.raw_score, schema.Defect.failed)).all()
+    store.close()
+    assert steps == [(0.3, 41.5)] * 3  # the step's raw score counts the finding below the floor
+    assert defects == [(0.3, 12.0, False)] * 3  # only the one above it is stored
