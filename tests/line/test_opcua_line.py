@@ -34,7 +34,7 @@ class _Events:
         self.by_counter[event.Counter] = event
 
 
-def test_an_opcua_client_triggers_reads_the_event_and_acknowledges_every_part(tmp_path, running):
+def test_an_opcua_client_triggers_reads_the_event_and_acknowledges_every_part_across_a_reconnect(tmp_path, running):
     st = running(write_station(tmp_path, line=LINE, detector="{delay_ms: 5}"))
     link = st.runtime._line.link
     assert link.endpoint is not None
@@ -42,8 +42,10 @@ def test_an_opcua_client_triggers_reads_the_event_and_acknowledges_every_part(tm
     seen: dict[int, Any] = {}
     valid_after_ack: dict[int, bool] = {}
 
-    async def plc() -> None:
-        async with Client(link.endpoint, timeout=10) as client:
+    async def plc(counters: list[int], *, pull_the_cable: bool) -> None:
+        client = Client(link.endpoint, timeout=10)
+        await client.connect()
+        try:
             mv = await client.get_namespace_index(MV_URI)
             ns = await client.get_namespace_index("urn:inspector:e2e")
             vs = await client.nodes.objects.get_child(f"{ns}:VisionSystem")
@@ -63,7 +65,8 @@ def test_an_opcua_client_triggers_reads_the_event_and_acknowledges_every_part(tm
             while await state.read_value() != "READY":
                 assert time.monotonic() < deadline, "the station never became READY"
                 await asyncio.sleep(0.01)
-            for counter, part in parts.items():
+            for counter in counters:
+                part = parts[counter]
                 got, left_ms = await vs.call_method(trigger, ua.Variant(counter, ua.VariantType.UInt32), part, "42")
                 assert got == counter and left_ms > 0
                 deadline = time.monotonic() + 5
@@ -73,8 +76,15 @@ def test_an_opcua_client_triggers_reads_the_event_and_acknowledges_every_part(tm
                 seen[counter] = handler.by_counter[counter]
                 await results.call_method(ack, ua.Variant(counter, ua.VariantType.UInt32))
                 valid_after_ack[counter] = await valid.read_value()
+        finally:
+            if pull_the_cable:
+                client.disconnect_socket()  # no CloseSession: the session is left behind
+            else:
+                await client.disconnect()
 
-    asyncio.run(plc())
+    # The PLC drops off mid-run without closing its session, reconnects and goes on.
+    asyncio.run(plc([1, 2, 3, 4, 5], pull_the_cable=True))
+    asyncio.run(plc([6, 7, 8, 9], pull_the_cable=False))
     st.stop()
     for counter, part in parts.items():
         e = seen[counter]
@@ -94,5 +104,5 @@ def test_an_opcua_client_triggers_reads_the_event_and_acknowledges_every_part(tm
         assert uid == seen[counter].InspectionUid and part_id == parts[counter]
         assert verdict == ins_verdict == seen[counter].Verdict and code == seen[counter].ResultCode
         assert not is_default and ack_ms is not None and product == "42"
-    events = rows(tmp_path / "line.db", "SELECT kind FROM events")
-    assert ("plc_connected",) in events and ("plc_disconnected",) in events
+    events = [k for (k,) in rows(tmp_path / "line.db", "SELECT kind FROM events")]
+    assert events.count("plc_connected") == 2 and events.count("plc_disconnected") == 2
