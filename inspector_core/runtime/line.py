@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import heapq
 import logging
 import queue
 import threading
@@ -103,6 +104,8 @@ class Handshake(LineControl):
         self._last_counter: int | None = None
         self._closing = False
         self._state: LineState | None = None
+        self._due: list[tuple[float, int, str]] = []
+        """Heap of (when, seq, "deadline" | "ack"): what the line thread wakes for."""
         self._defaults: dict[int, tuple[threading.Event, float]] = {}
         """Defaults waiting for their row's commit: seq -> (committed, publish at the latest)."""
         self._events: collections.Counter[str] = collections.Counter()
@@ -171,6 +174,7 @@ class Handshake(LineControl):
             )
             part = _Part(seq, trig, overrun, missed, record)
             self._parts[seq] = part
+            heapq.heappush(self._due, (mono + trig.deadline_s - self.spec.margin_ms / 1000, seq, "deadline"))
             self.stats["triggers"] += 1
             self.stats["overruns"] += overrun
             self.stats["missed"] += missed
@@ -347,30 +351,24 @@ class Handshake(LineControl):
             self.link.set_state(state)
 
     def _next_due(self, now: float) -> float:
-        due = now + 1.0
-        margin = self.spec.margin_ms / 1000
-        ack = self.spec.ack_timeout_ms / 1000
+        """When a deadline or an ack timeout is next due (a heap: the loop runs every
+        millisecond while a default waits, with hundreds of parts open under overload)."""
         with self._lock:
-            for p in self._parts.values():
-                if p.published_mono is None:
-                    if not p.record.is_default:
-                        due = min(due, p.trigger.at_monotonic + p.trigger.deadline_s - margin)
-                elif not p.acked and not p.record.ack_timeout:
-                    due = min(due, p.published_mono + ack)
-        return due
+            return min(self._due[0][0], now + 1.0) if self._due else now + 1.0
 
     def _timers(self, now: float) -> None:
-        margin = self.spec.margin_ms / 1000
-        ack = self.spec.ack_timeout_ms / 1000
+        due: list[tuple[float, int, str]] = []
         with self._lock:
-            parts = list(self._parts.values())
-        for p in parts:
-            if p.published_mono is None:
-                if p.seq in self._defaults or p.record.is_default:
-                    continue
-                if now >= p.trigger.at_monotonic + p.trigger.deadline_s - margin:
+            while self._due and self._due[0][0] <= now:
+                due.append(heapq.heappop(self._due))
+        for _at, seq, what in due:
+            p = self._parts.get(seq)
+            if p is None:
+                continue
+            if what == "deadline":
+                if p.published_mono is None and p.seq not in self._defaults and not p.record.is_default:
                     self._default(p, now)
-            elif not p.acked and not p.record.ack_timeout and now >= p.published_mono + ack:
+            elif not p.acked and not p.record.ack_timeout:
                 p.record.ack_timeout = True
                 self.stats["ack_timeouts"] += 1
                 self._event_once(
@@ -474,6 +472,8 @@ class Handshake(LineControl):
     def _publish(self, p: _Part, result: LineResult) -> None:
         self.link.publish(result)
         p.published_mono = time.monotonic()
+        with self._lock:
+            heapq.heappush(self._due, (p.published_mono + self.spec.ack_timeout_ms / 1000, p.seq, "ack"))
         p.record.trigger_to_result_ms = (p.published_mono - p.trigger.at_monotonic) * 1000
         self.stats["results"] += 1
         self._write(p)
