@@ -1,0 +1,468 @@
+"""Line rate of a full station at line resolution: parts/s, CPU per part, frame -> verdict ->
+committed latency, memory, on this machine, in one run.
+
+What it measures, and how:
+- The station: ``misalignment`` + ``scratch`` + ``dent`` + ``anomaly`` (PatchCore trained with
+  ``inspector train anomaly`` defaults, in a subprocess so that this process never imports
+  torch, on synthetic good parts this script renders; cached under ``var/bench/line_rate/``),
+  on 2448x2048 mono frames it renders itself (the synthetic generator's parts scaled up: good,
+  scratch, dent, misalignment), held in memory and yielded by a bench source (no disk reading,
+  no decoding: the camera's cost is not in these figures). SQLite store, crops of failed parts,
+  one file sink (JSON lines, fsync per verdict).
+- Throughput (``--parts``, frames as fast as the station takes them, overload policy ``wait``):
+  parts/s from the first verdict to the last one committed, WARM (the detectors' warm-up and
+  the model's first run happen before the clock starts: the first ``--warm`` parts are left
+  out). CPU ms per part by step (``time.thread_time`` around each ``inspect``, in the thread
+  that runs it) and by thread (utime + stime from /proc/self/task, all threads of the process,
+  onnxruntime's included), averaged over the timed parts.
+- Latency per frame (``--paced``, frames at ``--load`` x the measured capacity, evenly spaced):
+  p50 / p99 / max of capture -> verdict (``latency_ms``) and capture -> committed (the store's
+  ``commit_latency_ms``, stamped just before the COMMIT, and the recorder's commit callback,
+  just after it) and capture -> delivered (the sink's cursor move, ``sink_deliveries``: an upper
+  bound), MEDIAN and p99 over every paced part, never the best run.
+- Peak RSS of each run (VmHWM of this process, reset before the run: the station and the
+  bench's frames; an isolated step's worker processes are printed apart), the load average
+  before and after each phase (2 cores are shared with other work: read figures with it), and
+  whether torch is in ``sys.modules`` (it must not be).
+- ``--isolated STEP`` (repeatable): runs those steps with ``isolation: process`` and prints the
+  in-thread vs isolated CPU/latency of the same steps, measured in the same run.
+
+    python bench/line_rate.py [--parts 200] [--paced 200] [--load 0.8] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import yaml
+from pydantic import Field
+
+from inspector_core import Frame, FrameSource, PluginConfig, hookimpl
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "var" / "bench" / "line_rate"
+FRAME = (2448, 2048)  # width, height
+TRAIN_GOOD = 40
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def frame(seed: int, index: int, truth: str) -> np.ndarray:
+    from inspector_sources.synthetic import render_part
+
+    part = render_part(seed, index, truth, color=False)  # type: ignore[arg-type]
+    image = cv2.resize(part.image, FRAME, interpolation=cv2.INTER_LINEAR)
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def prepare_model() -> Path:
+    """The anomaly model, trained once with ``inspector train anomaly`` defaults on synthetic good
+    parts at line resolution; cached (delete ``var/bench/line_rate`` to train again)."""
+    model = CACHE / "anomaly.onnx"
+    if model.exists() and model.with_suffix(".json").exists():
+        return model
+    good = CACHE / "train-good"
+    good.mkdir(parents=True, exist_ok=True)
+    for i in range(TRAIN_GOOD):
+        path = good / f"good_{i:03d}.png"
+        if not path.exists():
+            cv2.imwrite(str(path), frame(101, i, "good"), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    print(f"# training the anomaly model on {TRAIN_GOOD} good parts (defaults; once) load {load()}", flush=True)
+    t0 = time.monotonic()
+    exe = Path(sys.executable).parent / "inspector"
+    subprocess.run(
+        [str(exe), "train", "anomaly", str(good), "-o", str(model)],
+        check=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    print(f"# trained in {time.monotonic() - t0:.0f} s, load {load()}", flush=True)
+    return model
+
+
+def prepare_reference() -> Path:
+    ref = CACHE / "reference.png"
+    if not ref.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        goods = [frame(7, i, "good") for i in range(3)]
+        cv2.imwrite(str(ref), np.median(np.stack(goods), axis=0).astype(np.uint8))
+    return ref
+
+
+# ---------------------------------------------------------------------------- the bench's source
+
+FRAMES: list[tuple[str, np.ndarray]] = []
+"""(truth, image): rendered once, yielded again and again (no copy, no decoding)."""
+
+
+class BenchFramesConfig(PluginConfig):
+    count: int = Field(ge=1)
+    interval_ms: float = Field(0, ge=0, description="0: as fast as the station takes them")
+
+
+class BenchFrames(FrameSource):
+    name = "bench_frames"
+    Config = BenchFramesConfig
+
+    @classmethod
+    def frame_size(cls, config: PluginConfig) -> tuple[int, int] | None:
+        return FRAME
+
+    def frames(self) -> Iterator[Frame]:
+        config = self.config
+        assert isinstance(config, BenchFramesConfig)
+        interval = config.interval_ms / 1000
+        t0 = time.perf_counter()
+        for i in range(config.count):
+            if interval:
+                delay = t0 + i * interval - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            truth, image = FRAMES[i % len(FRAMES)]
+            yield Frame(f"bench-{i:06d}", image, datetime.now(UTC), {"truth": truth})
+
+
+class BenchPlugin:
+    @staticmethod
+    @hookimpl
+    def inspector_register_sources(register: Callable[[type], None]) -> None:
+        register(BenchFrames)
+
+
+# ---------------------------------------------------------------------------- what is measured
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (utime + stime) of every thread of this process, by thread name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        name = names.get(int(tid)) or f"(native) {comm}"
+        # step-NAME-N, inspector-lane-NAME: one row per kind of thread, whatever its number.
+        if name.startswith("step-"):
+            name = name.rsplit("-", 1)[0]
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def vm(field: str, pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> None:
+    """Start VmHWM again from the current RSS (Linux >= 4.0), so that each run's peak is its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def pct(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, round(q * (len(v) - 1))))] if v else float("nan")
+
+
+class Probe:
+    """Watches one run through the recorder's commit callback: when the warm-up parts are
+    committed it snapshots CPU (threads, steps) and the clock; at every commit it notes when."""
+
+    def __init__(self, warm: int, count: int) -> None:
+        self.warm = warm
+        self.count = count
+        self.end: tuple[dict[str, float], list[tuple[float, float, int]]] | None = None
+        self.worker_rss: list[tuple[str, float]] = []
+        self.committed_at: dict[int, datetime] = {}
+        self.start: tuple[float, dict[str, float], list[tuple[float, float, int]]] | None = None
+        self.last = 0.0
+        self.runtime: Any = None
+
+    def steps(self) -> list[tuple[float, float, int]]:
+        return [(w.cpu_ms, w.worker_cpu_ms, w.calls) for w in self.runtime._pipeline.workers]
+
+    def committed(self, batch: list[Any]) -> None:
+        now = datetime.now(UTC)
+        for r in batch:
+            self.committed_at[r.seq] = now
+        self.last = time.perf_counter()
+        if self.start is None and len(self.committed_at) >= self.warm:
+            self.start = (self.last, thread_cpu(), self.steps())
+            self.n_at_start = len(self.committed_at)
+        if self.end is None and len(self.committed_at) >= self.count:
+            # The last part: taken now, while the station's threads are alive (their CPU goes with them).
+            self.end = (thread_cpu(), self.steps())
+            self.worker_rss = [
+                (w.step.name, vm("VmHWM", w.detector.process.pid))
+                for w in self.runtime._pipeline.workers
+                if hasattr(w.detector, "process")
+            ]
+
+
+def run_station(
+    directory: Path, steps: list[dict[str, Any]], count: int, interval_ms: float, warm: int, workers: int | None
+) -> tuple[Probe, dict[str, Any]]:
+    from inspector_core.plugins import load
+    from inspector_core.runtime.config import load_station
+    from inspector_core.runtime.station import StationRuntime
+
+    directory.mkdir(parents=True, exist_ok=True)
+    db = directory / "line_rate.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    cfg: dict[str, Any] = {
+        "name": "line-rate",
+        "source": {"type": "bench_frames", "config": {"count": count, "interval_ms": interval_ms}},
+        "steps": steps,
+        "store": {"url": f"sqlite:///{db}"},
+        # A sink, as on a line: committed -> delivered is measured through its cursor's moves.
+        "sinks": [{"type": "file", "config": {"path": str(directory / "verdicts.jsonl")}}],
+    }
+    (directory / "verdicts.jsonl").unlink(missing_ok=True)
+    if workers is not None:
+        cfg["workers"] = workers
+    path = directory / "station.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    registry = load(extra=[("bench", BenchPlugin)])
+    station = load_station(path, registry)
+    probe = Probe(warm, count)
+
+    class Runtime(StationRuntime):
+        def _committed(self, batch: list[Any]) -> None:
+            probe.committed(batch)
+            super()._committed(batch)
+
+    runtime = Runtime(station, registry)
+    probe.runtime = runtime
+    print(f"\n# run {directory.name}: RSS before it {vm('VmRSS'):.0f} MB, load {load()}", flush=True)
+    reset_peak_rss()
+    runtime.run()
+    peak = vm("VmHWM")
+    assert probe.end is not None, "not every part was committed"
+    end_threads, end_steps = probe.end
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT seq, verdict, latency_ms, commit_latency_ms, decided_at FROM inspections").fetchall()
+    step_rows = con.execute(
+        "SELECT s.step, s.latency_ms FROM step_results s JOIN inspections i ON i.id = s.inspection_id "
+        f"WHERE i.seq >= {warm}"
+    ).fetchall()
+    delivered = con.execute(
+        "SELECT i.seq, i.latency_ms, i.decided_at, MIN(sd.delivered_at) FROM inspections i JOIN sink_deliveries sd "
+        "ON sd.after_id < i.id AND i.id <= sd.through_id WHERE i.latency_ms IS NOT NULL GROUP BY i.id"
+    ).fetchall()
+    con.close()
+    assert probe.start is not None, "fewer parts than --warm were committed"
+    t_start, threads0, steps0 = probe.start
+    n = len(probe.committed_at) - probe.n_at_start
+    elapsed = probe.last - t_start
+    result: dict[str, Any] = {
+        "n": n,
+        "parts_s": n / elapsed if elapsed > 0 else float("nan"),
+        "threads": {k: (end_threads.get(k, 0.0) - threads0.get(k, 0.0)) * 1000 / n for k in end_threads},
+        "steps": [
+            ((c1 - c0) / max(1, k1 - k0), (w1 - w0) / max(1, k1 - k0))
+            for (c0, w0, k0), (c1, w1, k1) in zip(steps0, end_steps, strict=True)
+        ],
+        "names": [s.name for s in station.steps],
+        "peak_rss": peak,
+        "worker_rss": probe.worker_rss,
+        "verdicts": {v: sum(1 for r in rows if r[1] == v) for v in {r[1] for r in rows}},
+        "latency": [r[2] for r in rows if r[0] >= warm and r[2] is not None],
+        "commit_latency": [r[3] for r in rows if r[0] >= warm and r[3] is not None],
+        "step_latency": {
+            name: [ms for st, ms in step_rows if st == name and ms is not None]
+            for name in [s.name for s in station.steps]
+        },
+    }
+    # Upper bound: the time the sink's cursor moved past the part (the end of its delivery batch).
+    result["delivered_latency"] = [
+        lat + (datetime.fromisoformat(d) - datetime.fromisoformat(at)).total_seconds() * 1000
+        for seq, lat, at, d in delivered
+        if seq >= warm
+    ]
+    # After the COMMIT returned (the recorder's callback): latency_ms + (callback - decided_at).
+    decided = {r[0]: (r[2], datetime.fromisoformat(r[4]).replace(tzinfo=UTC)) for r in rows if r[2] is not None}
+    result["callback_latency"] = [
+        lat + (probe.committed_at[seq] - at).total_seconds() * 1000
+        for seq, (lat, at) in decided.items()
+        if seq >= warm and seq in probe.committed_at
+    ]
+    return probe, result
+
+
+def station_steps(model: Path, reference: Path, isolated: set[str], threads: int | None) -> list[dict[str, Any]]:
+    anomaly: dict[str, Any] = {"model": str(model)}
+    if threads is not None:
+        anomaly["threads"] = threads
+    steps: list[dict[str, Any]] = [
+        {"detector": "misalignment", "config": {"reference": str(reference)}},
+        {"detector": "scratch"},
+        {"detector": "dent"},
+        {"detector": "anomaly", "config": anomaly},
+    ]
+    for s in steps:
+        if s["detector"] in isolated:
+            s["isolation"] = "process"
+    return steps
+
+
+def report(title: str, r: dict[str, Any]) -> None:
+    print(f"\n## {title}: n={r['n']} timed parts, load {load()}")
+    print(f"verdicts (all parts, warm-up included): {dict(sorted(r['verdicts'].items()))}")
+    print(f"parts/s (warm, first to last commit of the timed parts): {r['parts_s']:.2f}")
+    print(f"peak RSS of this run (VmHWM, reset before it; frames included): {r['peak_rss']:.0f} MB")
+    for name, mb in r["worker_rss"]:
+        print(f"  + worker process of step {name}: peak RSS {mb:.0f} MB")
+    for label, key in (
+        ("capture -> verdict", "latency"),
+        ("capture -> committed (store: before COMMIT)", "commit_latency"),
+        ("capture -> committed (after COMMIT, recorder callback)", "callback_latency"),
+        ("capture -> delivered (file sink, fsync; cursor move)", "delivered_latency"),
+    ):
+        v = r[key]
+        if v:
+            print(
+                f"{label:<56} p50 {pct(v, 0.5):7.1f} ms  p99 {pct(v, 0.99):7.1f} ms  max {max(v):7.1f} ms  (n={len(v)})"
+            )
+    print("CPU ms per part by step (thread time of inspect; isolated: station side + worker):")
+    for name, (cpu, worker) in zip(r["names"], r["steps"], strict=True):
+        lat = r["step_latency"][name]
+        extra = f" + worker {worker:6.1f}" if worker else ""
+        print(f"  {name:<14} {cpu:6.1f}{extra}   step latency p50 {pct(lat, 0.5):6.1f} ms p99 {pct(lat, 0.99):6.1f} ms")
+    total = sum(r["threads"].values())
+    cores = os.cpu_count() or 1
+    lane = max(cpu + worker for cpu, worker in r["steps"])
+    print(
+        f"cores this station got: {total * r['parts_s'] / 1000:.2f} of {cores} (CPU per part x parts/s; "
+        "the rest went to other work on the machine)"
+    )
+    print(
+        f"derived, not measured: CPU-bound rate if the {cores} cores were the station's alone: "
+        f"{min(cores * 1000 / total, 1000 / lane):.1f} parts/s (min of {cores} x 1000 / {total:.0f} ms and "
+        f"1000 / {lane:.0f} ms, the slowest step, which runs one part at a time)"
+    )
+    print(f"CPU ms per part by thread (utime + stime; total {total:.1f}):")
+    for name, ms in sorted(r["threads"].items(), key=lambda kv: -kv[1]):
+        if ms >= 0.05:
+            print(f"  {name:<40} {ms:7.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parts", type=int, default=200, help="timed parts of the throughput run")
+    ap.add_argument("--paced", type=int, default=200, help="timed parts of the paced (latency) run; 0: none")
+    ap.add_argument("--warm", type=int, default=10, help="parts left out at the start of each run")
+    ap.add_argument("--load", type=float, default=0.8, help="paced rate as a share of the measured capacity")
+    ap.add_argument("--workers", type=int, default=None, help="the station's workers (default: its own)")
+    ap.add_argument("--anomaly-threads", type=int, default=None, help="the anomaly step's threads (default: its own)")
+    ap.add_argument(
+        "--sequential", action="store_true", help="also the throughput run with workers: 1 (no overlap), for the ratio"
+    )
+    ap.add_argument("--isolated", action="append", default=[], help="also run with this step isolated")
+    ap.add_argument("--prepare-only", action="store_true", help="train / render the cached inputs and stop")
+    args = ap.parse_args(argv)
+    reference = prepare_reference()
+    model = prepare_model()
+    if args.prepare_only:
+        return 0
+    truths = ["good"] * 8 + ["scratch", "dent", "misalignment", "good"]
+    FRAMES[:] = [(t, frame(202, i, t)) for i, t in enumerate(truths)]
+    from inspector_core.runtime.pipeline import default_workers
+
+    print(f"# line rate: {FRAME[0]}x{FRAME[1]} mono, misalignment + scratch + dent + anomaly (PatchCore defaults)")
+    print(
+        f"# cores {os.cpu_count()}, workers {args.workers or default_workers()}, anomaly threads "
+        f"{args.anomaly_threads or 'default'}, python {sys.version.split()[0]}"
+    )
+    print(f"load average before: {load()}")
+    runs = CACHE / "runs"
+    _, thr = run_station(
+        runs / "throughput",
+        station_steps(model, reference, set(), args.anomaly_threads),
+        args.warm + args.parts,
+        0,
+        args.warm,
+        args.workers,
+    )
+    report("throughput (frames as fast as the station takes them)", thr)
+    if args.sequential:
+        _, seq = run_station(
+            runs / "sequential",
+            station_steps(model, reference, set(), args.anomaly_threads),
+            args.warm + args.parts,
+            0,
+            args.warm,
+            1,
+        )
+        report("throughput with workers: 1 (one detector call at a time, as before the overlap)", seq)
+        print(
+            f"\noverlap: {thr['parts_s']:.2f} vs {seq['parts_s']:.2f} parts/s with workers 1 "
+            f"(ratio {thr['parts_s'] / seq['parts_s']:.2f}); cores got "
+            f"{sum(thr['threads'].values()) * thr['parts_s'] / 1000:.2f} vs "
+            f"{sum(seq['threads'].values()) * seq['parts_s'] / 1000:.2f}; peak RSS {thr['peak_rss']:.0f} vs "
+            f"{seq['peak_rss']:.0f} MB"
+        )
+    if args.paced:
+        rate = args.load * thr["parts_s"]
+        _, paced = run_station(
+            runs / "paced",
+            station_steps(model, reference, set(), args.anomaly_threads),
+            args.warm + args.paced,
+            1000 / rate,
+            args.warm,
+            args.workers,
+        )
+        report(f"paced at {args.load:.0%} of that capacity ({rate:.2f} parts/s)", paced)
+    if args.isolated:
+        _, iso = run_station(
+            runs / "isolated",
+            station_steps(model, reference, set(args.isolated), args.anomaly_threads),
+            args.warm + args.parts,
+            0,
+            args.warm,
+            args.workers,
+        )
+        report(f"throughput with {', '.join(args.isolated)} isolated (isolation: process)", iso)
+        print("\n## isolation overhead per part (same frames, this run; CPU includes the worker's)")
+        for i, name in enumerate(thr["names"]):
+            if name in args.isolated:
+                a, b = thr["steps"][i], iso["steps"][i]
+                la, lb = pct(thr["step_latency"][name], 0.5), pct(iso["step_latency"][name], 0.5)
+                print(
+                    f"  {name}: CPU {a[0] + a[1]:.1f} -> {b[0] + b[1]:.1f} ms (station side {b[0]:.1f} ms); "
+                    f"step latency p50 {la:.1f} -> {lb:.1f} ms ({lb - la:+.1f} ms); parts/s "
+                    f"{thr['parts_s']:.2f} -> {iso['parts_s']:.2f}"
+                )
+    print(f"\nRSS now {vm('VmRSS'):.0f} MB (the {len(FRAMES)} frames: {sum(f.nbytes for _, f in FRAMES) >> 20} MB)")
+    print(f"torch imported: {'torch' in sys.modules}")
+    print(f"load average after: {load()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
