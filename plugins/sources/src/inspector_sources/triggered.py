@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -210,7 +211,11 @@ class PendingTriggers:
 
 
 class TriggeredCameraConfig(PluginConfig):
-    device: int | str = Field(0, description="a device index (0), a stream URL (rtsp://...) or a video file (tests)")
+    device: int | str = Field(
+        0,
+        description="a device index (0), a stream URL (rtsp://...), a device file (/dev/video0) or a video file "
+        "(tests; relative to the station file)",
+    )
     width: int | None = Field(None, ge=1, description="requested capture width, px (the camera may not honour it)")
     height: int | None = Field(None, ge=1, description="requested capture height, px (the camera may not honour it)")
     gray: bool = Field(False, description="convert frames to single-channel")
@@ -282,8 +287,10 @@ class TriggeredCameraSource(FrameSource):
 
     def _open(self) -> tuple[cv2.VideoCapture | None, str]:
         dev = self.config.device
+        if isinstance(dev, str) and "://" not in dev and not Path(dev).is_absolute():
+            dev = str(self.context.station_dir / dev)
         try:
-            cap = cv2.VideoCapture(dev if isinstance(dev, int) else str(dev))
+            cap = cv2.VideoCapture(dev)
             if not cap.isOpened():
                 cap.release()
                 return None, "did not open"
