@@ -110,7 +110,8 @@ class Handshake(LineControl):
         """Defaults waiting for their row's commit: seq -> (committed, publish at the latest)."""
         self._events: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
-        """Counts: triggers, results, defaults, late, overruns, missed, ack_timeouts, acks."""
+        """Counts: triggers, results, defaults, late, overruns, missed, ack_timeouts, acks,
+        not_captured (paced parts whose default went before their frame was handed out)."""
         self.healthy: Callable[[], bool] | None = None
         """``False`` while the station cannot commit verdicts (its database away): state ERROR."""
         self._thread = threading.Thread(target=self._loop, name="inspector-line", daemon=True)
@@ -234,7 +235,7 @@ class Handshake(LineControl):
                     if not self._to_capture:
                         self._lock.wait(0.1)
                         continue
-                    seq = self._to_capture[0]
+                    seq = self._to_capture.popleft()  # taken: a default now no longer drops it
                 frame, ahead = ahead, None
                 if isinstance(frame, Frame):
                     frame = dataclasses.replace(frame, captured_at=datetime.now(UTC))
@@ -425,6 +426,15 @@ class Handshake(LineControl):
     def _publish_default(self, p: _Part) -> None:
         rec = p.record
         self.stats["defaults"] += 1
+        if self.source is None:
+            with self._lock:
+                if p.seq in self._to_capture:
+                    # A paced source has not handed out its frame yet: the part has gone by with
+                    # its default; capturing a frame for it now would only delay the next parts.
+                    self._to_capture.remove(p.seq)
+                    self._by_trigger.pop(p.trigger, None)
+                    p.rejected = True
+                    self.stats["not_captured"] += 1
         self._publish(p, LineResult(p.trigger.counter, rec.part_id or "", rec.code, None, 0, True, p.overrun, p.missed))
 
     def _answer(self, batch: list[InspectionRecord], committed_mono: float) -> None:
