@@ -65,8 +65,16 @@ class Recorder(LineControl):
             return [c for c in self.calls if c[0] == kind]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_cache(tmp_path_factory):
+    """This module's OPC UA address-space cache (not the user's): the first start here builds it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INSPECTOR_CACHE_DIR", str(tmp_path_factory.mktemp("opcua-cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
-def served():
+def served(own_cache):
     control = Recorder()
     link = OpcUaLink(OpcUaConfig(port=0, namespace_uri=ST_URI, object_name="Cam1"), station_dir=Path("."))
     link.start(control)
@@ -520,3 +528,37 @@ def test_a_missing_nodeset_file_is_refused_at_validation(tmp_path):
         OpcUaConfig.model_validate({"nodeset_file": "mv.xml"}, context=ctx)
     (tmp_path / "mv.xml").write_text(MINI_NODESET)
     assert OpcUaConfig.model_validate({"nodeset_file": "mv.xml"}, context=ctx).nodeset_file == "mv.xml"
+
+
+def test_the_standard_address_space_is_cached_after_the_first_start(served):
+    from inspector_line import opcua_cache
+
+    first, _ = served  # the module's first start, into this module's own, empty cache
+    link = OpcUaLink(OpcUaConfig(port=0, namespace_uri=ST_URI, object_name="Cam2"), station_dir=Path("."))
+    link.start(Recorder())
+    try:
+
+        async def main() -> None:
+            assert link.endpoint is not None
+            async with Client(link.endpoint, timeout=10) as client:
+                status = await client.nodes.server.get_child("0:ServerStatus")
+                assert (await status.read_value()).State == ua.ServerState.Running
+                st = await client.get_namespace_index(ST_URI)
+                assert await (await client.nodes.objects.get_child(f"{st}:Cam2")).get_children()
+
+        run(main())
+    finally:
+        link.close()
+    print("init s (cached):", first.startup_s["init"], first.address_space_cached, link.startup_s["init"])
+    assert link.address_space_cached
+    if not first.address_space_cached:  # (another test on this worker may have started first)
+        assert link.startup_s["init"] < first.startup_s["init"]
+    folder = opcua_cache.cache_dir()
+    assert folder.is_dir() and not list(folder.parent.glob(".aspace-*"))  # no temporary folder left
+    assert opcua_cache.usable_shelf() is not None
+    mode = folder.stat().st_mode
+    try:
+        folder.chmod(0o777)  # anyone could swap the pickled nodes: not loaded
+        assert opcua_cache.usable_shelf() is None
+    finally:
+        folder.chmod(mode)

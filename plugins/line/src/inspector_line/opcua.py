@@ -60,6 +60,13 @@ class OpcUaConfig(PluginConfig):
         description="Allow security 'none' on an address other than loopback (only on an isolated line network)",
     )
     start_timeout_s: float = Field(60.0, gt=0, description="How long start() waits for the server to listen")
+    address_space_cache: bool = Field(
+        True,
+        description=(
+            "Keep asyncua's standard address space in a per-user cache (docs/line-opcua.md): the first start "
+            "writes it, later starts load it in a fraction of the time"
+        ),
+    )
     nodeset_file: str | None = Field(
         None,
         description=(
@@ -139,6 +146,8 @@ class OpcUaLink(PlcLink):
         self.endpoint: str | None = None
         """The endpoint URL once serving (with the real port when ``port: 0``)."""
         self.port: int | None = None
+        self.address_space_cached = False
+        """Whether the standard address space came from the cache (see :mod:`opcua_cache`)."""
         self.startup_s: dict[str, float] = {}
         """How long start() took: ``init`` (asyncua's standard address space), ``nodeset`` (the
         imported ``nodeset_file``, 0 without), ``nodes`` (the OPC 40100 subset), ``listen`` and
@@ -228,13 +237,21 @@ class OpcUaLink(PlcLink):
         from asyncua import Server, ua
         from asyncua.common.callback import CallbackType
 
-        from inspector_line import opcua_nodes
+        from inspector_line import opcua_cache, opcua_nodes
 
         self._ua = ua
         t0 = time.perf_counter()
         _check_port_free(self.cfg.host, self.cfg.port)  # before asyncua's seconds of start-up
         server = Server()
-        await server.init()
+        cached = new_shelf = None
+        if self.cfg.address_space_cache:
+            cached = opcua_cache.usable_shelf()
+            if cached is None:
+                new_shelf = opcua_cache.new_shelf()
+        await server.init(shelf_file=cached or new_shelf)
+        if new_shelf is not None:
+            await asyncio.to_thread(opcua_cache.publish_shelf, new_shelf)
+        self.address_space_cached = cached is not None
         t1 = time.perf_counter()
         server.set_endpoint(f"opc.tcp://{self.cfg.host}:{self.cfg.port}{self.cfg.path}")
         server.set_server_name(self.cfg.server_name)
@@ -293,6 +310,9 @@ class OpcUaLink(PlcLink):
             watcher.cancel()
             await self._set_state_nodes("HALTED")
             await server.stop()
+            shelf = getattr(server.iserver.aspace._nodes, "source", None)  # a cached address space's file
+            if shelf is not None:
+                shelf.close()
             for peer in sorted(self._peers):
                 self._tell_connection(False, peer)
             self._peers.clear()
