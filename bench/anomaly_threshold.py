@@ -19,6 +19,7 @@ tuned on them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shared_data import DATA
 
 ROI = (172, 144, 680, 480)  # the plate of a 1024x768 synthetic part
+DUMP: Path | None = None
 
 
 def load() -> str:
@@ -50,6 +52,18 @@ def run(name: str, train_paths, val_paths, test_good, test_bad, settings) -> dic
         good = np.array([det.anomaly_map(img).score_raw for img in test_good])
         bad = np.array([det.anomaly_map(img).score_raw for img in test_bad])
     v = card.validation
+    if DUMP is not None:
+        DUMP.mkdir(parents=True, exist_ok=True)
+        (DUMP / f"{name.replace(' ', '_').replace(',', '')}.json").write_text(
+            json.dumps(
+                {
+                    "loo": v.get("loo_scores", []),
+                    "val": v.get("good_scores", []),
+                    "test_good": good.tolist(),
+                    "test_bad": bad.tolist(),
+                }
+            )
+        )
     q99, q50 = v["good_score_p99"], v["good_score_median"]
     t_quantile = q99 + 0.1 * (q99 - q50)
     t_loo = card.thresholds.image
@@ -80,7 +94,10 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--scenarios", default="synthetic,mt_small,transistor,mt_full")
     ap.add_argument("--repeats", type=int, default=3, help="training sets per small scenario")
+    ap.add_argument("--dump", type=Path, default=None, help="write every scenario's raw scores (JSON) here")
     args = ap.parse_args()
+    global DUMP
+    DUMP = args.dump
 
     import cv2
     from inspector_anomaly import datasets

@@ -96,12 +96,17 @@ def test_keep_outputs_drops_the_unread_output_and_what_feeds_only_it(tmp_path: P
         keep_outputs(model, ("pred_score",))
 
 
-def test_tail_threshold_is_above_every_good_score_and_follows_the_spread():
-    from inspector_anomaly.metrics import tail_threshold
+def test_tolerance_bound_matches_the_tables_and_never_fails_a_known_good_score():
+    from inspector_anomaly.metrics import tail_threshold, tolerance_factor
 
-    scores = np.array([1.0, 1.1, 0.9, 1.05, 0.95])
-    t = tail_threshold(scores, 3.09)
-    assert t == pytest.approx(scores.mean() + 3.09 * scores.std(ddof=1))
-    assert t > scores.max()
-    outlier = np.array([1.0, 1.0, 1.0, 1.0, 5.0])
-    assert tail_threshold(outlier, 0.5) == 5.0  # never below the largest good score
+    # one-sided normal tolerance factors, 99 % coverage at 95 % confidence (NIST/SEMATECH tables)
+    for n, exact in ((10, 3.981), (20, 3.295), (50, 2.863)):
+        assert tolerance_factor(n, 0.99, 0.95) == pytest.approx(exact, rel=0.015)
+    assert tolerance_factor(5, 0.999, 0.95) > tolerance_factor(200, 0.999, 0.95) > 3.09  # few scores: wider
+    scores = np.array([1.0, 1.1, 0.9, 1.05, 0.95, 1.02, 0.98, 1.01])
+    k = tolerance_factor(len(scores), 0.999, 0.95)
+    assert tail_threshold(scores) == pytest.approx(scores.mean() + k * scores.std(ddof=1))
+    outlier = np.array([1.0, 1.0, 1.01, 1.0, 5.0])
+    assert tail_threshold(outlier, 0.6, 0.5) == 5.0  # never below the largest good score
+    with pytest.raises(ValueError, match="at least 3"):
+        tolerance_factor(2, 0.99, 0.95)

@@ -105,6 +105,26 @@ def test_trained_model_runs_in_a_station_and_rejects_defects(trained: Path, tmp_
     assert failing and all(d.kind == "anomaly" for r in failing for d in r.defects)
 
 
+def test_leave_one_out_threshold_keeps_new_good_parts_and_still_fails_defects(trained: Path):
+    """Issue 11: the good-only threshold rests on every training image's leave-one-out score, not
+    on the handful held out: new good plates pass (<= 1 of 48 fails), defective ones still fail."""
+    from inspector_anomaly.detector import Anomaly, AnomalyConfig
+
+    det = Anomaly(AnomalyConfig(model=trained.name, threads=2), station_dir=trained.parent)
+    det.warm_up()
+    x, y, w, h = ROI
+
+    def score(truth: str, i: int) -> float:
+        return det.anomaly_map(render_part(seed=101, index=i, truth=truth).image[y : y + h, x : x + w]).score_raw
+
+    good = np.array([score("good", i) for i in range(48)])
+    bad = np.array([score(("scratch", "dent")[i % 2], i) for i in range(16)])
+    card = json.loads(trained.with_suffix(".json").read_text())
+    assert card["validation"]["loo_images"] >= 30  # 40 plates, 20 % held out
+    assert (good >= det.image_threshold).sum() <= 1, (np.sort(good)[-5:], det.image_threshold)
+    assert (bad >= det.image_threshold).mean() >= 0.6, (np.sort(bad), det.image_threshold)
+
+
 def test_onnxruntime_matches_anomalib(good_folder: Path, tmp_path: Path):
     """Parity: the exported graph run by onnxruntime against the anomalib module in torch."""
     import torch
@@ -124,7 +144,6 @@ def test_onnxruntime_matches_anomalib(good_folder: Path, tmp_path: Path):
     fit(module, images, settings, progress=lambda m: None)
     onnx_path = export_onnx(module, tmp_path / "parity.onnx", settings.size)
     import onnxruntime as ort
-
     from inspector_anomaly.reference import part_score
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

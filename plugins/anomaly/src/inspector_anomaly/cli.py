@@ -7,7 +7,7 @@ station runtime never load them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -118,6 +118,15 @@ def _roi(value: str | None) -> tuple[int, int, int, int] | None:
     help="PatchCore: patch features kept (model size and speed)",
 )
 @click.option(
+    "--threshold",
+    "threshold_method",
+    type=click.Choice(["loo", "quantile"]),
+    default="loo",
+    show_default=True,
+    help="good-only threshold: loo = training images scored leave-one-out pooled with the held-out good "
+    "images, mean + 3.09 sd (PatchCore); quantile = p99 of the held-out good images + margin",
+)
+@click.option(
     "--backbone",
     type=click.Choice(["pretrained", "random"]),
     default="pretrained",
@@ -142,6 +151,7 @@ def train_anomaly(
     photometric: Photometric,
     image_score: ImageScore,
     memory_bank: int,
+    threshold_method: Literal["loo", "quantile"],
     backbone: BackboneWeights,
     seed: int,
 ) -> None:
@@ -176,6 +186,7 @@ def train_anomaly(
         seed=seed,
         photometric=photometric,
         image_score=image_score,
+        threshold=threshold_method,
     )
 
     def images(folder: Path) -> list[Path]:

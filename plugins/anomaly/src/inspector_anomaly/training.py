@@ -37,7 +37,7 @@ from inspector_anomaly.card import (
     sha256_file,
 )
 from inspector_anomaly.image_selection import select_images
-from inspector_anomaly.metrics import auroc, f1, f1_optimal_threshold, tail_threshold
+from inspector_anomaly.metrics import auroc, f1, f1_optimal_threshold, tail_threshold, tolerance_factor
 from inspector_anomaly.model_output import check_writable, resolve_model_path, staged_model
 from inspector_anomaly.preprocess import prepare, prepare_tiles
 from inspector_anomaly.reference import PARITY_TOLERANCE, REFERENCE_INPUTS, reference_inputs
@@ -84,13 +84,16 @@ class TrainSettings:
     threshold: Literal["loo", "quantile"] = "loo"
     """Good-only image threshold. ``loo`` (PatchCore): every training image is also scored
     leave-one-out, against the memory bank without the rows it contributed, and pooled with the
-    held-out good images; the threshold is a normal fit's upper tail of the pooled scores
-    (``mean + z x sd``, never below their maximum). ``quantile``: the earlier p99 + margin of the
-    held-out good images alone (unstable with a handful of them)."""
+    held-out good images; the threshold is the upper normal tolerance bound of the pooled scores
+    (``coverage`` of good parts below it, with ``confidence``; never below their maximum).
+    ``quantile``: the earlier p99 + margin of the held-out good images alone (unstable with a
+    handful of them)."""
     loo_images: int = 200
     """``loo``: at most this many training images are scored leave-one-out (chosen at random)."""
-    z: float = 3.09
-    """``loo``: standard deviations above the pooled good scores' mean (3.09: a normal tail of 0.1 %)."""
+    coverage: float = 0.999
+    """``loo``: share of good parts the threshold is meant to pass (a normal fit's quantile)."""
+    confidence: float = 0.95
+    """``loo``: confidence of that bound, given how few scores it rests on."""
     batch_size: int = 8
     seed: int = 0
 
@@ -362,20 +365,25 @@ def choose_thresholds(
             method += "pixel: equal to the image threshold (no masks given)"
     elif loo_good is not None and len(loo_good) + len(good) >= 3:
         pooled = np.r_[loo_good, good]
-        image_t = tail_threshold(pooled, settings.z)
+        image_t = tail_threshold(pooled, settings.coverage, settings.confidence)
         pixel_t = image_t
         spread = max(float(pooled.max() - pooled.min()), 1e-6)
+        k = tolerance_factor(len(pooled), settings.coverage, settings.confidence)
         method = (
             f"good-only, leave-one-out: {len(loo_good)} training images each scored against the memory bank "
-            f"without its own rows, pooled with {len(good)} held-out good images; threshold = mean + "
-            f"{settings.z} x sd of the {len(pooled)} pooled scores (a normal tail of "
-            f"{_normal_tail(settings.z):.2%}), never below their maximum; pixel threshold equal to it"
+            f"without its own rows, pooled with {len(good)} held-out good images; threshold = mean + {k:.2f} x sd "
+            f"of the {len(pooled)} pooled scores (one-sided normal tolerance bound: {settings.coverage:.1%} of "
+            f"good parts below it with {settings.confidence:.0%} confidence), never below their maximum; "
+            "pixel threshold equal to it"
         )
         metrics.update(
             loo_images=len(loo_good),
             loo_score_median=float(np.median(loo_good)),
             pooled_mean=float(pooled.mean()),
             pooled_sd=float(pooled.std(ddof=1)),
+            # the raw scores themselves: QA can replay another rule (`inspector whatif`) from the card
+            loo_scores=[round(float(v), 6) for v in loo_good],
+            good_scores=[round(float(v), 6) for v in good],
             false_alarm_rate=float((good >= image_t).mean()),
         )
     else:
@@ -394,12 +402,6 @@ def choose_thresholds(
         spread=float(spread),
         method=method,
     ), metrics
-
-
-def _normal_tail(z: float) -> float:
-    import math
-
-    return 0.5 * math.erfc(z / math.sqrt(2))
 
 
 def _versions() -> dict[str, str]:
