@@ -110,7 +110,8 @@ def simulate(
         click.echo(
             "station: "
             + ", ".join(
-                f"{k} {s[k]}" for k in ("triggers", "results", "defaults", "late", "overruns", "missed", "acks")
+                f"{k} {s[k]}"
+                for k in ("triggers", "results", "defaults", "late", "not_captured", "overruns", "missed", "acks")
             )
             + f", ack timeouts {s['ack_timeouts']}"
         )
