@@ -292,6 +292,25 @@ def test_pylon_setting_the_camera_refuses_names_the_feature_and_the_remedy(tmp_p
     assert words in frame.error and words in dict(cap.events)["camera_unavailable"]
 
 
+def test_pylon_camera_that_free_runs_gives_no_part_anothers_image(tmp_path, camemu):
+    # A camera left free-running (a feature set after the trigger mode): its images answer no
+    # trigger sent, so they are dropped (one event, the rest counted), and the part is ERROR.
+    cap = Capture(
+        pylon_test_image(width=320, height=240, features={"TriggerMode": "Off"}, grab_timeout_ms=500), tmp_path
+    )
+    try:
+        cap.wait_event("frame_without_trigger")
+        time.sleep(0.3)
+        cap.trigger(part_id="P")
+        frame = cap.wait(1)[0]
+    finally:
+        cap.close()
+    assert frame.part_id == "P" and frame.image is None and frame.error is not None
+    dropped = [m for k, m in cap.events if k == "frame_without_trigger"]
+    assert len(dropped) == 2, cap.events  # the first, then one count at the stop
+    assert "more images dropped" in dropped[1] and int(dropped[1].split(": ")[1].split()[0]) >= 3
+
+
 @pytest.mark.data
 def test_pylon_grabs_real_photographs_through_the_emulator(tmp_path, camemu, data_dir):
     folder = data_dir / TRANSISTORS

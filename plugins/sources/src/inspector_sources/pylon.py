@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 FeatureValue = bool | int | float | str
 
+DROPPED_EVENT_S = 10.0
+"""At most one ``frame_without_trigger`` event this often (the others are counted in the next)."""
+
 GIGE_BLOCK_ID_MAX = 65535
 """A GigE Vision 1.x block ID is 16 bits and wraps from 65535 to 1 (0 is never used)."""
 
@@ -188,6 +191,9 @@ class PylonSource(FrameSource):
         self._camera_ready = threading.Event()
         self._early: collections.deque[tuple[float, np.ndarray, dict[str, Any]]] = collections.deque()
         self._early_lock = threading.Lock()
+        self._dropped_lock = threading.Lock()
+        self._dropped_at: float | None = None
+        self._dropped_since = 0
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ the host's side
@@ -367,6 +373,13 @@ class PylonSource(FrameSource):
                 self.context.event(
                     "camera_gap", f"{self.label} gave no images for the last {gap:.2f} s before the source stopped"
                 )
+            with self._dropped_lock:
+                if self._dropped_since:
+                    self.context.event(
+                        "frame_without_trigger",
+                        f"{self.label}: {self._dropped_since} more images dropped (no trigger answered by them) "
+                        "since the last such event, before the source stopped",
+                    )
 
     def _grab(self, session: _Session) -> str | None:
         """Retrieve images until the source stops (``None``) or the camera goes (why)."""
@@ -425,15 +438,27 @@ class PylonSource(FrameSource):
                     self._early.append((arrived, image, meta))
                 self._pair_early()
             else:
-                self.context.event(
-                    "frame_without_trigger",
+                self._dropped_image(
                     f"{self.label}: image {block} came after its trigger was answered (no image within "
-                    f"{self.config.grab_timeout_ms:g} ms) or without a trigger; dropped",
+                    f"{self.config.grab_timeout_ms:g} ms) or without a trigger; dropped"
                 )
             return
         if entry.acknowledged_at is not None:
             meta["trigger_to_exposure_ms"] = round((entry.acknowledged_at - entry.trigger.at_monotonic) * 1000, 3)
         self.pending.answer(entry, self.pending.frame(entry.trigger, image, arrived, meta))
+
+    def _dropped_image(self, message: str) -> None:
+        """A ``frame_without_trigger`` event, at most one per ``DROPPED_EVENT_S`` with the count
+        of those left out: a wire that pulses while the PLC's messages do not come would
+        otherwise record an event per image, at the line's rate."""
+        now = time.monotonic()
+        with self._dropped_lock:
+            if self._dropped_at is not None and now - self._dropped_at < DROPPED_EVENT_S:
+                self._dropped_since += 1
+                return
+            more = f" ({self._dropped_since} more dropped since the last such event)" if self._dropped_since else ""
+            self._dropped_at, self._dropped_since = now, 0
+        self.context.event("frame_without_trigger", message + more)
 
     def _pair_early(self) -> None:
         """Hardware trigger: pair images that came before their host trigger, oldest first;
@@ -444,10 +469,9 @@ class PylonSource(FrameSource):
                 arrived, image, meta = self._early[0]
                 if time.monotonic() - arrived > window:
                     self._early.popleft()
-                    self.context.event(
-                        "frame_without_trigger",
+                    self._dropped_image(
                         f"{self.label}: an image (block {meta['block_id']}) had no trigger within "
-                        f"{self.config.pair_window_ms:g} ms; dropped",
+                        f"{self.config.pair_window_ms:g} ms; dropped"
                     )
                     continue
                 entry = self.pending.claim(arrived, window_s=window)
