@@ -666,9 +666,11 @@ def export_dataset(
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--token", envvar="INSPECTOR_TOKEN", help="required when not bound to 127.0.0.1 (env INSPECTOR_TOKEN)")
-def serve(db: str | None, station_file: str | None, host: str, port: int, token: str | None) -> None:
-    """The QA dashboard and JSON API (read-only). Open http://HOST:PORT/ ; API under /api,
-    its OpenAPI schema at /openapi.json."""
+@click.option("--read-only", is_flag=True, help="no sign-in and no review pages (a kiosk): nothing is written")
+def serve(db: str | None, station_file: str | None, host: str, port: int, token: str | None, read_only: bool) -> None:
+    """The QA dashboard and JSON API. Open http://HOST:PORT/ ; API under /api, its OpenAPI
+    schema at /openapi.json. Verdicts are read-only; signed-in reviewers append reviews beside
+    them at /review (accounts: `inspector users add`), unless --read-only."""
     from inspector_core.qa.web import check_bind, create_app
 
     problem = check_bind(host, token)
@@ -677,10 +679,16 @@ def serve(db: str | None, station_file: str | None, host: str, port: int, token:
     engine = open_engine(db, station_file)
     import uvicorn
 
-    app = create_app(engine, token=token, host=host)
+    writer = None
+    if not read_only:
+        from inspector_core.qa.review_cli import open_review_store
+
+        writer = open_review_store(db, station_file)
+    app = create_app(engine, token=token, host=host, writer=writer)
     where = f"http://{host}:{port}"
     err.print(
-        f"dashboard on {where}/ (read-only)"
+        f"dashboard on {where}/ "
+        + ("(read-only)" if read_only else f"(reviews: sign in at {where}/signin)")
         + (f"; token required: sign in at {where}/login, or send Authorization: Bearer <token>" if token else "")
     )
     uvicorn.run(app, host=host, port=port, log_level="warning")
@@ -749,4 +757,6 @@ def upgrade(db: str | None, station_file: str | None, create: bool) -> None:
 
 
 def commands() -> list[click.Command]:
-    return [history, stats, whatif, export, serve, upgrade]
+    from inspector_core.qa import review_cli  # imports this module's options
+
+    return [history, stats, whatif, export, serve, upgrade, *review_cli.commands()]

@@ -2,7 +2,9 @@
 
 Server-rendered (FastAPI + Jinja2, autoescaped), no CDN and no front-end build: the pages,
 the SVG charts and one small script for the live counts all ship in this package. Read-only:
-only GET routes, all reading through :mod:`inspector_core.qa`. The API lives under /api
+only GET routes, all reading through :mod:`inspector_core.qa`; the one exception, when
+``create_app`` is given a ``writer``, is reviews and sign-in (:mod:`.review_pages`: appended
+beside the verdicts, never over them). The API lives under /api
 with its OpenAPI schema at /openapi.json (the Swagger page is off: it loads from a CDN).
 
 Bound to 127.0.0.1 by default, and then only answering requests whose Host header is the
@@ -32,7 +34,8 @@ from sqlalchemy.exc import OperationalError
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from inspector_core.qa import query as q
-from inspector_core.qa.web import charts
+from inspector_core.qa.web import charts, review_pages
+from inspector_core.store import Store
 from inspector_core.store.outbox import sink_states
 
 HERE = FilePath(__file__).parent
@@ -126,8 +129,9 @@ class NotSignedIn(Exception):
         self.detail = detail
 
 
-def _token_guard(token: str) -> Any:
-    """A dependency accepting the token only from ``Authorization: Bearer`` or the cookie."""
+def _token_guard(token: str, signed_in: Callable[[Request], bool] | None = None) -> Any:
+    """A dependency accepting the token only from ``Authorization: Bearer`` or the cookie, or a
+    signed-in user's session (``signed_in``, when accounts are on)."""
     bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <token>")
     cookie = APIKeyCookie(name=COOKIE, auto_error=False, description="set by signing in at /login")
 
@@ -144,17 +148,24 @@ def _token_guard(token: str) -> Any:
                 "send it as Authorization: Bearer <token>, or sign in at /login"
             )
         given = header.credentials if header is not None else from_cookie or ""
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        if not hmac.compare_digest(given.encode(), token.encode()) and not (signed_in and signed_in(request)):
             raise NotSignedIn("a token is required: send Authorization: Bearer <token>, or sign in at /login")
 
     return Depends(require_token)
 
 
 def create_app(
-    engine: Engine, *, token: str | None = None, host: str = "127.0.0.1", hosts: Sequence[str] | None = None
+    engine: Engine,
+    *,
+    token: str | None = None,
+    host: str = "127.0.0.1",
+    hosts: Sequence[str] | None = None,
+    writer: Store | None = None,
 ) -> FastAPI:
     """The dashboard on ``engine``. ``host`` is the address it is bound to (for the Host header
-    check, :func:`allowed_hosts`; ``hosts`` overrides the list)."""
+    check, :func:`allowed_hosts`; ``hosts`` overrides the list). ``writer``: the store opened for
+    reviews and accounts (:func:`inspector_core.qa.review.open_writer`); with it the dashboard
+    has sign-in and the review pages (:mod:`inspector_core.qa.web.review_pages`)."""
     app = FastAPI(
         title="Inspector QA",
         version="1",
@@ -168,7 +179,12 @@ def create_app(
     app.add_middleware(
         TrustedHostMiddleware, allowed_hosts=list(hosts) if hosts is not None else allowed_hosts(host, token)
     )
-    app_routes = APIRouter(dependencies=[_token_guard(token)] if token else [])
+
+    def user_signed_in(request: Request) -> bool:
+        return writer is not None and review_pages.signed_in(request, writer) is not None
+
+    app_routes = APIRouter(dependencies=[_token_guard(token, user_signed_in)] if token else [])
+    write_paths = ("/login", *(review_pages.WRITE_PATHS if writer is not None else ()))
 
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, exc: NotSignedIn) -> Response:
@@ -186,7 +202,7 @@ def create_app(
 
     @app.middleware("http")
     async def read_only(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.method not in ("GET", "HEAD") and not (request.url.path == "/login" and request.method == "POST"):
+        if request.method not in ("GET", "HEAD") and not (request.url.path in write_paths and request.method == "POST"):
             return JSONResponse({"detail": "read-only: only GET"}, status_code=405)
         return await call_next(request)
 
@@ -519,5 +535,7 @@ def create_app(
     def favicon() -> Response:
         return RedirectResponse("/static/favicon.svg")
 
+    if writer is not None:
+        review_pages.install(app, templates, engine, writer)
     app.include_router(app_routes)
     return app

@@ -1,0 +1,710 @@
+"""The review log: people's word on the machine's verdicts, written beside them, read back.
+
+A **review** is about a *subject*: a part (an inspection, ``defect_id`` ``None``) or one
+finding on it (a ``defects`` row). Labels (:data:`LABELS`):
+
+- on a finding: ``confirmed`` (a real defect), ``false_alarm`` (not one), ``unsure``;
+- on a part: ``confirmed`` (the machine's verdict is right), ``false_alarm`` (a FAIL part that
+  is good), ``missed`` (a defect the machine did not report, with the box the reviewer drew in
+  frame pixels, its step and kind), ``unsure``.
+
+The log is append-only (``reviews``): a change of mind is a new row, and the current state of a
+subject is its latest row (highest ``id``). Nothing here updates or deletes a row of
+``inspections`` or ``defects``: the machine verdict is evidence.
+
+The **queue** is what is left to review: every failed finding of a FAIL part, newest first,
+interleaved with a sample of PASS parts near the threshold (a stored candidate finding whose
+score is within ``near`` below its rule's ``min_score`` under the run's own rules), so that
+misses can be found.
+
+**Stats** (:func:`review_stats`), per station, step and kind, over the reviewed parts:
+precision, recall, false alarms per 1,000 reviewed parts, each with a Wilson 95 % interval and
+the counts behind it. A part counts for a (step, kind) when:
+
+- the machine failed it for that (step, kind) and a reviewer confirmed one of those findings
+  (true positive) or called all of them false alarms (false positive), directly or by a
+  review of the whole part; or
+- the machine did not, and the part has a review of its own (the reviewer looked at the whole
+  part): ``missed`` with that step and kind is a false negative, ``confirmed`` /
+  ``false_alarm`` / a missed of another kind a true negative.
+
+``unsure`` counts nowhere. Reviewed parts are not a random sample (FAIL parts first, PASS parts
+near the threshold): recall is an estimate over the parts reviewed, not the line's.
+
+Writing goes through :func:`open_writer`, a store opened **without migrating** that refuses a
+schema without the review tables (remedy: ``inspector upgrade``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections import defaultdict, deque
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, exists, func, insert, inspect, or_, select
+from sqlalchemy.sql.expression import ColumnElement
+
+from inspector_core.qa.accounts import Account
+from inspector_core.qa.filters import MAX_ID, D, I, QueryError, R, S
+from inspector_core.store import Store, schema, utcnow
+from inspector_core.store.review_records import LABELS, Review, User
+
+C = schema.Crop
+SR = schema.StepResult
+TABLES = ("reviews", "users", "user_sessions")
+NEAR = 0.15
+"""Default band below a rule's ``min_score`` in which a PASS part is offered for review."""
+PASS_EVERY = 4
+"""In the queue, one near-threshold PASS part after every this many FAIL findings."""
+MAX_REASON = 2000
+
+
+class ReviewError(QueryError):
+    """A review that cannot be written or read; the message names the subject and the remedy."""
+
+
+# ---------------------------------------------------------------------------- opening the writer
+
+
+def open_writer(url: str, *, source: str | None = None) -> Store:
+    """The store at ``url`` for writing reviews and accounts: never migrated, checked to be at
+    this release's schema (:func:`inspector_core.qa.reader.check_schema`) and to hold the review
+    tables; else :class:`~inspector_core.qa.reader.ReaderError` / :class:`ReviewError` naming
+    ``inspector upgrade``."""
+    from inspector_core.qa.reader import check_schema, upgrade_command
+
+    source = source or f"--db {url}"
+    store = Store(url, migrate=False)
+    try:
+        check_schema(store, source)
+        with store.transaction() as conn:
+            missing = [t for t in TABLES if not inspect(conn).has_table(t)]
+        if missing:
+            raise ReviewError(
+                f"store {store.display_url} has no {', '.join(missing)} table(s) (schema revision 0010): "
+                f"reviews are never written by migrating here; upgrade the store with `{upgrade_command(source)}`"
+            )
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+# ---------------------------------------------------------------------------- records
+
+
+@dataclasses.dataclass(frozen=True)
+class ReviewRow:
+    """One row of the log, with its author's name."""
+
+    id: int
+    inspection_id: int
+    defect_id: int | None
+    label: str
+    reason: str
+    user: str
+    via: str
+    created_at: datetime
+    step: str | None = None
+    kind: str | None = None
+    box: tuple[int, int, int, int] | None = None
+    """For ``missed``: (x, y, w, h) in frame pixels."""
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["created_at"] = self.created_at.isoformat() + "Z"
+        d["box"] = list(self.box) if self.box else None
+        return d
+
+
+def _row(r: Any) -> ReviewRow:
+    box = (r.x, r.y, r.w, r.h) if r.x is not None else None
+    return ReviewRow(
+        r.id, r.inspection_id, r.defect_id, r.label, r.reason, r.user, r.via, r.created_at, r.step, r.kind, box
+    )
+
+
+def _review_columns() -> tuple[Any, ...]:
+    return (
+        Review.id,
+        Review.inspection_id,
+        Review.defect_id,
+        Review.label,
+        Review.reason,
+        User.name.label("user"),
+        Review.via,
+        Review.created_at,
+        Review.step,
+        Review.kind,
+        Review.x,
+        Review.y,
+        Review.w,
+        Review.h,
+    )
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def add_review(
+    store: Store,
+    *,
+    inspection_id: int,
+    label: str,
+    user: Account,
+    defect_id: int | None = None,
+    reason: str = "",
+    box: Sequence[int] | None = None,
+    step: str | None = None,
+    kind: str | None = None,
+    via: str = "web",
+) -> ReviewRow:
+    """Append a review of a part (``defect_id`` None) or of one of its findings. Checks that
+    the subject exists, that the label fits it, that ``user`` may review; never changes the
+    machine's rows. Raises :class:`ReviewError`."""
+    if not user.can_review:
+        why = "is disabled" if user.disabled_at is not None else f"has role {user.role!r}"
+        raise ReviewError(
+            f"user {user.name!r} {why} and may not review; an admin can change that with "
+            f"`inspector users set {user.name} --role reviewer`"
+        )
+    if label not in LABELS:
+        raise ReviewError(f"label {label!r}: must be one of {', '.join(LABELS)}")
+    if not 1 <= inspection_id <= MAX_ID or (defect_id is not None and not 1 <= defect_id <= MAX_ID):
+        raise ReviewError("inspection and defect ids are positive 64-bit integers")
+    reason = reason.strip()
+    if len(reason) > MAX_REASON:
+        raise ReviewError(f"the reason is {len(reason)} characters long; at most {MAX_REASON}")
+    if label != "missed" and (box is not None or step or kind):
+        raise ReviewError("a box, step and kind are given only with label missed (the defect the machine missed)")
+    with store.transaction(write=True) as conn:
+        verdict = conn.scalar(select(I.verdict).where(I.id == inspection_id))
+        if verdict is None:
+            raise ReviewError(f"no inspection {inspection_id} in store {store.display_url}")
+        if defect_id is not None:
+            owner = conn.scalar(select(D.inspection_id).where(D.id == defect_id))
+            if owner != inspection_id:
+                raise ReviewError(f"inspection {inspection_id} has no finding (defect) {defect_id}")
+            if label == "missed":
+                raise ReviewError(
+                    "missed is said of a part, not of a finding: review the part (no defect id) with the "
+                    "box of the defect the machine missed"
+                )
+        elif label == "false_alarm" and verdict != "FAIL":
+            raise ReviewError(
+                f"inspection {inspection_id} is {verdict}, not FAIL: false_alarm is said of a FAIL part or of "
+                "a finding; a good part the machine passed is confirmed"
+            )
+        x = y = w = h = None
+        if label == "missed":
+            if not kind:
+                raise ReviewError("missed: name the kind of the defect the machine missed (e.g. scratch)")
+            step = step or _step_for(conn, inspection_id, kind)
+            if box is not None:
+                if len(box) != 4 or any(not isinstance(v, int) or isinstance(v, bool) for v in box):
+                    raise ReviewError("box: four whole numbers x, y, w, h in frame pixels")
+                x, y, w, h = box
+                if x < 0 or y < 0 or w < 1 or h < 1 or max(x + w, y + h) > 1_000_000:
+                    raise ReviewError(f"box {list(box)}: x, y >= 0 and w, h >= 1 in frame pixels")
+        rid = conn.execute(
+            insert(Review)
+            .values(
+                inspection_id=inspection_id,
+                defect_id=defect_id,
+                label=label,
+                step=step,
+                kind=kind,
+                x=x,
+                y=y,
+                w=w,
+                h=h,
+                reason=reason,
+                user_id=user.id,
+                via=via,
+                created_at=utcnow(),
+            )
+            .returning(Review.id)
+        ).scalar_one()
+        row = conn.execute(
+            select(*_review_columns()).join(User, User.id == Review.user_id).where(Review.id == rid)
+        ).one()
+    return _row(row)
+
+
+def _step_for(conn: Connection, inspection_id: int, kind: str) -> str:
+    """The step a missed defect of ``kind`` belongs to, when the reviewer did not say: the step
+    that reported that kind on the part, else the part's only step, else the step whose detector
+    is named like the kind."""
+    found = list(conn.scalars(select(D.step).where(D.inspection_id == inspection_id, D.kind == kind).distinct()))
+    if len(found) == 1:
+        return found[0]
+    steps = conn.execute(select(SR.step, SR.detector).where(SR.inspection_id == inspection_id)).all()
+    if len(steps) == 1:
+        return str(steps[0].step)
+    named = [s.step for s in steps if s.detector == kind]
+    if len(named) == 1:
+        return str(named[0])
+    raise ReviewError(
+        f"missed {kind}: say which step should have found it (step); this part's steps are "
+        + (", ".join(sorted(s.step for s in steps)) or "none")
+    )
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def log(engine: Engine, inspection_id: int) -> list[ReviewRow]:
+    """Every review of an inspection and its findings, oldest first (the whole log)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(*_review_columns())
+            .join(User, User.id == Review.user_id)
+            .where(Review.inspection_id == inspection_id)
+            .order_by(Review.id)
+        ).all()
+    return [_row(r) for r in rows]
+
+
+def _latest_ids() -> Any:
+    """The id of each subject's latest review."""
+    return select(func.max(Review.id).label("id")).group_by(Review.inspection_id, Review.defect_id).subquery()
+
+
+def current(engine: Engine, inspection_ids: Iterable[int]) -> dict[tuple[int, int | None], ReviewRow]:
+    """The current state of every reviewed subject of these inspections:
+    ``{(inspection_id, defect_id or None): latest row}``."""
+    ids = sorted(set(inspection_ids))
+    out: dict[tuple[int, int | None], ReviewRow] = {}
+    with engine.connect() as conn:
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            for r in conn.execute(
+                select(*_review_columns())
+                .join(User, User.id == Review.user_id)
+                .where(Review.inspection_id.in_(chunk))
+                .order_by(Review.id)
+            ):
+                out[(r.inspection_id, r.defect_id)] = _row(r)
+    return out
+
+
+# ---------------------------------------------------------------------------- the queue
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueItem:
+    """One thing to review: a failed finding (``defect_id`` set) or a PASS part near the
+    threshold (``defect_id`` None; ``score``/``box`` are its top candidate's)."""
+
+    inspection_id: int
+    defect_id: int | None
+    station: str
+    part_id: str
+    captured_at: datetime
+    verdict: str
+    step: str
+    kind: str
+    score: float
+    min_score: float | None
+    box: tuple[int, int, int, int]
+    crop_id: int | None
+    crop: tuple[int, int, float, int, int] | None
+    """Where the crop lies in the frame and its size: (x, y, scale, width, height)."""
+    current: str | None = None
+    """The subject's current label, when it has one (only with ``include_reviewed``)."""
+
+    @property
+    def key(self) -> str:
+        return f"d{self.defect_id}" if self.defect_id is not None else f"p{self.inspection_id}"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["key"] = self.key
+        d["subject"] = "finding" if self.defect_id is not None else "part"
+        d["captured_at"] = self.captured_at.isoformat() + "Z"
+        d["box"] = list(self.box)
+        d["crop"] = (
+            None
+            if self.crop is None or self.crop_id is None
+            else {
+                "url": f"/crops/{self.crop_id}",
+                "x": self.crop[0],
+                "y": self.crop[1],
+                "scale": self.crop[2],
+                "width": self.crop[3],
+                "height": self.crop[4],
+            }
+        )
+        return d
+
+
+def _window(stations: Sequence[str], since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if stations:
+        where.append(S.name.in_(list(stations)))
+    if since is not None:
+        where.append(I.captured_at >= since)
+    if until is not None:
+        where.append(I.captured_at < until)
+    return where
+
+
+def _unreviewed_finding() -> ColumnElement[bool]:
+    return ~exists().where(
+        Review.inspection_id == D.inspection_id, or_(Review.defect_id == D.id, Review.defect_id.is_(None))
+    )
+
+
+def _unreviewed_part() -> ColumnElement[bool]:
+    return ~exists().where(Review.inspection_id == I.id, Review.defect_id.is_(None))
+
+
+def _item_columns() -> tuple[Any, ...]:
+    return (
+        I.id.label("iid"),
+        D.id.label("did"),
+        S.name.label("station"),
+        I.part_id,
+        I.captured_at,
+        I.verdict,
+        D.step,
+        D.kind,
+        D.score,
+        D.x,
+        D.y,
+        D.w,
+        D.h,
+        C.id.label("crop_id"),
+        C.x.label("cx"),
+        C.y.label("cy"),
+        C.scale,
+        C.width,
+        C.height,
+        I.run_id,
+    )
+
+
+def _near_condition(conn: Connection, where: list[ColumnElement[bool]], near: float) -> ColumnElement[bool] | None:
+    """Candidate findings (not failed) whose score lies within ``near`` below their rule's
+    ``min_score``, under the rules of the run that judged them (one condition per run)."""
+    from inspector_core.qa.whatif import run_rules
+
+    run_ids = select(I.run_id).distinct().join(S, S.id == I.station_id).where(I.verdict == "PASS", *where)
+    per_run: list[ColumnElement[bool]] = []
+    for rid, cfg in conn.execute(select(R.id, R.config_yaml).where(R.id.in_(run_ids))):
+        try:
+            rules = run_rules(cfg)
+        except QueryError:
+            continue  # a run whose rules cannot be read offers no near-threshold parts
+        kinds: list[ColumnElement[bool]] = []
+        for kind, rule in rules.rules.items():
+            if rule.fail:
+                kinds.append(and_(D.kind == kind, D.score >= rule.min_score - near, D.score < rule.min_score))
+        dflt = rules.default
+        if dflt.fail:
+            kinds.append(
+                and_(D.kind.not_in(list(rules.rules)), D.score >= dflt.min_score - near, D.score < dflt.min_score)
+            )
+        if kinds:
+            per_run.append(and_(I.run_id == rid, or_(*kinds)))
+    return or_(*per_run) if per_run else None
+
+
+def _min_scores(conn: Connection, run_ids: set[int]) -> dict[int, Any]:
+    from inspector_core.qa.whatif import run_rules
+
+    out: dict[int, Any] = {}
+    for rid, cfg in conn.execute(select(R.id, R.config_yaml).where(R.id.in_(sorted(run_ids)))):
+        with contextlib.suppress(QueryError):  # a run whose rules cannot be read shows no min_score
+            out[rid] = run_rules(cfg)
+    return out
+
+
+def queue(
+    engine: Engine,
+    *,
+    stations: Sequence[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    near: float = NEAR,
+    limit: int = 50,
+    include_reviewed: bool = False,
+    pass_every: int = PASS_EVERY,
+) -> list[QueueItem]:
+    """What is left to review, in order: failed findings of FAIL parts newest first, with a
+    near-threshold PASS part after every ``pass_every`` of them (or more when the FAIL ones run
+    out). A subject with a current review is left out unless ``include_reviewed``."""
+    if not 0 < near <= 1:
+        raise ReviewError(f"near: a score band between 0 and 1 (got {near})")
+    limit = max(1, min(limit, 1000))
+    where = _window(stations, since, until)
+    with engine.connect() as conn:
+        base = (
+            select(*_item_columns())
+            .select_from(D)
+            .join(I, I.id == D.inspection_id)
+            .join(S, S.id == I.station_id)
+            .outerjoin(C, C.defect_id == D.id)
+        )
+        fails_q = base.where(I.verdict == "FAIL", D.failed.is_(True), *where)
+        if not include_reviewed:
+            fails_q = fails_q.where(_unreviewed_finding())
+        fails = conn.execute(fails_q.order_by(I.captured_at.desc(), I.id.desc(), D.id).limit(limit)).all()
+        near_cond = _near_condition(conn, where, near)
+        passes: list[Any] = []
+        if near_cond is not None:
+            pass_q = base.where(I.verdict == "PASS", D.failed.is_(False), near_cond, *where)
+            if not include_reviewed:
+                pass_q = pass_q.where(_unreviewed_part())
+            seen: set[int] = set()
+            for r in conn.execute(pass_q.order_by(I.captured_at.desc(), I.id.desc(), D.score.desc()).limit(limit * 4)):
+                if r.iid not in seen:  # a part once, by its highest near-threshold candidate
+                    seen.add(r.iid)
+                    passes.append(r)
+                if len(passes) >= limit:
+                    break
+        rules = _min_scores(conn, {r.run_id for r in [*fails, *passes]})
+    states = current(engine, [r.iid for r in [*fails, *passes]]) if include_reviewed else {}
+
+    def item(r: Any, part: bool) -> QueueItem:
+        rs = rules.get(r.run_id)
+        min_score = None if rs is None else rs.rules.get(r.kind, rs.default).min_score
+        st = states.get((r.iid, None if part else r.did))
+        if st is None and not part:
+            st = states.get((r.iid, None))
+        return QueueItem(
+            r.iid,
+            None if part else r.did,
+            r.station,
+            r.part_id,
+            r.captured_at,
+            r.verdict,
+            r.step,
+            r.kind,
+            r.score,
+            min_score,
+            (r.x, r.y, r.w, r.h),
+            r.crop_id,
+            None if r.crop_id is None else (r.cx, r.cy, r.scale, r.width, r.height),
+            st.label if st else None,
+        )
+
+    out: list[QueueItem] = []
+    fq, pq = deque(fails), deque(passes)
+    run = 0
+    while len(out) < limit and (fq or pq):
+        if pq and (not fq or run >= pass_every):
+            out.append(item(pq.popleft(), part=True))
+            run = 0
+        else:
+            out.append(item(fq.popleft(), part=False))
+            run += 1
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ReviewCounts:
+    """Review progress over a window: subjects left, and current labels of those reviewed."""
+
+    findings_left: int
+    """Failed findings of FAIL parts without a current review (of their own or of their part)."""
+    near_pass_left: int
+    """PASS parts near the threshold without a review of the part."""
+    labels: dict[str, int]
+    """Reviewed subjects by their current label."""
+    reviews: int
+    """Rows in the log for subjects in the window (every change counted)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def counts(
+    engine: Engine,
+    *,
+    stations: Sequence[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    near: float = NEAR,
+) -> ReviewCounts:
+    where = _window(stations, since, until)
+    with engine.connect() as conn:
+        findings_left = conn.scalar(
+            select(func.count())
+            .select_from(D)
+            .join(I, I.id == D.inspection_id)
+            .join(S, S.id == I.station_id)
+            .where(I.verdict == "FAIL", D.failed.is_(True), _unreviewed_finding(), *where)
+        )
+        near_cond = _near_condition(conn, where, near)
+        near_left = 0
+        if near_cond is not None:
+            near_left = (
+                conn.scalar(
+                    select(func.count(func.distinct(I.id)))
+                    .select_from(D)
+                    .join(I, I.id == D.inspection_id)
+                    .join(S, S.id == I.station_id)
+                    .where(I.verdict == "PASS", D.failed.is_(False), near_cond, _unreviewed_part(), *where)
+                )
+                or 0
+            )
+        latest = _latest_ids()
+        labels: dict[str, int] = {
+            r.label: r.n
+            for r in conn.execute(
+                select(Review.label, func.count().label("n"))
+                .join(latest, latest.c.id == Review.id)
+                .join(I, I.id == Review.inspection_id)
+                .join(S, S.id == I.station_id)
+                .where(*where)
+                .group_by(Review.label)
+            )
+        }
+        total = conn.scalar(
+            select(func.count())
+            .select_from(Review)
+            .join(I, I.id == Review.inspection_id)
+            .join(S, S.id == I.station_id)
+            .where(*where)
+        )
+    return ReviewCounts(int(findings_left or 0), int(near_left), {k: labels.get(k, 0) for k in LABELS}, int(total or 0))
+
+
+# ---------------------------------------------------------------------------- stats
+
+
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float] | None:
+    """Wilson score interval of the proportion ``k / n`` (95 % by default); ``None`` for n = 0.
+    (Checked against ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")`` in the tests.)"""
+    if n <= 0:
+        return None
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReviewStat:
+    """How well the machine did on the reviewed parts, for one station, step and kind."""
+
+    station: str
+    step: str
+    kind: str
+    reviewed: int
+    """Reviewed parts counted for this (step, kind): tp + fp + fn + tn."""
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+    @property
+    def precision(self) -> float | None:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else None
+
+    @property
+    def precision_ci(self) -> tuple[float, float] | None:
+        return wilson(self.tp, self.tp + self.fp)
+
+    @property
+    def recall(self) -> float | None:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else None
+
+    @property
+    def recall_ci(self) -> tuple[float, float] | None:
+        return wilson(self.tp, self.tp + self.fn)
+
+    @property
+    def false_alarms_per_1000(self) -> float | None:
+        return 1000 * self.fp / self.reviewed if self.reviewed else None
+
+    @property
+    def false_alarms_per_1000_ci(self) -> tuple[float, float] | None:
+        ci = wilson(self.fp, self.reviewed)
+        return None if ci is None else (1000 * ci[0], 1000 * ci[1])
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for name in ("precision", "recall", "false_alarms_per_1000"):
+            d[name] = getattr(self, name)
+            ci = getattr(self, name + "_ci")
+            d[name + "_ci"] = list(ci) if ci else None
+        return d
+
+
+def review_stats(
+    engine: Engine,
+    *,
+    stations: Sequence[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[ReviewStat]:
+    """Precision, recall and false alarms per 1,000 parts per (station, step, kind), over the
+    parts reviewed in the window (by capture time); see the module's rules."""
+    where = _window(stations, since, until)
+    with engine.connect() as conn:
+        reviewed = select(Review.inspection_id).distinct().subquery()
+        parts = {
+            r.id: r
+            for r in conn.execute(
+                select(I.id, I.verdict, S.name.label("station"))
+                .join(S, S.id == I.station_id)
+                .join(reviewed, reviewed.c.inspection_id == I.id)
+                .where(*where)
+            )
+        }
+        findings: dict[int, list[Any]] = defaultdict(list)
+        ids = sorted(parts)
+        for i in range(0, len(ids), 500):
+            for d in conn.execute(
+                select(D.id, D.inspection_id, D.step, D.kind).where(
+                    D.inspection_id.in_(ids[i : i + 500]), D.failed.is_(True)
+                )
+            ):
+                findings[d.inspection_id].append(d)
+    states = current(engine, ids)
+    # The (step, kind) pairs each station is judged on: what its machine failed or its reviewers missed.
+    pairs: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for iid, ds in findings.items():
+        for d in ds:
+            pairs[parts[iid].station].add((d.step, d.kind))
+    for (iid, did), st in states.items():
+        if did is None and st.label == "missed" and iid in parts and st.kind:
+            pairs[parts[iid].station].add((st.step or "", st.kind))
+    tally: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for iid, p in parts.items():
+        whole = states.get((iid, None))
+        part_label = whole.label if whole else None
+        missed = (whole.step or "", whole.kind) if whole and part_label == "missed" else None
+        for step, kind in pairs[p.station]:
+            cell = tally[(p.station, step, kind)]
+            mine = [d for d in findings.get(iid, []) if d.step == step and d.kind == kind]
+            if missed == (step, kind):
+                cell[0 if mine else 2] += 1  # a missed defect of this kind: the part is defective
+                continue
+            if mine:
+                said = []
+                for d in mine:
+                    own = states.get((iid, d.id))
+                    lab = own.label if own else ("false_alarm" if part_label == "false_alarm" else None)
+                    if lab is None and part_label == "confirmed" and p.verdict == "FAIL":
+                        lab = "confirmed"
+                    said.append(lab)
+                if "confirmed" in said:
+                    cell[0] += 1
+                elif said and all(s == "false_alarm" for s in said):
+                    cell[1] += 1
+            elif part_label in ("confirmed", "false_alarm", "missed"):
+                cell[3] += 1
+    out = [
+        ReviewStat(station, step, kind, sum(c), c[0], c[1], c[2], c[3])
+        for (station, step, kind), c in sorted(tally.items())
+        if sum(c)
+    ]
+    return out
