@@ -104,6 +104,8 @@ class Handshake(LineControl):
         self._last_counter: int | None = None
         self._closing = False
         self._state: LineState | None = None
+        self._frame_to_committed_s = 0.0
+        """Recent frame -> committed (a moving average), the time a part captured now needs."""
         self._due: list[tuple[float, int, str]] = []
         """Heap of (when, seq, "deadline" | "ack"): what the line thread wakes for."""
         self._defaults: dict[int, tuple[threading.Event, float]] = {}
@@ -235,7 +237,7 @@ class Handshake(LineControl):
                     if not self._to_capture:
                         self._lock.wait(0.1)
                         continue
-                    seq = self._to_capture.popleft()  # taken: a default now no longer drops it
+                    seq = self._next_to_capture()  # taken: a default now no longer drops it
                 frame, ahead = ahead, None
                 if isinstance(frame, Frame):
                     frame = dataclasses.replace(frame, captured_at=datetime.now(UTC))
@@ -244,6 +246,21 @@ class Handshake(LineControl):
             close = getattr(frames, "close", None)
             if close is not None:
                 close()
+
+    def _next_to_capture(self) -> int:
+        """The oldest waiting trigger that can still make its deadline (under ``_lock``). One
+        that cannot (less time left than the station's recent frame -> committed) is left to its
+        default while a later one waits: serving it would make every later part late too."""
+        now = time.monotonic()
+        while len(self._to_capture) > 1:
+            p = self._parts[self._to_capture[0]]
+            if p.trigger.at_monotonic + p.trigger.deadline_s - now >= self._frame_to_committed_s:
+                break
+            self._to_capture.popleft()
+            self._by_trigger.pop(p.trigger, None)
+            p.rejected = True
+            self.stats["not_captured"] += 1
+        return self._to_capture.popleft()
 
     def _captured(self, seq: int, frame: Frame) -> Frame:
         mono = time.monotonic()
@@ -453,6 +470,8 @@ class Handshake(LineControl):
             rec.defect_code = self.spec.defect_codes.get(failing[0].kind, 0) if failing else 0
             p.verdict = ins.verdict
             if p.frame_mono is not None:
+                # Frame -> committed, smoothed: what a trigger taken now still needs (see _next_to_capture).
+                self._frame_to_committed_s += 0.2 * (committed_mono - p.frame_mono - self._frame_to_committed_s)
                 rec.trigger_to_frame_ms = (p.frame_mono - p.trigger.at_monotonic) * 1000
                 if ins.latency_ms is not None:
                     rec.frame_to_verdict_ms = ins.latency_ms
