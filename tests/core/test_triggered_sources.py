@@ -375,6 +375,19 @@ def test_an_image_that_comes_after_its_trigger_timed_out_is_not_the_next_parts()
     assert entry is not None and entry.trigger is second
 
 
+def test_a_frame_claimed_by_a_camera_thread_that_died_does_not_hold_up_the_line():
+    pending = PendingTriggers(prefix="p", timeout_s=0.1, meta={})
+    first, second = (Trigger(i, datetime.now(UTC), time.monotonic(), 1.0) for i in (1, 2))
+    pending.add(first)
+    pending.add(second)
+    assert pending.claim(time.monotonic()) is not None  # claimed for `first`, never answered
+    t0 = time.monotonic()
+    got = [pending.next_frame(lambda t: f"no frame for trigger {t.counter}") for _ in range(2)]
+    assert [f.trigger for f in got if f is not None] == [first, second]
+    assert all(f is not None and f.error is not None for f in got)
+    assert time.monotonic() - t0 < 3.0  # the grab timeout plus the grace, not for ever
+
+
 def test_exposure_ordinal_follows_block_ids_through_a_gap_and_the_gige_wrap():
     from inspector_sources.pylon import exposure_ordinal
 

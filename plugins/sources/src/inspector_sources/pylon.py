@@ -427,11 +427,16 @@ class PylonSource(FrameSource):
             return
         pixel_type = result.GetPixelType()
         mono = self.config.gray or pylon.IsMonoImage(pixel_type)
-        if pixel_type == (pylon.PixelType_Mono8 if mono else pylon.PixelType_BGR8packed):
-            image = result.GetArray().copy()  # the grab buffer goes back to the camera
-        else:
-            converter.OutputPixelFormat = pylon.PixelType_Mono8 if mono else pylon.PixelType_BGR8packed
-            image = converter.Convert(result).GetArray()
+        try:
+            if pixel_type == (pylon.PixelType_Mono8 if mono else pylon.PixelType_BGR8packed):
+                image = result.GetArray().copy()  # the grab buffer goes back to the camera
+            else:
+                converter.OutputPixelFormat = pylon.PixelType_Mono8 if mono else pylon.PixelType_BGR8packed
+                image = converter.Convert(result).GetArray()
+        except Exception as exc:
+            if entry is not None:  # this part is ERROR now, not after the grab timeout
+                self.pending.fail(entry.trigger, f"{self.label}: the image could not be converted: {_reason(exc)}")
+            raise
         if entry is None:
             if self.config.hardware:
                 with self._early_lock:

@@ -34,6 +34,10 @@ __all__ = ["PendingTriggers", "TriggeredCameraConfig", "TriggeredCameraSource", 
 log = logging.getLogger(__name__)
 
 
+CLAIM_GRACE_S = 1.0
+"""How much longer than the grab timeout a trigger whose frame is being read may wait."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -197,10 +201,13 @@ class PendingTriggers:
                         self._queue.popleft()
                         return head.frame
                     left = head.trigger.at_monotonic + self.timeout_s - time.monotonic()
-                    if self._closed and not head.claimed:
+                    # A claimed trigger's frame is being read; it waits CLAIM_GRACE_S longer, so
+                    # that a camera thread that died holding the claim cannot hold up every part.
+                    stuck = left <= -CLAIM_GRACE_S
+                    if self._closed and (not head.claimed or stuck):
                         self._queue.popleft()
                         return self.error_frame(head.trigger, "the source stopped before this trigger's frame came")
-                    if left <= 0 and not head.claimed:
+                    if left <= 0 and (not head.claimed or stuck):
                         self._queue.popleft()
                         return self.error_frame(head.trigger, timeout_why(head.trigger))
                     self._cond.wait(max(left, 0.005) if not head.claimed else 0.005)
@@ -375,7 +382,11 @@ class TriggeredCameraSource(FrameSource):
                 entry = self.pending.claim(arrived, after_s=c.settle_ms / 1000)
                 if entry is None:
                     continue
-                self._retrieve(cap, entry, arrived, seq)
+                try:
+                    self._retrieve(cap, entry, arrived, seq)
+                except Exception:
+                    self.pending.fail(entry.trigger, f"camera {device!r}: reading the frame failed")
+                    raise
         finally:
             if cap is not None:
                 cap.release()
