@@ -11,15 +11,14 @@ or writing ``ResultValid = false``. ``docs/line-opcua.md`` has the address space
 
 Threads: asyncua runs in its own thread with its own asyncio loop (``inspector-opcua``). The
 host calls :meth:`OpcUaLink.publish` and :meth:`OpcUaLink.set_state` from its line thread; they
-hand the work to the loop (``asyncio.run_coroutine_threadsafe``) and return without waiting, so
-a slow or stuck client never holds up the line. Writes keep their order (one loop, FIFO).
+queue the work for the loop (``loop.call_soon_threadsafe``, one worker task) and return without
+waiting, so a slow or stuck client never holds up the line. Writes keep their order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import ipaddress
 import logging
@@ -132,6 +131,7 @@ class OpcUaLink(PlcLink):
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._stop: asyncio.Event | None = None
+        self._jobs_queue: asyncio.Queue[tuple[Any, tuple[Any, ...]]] | None = None
         self._server: Any = None
         self._nodes: Any = None
         self._events: list[Any] = []
@@ -183,14 +183,14 @@ class OpcUaLink(PlcLink):
             ) from self._error
 
     def set_state(self, state: LineState) -> None:
-        self._submit(self._apply_state(state))
+        self._submit(self._apply_state, state)
 
     def publish(self, result: LineResult) -> None:
-        self._submit(self._apply_result(result))
+        self._submit(self._apply_result, result)
 
     def heartbeat(self) -> None:
         """Called by the line thread every 0.5 s: ``Heartbeat`` counts up while the station lives."""
-        self._submit(self._beat())
+        self._submit(self._beat)
 
     def close(self) -> None:
         loop, stop = self._loop, self._stop
@@ -202,13 +202,29 @@ class OpcUaLink(PlcLink):
             if self._thread.is_alive():
                 log.warning("the OPC UA server thread did not stop within 10 s")
 
-    def _submit(self, coro: Any) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed() or self._stop is None or self._stop.is_set():
-            coro.close()
+    def _submit(self, job: Any, *args: Any) -> None:
+        """Queue ``job(*args)`` (a coroutine function) for the server's loop; one worker runs the
+        jobs in order. The caller's thread only does a ``call_soon_threadsafe``: it shares no lock
+        with the loop (``run_coroutine_threadsafe``'s future does, which showed in publish()'s tail)."""
+        loop, jobs = self._loop, self._jobs_queue
+        if loop is None or jobs is None or loop.is_closed() or self._stop is None or self._stop.is_set():
             raise RuntimeError("the OPC UA link is not serving (not started, or closed)")
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-        future.add_done_callback(_log_failure)
+        try:
+            loop.call_soon_threadsafe(jobs.put_nowait, (job, args))
+        except RuntimeError:  # the loop closed in between
+            raise RuntimeError("the OPC UA link is not serving (closed)") from None
+
+    async def _work(self) -> None:
+        """Run the queued jobs one after another: a result's writes never interleave with the next's."""
+        assert self._jobs_queue is not None
+        while True:
+            job, args = await self._jobs_queue.get()
+            try:
+                await job(*args)
+            except Exception:  # logged; the next result must still be served
+                log.exception("OPC UA link: %s", getattr(job, "__name__", job))
+            finally:
+                self._jobs_queue.task_done()
 
     # ------------------------------------------------------------------ the server's loop
 
@@ -301,6 +317,8 @@ class OpcUaLink(PlcLink):
             "total": t3 - t0,
         }
         self._stop = asyncio.Event()
+        self._jobs_queue = asyncio.Queue()
+        worker = asyncio.create_task(self._work())
         self._loop = asyncio.get_running_loop()
         self._ready.set()
         watcher = asyncio.create_task(self._watch_connections())
@@ -308,6 +326,11 @@ class OpcUaLink(PlcLink):
             await self._stop.wait()
         finally:
             watcher.cancel()
+            try:  # what the host published before close() is still written
+                await asyncio.wait_for(self._jobs_queue.join(), timeout=5)
+            except TimeoutError:
+                log.warning("the OPC UA link closed with %d writes not done", self._jobs_queue.qsize())
+            worker.cancel()
             await self._set_state_nodes("HALTED")
             await server.stop()
             shelf = getattr(server.iserver.aspace._nodes, "source", None)  # a cached address space's file
@@ -518,8 +541,3 @@ def _peer(peer_name: Any) -> str:
     if isinstance(peer_name, tuple) and len(peer_name) >= 2:
         return f"{peer_name[0]}:{peer_name[1]}"
     return str(peer_name)
-
-
-def _log_failure(future: concurrent.futures.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("OPC UA link: %s", future.exception(), exc_info=future.exception())
