@@ -27,12 +27,13 @@ What it measures, and how:
 - ``--isolated STEP`` (repeatable): runs those steps with ``isolation: process`` and prints the
   in-thread vs isolated CPU/latency of the same steps, measured in the same run.
 
-    python bench/line_rate.py [--parts 200] [--paced 200] [--load 0.8] [--workers N]
+    python bench/line_rate.py [--parts 200] [--paced 200] [--load 0.8 ...] [--sequential] [--isolated STEP] [--workers N]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -225,8 +226,9 @@ class Probe:
 def run_station(
     directory: Path, steps: list[dict[str, Any]], count: int, interval_ms: float, warm: int, workers: int | None
 ) -> tuple[Probe, dict[str, Any]]:
-    from inspector_core.plugins import load
+    from inspector_core.plugins import load as load_plugins
     from inspector_core.runtime.config import load_station
+    from inspector_core.runtime.pipeline import default_workers
     from inspector_core.runtime.station import StationRuntime
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -246,7 +248,7 @@ def run_station(
         cfg["workers"] = workers
     path = directory / "station.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    registry = load(extra=[("bench", BenchPlugin)])
+    registry = load_plugins(extra=[("bench", BenchPlugin)])
     station = load_station(path, registry)
     probe = Probe(warm, count)
 
@@ -290,6 +292,7 @@ def run_station(
         ],
         "names": [s.name for s in station.steps],
         "peak_rss": peak,
+        "workers": station.spec.workers or default_workers(),
         "worker_rss": probe.worker_rss,
         "verdicts": {v: sum(1 for r in rows if r[1] == v) for v in {r[1] for r in rows}},
         "latency": [r[2] for r in rows if r[0] >= warm and r[2] is not None],
@@ -356,6 +359,7 @@ def report(title: str, r: dict[str, Any]) -> None:
         print(f"  {name:<14} {cpu:6.1f}{extra}   step latency p50 {pct(lat, 0.5):6.1f} ms p99 {pct(lat, 0.99):6.1f} ms")
     total = sum(r["threads"].values())
     cores = os.cpu_count() or 1
+    workers = min(cores, r["workers"])
     lane = max(cpu + worker for cpu, worker in r["steps"])
     print(
         f"cores this station got: {total * r['parts_s'] / 1000:.2f} of {cores} (CPU per part x parts/s; "
@@ -363,7 +367,7 @@ def report(title: str, r: dict[str, Any]) -> None:
     )
     print(
         f"derived, not measured: CPU-bound rate if the {cores} cores were the station's alone: "
-        f"{min(cores * 1000 / total, 1000 / lane):.1f} parts/s (min of {cores} x 1000 / {total:.0f} ms and "
+        f"{min(workers * 1000 / total, 1000 / lane):.1f} parts/s (min of {workers} x 1000 / {total:.0f} ms and "
         f"1000 / {lane:.0f} ms, the slowest step, which runs one part at a time)"
     )
     print(f"CPU ms per part by thread (utime + stime; total {total:.1f}):")
@@ -377,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", type=int, default=200, help="timed parts of the throughput run")
     ap.add_argument("--paced", type=int, default=200, help="timed parts of the paced (latency) run; 0: none")
     ap.add_argument("--warm", type=int, default=10, help="parts left out at the start of each run")
-    ap.add_argument("--load", type=float, default=0.8, help="paced rate as a share of the measured capacity")
+    ap.add_argument(
+        "--load", type=float, action="append", help="paced rate as a share of the measured capacity (repeatable; 0.8)"
+    )
     ap.add_argument("--workers", type=int, default=None, help="the station's workers (default: its own)")
     ap.add_argument("--anomaly-threads", type=int, default=None, help="the anomaly step's threads (default: its own)")
     ap.add_argument(
@@ -385,70 +391,77 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--isolated", action="append", default=[], help="also run with this step isolated")
     ap.add_argument("--prepare-only", action="store_true", help="train / render the cached inputs and stop")
+    ap.add_argument("--phase", help=argparse.SUPPRESS)  # one run, in the process the bench starts for it
     args = ap.parse_args(argv)
+    if args.phase:
+        return run_phase(json.loads(args.phase))
     reference = prepare_reference()
     model = prepare_model()
     if args.prepare_only:
         return 0
-    truths = ["good"] * 8 + ["scratch", "dent", "misalignment", "good"]
-    FRAMES[:] = [(t, frame(202, i, t)) for i, t in enumerate(truths)]
     from inspector_core.runtime.pipeline import default_workers
 
     print(f"# line rate: {FRAME[0]}x{FRAME[1]} mono, misalignment + scratch + dent + anomaly (PatchCore defaults)")
     print(
         f"# cores {os.cpu_count()}, workers {args.workers or default_workers()}, anomaly threads "
-        f"{args.anomaly_threads or 'default'}, python {sys.version.split()[0]}"
+        f"{args.anomaly_threads or 'default'}, python {sys.version.split()[0]}; each run in a process of its own"
     )
-    print(f"load average before: {load()}")
-    runs = CACHE / "runs"
-    _, thr = run_station(
-        runs / "throughput",
-        station_steps(model, reference, set(), args.anomaly_threads),
-        args.warm + args.parts,
-        0,
-        args.warm,
-        args.workers,
+    print(f"load average before: {load()}", flush=True)
+    common = {"model": str(model), "reference": str(reference), "warm": args.warm, "threads": args.anomaly_threads}
+    thr = phase(
+        {
+            **common,
+            "name": "throughput",
+            "title": "throughput (frames as fast as the station takes them)",
+            "isolated": [],
+            "count": args.warm + args.parts,
+            "interval_ms": 0,
+            "workers": args.workers,
+        }
     )
-    report("throughput (frames as fast as the station takes them)", thr)
     if args.sequential:
-        _, seq = run_station(
-            runs / "sequential",
-            station_steps(model, reference, set(), args.anomaly_threads),
-            args.warm + args.parts,
-            0,
-            args.warm,
-            1,
+        seq = phase(
+            {
+                **common,
+                "name": "sequential",
+                "title": "throughput with workers: 1 (one detector call at a time, as before the overlap)",
+                "isolated": [],
+                "count": args.warm + args.parts,
+                "interval_ms": 0,
+                "workers": 1,
+            }
         )
-        report("throughput with workers: 1 (one detector call at a time, as before the overlap)", seq)
         print(
             f"\noverlap: {thr['parts_s']:.2f} vs {seq['parts_s']:.2f} parts/s with workers 1 "
-            f"(ratio {thr['parts_s'] / seq['parts_s']:.2f}); cores got "
-            f"{sum(thr['threads'].values()) * thr['parts_s'] / 1000:.2f} vs "
-            f"{sum(seq['threads'].values()) * seq['parts_s'] / 1000:.2f}; peak RSS {thr['peak_rss']:.0f} vs "
-            f"{seq['peak_rss']:.0f} MB"
+            f"(ratio {thr['parts_s'] / seq['parts_s']:.2f}); cores got {cores_got(thr):.2f} vs {cores_got(seq):.2f}; "
+            f"peak RSS {thr['peak_rss']:.0f} vs {seq['peak_rss']:.0f} MB"
         )
-    if args.paced:
-        rate = args.load * thr["parts_s"]
-        _, paced = run_station(
-            runs / "paced",
-            station_steps(model, reference, set(), args.anomaly_threads),
-            args.warm + args.paced,
-            1000 / rate,
-            args.warm,
-            args.workers,
+    for share in (args.load or [0.8]) if args.paced else []:
+        rate = share * thr["parts_s"]
+        phase(
+            {
+                **common,
+                "name": f"paced-{share:g}",
+                "title": f"paced at {share:.0%} of the throughput run's rate ({rate:.2f} parts/s)",
+                "isolated": [],
+                "count": args.warm + args.paced,
+                "interval_ms": 1000 / rate,
+                "workers": args.workers,
+            }
         )
-        report(f"paced at {args.load:.0%} of that capacity ({rate:.2f} parts/s)", paced)
     if args.isolated:
-        _, iso = run_station(
-            runs / "isolated",
-            station_steps(model, reference, set(args.isolated), args.anomaly_threads),
-            args.warm + args.parts,
-            0,
-            args.warm,
-            args.workers,
+        iso = phase(
+            {
+                **common,
+                "name": "isolated",
+                "title": f"throughput with {', '.join(args.isolated)} isolated",
+                "isolated": args.isolated,
+                "count": args.warm + args.parts,
+                "interval_ms": 0,
+                "workers": args.workers,
+            }
         )
-        report(f"throughput with {', '.join(args.isolated)} isolated (isolation: process)", iso)
-        print("\n## isolation overhead per part (same frames, this run; CPU includes the worker's)")
+        print("\n## isolation overhead per part (same frames, runs of this bench; CPU includes the worker's)")
         for i, name in enumerate(thr["names"]):
             if name in args.isolated:
                 a, b = thr["steps"][i], iso["steps"][i]
@@ -458,9 +471,34 @@ def main(argv: list[str] | None = None) -> int:
                     f"step latency p50 {la:.1f} -> {lb:.1f} ms ({lb - la:+.1f} ms); parts/s "
                     f"{thr['parts_s']:.2f} -> {iso['parts_s']:.2f}"
                 )
-    print(f"\nRSS now {vm('VmRSS'):.0f} MB (the {len(FRAMES)} frames: {sum(f.nbytes for _, f in FRAMES) >> 20} MB)")
-    print(f"torch imported: {'torch' in sys.modules}")
+    print(f"\ntorch imported (this process): {'torch' in sys.modules}")
     print(f"load average after: {load()}")
+    return 0
+
+
+def cores_got(r: dict[str, Any]) -> float:
+    return float(sum(r["threads"].values()) * r["parts_s"] / 1000)
+
+
+def phase(spec: dict[str, Any]) -> dict[str, Any]:
+    """One run in a fresh process (its peak RSS is its own); its result back as JSON."""
+    out = CACHE / "runs" / spec["name"] / "result.json"
+    out.unlink(missing_ok=True)
+    subprocess.run([sys.executable, __file__, "--phase", json.dumps(spec)], check=True)
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def run_phase(spec: dict[str, Any]) -> int:
+    truths = ["good"] * 8 + ["scratch", "dent", "misalignment", "good"]
+    FRAMES[:] = [(t, frame(202, i, t)) for i, t in enumerate(truths)]
+    steps = station_steps(Path(spec["model"]), Path(spec["reference"]), set(spec["isolated"]), spec["threads"])
+    directory = CACHE / "runs" / spec["name"]
+    _, r = run_station(directory, steps, spec["count"], spec["interval_ms"], spec["warm"], spec["workers"])
+    report(spec["title"], r)
+    print(f"the {len(FRAMES)} frames in memory: {sum(f.nbytes for _, f in FRAMES) >> 20} MB (in the peak RSS)")
+    print(f"torch imported: {'torch' in sys.modules}", flush=True)
+    (directory / "result.json").write_text(json.dumps(r))
     return 0
 
 
