@@ -129,6 +129,7 @@ class OpcUaLink(PlcLink):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._abandoned = False
         self._error: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self._jobs_queue: asyncio.Queue[tuple[Any, tuple[Any, ...]]] | None = None
@@ -169,6 +170,7 @@ class OpcUaLink(PlcLink):
         self._thread.start()
         where = f"{self.cfg.host}:{self.cfg.port}"
         if not self._ready.wait(self.cfg.start_timeout_s):
+            self._abandoned = True  # the server stops as soon as it is up
             raise RuntimeError(
                 f"the OPC UA server on {where} did not start within {self.cfg.start_timeout_s:g} s "
                 "(line.config.start_timeout_s); the machine may be overloaded"
@@ -203,9 +205,8 @@ class OpcUaLink(PlcLink):
                 log.warning("the OPC UA server thread did not stop within 10 s")
 
     def _submit(self, job: Any, *args: Any) -> None:
-        """Queue ``job(*args)`` (a coroutine function) for the server's loop; one worker runs the
-        jobs in order. The caller's thread only does a ``call_soon_threadsafe``: it shares no lock
-        with the loop (``run_coroutine_threadsafe``'s future does, which showed in publish()'s tail)."""
+        """Queue ``job(*args)`` (a coroutine function) for the server's loop, where one worker runs
+        the jobs in order. The caller's thread only does a ``call_soon_threadsafe``."""
         loop, jobs = self._loop, self._jobs_queue
         if loop is None or jobs is None or loop.is_closed() or self._stop is None or self._stop.is_set():
             raise RuntimeError("the OPC UA link is not serving (not started, or closed)")
@@ -317,6 +318,8 @@ class OpcUaLink(PlcLink):
             "total": t3 - t0,
         }
         self._stop = asyncio.Event()
+        if self._abandoned:  # start() gave up waiting: nobody will close this server
+            self._stop.set()
         self._jobs_queue = asyncio.Queue()
         worker = asyncio.create_task(self._work())
         self._loop = asyncio.get_running_loop()
