@@ -105,7 +105,7 @@ def test_tolerance_bound_matches_the_tables_and_never_fails_a_known_good_score()
     assert tolerance_factor(5, 0.999, 0.95) > tolerance_factor(200, 0.999, 0.95) > 3.09  # few scores: wider
     scores = np.array([1.0, 1.1, 0.9, 1.05, 0.95, 1.02, 0.98, 1.01])
     k = tolerance_factor(len(scores), 0.999, 0.95)
-    assert tail_threshold(scores) == pytest.approx(scores.mean() + k * scores.std(ddof=1))
+    assert tail_threshold(scores, 0.999, 0.95) == pytest.approx(scores.mean() + k * scores.std(ddof=1))
     outlier = np.array([1.0, 1.0, 1.01, 1.0, 5.0])
     assert tail_threshold(outlier, 0.6, 0.5) == 5.0  # never below the largest good score
     with pytest.raises(ValueError, match="at least 3"):

@@ -53,7 +53,7 @@ def tolerance_factor(n: int, coverage: float, confidence: float) -> float:
     return float((zp + (zp * zp - a * b) ** 0.5) / a)
 
 
-def tail_threshold(scores: ArrayLike, coverage: float = 0.999, confidence: float = 0.95) -> float:
+def tail_threshold(scores: ArrayLike, coverage: float = 0.99999, confidence: float = 0.95) -> float:
     """Upper tolerance bound of good scores (``mean + k x sd``, :func:`tolerance_factor`): a
     normal fit's ``coverage`` quantile, estimated with ``confidence`` from however few scores
     there are; never below the largest good score (no known good part fails)."""
