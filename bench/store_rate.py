@@ -17,7 +17,8 @@ database migrated to the newest schema, so both start empty with the same indexe
 SQLite: WAL, ``synchronous=FULL`` (the store's setting), a file in a temporary folder.
 PostgreSQL: a new database named ``inspector_bench_<hex>`` on 127.0.0.1:5432, dropped after.
 Also printed: how long after ``committed_at`` the commit returned (the part of the committed
-latency that ``commit_latency_ms`` does not see), and ``os.getloadavg()`` beside every figure.
+latency that ``commit_latency_ms`` does not see), at full rate and at a line's pace (200/s),
+with the recorded capture-to-committed p50/p99 then; and ``os.getloadavg()`` beside every figure.
 """
 
 from __future__ import annotations
@@ -135,6 +136,54 @@ def recorder_rate(url: str, n: int) -> tuple[float, float, list[float]]:
     assert len(done) == n and rec.committed == n, (len(done), rec.committed)
     store.close()
     return n / dt, cpu / n * 1e6, gaps
+
+
+def write_rate(url: str, n: int) -> tuple[float, float]:
+    """Inspections/s of ``Store.write`` alone, from one thread, 500 per call (the writer's work
+    without the recorder's queue and threads), and CPU us per inspection."""
+    store = Store(url)
+    run = _run("write")
+    store.ensure_run(run)
+    recs = records(n, run.uid, run.station)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in range(0, n, GROUP):
+        store.write(recs[i : i + GROUP])
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    store.close()
+    return n / dt, cpu / n * 1e6
+
+
+def paced(url: str, rate: float, seconds: float) -> tuple[list[float], list[float]]:
+    """Verdicts submitted at a line's pace (``rate``/s, each stamped when submitted): the gaps (ms)
+    from each batch's committed_at to its commit returning, and each verdict's capture-to-committed
+    latency as the store recorded it."""
+    store = Store(url)
+    run = _run("paced")
+    n = int(rate * seconds)
+    recs = records(n, run.uid, run.station)
+    gaps: list[float] = []
+
+    def committed(batch: list[InspectionRecord]) -> None:
+        now = utcnow()
+        if batch[-1].committed_at is not None:
+            gaps.append((now - batch[-1].committed_at).total_seconds() * 1000)
+
+    rec = Recorder(store, run=run, on_committed=committed)
+    rec.start()
+    t0 = time.perf_counter()
+    for i, r in enumerate(recs):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        r.captured_at = utcnow()
+        r.decided_at = r.captured_at
+        r.latency_ms = 0.0
+        rec.submit(r)
+    assert rec.close(60, parts_seen=n), rec.close_problem
+    with store.engine.connect() as c:
+        lat = [x for (x,) in c.exec_driver_sql("SELECT commit_latency_ms FROM inspections").all()]
+    store.close()
+    return gaps, lat
 
 
 def _rows(recs: list[InspectionRecord], sid: int, rid: int, sqlite: bool) -> list[tuple[list[tuple[Any, ...]], ...]]:
@@ -257,10 +306,11 @@ def _load() -> str:
 def measure(backend: str, n: int, rounds: int, goal: float) -> dict[str, Any]:
     rates: list[float] = []
     raws: list[float] = []
-    cpus: dict[str, list[float]] = {"raw": [], "recorder": []}
+    writes: list[float] = []
+    cpus: dict[str, list[float]] = {"raw": [], "recorder": [], "write": []}
     gaps: list[float] = []
     for k in range(rounds):
-        for what in ("raw", "recorder") if k % 2 == 0 else ("recorder", "raw"):
+        for what in ("raw", "recorder", "write") if k % 2 == 0 else ("write", "recorder", "raw"):
             with tempfile.TemporaryDirectory() as d:
                 name = None
                 if backend == "sqlite":
@@ -271,6 +321,9 @@ def measure(backend: str, n: int, rounds: int, goal: float) -> dict[str, Any]:
                     if what == "raw":
                         r, cpu = raw_rate(url, n)
                         raws.append(r)
+                    elif what == "write":
+                        r, cpu = write_rate(url, n)
+                        writes.append(r)
                     else:
                         r, cpu, g = recorder_rate(url, n)
                         rates.append(r)
@@ -293,12 +346,45 @@ def measure(backend: str, n: int, rounds: int, goal: float) -> dict[str, Any]:
         flush=True,
     )
     cpu_raw, cpu_rec = statistics.median(cpus["raw"]), statistics.median(cpus["recorder"])
+    cpu_write = statistics.median(cpus["write"])
+    wratios = [a / b for a, b in zip(writes, raws, strict=True)]
     print(
-        f"{backend}: CPU of this process per inspection: recorder {cpu_rec:.1f} us, raw {cpu_raw:.1f} us "
-        f"(ratio {cpu_rec / cpu_raw:.2f}; less disturbed by other load than wall time)",
+        f"{backend}: Store.write alone (one thread, 500 per call) {statistics.median(writes):,.0f}/s: ratio to raw "
+        f"{statistics.median(wratios):.2f} (per round {', '.join(f'{x:.2f}' for x in wratios)})",
         flush=True,
     )
-    return {"rate": rate, "raw": raw, "ratio": statistics.median(ratios), "cpu_us": cpu_rec, "raw_cpu_us": cpu_raw}
+    print(
+        f"{backend}: CPU of this process per inspection: recorder {cpu_rec:.1f} us, Store.write {cpu_write:.1f} us, "
+        f"raw {cpu_raw:.1f} us (recorder/raw {cpu_rec / cpu_raw:.2f}; less disturbed by other load than wall time)",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as d:
+        name = None
+        if backend == "sqlite":
+            url = f"sqlite:///{d}/paced.db"
+        else:
+            name, url = _pg_db()
+        try:
+            pgaps, plat = paced(url, 200, 3)
+        finally:
+            if name is not None:
+                _pg_drop(name)
+    plat.sort()
+    print(
+        f"{backend}: at a line's pace (200 verdicts/s for 3 s, verdict = capture): commit returned "
+        f"{statistics.median(pgaps):.1f} ms (median; max {max(pgaps):.1f}) after committed_at over {len(pgaps)} "
+        f"commits; commit_latency_ms p50 {plat[len(plat) // 2]:.1f} ms, "
+        f"p99 {plat[(len(plat) * 99 + 99) // 100 - 1]:.1f} ms  ({_load()})",
+        flush=True,
+    )
+    return {
+        "rate": rate,
+        "raw": raw,
+        "ratio": statistics.median(ratios),
+        "write": statistics.median(writes),
+        "cpu_us": cpu_rec,
+        "raw_cpu_us": cpu_raw,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

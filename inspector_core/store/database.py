@@ -532,12 +532,14 @@ class Store:
                 )
         return found
 
-    def write(self, records: Sequence[InspectionRecord], *, timeout_s: float | None = None) -> int:
+    def write(self, records: Sequence[InspectionRecord], *, timeout_s: float | None = None, fresh: bool = False) -> int:
         """Write ``records`` in one transaction; records whose ``uid`` is already stored are
         skipped (a spool drained twice). A record without database ids names its run by
         ``run_uid`` (recorded before, :meth:`ensure_run`) and its station by ``station``; the ids
         are looked up and set on the record, and a station name that is not the run's is refused.
-        Returns how many were new."""
+        ``fresh=True`` (the writer's first attempt at verdicts it has just been given, whose uids
+        no earlier transaction can have committed) skips the probe for stored uids; a uid that is
+        stored all the same is refused by its unique index. Returns how many were new."""
         if not records:
             return 0
         with self.transaction(timeout_s=timeout_s, write=True) as conn:
@@ -559,11 +561,13 @@ class Store:
                         )
                     r.station_id, r.run_id = sid, rid
             uids = [r.uid for r in records]
-            if conn.dialect.name == "postgresql":  # one array parameter: no 500 placeholders to convert
-                match = schema.Inspection.uid == any_(literal(uids, ARRAY(String)))
-            else:
-                match = schema.Inspection.uid.in_(uids)
-            present = set(conn.scalars(select(schema.Inspection.uid).where(match)))
+            present: set[str] = set()
+            if not fresh:
+                if conn.dialect.name == "postgresql":  # one array parameter: no 500 placeholders to convert
+                    match = schema.Inspection.uid == any_(literal(uids, ARRAY(String)))
+                else:
+                    match = schema.Inspection.uid.in_(uids)
+                present = set(conn.scalars(select(schema.Inspection.uid).where(match)))
             # A uid repeated inside the batch is written (and rolled up) once too: its first record.
             once: dict[str, InspectionRecord] = {}
             for r in records:
@@ -587,34 +591,15 @@ class Store:
             ts, js = _codec(conn.dialect.name)
             at = utcnow()
             at_db = ts(at)
-            ins, steps, defects, crops = [], [], [], []
+            ins: list[tuple[Any, ...]] = []
+            steps: list[tuple[Any, ...]] = []
+            defects: list[tuple[Any, ...]] = []
+            crops: list[tuple[Any, ...]] = []
+            add_step, add_defect, add_crop = steps.append, defects.append, crops.append
             k = 0
             for iid, r, f1 in zip(iids, new, first, strict=True):
-                decided = naive_utc(r.decided_at)
-                commit_ms = None if r.latency_ms is None else r.latency_ms + (at - decided).total_seconds() * 1000
-                ins.append(
-                    (
-                        iid,
-                        r.uid,
-                        r.station_id,
-                        r.run_id,
-                        r.seq,
-                        r.part_id,
-                        ts(naive_utc(r.captured_at)),
-                        ts(decided),
-                        r.verdict,
-                        r.latency_ms,
-                        r.error,
-                        r.error_step,
-                        sum(1 for d in r.defects if d.failed),
-                        js(r.source_meta),
-                        f1,
-                        at_db,
-                        commit_ms,
-                    )
-                )
                 for s in r.steps:
-                    steps.append(
+                    add_step(
                         (
                             iid,
                             s.step_index,
@@ -628,11 +613,13 @@ class Store:
                             s.error,
                         )
                     )
+                n_failed = 0
                 for d in r.defects:
                     did = dids[k]
                     k += 1
+                    n_failed += d.failed
                     x, y, w, h = d.box
-                    defects.append(
+                    add_defect(
                         (
                             did,
                             iid,
@@ -654,7 +641,34 @@ class Store:
                     )
                     c = d.crop
                     if c is not None:
-                        crops.append((did, iid, c.format, c.width, c.height, c.x, c.y, c.scale, c.data))
+                        add_crop((did, iid, c.format, c.width, c.height, c.x, c.y, c.scale, c.data))
+                captured, decided = r.captured_at, r.decided_at
+                if captured.tzinfo is not None:
+                    captured = naive_utc(captured)
+                if decided.tzinfo is not None:
+                    decided = naive_utc(decided)
+                lat = r.latency_ms
+                ins.append(
+                    (
+                        iid,
+                        r.uid,
+                        r.station_id,
+                        r.run_id,
+                        r.seq,
+                        r.part_id,
+                        ts(captured),
+                        ts(decided),
+                        r.verdict,
+                        lat,
+                        r.error,
+                        r.error_step,
+                        n_failed,
+                        js(r.source_meta),
+                        f1,
+                        at_db,
+                        None if lat is None else lat + (at - decided).total_seconds() * 1000,
+                    )
+                )
             _insert_rows(conn, _INSPECTION_COLUMNS, ins)
             _insert_rows(conn, _STEP_COLUMNS, steps)
             _insert_rows(conn, _DEFECT_COLUMNS, defects)
@@ -718,14 +732,15 @@ def _insert_rows(conn: Connection, spec: tuple[str, str], rows: list[tuple[Any, 
     if not rows:
         return
     table, columns = spec
-    names = columns.split()
     postgres = conn.dialect.name == "postgresql"
     if postgres and conn.dialect.driver != "psycopg":  # another driver: SQLAlchemy's own executemany
+        names = columns.split()
         conn.execute(insert(schema.Base.metadata.tables[table]), [dict(zip(names, r, strict=True)) for r in rows])
         return
     key = (conn.dialect.name, table)
     sql = _SQL.get(key)
     if sql is None:
+        names = columns.split()
         if postgres:
             sql = f"COPY {table} ({', '.join(names)}) FROM STDIN"
         else:

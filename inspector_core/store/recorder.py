@@ -301,7 +301,8 @@ class Recorder:
                 self._busy = True
                 self._cond.notify_all()
             try:
-                self._process(self._held + batch, events)
+                # Held verdicts were in a write that failed: it may have committed, so they are probed.
+                self._process(self._held + batch, events, fresh=not self._held)
                 self._held = []
             except Exception as exc:
                 self._held = self._held + batch
@@ -345,12 +346,12 @@ class Recorder:
         )
         self._blocked_since = None
 
-    def _process(self, batch: list[InspectionRecord], events: list[EventRecord]) -> None:
+    def _process(self, batch: list[InspectionRecord], events: list[EventRecord], *, fresh: bool = False) -> None:
         if self._down is not None and time.monotonic() >= self._next_try:
             self._try_again()
         if self._down is None:
             try:
-                self._write(batch)
+                self._write(batch, fresh=fresh)
                 batch = []
                 self._write_events(events)
                 return
@@ -414,9 +415,11 @@ class Recorder:
             self._ids[run.uid] = self.store.ensure_run(run, timeout_s=self.write_timeout_s)
         return self._ids[run.uid]
 
-    def _write(self, batch: list[InspectionRecord]) -> None:
+    def _write(self, batch: list[InspectionRecord], *, fresh: bool = False) -> None:
         """Commit ``batch``, or raise :class:`_Down`. A refused batch is retried record by record:
-        only the records the database refuses alone are set aside."""
+        only the records the database refuses alone are set aside. ``fresh``: the batch is on its
+        first write (the station's own verdicts, never spooled): the store skips its duplicate probe.
+        Retries (record by record, held, drained from the spool) are never fresh."""
         if not batch:
             return
         if self.run_id is not None and self.station_id is not None:
@@ -425,7 +428,7 @@ class Recorder:
                 if r.station_id is None and r.run_uid == self.run.uid and r.station in (None, self.run.station):
                     r.station_id, r.run_id = self.station_id, self.run_id
         try:
-            self.store.write(batch, timeout_s=self.write_timeout_s)
+            self.store.write(batch, timeout_s=self.write_timeout_s, fresh=fresh)
         except Exception as exc:
             if classify(exc) != "refused":
                 raise _Down(exc, batch) from exc

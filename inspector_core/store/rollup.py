@@ -48,6 +48,7 @@ class HourRollup:
 
     hours: dict[tuple[int, datetime, str], list[Any]] = dataclasses.field(default_factory=dict)
     latency: dict[tuple[int, datetime, str, int], int] = dataclasses.field(default_factory=lambda: defaultdict(int))
+    _last_hour: tuple[Any, Any] = (None, None)
 
     def _row(self, key: tuple[int, datetime, str]) -> list[Any]:
         row = self.hours.get(key)
@@ -64,7 +65,10 @@ class HourRollup:
         first: bool = False,
         first_passed: bool = False,
     ) -> None:
-        key = (station_id, hour_of(captured_at), verdict)
+        h = (captured_at.year, captured_at.month, captured_at.day, captured_at.hour)
+        if h != self._last_hour[0]:  # a batch's parts mostly share their hour: replace() once
+            self._last_hour = (h, hour_of(captured_at))
+        key = (station_id, self._last_hour[1], verdict)
         row = self._row(key)
         row[0] += 1
         row[1] += first
@@ -109,6 +113,9 @@ class HourRollup:
         ]
 
 
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
 def _upsert(
     conn: Connection,
     table: Table,
@@ -121,13 +128,17 @@ def _upsert(
     of ``minmax`` ``(column, "min"|"max")``; SQLite and PostgreSQL."""
     if not rows:
         return
-    ins = (sqlite_dialect.insert if conn.dialect.name == "sqlite" else pg_dialect.insert)(table)
-    ex = ins.excluded
-    sets: dict[str, Any] = {c: table.c[c] + ex[c] for c in add}
-    for c, how in minmax:
-        better = ex[c] < table.c[c] if how == "min" else ex[c] > table.c[c]
-        sets[c] = case((table.c[c].is_(None), ex[c]), (better, ex[c]), else_=table.c[c])
-    conn.execute(ins.on_conflict_do_update(index_elements=list(keys), set_=sets), rows)
+    key = (conn.dialect.name, table.name)
+    stmt = _UPSERTS.get(key)
+    if stmt is None:  # built once per dialect and table: building it costs more than running it
+        ins = (sqlite_dialect.insert if conn.dialect.name == "sqlite" else pg_dialect.insert)(table)
+        ex = ins.excluded
+        sets: dict[str, Any] = {c: table.c[c] + ex[c] for c in add}
+        for c, how in minmax:
+            better = ex[c] < table.c[c] if how == "min" else ex[c] > table.c[c]
+            sets[c] = case((table.c[c].is_(None), ex[c]), (better, ex[c]), else_=table.c[c])
+        stmt = _UPSERTS[key] = ins.on_conflict_do_update(index_elements=list(keys), set_=sets)
+    conn.execute(stmt, rows)
 
 
 def write_rollup(conn: Connection, rollup: HourRollup) -> None:

@@ -21,6 +21,7 @@ from inspector_core.store import (
     CropRecord,
     DefectRecord,
     InspectionRecord,
+    Recorder,
     RunRecord,
     StepRecord,
     Store,
@@ -276,3 +277,26 @@ def test_a_station_stores_the_raw_scores_beside_the_normalised_ones(tmp_path):
     store.close()
     assert steps == [(0.3, 41.5)] * 3  # the step's raw score counts the finding below the floor
     assert defects == [(0.3, 12.0, False)] * 3  # only the one above it is stored
+
+
+def test_a_fresh_batch_holding_an_already_stored_verdict_is_written_once_nothing_refused(tmp_path):
+    # The writer skips the duplicate probe on its first attempt at a batch; should a uid be stored
+    # all the same (a caller handing one record twice), the unique index refuses the batch, the
+    # record-by-record retry probes, and the verdict is kept once, never set aside.
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    run = _run("l1")
+    done: list[InspectionRecord] = []
+    rec = Recorder(store, run=run, on_committed=done.extend)
+    rec.start()
+    first = _record(run, 0)
+    rec.submit(first)
+    assert rec.flush(10)
+    again = _record(run, 0)
+    again.uid = first.uid
+    rec.submit(again)
+    rec.submit(_record(run, 1))
+    assert rec.close(10, parts_seen=3), rec.close_problem
+    assert rec.refused == 0 and len(done) == 3
+    with store.engine.connect() as c:
+        assert c.scalars(select(schema.Inspection.seq).order_by(schema.Inspection.id)).all() == [0, 1]
+    store.close()
