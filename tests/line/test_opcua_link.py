@@ -275,6 +275,14 @@ def test_the_plc_acknowledges_by_method_by_ack_counter_or_by_clearing_result_val
                     await asyncio.sleep(0.005)
                 assert control.of("ack")[before:] == [("ack", counter)], how
                 assert await valid.read_value() is False, how
+            # A client cannot make a result valid: the station writes its own value back.
+            before = len(control.of("ack"))
+            await valid.write_value(True)
+            for _ in range(200):
+                if await valid.read_value() is False:
+                    break
+                await asyncio.sleep(0.005)
+            assert await valid.read_value() is False and len(control.of("ack")) == before
             # An acknowledge of an older counter is passed on but leaves the current result valid.
             link.publish(fail_result(54, "P54"))
             await c.wait_event(54)

@@ -140,6 +140,8 @@ class OpcUaLink(PlcLink):
         self._counter = 0
         """Counter of the result now on the PLC's side (0: none yet)."""
         self._heartbeat = 0
+        self._valid = False
+        """What ResultValid shows (the station's, whatever a client writes into it)."""
         self._last_trigger: Trigger | None = None
         self._jobs: collections.OrderedDict[int, tuple[str, str]] = collections.OrderedDict()
         """counter -> (MeasId, product) of recent triggers, for the event's MeasId and ProductId."""
@@ -393,7 +395,7 @@ class OpcUaLink(PlcLink):
         meas_id, product = self._jobs.pop(result.counter, ("", ""))
         # ResultValid goes false first and true last: a client polling the variables never reads
         # a half-written result as valid (asyncua serves reads between these awaits).
-        await self._write(r["ResultValid"], False, vt.Boolean)
+        await self._set_valid(False)
         await self._write(r["ResultCode"], result.code, vt.Int16)
         await self._write(r["DefectCode"], result.defect_code, vt.Int16)
         await self._write(r["PartId"], result.part_id, vt.String)
@@ -403,7 +405,7 @@ class OpcUaLink(PlcLink):
         await self._write(r["InspectionUid"], result.inspection_uid or "", vt.String)
         await self._write(r["Counter"], result.counter, vt.UInt32)
         self._counter = result.counter
-        await self._write(r["ResultValid"], True, vt.Boolean)
+        await self._set_valid(True)
         fields = {
             "CreationTime": datetime.now(UTC),
             "IsPartial": False,
@@ -469,7 +471,7 @@ class OpcUaLink(PlcLink):
     async def _acknowledge(self, counter: int) -> None:
         assert self._control is not None
         if counter == self._counter and counter != 0:
-            await self._write(self._nodes.results["ResultValid"], False, self._ua.VariantType.Boolean)
+            await self._set_valid(False)
         self._control.acknowledge(counter)
 
     async def _recipe(self, name: str) -> bool:
@@ -506,12 +508,19 @@ class OpcUaLink(PlcLink):
                 continue
             value = item.Value.Value.Value
             if item.NodeId == r["ResultValid"].nodeid and value is False:
+                self._valid = False
                 if self._counter:
                     self._control_ack(self._counter)
+            elif item.NodeId == r["ResultValid"].nodeid:
+                await self._set_valid(self._valid)  # only the station makes a result valid
             elif item.NodeId == r["AckCounter"].nodeid and isinstance(value, int) and value:
                 if value == self._counter:
-                    await self._write(r["ResultValid"], False, self._ua.VariantType.Boolean)
+                    await self._set_valid(False)
                 self._control_ack(value)
+
+    async def _set_valid(self, valid: bool) -> None:
+        self._valid = valid
+        await self._write(self._nodes.results["ResultValid"], valid, self._ua.VariantType.Boolean)
 
     def _control_ack(self, counter: int) -> None:
         assert self._control is not None
