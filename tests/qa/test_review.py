@@ -161,7 +161,7 @@ def test_a_missed_defect_keeps_its_box_in_frame_pixels_and_wrong_reviews_are_ref
     }
     for message, kw in refused.items():
         with pytest.raises(review.ReviewError, match=message):
-            review.add_review(store, **kw)  # type: ignore[arg-type]
+            review.add_review(store, **kw)
     with store.engine.connect() as c:
         assert c.execute(text("SELECT count(*) FROM reviews")).scalar_one() == 1
 
@@ -344,6 +344,8 @@ def test_the_dashboard_review_api_needs_a_reviewer_and_the_csrf_token(writer):
     assert q2["counts"]["findings_left"] == q["counts"]["findings_left"] - 1
     assert c.get("/api/reviews", params={"inspection_id": it["inspection_id"]}).json()[0]["label"] == "confirmed"
     assert c.post("/api/history").status_code == 405  # the verdicts stay read-only
+    detail = c.get(f"/inspections/{it['inspection_id']}").text
+    assert 'id="reviews"' in detail and "ann (web)" in detail and f"finding {it['defect_id']}" in detail
     # A viewer reads the queue but may not write.
     v = TestClient(create_app(reader.engine, writer=store), base_url="http://127.0.0.1")
     vcsrf = _signed_in(v, "vic", "vic-password-1")

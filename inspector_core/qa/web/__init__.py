@@ -34,6 +34,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from inspector_core.qa import query as q
+from inspector_core.qa.review import log as review_log
 from inspector_core.qa.web import charts, review_pages
 from inspector_core.store import Store
 from inspector_core.store.outbox import sink_states
@@ -337,7 +338,7 @@ def create_app(
         d = q.inspection(engine, inspection_id)
         if d is None:
             raise HTTPException(404, f"no inspection {inspection_id}")
-        return page(request, "inspection.html", d=d)
+        return page(request, "inspection.html", d=d, reviews=review_log(engine, inspection_id))
 
     @app_routes.get("/gallery", response_class=HTMLResponse, include_in_schema=False)
     def gallery(
