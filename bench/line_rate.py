@@ -24,10 +24,13 @@ What it measures, and how:
   bench's frames; an isolated step's worker processes are printed apart), the load average
   before and after each phase (2 cores are shared with other work: read figures with it), and
   whether torch is in ``sys.modules`` (it must not be).
+- ``--sequential``: the throughput run also with ``workers: 1`` (no overlap), in ``--rounds``
+  alternated pairs so that the machine's drifting load falls on both alike; the median ratio.
 - ``--isolated STEP`` (repeatable): runs those steps with ``isolation: process`` and prints the
   in-thread vs isolated CPU/latency of the same steps, measured in the same run.
 
-    python bench/line_rate.py [--parts 200] [--paced 200] [--load 0.8 ...] [--sequential] [--isolated STEP] [--workers N]
+    python bench/line_rate.py [--parts 200] [--paced 200] [--load 0.8 ...] [--workers N]
+        [--sequential [--rounds 3]] [--isolated STEP ...] [--anomaly-threads N]
 """
 
 from __future__ import annotations
@@ -389,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--sequential", action="store_true", help="also the throughput run with workers: 1 (no overlap), for the ratio"
     )
+    ap.add_argument("--rounds", type=int, default=3, help="with --sequential: alternated pairs of runs")
     ap.add_argument("--isolated", action="append", default=[], help="also run with this step isolated")
     ap.add_argument("--prepare-only", action="store_true", help="train / render the cached inputs and stop")
     ap.add_argument("--phase", help=argparse.SUPPRESS)  # one run, in the process the bench starts for it
@@ -420,22 +424,39 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     if args.sequential:
-        seq = phase(
-            {
-                **common,
-                "name": "sequential",
-                "title": "throughput with workers: 1 (one detector call at a time, as before the overlap)",
-                "isolated": [],
-                "count": args.warm + args.parts,
-                "interval_ms": 0,
-                "workers": 1,
-            }
-        )
-        print(
-            f"\noverlap: {thr['parts_s']:.2f} vs {seq['parts_s']:.2f} parts/s with workers 1 "
-            f"(ratio {thr['parts_s'] / seq['parts_s']:.2f}); cores got {cores_got(thr):.2f} vs {cores_got(seq):.2f}; "
-            f"peak RSS {thr['peak_rss']:.0f} vs {seq['peak_rss']:.0f} MB"
-        )
+        # Alternated rounds (B A A B B A ...): the machine's other load drifts; both see it alike.
+        pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        over = thr
+        for k in range(args.rounds):
+            runs = {}
+            for workers in (1, args.workers) if k % 2 == 0 else (args.workers, 1):
+                if workers != 1 and k == 0:
+                    runs[workers] = thr
+                    continue
+                runs[workers] = phase(
+                    {
+                        **common,
+                        "name": f"round{k}-workers{workers or 'default'}",
+                        "title": f"round {k + 1}: throughput with workers {workers or 'default'}"
+                        + (" (one detector call at a time, as before the overlap)" if workers == 1 else ""),
+                        "isolated": [],
+                        "count": args.warm + args.parts,
+                        "interval_ms": 0,
+                        "workers": workers,
+                    }
+                )
+            over = runs[args.workers]
+            pairs.append((over, runs[1]))
+        print("\n## overlap vs workers 1, alternated rounds (parts/s, cores the station got, peak RSS MB)")
+        print("| round | overlapped parts/s | workers 1 parts/s | ratio | cores got | cores got (1) | RSS | RSS (1) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for k, (a, b) in enumerate(pairs):
+            print(
+                f"| {k + 1} | {a['parts_s']:.2f} | {b['parts_s']:.2f} | {a['parts_s'] / b['parts_s']:.2f} "
+                f"| {cores_got(a):.2f} | {cores_got(b):.2f} | {a['peak_rss']:.0f} | {b['peak_rss']:.0f} |"
+            )
+        ratios = sorted(a["parts_s"] / b["parts_s"] for a, b in pairs)
+        print(f"median ratio over {len(pairs)} rounds: {ratios[len(ratios) // 2]:.2f}")
     for share in (args.load or [0.8]) if args.paced else []:
         rate = share * thr["parts_s"]
         phase(
