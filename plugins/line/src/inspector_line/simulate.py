@@ -136,6 +136,10 @@ class ModbusPlc:
     def ring(self, waiting: set[int] | None = None) -> dict[int, tuple[int, int, int]]:
         """The results the ring holds now: counter -> (code, defect code, flags). With
         ``waiting``, only the parts of the ring (16 slots per read) that hold those counters."""
+        return {c: v[:3] for c, v in self.ring_timed(waiting).items()}
+
+    def ring_timed(self, waiting: set[int] | None = None) -> dict[int, tuple[int, int, int, float]]:
+        """As :meth:`ring`, each result with the monotonic time its read returned."""
         if waiting is None:
             chunks = list(range(m.RING_SLOTS // m.RING_CHUNK))
         else:
@@ -144,10 +148,11 @@ class ModbusPlc:
         for chunk in chunks:
             first = chunk * m.RING_CHUNK
             regs = self.read(m.RING + first * m.SLOT_SIZE, m.RING_CHUNK * m.SLOT_SIZE)
+            at = time.monotonic()
             for i in range(m.RING_CHUNK):
                 hi, lo, code, defect, flags = regs[i * m.SLOT_SIZE : (i + 1) * m.SLOT_SIZE]
                 if flags & m.FLAG_VALID:
-                    out[m.join32(hi, lo)] = (code, defect, flags)
+                    out[m.join32(hi, lo)] = (code, defect, flags, at)
         return out
 
     def status(self) -> int:
@@ -190,10 +195,9 @@ def drive(
                 end = time.monotonic() + settle
             continue
         waiting = {c for c, p in parts.items() if p.result_at is None}
-        ring = plc.ring(waiting) if waiting else {}
-        seen_at = time.monotonic()
+        ring = plc.ring_timed(waiting) if waiting else {}
         acked = None
-        for c, (code, defect, flags) in ring.items():
+        for c, (code, defect, flags, seen_at) in ring.items():
             p = parts.get(c)
             if p is None:
                 continue
