@@ -110,11 +110,12 @@ class PylonConfig(PluginConfig):
     grab_timeout_ms: float = Field(
         1000, gt=0, le=600_000, description="a trigger with no image this long after it is a part with an error"
     )
-    trigger_ready_timeout_ms: float = Field(
-        200,
+    trigger_ready_timeout_ms: float | None = Field(
+        None,
         gt=0,
         le=60_000,
-        description="how long a software trigger waits for the camera to be ready (the previous exposure done)",
+        description="how long a software trigger waits for the camera to be ready (the previous exposure done); "
+        "default: what is left of the trigger's grab timeout",
     )
     pair_window_ms: float = Field(
         250,
@@ -488,7 +489,6 @@ class PylonSource(FrameSource):
     def _trigger_loop(self) -> None:
         """Software trigger: send each host trigger to the camera, in order, once it is ready."""
         pylon = self._pylon
-        ready_ms = int(self.config.trigger_ready_timeout_ms)
         while not self._stop.is_set():
             try:
                 trigger = self._commands.get(timeout=0.1)
@@ -502,6 +502,11 @@ class PylonSource(FrameSource):
                 self.pending.fail(trigger, f"{self.label} is not open; a part triggered now has no image")
                 continue
             camera = session.camera
+            # A part that comes while the camera still exposes or reads out the one before
+            # waits its turn, for at most what is left of its grab timeout.
+            left_ms = (trigger.at_monotonic + self.config.grab_timeout_ms / 1000 - time.monotonic()) * 1000
+            limit = self.config.trigger_ready_timeout_ms
+            ready_ms = max(1, int(left_ms if limit is None else min(limit, left_ms)))
             try:
                 if not camera.WaitForFrameTriggerReady(ready_ms, pylon.TimeoutHandling_Return):
                     self.pending.fail(
