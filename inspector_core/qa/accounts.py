@@ -262,6 +262,9 @@ class SignInThrottle:
     def failed(self, *keys: str) -> None:
         now = time.monotonic()
         with self._lock:
+            if len(self._failures) > 10_000:  # names sprayed at it: forget those whose failures are old
+                for k in [k for k in self._failures if not self._recent(k, now)]:
+                    del self._failures[k]
             for k in keys:
                 self._recent(k, now).append(now)
 

@@ -440,3 +440,33 @@ def test_review_and_users_commands(sqlite_writer):
     assert res.exit_code == 0
     res = run.invoke(main, ["review", "set", "1", "unsure", "--as", "ann", "--db", url])
     assert res.exit_code != 0 and "may not review" in res.output
+
+
+@pytest.mark.postgres
+def test_a_database_user_that_may_only_read_gets_a_message_not_a_500(pg_url):
+    import uuid
+
+    import psycopg
+
+    write_known(pg_url)
+    role = f"inspector_ro_{uuid.uuid4().hex[:8]}"
+    admin = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+    owner = review.open_writer(pg_url)
+    accounts.add_user(owner, "ann", "reviewer", "ann-password-1")
+    owner.close()
+    ro_url = pg_url.replace("postgres@", f"{role}@", 1)
+    try:
+        writer = review.open_writer(ro_url)  # opening writes nothing, so it is allowed
+        reader = Store(ro_url, migrate=False)
+        c = TestClient(create_app(reader.engine, writer=writer), base_url="http://127.0.0.1")
+        r = c.post("/signin", data={"name": "ann", "password": "ann-password-1"})
+        assert r.status_code == 503 and "permission denied" in r.text and "--read-only" in r.text
+        writer.close()
+        reader.close()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')

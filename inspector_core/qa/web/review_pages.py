@@ -27,10 +27,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from inspector_core.qa import accounts, review
 from inspector_core.qa import query as q
-from inspector_core.store import Store
+from inspector_core.store import Store, StoreError
 
 SESSION_COOKIE = "inspector_session"
 WRITE_PATHS = ("/signin", "/signout", "/api/reviews")
@@ -50,6 +51,17 @@ def _same_origin(request: Request) -> bool:
     if origin is None:  # not sent by every browser on a same-origin request; SameSite and CSRF guard those
         return True
     return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+def _refused(writer: Store, exc: Exception) -> str:
+    """What the database refused when the dashboard wrote a review or a session, and the remedy."""
+    from inspector_core.qa.reader import explain
+
+    return (
+        explain(writer.display_url, exc)
+        + "; the dashboard's database user needs INSERT on reviews and user_sessions (DELETE on user_sessions, "
+        "UPDATE on users), or serve it with --read-only"
+    )
 
 
 def _safe_next(value: str | None) -> str:
@@ -121,12 +133,15 @@ def install(app: FastAPI, templates: Jinja2Templates, engine: Engine, writer: St
                 name=name,
                 error=f"too many failed sign-ins for this name or address; try again in {int(wait) + 1} s",
             )
-        account = accounts.authenticate(writer, name, password) if name and password else None
-        if account is None:
-            throttle.failed(*keys)
-            return page(request, "signin.html", 401, next=nxt, name=name, error="wrong name or password")
-        throttle.succeeded(*keys)
-        token, _ = accounts.start_session(writer, account)
+        try:
+            account = accounts.authenticate(writer, name, password) if name and password else None
+            if account is None:
+                throttle.failed(*keys)
+                return page(request, "signin.html", 401, next=nxt, name=name, error="wrong name or password")
+            throttle.succeeded(*keys)
+            token, _ = accounts.start_session(writer, account)
+        except (SQLAlchemyError, StoreError) as exc:
+            return page(request, "signin.html", 503, next=nxt, name=name, error=_refused(writer, exc))
         response = RedirectResponse(nxt, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
@@ -250,4 +265,6 @@ def install(app: FastAPI, templates: Jinja2Templates, engine: Engine, writer: St
             )
         except (ValueError, TypeError) as exc:  # ReviewError is a ValueError
             return JSONResponse({"detail": str(exc)}, status_code=400)
+        except (SQLAlchemyError, StoreError) as exc:
+            return JSONResponse({"detail": _refused(writer, exc)}, status_code=503)
         return JSONResponse({"review": row.as_dict()}, status_code=201)
