@@ -64,8 +64,12 @@ def test_a_database_outage_gives_error_and_defaults_then_real_results_again(tmp_
     finally:
         proxy.stop()
     with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://")) as con:
-        rows = con.execute("SELECT counter, is_default, part_id FROM line_results ORDER BY counter").fetchall()
+        rows = con.execute(
+            "SELECT counter, is_default, part_id, late, verdict FROM line_results ORDER BY counter"
+        ).fetchall()
         inspected = con.execute("SELECT count(*) FROM inspections").fetchone()[0]
     assert [r[0] for r in rows] == list(range(1, 10))  # every trigger's row, the outage's too
     assert sum(1 for r in rows if r[1]) >= 3
+    # Spooled, then written when the database came back: each default's real verdict, marked late.
+    assert all(r[3] and r[4] == "PASS" for r in rows if r[1])
     assert inspected == 9  # the spooled verdicts were written once the database was back
