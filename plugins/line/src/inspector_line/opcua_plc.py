@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 MODBUS_STATUS_BITS = {"READY": 1, "BUSY": 2, "ERROR": 8, "HALTED": 16}
@@ -38,7 +39,7 @@ class OpcUaPlc:
         self.endpoint, self.namespace_uri, self.object_name = endpoint, namespace_uri, object_name
         self.counter = start_counter - 1
         self.interval_ms, self.timeout_s, self.keep = interval_ms, timeout_s, keep
-        self._results: dict[int, tuple[int, int, int]] = {}
+        self._results: dict[int, tuple[int, int, int, float]] = {}
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="opcua-plc", daemon=True)
@@ -65,6 +66,10 @@ class OpcUaPlc:
     def ring(self, waiting: set[int] | None = None) -> dict[int, tuple[int, int, int]]:
         """The results seen so far (events, and the latest result read after a reconnect):
         counter -> (code, defect code, flags as Modbus RESULT_FLAGS)."""
+        return {c: v[:3] for c, v in self.ring_timed(waiting).items()}
+
+    def ring_timed(self, waiting: set[int] | None = None) -> dict[int, tuple[int, int, int, float]]:
+        """As :meth:`ring`, each result with the monotonic time this client received it."""
         with self._lock:
             if waiting is None:
                 return dict(self._results)
@@ -128,8 +133,11 @@ class OpcUaPlc:
         self._remember(int(event.Counter), (int(event.ResultCode), int(event.DefectCode), flags))
 
     def _remember(self, counter: int, result: tuple[int, int, int]) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._results[counter] = result
+            before = self._results.get(counter)  # the first sighting is when the PLC had it; a
+            at = before[3] if before is not None else now  # different result later shows as a conflict
+            self._results[counter] = (*result, at)
             while len(self._results) > self.keep:
                 del self._results[next(iter(self._results))]
 
