@@ -48,7 +48,11 @@ def run_station_in_thread(
 @click.argument("station_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--rate", type=float, default=10.0, show_default=True, help="triggers per second")
 @click.option("--count", type=int, default=100, show_default=True, help="triggers to send")
-@click.option("--connect", default=None, help="HOST:PORT of a station already running; default: run it here")
+@click.option(
+    "--connect",
+    default=None,
+    help="a station already running: HOST:PORT (modbus) or its opc.tcp:// endpoint (opcua); default: run it here",
+)
 @click.option("--port", type=int, default=None, help="serve the station's link on this port (0: a free one)")
 @click.option("--reconnect-every", type=int, default=0, help="the PLC disconnects and reconnects every N triggers")
 @click.option("--no-ack", is_flag=True, help="the PLC never acknowledges (to see the ack timeouts)")
@@ -72,21 +76,30 @@ def simulate(
         raise click.ClickException(f"{station_file}: no `line:` section; add one (docs/line.md)")
     spec = st.spec.line
     cls, cfg = st.line
-    if not isinstance(cfg, ModbusConfig):
+    if not isinstance(cfg, ModbusConfig) and cls.name != "opcua":
         raise click.ClickException(
-            f"{station_file}: line.protocol {cls.name!r}: the simulator speaks modbus only so far"
+            f"{station_file}: line.protocol {cls.name!r}: the simulator speaks modbus and opcua only"
         )
     runtime = thread = None
     failure: list[BaseException] = []
-    if connect:
-        host, _, p = connect.rpartition(":")
-        target_host, target_port = host or "127.0.0.1", int(p)
-    else:
+    if not connect:
         runtime, thread, failure = run_station_in_thread(st, registry(), port)
         if failure or runtime._line is None:
             raise click.ClickException(f"the station did not start: {failure[0] if failure else 'no line'}")
-        target_host, target_port = "127.0.0.1", runtime._line.link.port
-    click.echo(f"PLC -> {target_host}:{target_port}, {count} triggers at {rate:g}/s, deadline {spec.deadline_ms:g} ms")
+    opcua = None
+    target_host, target_port = "127.0.0.1", 0
+    if isinstance(cfg, ModbusConfig):
+        if connect:
+            host, _, p = connect.rpartition(":")
+            target_host, target_port = host or "127.0.0.1", int(p)
+        elif runtime is not None:
+            target_port = runtime._line.link.port
+        where = f"{target_host}:{target_port}"
+    else:
+        endpoint = connect or (runtime._line.link.endpoint if runtime is not None else None)
+        opcua = {"endpoint": endpoint, "namespace_uri": cfg.namespace_uri, "object_name": cfg.object_name}
+        where = str(endpoint)
+    click.echo(f"PLC -> {where}, {count} triggers at {rate:g}/s, deadline {spec.deadline_ms:g} ms")
     try:
         # The PLC in a process of its own, as a real one: it does not share the station's CPU time.
         seen = drive_elsewhere(
@@ -95,9 +108,10 @@ def simulate(
             rate=rate,
             count=count,
             deadline_ms=spec.deadline_ms,
-            base=cfg.base,
+            base=getattr(cfg, "base", 0),
             reconnect_every=reconnect_every,
             ack=not no_ack,
+            opcua=opcua,
         )
     finally:
         if runtime is not None and thread is not None:

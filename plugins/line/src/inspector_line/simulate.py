@@ -15,6 +15,7 @@ import os
 import statistics
 import time
 from collections import Counter
+from typing import Any
 
 from inspector_line import modbus as m
 
@@ -160,7 +161,7 @@ class ModbusPlc:
 
 
 def drive(
-    plc: ModbusPlc,
+    plc: Any,
     *,
     rate: float,
     count: int,
@@ -230,19 +231,23 @@ def drive_elsewhere(
     base: int = 0,
     reconnect_every: int = 0,
     ack: bool = True,
+    opcua: dict[str, str] | None = None,
 ) -> PlcRun:
     """:func:`drive` in a process of its own, as a real PLC is: in the station's process the
-    PLC's polling would share the station's interpreter lock and its delays."""
+    PLC's polling would share the station's interpreter lock and its delays. A Modbus PLC on
+    ``host:port`` (``base``), or, with ``opcua`` (``endpoint``, ``namespace_uri``,
+    ``object_name``), the OPC UA PLC of :mod:`inspector_line.opcua_plc`."""
     import json
     import subprocess
     import sys
 
-    args = [sys.executable, "-m", "inspector_line.simulate", host, str(port), str(rate), str(count), str(deadline_ms)]
-    args += [str(base), str(reconnect_every), "1" if ack else "0"]
+    job = {"host": host, "port": port, "base": base, "opcua": opcua}
+    job |= {"rate": rate, "count": count, "deadline_ms": deadline_ms, "reconnect_every": reconnect_every, "ack": ack}
+    args = [sys.executable, "-m", "inspector_line.simulate", json.dumps(job)]
     out = subprocess.run(args, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"the simulated PLC failed: {out.stderr.strip()[-2000:]}")
-    data = json.loads(out.stdout)
+    data = json.loads(out.stdout.strip().splitlines()[-1])
     parts = {p[0]: Seen(*p) for p in data["parts"]}
     load = (float(data["load"][0]), float(data["load"][1]), float(data["load"][2]))
     return PlcRun(parts, deadline_ms, data["reconnects"], data["elapsed_s"], load, data["conflicting"])
@@ -251,31 +256,29 @@ def drive_elsewhere(
 def _main(argv: list[str]) -> None:
     import json
 
-    host, port, rate, count, deadline_ms, base, reconnect_every, ack = argv
-    plc = ModbusPlc(host, int(port), base=int(base))
+    job = json.loads(argv[0])
+    plc: Any
+    if job["opcua"]:
+        from inspector_line.opcua_plc import OpcUaPlc
+
+        ua = job["opcua"]
+        plc = OpcUaPlc(ua["endpoint"], namespace_uri=ua["namespace_uri"], object_name=ua["object_name"])
+    else:
+        plc = ModbusPlc(job["host"], int(job["port"]), base=int(job["base"]))
     try:
         run = drive(
             plc,
-            rate=float(rate),
-            count=int(count),
-            deadline_ms=float(deadline_ms),
-            reconnect_every=int(reconnect_every),
-            ack=ack == "1",
+            rate=float(job["rate"]),
+            count=int(job["count"]),
+            deadline_ms=float(job["deadline_ms"]),
+            reconnect_every=int(job["reconnect_every"]),
+            ack=bool(job["ack"]),
         )
     finally:
         plc.close()
     parts = [dataclasses.astuple(p) for p in run.parts.values()]
-    print(
-        json.dumps(
-            {
-                "parts": parts,
-                "reconnects": run.reconnects,
-                "elapsed_s": run.elapsed_s,
-                "load": list(run.load),
-                "conflicting": run.conflicting,
-            }
-        )
-    )
+    summary = {"reconnects": run.reconnects, "elapsed_s": run.elapsed_s, "load": list(run.load)}
+    print(json.dumps({"parts": parts, "conflicting": run.conflicting, **summary}))
 
 
 if __name__ == "__main__":
