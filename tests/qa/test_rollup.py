@@ -256,6 +256,7 @@ def test_migration_0003_backfills_a_0002_database(db_url, tmp_path):
     h_ref, l_ref, _ = stored_rollup(ref.engine)
     h_up, l_up, _ = stored_rollup(upgraded.engine)
     assert l_up == l_ref and {k: v[:4] + v[5:] for k, v in h_up.items()} == {k: v[:4] + v[5:] for k, v in h_ref.items()}
+
     def same(st):  # an 0002 database never had the committed latency (migration 0008): NULL after it
         d = st.as_dict()
         for p in d["totals"] + d["periods"]:
