@@ -190,7 +190,7 @@ def test_station_passes_real_good_tiles(tmp_path, data_dir):
     assert "ERROR" not in verdicts
 
 
-@pytest.mark.parametrize("n", [1000, 16383, 16384, 33400, 33401, 250_001])
+@pytest.mark.parametrize("n", [1000, 2047, 2048, 9856, 33400, 33401, 250_001])
 def test_the_fast_noise_median_is_numpys_to_the_last_bit(n):
     # The noise level uses a selection that partitions only the values near the middle (speed on
     # 5 MP frames); it must give np.median's float exactly, ties and skewed spreads included.
@@ -206,3 +206,16 @@ def test_the_fast_noise_median_is_numpys_to_the_last_bit(n):
     ]
     for x in cases:
         assert _median(x) == float(np.median(x))
+
+
+@pytest.mark.parametrize("scale", [0.495, 0.7, 0.99, 1.2345])
+def test_the_vertical_derivative_is_opencvs_sobel_to_the_last_bit(scale):
+    # The band's d/dy is computed in numpy (faster than OpenCV's column pass); it must stay the
+    # very same floats as cv2.Sobel(ksize=1), signs of zeros and borders included.
+    from inspector_dent import _d_dy
+
+    rng = np.random.default_rng(7)
+    for shape in ((512, 612), (17, 16), (3, 40), (2, 9)):
+        img = cv2.GaussianBlur((rng.standard_normal(shape) * 40).astype(np.float32), (0, 0), 1.2)
+        ref = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1, scale=scale)
+        assert np.array_equal(_d_dy(img, scale).view(np.uint32), ref.view(np.uint32))

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 from pydantic import Field, model_validator
 
 from inspector_core import Detector, Finding, PluginConfig, View, hookimpl
@@ -162,6 +163,21 @@ def _sample(img: np.ndarray, xs: np.ndarray | None = None, ys: np.ndarray | None
     return a * (1 - fy) + b * fy
 
 
+def _d_dy(img: np.ndarray, scale: float) -> npt.NDArray[np.float32]:
+    """``cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1, scale=scale)`` of a float32 image, to the bit,
+    in about a third of its time (OpenCV's column pass of a 3-tap derivative is slow on float).
+    The same arithmetic: the scale on the 1-tap smoothing pass (as a float32), then the central
+    difference; the default reflect-101 border makes the first and last rows 0."""
+    if img.shape[0] < 3:
+        return np.asarray(cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1, scale=scale), np.float32)
+    scaled = img * np.float32(scale)
+    out = np.empty_like(scaled)
+    np.subtract(scaled[2:], scaled[:-2], out=out[1:-1])
+    out[0] = 0.0
+    out[-1] = 0.0
+    return out
+
+
 def _median(x: np.ndarray) -> float:
     """``np.median`` of ``x``, exactly (the same float), without partitioning all of it: the
     middle order statistics lie between two quantiles of a small sample (checked by counting),
@@ -169,7 +185,7 @@ def _median(x: np.ndarray) -> float:
     ``np.median``."""
     x = x.ravel()
     n = x.size
-    if n < 16384:  # np.median is as fast there
+    if n < 2048:
         return float(np.median(x))
     sample = np.sort(x[:: n // 512])
     mid = len(sample) // 2
@@ -216,7 +232,7 @@ class _Scale:
         self.background = _background(pyramid, level, 2.0 * _DIAMETER_PER_SIGMA * s_lev)
         self.band = smooth - self.background
         self.gx = cv2.Sobel(self.band, cv2.CV_32F, 1, 0, ksize=1, scale=0.5 * s_lev)
-        self.gy = cv2.Sobel(self.band, cv2.CV_32F, 0, 1, ksize=1, scale=0.5 * s_lev)
+        self.gy = _d_dy(self.band, 0.5 * s_lev)
         h, w = base.shape
         stride = max(1, int(math.sqrt(h * w / 4000)))
         sub = np.concatenate([self.gx[::stride, ::stride].ravel(), self.gy[::stride, ::stride].ravel()])
@@ -226,7 +242,7 @@ class _Scale:
         else:
             # Intensity rises away from the light across a depression: gradient along -light.
             self.resp = self.gx * -light[0] + self.gy * -light[1]
-        self.snr = self.resp / self.noise
+        self.snr: np.ndarray = self.resp / self.noise
 
 
 class DentDetector(Detector):

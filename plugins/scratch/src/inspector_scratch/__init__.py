@@ -205,7 +205,7 @@ def _median(x: np.ndarray) -> float:
     ``np.median``."""
     x = x.ravel()
     n = x.size
-    if n < 16384:  # np.median is as fast there
+    if n < 2048:
         return float(np.median(x))
     sample = np.sort(x[:: n // 512])
     mid = len(sample) // 2
