@@ -29,7 +29,10 @@
     $("n-reviews").textContent = c.reviews;
   }
 
-  async function load() {
+  // One refresh of the queue and the counts at a time: keys pressed while one is on its way ask
+  // for one more after it (a reviewer faster than the store never piles up requests).
+  let loading = null, again = false;
+  async function fetchQueue() {
     const r = await fetch("/api/review/queue?" + params.toString() + "&limit=40", { credentials: "same-origin" });
     const body = await r.json();
     if (!r.ok) { say(body.detail || r.statusText); return; }
@@ -38,6 +41,14 @@
     }
     setCounts(body.counts);
     render();
+  }
+  function load() {
+    if (loading) { again = true; return loading; }
+    loading = fetchQueue().finally(() => {
+      loading = null;
+      if (again) { again = false; load(); }
+    });
+    return loading;
   }
 
   function svg(tag, attrs) {
