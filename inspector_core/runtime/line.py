@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from inspector_core.contract import Frame, FrameSource, LineControl, LineResult, LineState, PlcLink, Trigger
+from inspector_core.runtime.storable import storable_message, storable_part_id
 from inspector_core.store.line_records import LineLog, LineResultRecord
 
 if TYPE_CHECKING:
@@ -151,6 +152,9 @@ class Handshake(LineControl):
 
     def trigger(self, *, counter: int | None = None, part_id: str | None = None, product: str | None = None) -> Trigger:
         now, mono = datetime.now(UTC), time.monotonic()
+        # What the PLC sent, as the store can keep it (no NUL, at most 200 characters).
+        part_id = storable_part_id(part_id)[0] if part_id else None
+        product = storable_message(product, 200) if product else None
         with self._lock:
             self._seq += 1
             seq = self._seq

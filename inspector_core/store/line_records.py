@@ -53,7 +53,8 @@ class LineResultRow(Base):
     inspection_uid: Mapped[str | None] = mapped_column(String(32), index=True)
     """The inspection (``inspections.uid``) of this part; ``NULL`` for a trigger never captured
     (rejected as an overrun, or the station stopped first)."""
-    part_id: Mapped[str | None] = mapped_column(String(200))
+    part_id: Mapped[str | None] = mapped_column(String(300))
+    """As ``inspections.part_id``: the PLC's part id, else the source's."""
     product: Mapped[str | None] = mapped_column(String(200))
     triggered_at: Mapped[datetime]
     deadline_ms: Mapped[float] = mapped_column(Float)
@@ -132,6 +133,8 @@ class LineLog:
         self._inserted: set[tuple[str, int]] = set()
         self._station_id: int | None = None
         self.written = 0
+        self.refused = 0
+        """Rows the database refused (logged), never retried."""
         self.error: str | None = None
         """The last write failure, ``None`` once a write succeeds again."""
         self._thread = threading.Thread(target=self._loop, name="inspector-line-log", daemon=True)
@@ -155,6 +158,8 @@ class LineLog:
         return not self._thread.is_alive()
 
     def _loop(self) -> None:
+        from inspector_core.store.database import classify  # database imports schema, which imports this
+
         pending: dict[tuple[str, int], LineResultRecord] = {}
         waiters: list[threading.Event] = []
         closing = False
@@ -185,6 +190,25 @@ class LineLog:
             try:
                 self._commit(list(pending.values()))
             except Exception as exc:  # noqa: BLE001 - kept and retried; said in the log
+                if classify(exc) == "refused":
+                    # The database answered and refused: find the row(s) it will never take and
+                    # set them aside (logged) instead of retrying every other row behind them.
+                    for key, rec in list(pending.items()):
+                        try:
+                            self._commit([rec])
+                        except Exception as one:  # noqa: BLE001
+                            if classify(one) != "refused":
+                                break
+                            log.error("line_results: row %s refused by %s: %s", key, self.store.display_url, one)
+                            self.refused += 1
+                        else:
+                            self.written += 1
+                        del pending[key]
+                    if not pending:
+                        for w in waiters:
+                            w.set()
+                        waiters.clear()
+                        continue
                 if self.error is None:
                     log.warning("line_results: cannot write to %s: %s", self.store.display_url, exc)
                 self.error = f"{type(exc).__name__}: {exc}"
@@ -203,9 +227,10 @@ class LineLog:
 
     def _commit(self, records: list[LineResultRecord]) -> None:
         table: Table = LineResultRow.__table__  # type: ignore[assignment]  # a mapped class's table is a Table
+        station_id = self._station_id
         with self.store.transaction(write=True) as conn:
-            if self._station_id is None:
-                self._station_id = self.store._station_id(conn, self.station)
+            if station_id is None:
+                station_id = self.store._station_id(conn, self.station)
             fresh = [r for r in records if (r.run_uid, r.seq) not in self._inserted]
             there: set[tuple[str, int]] = set()
             if fresh:
@@ -217,9 +242,7 @@ class LineLog:
                     )
                 ).all()
                 there = {(u, s) for u, s in existing} & keys
-                inserts = [
-                    dict(r.values(), station_id=self._station_id) for r in fresh if (r.run_uid, r.seq) not in there
-                ]
+                inserts = [dict(r.values(), station_id=station_id) for r in fresh if (r.run_uid, r.seq) not in there]
                 if inserts:
                     conn.execute(table.insert(), inserts)
             for r in records:
@@ -229,4 +252,6 @@ class LineLog:
                     conn.execute(
                         update(table).where(table.c.run_uid == r.run_uid, table.c.seq == r.seq).values(**values)
                     )
+        # Only once committed: an id or a row of a transaction that rolled back does not exist.
+        self._station_id = station_id
         self._inserted.update((r.run_uid, r.seq) for r in records)

@@ -106,3 +106,16 @@ def test_the_plc_sees_error_while_the_station_cannot_commit_and_gets_defaults():
     wait_for(lambda: link.states[-1] == "READY")
     stop.set()
     hs.close(timeout=1)
+
+
+def test_what_the_plc_sends_is_kept_storable():
+    hs, link = handshake()
+    stop = threading.Event()
+    got = hs.frames(frames(2), stop)
+    trig = hs.trigger(counter=1, part_id="SN\x00" + "9" * 300, product="P\x00")
+    frame = next(got)
+    assert "\x00" not in frame.part_id and len(frame.part_id) <= 300  # as inspections.part_id
+    assert trig.product is not None and "\x00" not in trig.product
+    assert hs._parts[1].record.part_id == frame.part_id
+    stop.set()
+    hs.close(timeout=1)

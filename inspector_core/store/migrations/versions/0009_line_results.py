@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("counter", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("inspection_uid", sa.String(length=32), nullable=True),
-        sa.Column("part_id", sa.String(length=200), nullable=True),
+        sa.Column("part_id", sa.String(length=300), nullable=True),
         sa.Column("product", sa.String(length=200), nullable=True),
         sa.Column("triggered_at", sa.DateTime(timezone=False), nullable=False),
         sa.Column("deadline_ms", sa.Float(), nullable=False),
