@@ -124,7 +124,7 @@ def _roi(value: str | None) -> tuple[int, int, int, int] | None:
     default="loo",
     show_default=True,
     help="good-only threshold: loo = training images scored leave-one-out pooled with the held-out good "
-    "images, mean + 3.09 sd (PatchCore); quantile = p99 of the held-out good images + margin",
+    "images, upper normal tolerance bound (PatchCore); quantile = p99 of the held-out good images + margin",
 )
 @click.option(
     "--backbone",
