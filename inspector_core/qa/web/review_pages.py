@@ -173,7 +173,8 @@ def install(app: FastAPI, templates: Jinja2Templates, engine: Engine, writer: St
     ) -> Response:
         me = signed_in(request, writer)
         if me is None:
-            return RedirectResponse("/signin?next=" + quote(str(request.url.path) + "?" + request.url.query), 303)
+            here = request.url.path + ("?" + request.url.query if request.url.query else "")
+            return RedirectResponse("/signin?next=" + quote(here), 303)
         error, stats = None, []
         try:
             sts, t0, t1 = _window(station or [], since, None)
