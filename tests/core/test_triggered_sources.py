@@ -319,12 +319,12 @@ def test_pylon_grabs_real_photographs_through_the_emulator(tmp_path, camemu, dat
     # As a station file has it: YAML reads the unquoted Off / On as false / true.
     features = yaml.safe_load(f"{{TestImageSelector: Off, ImageFileMode: On, ImageFilename: '{folder}'}}")
     assert features["ImageFileMode"] is True
-    make = pylon_test_image(pixel_format="RGB8Packed", width=512, height=512, features=features)
+    make = pylon_test_image(pixel_format="RGB8Packed", width=512, height=512, features=features, grab_timeout_ms=5000)
     cap = Capture(make, tmp_path)
     try:
-        for i in range(3):
+        for i in range(3):  # one part after the other, as on a line (the emulator reads each file then)
             cap.trigger(part_id=f"T{i}")
-        frames = cap.wait(3)
+            frames = cap.wait(i + 1)
     finally:
         cap.close()
     for f, path in zip(frames, files, strict=True):
