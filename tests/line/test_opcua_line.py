@@ -21,7 +21,7 @@ LINE = """\
 line:
   protocol: opcua
   config: {host: 127.0.0.1, port: 0, namespace_uri: "urn:inspector:e2e"}
-  deadline_ms: 1500
+  deadline_ms: 5000  # long: these tests are about the link, not the station's speed on a loaded CI
   defect_codes: {flaw: 7}
 """
 
@@ -85,6 +85,11 @@ def test_an_opcua_client_triggers_reads_the_event_and_acknowledges_every_part_ac
     # The PLC drops off mid-run without closing its session, reconnects and goes on.
     asyncio.run(plc([1, 2, 3, 4, 5], pull_the_cable=True))
     asyncio.run(plc([6, 7, 8, 9], pull_the_cable=False))
+    deadline = time.monotonic() + 5
+    stats = st.runtime._line.stats
+    while stats["disconnects"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    connects, disconnects = stats["connects"], stats["disconnects"]
     st.stop()
     for counter, part in parts.items():
         e = seen[counter]
@@ -98,14 +103,18 @@ def test_an_opcua_client_triggers_reads_the_event_and_acknowledges_every_part_ac
         "SELECT l.counter, l.part_id, l.code, l.verdict, l.is_default, l.ack_ms, l.product, i.uid, i.verdict"
         " FROM line_results l JOIN inspections i ON i.uid = l.inspection_uid ORDER BY l.counter",
     )
-    assert [r[0] for r in got] == list(parts)
+    assert [r[0] for r in got] == list(parts), (
+        rows(tmp_path / "line.db", "SELECT kind, message FROM events WHERE kind NOT LIKE 'plc_%'"),
+        rows(tmp_path / "line.db", "SELECT counter, inspection_uid FROM line_results"),
+    )
     for counter, part_id, code, verdict, is_default, ack_ms, product, uid, ins_verdict in got:
         # The event named the committed inspection: the PLC never saw a result the store lacks.
         assert uid == seen[counter].InspectionUid and part_id == parts[counter]
         assert verdict == ins_verdict == seen[counter].Verdict and code == seen[counter].ResultCode
         assert not is_default and ack_ms is not None and product == "42"
+    assert (connects, disconnects) == (2, 2)  # the link told the line of both clients
     events = [k for (k,) in rows(tmp_path / "line.db", "SELECT kind FROM events")]
-    assert events.count("plc_connected") == 2 and events.count("plc_disconnected") == 2
+    assert "plc_connected" in events and "plc_disconnected" in events, events
 
 
 def test_the_simulators_driver_runs_a_line_over_opcua_with_reconnects(tmp_path, running):
@@ -121,7 +130,7 @@ def test_the_simulators_driver_runs_a_line_over_opcua_with_reconnects(tmp_path, 
         while not plc.status() & 1:  # READY
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        seen = drive(plc, rate=10, count=40, deadline_ms=1500, reconnect_every=15)
+        seen = drive(plc, rate=10, count=40, deadline_ms=5000, reconnect_every=15)
     finally:
         plc.close()
     st.stop()

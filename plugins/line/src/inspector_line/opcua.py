@@ -145,7 +145,8 @@ class OpcUaLink(PlcLink):
         self._last_trigger: Trigger | None = None
         self._jobs: collections.OrderedDict[int, tuple[str, str]] = collections.OrderedDict()
         """counter -> (MeasId, product) of recent triggers, for the event's MeasId and ProductId."""
-        self._peers: set[str] = set()
+        self._peers: dict[int, str] = {}
+        """Open connections (by connection object) -> the client's address."""
         self.endpoint: str | None = None
         """The endpoint URL once serving (with the real port when ``port: 0``)."""
         self.port: int | None = None
@@ -341,7 +342,7 @@ class OpcUaLink(PlcLink):
             shelf = getattr(server.iserver.aspace._nodes, "source", None)  # a cached address space's file
             if shelf is not None:
                 shelf.close()
-            for peer in sorted(self._peers):
+            for peer in self._peers.values():
                 self._tell_connection(False, peer)
             self._peers.clear()
 
@@ -350,13 +351,15 @@ class OpcUaLink(PlcLink):
         while True:
             bserver = self._server.bserver if self._server is not None else None
             clients = list(bserver.clients) if bserver is not None else []
-            now = {_peer(c.peer_name) for c in clients}
-            for peer in sorted(now - self._peers):
-                self._tell_connection(True, peer)
-            for peer in sorted(self._peers - now):
-                self._tell_connection(False, peer)
+            # Keyed by the connection object, not its address: a client that reconnects from the
+            # same port before the server noticed the old connection drop is still two connections.
+            now = {id(c): _peer(c.peer_name) for c in clients}
+            for key in self._peers.keys() - now.keys():
+                self._tell_connection(False, self._peers[key])
+            for key in now.keys() - self._peers.keys():
+                self._tell_connection(True, now[key])
             self._peers = now
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05)
 
     def _tell_connection(self, connected: bool, peer: str) -> None:
         assert self._control is not None
