@@ -142,14 +142,22 @@ def main() -> None:
     ap.add_argument("--station-n", type=int, default=100)
     args = ap.parse_args()
 
-    for i in range(args.starts):
-        link = OpcUaLink(OpcUaConfig(port=0, namespace_uri=NS), station_dir=Path("."))
-        t0 = time.perf_counter()
-        link.start(LineThread())
-        wall = time.perf_counter() - t0
-        split = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in link.startup_s.items())
-        print(f"start-up {i + 1}: start() {wall * 1000:.0f} ms ({split}); load {os.getloadavg()}")
-        link.close()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["INSPECTOR_CACHE_DIR"] = cache  # a cold cache of this run's own
+        kinds = [("no cache", False)] + [("cache", True)] * args.starts
+        for i, (label, use_cache) in enumerate(kinds):
+            cfg = OpcUaConfig(port=0, namespace_uri=NS, address_space_cache=use_cache)
+            link = OpcUaLink(cfg, station_dir=Path("."))
+            t0 = time.perf_counter()
+            link.start(LineThread())
+            wall = time.perf_counter() - t0
+            split = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in link.startup_s.items())
+            how = f"{label}, {'loaded from it' if link.address_space_cached else 'built'}"
+            print(f"start-up {i + 1} ({how}): start() {wall * 1000:.0f} ms ({split}); load {os.getloadavg()}")
+            link.close()
+        del os.environ["INSPECTOR_CACHE_DIR"]
     nodeset = os.environ.get("OPC40100_NODESET")
     if nodeset:
         s = asyncio.run(official_nodeset_import(Path(nodeset)))
