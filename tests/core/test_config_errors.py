@@ -42,7 +42,10 @@ CASES = [
     (with_("name", ...), "name: Field required"),
     (with_("name", "line 3!"), "name: String should match pattern"),
     (with_("source", ...), "source: Field required"),
-    (with_("source.type", "ftp"), "source: unknown frame source 'ftp' (installed: camera, folder, pylon, synthetic, triggered_camera, video)"),
+    (
+        with_("source.type", "ftp"),
+        "source: unknown frame source 'ftp' (installed: camera, folder, pylon, synthetic, triggered_camera, video)",
+    ),
     (with_("source.config.count", 0), "source.config.count: Input should be greater than or equal to 1 (got 0)"),
     (with_("source.config.colour", True), "source.config.colour: unknown key"),
     (with_("source.kind", "x"), "source.kind: unknown key"),
