@@ -193,6 +193,26 @@ class CalibrationSpec(Strict):
     mm_per_px: float | None = Field(None, gt=0, description="millimetres per pixel on the part's plane")
 
 
+class MeasurementSpec(Strict):
+    """SPC of one measurement (``measurements: {scratch.length_mm: {...}}``, docs/qa.md): its spec
+    limits for Cpk / Ppk, the chart's subgroup size and the baseline its limits are frozen from."""
+
+    lsl: float | None = Field(None, description="lower spec limit, in the measurement's unit")
+    usl: float | None = Field(None, description="upper spec limit")
+    subgroup: int = Field(1, ge=1, le=10, description="1: individuals / moving range; 2-10: X-bar / R")
+    baseline: int | None = Field(
+        None, ge=2, description="points (subgroups) of phase I the limits are frozen from; default all"
+    )
+
+    @field_validator("usl")
+    @classmethod
+    def _usl_above_lsl(cls, v: float | None, info: ValidationInfo) -> float | None:
+        lsl = info.data.get("lsl")
+        if v is not None and lsl is not None and v <= lsl:
+            raise ValueError(f"must be above lsl ({lsl:g})")
+        return v
+
+
 class StationSpec(Strict):
     name: str = Field(pattern=NAME, max_length=200, description="the station's name in the store")
     description: str = ""
@@ -212,6 +232,9 @@ class StationSpec(Strict):
         description="detector calls run at once (steps of consecutive parts overlap); default: the CPU cores",
     )
     line: LineSpec | None = Field(None, description="a PLC drives the station (docs/line.md)")
+    measurements: dict[Annotated[str, Field(pattern=r"^[^.\s]+\.[^.\s]+$")], MeasurementSpec] = Field(
+        default_factory=dict, description="SPC per KIND.MEASUREMENT (e.g. scratch.length_mm): spec limits, subgroup"
+    )
 
     @field_validator("steps")
     @classmethod
