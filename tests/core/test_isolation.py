@@ -153,3 +153,42 @@ def test_a_detector_without_an_entry_point_is_imported_by_its_module(tmp_path):
     (d,) = rows[0].defects
     # The worker saw the ROI's pixels (half 0, half 200), in another process.
     assert d.message.startswith("mean 100.0 pid ") and _pid(d.message) != os.getpid()
+
+
+STATION = """\
+name: crash
+source: {{type: synthetic, config: {{count: 6, width: 320, height: 240, color: false}}}}
+steps: [{{detector: crasher, isolation: {isolation}, budget_ms: 20000, config: {{part_suffix: "-00003"}}}}]
+store: {{url: 'sqlite:///{db}'}}
+"""
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_inspector_run_survives_a_segfault_only_when_the_step_is_isolated(tmp_path, isolation):
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    db = tmp_path / "crash.db"
+    path = tmp_path / "crash.yaml"
+    path.write_text(STATION.format(isolation=isolation, db=db))
+    out = subprocess.run(
+        [sys.executable, "-m", "inspector_core.cli", "run", str(path), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT part_id, verdict, error FROM inspections ORDER BY seq").fetchall()
+    finally:
+        con.close()
+    if isolation == "thread":
+        # The plugin's segfault is the station's: the run ends at part 3, its verdict never recorded.
+        assert out.returncode == -signal.SIGSEGV, (out.returncode, out.stderr[-2000:])
+        assert len(rows) < 4
+    else:
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert [v for _, v, _ in rows] == ["FAIL", "FAIL", "FAIL", "ERROR", "FAIL", "FAIL"]
+        assert "its worker process died (signal SIGSEGV)" in rows[3][2]
