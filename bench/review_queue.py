@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def fill(url: str, n: int, seed: int = 1) -> None:
     store.close()
 
 
-def median_ms(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
+def median_ms(fn: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
