@@ -110,6 +110,46 @@ class CropPolicy(Strict):
     jpeg_quality: int = Field(90, ge=10, le=100)
 
 
+class EvidencePolicy(Strict):
+    """Whole-frame evidence (issue 15; docs/qa.md): files beside the database, one row each."""
+
+    fail: Literal["full", "downscaled", "none"] = Field(
+        "none", description="the frame of a part that did not pass (FAIL, ERROR): full size, downscaled, or not kept"
+    )
+    pass_sample: float = Field(
+        0.0, ge=0.0, le=1.0, description="fraction of PASS parts whose frame is kept too (downscaled), e.g. 0.01"
+    )
+    max_side: int = Field(1600, ge=64, le=20_000, description="longer side of a downscaled frame, px")
+    format: Literal["jpeg", "png"] = "jpeg"
+    quality: int = Field(90, ge=10, le=100, description="JPEG quality")
+    dir: str | None = Field(
+        None,
+        description=(
+            "folder of the evidence files; default: <database file>.evidence beside a SQLite file, "
+            "evidence/ beside the station file for a server database. Relative to the station file"
+        ),
+    )
+    min_free_bytes: float = Field(
+        1e9, ge=0, description="below this much free space on the evidence folder's disk no frame is written"
+    )
+    max_pending: int = Field(
+        32, ge=1, le=10_000, description="frames waiting for the writer beyond this are dropped (recorded), not held"
+    )
+
+
+class RetentionPolicy(Strict):
+    """How long evidence files are kept (``inspector retention``; docs/qa.md)."""
+
+    pass_days: float | None = Field(7, gt=0, description="age after which a sampled PASS frame goes; null: kept")
+    fail_days: float | None = Field(90, gt=0, description="age after which a failed part's frame goes; null: kept")
+    max_bytes: float | None = Field(
+        None, gt=0, description="quota of the station's evidence files; the oldest go first (PASS before fail)"
+    )
+    orphan_grace_s: float = Field(
+        3600, ge=0, description="a file no row names is deleted only once it is this old (a writer may commit it)"
+    )
+
+
 class StoreSpec(Strict):
     url: str = Field(
         "sqlite:///inspector.db",
@@ -119,6 +159,8 @@ class StoreSpec(Strict):
         ),
     )
     crops: CropPolicy = CropPolicy()
+    evidence: EvidencePolicy = EvidencePolicy()
+    retention: RetentionPolicy = RetentionPolicy()
     spool: str | None = Field(
         None,
         description=(

@@ -51,6 +51,7 @@ from inspector_core.contract import (
 from inspector_core.plugins import Registry
 from inspector_core.runtime.config import Station
 from inspector_core.runtime.delivery import Delivery, sink_keys
+from inspector_core.runtime.evidence import evidence_writer
 from inspector_core.runtime.inspection import Begun, begin, judge
 from inspector_core.runtime.inspection import check_image as _check_image  # noqa: F401 - its old name here
 from inspector_core.runtime.pipeline import Pipeline, default_workers
@@ -188,7 +189,12 @@ class StationRuntime:
         try:
             # Opens the spool: one of another format, station or database is refused (SpoolError).
             recorder = Recorder(
-                self.store, run=run, on_committed=self._committed, spool_dir=spool_dir, overload=st.spec.overload.policy
+                self.store,
+                run=run,
+                on_committed=self._committed,
+                spool_dir=spool_dir,
+                overload=st.spec.overload.policy,
+                evidence=evidence_writer(st),
             )
         except (StoreError, OSError) as exc:
             close_steps(workers)
@@ -623,7 +629,8 @@ class StationRuntime:
                     log.exception("judging part %s", item.frame.part_id)
                     record = self._record(item, "ERROR", error=f"host error: {type(exc).__name__}: {exc}")
             try:
-                self._submit(record)
+                # The frame (a reference) for the writer's evidence files (store.evidence; issue 15).
+                self._submit(record, begun.image if isinstance(begun, Begun) else None)
             except Exception as exc:  # noqa: BLE001 - stop, saying so, rather than die silently
                 msg = f"part {item.frame.part_id!r} could not be handed to the recorder: {type(exc).__name__}: {exc}"
                 log.error(msg)
@@ -665,9 +672,9 @@ class StationRuntime:
             source_meta=item.meta or None,
         )
 
-    def _submit(self, record: InspectionRecord) -> None:
+    def _submit(self, record: InspectionRecord, frame: Any = None) -> None:
         self.tally.add(record.verdict, record.latency_ms)
-        self.recorder.submit(record)
+        self.recorder.submit(record, frame)
 
     # -------------------------------------------------------------- after commit
 

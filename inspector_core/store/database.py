@@ -595,6 +595,7 @@ class Store:
             steps: list[tuple[Any, ...]] = []
             defects: list[tuple[Any, ...]] = []
             crops: list[tuple[Any, ...]] = []
+            evidence: list[tuple[Any, ...]] = []
             add_step, add_defect, add_crop = steps.append, defects.append, crops.append
             k = 0
             for iid, r, f1 in zip(iids, new, first, strict=True):
@@ -648,6 +649,25 @@ class Store:
                 if decided.tzinfo is not None:
                     decided = naive_utc(decided)
                 lat = r.latency_ms
+                ev = r.evidence
+                if ev is not None:  # its file (if stored) was written and fsynced before this transaction
+                    evidence.append(
+                        (
+                            iid,
+                            r.station_id,
+                            ts(captured),
+                            ev.kept_as,
+                            ev.status,
+                            ev.reason,
+                            ev.sha256,
+                            ev.format,
+                            ev.width,
+                            ev.height,
+                            ev.scale,
+                            ev.bytes,
+                            at_db,
+                        )
+                    )
                 ins.append(
                     (
                         iid,
@@ -673,6 +693,7 @@ class Store:
             _insert_rows(conn, _STEP_COLUMNS, steps)
             _insert_rows(conn, _DEFECT_COLUMNS, defects)
             _insert_rows(conn, _CROP_COLUMNS, crops)
+            _insert_rows(conn, _EVIDENCE_COLUMNS, evidence)
             write_rollup(conn, rollup)
         for r in new:  # only now: a record spooled after a failed attempt carries no commit time
             r.committed_at = at
@@ -695,6 +716,10 @@ _DEFECT_COLUMNS = (
     "id inspection_id step detector kind score raw_score failed x y w h size_px size_mm measurements message",
 )
 _CROP_COLUMNS = ("crops", "defect_id inspection_id format width height x y scale data")
+_EVIDENCE_COLUMNS = (
+    "evidence",
+    "inspection_id station_id captured_at kept_as status reason sha256 format width height scale bytes created_at",
+)
 
 _SQL: dict[tuple[str, str], str] = {}
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from inspector_core.store.database import Store, StoreError, StoreTimeout, classify, describe_failure
+from inspector_core.store.evidence import EvidenceWriter
 from inspector_core.store.records import EventRecord, InspectionRecord, RunRecord, utcnow
 from inspector_core.store.spool import Spool, spool_file
 
@@ -74,8 +75,15 @@ class Recorder:
         write_timeout_s: float = 5.0,
         retry_s: float = 1.0,
         max_retry_s: float = 15.0,
+        evidence: EvidenceWriter | None = None,
     ) -> None:
         self.store = store
+        self.evidence = evidence
+        """Keeps the frames handed to :meth:`submit` as evidence files, in the writer's thread,
+        before the transaction of their rows (``None``: no evidence)."""
+        self._frames: dict[str, tuple[Any, str]] = {}
+        if evidence is not None:
+            evidence.on_event = self.event
         self.run = run
         self.on_committed = on_committed
         self.on_event = on_event or (lambda kind, msg: None)
@@ -166,8 +174,20 @@ class Recorder:
         """True while the database is away (verdicts go to the spool)."""
         return self._down is not None
 
-    def submit(self, record: InspectionRecord) -> None:
-        """Hand a verdict to the writer. Waits while the queue is full (see the module doc)."""
+    def submit(self, record: InspectionRecord, frame: Any = None) -> None:
+        """Hand a verdict to the writer. Waits while the queue is full (see the module doc).
+        ``frame``: the part's image (a reference, not copied), kept as evidence if the policy
+        says so; more than ``max_pending`` such frames waiting makes this one ``dropped``."""
+        ev = self.evidence
+        if ev is not None and frame is not None and record.evidence is None:
+            kept_as = ev.kept_as(record.verdict)
+            if kept_as is not None:
+                if len(self._frames) >= ev.policy.max_pending:
+                    record.evidence = ev.dropped_record(
+                        kept_as, f"more than {ev.policy.max_pending} frames waiting for the writer"
+                    )
+                else:
+                    self._frames[record.uid] = (frame, kept_as)
         if record.run_uid is None:
             record.run_uid = self.run.uid
         if record.station is None:
@@ -300,6 +320,8 @@ class Recorder:
                     self._next_try = 0.0
                 self._busy = True
                 self._cond.notify_all()
+            if self._frames:
+                self._keep_frames(batch)
             try:
                 # Held verdicts were in a write that failed: it may have committed, so they are probed.
                 self._process(self._held + batch, events, fresh=not self._held)
@@ -337,6 +359,14 @@ class Recorder:
                         f"spool {self.spool_path or '(in memory)'}: {type(exc).__name__}: {exc}"
                     )
                 return
+
+    def _keep_frames(self, batch: list[InspectionRecord]) -> None:
+        """Write the batch's evidence files (fsynced) before its transaction; never raises."""
+        assert self.evidence is not None
+        for r in batch:
+            got = self._frames.pop(r.uid, None)
+            if got is not None:
+                r.evidence = self.evidence.keep(got[0], got[1])
 
     def _backpressure_ended(self) -> None:
         assert self._blocked_since is not None
@@ -552,6 +582,10 @@ class Recorder:
                 self._run_ids(runs[uid].run)
             records = [i.record for i in items if isinstance(i.record, InspectionRecord)]
             events = [i.record for i in items if isinstance(i.record, EventRecord)]
+            if self.evidence is not None:
+                for rec in records:
+                    if rec.evidence is not None:
+                        self.evidence.check_stored(rec.evidence)
             try:
                 self._write(records)
             except _Down as down:

@@ -83,6 +83,25 @@ class StepRecord:
 
 
 @dataclasses.dataclass(slots=True)
+class EvidenceRecord:
+    """The part's whole frame as the writer kept it (``evidence`` table, migration 0011): a file
+    named by ``sha256`` (written and fsynced before the row is committed), or why not (``status``
+    ``dropped``, ``reason``)."""
+
+    __pydantic_config__ = _SPOOL_JSON
+
+    kept_as: str
+    status: str
+    reason: str | None = None
+    sha256: str | None = None
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    scale: float | None = None
+    bytes: int | None = None
+
+
+@dataclasses.dataclass(slots=True)
 class InspectionRecord:
     """One part's verdict with its evidence, as the runtime hands it to the recorder.
 
@@ -111,6 +130,8 @@ class InspectionRecord:
     committed_at: datetime | None = None
     """Set by the writer once the record is committed: its clock just before the transaction's
     COMMIT (``inspections.committed_at``); ``None`` before, and in the spool."""
+    evidence: EvidenceRecord | None = None
+    """The frame kept as evidence (set by the writer before it commits), or ``None``."""
 
     # The spool keeps records as JSON (never pickle); crops as base64.
     def to_json(self) -> str:
@@ -140,6 +161,8 @@ class InspectionRecord:
             x["box"] = tuple(x["box"])
             defects.append(DefectRecord(**x, crop=crop))
         d["defects"] = defects
+        if d.get("evidence"):
+            d["evidence"] = EvidenceRecord(**d["evidence"])
         return cls(**d)
 
 
