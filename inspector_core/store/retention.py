@@ -1,0 +1,307 @@
+"""Retention of whole-frame evidence: by age and by a size quota, per class, with holds (issue 15).
+
+What goes (:func:`plan`): a ``stored`` evidence row of the station older than its class's days
+(``pass_days`` for sampled PASS frames, ``fail_days`` for failed parts'), then, while the
+station's stored bytes exceed ``max_bytes``, the oldest of the rest (PASS frames before failed
+ones). Never a held one: a frame is held while its inspection has a review (the ``reviews`` log)
+or a hold (``held_at``) made after its last release (``released_at``): a person's word keeps the
+picture it was about until a person releases it (:func:`release`).
+
+How it goes (:func:`apply`), so that no row names a deleted file:
+
+1. in a transaction, the rows are marked ``expired`` (``sha256`` cleared, ``expired_at`` set),
+   re-checking in the same statement that each is still stored and not held;
+2. after the commit, each of their files that no ``stored`` row names any more is deleted, unless
+   it was written after step 1 began (a writer storing the same bytes again rewrites the file
+   before it commits: its fresh time keeps it);
+3. the sweep deletes files no row names that are older than ``orphan_grace_s`` (a writer killed
+   between its file and its commit; a row removed with its inspection) and stale temporary files.
+
+A file is only ever deleted after the rows naming it are gone, never before: a crash between
+the steps leaves at worst an orphan file, which the next sweep removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select, update
+
+from inspector_core.store.database import Store
+from inspector_core.store.evidence import EXT, evidence_path
+from inspector_core.store.evidence_records import Evidence
+from inspector_core.store.records import utcnow
+from inspector_core.store.review_records import Review
+from inspector_core.store.schema import Station
+
+BATCH = 2000
+"""Rows marked per transaction (a writer waits at most one such transaction)."""
+
+
+def held() -> Any:
+    """SQL: the evidence row is held (a review or a hold after its last release)."""
+    e = Evidence
+    after_release = or_(e.released_at.is_(None), Review.created_at > e.released_at)
+    reviewed = exists().where(Review.inspection_id == e.inspection_id, after_release)
+    on_hold = and_(e.held_at.is_not(None), or_(e.released_at.is_(None), e.held_at > e.released_at))
+    return or_(on_hold, reviewed)
+
+
+@dataclasses.dataclass
+class ClassCount:
+    rows: int = 0
+    bytes: int = 0
+
+    def add(self, n: int | None) -> None:
+        self.rows += 1
+        self.bytes += n or 0
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a retention pass removes (or would): per class, by age and by quota."""
+
+    station: str
+    now: datetime
+    stored: dict[str, ClassCount] = dataclasses.field(default_factory=dict)
+    """Per class: the station's stored evidence before the pass."""
+    by_age: dict[str, ClassCount] = dataclasses.field(default_factory=dict)
+    by_quota: dict[str, ClassCount] = dataclasses.field(default_factory=dict)
+    held: dict[str, ClassCount] = dataclasses.field(default_factory=dict)
+    """Per class: held frames that age or the quota would have removed."""
+    ids: list[int] = dataclasses.field(default_factory=list)
+    reasons: dict[int, str] = dataclasses.field(default_factory=dict)
+    max_bytes: int | None = None
+    over_quota: int = 0
+    """Bytes the station stays over ``max_bytes`` after the pass: held frames (never removed)."""
+    orphans: tuple[int, int] = (0, 0)
+    """Files no row names, older than the grace period: (files, bytes) the sweep removes."""
+
+    def going(self, kept_as: str) -> ClassCount:
+        a, q = self.by_age.get(kept_as, ClassCount()), self.by_quota.get(kept_as, ClassCount())
+        return ClassCount(a.rows + q.rows, a.bytes + q.bytes)
+
+
+@dataclasses.dataclass
+class Report:
+    plan: Plan
+    expired_rows: int = 0
+    files_deleted: int = 0
+    bytes_deleted: int = 0
+    files_kept_shared: int = 0
+    """Files of expired rows that another stored row still names (the same bytes)."""
+    orphans_deleted: int = 0
+    orphan_bytes: int = 0
+    seconds: float = 0.0
+
+
+def _station_id(store: Store, station: str) -> int | None:
+    with store.transaction() as conn:
+        return conn.scalar(select(Station.id).where(Station.name == station))
+
+
+def plan(store: Store, station: str, policy: Any, *, now: datetime | None = None) -> Plan:
+    """What retention would remove now from ``station``'s evidence (``policy``: its
+    ``store.retention``: ``pass_days``, ``fail_days``, ``max_bytes``)."""
+    now = now or utcnow()
+    p = Plan(station, now, max_bytes=None if policy.max_bytes is None else int(policy.max_bytes))
+    sid = _station_id(store, station)
+    if sid is None:
+        return p
+    e = Evidence
+    days = {"pass": policy.pass_days, "fail": policy.fail_days}
+    rows: list[tuple[int, str, datetime, int | None, bool]] = []
+    with store.transaction() as conn:
+        q = (
+            select(e.id, e.kept_as, e.captured_at, e.bytes, held().label("held"))
+            .where(e.station_id == sid, e.status == "stored")
+            .order_by(e.captured_at, e.id)
+        )
+        rows = [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+    total = 0
+    rest: list[tuple[int, str, int | None]] = []
+    for rid, kept_as, at, n, is_held in rows:
+        p.stored.setdefault(kept_as, ClassCount()).add(n)
+        d = days.get(kept_as)
+        if d is not None and at < now - timedelta(days=d):
+            if is_held:
+                p.held.setdefault(kept_as, ClassCount()).add(n)
+                total += n or 0
+            else:
+                p.by_age.setdefault(kept_as, ClassCount()).add(n)
+                p.ids.append(rid)
+                p.reasons[rid] = f"retention: older than {kept_as}_days ({d:g})"
+            continue
+        total += n or 0
+        if not is_held:
+            rest.append((rid, kept_as, n))
+    if p.max_bytes is not None and total > p.max_bytes:
+        # Oldest first, PASS frames before failed parts' (rest is in capture order).
+        for cls in ("pass", "fail"):
+            for rid, kept_as, n in rest:
+                if total <= p.max_bytes:
+                    break
+                if kept_as != cls:
+                    continue
+                p.by_quota.setdefault(kept_as, ClassCount()).add(n)
+                p.ids.append(rid)
+                p.reasons[rid] = f"retention: over the quota max_bytes ({p.max_bytes})"
+                total -= n or 0
+        p.over_quota = max(0, total - p.max_bytes)
+    return p
+
+
+def _chunks(xs: list[Any], n: int) -> Iterator[list[Any]]:
+    for i in range(0, len(xs), n):
+        yield xs[i : i + n]
+
+
+def apply(
+    store: Store, root: Path, station: str, policy: Any, *, now: datetime | None = None, sweep: bool = True
+) -> Report:
+    """Remove what :func:`plan` says (rows first, then their files), then sweep orphan files."""
+    t0 = time.perf_counter()
+    p = plan(store, station, policy, now=now)
+    rep = Report(p)
+    started = time.time()
+    e = Evidence
+    marked: list[tuple[str, str, int | None]] = []
+    for ids in _chunks(p.ids, BATCH):
+        with store.transaction(write=True) as conn:
+            still = (e.id.in_(ids), e.status == "stored", ~held())
+            got = list(conn.execute(select(e.id, e.sha256, e.format, e.bytes).where(*still)))
+            if not got:
+                continue
+            gone = [r[0] for r in got]
+            for reason in {p.reasons[i] for i in gone}:
+                conn.execute(
+                    update(e)
+                    .where(e.id.in_([i for i in gone if p.reasons[i] == reason]), e.status == "stored")
+                    .values(status="expired", sha256=None, expired_at=utcnow(), reason=reason)
+                )
+            rep.expired_rows += len(gone)
+            marked += [(sha, fmt, n) for _, sha, fmt, n in got if sha]
+    # Committed: now the files, those no stored row names any more.
+    by_sha = {(sha, fmt): n for sha, fmt, n in marked}
+    shas = sorted({sha for sha, _ in by_sha})
+    named: set[str] = set()
+    for part in _chunks(shas, BATCH):
+        with store.transaction() as conn:
+            named |= set(conn.scalars(select(e.sha256).where(e.sha256.in_(part), e.status == "stored")))
+    for (sha, fmt), n in by_sha.items():
+        if sha in named:
+            rep.files_kept_shared += 1
+            continue
+        if _unlink_if_older(evidence_path(root, sha, fmt), started):
+            rep.files_deleted += 1
+            rep.bytes_deleted += n or 0
+    if sweep:
+        rep.orphans_deleted, rep.orphan_bytes = sweep_orphans(store, root, grace_s=policy.orphan_grace_s)
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def _unlink_if_older(path: Path, before: float) -> bool:
+    try:
+        if path.stat().st_mtime >= before:
+            return False  # written again since the pass began: a writer is about to commit a row naming it
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _files(root: Path) -> Iterator[os.DirEntry[str]]:
+    if not root.is_dir():
+        return
+    for a in os.scandir(root):
+        if not a.is_dir() or len(a.name) != 2:
+            continue
+        for b in os.scandir(a.path):
+            if not b.is_dir() or len(b.name) != 2:
+                continue
+            yield from (f for f in os.scandir(b.path) if f.is_file())
+
+
+def sweep_orphans(
+    store: Store, root: Path, *, grace_s: float, dry_run: bool = False, now: float | None = None
+) -> tuple[int, int]:
+    """Delete evidence files no ``stored`` row names, older than ``grace_s`` (and temporary files
+    left by a killed writer, as old); returns (files, bytes). Rows of every station count: a
+    folder may be shared."""
+    exts = {f".{x}" for x in EXT.values()}
+    cutoff = (now or time.time()) - grace_s
+    old: dict[str, list[tuple[str, int, float]]] = {}
+    n = size = 0
+    for f in _files(root):
+        st = f.stat()
+        if st.st_mtime >= cutoff:
+            continue
+        name = f.name
+        if name.startswith(".") and name.endswith(".tmp"):
+            if not dry_run:
+                _remove(f.path)
+            n += 1
+            size += st.st_size
+            continue
+        stem, ext = os.path.splitext(name)
+        if ext in exts and len(stem) == 64:
+            old.setdefault(stem, []).append((f.path, st.st_size, st.st_mtime))
+    shas = sorted(old)
+    e = Evidence
+    for part in _chunks(shas, BATCH):
+        with store.transaction() as conn:
+            named = set(conn.scalars(select(e.sha256).where(e.sha256.in_(part), e.status == "stored")))
+        for sha in part:
+            if sha in named:
+                continue
+            for path, nbytes, _ in old[sha]:
+                if dry_run or _unlink_if_older(Path(path), cutoff):
+                    n += 1
+                    size += nbytes
+    return n, size
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def hold(store: Store, inspection_id: int, by: str) -> int:
+    """Put the frame of inspection ``inspection_id`` on hold (retention keeps it); returns rows."""
+    with store.transaction(write=True) as conn:
+        return conn.execute(
+            update(Evidence).where(Evidence.inspection_id == inspection_id).values(held_at=utcnow(), held_by=by)
+        ).rowcount
+
+
+def release(store: Store, inspection_id: int, by: str) -> int:
+    """Release the frame of inspection ``inspection_id``: reviews and holds made before now no
+    longer keep it (a later review or hold does again); returns rows."""
+    with store.transaction(write=True) as conn:
+        return conn.execute(
+            update(Evidence).where(Evidence.inspection_id == inspection_id).values(released_at=utcnow(), released_by=by)
+        ).rowcount
+
+
+def stored_bytes(store: Store, station: str) -> int:
+    """The station's stored evidence bytes (the quota's measure)."""
+    sid = _station_id(store, station)
+    if sid is None:
+        return 0
+    with store.transaction() as conn:
+        return int(
+            conn.scalar(
+                select(func.coalesce(func.sum(Evidence.bytes), 0)).where(
+                    Evidence.station_id == sid, Evidence.status == "stored"
+                )
+            )
+            or 0
+        )
