@@ -757,6 +757,9 @@ def upgrade(db: str | None, station_file: str | None, create: bool) -> None:
 
 
 def commands() -> list[click.Command]:
-    from inspector_core.qa import retention_cli, review_cli  # imports this module's options
+    from inspector_core.qa import decisions_cli, retention_cli, review_cli  # import this module's options
 
-    return [history, stats, whatif, export, serve, upgrade, *review_cli.commands(), *retention_cli.commands()]
+    return [
+        history, stats, whatif, export, serve, upgrade,
+        *review_cli.commands(), *retention_cli.commands(), *decisions_cli.commands(),
+    ]  # fmt: skip
