@@ -89,13 +89,51 @@ def run(name: str, train_paths, val_paths, test_good, test_bad, settings) -> dic
     return out
 
 
+def from_dumps(folder: Path) -> None:
+    """Both rules again from the raw scores written by ``--dump`` (no training): the quantile rule
+    and the default leave-one-out tolerance bound as ``TrainSettings`` now has it."""
+    import numpy as np
+    from inspector_anomaly.metrics import tail_threshold
+    from inspector_anomaly.training import TrainSettings
+
+    ts = TrainSettings()
+    print(
+        f"| scenario | train + held-out good | quantile: false fails (test good) | defective failed | "
+        f"loo ({ts.coverage:.3%} coverage, {ts.confidence:.0%} confidence): false fails | defective failed | "
+        "test image AUROC |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    from inspector_anomaly.metrics import auroc
+
+    for f in sorted(folder.glob("*.json")):
+        d = {k: np.asarray(v, dtype=float) for k, v in json.loads(f.read_text()).items()}
+        q99, q50 = np.quantile(d["val"], 0.99), np.quantile(d["val"], 0.5)
+        rules = {
+            "quantile": q99 + 0.1 * (q99 - q50),
+            "loo": tail_threshold(np.r_[d["loo"], d["val"]], ts.coverage, ts.confidence),
+        }
+        g, b = d["test_good"], d["test_bad"]
+        cells = []
+        for t in rules.values():
+            ff = int((g >= t).sum())
+            cells += [f"{ff}/{len(g)} ({ff / len(g):.1%})", f"{(b >= t).mean():.0%} of {len(b)}"]
+        a = auroc(np.r_[np.zeros(len(g)), np.ones(len(b))], np.r_[g, b])
+        print(
+            f"| {f.stem.replace('_', ' ')} | {len(d['loo'])} + {len(d['val'])} | " + " | ".join(cells) + f" | {a:.3f} |"
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--scenarios", default="synthetic,mt_small,transistor,mt_full")
     ap.add_argument("--repeats", type=int, default=3, help="training sets per small scenario")
     ap.add_argument("--dump", type=Path, default=None, help="write every scenario's raw scores (JSON) here")
+    ap.add_argument("--from-dumps", type=Path, default=None, help="only recompute both rules from --dump output")
     args = ap.parse_args()
+    if args.from_dumps is not None:
+        from_dumps(args.from_dumps)
+        return 0
     global DUMP
     DUMP = args.dump
 

@@ -318,6 +318,8 @@ def leave_one_out_scores(
         with fast_export(module.model):
             for i in chosen:
                 keep = np.flatnonzero(origin != i)
+                if keep.size == 0:  # a tiny bank drawn from this image alone: nothing to compare with
+                    continue
                 module.model.memory_bank = full[keep]
                 scores.append(detector.anomaly_map(images[i]).score_raw)
     finally:
