@@ -667,7 +667,22 @@ def export_dataset(
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--token", envvar="INSPECTOR_TOKEN", help="required when not bound to 127.0.0.1 (env INSPECTOR_TOKEN)")
 @click.option("--read-only", is_flag=True, help="no sign-in and no review pages (a kiosk): nothing is written")
-def serve(db: str | None, station_file: str | None, host: str, port: int, token: str | None, read_only: bool) -> None:
+@click.option(
+    "--evidence-dir",
+    "evidence_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="folder of the stations' evidence frames (default: beside a SQLite file, or the station file's)",
+)
+def serve(
+    db: str | None,
+    station_file: str | None,
+    host: str,
+    port: int,
+    token: str | None,
+    read_only: bool,
+    evidence_dirs: tuple[str, ...] = (),
+) -> None:
     """The QA dashboard and JSON API. Open http://HOST:PORT/ ; API under /api, its OpenAPI
     schema at /openapi.json. Verdicts are read-only; signed-in reviewers append reviews beside
     them at /review (accounts: `inspector users add`), unless --read-only."""
@@ -684,7 +699,12 @@ def serve(db: str | None, station_file: str | None, host: str, port: int, token:
         from inspector_core.qa.review_cli import open_review_store
 
         writer = open_review_store(db, station_file)
-    app = create_app(engine, token=token, host=host, writer=writer)
+    dirs = [Path(d) for d in evidence_dirs]
+    if not dirs and station_file and not db:
+        from inspector_core.qa.retention_cli import _station
+
+        dirs = [_station(station_file).root]
+    app = create_app(engine, token=token, host=host, writer=writer, evidence_dirs=dirs or None)
     where = f"http://{host}:{port}"
     err.print(
         f"dashboard on {where}/ "

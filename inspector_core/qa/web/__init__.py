@@ -35,7 +35,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from inspector_core.qa import query as q
 from inspector_core.qa.review import log as review_log
-from inspector_core.qa.web import charts, review_pages
+from inspector_core.qa.web import charts, evidence_pages, review_pages
 from inspector_core.store import Store
 from inspector_core.store.outbox import sink_states
 
@@ -162,11 +162,13 @@ def create_app(
     host: str = "127.0.0.1",
     hosts: Sequence[str] | None = None,
     writer: Store | None = None,
+    evidence_dirs: Sequence[FilePath] | None = None,
 ) -> FastAPI:
     """The dashboard on ``engine``. ``host`` is the address it is bound to (for the Host header
     check, :func:`allowed_hosts`; ``hosts`` overrides the list). ``writer``: the store opened for
     reviews and accounts (:func:`inspector_core.qa.review.open_writer`); with it the dashboard
-    has sign-in and the review pages (:mod:`inspector_core.qa.web.review_pages`)."""
+    has sign-in and the review pages (:mod:`inspector_core.qa.web.review_pages`). ``evidence_dirs``:
+    where the evidence files are (default: beside a SQLite file; :mod:`.evidence_pages`)."""
     app = FastAPI(
         title="Inspector QA",
         version="1",
@@ -536,6 +538,8 @@ def create_app(
     def favicon() -> Response:
         return RedirectResponse("/static/favicon.svg")
 
+    dirs = evidence_pages.default_dirs(engine) if evidence_dirs is None else evidence_dirs
+    evidence_pages.install(app_routes, templates, engine, dirs)
     if writer is not None:
         review_pages.install(app, templates, engine, writer)
     app.include_router(app_routes)
