@@ -91,7 +91,7 @@ def fisher(k1: int, n1: int, k2: int, n2: int) -> float | None:
     if n1 <= 0 or n2 <= 0:
         return None
     try:
-        from scipy.stats import fisher_exact
+        from scipy.stats import fisher_exact  # type: ignore[import-untyped]
     except ImportError:
         return None
     return float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue)
@@ -116,11 +116,12 @@ def _runs(engine: Engine, station: str | None, *, run_ids: Sequence[int] = (), h
 
 def side(engine: Engine, label: str, run_ids: Sequence[int]) -> Side:
     with engine.connect() as conn:
-        per = dict(
-            conn.execute(select(I.verdict, func.count()).where(I.run_id.in_(list(run_ids))).group_by(I.verdict))
-            .tuples()
-            .all()
-        )
+        per = {
+            v: int(n)
+            for v, n in conn.execute(
+                select(I.verdict, func.count()).where(I.run_id.in_(list(run_ids))).group_by(I.verdict)
+            )
+        }
         fails = list(conn.scalars(select(I.id).where(I.run_id.in_(list(run_ids)), I.verdict == "FAIL")))
         failed: dict[int, list[int]] = defaultdict(list)
         for i in range(0, len(fails), 500):

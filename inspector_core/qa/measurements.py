@@ -215,7 +215,7 @@ def chart(
         pts_v = [float(v) for v in values]
         ranges: list[float | None] = [None] + [abs(b - a) for a, b in zip(pts_v, pts_v[1:], strict=False)]
         pts_t = ts
-        pts_ids = [(i,) for i in iid]
+        pts_ids: list[tuple[int, ...]] = [(i,) for i in iid]
         base_n = len(pts_v) if baseline is None else baseline
         lim = limits(pts_v[:base_n], 1)
     else:

@@ -4,7 +4,7 @@
 log, :mod:`inspector_core.qa.review`) gets a truth, by the rules :func:`review.review_stats` counts
 by: *defective* when one of its findings of that kind is ``confirmed`` (directly, or by a
 ``confirmed`` review of the FAIL part it failed), or the part is reviewed ``missed`` with that
-kind; *good* when all its findings of that kind are ``false_alarm`` (directly or by the part's
+kind; *good* when all its findings of that kind that failed it are ``false_alarm`` (directly or by the part's
 ``false_alarm``), or the whole part was reviewed ``confirmed`` / ``false_alarm`` / ``missed`` of
 another kind without a confirmed finding of this kind. ``unsure`` and unreviewed parts count
 nowhere. A threshold *fails* a part for the kind when one of its stored findings of that kind
@@ -145,7 +145,7 @@ def outcomes(
             q = q.where(I.captured_at >= since)
         if until is not None:
             q = q.where(I.captured_at < until)
-        parts = dict(conn.execute(q).tuples().all())
+        parts = {r.id: r.verdict for r in conn.execute(q)}
         ids = sorted(parts)
         findings: dict[int, list[Any]] = defaultdict(list)
         for i in range(0, len(ids), 500):
@@ -186,8 +186,10 @@ def outcomes(
                 lab in (None, "false_alarm") for lab in labels
             ):
                 truth = False  # the reviewer looked at the whole part: no defect of this kind
-            elif labels and all(lab == "false_alarm" for lab in labels):
-                truth = False
+            elif any(d.failed for d in mine) and all(
+                lab == "false_alarm" for d, lab in zip(mine, labels, strict=True) if d.failed
+            ):
+                truth = False  # every finding that failed the part is a false alarm (as review_stats counts)
             if truth is None:
                 continue
             out[kind].append(Outcome(iid, truth, tuple((d.score, d.size_px, d.size_mm) for d in mine)))
