@@ -112,6 +112,8 @@ def test_review_ten_items_by_keyboard_in_chromium(page, tmp_path, monkeypatch): 
             press(key, n)
         assert n == 10
         assert loads == []  # no page load between reviews: one key, one review, the next item at once
+        # The statistics table is redrawn from /api/review/stats shortly after the last review.
+        page.wait_for_function("document.querySelectorAll('#review-stats tbody tr td').length > 1", timeout=10000)
         page.screenshot(path=str(shots / "review-after-ten.png"), full_page=True)
         assert page.errors == []
 

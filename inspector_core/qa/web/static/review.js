@@ -51,6 +51,39 @@
     return loading;
   }
 
+  // The statistics table, redrawn a second after the last review (the page renders it first).
+  let statsTimer = null;
+  function ci(v, c, digits, scale) {
+    if (v === null || c === null) return "-";
+    const f = (x) => (x * (scale || 1)).toFixed(digits);
+    return `${f(v)} [${f(c[0])}, ${f(c[1])}]`;
+  }
+  async function refreshStats() {
+    const sp = new URLSearchParams(params);
+    sp.delete("near");
+    const r = await fetch("/api/review/stats?" + sp.toString(), { credentials: "same-origin" });
+    if (!r.ok) return;
+    const rows = await r.json();
+    const tb = document.querySelector("#review-stats tbody");
+    if (!tb || !rows.length) return;
+    tb.innerHTML = "";
+    for (const s of rows) {
+      const tr = document.createElement("tr");
+      for (const cell of [s.station, s.step, s.kind, s.reviewed, s.tp, s.fp, s.fn, s.tn,
+        ci(s.precision, s.precision_ci, 2), ci(s.recall, s.recall_ci, 2),
+        ci(s.false_alarms_per_1000, s.false_alarms_per_1000_ci, 0)]) {
+        const td = document.createElement("td");
+        td.textContent = String(cell);
+        tr.appendChild(td);
+      }
+      tb.appendChild(tr);
+    }
+  }
+  function statsSoon() {
+    clearTimeout(statsTimer);
+    statsTimer = setTimeout(refreshStats, 1000);
+  }
+
   function svg(tag, attrs) {
     const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
     for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
@@ -156,6 +189,7 @@
       say("");
       nextOpen();
       load();
+      statsSoon();
     } catch (e) {
       say("could not save: " + e);
     } finally {
