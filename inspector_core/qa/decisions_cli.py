@@ -49,11 +49,16 @@ def propose() -> None:
 @click.option("--since", help="reviewed parts captured from (a duration back or an ISO time)")
 @click.option("--until", help="before (same forms)")
 @click.option("--write", "write_to", type=click.Path(dir_okay=False), help="write the proposed rules to this NEW file")
+@click.option(
+    "--include-few",
+    is_flag=True,
+    help=f"--write also proposals with fewer than {proposals.MIN_REVIEWED} reviewed parts or no reviewed defect",
+)
 @click.option("--show", type=click.IntRange(0), default=10, show_default=True, help="changed part ids listed")
 @click.option("--json", "as_json", is_flag=True)
 def propose_thresholds(
     db: str | None, station_file: str | None, criterion: str, since: str | None, until: str | None,
-    write_to: str | None, show: int, as_json: bool,
+    write_to: str | None, include_few: bool, show: int, as_json: bool,
 ) -> None:  # fmt: skip
     """For each rule (min_score per kind, and its size limit where it has one), the threshold
     that would have judged the reviewed parts best under --criterion, previewed with what-if
@@ -96,7 +101,13 @@ def propose_thresholds(
                     ids = ", ".join(c.part_id for c in ch[:show]) + (" ..." if len(ch) > show else "")
                     out.print(f"{p.kind}.{p.field}={p.proposed:g} {title}: {ids}", highlight=False)
     if write_to:
-        changed = [p for p in ps if p.changed]
+        changed = [p for p in ps if p.changed and (p.enough or include_few)]
+        for p in ps:
+            if p.changed and p not in changed:
+                err.print(
+                    f"{p.kind}.{p.field}: not written ({p.reviewed} reviewed parts, {p.now.tp + p.now.fn} defects "
+                    f"among them; at least {proposals.MIN_REVIEWED} and one defect, or --include-few)"
+                )
         if not changed:
             raise click.ClickException("no threshold changes to write: the current rules are already the proposal")
         new = proposals.rewrite(text, changed)

@@ -265,3 +265,19 @@ def test_whatif_filter_is_the_stations(reviewed):
     p = next(p for p in proposals.propose(store.engine, station.read_text()) if p.changed)
     assert p.preview is not None and all(c.station == "line1" for c in p.preview.to_pass + p.preview.to_fail)
     assert HistoryFilter(stations=("line1",)).stations == ("line1",)
+
+
+def test_rewrite_gives_a_default_rule_kind_its_own_rule_and_keeps_the_rest():
+    text = (
+        "name: s1  # the station\nsource: {type: synthetic}\nsteps:\n- detector: fake\n"
+        "default_rule:\n  min_score: 0.7\n  min_size_px: 5\n"
+    )
+    t = proposals.Tally(0.9, 1, 0, 0, 1)
+    p = proposals.Proposal("s1", "dent", "min_score", "rules.dent", 0.7, 0.9, "keep-recall", t, t, 12, 0)
+    new = proposals.rewrite(text, [p])
+    data = yaml.safe_load(new)
+    assert data["rules"] == {"dent": {"min_score": 0.9, "min_size_px": 5.0}}
+    assert data["default_rule"] == {"min_score": 0.7, "min_size_px": 5}
+    assert "# the station" in new
+    d = proposals.diff(text, new, "a.yaml", "b.yaml")
+    assert d.startswith("--- a.yaml\n+++ b.yaml\n") and "+rules:" in d
