@@ -17,7 +17,6 @@ from click.testing import CliRunner
 
 from inspector_core.cli import main
 from inspector_core.qa import accounts, compare, measurements, near_miss, proposals, review
-from inspector_core.qa.filters import HistoryFilter
 from tests.qa.conftest import RULES
 
 # Montgomery, Introduction to Statistical Quality Control, Table 6.3: piston-ring inside diameters
@@ -134,6 +133,7 @@ def test_threshold_proposal_drops_the_false_alarms_keeps_recall_and_writes_a_new
     assert p.preview is not None
     assert {c.inspection_id for c in p.preview.to_pass} == {i for _, i, s in rows if s < 0.8}
     assert not p.preview.to_fail
+    assert all(c.station == "line1" for c in p.preview.to_pass)  # the station's parts only
     f1 = next(x for x in proposals.propose(store.engine, station.read_text(), criterion="f1", preview=False)
               if x.kind == "scratch" and x.field == "min_score")  # fmt: skip
     assert f1.then.f1 == 1.0
@@ -157,11 +157,17 @@ def test_threshold_proposal_drops_the_false_alarms_keeps_recall_and_writes_a_new
     assert again.exit_code != 0 and "exists" in again.output
 
 
-def test_near_misses_are_the_candidates_by_margin_to_their_rule(known):
-    url, parts = known
+@pytest.fixture
+def reader(known):
     from inspector_core.qa.reader import open_reader
 
-    engine = open_reader(url).engine
+    store = open_reader(known[0])
+    yield store.engine, known[1]
+    store.close()
+
+
+def test_near_misses_by_margin_and_compare_two_runs(reader):
+    engine, parts = reader
     got = near_miss.near_misses(engine, stations=("line1",), within=0.2, limit=10_000)
     # Expected from the known parts: line1 findings that did not fail, margin <= 0.2.
     exp = []
@@ -180,12 +186,7 @@ def test_near_misses_are_the_candidates_by_margin_to_their_rule(known):
     assert exp and [round(n.margin, 9) for n in got] == exp
     assert all(n.field == "min_score" and n.kind == "scratch" and n.limit == 0.5 for n in got)
 
-
-def test_compare_two_runs_yield_reject_rate_and_significance(known):
-    url, parts = known
-    from inspector_core.qa.reader import open_reader
-
-    engine = open_reader(url).engine
+    # Compare the two runs (one per station): yield, reject rate and the tests of their difference.
     from sqlalchemy import text
 
     with engine.connect() as c:
@@ -208,7 +209,7 @@ def test_compare_two_runs_yield_reject_rate_and_significance(known):
     assert by_hash.before.judged == cmpn.before.judged
 
 
-def test_export_reviewed_crops_and_compare_false_alarm_rate(reviewed, tmp_path):
+def test_export_reviewed_crops_false_alarm_rate_and_measurements(reviewed, tmp_path):
     store, rows, station, url = reviewed
     root = tmp_path / "ds"
     r = CliRunner().invoke(main, ["export", "reviewed", "--db", url, "--to", str(root), "--station", "line1"])
@@ -240,9 +241,7 @@ def test_export_reviewed_crops_and_compare_false_alarm_rate(reviewed, tmp_path):
     s = compare.side(store.engine, "x", [rid])
     assert (s.false_alarms, s.reviewed_fails) == (n_fa, len(rows))
 
-
-def test_measurements_from_the_store_and_the_command(reviewed):
-    store, rows, station, url = reviewed
+    # SPC on the stored measurements, with the station file's spec limits.
     series = measurements.read_series(store.engine, "line1", "scratch.length_mm")
     assert series and [t for t, _, _ in series] == sorted(t for t, _, _ in series)
     assert "scratch.length_mm" in measurements.series_names(store.engine, "line1")
@@ -257,14 +256,6 @@ def test_measurements_from_the_store_and_the_command(reviewed):
     station.write_text(bad)
     r = CliRunner().invoke(main, ["measurements", "--station-file", str(station)])
     assert r.exit_code != 0 and "usl" in r.output
-
-
-def test_whatif_filter_is_the_stations(reviewed):
-    # the proposal preview uses the station's own filter: line2's parts never appear in it
-    store, rows, station, url = reviewed
-    p = next(p for p in proposals.propose(store.engine, station.read_text()) if p.changed)
-    assert p.preview is not None and all(c.station == "line1" for c in p.preview.to_pass + p.preview.to_fail)
-    assert HistoryFilter(stations=("line1",)).stations == ("line1",)
 
 
 def test_rewrite_gives_a_default_rule_kind_its_own_rule_and_keeps_the_rest():
