@@ -54,6 +54,8 @@ class InspectionRow:
     """The crop of the highest-scoring counted defect, if one was stored."""
     commit_latency_ms: float | None = None
     """Capture to committed (migration 0008; ``None`` on older rows and NOT_INSPECTED parts)."""
+    uid: str | None = None
+    """The inspection's globally unique id (``inspections.uid``; ``Report.inspection_uid`` in sinks)."""
     steps: tuple[StepScore, ...] | None = None
     """With ``evidence=True``: every step's outcome with its scores (normalised and raw)."""
     findings: tuple[FindingScore, ...] | None = None
@@ -95,6 +97,9 @@ class FindingScore:
     raw_score: float | None
     failed: bool
     box: tuple[int, int, int, int]
+    measurements: dict[str, float] = dataclasses.field(default_factory=dict)
+    """The detector's measurements (``length_mm``, ``delta_e``, ...), as stored in ``defects.measurements``."""
+    message: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +159,7 @@ def history(
             I.n_defects,
             I.error,
             I.commit_latency_ms,
+            I.uid,
         )
         .join(S, S.id == I.station_id)
         .where(*conds)
@@ -188,12 +194,34 @@ def history(
                     StepScore(s.step_index, s.step, s.detector, s.status, s.score, s.raw_score)
                 )
             for x in conn.execute(
-                select(D.inspection_id, D.step, D.kind, D.score, D.raw_score, D.failed, D.x, D.y, D.w, D.h)
+                select(
+                    D.inspection_id,
+                    D.step,
+                    D.kind,
+                    D.score,
+                    D.raw_score,
+                    D.failed,
+                    D.x,
+                    D.y,
+                    D.w,
+                    D.h,
+                    D.measurements,
+                    D.message,
+                )
                 .where(D.inspection_id.in_(ids))
                 .order_by(D.inspection_id, D.failed.desc(), D.score.desc(), D.id)
             ):
                 findings[x.inspection_id].append(
-                    FindingScore(x.step, x.kind, x.score, x.raw_score, bool(x.failed), (x.x, x.y, x.w, x.h))
+                    FindingScore(
+                        x.step,
+                        x.kind,
+                        x.score,
+                        x.raw_score,
+                        bool(x.failed),
+                        (x.x, x.y, x.w, x.h),
+                        dict(x.measurements or {}),
+                        x.message or "",
+                    )
                 )
     out = []
     for r in rows:
@@ -214,6 +242,7 @@ def history(
                 error=r.error,
                 thumbnail_crop_id=next((d.crop_id for d in ds if d.crop_id is not None), None),
                 commit_latency_ms=r.commit_latency_ms,
+                uid=r.uid,
                 steps=tuple(steps.get(r.id, ())) if evidence else None,
                 findings=tuple(findings.get(r.id, ())) if evidence else None,
             )

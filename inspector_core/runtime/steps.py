@@ -268,7 +268,11 @@ class StepWorker:
             return StepOutcome("ok", findings, None, _ms(t0), raw_step_score(value))
         elapsed = _ms(t0)
         log.warning(
-            "step %s overran its budget on part %s; starting a fresh detector instance", self.step.name, view.part_id
+            "step %s overran its budget of %g ms on part %s; starting a fresh detector instance (a slow first "
+            "call: do that work in the detector's warm_up(); else raise steps[].budget_ms)",
+            self.step.name,
+            self.step.budget_ms,
+            view.part_id,
         )
         self._abandon(instance)
         self._start()

@@ -37,7 +37,18 @@ def _parts(run: RunRecord, n: int) -> tuple[list[InspectionRecord], list[int]]:
         if score:
             defects.append(
                 DefectRecord(
-                    "front", "anomaly", "anomaly", score, True, (i, 2 * i, 16, 8), 16.0, None, {}, "", None, raw
+                    "front",
+                    "anomaly",
+                    "anomaly",
+                    score,
+                    True,
+                    (i, 2 * i, 16, 8),
+                    16.0,
+                    None,
+                    {"area_px": float(i)},
+                    f"m{i}",
+                    None,
+                    raw,
                 )
             )
         at = t0 + timedelta(seconds=i)
@@ -146,6 +157,10 @@ def test_history_json_carries_step_and_finding_scores_raw_and_normalised_and_box
         assert [(f["kind"], f["score"], f["raw_score"], f["failed"], f["box"]) for f in row["findings"]] == [
             (d.kind, d.score, d.raw_score, d.failed, list(d.box)) for d in rec.defects
         ]
+        assert [(f["measurements"], f["message"]) for f in row["findings"]] == [
+            (d.measurements, d.message) for d in rec.defects
+        ]
+        assert row["uid"] == rec.uid
         assert row["commit_latency_ms"] > row["latency_ms"]
         y.append(label)
         raw.append(step["raw_score"])
