@@ -4,7 +4,6 @@ finding is, a click zooms. The screenshot is kept (var/screens/evidence-*.png) f
 
 from __future__ import annotations
 
-import shutil
 import socket
 import sqlite3
 import threading
