@@ -117,14 +117,13 @@ def plan(store: Store, station: str, policy: Any, *, now: datetime | None = None
         return p
     e = Evidence
     days = {"pass": policy.pass_days, "fail": policy.fail_days}
-    rows: list[tuple[int, str, datetime, int | None, bool]] = []
     with store.transaction() as conn:
         q = (
             select(e.id, e.kept_as, e.captured_at, e.bytes, held().label("held"))
             .where(e.station_id == sid, e.status == "stored")
             .order_by(e.captured_at, e.id)
         )
-        rows = [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+        rows = [(r[0], r[1], r[2], r[3], bool(r[4])) for r in conn.execute(q)]
     total = 0
     rest: list[tuple[int, str, int | None]] = []
     for rid, kept_as, at, n, is_held in rows:
@@ -187,7 +186,7 @@ def apply(
                     .values(status="expired", sha256=None, expired_at=utcnow(), reason=reason)
                 )
             rep.expired_rows += len(gone)
-            marked += [(sha, fmt, n) for _, sha, fmt, n in got if sha]
+            marked += [(sha, fmt or "jpeg", n) for _, sha, fmt, n in got if sha]
     # Committed: now the files, those no stored row names any more.
     by_sha = {(sha, fmt): n for sha, fmt, n in marked}
     shas = sorted({sha for sha, _ in by_sha})
