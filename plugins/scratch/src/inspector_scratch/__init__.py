@@ -32,6 +32,9 @@ from pydantic import Field
 
 from inspector_core import Detector, Finding, PluginConfig, View, hookimpl
 
+from .good_lines import GoodLines
+from .reference import median_image, reference_images, structure_mask
+
 __all__ = ["ScratchConfig", "ScratchDetector"]
 
 # A Gaussian line of amplitude h, seen at its best scale, gives a scale-normalised ridge strength
@@ -94,6 +97,25 @@ class ScratchConfig(PluginConfig):
         description="Optional 8-bit image (relative to the station folder) of the ROI's "
         "size (it is resized if not): non-zero pixels are ignored, e.g. known edges and holes.",
     )
+    suppress_edges_from: Path | None = Field(
+        None,
+        description="A folder of good parts' images (or one reference image; relative to the station "
+        "folder) showing what the view shows: the part's own strong edges and lines in their median "
+        "are taught at start-up and scratch evidence along them is ignored (a taught station needs "
+        "no hand-drawn ignore_mask). Only for parts that sit in the same place every time.",
+    )
+    suppress_edges_px: float = Field(
+        6.0,
+        ge=0,
+        description="How far around the taught edges evidence is ignored, in view pixels: the part's placement jitter.",
+    )
+    suppress_lines_from: Path | None = Field(
+        None,
+        description="A folder of good parts' images (relative to the station folder) for parts that "
+        "do not sit in one place (tiles, strip, castings): the lines good parts show (grinding "
+        "marks, their own edges) are taught by direction and contrast at start-up, and a finding "
+        "must rise above them in its direction.",
+    )
     work_max_side_px: int = Field(
         640,
         ge=64,
@@ -101,6 +123,17 @@ class ScratchConfig(PluginConfig):
         "is at most this; smaller is faster but loses the faintest hairlines.",
     )
     max_findings: int = Field(20, ge=1, description="At most this many findings per view, the highest scores first.")
+
+
+# Good images read for the taught edges: a median of more adds little and costs start-up time.
+_MAX_REFERENCES = 15
+# Good images read for the lines good parts show, spread over the folder.
+_MAX_LINE_EXAMPLES = 120
+
+
+def cfg_min_contrast(cfg: ScratchConfig) -> float:
+    """The smaller of the two boundary contrasts: the part's structure is taught at the lower."""
+    return min(cfg.min_contrast_gray, cfg.min_dark_contrast_gray or cfg.min_contrast_gray)
 
 
 class ScratchDetector(Detector):
@@ -120,15 +153,56 @@ class ScratchDetector(Detector):
             if mask is None:
                 raise ValueError(f"scratch: ignore_mask {path} cannot be read as an image")
             self._ignore = mask
+        self._references: list[Path] = []
+        self._structure: np.ndarray | None = None
+        if config.suppress_edges_from is not None:
+            src = config.suppress_edges_from
+            self._references = reference_images(src if src.is_absolute() else station_dir / src, _MAX_REFERENCES)
+            self._structure = structure_mask(
+                median_image(self._references), self._line_strength, cfg_min_contrast(config), config.suppress_edges_px
+            ).astype(np.uint8)
+        self._ignore_cache: tuple[tuple[int, int, int, int], np.ndarray | None] | None = None
+        self._good_lines: GoodLines | None = None
+        self._line_examples: list[Path] = []
+        if config.suppress_lines_from is not None:
+            src = config.suppress_lines_from
+            self._line_examples = reference_images(
+                src if src.is_absolute() else station_dir / src, _MAX_LINE_EXAMPLES, "suppress_lines_from"
+            )
+            self._good_lines = GoodLines(self._lines_on(self._line_examples))
+
+    def _lines_on(self, paths: list[Path]) -> list[tuple[float, float]]:
+        """(angle, ridge contrast) of every candidate this detector reports on the good images."""
+        lines = []
+        for p in paths:
+            img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+            if img is None:
+                raise ValueError(f"scratch: suppress_lines_from: {p} cannot be read as an image")
+            for x in self.inspect(View(image=img, part_id=f"teach:{p.name}")):
+                lines.append((x.measurements["angle_deg"], x.measurements["ridge_gray"]))
+        return lines
 
     def files(self) -> dict[str, Path]:
-        if self.config.ignore_mask is None:
-            return {}
-        p = self.config.ignore_mask
-        return {"ignore_mask": p if p.is_absolute() else self.station_dir / p}
+        out = {f"edge_reference_{i}": p for i, p in enumerate(self._references)}
+        out.update({f"good_lines_{i}": p for i, p in enumerate(self._line_examples)})
+        if self.config.ignore_mask is not None:
+            p = self.config.ignore_mask
+            out["ignore_mask"] = p if p.is_absolute() else self.station_dir / p
+        return out
+
+    def _line_strength(self, gray: np.ndarray) -> np.ndarray:
+        """The detector's own ridge strength (the larger polarity), at ``gray``'s size."""
+        cfg = self.config
+        work, f = _downscale(gray, cfg.work_max_side_px)
+        floors = (_low_threshold(cfg, 1), _low_threshold(cfg, -1))
+        (bright, dark), _ = _ridge_strength(work, cfg.max_width_px / f, cfg.texture_factor, floors)
+        assert bright is not None and dark is not None
+        both = np.maximum(bright[0], dark[0])
+        return cv2.resize(both, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
 
     def warm_up(self, example: np.ndarray | None = None) -> None:
-        image = example if example is not None else np.full((256, 256), 128, np.uint8)
+        shape = self._structure.shape if self._structure is not None else (256, 256)
+        image = example if example is not None else np.full(shape, 128, np.uint8)
         self.inspect(View(image=image, part_id="warm-up"))
 
     def inspect(self, view: View) -> list[Finding]:
@@ -148,6 +222,11 @@ class ScratchDetector(Detector):
         )
         (bright, dark), textures = _ridge_strength(work, cfg.max_width_px / f, cfg.texture_factor, floors)
         ignore = self._ignore_mask(work.shape, f)
+        structure = self._structure_at(work.shape, f, (h, w))
+        if structure is not None:
+            # The part's own edges and lines: no scratch evidence along them (one crossing them
+            # is still found on either side).
+            ignore = structure if ignore is None else ignore | structure
 
         scratches = []
         for sign, maps in ((1, bright), (-1, dark)):
@@ -160,8 +239,31 @@ class ScratchDetector(Detector):
 
         findings = [_finding(s, gray, view, cfg, min_len, f) for s in scratches]
         findings = [x for x in findings if x.score >= self.report_floor]
+        if self._good_lines is not None:
+            bar = self._good_lines
+            findings = [x for x in findings if bar.clears(x.measurements["angle_deg"], x.measurements["ridge_gray"])]
         findings.sort(key=lambda x: -x.score)
         return findings[: cfg.max_findings]
+
+    def _structure_at(self, shape: tuple[int, int], f: int, view_shape: tuple[int, int]) -> np.ndarray | None:
+        """The taught structure mask at the working size (cached: a station's views keep one size)."""
+        if self._structure is None:
+            return None
+        key = (shape[0], shape[1], f, view_shape[0] * 100003 + view_shape[1])
+        if self._ignore_cache is not None and self._ignore_cache[0] == key:
+            return self._ignore_cache[1]
+        hh, ww = shape
+        rh, rw = self._structure.shape
+        vh, vw = view_shape
+        if abs(rw / rh - vw / vh) > 0.02 * (vw / vh):
+            raise ValueError(
+                f"scratch: suppress_edges_from {self.config.suppress_edges_from}: its images are "
+                f"{rw}x{rh} px, the view is {vw}x{vh} px (another shape): give good images of "
+                "what this step's ROI shows"
+            )
+        mask = cv2.resize(self._structure, (ww, hh), interpolation=cv2.INTER_AREA) > 0
+        self._ignore_cache = (key, mask)
+        return mask
 
     def _ignore_mask(self, shape: tuple[int, int], f: int) -> np.ndarray | None:
         hh, ww = shape
