@@ -292,6 +292,10 @@ def measurements_cmd(
         if c.capability:
             cap = c.capability
             out.print(f"  Cpk {_f(cap.cpk, '{:.2f}')} (R-bar/d2)  Ppk {_f(cap.ppk, '{:.2f}')} (sample sd)")
+        n2 = sum(1 for p in c.alarms if p.phase == "II")
+        if c.alarms:
+            more = " (the last 10 below; --json for all)" if len(c.alarms) > 10 else ""
+            out.print(f"  {len(c.alarms)} point(s) trip a rule, {n2} of them in phase II{more}")
         for p in c.alarms[-10:]:
             out.print(
                 f"  point {p.index} ({p.phase}) {p.value:.4g} at {_fmt_t(p.at) if p.at else '-'}: {', '.join(p.rules)}"
