@@ -202,3 +202,49 @@ class EvidenceWriter:
 
     def exists(self, sha256: str, fmt: str) -> bool:
         return evidence_path(self.root, sha256, fmt).is_file()
+
+
+def add_evidence(store: Any, rows: list[tuple[Any, EvidenceRecord]], *, timeout_s: float | None = None) -> int:
+    """Insert the evidence rows of inspections already committed (``rows``: (InspectionRecord,
+    EvidenceRecord), the record naming its inspection by ``uid``), in one transaction; their files
+    are already on disk. An inspection that has a row already keeps it. Returns rows inserted."""
+    from sqlalchemy import insert, select
+
+    from inspector_core.store.evidence_records import Evidence
+    from inspector_core.store.records import naive_utc, utcnow
+    from inspector_core.store.schema import Inspection
+
+    if not rows:
+        return 0
+    by_uid = {r.uid: ev for r, ev in rows}
+    with store.transaction(timeout_s=timeout_s, write=True) as conn:
+        found = conn.execute(
+            select(Inspection.id, Inspection.uid, Inspection.station_id, Inspection.captured_at).where(
+                Inspection.uid.in_(list(by_uid))
+            )
+        ).all()
+        ids = [f[0] for f in found]
+        have = set(conn.scalars(select(Evidence.inspection_id).where(Evidence.inspection_id.in_(ids))))
+        now = utcnow()
+        values = [
+            {
+                "inspection_id": iid,
+                "station_id": sid,
+                "captured_at": naive_utc(at),
+                "kept_as": by_uid[uid].kept_as,
+                "status": by_uid[uid].status,
+                "reason": by_uid[uid].reason,
+                "sha256": by_uid[uid].sha256,
+                "format": by_uid[uid].format,
+                "width": by_uid[uid].width,
+                "height": by_uid[uid].height,
+                "scale": by_uid[uid].scale,
+                "bytes": by_uid[uid].bytes,
+                "created_at": now,
+            }
+            for iid, uid, sid, at in found
+            if iid not in have
+        ]
+        if values:
+            conn.execute(insert(Evidence), values)
+    return len(values)

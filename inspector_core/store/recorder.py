@@ -28,17 +28,22 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Literal
 
 from inspector_core.store.database import Store, StoreError, StoreTimeout, classify, describe_failure
-from inspector_core.store.evidence import EvidenceWriter
-from inspector_core.store.records import EventRecord, InspectionRecord, RunRecord, utcnow
+from inspector_core.store.evidence import EvidenceWriter, add_evidence
+from inspector_core.store.records import EventRecord, EvidenceRecord, InspectionRecord, RunRecord, utcnow
 from inspector_core.store.spool import Spool, spool_file
 
 log = logging.getLogger(__name__)
 
 Overload = Literal["wait", "drop-oldest"]
+LATE_AFTER_S = 0.02
+"""How long the writer waits for a batch's evidence files before it commits the verdicts without
+them (their evidence rows follow in a later transaction, once the files are on disk)."""
 MAX_EVENTS = 10_000
 """Events waiting for the writer beyond this are counted, not kept (a source flooding events)."""
 
@@ -81,9 +86,17 @@ class Recorder:
         self.evidence = evidence
         """Keeps the frames handed to :meth:`submit` as evidence files, in the writer's thread,
         before the transaction of their rows (``None``: no evidence)."""
-        self._frames: dict[str, tuple[Any, str]] = {}
+        self._frames: dict[str, Future[EvidenceRecord]] = {}
+        """Frames being encoded and written (by the evidence thread), by inspection uid."""
+        self._late: dict[str, tuple[InspectionRecord, Future[EvidenceRecord]]] = {}
+        """Committed (or held) verdicts whose file was not ready when their batch was written: their
+        evidence rows follow in a later transaction, once the file is on disk."""
+        self._late_ready = False
+        self._late_dropped = 0
+        self._ev_pool: ThreadPoolExecutor | None = None
         if evidence is not None:
             evidence.on_event = self.event
+            self._ev_pool = ThreadPoolExecutor(1, thread_name_prefix="inspector-evidence")
         self.run = run
         self.on_committed = on_committed
         self.on_event = on_event or (lambda kind, msg: None)
@@ -182,12 +195,16 @@ class Recorder:
         if ev is not None and frame is not None and record.evidence is None:
             kept_as = ev.kept_as(record.verdict)
             if kept_as is not None:
-                if len(self._frames) >= ev.policy.max_pending:
+                if len(self._frames) + len(self._late) >= ev.policy.max_pending:
                     record.evidence = ev.dropped_record(
                         kept_as, f"more than {ev.policy.max_pending} frames waiting for the writer"
                     )
                 else:
-                    self._frames[record.uid] = (frame, kept_as)
+                    assert self._ev_pool is not None
+                    # Encoded and written at once, beside the inspection of the next parts.
+                    fut = self._ev_pool.submit(ev.keep, frame, kept_as)
+                    self._frames[record.uid] = fut
+                    fut.add_done_callback(self._evidence_done)
         if record.run_uid is None:
             record.run_uid = self.run.uid
         if record.station is None:
@@ -240,7 +257,14 @@ class Recorder:
         with self._cond:
             self._retry_now = self._down is not None
             self._cond.notify_all()
-            while self._pending or self._events or self._busy or self._held or self._retry_now:
+            while (
+                self._pending
+                or self._events
+                or self._busy
+                or self._held
+                or self._retry_now
+                or (self._late and self._down is None)
+            ):
                 if not self._thread.is_alive():
                     break
                 left = None if deadline is None else deadline - time.monotonic()
@@ -303,7 +327,9 @@ class Recorder:
                 self._cond.notify_all()
         while True:
             with self._cond:
-                while not (self._pending or self._events or self._stop or self._held or self._retry_now):
+                while not (
+                    self._pending or self._events or self._stop or self._held or self._retry_now or self._late_ready
+                ):
                     if self._blocked_since is not None:
                         self._backpressure_ended()
                     wait = None if self._down is None else max(0.05, self._next_try - time.monotonic())
@@ -315,6 +341,7 @@ class Recorder:
                 if self._blocked_since is not None and len(self._pending) < self.max_queue // 2:
                     self._backpressure_ended()
                 stop = self._stop and not self._pending
+                self._late_ready = False
                 retry_now, self._retry_now = self._retry_now, False
                 if retry_now:
                     self._next_try = 0.0
@@ -348,6 +375,11 @@ class Recorder:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+            if self._late:
+                try:
+                    self._write_late()
+                except Exception:  # only pictures are at stake: never the writer
+                    log.exception("store %s: writing late evidence rows", self.store.display_url)
             if stop:
                 try:
                     self._finish()
@@ -360,13 +392,71 @@ class Recorder:
                     )
                 return
 
-    def _keep_frames(self, batch: list[InspectionRecord]) -> None:
-        """Write the batch's evidence files (fsynced) before its transaction; never raises."""
-        assert self.evidence is not None
+    def _keep_frames(self, batch: list[InspectionRecord], wait_s: float = LATE_AFTER_S) -> None:
+        """The batch's evidence whose file is written (and fsynced) goes into its transaction; a file
+        not ready within ``wait_s`` (for the whole batch) does not hold the verdict back: its row
+        follows in a later transaction (:meth:`_write_late`)."""
+        deadline = time.monotonic() + wait_s
         for r in batch:
-            got = self._frames.pop(r.uid, None)
-            if got is not None:
-                r.evidence = self.evidence.keep(got[0], got[1])
+            fut = self._frames.pop(r.uid, None)
+            if fut is None:
+                continue
+            try:
+                r.evidence = fut.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                self._late[r.uid] = (r, fut)
+
+    def _evidence_done(self, _fut: Future[EvidenceRecord]) -> None:
+        with self._cond:
+            if self._late:
+                self._late_ready = True
+                self._cond.notify_all()
+
+    def _write_late(self) -> None:
+        """Evidence rows of verdicts already committed, whose files are now on disk. A verdict that
+        went to the spool or was refused has no row to name: its file is left to the orphan sweep."""
+        held = {r.uid for r in self._held}
+        rows: list[tuple[InspectionRecord, EvidenceRecord]] = []
+        for uid, (r, fut) in list(self._late.items()):
+            if not fut.done():
+                continue
+            if r.committed_at is None:
+                if uid not in held:
+                    del self._late[uid]
+                    self._late_dropped += 1
+                continue
+            rows.append((r, fut.result()))
+        if rows and self._down is None:
+            try:
+                add_evidence(self.store, rows, timeout_s=self.write_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - the verdicts are committed: only pictures are at stake
+                if classify(exc) != "refused":
+                    self._went_down(exc)
+                    return
+                log.error("store %s refused %d evidence rows: %s", self.store.display_url, len(rows), exc)
+            for r, _ in rows:
+                self._late.pop(r.uid, None)
+        if self._late_dropped:
+            msg = (
+                f"{self._late_dropped} evidence frames have no row: their verdicts went to the spool or were "
+                "refused before the files were written; `inspector retention` sweeps the files"
+            )
+            self._late_dropped = 0
+            log.warning(msg)
+            with self._cond:
+                self._event("evidence_unrecorded", msg)
+
+    def _finish_evidence(self) -> None:
+        """At the end of the run: the frames still being written, then their rows."""
+        if self._ev_pool is None:
+            return
+        self._ev_pool.shutdown(wait=True)
+        if self._late:
+            self._write_late()
+        if self._late:
+            self._late_dropped += len(self._late)
+            self._late.clear()
+            self._write_late()
 
     def _backpressure_ended(self) -> None:
         assert self._blocked_since is not None
@@ -399,6 +489,7 @@ class Recorder:
         (``store_recovered``, ``store_unreachable``), which no later batch would write."""
         if self._down is not None:
             self._try_again()
+        self._finish_evidence()
         ended = utcnow()
         parts = self._parts_seen
         ended_in_db = False

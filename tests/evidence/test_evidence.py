@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import sqlite3
+import time
 
 import cv2
 import numpy as np
@@ -107,10 +108,24 @@ def test_files_are_written_and_fsynced_before_the_transaction(tmp_path, monkeypa
                 seen.append(p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == r.evidence.sha256)
         return real_write(self, records, **kw)
 
+    import inspector_core.store.recorder as recorder
+
+    real_late = recorder.add_evidence
+    late: list[bool] = []
+
+    def add_late(store, rows, **kw):
+        # A row that follows its verdict (its file was not ready within LATE_AFTER_S): same rule.
+        for r, e in rows:
+            p = evidence_path(tmp_path / "inspector.db.evidence", e.sha256, e.format)
+            late.append(r.committed_at is not None and p.is_file())
+        return real_late(store, rows, **kw)
+
     monkeypatch.setattr(Store, "write", write)
+    monkeypatch.setattr(recorder, "add_evidence", add_late)
     cfg = {"source": SYNTH, "steps": FAIL_ALL, "store": {"evidence": {"fail": "downscaled", "min_free_bytes": 0}}}
     run_station(cfg, tmp_path)
-    assert len(seen) == 8 and all(seen)
+    assert len(seen) + len(late) == 8 and all(seen) and all(late)
+    assert len(evidence_rows(tmp_path / "inspector.db")) == 8
     assert len(synced) >= 2 * 8  # the file and its folder, each frame
 
 
@@ -283,3 +298,39 @@ def test_cli_dry_run_then_run(tmp_path):
     status = [r["status"] for r in evidence_rows(db)]
     assert status == ["stored"] + ["expired"] * 7
     assert len(list((tmp_path / "inspector.db.evidence").rglob("*.jpg"))) == 1
+
+
+def test_a_slow_disk_does_not_hold_the_verdicts_back(tmp_path):
+    """Files that take long to write: the verdicts commit without waiting for them, the evidence
+    rows follow (each after its file is on disk), and close() waits for the last ones."""
+    from datetime import datetime
+
+    from inspector_core.runtime.config import EvidencePolicy
+    from inspector_core.store import evidence as ev
+
+    def slow(path, data):
+        time.sleep(0.15)
+        ev.write_file(path, data)
+
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    w = EvidenceWriter(tmp_path / "s.db.evidence", EvidencePolicy(fail="full", min_free_bytes=0), writer=slow)
+    committed: list[float] = []
+    rec = Recorder(
+        store,
+        run=RunRecord("s", "h", "0", {}, "", "x", {}),
+        on_committed=lambda b: committed.extend(time.monotonic() for _ in b),
+        evidence=w,
+    )
+    rec.start()
+    t0 = time.monotonic()
+    for i in range(4):
+        at = datetime(2026, 1, 1)
+        r = InspectionRecord(f"{i:032x}", None, None, i, f"p{i}", at, at, "FAIL", 1.0)
+        rec.submit(r, np.full((16, 16, 3), i, np.uint8))
+    assert rec.flush(timeout=30)
+    assert len(committed) == 4 and committed[0] - t0 < 0.15  # the first verdict did not wait for its file
+    assert rec.close(timeout=30, parts_seen=4)
+    got = evidence_rows(tmp_path / "s.db")
+    assert [r["status"] for r in got] == ["stored"] * 4
+    for r in got:
+        assert evidence_path(tmp_path / "s.db.evidence", r["sha256"], r["format"]).is_file()

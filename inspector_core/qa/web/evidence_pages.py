@@ -9,6 +9,7 @@ whose row retention has expired is gone from the dashboard at once.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,15 +64,15 @@ def evidence_of(engine: Engine, inspection_id: int) -> dict[str, Any] | None:
     }
 
 
-_tables: dict[int, bool] = {}
+_tables: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
 
 
 def _has_table(engine: Engine) -> bool:
-    key = id(engine)
-    if key not in _tables:
+    got = _tables.get(engine)
+    if got is None:
         with engine.connect() as conn:
-            _tables[key] = inspect(conn).has_table("evidence")
-    return _tables[key]
+            got = _tables[engine] = inspect(conn).has_table("evidence")
+    return got
 
 
 def install(router: APIRouter, templates: Jinja2Templates, engine: Engine, dirs: Sequence[Path]) -> None:

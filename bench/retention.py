@@ -1,0 +1,165 @@
+"""A retention pass over a month of one station's evidence: how long ``inspector retention`` takes.
+
+Prints figures; it is not a test. Run: ``.venv/bin/python bench/retention.py [--n 100000] [--pg]``.
+
+Generates ``n`` inspections spread evenly over the last 30 days (70 % sampled PASS frames, 30 %
+failed parts' frames), each with its ``evidence`` row (written through ``Store.write``, the
+station writer's transaction) and a small content-addressed file (about 1 kB of random bytes,
+named by its SHA-256 under ``ab/cd/``; written without fsync: the generation is not what is
+measured). One in 200 inspections has a review (held). Then, timed:
+
+- the dry run (:func:`inspector_core.store.retention.plan` and the orphan sweep's count);
+- the pass (:func:`~inspector_core.store.retention.apply` with ``pass_days: 7, fail_days: 90``
+  and a quota that removes a further slice of the oldest PASS frames), i.e. rows marked expired
+  in transactions of 2,000, their files deleted, then the orphan sweep over every file (100
+  orphans planted, old enough);
+- and it checks the result: every stored row's file exists, no file without a stored row.
+
+SQLite by default (a file in a temporary folder, ``synchronous=FULL``); ``--pg``: a new
+database on 127.0.0.1:5432, dropped after. ``os.getloadavg()`` is printed beside every time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inspector_core.runtime.config import RetentionPolicy  # noqa: E402
+from inspector_core.store import InspectionRecord, RunRecord, Store  # noqa: E402
+from inspector_core.store import retention as ret  # noqa: E402
+from inspector_core.store.evidence import evidence_path  # noqa: E402
+from inspector_core.store.evidence_records import Evidence  # noqa: E402
+from inspector_core.store.records import EvidenceRecord, utcnow  # noqa: E402
+
+
+def load() -> str:
+    return "load %.1f %.1f %.1f" % os.getloadavg()
+
+
+def generate(store: Store, root: Path, n: int) -> tuple[int, int]:
+    run = RunRecord("line1", "bench", "0", {}, "", "h", {})
+    sid, rid = store.ensure_run(run)
+    now = utcnow()
+    span = timedelta(days=30)
+    batch: list[InspectionRecord] = []
+    total = 0
+    for i in range(n):
+        at = now - span + span * (i / n)
+        fail = i % 10 < 3
+        data = os.urandom(900 + i % 200)
+        sha = hashlib.sha256(data).hexdigest()
+        p = evidence_path(root, sha, "jpeg")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        total += len(data)
+        r = InspectionRecord(uuid.uuid4().hex, sid, rid, i, f"P{i:07d}", at, at, "FAIL" if fail else "PASS", 10.0)
+        r.evidence = EvidenceRecord("fail" if fail else "pass", "stored", None, sha, "jpeg", 64, 48, 0.1, len(data))
+        batch.append(r)
+        if len(batch) == 2000:
+            store.write(batch)
+            batch = []
+    if batch:
+        store.write(batch)
+    # One in 200 reviewed (held), straight into the review log with one user.
+    with store.transaction(write=True) as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO users (name, role, password_hash, created_at) VALUES ('bench', 'reviewer', 'x', CURRENT_TIMESTAMP)"
+        )
+        uid = conn.exec_driver_sql("SELECT id FROM users WHERE name = 'bench'").scalar_one()
+        conn.exec_driver_sql(
+            "INSERT INTO reviews (inspection_id, label, reason, user_id, via, created_at) "
+            f"SELECT inspection_id, 'confirmed', '', {uid}, 'cli', CURRENT_TIMESTAMP FROM evidence WHERE id % 200 = 0"
+        )
+    old = time.time() - 7200
+    for k in range(100):  # orphans: a killed writer's files
+        data = f"orphan {k}".encode()
+        p = evidence_path(root, hashlib.sha256(data).hexdigest(), "jpeg")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        os.utime(p, (old, old))
+    return n, total
+
+
+def check(store: Store, root: Path) -> tuple[int, int]:
+    from sqlalchemy import select
+
+    with store.transaction() as conn:
+        stored = {r[0]: r[1] for r in conn.execute(select(Evidence.sha256, Evidence.format).where(Evidence.status == "stored"))}
+    files = {p.stem for p in root.rglob("*.jpg")}
+    missing = [s for s, f in stored.items() if not evidence_path(root, s, f).is_file()]
+    assert not missing, f"{len(missing)} stored rows name a missing file"
+    extra = files - set(stored)
+    assert not extra, f"{len(extra)} files no stored row names"
+    return len(stored), len(files)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--pg", action="store_true", help="PostgreSQL on 127.0.0.1:5432 instead of SQLite")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="retention-bench-") as tmp:
+        root = Path(tmp) / "ev.db.evidence"
+        pg_name = None
+        if args.pg:
+            import psycopg
+
+            pg_name = f"inspector_bench_{uuid.uuid4().hex[:10]}"
+            with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+                c.execute(f'CREATE DATABASE "{pg_name}"')
+            url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_name}"
+        else:
+            url = f"sqlite:///{tmp}/ev.db"
+        try:
+            store = Store(url)
+            t0 = time.perf_counter()
+            n, total = generate(store, root, args.n)
+            print(f"generated {n} evidence rows + files ({total / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s; {load()}")
+            # Quota: what age leaves, less about 5 % of the whole.
+            age_only = RetentionPolicy(pass_days=7, fail_days=90, orphan_grace_s=3600)
+            p = ret.plan(store, "line1", age_only)
+            left = sum(c.bytes for c in p.stored.values()) - sum(c.bytes for c in p.by_age.values())
+            policy = RetentionPolicy(pass_days=7, fail_days=90, max_bytes=left - total * 0.05, orphan_grace_s=3600)
+            t0 = time.perf_counter()
+            plan = ret.plan(store, "line1", policy)
+            orphans = ret.sweep_orphans(store, root, grace_s=3600, dry_run=True)
+            dry = time.perf_counter() - t0
+            for c in ("pass", "fail"):
+                print(
+                    f"  {c}: stored {plan.stored[c].rows}; by age {plan.by_age.get(c, ret.ClassCount()).rows}, "
+                    f"by quota {plan.by_quota.get(c, ret.ClassCount()).rows}, held {plan.held.get(c, ret.ClassCount()).rows}"
+                )
+            print(f"dry run (plan + orphan count {orphans[0]}): {dry:.2f} s; {load()}")
+            t0 = time.perf_counter()
+            rep = ret.apply(store, root, "line1", policy)
+            took = time.perf_counter() - t0
+            print(
+                f"retention pass ({'PostgreSQL' if args.pg else 'SQLite'}): {rep.expired_rows} rows expired, "
+                f"{rep.files_deleted} files deleted ({rep.bytes_deleted / 1e6:.0f} MB), {rep.orphans_deleted} orphans "
+                f"swept, in {took:.1f} s ({rep.expired_rows / took:.0f} rows+files/s); {load()}"
+            )
+            stored, files = check(store, root)
+            print(f"checked: {stored} stored rows, {files} files, each row's file there and no file without a row")
+            t0 = time.perf_counter()
+            again = ret.apply(store, root, "line1", policy)
+            print(f"a second pass (nothing to do: {again.expired_rows} rows): {time.perf_counter() - t0:.1f} s; {load()}")
+            store.close()
+        finally:
+            if pg_name:
+                import psycopg
+
+                with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+                    c.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
