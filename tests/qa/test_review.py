@@ -470,3 +470,30 @@ def test_a_database_user_that_may_only_read_gets_a_message_not_a_500(pg_url):
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP OWNED BY "{role}"')
             conn.execute(f'DROP ROLE "{role}"')
+
+
+def test_the_review_queries_probe_defects_by_inspection_not_all_failed_defects(sqlite_writer):
+    """SQLite's planner chose ix_defects_failed_kind (every failed defect, once per FAIL part) for
+    the counts: 23 s on 200,000 parts (bench/review_queue.py). Every statement of the queue and
+    the counts must reach defects through ix_defects_inspection."""
+    from sqlalchemy import event
+
+    store, _, _ = sqlite_writer
+    seen: list[tuple[str, tuple]] = []
+
+    def grab(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "defects" in statement:
+            seen.append((statement, tuple(parameters)))
+
+    event.listen(store.engine, "before_cursor_execute", grab)
+    try:
+        review.queue(store.engine, since=SINCE)
+        review.counts(store.engine, since=SINCE)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", grab)
+    assert len(seen) >= 4
+    with store.engine.connect() as c:
+        for statement, params in seen:
+            plan = " | ".join(r[3] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
+            assert "ix_defects_failed_kind" not in plan, plan
+            assert "SCAN defects" not in plan, plan
