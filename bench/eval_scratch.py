@@ -268,12 +268,15 @@ def edge_suppression(data: Path, painted: bool = True, **config: Any) -> dict[st
     return out
 
 
-def line_teaching(data: Path, defects: bool = True, **config: Any) -> dict[str, Any]:
+def line_teaching(
+    data: Path, defects: bool = True, measure: tuple[str, ...] = ("tune", "holdout"), stride: int = 1, **config: Any
+) -> dict[str, Any]:
     """Lines taught by direction on parts that do not sit in one place (magnetic tiles,
     ``MT_Free``, whole image): the even-numbered good images (sorted by name) are the station's
     good images (``suppress_lines_from``, the tuning half), the odd-numbered ones are held out.
     False alarms per good image without and with, and what it costs: defect images (each class,
-    every other file) with a finding >= 0.5 overlapping the defect's own mask."""
+    every other file) with a finding >= 0.5 overlapping the defect's own mask. ``measure`` and
+    ``stride`` (every n-th image of a half) shorten it for a test."""
     import tempfile
 
     root = data / "magnetic_tile"
@@ -284,7 +287,8 @@ def line_teaching(data: Path, defects: bool = True, **config: Any) -> dict[str, 
         for p in halves["tune"]:
             (Path(tmp) / p.name).symlink_to(p)
         dets = {"without": _detector(**config), "with": _detector(suppress_lines_from=Path(tmp), **config)}
-    for half, paths in halves.items():
+    for half in measure:
+        paths = halves[half][::stride]
         for name, det in dets.items():
             n = flagged = 0
             for p in paths:
