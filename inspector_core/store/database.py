@@ -560,9 +560,9 @@ class Store:
                             ),
                         )
                     r.station_id, r.run_id = sid, rid
-            uids = [r.uid for r in records]
             present: set[str] = set()
             if not fresh:
+                uids = [r.uid for r in records]
                 if conn.dialect.name == "postgresql":  # one array parameter: no 500 placeholders to convert
                     match = schema.Inspection.uid == any_(literal(uids, ARRAY(String)))
                 else:
@@ -572,14 +572,12 @@ class Store:
             once: dict[str, InspectionRecord] = {}
             for r in records:
                 once.setdefault(r.uid, r)
-            new = [r for uid, r in once.items() if uid not in present]
+            new = [r for uid, r in once.items() if uid not in present] if present else list(once.values())
             if not new:
                 return 0
             # Roll-up of exactly these (deduplicated) records, upserted in this transaction.
             rollup = HourRollup()
             first, passed, demoted = _first_of_part(conn, new, rollup)
-            for r, f1, p1 in zip(new, first, passed, strict=True):
-                rollup.add(r.station_id, naive_utc(r.captured_at), r.verdict, r.latency_ms, f1, p1)  # type: ignore[arg-type]
             if demoted:
                 conn.execute(
                     update(schema.Inspection).where(schema.Inspection.id.in_(demoted)).values(first_of_part=False)
@@ -588,17 +586,19 @@ class Store:
             # every table goes in with one executemany (SQLite) or one COPY (PostgreSQL).
             iids = _allocate_ids(conn, "inspections", len(new))
             dids = _allocate_ids(conn, "defects", sum(len(r.defects) for r in new))
-            ts, js = _codec(conn.dialect.name)
+            sqlite = conn.dialect.name == "sqlite"
+            js = _json
             at = utcnow()
-            at_db = ts(at)
+            at_db = at.isoformat(" ", "microseconds") if sqlite else at
             ins: list[tuple[Any, ...]] = []
             steps: list[tuple[Any, ...]] = []
             defects: list[tuple[Any, ...]] = []
             crops: list[tuple[Any, ...]] = []
             evidence: list[tuple[Any, ...]] = []
-            add_step, add_defect, add_crop = steps.append, defects.append, crops.append
+            add_ins, add_step, add_defect, add_crop = ins.append, steps.append, defects.append, crops.append
+            add_rollup = rollup.add_many
             k = 0
-            for iid, r, f1 in zip(iids, new, first, strict=True):
+            for iid, r, f1, p1 in zip(iids, new, first, passed, strict=True):
                 for s in r.steps:
                     add_step(
                         (
@@ -649,13 +649,22 @@ class Store:
                 if decided.tzinfo is not None:
                     decided = naive_utc(decided)
                 lat = r.latency_ms
+                station_id = r.station_id
+                add_rollup(station_id, captured, r.verdict, lat, f1, p1)  # type: ignore[arg-type]
+                captured_db: Any
+                decided_db: Any
+                if sqlite:  # SQLAlchemy's SQLite DATETIME storage form (always with microseconds)
+                    captured_db = captured.isoformat(" ", "microseconds")
+                    decided_db = decided.isoformat(" ", "microseconds")
+                else:
+                    captured_db, decided_db = captured, decided
                 ev = r.evidence
                 if ev is not None:  # its file (if stored) was written and fsynced before this transaction
                     evidence.append(
                         (
                             iid,
-                            r.station_id,
-                            ts(captured),
+                            station_id,
+                            captured_db,
                             ev.kept_as,
                             ev.status,
                             ev.reason,
@@ -668,27 +677,29 @@ class Store:
                             at_db,
                         )
                     )
-                ins.append(
+                meta = r.source_meta
+                add_ins(
                     (
                         iid,
                         r.uid,
-                        r.station_id,
+                        station_id,
                         r.run_id,
                         r.seq,
                         r.part_id,
-                        ts(captured),
-                        ts(decided),
+                        captured_db,
+                        decided_db,
                         r.verdict,
                         lat,
                         r.error,
                         r.error_step,
                         n_failed,
-                        js(r.source_meta),
+                        "null" if meta is None else js(meta),
                         f1,
                         at_db,
                         None if lat is None else lat + (at - decided).total_seconds() * 1000,
                     )
                 )
+            rollup.flush()
             _insert_rows(conn, _INSPECTION_COLUMNS, ins)
             _insert_rows(conn, _STEP_COLUMNS, steps)
             _insert_rows(conn, _DEFECT_COLUMNS, defects)
@@ -733,10 +744,34 @@ def _sqlite_datetime(value: datetime) -> str:
     return value.isoformat(" ", "microseconds")
 
 
+def _encoder() -> Callable[[Any, int], list[str]] | None:
+    """``json.dumps``'s own C encoder, made once (``json.dumps`` makes one per call: most of its cost
+    for a small dict); ``None`` where it is not there or does not give ``json.dumps``'s text."""
+    try:
+        from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
+
+        if c_make_encoder is None:
+            return None
+        d = json.JSONEncoder()
+        enc: Callable[[Any, int], list[str]] = c_make_encoder(
+            None, d.default, encode_basestring_ascii, None, ": ", ", ", False, False, True
+        )
+        probe = {"a": 1.5, "b\u00e9": [1, None, True, float("nan")], "c": {"d": "x\n"}, "e": 1e300}
+        return enc if "".join(enc(probe, 0)) == json.dumps(probe) else None
+    except Exception:  # noqa: BLE001 - another Python's internals: json.dumps then
+        return None
+
+
+_ENCODE = _encoder()
+
+
 def _json(value: Any) -> str:
-    # SQLAlchemy's JSON bind processor with the dialects' default serializer: None is JSON 'null'.
+    # SQLAlchemy's JSON bind processor with the dialects' default serializer (json.dumps): None is
+    # JSON 'null'. A dict goes through json.dumps's own C encoder, made once: the same text.
     if value is None:
         return "null"
+    if type(value) is dict and _ENCODE is not None:
+        return "".join(_ENCODE(value, 0)) if value else "{}"
     if value == {}:
         return "{}"
     return json.dumps(value)
@@ -771,12 +806,12 @@ def _insert_rows(conn: Connection, spec: tuple[str, str], rows: list[tuple[Any, 
         else:
             sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
         _SQL[key] = sql
-    if not postgres:
-        conn.exec_driver_sql(sql, rows)
-        return
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     try:
+        if not postgres:  # the driver's executemany itself: SQLAlchemy's wrapping costs more than the call
+            dbapi.executemany(sql, rows)
+            return
         with dbapi.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[attr-defined]
             for row in rows:
                 copy.write_row(row)
