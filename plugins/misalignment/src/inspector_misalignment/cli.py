@@ -21,12 +21,28 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
     help="folder of good parts' images (as the station's camera sees them)",
 )
 @click.option("--step", "step_name", default=None, help="the misalignment step to teach (default: every one)")
-def teach(station_file: str, source: str, step_name: str | None) -> None:
+@click.option(
+    "--part",
+    type=click.Choice(["dark", "bright"]),
+    default=None,
+    help="register on the part's own structure only: the part is darker (brighter) than its background; "
+    "a board or fixture texture around it is left out (see docs/detectors/misalignment.md)",
+)
+@click.option(
+    "--part-mask",
+    "part_mask_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="a mask (PNG, non-zero = the part, as it sits in the first good image, by name order), of the "
+    "frame's size or the step's ROI size: register on these pixels only",
+)
+def teach(station_file: str, source: str, step_name: str | None, part: str | None, part_mask_file: str | None) -> None:
     """Teach the golden reference of a station's misalignment step(s) from good images.
 
     Writes <station>.reference/<step>.png (+ .weight.png, .json) beside the station file and
     prints the config lines to add to the step."""
     import cv2
+    import numpy as np
 
     from inspector_core.plugins import load
     from inspector_core.runtime.config import ConfigError, load_station
@@ -62,6 +78,13 @@ def teach(station_file: str, source: str, step_name: str | None) -> None:
             "setup, at the resolution the station will inspect"
         )
     frame_w, frame_h = frames[0].shape[1], frames[0].shape[0]
+    if part is not None and part_mask_file is not None:
+        raise click.ClickException("give --part or --part-mask, not both")
+    given_mask = None
+    if part_mask_file is not None:
+        given_mask = cv2.imread(part_mask_file, cv2.IMREAD_GRAYSCALE)
+        if given_mask is None:
+            raise click.ClickException(f"{part_mask_file}: cannot read this image (--part-mask)")
     station_path = Path(station_file).resolve()
     folder = station_path.parent / f"{station_path.stem}.reference"
     for step in steps:
@@ -79,10 +102,25 @@ def teach(station_file: str, source: str, step_name: str | None) -> None:
             crops.append(img[r.y : r.y + r.height, r.x : r.x + r.width])
         if len({c.shape for c in crops}) != 1:
             raise click.ClickException(f"{source}: the images differ in size; teach from one camera's images")
+        step_part: str | np.ndarray | None = part
+        if given_mask is not None:
+            if given_mask.shape == crops[0].shape:
+                step_part = given_mask
+            elif given_mask.shape == frames[0].shape and step.roi is not None:
+                q = step.roi
+                step_part = given_mask[q.y : q.y + q.height, q.x : q.x + q.width]
+            else:
+                raise click.ClickException(
+                    f"{part_mask_file}: {given_mask.shape[1]}x{given_mask.shape[0]} px is neither the frame's size "
+                    f"({frame_w}x{frame_h}) nor step {step.name}'s ROI size ({crops[0].shape[1]}x{crops[0].shape[0]})"
+                )
         click.echo(
             f"step {step.name}: teaching from {len(crops)} images of {crops[0].shape[1]}x{crops[0].shape[0]} px ..."
         )
-        taught = build(crops, [p.name for p in paths])
+        try:
+            taught = build(crops, [p.name for p in paths], part=step_part)
+        except ValueError as exc:
+            raise click.ClickException(f"step {step.name}: {exc}") from exc
         spread = taught.spread()
         suggested = suggest_tolerances(spread)
         image_path = save(
@@ -100,6 +138,7 @@ def teach(station_file: str, source: str, step_name: str | None) -> None:
                 "taught_from": Path(os.path.relpath(Path(source).resolve(), station_path.parent)).as_posix(),
                 "taught_images_sha256": images_hash(paths),
                 "suggested": suggested,
+                "part": part if part is not None else ("mask " + Path(part_mask_file).name if part_mask_file else None),
             },
         )
         rel = image_path.relative_to(station_path.parent)

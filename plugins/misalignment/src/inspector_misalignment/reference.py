@@ -40,6 +40,10 @@ STABLE_QUANTILE = 0.5
 of the spread over the image times ``STABLE_FACTOR``, after smoothing."""
 STABLE_FACTOR = 1.0
 MIN_IMAGES = 3
+PART_POLARITIES = ("dark", "bright")
+"""``part`` of :func:`teach`: the part is darker (brighter) than what surrounds it."""
+PART_OPEN_FRACTION = 0.05
+"""Radius of the opening that cuts background blobs off the part, as a fraction of the shorter side."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,18 +87,75 @@ def stable_weight(stack: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return weight
 
 
+def part_mask(image: np.ndarray, polarity: str) -> np.ndarray:
+    """The part's own region in ``image`` (uint8 gray): 255 on the part and a thin band around
+    its outline, 0 on the background (a board, fixture or textured surface that does not move
+    with the part).
+
+    The part is the largest connected region darker (``polarity="dark"``) or brighter than
+    Otsu's threshold, opened with a disk of radius ``PART_OPEN_FRACTION`` of the shorter side (blobs of the
+    background that touch it, such as a board's holes, are cut off), then grown by a band of
+    about 1.5 % of the shorter side so that the gradients of its outline are inside."""
+    if polarity not in PART_POLARITIES:
+        raise ValueError(f"part must be one of {', '.join(PART_POLARITIES)} (got {polarity!r})")
+    h, w = image.shape
+    side = min(h, w)
+    blur = cv2.GaussianBlur(image, (0, 0), max(1.0, side / 250.0))
+    mode = cv2.THRESH_BINARY_INV if polarity == "dark" else cv2.THRESH_BINARY
+    _, fg = cv2.threshold(blur, 0, 255, mode + cv2.THRESH_OTSU)
+    r_open = max(2, int(round(side * PART_OPEN_FRACTION)))
+    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_open + 1,) * 2))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg)
+    if n < 2:
+        raise ValueError(
+            f"no {polarity} part found in the reference: the part must be clearly {polarity}er than its "
+            "background; paint a mask and pass it with --part-mask instead"
+        )
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[largest, cv2.CC_STAT_AREA] < 0.01 * h * w:
+        raise ValueError(f"the {polarity} part found in the reference covers under 1 % of it; pass --part-mask instead")
+    mask = (labels == largest).astype(np.uint8) * 255
+    r_close = max(2, int(round(side / 30.0)))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_close + 1,) * 2))
+    band = max(2, int(round(side / 65.0)))
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2))
+
+
 def teach(
-    images: Sequence[np.ndarray], names: Sequence[str] | None = None, rounds: int = ROUNDS, mask_unstable: bool = False
+    images: Sequence[np.ndarray],
+    names: Sequence[str] | None = None,
+    rounds: int = ROUNDS,
+    mask_unstable: bool = False,
+    part: str | np.ndarray | None = None,
 ) -> TaughtReference:
-    """Build a reference from good parts' images (gray uint8, all the same shape)."""
+    """Build a reference from good parts' images (gray uint8, all the same shape).
+
+    ``part`` restricts registration to the part's own structure: a mask (uint8, the images'
+    shape, non-zero = the part as it sits in the first image; it follows the reference's mean
+    pose from round to round), or ``"dark"`` / ``"bright"`` to find the part in the reference
+    each round (:func:`part_mask`). Without it the whole image registers, and a textured
+    background that moves independently of the part (a board, a fixture) pulls the pose."""
     if len(images) < MIN_IMAGES:
         raise ValueError(f"teaching needs at least {MIN_IMAGES} good images (got {len(images)})")
     shape = images[0].shape
     for i, im in enumerate(images):
         if im.shape != shape or im.ndim != 2:
             raise ValueError(f"image {names[i] if names else i} is {im.shape}, expected gray {shape}")
-    ref_img = np.median(np.stack(images), axis=0).round().astype(np.uint8)
-    weight = np.full(shape, 255, np.uint8)
+    given: np.ndarray | None = None
+    if isinstance(part, np.ndarray):
+        if part.shape != shape:
+            raise ValueError(f"the part mask is {part.shape[1]}x{part.shape[0]} px, the images {shape[1]}x{shape[0]}")
+        given = (part > 0).astype(np.uint8) * 255
+        if given.sum() < 0.01 * 255 * given.size:
+            raise ValueError("the part mask covers under 1 % of the image")
+    if part is None:
+        ref_img = np.median(np.stack(images), axis=0).round().astype(np.uint8)
+        weight = np.full(shape, 255, np.uint8)
+    else:
+        # A real part, sharp, as the first reference: a median of parts at different poses over a
+        # textured background is a blur in which the part's outline is lost.
+        ref_img = images[0].copy()
+        weight = given if given is not None else part_mask(ref_img, str(part))
     poses: list[Pose] = []
     for r in range(rounds):
         ref = Reference(ref_img, weight)
@@ -111,6 +172,10 @@ def teach(
             ]
         )
         ref_img = np.median(warped, axis=0).round().astype(np.uint8)
+        if given is not None:
+            weight = warp_to_reference(weight, inv_mean[:2], border=0)
+        elif part is not None:
+            weight = part_mask(ref_img, str(part))
         if mask_unstable:
             weight = stable_weight(warped.astype(np.float32), ref_img)
     return TaughtReference(ref_img, weight, poses, list(names) if names else [str(i) for i in range(len(images))])

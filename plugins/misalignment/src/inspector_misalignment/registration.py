@@ -52,7 +52,27 @@ SEARCH_SCALE_STEP = 1.05
 """Ratio of neighbouring candidate scales of the coarse search when a scale range is given; the
 refinement follows the few % between them."""
 POINTS_PER_LEVEL = 3000
-ITERATIONS = (30, 12, 8, 6, 6, 6)
+STOP_PX = 1e-2
+"""A level's Lucas-Kanade stops when an update moves the points by less than this (level px).
+Measured on moved transistors (n = 90, bench/eval_registration.py's tuning half): 2e-3, 1e-2,
+2e-2 give worst errors 0.11, 0.12, 0.19 px; on a 5 MP frame 1e-2 costs about 1.4x the former
+(30, 12, 8) iterations with 2e-3 (13.6 against 10.0 CPU ms, same run)."""
+ECC_SIDE_PX = 0
+"""When non-zero: a final ECC refinement (``cv2.findTransformECC`` on the part's region, the
+weight mask as its mask) on the level whose longer side is at most this. Off: on moved real
+transistors it made the pose less repeatable, not more (worst 3.1 px against 0.11 px without,
+n = 90) and cost about 40 ms more at 348x399 (bench/eval_registration.py --ecc)."""
+ECC_ITERATIONS = 30
+ECC_EPS = 1e-5
+ECC_MOTION = cv2.MOTION_AFFINE
+HUBER_K = 1.345
+"""Residuals beyond this many (robust) standard deviations are down-weighted (Huber)."""
+ITERATIONS = (40, 40, 40, 40, 40, 40)
+"""Largest number of Lucas-Kanade iterations per level, coarsest first; most levels stop earlier
+(``STOP_PX``). The cap matters on a real part that differs a little from
+the reference (a case that leans, a lead bent): the optimum then lies in a flat valley, and with
+the former (30, 12, 8) the pose found depended on where the search started (moved transistors:
+worst 1.5-2.9 px against 0.11 px with 40, n = 90)."""
 """Lucas-Kanade iterations per level, coarsest first."""
 
 
@@ -160,6 +180,7 @@ class Reference:
         self._lk = [self._prepare_level(k) for k in range(self.k_coarse, self.k_fine - 1, -1)]
         self._prepare_search()
         self._prepare_match()
+        self._prepare_ecc()
 
     # -- preparation -------------------------------------------------------------------------
     def _smooth_base(self, gray: np.ndarray) -> np.ndarray:
@@ -251,6 +272,22 @@ class Reference:
         vals = img[wk]
         self.match_values = (vals - vals.mean()) / max(float(vals.std()), 1e-6)
 
+    def _prepare_ecc(self) -> None:
+        self.k_ecc: int | None = None
+        if ECC_SIDE_PX <= 0:
+            return
+        k = min(max(self.k_fine, level_count(self.shape, ECC_SIDE_PX)), self.k_coarse)
+        img = self.level_image(k)
+        wk = self.levels_w[k] >= 128
+        x, y, bw, bh = cv2.boundingRect(wk.astype(np.uint8))
+        m = 2
+        h, w = img.shape
+        x0, y0, x1, y1 = max(0, x - m), max(0, y - m), min(w, x + bw + m), min(h, y + bh + m)
+        self.k_ecc = k
+        self.ecc_origin = (x0, y0)
+        self.ecc_template = img[y0:y1, x0:x1].astype(np.float32)
+        self.ecc_weight = (self.levels_w[k][y0:y1, x0:x1] >= 128).astype(np.uint8) * 255
+
     # -- registration ------------------------------------------------------------------------
     def view_pyramid(self, gray: np.ndarray) -> list[np.ndarray]:
         """The view's levels ``k_fine .. k_coarse`` (index 0 = ``k_fine``)."""
@@ -283,7 +320,9 @@ class Reference:
         assert best is not None
         match, w_full = best
         w_full = self._refine(fine, levels, w_full)
-        if fine:
+        if self.k_ecc is not None:
+            w_full = self._ecc(levels[self.k_ecc - self.k_fine], w_full)
+        if fine or self.k_ecc is not None:
             match = self._match(levels[self.k_match - self.k_fine], w_full)
         return Pose(w_full[:2].copy(), self.centre, match, coarse_score)
 
@@ -295,6 +334,49 @@ class Reference:
             wk = self._lucas_kanade(lk, levels[lk.k - self.k_fine], wk, iters)
             w_full = s @ wk @ np.linalg.inv(s)
         return w_full
+
+    def _ecc(self, img: np.ndarray, w_full: np.ndarray) -> np.ndarray:
+        """ECC (``cv2.findTransformECC``, affine, then the nearest similarity) of the part's region
+        of the reference onto ``img`` (the view at level ``k_ecc``), from the pose ``w_full``. The
+        view is cut to the part's predicted region, so the cost follows the part's size, at most
+        ``ECC_ITERATIONS`` iterations. When ECC fails or wanders off, the pose is kept."""
+        k = self.k_ecc
+        assert k is not None
+        s = _scale(k)
+        wk = np.linalg.inv(s) @ w_full @ s
+        ox, oy = self.ecc_origin
+        th, tw = self.ecc_template.shape
+        to_t = np.array([[1.0, 0, ox], [0, 1.0, oy], [0, 0, 1.0]])  # template px -> reference level px
+        corners = np.array([[0, 0, 1], [tw, 0, 1], [0, th, 1], [tw, th, 1]], np.float64).T
+        pc = (wk @ to_t @ corners)[:2]
+        h, w = img.shape
+        pad = 4 + 0.02 * max(tw, th)
+        vx0, vy0 = max(0, int(pc[0].min() - pad)), max(0, int(pc[1].min() - pad))
+        vx1, vy1 = min(w, int(math.ceil(pc[0].max() + pad))), min(h, int(math.ceil(pc[1].max() + pad)))
+        if vx1 - vx0 < 16 or vy1 - vy0 < 16:
+            return w_full
+        from_v = np.array([[1.0, 0, -vx0], [0, 1.0, -vy0], [0, 0, 1.0]])  # view level px -> view crop px
+        warp = (from_v @ wk @ to_t)[:2].astype(np.float32)
+        view = img[vy0:vy1, vx0:vx1].astype(np.float32)
+        # ECC's mask is in the input's pixels: the part's region carried there by the current pose.
+        mask = cv2.warpAffine(self.ecc_weight, warp, (vx1 - vx0, vy1 - vy0), flags=cv2.INTER_NEAREST)
+        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, ECC_ITERATIONS, ECC_EPS)
+        try:
+            _, found = cv2.findTransformECC(self.ecc_template, view, warp, ECC_MOTION, criteria, mask, 1)
+        except cv2.error:
+            return w_full
+        a = np.linalg.inv(from_v) @ _to3(found.astype(np.float64)) @ np.linalg.inv(to_t)
+        # Nearest similarity, keeping where the part's centre goes.
+        ca, sb = (a[0, 0] + a[1, 1]) / 2.0, (a[0, 1] - a[1, 0]) / 2.0
+        lin = np.array([[ca, sb], [-sb, ca]])
+        c = np.array(self.centre) / 2.0**k
+        t = a[:2, :2] @ c + a[:2, 2] - lin @ c
+        new = np.eye(3)
+        new[:2, :2], new[:2, 2] = lin, t
+        moved = np.hypot(*((new - wk)[:2, :2] @ c + (new - wk)[:2, 2]))
+        if not np.all(np.isfinite(new)) or moved > 2.0 + 0.01 * max(tw, th):
+            return w_full
+        return s @ new @ np.linalg.inv(s)
 
     def _search(self, coarse: np.ndarray) -> tuple[np.ndarray, float]:
         best: tuple[float, np.ndarray | None] = (-2.0, None)
@@ -345,7 +427,7 @@ class Reference:
                 err[~inside] = 0.0
             # Huber weights; the scale from the mean absolute residual (0.8 sigma for Gaussian noise).
             sigma = 1.2533 * float(np.abs(err).sum()) / n_in + 1e-6
-            wts = np.minimum(1.0, 1.345 * sigma / np.maximum(np.abs(err), 1e-12))
+            wts = np.minimum(1.0, HUBER_K * sigma / np.maximum(np.abs(err), 1e-12))
             if n_in < len(t):
                 wts[~inside] = 0.0
             jw = lk.jacobian * wts[:, None]
@@ -359,7 +441,7 @@ class Reference:
             dw[:2, :2] = lin
             dw[:2, 2] = c + np.array([tx, ty]) - lin @ c
             w = w @ np.linalg.inv(dw)
-            if abs(tx) + abs(ty) + (abs(a_) + abs(b_)) * radius < 2e-3:
+            if abs(tx) + abs(ty) + (abs(a_) + abs(b_)) * radius < STOP_PX:
                 break
         return w
 
@@ -406,13 +488,15 @@ def search_scales(scale_range: tuple[float, float] | None) -> tuple[float, ...]:
     return tuple(sorted(scales))
 
 
-def warp_to_reference(gray: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """The view resampled into the reference's frame (for teaching and pictures)."""
+def warp_to_reference(gray: np.ndarray, matrix: np.ndarray, border: int | None = None) -> np.ndarray:
+    """The view resampled into the reference's frame (for teaching and pictures); outside the
+    view, its edge replicated, or ``border`` when given."""
     h, w = gray.shape[:2]
     return cv2.warpAffine(
         gray,
         np.asarray(matrix, np.float64),
         (w, h),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_REPLICATE,
+        borderMode=cv2.BORDER_REPLICATE if border is None else cv2.BORDER_CONSTANT,
+        borderValue=0 if border is None else border,
     )
