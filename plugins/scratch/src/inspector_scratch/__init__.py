@@ -291,6 +291,8 @@ def _downscale(gray: np.ndarray, max_side: int) -> tuple[np.ndarray, int]:
 
 
 _LEVEL_SIGMA = 1.5
+# Refit long scratches' centre lines robustly (see _fit_curve); a switch for the bench.
+_ROBUST_FIT = True
 # The two-sided contrast of a line matched to the scale (sigma_line = sigma / sqrt 2), measured
 # on the smoothed image 2 sigma to either side, is 0.42 of its peak: scale it to grey levels of
 # peak contrast like the Hessian measure, so that the smaller of the two is a fair reading.
@@ -588,6 +590,12 @@ def _fit_curve(s: dict, strength: np.ndarray) -> None:
     deg = 2 if s["length"] > 12 else 1
     span = max(s["t1"] - s["t0"], 1.0)
     coef = np.polyfit(t / span, v, deg, w=np.sqrt(wt))
+    if _ROBUST_FIT and len(t) > 50:
+        # Branches and texture hanging on to a long scratch pull a plain fit off its core:
+        # refit with the pixels far from the first curve down-weighted (Cauchy weights).
+        for _ in range(2):
+            res = np.polyval(coef, t / span) - v
+            coef = np.polyfit(t / span, v, deg, w=np.sqrt(wt / (1.0 + (res / 1.5) ** 2)))
     s["curve"] = (coef, span)
     r2 = (np.polyval(coef, t / span) - v) ** 2
     s["residual_px"] = float(np.sqrt(np.sum(wt * r2) / np.sum(wt)))
