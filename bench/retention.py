@@ -147,6 +147,7 @@ def main() -> None:
                 f"{rep.files_deleted} files deleted ({rep.bytes_deleted / 1e6:.0f} MB), {rep.orphans_deleted} orphans "
                 f"swept, in {took:.1f} s ({rep.expired_rows / took:.0f} rows+files/s); {load()}"
             )
+            print("  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in rep.phases.items()))
             stored, files = check(store, root)
             print(f"checked: {stored} stored rows, {files} files, each row's file there and no file without a row")
             t0 = time.perf_counter()
