@@ -55,6 +55,30 @@ LAST_MOMENT_S = 0.003
 the very last moment on a loaded machine is late (measured: up to 190 ms under load 16)."""
 CLOSE_TIMEOUT_S = 10.0
 """After the station's last verdict, how long the line may take to answer what is left."""
+RETRY_S = 0.01
+"""A result whose ``publish`` raised (the link between sessions) is tried again this soon."""
+
+
+COUNTER_WRAPS = (1 << 16, 1 << 32)
+"""Where a PLC's part counter wraps: a 16-bit INT/WORD counter after 65535, a 32-bit one after
+4294967295; the next counter is 0 or 1 (Modbus: 0 is "no trigger", so 65535 -> 1)."""
+WRAP_WINDOW = 64
+"""A counter that drops from within this many of a wrap point to below this many is a wrap."""
+
+
+def wrap_gap(last: int, counter: int) -> int | None:
+    """How many triggers were missed between ``last`` and ``counter`` when the PLC's counter
+    wrapped (16 or 32 bits, 0 counted as "no trigger"); ``None`` when it did not wrap."""
+    for m in COUNTER_WRAPS:
+        if m - WRAP_WINDOW <= last < m and counter < WRAP_WINDOW:
+            return (m - 1 - last) + max(0, counter - 1)
+    return None
+
+
+class RecipeRefused(Exception):
+    """:meth:`Handshake.select_recipe` refuses the PLC's recipe (the station has none of that
+    name, or no recipes at all). A link turns it into the protocol's refusal: OPC UA
+    ``SelectRecipe``/``PrepareProduct`` return Error -1; the message says why and what to do."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -69,6 +93,8 @@ class _Part:
     acked: bool = False
     rejected: bool = False
     verdict: str | None = None
+    pending: LineResult | None = None
+    """A result whose ``publish`` raised: tried again every ``RETRY_S`` until the link takes it."""
 
 
 class Handshake(LineControl):
@@ -105,6 +131,9 @@ class Handshake(LineControl):
         self._last_counter: int | None = None
         self._closing = False
         self._state: LineState | None = None
+        self._camera_fault: str | None = None
+        """Why the source cannot deliver (its last frame had an error, or a trigger failed):
+        the PLC sees ERROR until a frame comes with an image again."""
         self._frame_to_committed_s = 0.0
         """Recent frame -> committed (a moving average), the time a part captured now needs."""
         self._due: list[tuple[float, int, str]] = []
@@ -161,8 +190,9 @@ class Handshake(LineControl):
             if counter is None:
                 counter = seq
             last = self._last_counter
-            missed = last is not None and counter > last + 1
-            if last is not None and counter <= last:
+            gap = wrap_gap(last, counter) if last is not None and counter < last else None
+            missed = last is not None and (counter > last + 1 or bool(gap))
+            if last is not None and counter <= last and gap is None:
                 self._event_once("line_counter_restarted", f"the PLC's counter went from {last} to {counter}")
             self._last_counter = counter
             overrun = bool(self._to_capture)
@@ -197,7 +227,9 @@ class Handshake(LineControl):
             try:
                 self.source.trigger(trig)
             except Exception as exc:  # noqa: BLE001 - the part gets its default; the reason is recorded
-                self._event_once("line_source_trigger_failed", f"source trigger failed: {type(exc).__name__}: {exc}")
+                self._camera_fault = f"source trigger failed: {type(exc).__name__}: {exc}"
+                self._event_once("line_source_trigger_failed", self._camera_fault)
+                self._jobs.put(("state",))
         return trig
 
     def acknowledge(self, counter: int) -> None:
@@ -209,7 +241,13 @@ class Handshake(LineControl):
         self.on_event(kind, f"the PLC {'connected' if connected else 'disconnected'}{f' ({peer})' if peer else ''}")
 
     def select_recipe(self, name: str) -> None:
-        self._event_once("line_recipe_refused", f"the PLC asked for recipe {name!r}; this station has no recipes")
+        """Refused, always: this station has no recipes yet (:class:`RecipeRefused`)."""
+        msg = (
+            f"the PLC asked for recipe {name!r}; this station has no recipes (product changeover "
+            "is not supported yet: run the station file of that product instead)"
+        )
+        self._event_once("line_recipe_refused", msg)
+        raise RecipeRefused(msg)
 
     # -------------------------------------------------------------- the station's side
 
@@ -274,6 +312,12 @@ class Handshake(LineControl):
                 self._to_capture.remove(seq)
             part.frame_mono = mono
             self._by_trigger.pop(part.trigger, None)
+            if frame.error is not None or frame.image is None:
+                self._camera_fault = frame.error or "the source yielded a frame without an image"
+            else:
+                self._camera_fault = None
+        if self._camera_fault is not None:
+            self._event_once("line_camera_error", f"the PLC sees ERROR: {self._camera_fault}")
         self._jobs.put(("state",))
         trig = part.trigger
         meta = dict(frame.meta) if isinstance(frame.meta, dict) else {}
@@ -299,14 +343,32 @@ class Handshake(LineControl):
         HALTED, stop the link and write the last rows."""
         with self._lock:
             self._closing = True
-            # Triggers never captured are not waited for beyond their deadline.
+            # Triggers never captured will not be (the station has stopped capturing): answered
+            # now with the default, not at a deadline that may lie beyond this wait.
+            uncaptured = list(self._to_capture)
+            self._to_capture.clear()
+            for seq in uncaptured:
+                self._by_trigger.pop(self._parts[seq].trigger, None)
+                self._parts[seq].rejected = True
+                self.stats["not_captured"] += 1
+        for seq in uncaptured:
+            self._jobs.put(("reject", seq))
         self._jobs.put(("state",))
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
+        last_call = end - min(1.0, timeout / 4)
+        swept = False
+        while True:
+            now = time.monotonic()
             with self._lock:
                 open_ = [p for p in self._parts.values() if p.published_mono is None]
-            if not open_:
+            if not open_ or now >= end:
                 break
+            if now >= last_call and not swept:
+                # Captured parts whose verdict has not come by now get the default (the station
+                # calls close() after its recorder's: a verdict after this is recorded late).
+                swept = True
+                for p in open_:
+                    self._jobs.put(("reject", p.seq))
             time.sleep(0.01)
         self._jobs.put(("stop",))
         self._thread.join(timeout=max(1.0, end - time.monotonic()))
@@ -350,7 +412,10 @@ class Handshake(LineControl):
             self._set_state("HALTED")
             return True
         if kind == "reject":
-            self._default(self._parts[job[1]], time.monotonic())
+            p = self._parts.get(job[1])
+            # Not one already answered, waiting for its row, or being published again.
+            if p is not None and p.published_mono is None and p.pending is None and p.seq not in self._defaults:
+                self._default(p, time.monotonic())
         elif kind == "ack":
             self._ack(job[1], job[2])
         self._timers(time.monotonic())
@@ -365,6 +430,8 @@ class Handshake(LineControl):
                 return "HALTED"
             if self.healthy is not None and not self.healthy():
                 return "ERROR"  # triggers are still taken; their results will be defaults
+            if self._camera_fault is not None:
+                return "ERROR"  # the camera is down: its parts are ERROR (line.error), never ok
             return "BUSY" if self._to_capture else "READY"
 
     def _set_state(self, state: LineState) -> None:
@@ -388,8 +455,16 @@ class Handshake(LineControl):
             if p is None:
                 continue
             if what == "deadline":
-                if p.published_mono is None and p.seq not in self._defaults and not p.record.is_default:
+                if (
+                    p.published_mono is None
+                    and p.pending is None
+                    and p.seq not in self._defaults
+                    and not p.record.is_default
+                ):
                     self._default(p, now)
+            elif what == "retry":
+                if p.published_mono is None and p.pending is not None:
+                    self._publish(p, p.pending)
             elif not p.acked and not p.record.ack_timeout:
                 p.record.ack_timeout = True
                 self.stats["ack_timeouts"] += 1
@@ -503,7 +578,20 @@ class Handshake(LineControl):
             self._publish(p, result)
 
     def _publish(self, p: _Part, result: LineResult) -> None:
-        self.link.publish(result)
+        try:
+            self.link.publish(result)
+        except Exception as exc:  # noqa: BLE001 - kept and tried again (the line thread's timers)
+            p.pending = result
+            with self._lock:
+                heapq.heappush(self._due, (time.monotonic() + RETRY_S, p.seq, "retry"))
+            self._jobs.put(("tick",))  # wakes the line thread (the recorder's thread may be here)
+            self._event_once(
+                "line_publish_failed",
+                f"writing the result of counter {result.counter} to the PLC failed: {type(exc).__name__}: "
+                f"{exc}; tried again every {RETRY_S * 1000:g} ms until the link takes it",
+            )
+            return
+        p.pending = None
         p.published_mono = time.monotonic()
         with self._lock:
             heapq.heappush(self._due, (p.published_mono + self.spec.ack_timeout_ms / 1000, p.seq, "ack"))

@@ -30,11 +30,15 @@ PLC -> station (the PLC writes):
 
 ====== ================= ==========================================================
 400-401 TRIGGER_COUNTER  writing a new non-zero value is the trigger (rewriting the same
-                         value is not: a reconnecting PLC cannot trigger twice)
+                         value is not: a reconnecting PLC cannot trigger twice); the
+                         trigger is the write that includes 401 (the low word): write
+                         both in one FC16, or 400 before 401; a 16-bit counter writes
+                         401 only and wraps 65535 -> 1 (0 is "no trigger")
 402    PRODUCT           product code (0: none), taken with the trigger
 403    (reserved)
-404-423 PART_ID          part serial / DMC, ASCII, 2 characters per register (high byte
-                         first), NUL padded, up to 40 characters, taken with the trigger
+404-423 PART_ID          part serial / DMC, UTF-8 (or Latin-1 when not UTF-8), 2 bytes per
+                         register (high byte first), NUL padded, up to 40 bytes, taken
+                         with the trigger
 424-425 ACK_COUNTER      the counter of the result the PLC has read: clears ResultValid
                          when it is the latest result's
 ====== ================= ==========================================================
@@ -80,14 +84,23 @@ def join32(hi: int, lo: int) -> int:
 
 
 def encode_text(text: str, regs: int = PART_ID_REGS) -> list[int]:
-    """ASCII, two characters per register, high byte first, NUL padded (what PART_ID holds)."""
-    raw = text.encode("ascii", "replace")[: 2 * regs].ljust(2 * regs, b"\0")
+    """UTF-8 (ASCII is UTF-8), two bytes per register, high byte first, NUL padded, cut at a
+    character boundary to ``2 * regs`` bytes (what PART_ID holds)."""
+    raw = text.encode("utf-8")[: 2 * regs]
+    raw = raw.decode("utf-8", "ignore").encode("utf-8").ljust(2 * regs, b"\0")
     return [(raw[i] << 8) | raw[i + 1] for i in range(0, len(raw), 2)]
 
 
 def decode_text(words: list[int]) -> str:
-    raw = b"".join(bytes([(w >> 8) & 0xFF, w & 0xFF]) for w in words)
-    return raw.split(b"\0", 1)[0].decode("ascii", "replace").strip()
+    """PART_ID's bytes up to the first NUL: UTF-8 when they are, else Latin-1 (a Windows-1252
+    S7 STRING): every byte is kept as a character, none replaced by "?" (two part ids that differ
+    in a byte beyond ASCII stay two part ids)."""
+    raw = b"".join(bytes([(w >> 8) & 0xFF, w & 0xFF]) for w in words).split(b"\0", 1)[0]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    return text.strip()
 
 
 def flags_of(result: LineResult) -> int:
@@ -263,7 +276,11 @@ class ModbusLink(PlcLink):
         if control is None:
             return None
         counter = join32(at(TRIGGER_COUNTER), at(TRIGGER_COUNTER + 1))
-        if counter != 0 and counter != self._last_trigger:
+        # The trigger is a write of the counter's low word (401): a PLC writing the two words
+        # one by one (high first) does not trigger on the high word alone, whose counter would
+        # be the new high word with the old low word (65535 -> 131071 -> 65536).
+        writes_low = offset <= TRIGGER_COUNTER + 1 < offset + len(values)
+        if writes_low and counter != 0 and counter != self._last_trigger:
             self._last_trigger = counter
             product = at(PRODUCT)
             part_id = decode_text(area[PART_ID - PLC_AREA : PART_ID - PLC_AREA + PART_ID_REGS])
