@@ -127,11 +127,15 @@ def moved_errors(
         "n": len(e),
         "images": len(paths),
         "err_px_mean": round(float(e.mean()), 4),
+        "err_px_median": round(float(np.median(e)), 4),
         "err_px_p95": round(float(np.quantile(e, 0.95)), 4),
         "err_px_max": round(float(e.max()), 4),
         "err_deg_mean": round(float(a.mean()), 4),
         "err_deg_p95": round(float(np.quantile(a, 0.95)), 4),
         "err_deg_max": round(float(a.max()), 4),
+        "over_half_px": sum(1 for r in rows if r["err_px"] > 0.5),
+        "over_half_px_images": sorted({r["image"] for r in rows if r["err_px"] > 0.5}),
+        "mean_px_without_those": round(float(e[e <= 0.5].mean()), 4) if (e <= 0.5).any() else None,
         "register_cpu_ms_median": round(float(np.median(times)), 2),
         "loadavg": tuple(round(v, 2) for v in os.getloadavg()),
     }
@@ -182,6 +186,11 @@ def main() -> dict[str, Any]:
                 f"p95 {s['err_px_p95']} / max {s['err_px_max']} px; rotation mean {s['err_deg_mean']} / "
                 f"p95 {s['err_deg_p95']} / max {s['err_deg_max']} deg; register {s['register_cpu_ms_median']} CPU ms "
                 f"median; load average {s['loadavg']}"
+            )
+            print(
+                f"{'':15s} median {s['err_px_median']} px; over 0.5 px: {s['over_half_px']} of {s['n']} "
+                f"(images {', '.join(s['over_half_px_images']) or 'none'}); mean of the others "
+                f"{s['mean_px_without_those']} px"
             )
     print("worst held-out:", out["worst_held_out"])
     return out

@@ -145,4 +145,6 @@ def test_transistor_figures_stay_above_their_floors(tmp_path, data_dir):
     assert fig["good_pass_rate"] >= 0.8
     others = sum(fig["classes"][c]["failed"] for c in ("bent_lead", "cut_lead", "damaged_case"))
     assert others <= 3
-    assert fig["motion"]["shift_err_px_mean"] <= 1.6
+    # Moved real frames (+-20 px, +-5 deg, n = 120): measured mean 0.026 / max 0.095 px (was 1.1 / 7.9).
+    assert fig["motion"]["shift_err_px_mean"] <= 0.1
+    assert fig["motion"]["shift_err_px_max"] <= 0.5

@@ -65,3 +65,31 @@ def test_real_parts_moved_by_known_motions_register_to_a_tenth_of_a_pixel(data_d
     assert summary["err_px_max"] < 0.5, rows
     assert summary["err_px_mean"] < 0.1
     assert summary["err_deg_max"] < 0.1
+
+
+def test_teach_command_takes_the_part_or_a_part_mask(tmp_path):
+    from click.testing import CliRunner
+    from inspector_misalignment.cli import teach as teach_command
+
+    good = tmp_path / "good"
+    good.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(good / f"{i}.png"), _board(i))
+    station = tmp_path / "line.yaml"
+    station.write_text("name: line\nsource: {type: synthetic}\nsteps:\n  - detector: misalignment\n    name: align\n")
+    result = CliRunner().invoke(teach_command, [str(station), "--from", str(good), "--part", "dark"])
+    assert result.exit_code == 0, result.output
+    weight = cv2.imread(str(tmp_path / "line.reference" / "align.weight.png"), cv2.IMREAD_GRAYSCALE)
+    assert weight[120, 160] == 255 and weight[42, 42] == 0
+    mask = np.zeros((240, 320), np.uint8)
+    mask[60:180, 100:220] = 255
+    cv2.imwrite(str(tmp_path / "part.png"), mask)
+    result = CliRunner().invoke(
+        teach_command, [str(station), "--from", str(good), "--part-mask", str(tmp_path / "part.png")]
+    )
+    assert result.exit_code == 0, result.output
+    cv2.imwrite(str(tmp_path / "small.png"), mask[:100, :100])
+    result = CliRunner().invoke(
+        teach_command, [str(station), "--from", str(good), "--part-mask", str(tmp_path / "small.png")]
+    )
+    assert result.exit_code == 1 and "100x100 px is neither the frame's size" in result.output, result.output

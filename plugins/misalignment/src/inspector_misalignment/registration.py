@@ -21,8 +21,13 @@ level ``k`` is pixel ``2**k * x`` of the full image, exactly):
    scores low.
 
 ``cv2.findTransformECC`` does the same job as stage 2 but recomputes the warped image and its
-gradients over the whole image at every iteration: about 1.7 ms per iteration at 306x256 on
-one core, too slow for the 20 ms budget on a 5 MP frame.
+gradients over the whole region at every iteration. It is kept as an optional last stage on the
+part's masked region (``ECC_SIDE_PX``, off): on moved real transistors it was less repeatable
+than stage 2 and 2.8x dearer.
+
+Accuracy on real parts needs the weight mask to keep to the part (``teach(part=...)`` in
+:mod:`inspector_misalignment.reference`): a textured background that does not move with the
+part otherwise pulls the pose (bench/eval_registration.py).
 """
 
 from __future__ import annotations
@@ -60,8 +65,9 @@ Measured on moved transistors (n = 90, bench/eval_registration.py's tuning half)
 ECC_SIDE_PX = 0
 """When non-zero: a final ECC refinement (``cv2.findTransformECC`` on the part's region, the
 weight mask as its mask) on the level whose longer side is at most this. Off: on moved real
-transistors it made the pose less repeatable, not more (worst 3.1 px against 0.11 px without,
-n = 90) and cost about 40 ms more at 348x399 (bench/eval_registration.py --ecc)."""
+transistors (bench/eval_registration.py --ecc, tuning half, n = 108) it made the pose less
+repeatable, not more (mean 0.38 / worst 4.5 px against 0.023 / 0.10 px without) and cost 2.8x
+the CPU time (51.6 against 18.7 ms at 348x399, load average about 9-13)."""
 ECC_ITERATIONS = 30
 ECC_EPS = 1e-5
 ECC_MOTION = cv2.MOTION_AFFINE
@@ -71,9 +77,9 @@ ITERATIONS = (40, 40, 40, 40, 40, 40)
 """Largest number of Lucas-Kanade iterations per level, coarsest first; most levels stop earlier
 (``STOP_PX``). The cap matters on a real part that differs a little from
 the reference (a case that leans, a lead bent): the optimum then lies in a flat valley, and with
-the former (30, 12, 8) the pose found depended on where the search started (moved transistors:
-worst 1.5-2.9 px against 0.11 px with 40, n = 90)."""
-"""Lucas-Kanade iterations per level, coarsest first."""
+the former (30, 12, 8) the pose found depended on where the search started (moved transistors,
+reference from a quarter of the images, moved another quarter, n = 90: worst 2.85 px with
+(30, 12, 8), 1.53 with 20 per level, 0.11 with 40, 0.12 with 80)."""
 
 
 @dataclasses.dataclass(frozen=True)
