@@ -212,3 +212,30 @@ def test_modbus_a_part_id_with_bytes_beyond_ascii_is_kept_not_replaced():
     assert m.decode_text(words) == "SN-ÄÖ"
     assert "\ufffd" not in m.decode_text(words)
     assert len(m.encode_text("Ä" * 40)) == m.PART_ID_REGS  # never more than the 20 registers
+
+
+def test_a_station_stopped_mid_part_answers_and_records_every_open_trigger(tmp_path, running):
+    """Station level (passes before and after b4f2e4c: the station inspects the triggers it has
+    taken before it stops; the handshake-level test above is the one that shows the gap)."""
+    from inspector_line.simulate import ModbusPlc
+
+    from tests.line.conftest import rows, write_station
+
+    line = (
+        "overload: {policy: wait, queue_size: 1}\n"  # as docs/line.md advises: triggers wait uncaptured
+        "line:\n  protocol: modbus\n  config: {host: 127.0.0.1, port: 0}\n  deadline_ms: 20000\n"
+    )
+    st = running(write_station(tmp_path, line=line, detector="{delay_ms: 300}"))
+    plc = ModbusPlc("127.0.0.1", st.port)
+    counters = [plc.trigger(f"P{i}") for i in range(6)]  # one inspecting, one queued, four waiting
+    plc.close()
+    import time
+
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    st.stop()  # as Ctrl-C: long before the 20 s deadline
+    assert time.monotonic() - t0 < 8
+    got = rows(tmp_path / "line.db", "SELECT counter, code, is_default, trigger_to_result_ms FROM line_results")
+    assert sorted(r[0] for r in got) == counters  # every trigger has its row
+    assert all(r[3] is not None for r in got)  # and was answered on the PLC
+    assert all(r[1] != 1 or not r[2] for r in got)  # a default is never OK
