@@ -235,12 +235,14 @@ def test_in_a_station_on_real_steel(tmp_path, neu_splits):
 # good-surface ceilings are high on purpose: ground tiles carry real grinding lines and the
 # transistor board real leads and traces, which this detector reports as lines (see the doc).
 TUNE_F1_FLOOR = 0.90
-TUNE_BOX_RECALL_FLOOR = 0.82
-HOLDOUT_F1_FLOOR = 0.93
-HOLDOUT_BOX_RECALL_FLOOR = 0.87
+TUNE_BOX_RECALL_FLOOR = 0.88
+HOLDOUT_F1_FLOOR = 0.94
+HOLDOUT_BOX_RECALL_FLOOR = 0.92
 HOLDOUT_PRECISION_FLOOR = 0.90
-MT_FREE_FA_CEILING = 2.0
-TRANSISTOR_FA_CEILING = 7.5
+# Untaught (no suppress_edges_from / suppress_lines_from): 1.90 and 7.37 per image since the
+# robust centre-line refit (1.75 and 6.94 before it); the taught figures have tests of their own.
+MT_FREE_FA_CEILING = 2.1
+TRANSISTOR_FA_CEILING = 8.0
 
 
 @pytest.mark.parametrize("n", [1000, 2047, 2048, 9856, 33400, 33401, 250_001])
@@ -305,7 +307,7 @@ def test_taught_edges_refuse_a_view_of_another_shape_and_an_empty_folder(tmp_pat
 @pytest.mark.data
 @needs_data
 def test_taught_edges_on_held_out_transistors(data_dir):
-    # Measured (docs/detectors/scratch.md): held-out 17 good images, 6.94 -> 0.41 per image.
+    # Measured (docs/detectors/scratch.md): held-out 17 good images, 7.35 -> 0.41 per image.
     r = eval_scratch.edge_suppression(data_dir, painted=False)
     assert r["holdout_without"]["per_image"] >= 5.0, r  # the part's edges do fire without it
     assert r["holdout_with"]["per_image"] <= 0.8, r
@@ -315,7 +317,8 @@ def test_taught_edges_on_held_out_transistors(data_dir):
 @pytest.mark.data
 @needs_data
 def test_glass_held_out_half_with_the_glass_config(data_dir):
-    # Measured on the odd (held-out) half, lighting `images`: 21/24 found, 2/324 good tiles.
+    # Measured on the odd (held-out) half, lighting `images`: 20/24 found (a 21st sits at 0.50,
+    # on the boundary), 2/324 good tiles.
     stems = eval_scratch.agdd_items(data_dir)["holdout"]
     r = eval_scratch.agdd_figures(make(**eval_scratch.AGDD_GLASS_CONFIG), data_dir, stems, lightings=("images",))
     assert r["images"]["scratched"] == 24, r
@@ -352,7 +355,7 @@ def test_lines_taught_by_direction_drop_grinding_marks_and_keep_a_scratch_across
 @pytest.mark.data
 @needs_data
 def test_lines_taught_on_held_out_magnetic_tiles(data_dir):
-    # Measured (docs/detectors/scratch.md): held-out 238 MT_Free images, 1.765 -> 0.277 per image
+    # Measured (docs/detectors/scratch.md): held-out 238 MT_Free images, 1.90 -> 0.31 per image
     # (here every other one of them, for time).
     r = eval_scratch.line_teaching(data_dir, defects=False, measure=("holdout",), stride=2)
     assert r["holdout_without"]["images"] == 119, r
