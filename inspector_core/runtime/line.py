@@ -57,6 +57,9 @@ CLOSE_TIMEOUT_S = 10.0
 """After the station's last verdict, how long the line may take to answer what is left."""
 RETRY_S = 0.01
 """A result whose ``publish`` raised (the link between sessions) is tried again this soon."""
+CAMERA_ERROR_HOLD_S = 2.0
+"""How long the PLC sees ERROR after the camera's last fault, unless a frame with an image comes
+first: a fault does not latch, so a PLC that triggers only on Ready can try the camera again."""
 
 
 COUNTER_WRAPS = (1 << 16, 1 << 32)
@@ -132,6 +135,7 @@ class Handshake(LineControl):
         self._closing = False
         self._state: LineState | None = None
         self._camera_fault: str | None = None
+        self._camera_fault_mono = 0.0
         """Why the source cannot deliver (its last frame had an error, or a trigger failed):
         the PLC sees ERROR until a frame comes with an image again."""
         self._frame_to_committed_s = 0.0
@@ -228,6 +232,7 @@ class Handshake(LineControl):
                 self.source.trigger(trig)
             except Exception as exc:  # noqa: BLE001 - the part gets its default; the reason is recorded
                 self._camera_fault = f"source trigger failed: {type(exc).__name__}: {exc}"
+                self._camera_fault_mono = time.monotonic()
                 self._event_once("line_source_trigger_failed", self._camera_fault)
                 self._jobs.put(("state",))
         return trig
@@ -314,6 +319,7 @@ class Handshake(LineControl):
             self._by_trigger.pop(part.trigger, None)
             if frame.error is not None or frame.image is None:
                 self._camera_fault = frame.error or "the source yielded a frame without an image"
+                self._camera_fault_mono = mono
             else:
                 self._camera_fault = None
         if self._camera_fault is not None:
@@ -430,7 +436,7 @@ class Handshake(LineControl):
                 return "HALTED"
             if self.healthy is not None and not self.healthy():
                 return "ERROR"  # triggers are still taken; their results will be defaults
-            if self._camera_fault is not None:
+            if self._camera_fault is not None and time.monotonic() - self._camera_fault_mono < CAMERA_ERROR_HOLD_S:
                 return "ERROR"  # the camera is down: its parts are ERROR (line.error), never ok
             return "BUSY" if self._to_capture else "READY"
 

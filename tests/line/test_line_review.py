@@ -123,6 +123,21 @@ def test_a_camera_that_is_down_shows_error_to_the_plc_until_it_delivers_again():
     hs.close(timeout=1)
 
 
+def test_a_camera_fault_does_not_latch_error_when_no_frame_follows(monkeypatch):
+    from inspector_core.runtime import line
+
+    monkeypatch.setattr(line, "CAMERA_ERROR_HOLD_S", 0.3)
+    hs, link = handshake(deadline_ms=2000)
+    stop = threading.Event()
+    got = hs.frames(iter([Frame("bad", None, datetime.now(UTC), error="camera timeout")]), stop)
+    hs.trigger(counter=1)
+    next(got)
+    wait_for(lambda: link.states[-1] == "ERROR")
+    wait_for(lambda: link.states[-1] == "READY", timeout=2.0)  # a PLC gating on Ready may try again
+    stop.set()
+    hs.close(timeout=0.5)
+
+
 def test_a_source_whose_trigger_fails_shows_error():
     hs, link = handshake(deadline_ms=2000)
 
