@@ -15,6 +15,7 @@ pose. Error: the part centre's position (px) and the rotation (deg).
     python bench/eval_registration.py            # both halves, scale 1
     python bench/eval_registration.py --scale    # also moves with scales in [0.95, 1.05], scale_range [0.9, 1.1]
     python bench/eval_registration.py --ecc      # with the final ECC refinement turned on
+    python bench/eval_registration.py --overlays /tmp/overlays   # PNG of the worst held-out part (not in the tree)
 """
 
 from __future__ import annotations
@@ -171,6 +172,15 @@ def main() -> dict[str, Any]:
     out["held_out"], rows = moved_errors(ref, held, roi, 6, 2)
     worst = max(rows, key=lambda r: r["err_px"])
     out["worst_held_out"] = {k: worst[k] for k in ("image", "move", "err_px", "err_deg", "match")}
+    if "--overlays" in sys.argv:
+        # Outside the project (the photographs' licence): reference vs the worst held-out frame,
+        # unmoved, registered.
+        folder = Path(sys.argv[sys.argv.index("--overlays") + 1])
+        folder.mkdir(parents=True, exist_ok=True)
+        path = next(p for p in held if p.name == worst["image"])
+        view = crop(gray(path), roi)
+        overlay(taught.image, taught.weight, view, ref.register(view).matrix, folder / f"worst_{path.name}")
+        print(f"overlay of the worst held-out image written to {folder / f'worst_{path.name}'}")
     if "--scale" in sys.argv:
         _, sref, _ = taught_reference(tune, scale_range=(0.9, 1.1))
         out["tuning_scale"], _ = moved_errors(sref, tune, roi, 3, 3, SCALE_CHANGE)
