@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inspector_core.testing import run_station  # noqa: E402
+from inspector_core.testing import run_station
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -51,7 +51,7 @@ def one(n: int, evidence: dict | None) -> str:
         return (
             f"{n / took:5.1f} parts/s, latency p50 {statistics.median(lat):6.1f} p99 {pct(lat, 0.99):6.1f} ms, "
             f"committed p50 {statistics.median(com):6.1f} p99 {pct(com, 0.99):6.1f} ms, "
-            f"{ev[0]} frames of {ev[1] / 1e3:.0f} kB; load {'%.1f %.1f %.1f' % os.getloadavg()}"
+            f"{ev[0]} frames of {ev[1] / 1e3:.0f} kB; load {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
         )
 
 

@@ -33,16 +33,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inspector_core.runtime.config import RetentionPolicy  # noqa: E402
-from inspector_core.store import InspectionRecord, RunRecord, Store  # noqa: E402
-from inspector_core.store import retention as ret  # noqa: E402
-from inspector_core.store.evidence import evidence_path  # noqa: E402
-from inspector_core.store.evidence_records import Evidence  # noqa: E402
-from inspector_core.store.records import EvidenceRecord, utcnow  # noqa: E402
+from inspector_core.runtime.config import RetentionPolicy
+from inspector_core.store import InspectionRecord, RunRecord, Store
+from inspector_core.store import retention as ret
+from inspector_core.store.evidence import evidence_path
+from inspector_core.store.evidence_records import Evidence
+from inspector_core.store.records import EvidenceRecord, utcnow
 
 
 def load() -> str:
-    return "load %.1f %.1f %.1f" % os.getloadavg()
+    return "load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
 def generate(store: Store, root: Path, n: int) -> tuple[int, int]:
@@ -72,12 +72,14 @@ def generate(store: Store, root: Path, n: int) -> tuple[int, int]:
     # One in 200 reviewed (held), straight into the review log with one user.
     with store.transaction(write=True) as conn:
         conn.exec_driver_sql(
-            "INSERT INTO users (name, role, password_hash, created_at) VALUES ('bench', 'reviewer', 'x', CURRENT_TIMESTAMP)"
+            "INSERT INTO users (name, role, password_hash, created_at) "
+            "VALUES ('bench', 'reviewer', 'x', CURRENT_TIMESTAMP)"
         )
         uid = conn.exec_driver_sql("SELECT id FROM users WHERE name = 'bench'").scalar_one()
         conn.exec_driver_sql(
             "INSERT INTO reviews (inspection_id, label, reason, user_id, via, created_at) "
-            f"SELECT inspection_id, 'confirmed', '', {uid}, 'cli', CURRENT_TIMESTAMP FROM evidence WHERE id % 200 = 0"
+            f"SELECT inspection_id, 'confirmed', '', {uid}, 'cli', CURRENT_TIMESTAMP "
+            "FROM evidence WHERE mod(id, 200) = 0"
         )
     old = time.time() - 7200
     for k in range(100):  # orphans: a killed writer's files
@@ -93,7 +95,10 @@ def check(store: Store, root: Path) -> tuple[int, int]:
     from sqlalchemy import select
 
     with store.transaction() as conn:
-        stored = {r[0]: r[1] for r in conn.execute(select(Evidence.sha256, Evidence.format).where(Evidence.status == "stored"))}
+        stored = {
+            r[0]: r[1]
+            for r in conn.execute(select(Evidence.sha256, Evidence.format).where(Evidence.status == "stored"))
+        }
     files = {p.stem for p in root.rglob("*.jpg")}
     missing = [s for s, f in stored.items() if not evidence_path(root, s, f).is_file()]
     assert not missing, f"{len(missing)} stored rows name a missing file"
@@ -123,7 +128,10 @@ def main() -> None:
             store = Store(url)
             t0 = time.perf_counter()
             n, total = generate(store, root, args.n)
-            print(f"generated {n} evidence rows + files ({total / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s; {load()}")
+            print(
+                f"generated {n} evidence rows + files ({total / 1e6:.0f} MB) "
+                f"in {time.perf_counter() - t0:.1f} s; {load()}"
+            )
             # Quota: what age leaves, less about 5 % of the whole.
             age_only = RetentionPolicy(pass_days=7, fail_days=90, orphan_grace_s=3600)
             p = ret.plan(store, "line1", age_only)
@@ -136,7 +144,8 @@ def main() -> None:
             for c in ("pass", "fail"):
                 print(
                     f"  {c}: stored {plan.stored[c].rows}; by age {plan.by_age.get(c, ret.ClassCount()).rows}, "
-                    f"by quota {plan.by_quota.get(c, ret.ClassCount()).rows}, held {plan.held.get(c, ret.ClassCount()).rows}"
+                    f"by quota {plan.by_quota.get(c, ret.ClassCount()).rows}, "
+                    f"held {plan.held.get(c, ret.ClassCount()).rows}"
                 )
             print(f"dry run (plan + orphan count {orphans[0]}): {dry:.2f} s; {load()}")
             t0 = time.perf_counter()
@@ -152,7 +161,9 @@ def main() -> None:
             print(f"checked: {stored} stored rows, {files} files, each row's file there and no file without a row")
             t0 = time.perf_counter()
             again = ret.apply(store, root, "line1", policy)
-            print(f"a second pass (nothing to do: {again.expired_rows} rows): {time.perf_counter() - t0:.1f} s; {load()}")
+            print(
+                f"a second pass (nothing to do: {again.expired_rows} rows): {time.perf_counter() - t0:.1f} s; {load()}"
+            )
             store.close()
         finally:
             if pg_name:
