@@ -18,6 +18,10 @@ Promises kept here (tested in ``tests/line/``):
   default (``reject``); a jump of the PLC's counter flags ``missed``;
 - a PLC that does not acknowledge within ``line.ack_timeout_ms`` is recorded (``ack_timeout``);
   the station does not wait for acknowledges to take the next trigger.
+- a result whose ``publish`` raises is kept and published again (``RETRY_S``), never dropped;
+  on :meth:`Handshake.close` a trigger never captured is answered with the default at once;
+- the PLC sees ERROR while the store is away or the camera is down (``CAMERA_ERROR_HOLD_S``);
+  a recipe request is refused with :class:`RecipeRefused` (the station has no recipes yet).
 
 A real result is published in the recorder's thread, right in its commit callback; defaults,
 acknowledges, timeouts and the state in the ``inspector-line`` thread; both under one lock, so a
