@@ -293,6 +293,9 @@ def _downscale(gray: np.ndarray, max_side: int) -> tuple[np.ndarray, int]:
 _LEVEL_SIGMA = 1.5
 # Refit long scratches' centre lines robustly (see _fit_curve); a switch for the bench.
 _ROBUST_FIT = True
+# Scratches longer than this (working px) bend more than a parabola follows: a cubic centre line
+# (AGDD tuning half: a 660 px arc read 4 grey levels along a quadratic, 11 along a cubic).
+_CUBIC_FROM_PX = 300.0
 # The two-sided contrast of a line matched to the scale (sigma_line = sigma / sqrt 2), measured
 # on the smoothed image 2 sigma to either side, is 0.42 of its peak: scale it to grey levels of
 # peak contrast like the Hessian measure, so that the smaller of the two is a fair reading.
@@ -587,7 +590,7 @@ def _fit_curve(s: dict, strength: np.ndarray) -> None:
     ax = s["axis"]
     t = d @ ax
     v = d[:, 0] * ax[1] - d[:, 1] * ax[0]
-    deg = 2 if s["length"] > 12 else 1
+    deg = (3 if s["length"] > _CUBIC_FROM_PX else 2) if s["length"] > 12 else 1
     span = max(s["t1"] - s["t0"], 1.0)
     coef = np.polyfit(t / span, v, deg, w=np.sqrt(wt))
     if _ROBUST_FIT and len(t) > 50:
