@@ -6,7 +6,7 @@ Generates ``n`` inspections spread evenly over the last 30 days (70 % sampled PA
 failed parts' frames), each with its ``evidence`` row (written through ``Store.write``, the
 station writer's transaction) and a small content-addressed file (about 1 kB of random bytes,
 named by its SHA-256 under ``ab/cd/``; written without fsync: the generation is not what is
-measured). One in 200 inspections has a review (held). Then, timed:
+measured; then ``sync``, as month-old files are written back). One in 200 inspections has a review (held). Then, timed:
 
 - the dry run (:func:`inspector_core.store.retention.plan` and the orphan sweep's count);
 - the pass (:func:`~inspector_core.store.retention.apply` with ``pass_days: 7, fail_days: 90``
@@ -88,6 +88,7 @@ def generate(store: Store, root: Path, n: int) -> tuple[int, int]:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
         os.utime(p, (old, old))
+    os.sync()  # month-old files are on disk, not only in the page cache: deleting them costs more
     return n, total
 
 
