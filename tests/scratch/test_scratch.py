@@ -302,6 +302,10 @@ def test_taught_edges_refuse_a_view_of_another_shape_and_an_empty_folder(tmp_pat
     det = make(suppress_edges_from=str(ref))
     with pytest.raises(ValueError, match="ROI"):
         det.inspect(View(u8(board(1))[:, :120], "p"))
+    # One image (e.g. the misalignment step's taught reference, <station>.reference/<step>.png).
+    one = make(suppress_edges_from=str(ref / "good.png"))
+    assert [f for f in one.inspect(View(u8(board(2)), "p")) if f.score >= 0.5] == []
+    assert one.files() == {"edge_reference_0": ref / "good.png"}
 
 
 @pytest.mark.data
