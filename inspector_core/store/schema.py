@@ -304,10 +304,9 @@ class SinkDelivery(Base):
 
 # The line's table lives beside its writer (issue 13); imported here so that Base.metadata,
 # which Alembic and the migration tests compare with the database, holds it.
+# Whole-frame evidence and its retention (issue 15), likewise.
+from inspector_core.store import evidence_records as _evidence_records  # noqa: E402, F401
 from inspector_core.store import line_records as _line_records  # noqa: E402, F401
 
 # The review log and the accounts that write it (issue 15), likewise.
 from inspector_core.store import review_records as _review_records  # noqa: E402, F401
-
-# Whole-frame evidence and its retention (issue 15), likewise.
-from inspector_core.store import evidence_records as _evidence_records  # noqa: E402, F401
