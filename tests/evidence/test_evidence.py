@@ -334,3 +334,51 @@ def test_a_slow_disk_does_not_hold_the_verdicts_back(tmp_path):
     assert [r["status"] for r in got] == ["stored"] * 4
     for r in got:
         assert evidence_path(tmp_path / "s.db.evidence", r["sha256"], r["format"]).is_file()
+
+
+def test_recorder_writes_evidence_rows_on_postgresql(pg_url, tmp_path, monkeypatch):
+    """The writer's two paths on the real PostgreSQL: rows in the verdicts' own transaction
+    (COPY) and late rows (a file slower than the writer's wait)."""
+    from datetime import datetime
+
+    from sqlalchemy import select
+
+    from inspector_core.runtime.config import EvidencePolicy
+    from inspector_core.store import evidence as ev
+    from inspector_core.store.evidence_records import Evidence
+
+    calls = {"n": 0}
+
+    def every_other_slow(path, data):
+        calls["n"] += 1
+        if calls["n"] % 2 == 0:
+            time.sleep(0.1)
+        ev.write_file(path, data)
+
+    import inspector_core.store.recorder as recorder
+
+    late: list[int] = []
+    real_late = recorder.add_evidence
+    monkeypatch.setattr(
+        recorder, "add_evidence", lambda st, rows, **kw: (late.append(len(rows)), real_late(st, rows, **kw))[1]
+    )
+    store = Store(pg_url)
+    root = tmp_path / "pg.evidence"
+    w = EvidenceWriter(root, EvidencePolicy(fail="full", min_free_bytes=0), writer=every_other_slow)
+    rec = Recorder(store, run=RunRecord("s", "h", "0", {}, "", "x", {}), on_committed=lambda b: None, evidence=w)
+    rec.start()
+    for i in range(6):
+        at = datetime(2026, 1, 1, 0, 0, i)
+        r = InspectionRecord(f"{i:032x}", None, None, i, f"p{i}", at, at, "FAIL", 1.0)
+        rec.submit(r, np.full((16, 16, 3), i * 10, np.uint8))
+        time.sleep(0.05)
+    assert rec.close(timeout=30, parts_seen=6)
+    with store.transaction() as conn:
+        got = list(conn.execute(select(Evidence).order_by(Evidence.captured_at)))
+    assert len(got) == 6 and {g.status for g in got} == {"stored"}
+    assert 1 <= sum(late) < 6  # some rows late, the others in their verdicts' transaction
+    assert [g.captured_at.second for g in got] == list(range(6))
+    for g in got:
+        data = evidence_path(root, g.sha256, g.format).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == g.sha256 and g.bytes == len(data)
+    store.close()
