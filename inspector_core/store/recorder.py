@@ -553,9 +553,11 @@ class Recorder:
         except Exception as exc:
             if classify(exc) != "refused":
                 raise _Down(exc, batch) from exc
-            if len(batch) == 1:
+            if len(batch) == 1 and not fresh:
                 self._refused(batch[0], describe_failure(self.store.display_url, exc))
                 return
+            # Each record again alone, never fresh: its uid probed (a fresh batch of one that the unique
+            # index refused is a verdict stored already, kept once, not set aside).
             for i, r in enumerate(batch):
                 try:
                     self._write([r])

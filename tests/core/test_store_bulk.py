@@ -300,3 +300,58 @@ def test_a_fresh_batch_holding_an_already_stored_verdict_is_written_once_nothing
     with store.engine.connect() as c:
         assert c.scalars(select(schema.Inspection.seq).order_by(schema.Inspection.id)).all() == [0, 1]
     store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_first_of_part_probe_over_many_batches_marks_repeats_and_late_arrivals(backend, tmp_path, request):
+    """The first-of-part probe (one parameter: json_each on SQLite, unnest on PostgreSQL, where
+    psycopg prepares it from its fifth run) finds stored inspections of a part in every batch: a
+    repeat is not first, an earlier capture that arrives later takes the first mark from it."""
+    store = Store(_url(backend, tmp_path, request))
+    run = _run("probe")
+    store.ensure_run(run)
+    t0 = utcnow() - timedelta(hours=1)
+    expected: dict[str, tuple[datetime, str]] = {}  # part id -> (earliest capture, its uid)
+    for batch in range(8):
+        recs = []
+        for i in range(12):
+            part = f"part-{(batch * 7 + i) % 30:03d}"  # every part comes back in later batches
+            late = i % 5 == 0  # captured before the part's stored inspections
+            at = t0 - timedelta(seconds=batch * 12 + i) if late else t0 + timedelta(seconds=batch * 12 + i)
+            r = _record(run, batch * 12 + i, at=at)
+            r.part_id = part
+            recs.append(r)
+            if part not in expected or at < expected[part][0]:
+                expected[part] = (at, r.uid)
+        assert store.write(recs, fresh=True) == len(recs)
+    with store.engine.connect() as c:
+        rows = c.execute(
+            select(schema.Inspection.uid, schema.Inspection.part_id, schema.Inspection.first_of_part)
+        ).all()
+        parts = c.execute(select(schema.InspectionHour.first_parts)).scalars().all()
+    firsts = {uid for uid, _, f in rows if f}
+    assert firsts == {uid for _, uid in expected.values()}
+    assert len(rows) == 96 and len(firsts) == 30
+    assert sum(parts) == 30  # the roll-up moved its first-part counts with the marks
+    store.close()
+
+
+def test_a_fresh_batch_of_one_already_stored_verdict_is_kept_once_not_set_aside(tmp_path):
+    # The same as above when the writer happens to take the repeated verdict alone (a batch of one):
+    # the unique index refuses it, the retry probes, nothing is set aside.
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    run = _run("l1")
+    store.ensure_run(run)
+    first = _record(run, 0)
+    assert store.write([first], fresh=True) == 1
+    done: list[InspectionRecord] = []
+    rec = Recorder(store, run=run, on_committed=done.extend)
+    rec.start()
+    again = _record(run, 0)
+    again.uid = first.uid
+    rec._write([again], fresh=True)  # the writer's own first attempt at a batch of one
+    assert rec.close(10, parts_seen=1), rec.close_problem
+    assert rec.refused == 0 and done == [again]
+    with store.engine.connect() as c:
+        assert c.scalars(select(schema.Inspection.uid)).all() == [first.uid]
+    store.close()
