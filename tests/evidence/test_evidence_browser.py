@@ -4,16 +4,14 @@ finding is, a click zooms. The screenshot is kept (var/screens/evidence-*.png) f
 
 from __future__ import annotations
 
-import socket
 import sqlite3
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from inspector_core.testing import run_station
 from tests.conftest import unavailable
+from tests.served import served
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -28,7 +26,6 @@ def test_frame_with_boxes_in_chromium(tmp_path):
         from playwright.sync_api import sync_playwright
     except ImportError:
         unavailable("playwright is not installed (pip install playwright)")
-    import uvicorn
 
     from inspector_core.qa.web import create_app
     from inspector_core.store import Store
@@ -47,54 +44,40 @@ def test_frame_with_boxes_in_chromium(tmp_path):
     boxes = db.execute("SELECT x, y, w, h FROM defects WHERE inspection_id = ? ORDER BY id", (iid,)).fetchall()
     assert n >= 1
     app = create_app(Store(f"sqlite:///{tmp_path / 'inspector.db'}", migrate=False).engine)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 10
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1300, "height": 1100})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"http://127.0.0.1:{port}/inspections/{iid}")
-            img = page.locator("#evidence img")
-            page.wait_for_function("document.querySelector('#evidence img').naturalWidth > 0")
-            assert img.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [800, 600]
-            rects = page.locator("#evidence svg rect")
-            assert rects.count() == len(boxes)
-            # Each box is drawn where its finding is: frame px mapped onto the displayed image.
-            ib = img.bounding_box()
-            assert ib is not None
-            k = ib["width"] / 1024
-            for i, (x, y, w, h) in enumerate(boxes):
-                rb = rects.nth(i).bounding_box()
-                assert rb is not None
-                assert abs(rb["x"] - (ib["x"] + x * k)) < 3 and abs(rb["y"] - (ib["y"] + y * k)) < 3
-                assert abs(rb["width"] - w * k) < 4 and abs(rb["height"] - h * k) < 4
-            SCREENS.mkdir(parents=True, exist_ok=True)
-            page.locator("#evidence").screenshot(path=str(SCREENS / "evidence-frame.png"))
-            page.screenshot(path=str(SCREENS / "evidence-page.png"), full_page=True)
-            # A click zooms (the frame is drawn larger, inside a scrolling box); again, back.
-            page.locator("#evidence .ev-frame").click()
-            assert img.bounding_box()["width"] > ib["width"] * 2  # type: ignore[index]
-            # ... scrolled so that the first failed box is in view.
-            frame_box = page.locator("#evidence .ev-frame").bounding_box()
-            failed = page.locator("#evidence svg rect.failed").first.bounding_box()
-            assert frame_box is not None and failed is not None
-            assert frame_box["x"] <= failed["x"] <= frame_box["x"] + frame_box["width"]
-            assert frame_box["y"] <= failed["y"] <= frame_box["y"] + frame_box["height"]
-            page.locator("#evidence").screenshot(path=str(SCREENS / "evidence-zoomed.png"))
-            page.locator("#evidence .ev-frame").click()
-            assert abs(img.bounding_box()["width"] - ib["width"]) < 2  # type: ignore[index]
-            assert errors == []
-            browser.close()
-    finally:
-        srv.should_exit = True
-        t.join(5)
+    with served(app) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 1100})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{base}/inspections/{iid}")
+        img = page.locator("#evidence img")
+        page.wait_for_function("document.querySelector('#evidence img').naturalWidth > 0")
+        assert img.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [800, 600]
+        rects = page.locator("#evidence svg rect")
+        assert rects.count() == len(boxes)
+        # Each box is drawn where its finding is: frame px mapped onto the displayed image.
+        ib = img.bounding_box()
+        assert ib is not None
+        k = ib["width"] / 1024
+        for i, (x, y, w, h) in enumerate(boxes):
+            rb = rects.nth(i).bounding_box()
+            assert rb is not None
+            assert abs(rb["x"] - (ib["x"] + x * k)) < 3 and abs(rb["y"] - (ib["y"] + y * k)) < 3
+            assert abs(rb["width"] - w * k) < 4 and abs(rb["height"] - h * k) < 4
+        SCREENS.mkdir(parents=True, exist_ok=True)
+        page.locator("#evidence").screenshot(path=str(SCREENS / "evidence-frame.png"))
+        page.screenshot(path=str(SCREENS / "evidence-page.png"), full_page=True)
+        # A click zooms (the frame is drawn larger, inside a scrolling box); again, back.
+        page.locator("#evidence .ev-frame").click()
+        assert img.bounding_box()["width"] > ib["width"] * 2  # type: ignore[index]
+        # ... scrolled so that the first failed box is in view.
+        frame_box = page.locator("#evidence .ev-frame").bounding_box()
+        failed = page.locator("#evidence svg rect.failed").first.bounding_box()
+        assert frame_box is not None and failed is not None
+        assert frame_box["x"] <= failed["x"] <= frame_box["x"] + frame_box["width"]
+        assert frame_box["y"] <= failed["y"] <= frame_box["y"] + frame_box["height"]
+        page.locator("#evidence").screenshot(path=str(SCREENS / "evidence-zoomed.png"))
+        page.locator("#evidence .ev-frame").click()
+        assert abs(img.bounding_box()["width"] - ib["width"]) < 2  # type: ignore[index]
+        assert errors == []
+        browser.close()

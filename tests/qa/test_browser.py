@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
-import threading
-import time
 
 import pytest
 
 from tests.conftest import unavailable
+from tests.served import served
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -21,7 +19,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 @contextlib.contextmanager
 def serving(tmp_path, **app_kwargs):
-    import uvicorn
 
     from inspector_core.qa.web import create_app
     from inspector_core.store import Store
@@ -29,22 +26,9 @@ def serving(tmp_path, **app_kwargs):
 
     url = f"sqlite:///{tmp_path / 'qa.db'}"
     write_known(url)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = create_app(Store(url).engine, **app_kwargs)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 10
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        t.join(5)
+    with served(app) as base:
+        yield base
 
 
 @pytest.fixture

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,34 +14,23 @@ import pytest
 from inspector_core.qa import accounts, review
 from inspector_core.qa.filters import parse_when
 from tests.qa.test_browser import page  # noqa: F401 - the Chromium fixture
+from tests.served import served
 
 pytestmark = pytest.mark.browser
 
 
 @contextlib.contextmanager
 def serving_reviews(url: str):
-    import uvicorn
 
     from inspector_core.qa.reader import open_reader
     from inspector_core.qa.web import create_app
 
     reader, writer = open_reader(url), review.open_writer(url)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = create_app(reader.engine, writer=writer)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 10
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started
     try:
-        yield f"http://127.0.0.1:{port}", writer
+        with served(app) as base:
+            yield base, writer
     finally:
-        srv.should_exit = True
-        t.join(5)
         reader.close()
         writer.close()
 
