@@ -1,15 +1,19 @@
-"""Time the review loop (issue 15) on a filled store, on SQLite and on PostgreSQL: the queue a
-reviewer's page asks for after each key (failed findings newest first with near-threshold PASS
-parts, and the counts), appending one review, and the statistics on the reviewed parts.
+"""Time the review loop (issue 15) on a month of history, on SQLite and on PostgreSQL: the queue a
+reviewer's page asks for (failed findings newest first with near-threshold PASS parts, and the
+counts), precision / recall per station for the month (``review_stats``), and appending one review.
 
-The store is filled through the station's own writer (``Store.write``): two weeks from 4
-stations, 5 % FAIL (one failing finding with a JPEG crop), a candidate finding below the rules on
-8 % of PASS parts (scores 0.2-0.5 against min_score 0.5: about half of them inside the default
-0.15 band), one step per part. The window is the last 7 days. Each figure is the median of
-``--repeat`` calls, with the load average beside it.
+The store is filled fast with plain rows (executemany on SQLite, COPY on PostgreSQL, through the
+real migrations: :func:`bench.history_queries.fill_sqlite` / ``fill_pg``): 1,000,000 inspections
+over 30 days from 4 stations, about 5 % FAIL with 1-2 failing findings and a JPEG crop each,
+below-rule candidate findings on 8 % of PASS parts. Then ``--reviews`` reviews (default 50,000)
+are inserted as plain rows: 90 % on failed findings picked at random over the month (4 in 5
+confirmed, 1 in 5 false alarm), 10 % on PASS parts with a candidate finding (9 in 10 confirmed
+PASS, 1 in 10 a missed defect). Goals (issue 15): queue first page < 100 ms, precision / recall per
+station for a month < 1 s. Each figure: the first (cold) call and the p50 of ``--repeat``, with the
+load average and n beside it.
 
-    python bench/review_queue.py                       # both databases, 200,000 inspections
-    python bench/review_queue.py --rows 50000 --only sqlite
+    python bench/review_queue.py                       # both databases, 1,000,000 inspections
+    python bench/review_queue.py --rows 200000 --reviews 10000 --only sqlite
 """
 
 from __future__ import annotations
@@ -22,130 +26,176 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-import cv2
 import numpy as np
+from sqlalchemy import insert, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import bench.history_queries as hq
+from bench.history_queries import CONFIG, DAYS, END, STATIONS, fill_pg, fill_sqlite
 from inspector_core.qa import accounts, review
-from inspector_core.store import CropRecord, DefectRecord, InspectionRecord, StepRecord, Store
+from inspector_core.store import Store
+from inspector_core.store.review_records import Review
+from inspector_core.store.schema import Defect, Inspection
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-STATIONS = ["line1", "line2", "line3", "line4"]
-END = datetime(2026, 11, 22)
-DAYS = 14
-CONFIG = "name: {name}\nrules:\n  scratch: {{min_score: 0.5}}\n  dent: {{min_score: 0.6}}\n"
 
 
-def fill(url: str, n: int, seed: int = 1) -> None:
+def _prepare(url: str) -> Store:
+    """The schema at 0002 with the 4 stations and runs as plain rows (``Store.begin_run`` speaks the
+    head schema, which a 0002 database does not have yet); the fill then migrates to head."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from inspector_core.store import MIGRATIONS
+
+    store = Store(url, migrate=False)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+        for k, name in enumerate(STATIONS, 1):
+            conn.execute(
+                text("INSERT INTO stations (id, name, created_at) VALUES (:k, :n, :t)"),
+                {"k": k, "n": name, "t": END - timedelta(days=DAYS + 1)},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO runs (id, station_id, started_at, hostname, software_version, plugins, config_yaml, "
+                    "config_hash, models) VALUES (:k, :k, :t, 'bench', '0.1.0', '{}', :c, :h, '{}')"
+                ),
+                {"k": k, "t": END - timedelta(days=DAYS + 1), "c": CONFIG.format(name=name), "h": "0" * 64},
+            )
+    return store
+
+
+hq._prepare = _prepare  # fill_sqlite / fill_pg call the module's _prepare
+
+
+def add_reviews(url: str, n: int, seed: int = 2) -> int:
+    """Inserts ``n`` reviews as plain rows by one bench user; returns that user's id."""
     rng = np.random.default_rng(seed)
-    img = rng.normal(120, 25, (48, 64, 3)).clip(0, 255).astype(np.uint8)
-    crop = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
-    store = Store(url)
-    runs = {
-        s: store.begin_run(
-            s,
-            hostname="bench",
-            software_version="0",
-            plugins={},
-            config_yaml=CONFIG.format(name=s),
-            config_hash="0" * 64,
-            models={},
-        )
-        for s in STATIONS
-    }
-    start = END - timedelta(days=DAYS)
-    at = np.sort(rng.random(n)) * DAYS * 86400
-    batch: list[InspectionRecord] = []
-    for k in range(n):
-        st = STATIONS[k % len(STATIONS)]
-        sid, rid = runs[st]
-        t = start + timedelta(seconds=float(at[k]))
-        r = rng.random()
-        defects = []
-        verdict = "PASS"
-        if r < 0.05:
-            verdict = "FAIL"
-            kind = "scratch" if rng.random() < 0.6 else "dent"
-            defects.append((kind, 0.6 + 0.4 * rng.random(), True))
-        elif r < 0.05 + 0.08:
-            defects.append(("scratch", 0.2 + 0.3 * rng.random(), False))
-        recs = [
-            DefectRecord(
-                "s",
-                "bench",
-                kind,
-                float(score),
-                failed,
-                (100, 100, 40, 12),
-                42.0,
-                2.1,
-                {},
-                "",
-                CropRecord("jpeg", 64, 48, 84, 84, 1.0, crop),
+    store = review.open_writer(url)
+    try:
+        user = accounts.add_user(store, f"bench-{uuid.uuid4().hex[:6]}", "reviewer", "bench-password")
+        with store.engine.connect() as conn:
+            failed = conn.execute(
+                select(Defect.id, Defect.inspection_id, Inspection.captured_at)
+                .join(Inspection, Inspection.id == Defect.inspection_id)
+                .where(Defect.failed.is_(True))
+            ).all()
+            passes = conn.execute(
+                select(Defect.inspection_id, Inspection.captured_at)
+                .join(Inspection, Inspection.id == Defect.inspection_id)
+                .where(Defect.failed.is_(False), Inspection.verdict == "PASS")
+            ).all()
+        n_pass = min(n // 10, len(passes))
+        n_fail = min(n - n_pass, len(failed))
+        rows = []
+        for j in rng.choice(len(failed), n_fail, replace=False):
+            did, iid, at = failed[int(j)]
+            lab = "false_alarm" if rng.random() < 0.2 else "confirmed"
+            rows.append(
+                dict(inspection_id=iid, defect_id=did, label=lab, step=None, kind=None, x=None, y=None, w=None, h=None)
             )
-            for kind, score, failed in defects
-        ]
-        top = max((d[1] for d in defects), default=0.0)
-        batch.append(
-            InspectionRecord(
-                uuid.uuid4().hex,
-                sid,
-                rid,
-                k,
-                f"{st}-{k:07d}",
-                t,
-                t + timedelta(milliseconds=20),
-                verdict,
-                20.0,
-                steps=[StepRecord(0, "s", "bench", "ok", float(top), 5.0, len(defects), None)],
-                defects=recs,
-            )
-        )
-        if len(batch) >= 5000:
-            store.write(batch)
-            batch = []
-    store.write(batch)
-    store.close()
+        for j in rng.choice(len(passes), n_pass, replace=False):
+            iid, at = passes[int(j)]
+            if rng.random() < 0.1:
+                rows.append(
+                    dict(
+                        inspection_id=iid,
+                        defect_id=None,
+                        label="missed",
+                        step="s",
+                        kind="scratch",
+                        x=100,
+                        y=100,
+                        w=40,
+                        h=12,
+                    )
+                )
+            else:
+                rows.append(
+                    dict(
+                        inspection_id=iid,
+                        defect_id=None,
+                        label="confirmed",
+                        step=None,
+                        kind=None,
+                        x=None,
+                        y=None,
+                        w=None,
+                        h=None,
+                    )
+                )
+        at0 = END - timedelta(hours=1)
+        for k, r in enumerate(rows):
+            r.update(reason="", user_id=user.id, via="web", created_at=at0 + timedelta(milliseconds=k))
+        with store.engine.begin() as conn:
+            for k in range(0, len(rows), 5000):
+                conn.execute(insert(Review), rows[k : k + 5000])
+        return len(rows)
+    finally:
+        store.close()
 
 
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
+def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float, object]:
+    """(first call ms, p50 of the next ``repeat`` ms, last result)."""
+    t = time.perf_counter()
+    out = fn()
+    first = (time.perf_counter() - t) * 1000
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
-        fn()
+        out = fn()
         times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+    return first, statistics.median(times), out
 
 
-def bench(url: str, label: str, repeat: int, reviews: int) -> None:
+def load() -> str:
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
+def bench(url: str, label: str, repeat: int, appends: int) -> None:
     store = review.open_writer(url)
-    since = END - timedelta(days=7)
+    month = END - timedelta(days=DAYS)
     try:
         ann = accounts.add_user(store, f"bench-{uuid.uuid4().hex[:6]}", "reviewer", "bench-password")
-        items = review.queue(store.engine, since=since, limit=reviews)
-        passes = sum(1 for i in items if i.defect_id is None)
-        q_ms = median_ms(lambda: review.queue(store.engine, since=since, limit=40), repeat)
-        c_ms = median_ms(lambda: review.counts(store.engine, since=since), repeat)
-        write = []
-        for n, it in enumerate(items):
-            t = time.perf_counter()
-            if it.defect_id is None:
-                review.add_review(store, inspection_id=it.inspection_id, label="confirmed", user=ann)
-            else:
-                lab = "false_alarm" if n % 5 == 0 else "confirmed"
-                review.add_review(store, inspection_id=it.inspection_id, defect_id=it.defect_id, label=lab, user=ann)
-            write.append((time.perf_counter() - t) * 1000)
-        s_ms = median_ms(lambda: review.review_stats(store.engine, since=since), repeat)
-        left = review.counts(store.engine, since=since)
+        first, p50, items = timed(lambda: review.queue(store.engine, since=month, limit=40), repeat)
         print(
-            f"{label}: queue(40) {q_ms:.1f} ms, counts {c_ms:.1f} ms, one review p50 {statistics.median(write):.1f} ms "
-            f"max {max(write):.1f} ms (n={len(write)}, {passes} PASS parts), stats {s_ms:.1f} ms; "
-            f"left in the window: {left.findings_left} findings, {left.near_pass_left} near-threshold PASS parts; "
-            f"load {os.getloadavg()[0]:.1f}",
+            f"{label}: queue first page (40) first {first:.1f} ms, p50 {p50:.1f} ms (n={repeat}); {load()}", flush=True
+        )
+        first, p50, c = timed(lambda: review.counts(store.engine, since=month), repeat)
+        print(f"{label}: counts first {first:.1f} ms, p50 {p50:.1f} ms (n={repeat}): {c}; {load()}", flush=True)
+        first, p50, st = timed(lambda: review.review_stats(store.engine, since=month), repeat)
+        stations = sorted({s.station for s in st})
+        print(
+            f"{label}: precision/recall per station, month: first {first:.1f} ms, p50 {p50:.1f} ms (n={repeat}, "
+            f"{len(st)} rows over {len(stations)} stations); {load()}",
+            flush=True,
+        )
+        first, p50, st1 = timed(lambda: review.review_stats(store.engine, stations=[stations[0]], since=month), repeat)
+        print(
+            f"{label}: the same for one station ({stations[0]}): first {first:.1f} ms, p50 {p50:.1f} ms "
+            f"(n={repeat}); {load()}",
+            flush=True,
+        )
+        items = review.queue(store.engine, since=month, limit=appends)
+        write = []
+        for it in items:
+            t = time.perf_counter()
+            review.add_review(
+                store, inspection_id=it.inspection_id, defect_id=it.defect_id, label="confirmed", user=ann
+            )
+            write.append((time.perf_counter() - t) * 1000)
+        print(
+            f"{label}: one review appended p50 {statistics.median(write):.1f} ms, max {max(write):.1f} ms "
+            f"(n={len(write)}); {load()}",
             flush=True,
         )
     finally:
@@ -154,18 +204,23 @@ def bench(url: str, label: str, repeat: int, reviews: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--reviews", type=int, default=50_000)
     ap.add_argument("--only", choices=["sqlite", "postgres"])
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--reviews", type=int, default=100)
+    ap.add_argument("--appends", type=int, default=20)
     a = ap.parse_args()
     if a.only != "postgres":
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{Path(tmp) / 'review.db'}"
             t = time.perf_counter()
-            fill(url, a.rows)
-            print(f"sqlite: filled {a.rows} inspections in {time.perf_counter() - t:.0f} s", flush=True)
-            bench(url, f"sqlite, {a.rows} inspections", a.repeat, a.reviews)
+            fill_sqlite(url, a.rows)
+            n = add_reviews(url, a.reviews)
+            print(
+                f"sqlite: filled {a.rows} inspections, {n} reviews in {time.perf_counter() - t:.0f} s; {load()}",
+                flush=True,
+            )
+            bench(url, f"sqlite, {a.rows} inspections, {n} reviews", a.repeat, a.appends)
     if a.only != "sqlite":
         import psycopg
 
@@ -175,13 +230,17 @@ def main() -> None:
         try:
             url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
             t = time.perf_counter()
-            fill(url, a.rows)
-            # A live plant database is analyzed by autovacuum; one filled seconds ago has no statistics
-            # yet (without them the planner walks every PASS part of the window: queue 510 ms, not 136).
+            fill_pg(url, a.rows)
+            n = add_reviews(url, a.reviews)
+            # A live plant database is analyzed by autovacuum; one filled seconds ago has no statistics yet.
             with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
                 conn.execute("ANALYZE")
-            print(f"postgres: filled {a.rows} inspections in {time.perf_counter() - t:.0f} s (and ANALYZE)", flush=True)
-            bench(url, f"postgres, {a.rows} inspections", a.repeat, a.reviews)
+            print(
+                f"postgres: filled {a.rows} inspections, {n} reviews in {time.perf_counter() - t:.0f} s "
+                f"(and ANALYZE); {load()}",
+                flush=True,
+            )
+            bench(url, f"postgres, {a.rows} inspections, {n} reviews", a.repeat, a.appends)
         finally:
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
