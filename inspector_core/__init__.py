@@ -6,6 +6,7 @@ Plugin authors need only this package's root::
 """
 
 from inspector_core.contract import (
+    Alarm,
     Calibration,
     CannotJudge,
     Detector,
@@ -24,6 +25,7 @@ from inspector_core.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 __all__ = [
+    "Alarm",
     "Calibration",
     "CannotJudge",
     "Detector",

@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 __all__ = [
+    "Alarm",
     "Box",
     "Calibration",
     "CannotJudge",
@@ -490,8 +491,45 @@ class Sink:
     def send(self, report: Report) -> None:
         raise NotImplementedError
 
+    def send_alarm(self, alarm: Alarm) -> None:
+        """Deliver one SPC alarm (``inspector measurements --alarm``): a control-chart rule
+        tripped by a phase II point. Not a verdict, so not a :class:`Report`. Same promise as
+        ``send``: return only once the receiver has it, raise otherwise; at least once,
+        ``Alarm.uid`` is the key to deduplicate by. The default does nothing (a sink that
+        ignores alarms keeps working); the file and MQTT sinks implement it."""
+
     def close(self) -> None:
         """Flush and release; called once when the station stops."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Alarm:
+    """One SPC rule violation on a measurement series (``docs/qa.md``, SPC on measurements)."""
+
+    uid: str
+    """Stable key of (station, series, point, rule): a rerun yields the same uid."""
+    station: str
+    series: str
+    """``KIND.MEASUREMENT``, e.g. ``scratch.length_mm``."""
+    rule: str
+    """``WE1``..``WE4``, ``N3`` or ``R`` (``inspector_core.qa.measurements.RULES``)."""
+    description: str
+    point: int
+    """Index of the point on the chart (a value, or a subgroup for X-bar / R)."""
+    value: float
+    centre: float
+    lcl: float
+    ucl: float
+    at: datetime | None
+    """Capture time (UTC) of the point's last part."""
+    inspection_ids: tuple[int, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["kind"] = "alarm"
+        d["at"] = self.at.isoformat() + "Z" if self.at else None
+        d["inspection_ids"] = list(self.inspection_ids)
+        return d
 
 
 # ---------------------------------------------------------------------------- the line (PLC)

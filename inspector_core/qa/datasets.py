@@ -17,6 +17,11 @@ scaled to at most ``max_size_px``.
 Layout of ROOT::
 
     good/NAME.jpg            the normal images: `inspector train anomaly ROOT/good` takes it as GOOD
+    good_test/NAME.jpg       every fifth normal image (20 %, at least one when there are two),
+                             held out for thresholds: `--val-good ROOT/good_test` (anomalib
+                             Folder's normal_test_dir). The trainer holds out good images itself
+                             only when neither --val-good nor --val-bad is given, and with
+                             --val-bad alone it has no good image to set a threshold on.
     defect/NAME.jpg          the abnormal images
     defect/NAME_mask.png     its mask beside it (`inspector train anomaly --val-bad ROOT/defect`)
     mask/defect/NAME.png     the same mask under anomalib Folder's mask_dir, same stem
@@ -24,8 +29,9 @@ Layout of ROOT::
     yolo/images/NAME.jpg, yolo/labels/NAME.txt, yolo/data.yaml    YOLO (class cx cy w h, normalised)
     index.csv                every file, its part, finding, label and reviewer
 
+Train: ``inspector train anomaly ROOT/good --val-good ROOT/good_test --val-bad ROOT/defect``.
 anomalib: ``Folder(name=..., root=ROOT, normal_dir="good", abnormal_dir="defect",
-mask_dir="mask/defect")``.
+normal_test_dir="good_test", mask_dir="mask/defect")``.
 """
 
 from __future__ import annotations
@@ -67,6 +73,8 @@ class Item:
 @dataclasses.dataclass
 class Export:
     good: int = 0
+    """Normal images written, ``good_test`` included."""
+    good_test: int = 0
     defect: int = 0
     masks: int = 0
     kinds: list[str] = dataclasses.field(default_factory=list)
@@ -153,12 +161,21 @@ def reviewed_items(
     return out
 
 
+def _held_out(n: int) -> set[int]:
+    """Which of ``n`` good images (in order) go to good_test/: 20 %, evenly spread, at least one
+    when ``n >= 2`` (the trainer's threshold needs a good validation image), none of one."""
+    if n < 2:
+        return set()
+    k = max(1, round(0.2 * n))
+    return {j for j in range(n) if (j + 1) * k // n > j * k // n}
+
+
 def write(engine: Engine, items: Sequence[Item], root: Path) -> Export:
     """Write the layout of the module's docstring under ``root`` (folders made as needed)."""
     from inspector_core.qa.cli import SpreadsheetCsv, safe_name
     from inspector_core.qa.history import crop_image
 
-    for sub in ("good", "defect", "mask/defect", "yolo/images", "yolo/labels"):
+    for sub in ("good", "good_test", "defect", "mask/defect", "yolo/images", "yolo/labels"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     kinds = sorted({i.kind for i in items if i.label == "defect"})
     cat = {k: n for n, k in enumerate(kinds)}
@@ -173,7 +190,13 @@ def write(engine: Engine, items: Sequence[Item], root: Path) -> Export:
         w = SpreadsheetCsv(fh)
         w.writerow(["file", "class", "kind", "crop_id", "defect_id", "inspection_id", "station", "part_id",
                     "mask_x", "mask_y", "mask_w", "mask_h", "reviewer", "origin"])  # fmt: skip
+        held = _held_out(sum(1 for it in items if it.label == "good"))
+        k_good = -1
         for it in items:
+            folder = it.label
+            if it.label == "good":
+                k_good += 1
+                folder = "good_test" if k_good in held else "good"
             got = crop_image(engine, it.crop_id)
             if got is None:
                 continue
@@ -185,10 +208,10 @@ def write(engine: Engine, items: Sequence[Item], root: Path) -> Export:
             ext = "png" if fmt == "png" else "jpg"
             stem = f"{it.crop_id:08d}_{safe_name(it.kind, 30)}_{safe_name(it.part_id)}"
             name = f"{stem}.{ext}"
-            (root / it.label / name).write_bytes(data)
+            (root / folder / name).write_bytes(data)
             (root / "yolo/images" / name).write_bytes(data)
             image_id = len(coco["images"]) + 1
-            coco["images"].append({"id": image_id, "file_name": f"{it.label}/{name}", "width": wd, "height": h})
+            coco["images"].append({"id": image_id, "file_name": f"{folder}/{name}", "width": wd, "height": h})
             label_lines = []
             if it.label == "defect" and it.box is not None:
                 x, y, bw, bh = it.box
@@ -217,8 +240,9 @@ def write(engine: Engine, items: Sequence[Item], root: Path) -> Export:
                 ex.defect += 1
             else:
                 ex.good += 1
+                ex.good_test += folder == "good_test"
             bx = list(it.box) if it.box else ["", "", "", ""]
-            w.writerow([f"{it.label}/{name}", it.label, it.kind, it.crop_id, it.defect_id, it.inspection_id,
+            w.writerow([f"{folder}/{name}", it.label, it.kind, it.crop_id, it.defect_id, it.inspection_id,
                         it.station, it.part_id, *bx, it.reviewer, it.origin])  # fmt: skip
     (root / "coco.json").write_text(json.dumps(coco, indent=1), encoding="utf-8")
     names = "".join(f"  {n}: {json.dumps(k)}\n" for k, n in cat.items())

@@ -239,9 +239,10 @@ def near_misses_cmd(
 @click.option("--until")
 @click.option("--baseline-until", help="phase I: points captured before this; limits frozen, applied after it")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--alarm", is_flag=True, help="send each phase II rule violation not sent before to the station's sinks")
 def measurements_cmd(
     db: str | None, station_file: str | None, series: tuple[str, ...], since: str | None, until: str | None,
-    baseline_until: str | None, as_json: bool,
+    baseline_until: str | None, as_json: bool, alarm: bool,
 ) -> None:  # fmt: skip
     """SPC on what detectors measure: individuals / moving range or X-bar / R charts with
     Western Electric and Nelson rules, limits frozen from a baseline, Cpk / Ppk against the
@@ -300,8 +301,49 @@ def measurements_cmd(
             out.print(
                 f"  point {p.index} ({p.phase}) {p.value:.4g} at {_fmt_t(p.at) if p.at else '-'}: {', '.join(p.rules)}"
             )
+    if alarm:
+        _send_alarms(db, station_file, path, charts)
     if any(p.phase == "II" for c in charts for p in c.alarms):
         raise SystemExit(1)
+
+
+def _send_alarms(db: str | None, station_file: str | None, path: Path, charts: list[measurements.Chart]) -> None:
+    """Each phase II violation not sent before, to every sink of the station file; what was
+    sent is recorded in the store (an ``spc_alarm`` event), so the store is opened for writing."""
+    from inspector_core.plugins import load
+    from inspector_core.qa import alarms
+    from inspector_core.qa.cli import resolve_store
+    from inspector_core.qa.reader import ReaderError
+    from inspector_core.qa.review import ReviewError, open_writer
+    from inspector_core.runtime.config import ConfigError, load_station
+
+    try:
+        station = load_station(path, load())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    url, source = resolve_store(db, station_file)
+    try:
+        store = open_writer(url, source=source)
+    except (ReaderError, ReviewError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    engine = store.engine
+    found = [a for c in charts for a in alarms.alarms(c)]
+    sinks = []
+    try:
+        for cls, cfg in station.sinks:
+            sinks.append(cls(cfg, station_dir=path.resolve().parent))
+        sent, problems = alarms.deliver(engine, found, sinks)
+    except ConnectionError as exc:
+        raise click.ClickException(f"alarms not sent: {exc}") from exc
+    finally:
+        for s in sinks:
+            s.close()
+        store.close()
+    for line in problems:
+        err.print(line)
+    err.print(f"{sent} new alarm(s) sent to {len(sinks)} sink(s); {len(found) - sent - len(problems)} sent before")
+    if problems:
+        raise SystemExit(2)
 
 
 # ---------------------------------------------------------------------------- export reviewed
@@ -323,9 +365,11 @@ def export_reviewed(
         engine, stations=stations, since=parse_time(since), until=parse_time(until, name="--until")
     )
     ex = datasets.write(engine, items, Path(to))
+    root = Path(to)
     err.print(
-        f"wrote {ex.good} good and {ex.defect} defect crops ({ex.masks} masks) to {to}; "
-        f"`inspector train anomaly {Path(to) / 'good'} --val-bad {Path(to) / 'defect'}`"
+        f"wrote {ex.good} good ({ex.good_test} of them held out in good_test/) and {ex.defect} defect crops "
+        f"({ex.masks} masks) to {to}; `inspector train anomaly {root / 'good'} --val-good {root / 'good_test'} "
+        f"--val-bad {root / 'defect'} --out MODEL.onnx`"
     )
 
 

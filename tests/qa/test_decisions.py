@@ -219,7 +219,7 @@ def test_export_reviewed_crops_false_alarm_rate_and_measurements(reviewed, tmp_p
     assert r.exit_code == 0, r.output
     n_conf = sum(s >= 0.8 for _, _, s in rows)
     n_fa = len(rows) - n_conf
-    assert len(list((root / "good").glob("*.jpg"))) == n_fa
+    assert len(list((root / "good").glob("*.jpg"))) + len(list((root / "good_test").glob("*.jpg"))) == n_fa
     assert len(list((root / "defect").glob("*.jpg"))) == n_conf
     masks = sorted((root / "mask/defect").glob("*.png"))
     assert len(masks) == n_conf

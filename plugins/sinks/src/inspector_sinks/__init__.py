@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from inspector_core import PluginConfig, Report, Sink, hookimpl
+from inspector_core import Alarm, PluginConfig, Report, Sink, hookimpl
 
 
 def json_safe(value: Any) -> Any:
@@ -69,6 +69,13 @@ class FileSink(Sink):
 
     def send(self, report: Report) -> None:
         self._f.write(report_json(report) + "\n")
+        self._f.flush()
+        if self.config.fsync:
+            os.fsync(self._f.fileno())
+
+    def send_alarm(self, alarm: Alarm) -> None:
+        """An SPC alarm as one more line of the same file, told apart by ``"kind": "alarm"``."""
+        self._f.write(json.dumps(json_safe(alarm.as_dict()), allow_nan=False) + "\n")
         self._f.flush()
         if self.config.fsync:
             os.fsync(self._f.fileno())
@@ -127,9 +134,15 @@ class MqttSink(Sink):
         return f"{self.config.topic_prefix}/{station}/verdict"
 
     def send(self, report: Report) -> None:
-        info = self._client.publish(
-            self.topic(report.station), report_json(report), qos=self.config.qos, retain=self.config.retain
-        )
+        self._publish(self.topic(report.station), report_json(report), self.config.retain)
+
+    def send_alarm(self, alarm: Alarm) -> None:
+        """An SPC alarm to ``<prefix>/<station>/alarm`` (never retained), acknowledged like a verdict."""
+        payload = json.dumps(json_safe(alarm.as_dict()), allow_nan=False)
+        self._publish(f"{self.config.topic_prefix}/{alarm.station}/alarm", payload, False)
+
+    def _publish(self, topic: str, payload: str, retain: bool) -> None:
+        info = self._client.publish(topic, payload, qos=self.config.qos, retain=retain)
         info.wait_for_publish(self.config.timeout_s)
         if not info.is_published():
             raise TimeoutError(
