@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import insert, select
@@ -77,6 +78,28 @@ def _prepare(url: str) -> Store:
 hq._prepare = _prepare  # fill_sqlite / fill_pg call the module's _prepare
 
 
+def _review(
+    iid: int,
+    did: int | None,
+    label: str,
+    step: str | None = None,
+    kind: str | None = None,
+    box: tuple[int | None, ...] = (None, None, None, None),
+) -> dict[str, object]:
+    x, y, w, h = box
+    return {
+        "inspection_id": iid,
+        "defect_id": did,
+        "label": label,
+        "step": step,
+        "kind": kind,
+        "x": x,
+        "y": y,
+        "w": w,
+        "h": h,
+    }
+
+
 def add_reviews(url: str, n: int, seed: int = 2) -> int:
     """Inserts ``n`` reviews as plain rows by one bench user; returns that user's id."""
     rng = np.random.default_rng(seed)
@@ -96,43 +119,16 @@ def add_reviews(url: str, n: int, seed: int = 2) -> int:
             ).all()
         n_pass = min(n // 10, len(passes))
         n_fail = min(n - n_pass, len(failed))
-        rows = []
+        rows: list[dict[str, object]] = []
         for j in rng.choice(len(failed), n_fail, replace=False):
-            did, iid, at = failed[int(j)]
-            lab = "false_alarm" if rng.random() < 0.2 else "confirmed"
-            rows.append(
-                dict(inspection_id=iid, defect_id=did, label=lab, step=None, kind=None, x=None, y=None, w=None, h=None)
-            )
+            did, iid, _ = failed[int(j)]
+            rows.append(_review(iid, did, "false_alarm" if rng.random() < 0.2 else "confirmed"))
         for j in rng.choice(len(passes), n_pass, replace=False):
-            iid, at = passes[int(j)]
+            iid, _ = passes[int(j)]
             if rng.random() < 0.1:
-                rows.append(
-                    dict(
-                        inspection_id=iid,
-                        defect_id=None,
-                        label="missed",
-                        step="s",
-                        kind="scratch",
-                        x=100,
-                        y=100,
-                        w=40,
-                        h=12,
-                    )
-                )
+                rows.append(_review(iid, None, "missed", "s", "scratch", (100, 100, 40, 12)))
             else:
-                rows.append(
-                    dict(
-                        inspection_id=iid,
-                        defect_id=None,
-                        label="confirmed",
-                        step=None,
-                        kind=None,
-                        x=None,
-                        y=None,
-                        w=None,
-                        h=None,
-                    )
-                )
+                rows.append(_review(iid, None, "confirmed"))
         at0 = END - timedelta(hours=1)
         for k, r in enumerate(rows):
             r.update(reason="", user_id=user.id, via="web", created_at=at0 + timedelta(milliseconds=k))
@@ -144,7 +140,7 @@ def add_reviews(url: str, n: int, seed: int = 2) -> int:
         store.close()
 
 
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float, object]:
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
     """(first call ms, p50 of the next ``repeat`` ms, last result)."""
     t = time.perf_counter()
     out = fn()
