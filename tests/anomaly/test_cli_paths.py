@@ -160,3 +160,18 @@ def test_a_failed_run_leaves_no_provisional_card_and_keeps_the_old_model(
     models = root / "models"
     assert sorted(p.name for p in models.iterdir()) == ["plate.json", "plate.onnx"]
     assert (models / "plate.onnx").read_bytes() == old_model and (models / "plate.json").read_text() == old_card
+
+
+def test_good_images_are_held_out_for_thresholds_also_when_only_defective_validation_is_given():
+    """``--val-bad`` alone used to turn the held-out good split off: training on a reviewed export
+    (good/ and defect/) then stopped with 'no validation images'."""
+    from inspector_anomaly.training import split_validation
+
+    good = [Path(f"g{i:02d}.png") for i in range(20)]
+    train, held = split_validation(good, (), 0.2, seed=3)
+    assert len(held) == 4 and len(train) == 16 and not set(train) & set(held)
+    assert split_validation(good, (), 0.2, seed=3) == (train, held)  # seeded
+    given = [Path("v.png")]
+    assert split_validation(good, given, 0.2, seed=3) == (good, given)
+    with pytest.raises(ValueError, match="too few good images"):
+        split_validation(good[:2], (), 0.2, seed=3)

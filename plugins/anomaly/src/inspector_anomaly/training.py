@@ -419,6 +419,21 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def split_validation(
+    good: list[Path], val_good: Sequence[Path] | None, val_fraction: float, seed: int
+) -> tuple[list[Path], list[Path]]:
+    """``(train, held-out good)``: without ``val_good``, a seeded ``val_fraction`` of ``good`` is
+    held out for the thresholds, also when defective validation images are given (they alone
+    cannot place a good-only threshold)."""
+    if val_good:
+        return good, list(val_good)
+    order = np.random.default_rng(seed).permutation(len(good))
+    n_val = max(1, int(round(len(good) * val_fraction)))
+    if len(good) - n_val < 2:
+        raise ValueError(f"too few good images ({len(good)}) to hold some out for thresholds; give at least 5")
+    return [good[i] for i in sorted(order[n_val:])], [good[i] for i in sorted(order[:n_val])]
+
+
 def train(
     good: Sequence[Path],
     out: Path,
@@ -440,15 +455,7 @@ def train(
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
     out = resolve_model_path(Path(out).with_suffix(".onnx"))
     check_writable(out)
-    good = list(good)
-    rng = np.random.default_rng(settings.seed)
-    if not val_good and not val_bad:
-        order = rng.permutation(len(good))
-        n_val = max(1, int(round(len(good) * settings.val_fraction)))
-        if len(good) - n_val < 2:
-            raise ValueError(f"too few good images ({len(good)}) to hold some out for thresholds; give at least 5")
-        val_good = [good[i] for i in sorted(order[:n_val])]
-        good = [good[i] for i in sorted(order[n_val:])]
+    good, val_good = split_validation(list(good), val_good, settings.val_fraction, settings.seed)
     t0 = time.perf_counter()
     progress(f"reading {len(good)} training images")
     images = [read_image(p, settings.roi) for p in good]
