@@ -16,6 +16,17 @@ import pytest
 # The fault-injection suite's session summary (here, so that the xdist controller prints it too).
 from tests.faults.summary import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401
 
+
+@pytest.fixture(autouse=True)
+def _pipe_width_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's tables get the width they get in a pipe or a log (``console.PIPE_WIDTH``) in every
+    test: pytest-xdist's workers run with ``COLUMNS=80``, which squeezed the stats and review
+    tables' headers into ellipses there while the same tests passed in one process."""
+    from inspector_core.console import PIPE_WIDTH
+
+    monkeypatch.setenv("COLUMNS", str(PIPE_WIDTH))
+
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("INSPECTOR_DATA") or ROOT.parent / "shared" / "data")
 """The real photographs: ``$INSPECTOR_DATA``, else ``../shared/data`` beside the checkout."""

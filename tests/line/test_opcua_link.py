@@ -431,9 +431,10 @@ def test_publish_returns_at_once_and_other_clients_are_served_while_one_client_i
         done.set()
     t.join(20)
     assert seen, "the slow client got no event at all"
-    # A publish() that waited for the stuck client would take until it is released (seconds); the
-    # bounds are loose for a loaded 2-core CI machine (bench/opcua_latency.py measures the tail).
-    assert p50_ms < 2 and max_ms < 500, f"publish() p50 {p50_ms:.2f} ms, max {max_ms:.1f} ms (load {os.getloadavg()})"
+    # A publish() that waited for the stuck client would not return before it is released, which
+    # is only after these calls; the tail bound is loose for a loaded 2-core CI machine (seen: one
+    # call of 300 took 971 ms at load 4; bench/opcua_latency.py measures the tail).
+    assert p50_ms < 2 and max_ms < 5000, f"publish() p50 {p50_ms:.2f} ms, max {max_ms:.1f} ms (load {os.getloadavg()})"
 
 
 def test_insecure_remote_binding_is_refused_unless_asked_for():
