@@ -1,9 +1,10 @@
 """The objects a plugin and the host hand each other.
 
-This file and :mod:`inspector_core.hookspecs` are the whole plugin contract. A plugin
-author reads these two files and nothing else of the host.
+This file and `inspector_core.hookspecs` are the whole plugin contract; the docs site's
+reference pages (`make docs`) are generated from their docstrings, and `docs/plugins.md` is the
+tutorial on top. A plugin author needs nothing else of the host.
 
-Flow of one part::
+Flow of one part:
 
     FrameSource.frames() --Frame--> Detector.inspect(View) --[Finding]--> verdict rules
         --> store (one transaction) --> Sink.send(Report)   (only after commit)
@@ -11,7 +12,7 @@ Flow of one part::
 Conventions a plugin may rely on, and must follow:
 
 - Images are ``numpy.uint8`` arrays, ``(H, W)`` grayscale or ``(H, W, 3)`` BGR (OpenCV order).
-- A detector receives a :class:`View` of its region of interest. ``view.image`` is a *view*
+- A detector receives a `View` of its region of interest. ``view.image`` is a *view*
   into the frame (no copy): never write into it. With an ROI it is not contiguous (strided
   rows): copy it before handing it to code that reads raw memory. Either layout, gray or BGR,
   may come: ``view.gray`` is always ``(H, W)``.
@@ -21,7 +22,7 @@ Conventions a plugin may rely on, and must follow:
   fails. Return candidates below 0.5 too (down to ``Detector.report_floor``, or the station's
   ``steps[i].report_floor``): they are stored so that QA can replay other thresholds later
   (``inspector whatif``).
-- A part the detector cannot judge raises :class:`CannotJudge`: ERROR, never PASS.
+- A part the detector cannot judge raises `CannotJudge`: ERROR, never PASS.
 - Measurements are named ``<quantity>_<unit>``: ``length_px``, ``length_mm``, ``angle_deg``.
   ``View.mm`` converts pixels to millimetres when the station has a calibration (``None``
   without one: then give no ``*_mm`` measurement).
@@ -224,7 +225,7 @@ class View:
 class Finding:
     """One thing a detector found on a part.
 
-    ``box`` is in the coordinates of the :class:`View` the detector received (the host moves it
+    ``box`` is in the coordinates of the `View` the detector received (the host moves it
     into frame pixels). ``mask``, when given, is a ``uint8``/``bool`` array of the box's shape
     (``height, width``), non-zero on the defect. ``size_px`` is the finding's characteristic
     extent (a scratch's length, a dent's diameter, a region's larger side): verdict rules with
@@ -322,7 +323,7 @@ def _pixel(what: str, v: object) -> int:
 
 
 class CannotJudge(Exception):
-    """Raise it from :meth:`Detector.inspect` when this part cannot be judged: the view holds
+    """Raise it from `Detector.inspect` when this part cannot be judged: the view holds
     no part, the image is too dark to see the surface, the frame is not the size the
     detector's reference was taught on. Say why in the message (the operator reads it).
 
@@ -335,7 +336,7 @@ class CannotJudge(Exception):
 
 class Detector:
     """Base class of a detector plugin. Subclass it, set the class attributes, and register the
-    class through :func:`inspector_core.hookspecs.inspector_register_detectors`.
+    class through `inspector_core.hookspecs.inspector_register_detectors`.
 
     The host makes one instance per station step, from a validated ``Config``; instances are
     never shared between stations or steps. ``inspect`` is called from one thread at a time,
@@ -366,7 +367,7 @@ class Detector:
     def inspect(self, view: View) -> list[Finding]:
         """Inspect one part's view and return its findings (possibly none).
 
-        Raise :class:`CannotJudge` when the part cannot be judged (no part in view, a frame of
+        Raise `CannotJudge` when the part cannot be judged (no part in view, a frame of
         the wrong size): the part is ERROR with status ``cannot_judge``. Any other exception is
         recorded as a crash (status ``error``); both make the part ERROR, never PASS."""
         raise NotImplementedError
@@ -425,7 +426,7 @@ class FrameSource:
         return None
 
     triggerable: ClassVar[bool] = False
-    """``True`` when the source grabs on :meth:`trigger` (a camera in trigger mode) instead of
+    """``True`` when the source grabs on `trigger` (a camera in trigger mode) instead of
     free-running. A station with a ``line:`` drives a triggerable source by its triggers; it
     paces any other source (folder, synthetic) by handing out its next frame per trigger."""
 
@@ -438,7 +439,7 @@ class FrameSource:
     def trigger(self, trigger: Trigger) -> None:
         """Grab one frame for ``trigger`` (only when ``triggerable``). Called from the line's
         thread; must return quickly (start the exposure, do not wait for the image). The frame
-        is then yielded by :meth:`frames`, with ``frame.trigger = trigger``, in trigger order,
+        is then yielded by `frames`, with ``frame.trigger = trigger``, in trigger order,
         and ``meta["trigger_to_exposure_ms"]`` when the source knows it. A trigger the camera
         cannot serve still yields a Frame, with ``error`` set (the part becomes ERROR)."""
         raise NotImplementedError(f"source {self.name!r} is not triggerable")
@@ -493,7 +494,7 @@ class Sink:
 
     def send_alarm(self, alarm: Alarm) -> None:
         """Deliver one SPC alarm (``inspector measurements --alarm``): a control-chart rule
-        tripped by a phase II point. Not a verdict, so not a :class:`Report`. Same promise as
+        tripped by a phase II point. Not a verdict, so not a `Report`. Same promise as
         ``send``: return only once the receiver has it, raise otherwise; at least once,
         ``Alarm.uid`` is the key to deduplicate by. The default does nothing (a sink that
         ignores alarms keeps working); the file and MQTT sinks implement it."""
@@ -565,16 +566,16 @@ class LineResult:
     """The PLC's counter jumped: at least one trigger before this one was never seen."""
     inspection_uid: str | None = None
     defects: tuple[dict[str, Any], ...] = ()
-    """Failing findings as in :class:`Report` (``kind``, ``score``, ``box``, ...)."""
+    """Failing findings as in `Report` (``kind``, ``score``, ``box``, ...)."""
 
 
 class LineControl:
-    """What the host hands a :class:`PlcLink`: the calls a link makes when the PLC acts.
+    """What the host hands a `PlcLink`: the calls a link makes when the PLC acts.
     Every method is thread-safe and returns quickly."""
 
     def trigger(self, *, counter: int | None = None, part_id: str | None = None, product: str | None = None) -> Trigger:
         """The PLC signalled "part here". ``counter`` is the PLC's part counter when it sends
-        one (else the host counts). Returns the :class:`Trigger` the host accepted (with its
+        one (else the host counts). Returns the `Trigger` the host accepted (with its
         deadline); an overrun or a trigger while not READY is still accepted and answered
         (per the station's ``line.overrun`` policy), never ignored."""
         raise NotImplementedError
@@ -599,7 +600,7 @@ class PlcLink:
 
     The host calls ``start`` once, then ``set_state`` and ``publish`` from its line thread for
     as long as the station runs, then ``close``. The link serves the protocol (a Modbus server,
-    an OPC UA server), turns what the PLC writes into :class:`LineControl` calls, and turns
+    an OPC UA server), turns what the PLC writes into `LineControl` calls, and turns
     ``publish``/``set_state`` into what the PLC reads. See ``docs/line.md`` for the handshake.
     """
 

@@ -33,7 +33,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def inspector_register_detectors(register: Callable[[type[Detector]], None]) -> None:
     """Register detector classes.
 
-    Called once at start-up. Call ``register(cls)`` for each :class:`~inspector_core.contract.Detector`
+    Called once at start-up. Call ``register(cls)`` for each `Detector`
     subclass the plugin provides. ``cls.name`` must be unique among installed plugins: when
     two plugins register the same name (a third party's ``scratch`` beside the built-in one),
     neither class is registered under it and both plugins are listed with a load error naming

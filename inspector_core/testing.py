@@ -4,7 +4,7 @@ Install it with the host's ``kit`` extra (``pip install "inspector[kit]"``: pyte
 for ``inspector plugin new``). pytest then loads this module by itself (entry point
 ``pytest11``, name ``inspector``; ``-p no:inspector`` switches it off) and offers the fixtures
 ``inspector_host`` and ``inspector_station``. Everything here tests a plugin that is **not
-installed**: register its module, as pytest's ``pytester`` or pluggy's ``register`` do::
+installed**: register its module, as pytest's ``pytester`` or pluggy's ``register`` do:
 
     import my_plugin
     from my_plugin.detector import Glare
@@ -19,9 +19,9 @@ installed**: register its module, as pytest's ``pytester`` or pluggy's ``registe
         result = inspector_host.run({"steps": [{"detector": "glare"}]}, images={"good": good, "bad": bad})
         assert {i.part_id: i.verdict for i in result.inspections()} == {"good": "PASS", "bad": "FAIL"}
 
-``run_station`` (and :meth:`Host.run`) runs a real station, the same runtime as ``inspector
+``run_station`` (and `Host.run`) runs a real station, the same runtime as ``inspector
 run``, on a SQLite store in ``tmp_path``, and reads back what it recorded as
-:class:`StoredInspection` objects whose attributes are the columns of ``docs/schema.md``.
+`StoredInspection` objects whose attributes are the columns of ``docs/schema.md``.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class StoredDefect:
 @dataclasses.dataclass(frozen=True)
 class StoredStepResult:
     """A row of ``step_results``: one step's outcome for one part. ``status`` is ``ok``,
-    ``error`` (the detector raised), ``cannot_judge`` (it raised :class:`CannotJudge`) or
+    ``error`` (the detector raised), ``cannot_judge`` (it raised `CannotJudge`) or
     ``timeout`` (over its budget)."""
 
     inspection_id: int
@@ -180,7 +180,7 @@ class StoredInspection:
 
     @property
     def steps(self) -> list[StoredStepResult]:
-        """The earlier name of :attr:`step_results` (kept for existing tests)."""
+        """The earlier name of `step_results` (kept for existing tests)."""
         return self.step_results
 
     def failed_defects(self) -> list[StoredDefect]:
@@ -199,8 +199,8 @@ class StoredEvent:
 
 @dataclasses.dataclass
 class StationResult:
-    """What one station run recorded. Read it with :meth:`inspections`, :meth:`verdicts` and
-    :meth:`events`; :meth:`session` opens the store itself for anything else."""
+    """What one station run recorded. Read it with `inspections`, `verdicts` and
+    `events`; `session` opens the store itself for anything else."""
 
     station_file: Path
     db_url: str
@@ -260,7 +260,7 @@ class KitImagesConfig(PluginConfig):
 
 
 class KitImages(FrameSource):
-    """The frame source of :func:`run_station`'s ``images=``: the given arrays, unchanged, in order."""
+    """The frame source of `run_station`'s ``images=``: the given arrays, unchanged, in order."""
 
     name = "kit_images"
     Config = KitImagesConfig
@@ -367,7 +367,7 @@ def run_station(
     :param plugins: plugins to register without installing them: modules, classes or objects
         with ``@hookimpl`` functions, or ``(name, plugin)``. With ``plugins``, the host has only
         these (and the kit's source) unless ``installed=True``; without, the installed plugins.
-    :param registry: a ready :class:`~inspector_core.plugins.Registry` instead (not with ``plugins``).
+    :param registry: a ready `Registry` instead (not with ``plugins``).
     :param limit: stop after this many parts. :param db_url: another store than SQLite in ``tmp_path``.
     """
     if registry is not None and (plugins is not None or installed is not None):
@@ -402,7 +402,7 @@ def run_station(
 
 class Host:
     """An Inspector host with the plugins you give it, not installed: what the
-    ``inspector_host`` fixture returns. Register a plugin, then run stations on images::
+    ``inspector_host`` fixture returns. Register a plugin, then run stations on images:
 
         host.register(my_plugin)            # a module (or object) with @hookimpl functions
         result = host.run({"steps": [{"detector": "glare"}]}, images=[good, bad])
@@ -431,7 +431,7 @@ class Host:
     def run(
         self, config: dict[str, Any] | str | Path, images: Images | None = None, *, limit: int | None = None
     ) -> StationResult:
-        """Run a station (see :func:`run_station`) with this host's plugins."""
+        """Run a station (see `run_station`) with this host's plugins."""
         return run_station(config, self.tmp_path, images=images, limit=limit, registry=self.registry)
 
 
@@ -440,7 +440,7 @@ class Host:
 
 @dataclasses.dataclass
 class DetectorCheck:
-    """What :func:`check_detector` checked; ``str()`` of it is a short report."""
+    """What `check_detector` checked; ``str()`` of it is a short report."""
 
     detector: str
     config: dict[str, Any]
@@ -452,7 +452,7 @@ class DetectorCheck:
     """Findings returned over every variant (each checked)."""
     kinds: Counter[str]
     cannot_judge: int
-    """Views on which the detector raised :class:`CannotJudge` (twice, deterministically)."""
+    """Views on which the detector raised `CannotJudge` (twice, deterministically)."""
     files: dict[str, Path]
     checks: list[str]
 
@@ -692,7 +692,7 @@ def _check_findings(
 
 @pytest.fixture
 def inspector_host(tmp_path: Path) -> Host:
-    """A :class:`Host` in ``tmp_path`` with no plugin but the kit's ``kit_images`` source:
+    """A `Host` in ``tmp_path`` with no plugin but the kit's ``kit_images`` source:
     ``inspector_host.register(my_plugin)``, then ``inspector_host.run(config, images=...)``."""
     return Host(tmp_path)
 
@@ -700,7 +700,7 @@ def inspector_host(tmp_path: Path) -> Host:
 @pytest.fixture
 def inspector_station(tmp_path: Path) -> Any:
     """``inspector_station(config, limit=None, images=None)`` runs a station in ``tmp_path``
-    with the *installed* plugins (see :func:`run_station`)."""
+    with the *installed* plugins (see `run_station`)."""
 
     def run(config: dict[str, Any], limit: int | None = None, images: Images | None = None) -> StationResult:
         return run_station(config, tmp_path, limit=limit, images=images)
