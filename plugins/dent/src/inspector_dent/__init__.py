@@ -38,6 +38,7 @@ import numpy.typing as npt
 from pydantic import Field, model_validator
 
 from inspector_core import Detector, Finding, PluginConfig, View, hookimpl
+from inspector_core.numeric import fast_median as _median
 
 __all__ = ["DentConfig", "DentDetector"]
 
@@ -176,28 +177,6 @@ def _d_dy(img: np.ndarray, scale: float) -> npt.NDArray[np.float32]:
     out[0] = 0.0
     out[-1] = 0.0
     return out
-
-
-def _median(x: np.ndarray) -> float:
-    """``np.median`` of ``x``, exactly (the same float), without partitioning all of it: the
-    middle order statistics lie between two quantiles of a small sample (checked by counting),
-    so only the values between those are partitioned; anything else falls back to the full
-    ``np.median``."""
-    x = x.ravel()
-    n = x.size
-    if n < 2048:
-        return float(np.median(x))
-    sample = np.sort(x[:: n // 512])
-    mid = len(sample) // 2
-    lo, hi = sample[mid - 40], sample[mid + 40]
-    below = int(np.count_nonzero(x < lo))
-    inside = x[(x >= lo) & (x <= hi)]
-    k1, k2 = (n - 1) // 2 - below, n // 2 - below
-    if k1 < 0 or k2 >= inside.size:
-        return float(np.median(x))
-    part = np.partition(inside, (k1, k2))
-    # np.median's own reduction of the two middle values: their sum in x's type, halved.
-    return float((part[k1] + part[k2]) / x.dtype.type(2))
 
 
 def _background(pyramid: list[np.ndarray], level: int, sigma: float) -> np.ndarray:

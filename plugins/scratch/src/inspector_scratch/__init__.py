@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import Field
 
 from inspector_core import Detector, Finding, PluginConfig, View, hookimpl
+from inspector_core.numeric import fast_median as _median
 
 from .good_lines import GoodLines
 from .reference import median_image, reference_images, structure_mask
@@ -303,28 +304,6 @@ _TWO_SIDED_GAIN = 1.0 / 0.42
 # Half weight for the extra texture across streaky directions: enough to keep brushing streaks
 # out, while scratches along a rolling direction (the usual case) keep most of their margin.
 _DIRECTIONAL_WEIGHT = 0.5
-
-
-def _median(x: np.ndarray) -> float:
-    """``np.median`` of ``x``, exactly (the same float), without partitioning all of it: the
-    middle order statistics lie between two quantiles of a small sample (checked by counting),
-    so only the values between those are partitioned; anything else falls back to the full
-    ``np.median``."""
-    x = x.ravel()
-    n = x.size
-    if n < 2048:
-        return float(np.median(x))
-    sample = np.sort(x[:: n // 512])
-    mid = len(sample) // 2
-    lo, hi = sample[mid - 40], sample[mid + 40]
-    below = int(np.count_nonzero(x < lo))
-    inside = x[(x >= lo) & (x <= hi)]
-    k1, k2 = (n - 1) // 2 - below, n // 2 - below
-    if k1 < 0 or k2 >= inside.size:
-        return float(np.median(x))
-    part = np.partition(inside, (k1, k2))
-    # np.median's own reduction of the two middle values: their sum in x's type, halved.
-    return float((part[k1] + part[k2]) / x.dtype.type(2))
 
 
 def _two_sided(g: np.ndarray, idx: np.ndarray, d: int, sign: int) -> np.ndarray:
