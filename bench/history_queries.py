@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inspector_core.qa import query as q
+from inspector_core.qa.filters import I
 from inspector_core.store import Store
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -127,30 +128,41 @@ def generate(n: int, seed: int = 1) -> Iterator[tuple[str, tuple, list[tuple], t
 
 
 def _prepare(url: str) -> Store:
-    """The schema at 0002 (before the roll-up): the fill below writes the base tables with
-    raw SQL, then :func:`_finish` migrates to head, and migration 0003 backfills
-    ``first_of_part`` and the hourly roll-up from them, as on a real upgraded database."""
+    """The schema at 0002 (before the roll-up) with the 4 stations and their runs as plain rows:
+    the fill below writes the base tables with raw SQL, then :func:`_finish` migrates to head, and
+    migration 0003 backfills ``first_of_part`` and the hourly roll-up from them, as on a real
+    upgraded database. (``Store.begin_run`` is not used: it writes the head schema's runs, with
+    ``runs.uid`` from 0005, which a 0002 database does not have.)"""
     from alembic import command
     from alembic.config import Config
+    from sqlalchemy import text
 
     from inspector_core.store import MIGRATIONS
 
     store = Store(url, migrate=False)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
+    at = END - timedelta(days=DAYS + 1)
     with store.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0002")
-    for name in STATIONS:
-        store.begin_run(
-            name,
-            hostname="bench",
-            software_version="0.1.0",
-            plugins={"bench": {"distribution": "bench", "version": "1"}},
-            config_yaml=CONFIG.format(name=name),
-            config_hash="0" * 64,
-            models={},
-        )
+        for k, name in enumerate(STATIONS, 1):
+            conn.execute(
+                text("INSERT INTO stations (id, name, created_at) VALUES (:k, :n, :t)"), {"k": k, "n": name, "t": at}
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO runs (id, station_id, started_at, hostname, software_version, plugins, config_yaml, "
+                    "config_hash, models) VALUES (:k, :k, :t, 'bench', '0.1.0', :p, :c, :h, '{}')"
+                ),
+                {
+                    "k": k,
+                    "t": at,
+                    "p": '{"bench": {"distribution": "bench", "version": "1"}}',
+                    "c": CONFIG.format(name=name),
+                    "h": "0" * 64,
+                },
+            )
     return store
 
 
@@ -293,8 +305,8 @@ def run_queries(url: str, label: str) -> list[tuple[str, str, float, str, float 
     from sqlalchemy import func, select
 
     with e.connect() as conn:
-        mid = conn.scalar(select(func.max(q.I.id))) // 2
-        some_part = conn.scalar(select(q.I.part_id).where(q.I.id == mid))
+        mid = conn.scalar(select(func.max(I.id))) // 2
+        some_part = conn.scalar(select(I.part_id).where(I.id == mid))
     deep_cursor = _cursor_at(e, f(), 49)
     month = f(since=now - timedelta(days=30))
     cases: list[tuple[str, str, Callable[[], Any], float | None]] = [

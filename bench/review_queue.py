@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import bench.history_queries as hq
-from bench.history_queries import CONFIG, DAYS, END, STATIONS, fill_pg, fill_sqlite
+from bench.history_queries import DAYS, END, fill_pg, fill_sqlite
 from inspector_core.qa import accounts, review
 from inspector_core.store import Store
 from inspector_core.store.review_records import Review
@@ -45,37 +44,6 @@ from inspector_core.store.schema import Defect, Inspection
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def _prepare(url: str) -> Store:
-    """The schema at 0002 with the 4 stations and runs as plain rows (``Store.begin_run`` speaks the
-    head schema, which a 0002 database does not have yet); the fill then migrates to head."""
-    from alembic import command
-    from alembic.config import Config
-    from sqlalchemy import text
-
-    from inspector_core.store import MIGRATIONS
-
-    store = Store(url, migrate=False)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with store.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002")
-        for k, name in enumerate(STATIONS, 1):
-            conn.execute(
-                text("INSERT INTO stations (id, name, created_at) VALUES (:k, :n, :t)"),
-                {"k": k, "n": name, "t": END - timedelta(days=DAYS + 1)},
-            )
-            conn.execute(
-                text(
-                    "INSERT INTO runs (id, station_id, started_at, hostname, software_version, plugins, config_yaml, "
-                    "config_hash, models) VALUES (:k, :k, :t, 'bench', '0.1.0', '{}', :c, :h, '{}')"
-                ),
-                {"k": k, "t": END - timedelta(days=DAYS + 1), "c": CONFIG.format(name=name), "h": "0" * 64},
-            )
-    return store
-
-
-hq._prepare = _prepare  # fill_sqlite / fill_pg call the module's _prepare
 
 
 def _review(
@@ -205,41 +173,66 @@ def main() -> None:
     ap.add_argument("--only", choices=["sqlite", "postgres"])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--appends", type=int, default=20)
+    ap.add_argument("--sqlite-path", help="use (or fill, if absent) this SQLite file; kept afterwards")
+    ap.add_argument("--pg-db", help="use (or fill, if absent) this PostgreSQL database name; kept afterwards")
     a = ap.parse_args()
     if a.only != "postgres":
         with tempfile.TemporaryDirectory() as tmp:
-            url = f"sqlite:///{Path(tmp) / 'review.db'}"
-            t = time.perf_counter()
-            fill_sqlite(url, a.rows)
-            n = add_reviews(url, a.reviews)
-            print(
-                f"sqlite: filled {a.rows} inspections, {n} reviews in {time.perf_counter() - t:.0f} s; {load()}",
-                flush=True,
-            )
+            path = Path(a.sqlite_path) if a.sqlite_path else Path(tmp) / "review.db"
+            url = f"sqlite:///{path}"
+            if path.exists():
+                Store(url).close()  # a kept file: migrated to this release's head if it is older
+                n = _count_reviews(url)
+                print(f"sqlite: reusing {path} ({n} reviews); {load()}", flush=True)
+            else:
+                t = time.perf_counter()
+                fill_sqlite(url, a.rows)
+                n = add_reviews(url, a.reviews)
+                print(
+                    f"sqlite: filled {a.rows} inspections, {n} reviews in {time.perf_counter() - t:.0f} s; {load()}",
+                    flush=True,
+                )
             bench(url, f"sqlite, {a.rows} inspections, {n} reviews", a.repeat, a.appends)
     if a.only != "sqlite":
         import psycopg
 
-        name = f"inspector_bench_review_{uuid.uuid4().hex[:8]}"
+        name = a.pg_db or f"inspector_bench_review_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{name}"')
         try:
             url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-            t = time.perf_counter()
-            fill_pg(url, a.rows)
-            n = add_reviews(url, a.reviews)
-            # A live plant database is analyzed by autovacuum; one filled seconds ago has no statistics yet.
-            with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
-                conn.execute("ANALYZE")
-            print(
-                f"postgres: filled {a.rows} inspections, {n} reviews in {time.perf_counter() - t:.0f} s "
-                f"(and ANALYZE); {load()}",
-                flush=True,
-            )
+            if exists:
+                Store(url).close()
+                n = _count_reviews(url)
+                print(f"postgres: reusing database {name} ({n} reviews); {load()}", flush=True)
+            else:
+                t = time.perf_counter()
+                fill_pg(url, a.rows)
+                n = add_reviews(url, a.reviews)
+                # A live plant database is analyzed by autovacuum; one filled seconds ago has no statistics yet.
+                with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+                    conn.execute("ANALYZE")
+                print(
+                    f"postgres: filled {a.rows} inspections, {n} reviews in {time.perf_counter() - t:.0f} s "
+                    f"(and ANALYZE); {load()}",
+                    flush=True,
+                )
             bench(url, f"postgres, {a.rows} inspections, {n} reviews", a.repeat, a.appends)
         finally:
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if not a.pg_db:
+                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _count_reviews(url: str) -> int:
+    store = Store(url, migrate=False)
+    try:
+        with store.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(Review)) or 0)
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

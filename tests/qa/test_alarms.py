@@ -171,3 +171,58 @@ def test_alarm_uid_is_stable_and_names_its_point():
     more = measurements.chart([*VALUES, 1.1], n=1, baseline=20, ids=list(range(1, 26)))
     again = alarms.alarms(more)  # the new point (range 1.9) adds an R alarm, changes no old one
     assert [a.uid for a in again[:5]] == [a.uid for a in a1] and [(a.point, a.rule) for a in again[5:]] == [(24, "R")]
+
+
+def test_alarms_reach_a_webhook_and_a_refusal_is_sent_again_next_run(measured, tmp_path):
+    """A real HTTP server on loopback takes the alarms at ``alarm_url`` (the verdicts' ``url`` is
+    elsewhere): the first run's POSTs are refused (503), so nothing is recorded and the CLI says
+    so; the next run sends all five, each with its uid as the ``Idempotency-Key``."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got: list[tuple[str, str | None, dict]] = []
+    refuse = [True]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if refuse[0]:
+                self.send_response(503)
+            else:
+                got.append((self.path, self.headers.get("Idempotency-Key"), body))
+                self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    cfg = {
+        "name": "line1",
+        "source": {"type": "synthetic"},
+        "steps": [{"detector": "scratch"}],
+        "store": {"url": measured},
+        "sinks": [{"type": "webhook", "config": {"url": f"{base}/verdicts", "alarm_url": f"{base}/alarms"}}],
+        "measurements": {"scratch.length_mm": {"subgroup": 1, "baseline": 20}},
+    }
+    station = tmp_path / "line1.yaml"
+    station.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    engine = create_engine(measured)
+    try:
+        r = CliRunner().invoke(main, ["measurements", "--station-file", str(station), "--alarm"])
+        assert "0 new alarm(s)" in r.output and "503" in r.output, r.output
+        assert got == []
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).where(schema.Event.kind == alarms.KIND)).scalar() == 0
+        refuse[0] = False
+        r = CliRunner().invoke(main, ["measurements", "--station-file", str(station), "--alarm"])
+        assert "5 new alarm(s)" in r.output, r.output
+        assert sorted((b["point"], b["rule"]) for _, _, b in got) == EXPECTED
+        assert {p for p, _, _ in got} == {"/alarms"}
+        assert all(key == b["uid"] and b["kind"] == "alarm" for _, key, b in got)
+        r = CliRunner().invoke(main, ["measurements", "--station-file", str(station), "--alarm"])
+        assert "0 new alarm(s)" in r.output and len(got) == 5, r.output
+    finally:
+        server.shutdown()
+        engine.dispose()

@@ -1,4 +1,5 @@
-"""Inspector's built-in verdict sinks: file (JSON lines), MQTT, webhook.
+"""Inspector's built-in verdict sinks: file (JSON lines), MQTT, webhook. Each also takes SPC alarms
+(``send_alarm``: a JSON object with ``"kind": "alarm"``).
 
 The host delivers each committed verdict at least once (from its durable outbox, resumed after
 a restart), so a receiver may see a report twice: ``inspection_uid`` is the idempotency key
@@ -160,7 +161,10 @@ class WebhookConfig(PluginConfig):
     timeout_s: float = Field(5.0, gt=0, description="per request")
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers (e.g. an API key)")
     only: list[Literal["PASS", "FAIL", "ERROR", "NOT_INSPECTED"]] | None = Field(
-        None, description="send only these verdicts; all when absent"
+        None, description="send only these verdicts; all when absent (SPC alarms are not verdicts: always sent)"
+    )
+    alarm_url: str | None = Field(
+        None, description="where SPC alarms are POSTed (inspector measurements --alarm); the verdicts' url when absent"
     )
 
 
@@ -184,6 +188,16 @@ class WebhookSink(Sink):
             self.config.url,
             content=report_json(report),
             headers={"Content-Type": "application/json", "Idempotency-Key": report.inspection_uid},
+        ).raise_for_status()
+
+    def send_alarm(self, alarm: Alarm) -> None:
+        """An SPC alarm POSTed as JSON (``"kind": "alarm"``) to ``alarm_url`` (else ``url``), with
+        ``Idempotency-Key: <alarm uid>``; a non-2xx answer raises, so the alarm is sent again on the
+        next ``--alarm`` run."""
+        self._http.post(
+            self.config.alarm_url or self.config.url,
+            content=json.dumps(json_safe(alarm.as_dict()), allow_nan=False),
+            headers={"Content-Type": "application/json", "Idempotency-Key": alarm.uid},
         ).raise_for_status()
 
     def close(self) -> None:
