@@ -80,6 +80,44 @@ def write_station(tmp_path: Path, *, line: str, detector: str = "{}", count: int
     return path
 
 
+def camera_station(tmp_path: Path, name: str, source: str, config: str) -> Path:
+    """A station whose ``source`` (a camera) is triggered by the PLC over Modbus: the ``paced``
+    detector (ids ending in F fail) and a SQLite store in tmp_path."""
+    path = tmp_path / "line.yaml"
+    path.write_text(
+        f"""\
+name: {name}
+source:
+  type: {source}
+  config: {config}
+steps:
+  - detector: paced
+store:
+  url: sqlite:///line.db
+line:
+  protocol: modbus
+  config: {{host: 127.0.0.1, port: 0}}
+  deadline_ms: 1500
+"""
+    )
+    return path
+
+
+def trigger_each(plc: Any, part_ids: list[str], *, pause_s: float = 0.0, wait_s: float = 3.0) -> dict[int, str]:
+    """Triggers one part per id, as a PLC does: waits up to ``wait_s`` for its result in the
+    PLC's ring, acknowledges it, pauses ``pause_s``. Returns counter -> the part id sent."""
+    sent = {}
+    for pid in part_ids:
+        c = plc.trigger(pid)
+        sent[c] = pid
+        end = time.monotonic() + wait_s
+        while c not in plc.ring() and time.monotonic() < end:
+            time.sleep(0.005)
+        plc.acknowledge(c)
+        time.sleep(pause_s)
+    return sent
+
+
 class RunningStation:
     def __init__(self, path: Path, registry: Any) -> None:
         self.station = load_station(path, registry)
@@ -118,4 +156,4 @@ def rows(db: Path, sql: str) -> list[tuple]:
         return c.execute(sql).fetchall()
 
 
-__all__ = ["rows", "write_station", "threading"]
+__all__ = ["camera_station", "rows", "trigger_each", "write_station", "threading"]

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 
 import pytest
 from inspector_line.simulate import ModbusPlc
 
 from tests.conftest import unavailable
-from tests.line.conftest import rows
+from tests.line.conftest import camera_station, rows, trigger_each
 
 TRANSISTORS = "mvtec_ad/transistor/train/good"
 
@@ -23,40 +22,12 @@ def test_a_plc_triggers_the_pylon_emulator_and_reads_each_parts_result(tmp_path,
         unavailable("pypylon is not installed (make test installs it): pip install -e 'plugins/sources[pylon]'")
     monkeypatch.setenv("PYLON_CAMEMU", "1")
     folder = data_dir / TRANSISTORS
-    path = tmp_path / "line.yaml"
-    path.write_text(
-        f"""\
-name: pylonline
-source:
-  type: pylon
-  config:
-    pixel_format: RGB8Packed
-    width: 512
-    height: 512
-    exposure_us: 1000
-    features: {{TestImageSelector: "Off", ImageFileMode: "On", ImageFilename: "{folder}"}}
-steps:
-  - detector: paced
-store:
-  url: sqlite:///line.db
-line:
-  protocol: modbus
-  config: {{host: 127.0.0.1, port: 0}}
-  deadline_ms: 1500
-"""
-    )
-    st = running(path)
+    features = f'{{TestImageSelector: "Off", ImageFileMode: "On", ImageFilename: "{folder}"}}'
+    config = f"{{pixel_format: RGB8Packed, width: 512, height: 512, exposure_us: 1000, features: {features}}}"
+    st = running(camera_station(tmp_path, "pylonline", "pylon", config))
     plc = ModbusPlc("127.0.0.1", st.port)
-    sent = {}
     try:
-        for i in range(1, 7):
-            pid = f"SN-{i:03d}{'F' if i == 4 else 'G'}"
-            c = plc.trigger(pid)
-            sent[c] = pid
-            end = time.monotonic() + 3
-            while c not in plc.ring() and time.monotonic() < end:
-                time.sleep(0.005)
-            plc.acknowledge(c)
+        sent = trigger_each(plc, [f"SN-{i:03d}{'F' if i == 4 else 'G'}" for i in range(1, 7)])
         ring = plc.ring()
     finally:
         plc.close()
@@ -82,32 +53,11 @@ def test_a_camera_that_is_not_there_makes_every_triggered_part_error_never_ok(tm
     if importlib.util.find_spec("pypylon") is None:
         unavailable("pypylon is not installed (make test installs it): pip install -e 'plugins/sources[pylon]'")
     monkeypatch.setenv("PYLON_CAMEMU", "1")
-    path = tmp_path / "line.yaml"
-    path.write_text(
-        """\
-name: nocamera
-source:
-  type: pylon
-  config: {serial: "no-such-camera", reconnect_initial_ms: 50, reconnect_max_ms: 200}
-steps:
-  - detector: paced
-store:
-  url: sqlite:///line.db
-line:
-  protocol: modbus
-  config: {host: 127.0.0.1, port: 0}
-  deadline_ms: 1500
-"""
-    )
-    st = running(path)
+    config = '{serial: "no-such-camera", reconnect_initial_ms: 50, reconnect_max_ms: 200}'
+    st = running(camera_station(tmp_path, "nocamera", "pylon", config))
     plc = ModbusPlc("127.0.0.1", st.port)
     try:
-        for i in range(1, 4):
-            c = plc.trigger(f"SN-{i}")
-            end = time.monotonic() + 3
-            while c not in plc.ring() and time.monotonic() < end:
-                time.sleep(0.005)
-            plc.acknowledge(c)
+        trigger_each(plc, [f"SN-{i}" for i in range(1, 4)])
     finally:
         plc.close()
         st.stop()

@@ -5,13 +5,12 @@ with the PLC's part id and the frame that came just after the trigger."""
 from __future__ import annotations
 
 import json
-import time
 
 import cv2
 import numpy as np
 from inspector_line.simulate import ModbusPlc
 
-from tests.line.conftest import rows
+from tests.line.conftest import camera_station, rows, trigger_each
 
 
 def test_a_plc_triggers_an_opencv_camera_and_reads_each_parts_result(tmp_path, running):
@@ -19,36 +18,11 @@ def test_a_plc_triggers_an_opencv_camera_and_reads_each_parts_result(tmp_path, r
     for i in range(500):  # 10 s of frames at 50 fps
         writer.write(np.full((240, 320, 3), i % 200, np.uint8))
     writer.release()
-    path = tmp_path / "line.yaml"
-    path.write_text(
-        """\
-name: cvline
-source:
-  type: triggered_camera
-  config: {device: cam.avi, pace_fps: 50, gray: true, settle_ms: 5}
-steps:
-  - detector: paced
-store:
-  url: sqlite:///line.db
-line:
-  protocol: modbus
-  config: {host: 127.0.0.1, port: 0}
-  deadline_ms: 1500
-"""
-    )
-    st = running(path)
+    config = "{device: cam.avi, pace_fps: 50, gray: true, settle_ms: 5}"
+    st = running(camera_station(tmp_path, "cvline", "triggered_camera", config))
     plc = ModbusPlc("127.0.0.1", st.port)
-    sent = {}
     try:
-        for i in range(1, 6):
-            pid = f"CV-{i}{'F' if i == 2 else 'G'}"
-            c = plc.trigger(pid)
-            sent[c] = pid
-            end = time.monotonic() + 3
-            while c not in plc.ring() and time.monotonic() < end:
-                time.sleep(0.005)
-            plc.acknowledge(c)
-            time.sleep(0.1)
+        sent = trigger_each(plc, [f"CV-{i}{'F' if i == 2 else 'G'}" for i in range(1, 6)], pause_s=0.1)
     finally:
         plc.close()
         st.stop()
