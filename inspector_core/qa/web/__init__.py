@@ -122,6 +122,82 @@ Verdicts = Annotated[list[str], Query(description="PASS, FAIL, ERROR, NOT_INSPEC
 Kinds = Annotated[list[str], Query(description="defect kind (repeatable)")]
 
 
+class CropParams:
+    """The crop filters, read from the query string: one definition for the gallery and
+    ``/api/crops`` (a FastAPI dependency, ``Annotated[CropParams, Depends()]``)."""
+
+    def __init__(
+        self,
+        station: Station = [],
+        kind: Kinds = [],
+        min_score: str | None = None,
+        min_size_mm: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        candidates: bool = False,
+    ) -> None:
+        self.station, self.kind, self.since, self.until = station, kind, since, until
+        self.min_score, self.min_size_mm, self.candidates = min_score, min_size_mm, candidates
+        self.verdict: list[str] = []
+        self.part: str | None = None
+        self.detector: str | None = None
+
+    def filter(self) -> q.HistoryFilter:
+        """The store's filter (``QueryError`` naming a value that is not a time or a number)."""
+        return _filter(
+            self.station,
+            self.since,
+            self.until,
+            self.verdict,
+            self.kind,
+            self.part,
+            self.min_score,
+            self.min_size_mm,
+            self.detector,
+            self.candidates,
+        )
+
+    def form(self) -> dict[str, Any]:
+        """The values as the page's filter form shows them (and its next-page link repeats them)."""
+        return {
+            "station": self.station,
+            "kind": self.kind,
+            "min_score": self.min_score or "",
+            "min_size_mm": self.min_size_mm or "",
+            "since": self.since or "",
+            "until": self.until or "",
+            "candidates": self.candidates,
+        }
+
+
+class HistoryParams(CropParams):
+    """The inspection filters (the crop filters plus verdict, part id and detector): one
+    definition for the inspections page and ``/api/history``."""
+
+    def __init__(
+        self,
+        station: Station = [],
+        since: str | None = None,
+        until: str | None = None,
+        verdict: Verdicts = [],
+        kind: Kinds = [],
+        part: str | None = None,
+        min_score: str | None = None,
+        min_size_mm: str | None = None,
+        detector: str | None = None,
+        candidates: bool = False,
+    ) -> None:
+        super().__init__(station, kind, min_score, min_size_mm, since, until, candidates)
+        self.verdict, self.part, self.detector = verdict, part, detector
+
+    def form(self) -> dict[str, Any]:
+        return {**super().form(), "verdict": self.verdict, "part": self.part or "", "detector": self.detector or ""}
+
+
+Crops = Annotated[CropParams, Depends()]
+History = Annotated[HistoryParams, Depends()]
+
+
 class NotSignedIn(Exception):
     """A request without the token (or with a wrong one, or with it in the URL)."""
 
@@ -252,7 +328,7 @@ def create_app(
         if not UTC_OFFSETS[0] <= utc_offset <= UTC_OFFSETS[1]:
             utc_offset, error = 0, f"utc_offset: whole hours from {UTC_OFFSETS[0]} to {UTC_OFFSETS[1]}"
         try:
-            f = _filter(station, since, until, [], [], None, None, None, None)
+            f = CropParams(station, since=since, until=until).filter()
         except q.QueryError as exc:
             error, f = str(exc), q.make_filter(since=_now() - timedelta(days=7))
         st = q.stats(engine, f, buckets=q.Buckets(period, utc_offset))  # type: ignore[arg-type]
@@ -292,35 +368,11 @@ def create_app(
         )
 
     @app_routes.get("/inspections", response_class=HTMLResponse, include_in_schema=False)
-    def inspections_page(
-        request: Request,
-        station: Station = [],
-        since: str | None = None,
-        until: str | None = None,
-        verdict: Verdicts = [],
-        kind: Kinds = [],
-        part: str | None = None,
-        min_score: str | None = None,
-        min_size_mm: str | None = None,
-        detector: str | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-    ) -> HTMLResponse:
-        form = {
-            "station": station,
-            "since": since or "",
-            "until": until or "",
-            "verdict": verdict,
-            "kind": kind,
-            "part": part or "",
-            "min_score": min_score or "",
-            "min_size_mm": min_size_mm or "",
-            "detector": detector or "",
-        }
+    def inspections_page(request: Request, params: History, cursor: str | None = None, limit: int = 50) -> HTMLResponse:
+        form = params.form()
         error, res = None, q.Page([], None)
         try:
-            f = _filter(station, since, until, verdict, kind, part, min_score, min_size_mm, detector)
-            res = q.history(engine, f, limit=max(1, min(limit, 500)), cursor=cursor or None)
+            res = q.history(engine, params.filter(), limit=max(1, min(limit, 500)), cursor=cursor or None)
         except q.QueryError as exc:
             error = str(exc)
         nxt = {**{k: v for k, v in form.items() if v}, "cursor": res.next_cursor} if res.next_cursor else None
@@ -343,31 +395,11 @@ def create_app(
         return page(request, "inspection.html", d=d, reviews=review_log(engine, inspection_id))
 
     @app_routes.get("/gallery", response_class=HTMLResponse, include_in_schema=False)
-    def gallery(
-        request: Request,
-        station: Station = [],
-        kind: Kinds = [],
-        min_score: str | None = None,
-        min_size_mm: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        candidates: bool = False,
-        cursor: CropCursor = None,
-        limit: int = 60,
-    ) -> HTMLResponse:
-        form = {
-            "station": station,
-            "kind": kind,
-            "min_score": min_score or "",
-            "min_size_mm": min_size_mm or "",
-            "since": since or "",
-            "until": until or "",
-            "candidates": candidates,
-        }
+    def gallery(request: Request, params: Crops, cursor: CropCursor = None, limit: int = 60) -> HTMLResponse:
+        form = params.form()
         error, rows = None, []
         try:
-            f = _filter(station, since, until, [], kind, None, min_score, min_size_mm, None, candidates)
-            rows = q.crops(engine, f, limit=max(1, min(limit, 500)), cursor=cursor)
+            rows = q.crops(engine, params.filter(), limit=max(1, min(limit, 500)), cursor=cursor)
         except q.QueryError as exc:
             error = str(exc)
         nxt = None
@@ -396,22 +428,12 @@ def create_app(
 
     @app_routes.get("/api/history", tags=["history"], summary="inspections, newest first, filtered; keyset paging")
     def api_history(
-        station: Station = [],
-        since: str | None = None,
-        until: str | None = None,
-        verdict: Verdicts = [],
-        kind: Kinds = [],
-        part: str | None = None,
-        min_score: str | None = None,
-        min_size_mm: str | None = None,
-        detector: str | None = None,
-        candidates: bool = False,
+        params: History,
         cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=q.MAX_PAGE)] = 50,
     ) -> dict[str, Any]:
         try:
-            f = _filter(station, since, until, verdict, kind, part, min_score, min_size_mm, detector, candidates)
-            res = q.history(engine, f, limit=limit, cursor=cursor)
+            res = q.history(engine, params.filter(), limit=limit, cursor=cursor)
         except q.QueryError as exc:
             raise bad(exc) from exc
         return {"rows": [r.as_dict() for r in res.rows], "next_cursor": res.next_cursor}
@@ -442,7 +464,7 @@ def create_app(
         shift_hours: Annotated[int, Query(ge=6, le=12)] = 8,
     ) -> dict[str, Any]:
         try:
-            f = _filter(station, since, until, [], [], None, None, None, None)
+            f = CropParams(station, since=since, until=until).filter()
         except q.QueryError as exc:
             raise bad(exc) from exc
         return q.stats(engine, f, buckets=q.Buckets(period, utc_offset, shift_start, shift_hours)).as_dict()  # type: ignore[arg-type]
@@ -485,7 +507,7 @@ def create_app(
         until: str | None = None,
     ) -> dict[str, Any]:
         try:
-            f = _filter(station, since, until, [], [], None, None, None, None)
+            f = CropParams(station, since=since, until=until).filter()
             w = q.whatif(engine, f, q.parse_overrides(set))
         except q.QueryError as exc:
             raise bad(exc) from exc
@@ -497,19 +519,10 @@ def create_app(
 
     @app_routes.get("/api/crops", tags=["crops"], summary="crops with their defect, filtered; paged by crop id")
     def api_crops(
-        station: Station = [],
-        kind: Kinds = [],
-        min_score: str | None = None,
-        min_size_mm: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        candidates: bool = False,
-        cursor: CropCursor = None,
-        limit: Annotated[int, Query(ge=1, le=q.MAX_PAGE)] = 100,
+        params: Crops, cursor: CropCursor = None, limit: Annotated[int, Query(ge=1, le=q.MAX_PAGE)] = 100
     ) -> list[dict[str, Any]]:
         try:
-            f = _filter(station, since, until, [], kind, None, min_score, min_size_mm, None, candidates)
-            rows = q.crops(engine, f, limit=limit, cursor=cursor)
+            rows = q.crops(engine, params.filter(), limit=limit, cursor=cursor)
         except q.QueryError as exc:
             raise bad(exc) from exc
         return [
