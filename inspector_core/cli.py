@@ -96,6 +96,35 @@ main.add_command(_plugin_template.plugin)
 
 @main.command()
 @click.argument("station_file", type=click.Path(dir_okay=False))
+@click.argument("name", required=False)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True, help="seconds to wait")
+def recipe(station_file: str, name: str | None, timeout: float) -> None:
+    """Change the product of a running station to recipe NAME (or a product code of it), or,
+    without NAME, show its active recipe. Returns once the recipe is active: its detectors are
+    started and warmed first; the parts captured before finish under their recipe (docs/recipes.md).
+
+    Exit status: 0 switched (or shown); 1 the station is not running or refused the recipe; 2 the
+    station file is invalid."""
+    from inspector_core.runtime.control import ControlError, request
+
+    st = _load_or_exit(station_file)
+    try:
+        answer = request(st, {"op": "status"} if name is None else {"op": "recipe", "name": name}, timeout=timeout)
+    except ControlError as exc:
+        click.echo(click.style(str(exc), fg="red"), err=True)
+        sys.exit(1)
+    if not answer.get("ok"):
+        click.echo(click.style(f"station {st.name}: {answer.get('error')}", fg="red"), err=True)
+        sys.exit(1)
+    if name is None:
+        listed = ", ".join(answer.get("recipes") or []) or "none"
+        click.echo(f"station {st.name}: recipe {answer.get('recipe')} (recipes: {listed})")
+    else:
+        click.echo(f"station {st.name}: recipe {answer['recipe']} active ({answer['ms']:g} ms after the request)")
+
+
+@main.command()
+@click.argument("station_file", type=click.Path(dir_okay=False))
 def validate(station_file: str) -> None:
     """Check a station file: its shape, every plugin's config, the verdict rules against what
     the steps emit, the ROIs against the frame size, and the store URL."""
@@ -109,6 +138,9 @@ def validate(station_file: str) -> None:
         f"{_steps(st)}; store {store}; "
         f"config hash {st.config_hash[:12]})"
     )
+    for name, r in st.recipes.items():  # each one validated as a whole station (docs/recipes.md)
+        start = "; active at start" if name == st.recipe else ""
+        click.echo(f"  recipe {name}: ok ({_steps(r)}; hash {(r.recipe_hash or '')[:12]}{start})")
 
 
 @main.command()

@@ -589,7 +589,11 @@ class LineControl:
         raise NotImplementedError
 
     def select_recipe(self, name: str) -> None:
-        """The PLC asked for a product changeover (where the station has recipes)."""
+        """The PLC asked for a product changeover to recipe ``name`` (a recipe's name or one of
+        its product codes). Unlike the others this call may take seconds: it returns once the
+        recipe is active (its detectors started and warmed), so a link calls it off its I/O
+        loop; it raises for a recipe the station does not have or cannot start (the link
+        answers the PLC with the protocol's refusal)."""
         raise NotImplementedError
 
 

@@ -112,6 +112,7 @@ def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "--detector", "--plugin", "detector", help="has a defect found by this detector (--plugin: the old name)"
         ),
         click.option("--run", "run_id", type=click.IntRange(1, q.MAX_ID), help="one run of a station"),
+        click.option("--recipe", "recipes", multiple=True, help="inspected under this station recipe (repeatable)"),
         click.option(
             "--candidates",
             "include_candidates",
@@ -136,6 +137,7 @@ FILTER_KEYS = (
     "detector",
     "run_id",
     "include_candidates",
+    "recipes",
 )
 
 
@@ -256,6 +258,7 @@ def history(
                 "kinds",
                 "max_score",
                 "error",
+                "recipe",
             ]
         )
         for r in rows:
@@ -272,12 +275,15 @@ def history(
                     " ".join(r.kinds),
                     r.max_score,
                     r.error or "",
+                    r.recipe or "",
                 ]
             )
         return
     table = Table(title="inspections, newest first (times UTC)", show_lines=False)
     right = {"id", "ms", "score"}
-    for col in ("id", "station", "part", "captured (UTC)", "verdict", "ms", "defects", "score", "error"):
+    with_views = any(r.views for r in rows)  # issue 14: a multi-view part's views, one line each
+    cols = ("id", "station", "part", "captured (UTC)", "verdict", "ms", "defects", "score", "error")
+    for col in cols + (("views",) if with_views else ()):
         table.add_column(
             col,
             justify="right" if col in right else "left",
@@ -285,7 +291,7 @@ def history(
             no_wrap=col in ("id", "captured (UTC)", "verdict"),
         )
     for r in rows:
-        table.add_row(
+        cells = [
             str(r.id),
             r.station,
             r.part_id,
@@ -295,12 +301,29 @@ def history(
             ", ".join(r.kinds),
             "-" if r.max_score is None else f"{r.max_score:.2f}",
             r.error or "",
-        )
+        ]
+        if with_views:
+            cells.append(_views_cell(r.views))
+        table.add_row(*cells)
     out.print(table, markup=True, highlight=False)
     if nxt:
         err.print(f"more: --page {page + 1}  or  --cursor {nxt}")
     elif not rows:
         err.print("no inspections match")
+
+
+def _views_cell(views: Any) -> str:
+    """``side: missing`` / ``top: scratch x2 (crops 4, 5)``: each view of a part on a line."""
+    lines = []
+    for v in views:
+        if v.status != "ok":
+            lines.append(f"{v.view}: {v.status}")
+        elif v.n_defects:
+            crops = f" (crops {', '.join(map(str, v.crop_ids))})" if v.crop_ids else ""
+            lines.append(f"{v.view}: {', '.join(v.kinds)} x{v.n_defects}{crops}")
+        else:
+            lines.append(f"{v.view}: ok")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- stats
@@ -340,8 +363,9 @@ def stats(
         err.print("no --since/--until: the last 30 days")
     engine = open_engine(db, station_file)
     st = q.stats(engine, f, buckets=q.Buckets(period, utc_offset, shift_start, int(shift_hours)))  # type: ignore[arg-type]
+    by_recipe = q.recipe_split(engine, f)
     if fmt == "json":
-        click.echo(json.dumps(st.as_dict(), indent=1))
+        click.echo(json.dumps({**st.as_dict(), "recipes": [r.as_dict() for r in by_recipe]}, indent=1))
         return
     flagged = {(p.station, p.label) for p in st.pchart if p.out_of_control}
     limits = {(p.station, p.label): p for p in st.pchart}
@@ -402,6 +426,23 @@ def stats(
         for d in st.delivery:
             dt.add_row(d.station, d.sink, str(d.delivered), str(d.undelivered), _ms(d.p50_ms), _ms(d.p99_ms))
         out.print(dt, highlight=False)
+    if any(r.recipe is not None for r in by_recipe):  # issue 14: the window split by recipe
+        rt = Table(title="per recipe")
+        for col in ("station", "recipe", "parts", "PASS", "FAIL", "ERROR", "NOT_INSP.", "yield", "versions"):
+            rt.add_column(col, justify="left" if col in ("station", "recipe") else "right")
+        for r in by_recipe:
+            rt.add_row(
+                r.station,
+                r.recipe or "-",
+                str(r.parts),
+                str(r.passed),
+                str(r.failed),
+                str(r.errors),
+                str(r.not_inspected),
+                _pct(r.yield_),
+                str(r.versions),
+            )
+        out.print(rt, highlight=False)
     for station, p_bar in st.p_bar.items():
         n_out = sum(1 for p in st.pchart if p.station == station and p.out_of_control)
         out.print(f"p-chart {station}: mean reject rate {_pct(p_bar)}; {n_out} {period}(s) outside 3-sigma limits")

@@ -101,6 +101,7 @@ class HistoryFilter(BaseModel):
     )
     detector: str | None = Field(None, max_length=200, description="has a defect found by this detector")
     run_id: int | None = Field(None, ge=1, le=MAX_ID)
+    recipes: tuple[str, ...] = Field((), description="inspected under any of these station recipes (docs/recipes.md)")
     include_candidates: bool = Field(False, description="defect filters also match findings below the rules")
 
     @field_validator("since", "until")
@@ -111,7 +112,7 @@ class HistoryFilter(BaseModel):
         except OverflowError:
             raise ValueError(f"{t.isoformat() if t else t} is out of range in UTC") from None
 
-    @field_validator("stations", "kinds", "part_id", "detector")
+    @field_validator("stations", "kinds", "part_id", "detector", "recipes")
     @classmethod
     def _no_nul(cls, v: Any) -> Any:
         # No stored text holds a NUL (PostgreSQL cannot); refused here, not by the driver.
@@ -200,6 +201,8 @@ def _where(f: HistoryFilter, dialect: str) -> list[ColumnElement[bool]]:
         conds.append(_glob_clause(I.part_id, f.part_id, dialect))
     if f.run_id:
         conds.append(I.run_id == f.run_id)
+    if f.recipes:
+        conds.append(I.recipe.in_(f.recipes))
     if f.has_defect_filter:
         conds.append(exists().where(D.inspection_id == I.id, *_defect_conditions(f)))
     return conds

@@ -60,6 +60,8 @@ class InspectionRow:
     """With ``evidence=True``: every step's outcome with its scores (normalised and raw)."""
     findings: tuple[FindingScore, ...] | None = None
     """With ``evidence=True``: every stored finding (failed and candidates) with its scores and box."""
+    recipe: str | None = None
+    """The station recipe the part was inspected under (migration 0012; ``None``: none)."""
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -160,6 +162,7 @@ def history(
             I.error,
             I.commit_latency_ms,
             I.uid,
+            I.recipe,
         )
         .join(S, S.id == I.station_id)
         .where(*conds)
@@ -245,6 +248,7 @@ def history(
                 uid=r.uid,
                 steps=tuple(steps.get(r.id, ())) if evidence else None,
                 findings=tuple(findings.get(r.id, ())) if evidence else None,
+                recipe=r.recipe,
             )
         )
     nxt = _cursor(rows[-1].captured_at, rows[-1].id) if more and rows else None

@@ -67,8 +67,10 @@ from inspector_core.qa.stats import (
     ParetoRow,
     PChartPoint,
     PeriodStats,
+    RecipeStats,
     Stats,
     first_pass_part,
+    recipe_split,
     stats,
     stats_from_inspections,
     uses_rollup,
@@ -85,6 +87,8 @@ from inspector_core.qa.whatif import (
 from inspector_core.store.schema import VERDICTS
 
 __all__ = [
+    "RecipeStats",
+    "recipe_split",
     "EXACT_PERIOD_LATENCY_MAX_ROWS",
     "MAX_ID",
     "MAX_PAGE",

@@ -225,7 +225,7 @@ def _delivery_latency(conn: Any, conds: list[ColumnElement[bool]], names: dict[i
 def uses_rollup(f: HistoryFilter) -> bool:
     """True when ``f`` filters only on station, time and verdict: stats then read the hourly
     roll-up (``inspection_hours``), not the inspections."""
-    return not (f.has_defect_filter or f.part_id or f.run_id)
+    return not (f.has_defect_filter or f.part_id or f.run_id or f.recipes)
 
 
 def stats(
@@ -595,3 +595,60 @@ def stats_from_inspections(
         commit = _commit_latency(conn, conds, buckets)
         delivery = _delivery_latency(conn, conds, names)
     return _finish(f, buckets, rows, names, lat_periods, lat_total, pareto_rows, pareto_limit, commit, delivery)
+
+
+# ---------------------------------------------------------------------------- per recipe (issue 14)
+
+
+@dataclasses.dataclass
+class RecipeStats:
+    """One station recipe's parts in the window (``inspections.recipe``, migration 0012)."""
+
+    station: str
+    recipe: str | None
+    """``None``: parts inspected without a recipe (a station without recipes, older rows)."""
+    parts: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    not_inspected: int = 0
+    versions: int = 0
+    """Distinct ``recipe_hash`` values: more than 1 when the recipe's settings changed in the window."""
+
+    @property
+    def yield_(self) -> float | None:
+        judged = self.passed + self.failed + self.errors
+        return self.passed / judged if judged else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "yield_": self.yield_}
+
+
+def recipe_split(engine: Engine, f: HistoryFilter) -> list[RecipeStats]:
+    """The window's parts per station and recipe, with their verdicts and yield (from the
+    inspections: the hourly roll-up does not keep recipes)."""
+    conds = _where(f, engine.dialect.name)
+    out: dict[tuple[str, str | None], RecipeStats] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(S.name, I.recipe, I.verdict, func.count())
+            .join(S, S.id == I.station_id)
+            .where(*conds)
+            .group_by(S.name, I.recipe, I.verdict)
+        ).all()
+        versions = {
+            (r[0], r[1]): r[2]
+            for r in conn.execute(
+                select(S.name, I.recipe, func.count(I.recipe_hash.distinct()))
+                .join(S, S.id == I.station_id)
+                .where(*conds)
+                .group_by(S.name, I.recipe)
+            ).all()
+        }
+    field = {"PASS": "passed", "FAIL": "failed", "ERROR": "errors", "NOT_INSPECTED": "not_inspected"}
+    for station, recipe, verdict, n in rows:
+        r = out.setdefault((station, recipe), RecipeStats(station, recipe, versions=versions.get((station, recipe), 0)))
+        r.parts += n
+        if verdict in field:
+            setattr(r, field[verdict], getattr(r, field[verdict]) + n)
+    return sorted(out.values(), key=lambda r: (r.station, r.recipe is None, r.recipe or ""))

@@ -255,6 +255,32 @@ class MeasurementSpec(Strict):
         return v
 
 
+class RecipeSpec(Strict):
+    """One product of the station (``recipes: {NAME: ...}``, docs/recipes.md): overrides merged onto
+    the base chain, never a copy of it. ``steps`` is keyed by step name: a mapping merges into that
+    step (its ``config`` key by key), ``null`` removes it, a new name with a ``detector`` adds a step
+    (after the step named by ``after``, else at the end). ``rules`` and ``measurements`` merge per
+    kind (``null`` removes one). The resolved recipe is validated as a whole station."""
+
+    description: str = ""
+    products: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list,
+        description="product codes the PLC sends for this recipe (with the trigger, or a recipe register); "
+        "the recipe's own name always selects it",
+    )
+    preload: bool = Field(
+        False,
+        description="start (and warm) this recipe's detectors with the station, so that the first part of a "
+        "product code sent with its trigger never waits for them",
+    )
+    steps: dict[str, dict[str, Any] | None] = Field(default_factory=dict, description="step name -> overrides")
+    rules: dict[str, dict[str, Any] | None] = Field(default_factory=dict, description="kind -> rule overrides")
+    default_rule: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    budget_ms: float | None = None
+    measurements: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+
+
 class StationSpec(Strict):
     name: str = Field(pattern=NAME, max_length=200, description="the station's name in the store")
     description: str = ""
@@ -277,6 +303,11 @@ class StationSpec(Strict):
     measurements: dict[Annotated[str, Field(pattern=r"^[^.\s]+\.[^.\s]+$")], MeasurementSpec] = Field(
         default_factory=dict, description="SPC per KIND.MEASUREMENT (e.g. scratch.length_mm): spec limits, subgroup"
     )
+    recipes: dict[Annotated[str, Field(pattern=NAME, max_length=100)], RecipeSpec] = Field(
+        default_factory=dict,
+        description="products of this station, each an override of the chain above (docs/recipes.md)",
+    )
+    recipe: str | None = Field(None, description="the recipe active at start; default: the first one")
 
     @field_validator("steps")
     @classmethod
@@ -326,6 +357,12 @@ class Station:
     store_url: str
     line: tuple[type[PlcLink], PluginConfig] | None = None
     """The PLC link's class and typed config when the station has a ``line:`` section."""
+    recipe: str | None = None
+    """The recipe this station is (``None``: a station without recipes)."""
+    recipe_hash: str | None = None
+    """sha256 of the recipe's resolved config (:func:`inspector_core.runtime.recipes.recipe_hash`)."""
+    recipes: dict[str, Station] = dataclasses.field(default_factory=dict)
+    """Every recipe of the file, each a whole validated station (empty without recipes; empty in each of them)."""
 
     @property
     def name(self) -> str:
@@ -720,7 +757,17 @@ def load_station(path: str | Path, registry: Registry, *, check_files: bool = Tr
         spec = StationSpec.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(file, _errors(exc)) from exc
+    if spec.recipes or spec.recipe is not None:
+        from inspector_core.runtime.recipes import load_recipes
 
+        return load_recipes(path, file, text, data, spec, registry, check_files=check_files)
+    return _station(path, file, text, spec, registry, check_files=check_files)
+
+
+def _station(
+    path: Path, file: str, text: str, spec: StationSpec, registry: Registry, *, check_files: bool
+) -> Station:
+    """The whole-station checks of a validated ``spec`` (every plugin's config, rules, ROIs, store)."""
     directory = path.resolve().parent
     context = {"station_dir": directory, "check_files": check_files}
     problems: list[str] = []

@@ -21,7 +21,9 @@ Promises kept here (tested in ``tests/line/``):
 - a result whose ``publish`` raises is kept and published again (``RETRY_S``), never dropped;
   on :meth:`Handshake.close` a trigger never captured is answered with the default at once;
 - the PLC sees ERROR while the store is away or the camera is down (``CAMERA_ERROR_HOLD_S``);
-  a recipe request is refused with :class:`RecipeRefused` (the station has no recipes yet).
+  a recipe request (OPC UA ``SelectRecipe``/``PrepareProduct``, a Modbus recipe register) is
+  handed to the station's changeover (runtime/changeover.py) and returns once the recipe is
+  active; an unknown one is refused with :class:`RecipeRefused`.
 
 A real result is published in the recorder's thread, right in its commit callback; defaults,
 acknowledges, timeouts and the state in the ``inspector-line`` thread; both under one lock, so a
@@ -84,7 +86,7 @@ def wrap_gap(last: int, counter: int) -> int | None:
 
 class RecipeRefused(Exception):
     """:meth:`Handshake.select_recipe` refuses the PLC's recipe (the station has none of that
-    name, or no recipes at all). A link turns it into the protocol's refusal: OPC UA
+    name, no recipes at all, or its detectors cannot start). A link turns it into the protocol's refusal: OPC UA
     ``SelectRecipe``/``PrepareProduct`` return Error -1; the message says why and what to do."""
 
 
@@ -102,6 +104,8 @@ class _Part:
     verdict: str | None = None
     pending: LineResult | None = None
     """A result whose ``publish`` raised: tried again every ``RETRY_S`` until the link takes it."""
+    recipe: str | None = None
+    """The station's active recipe when the trigger came (the part is inspected under it)."""
 
 
 class Handshake(LineControl):
@@ -154,6 +158,12 @@ class Handshake(LineControl):
         not_captured (paced parts whose default went before their frame was handed out)."""
         self.healthy: Callable[[], bool] | None = None
         """``False`` while the station cannot commit verdicts (its database away): state ERROR."""
+        self.recipe_selector: Callable[[str], float] | None = None
+        """The station's changeover (``StationRuntime.select_recipe``): returns once the recipe is
+        active, raises :class:`RecipeRefused`; ``None``: every recipe is refused."""
+        self.active_recipe: Callable[[], str | None] | None = None
+        """The station's active recipe now: a part is inspected under the one active at its
+        trigger (``source_meta.plc_recipe``), even when its frame is taken after a changeover."""
         self._thread = threading.Thread(target=self._loop, name="inspector-line", daemon=True)
 
     @classmethod
@@ -218,6 +228,7 @@ class Handshake(LineControl):
                 missed=missed,
             )
             part = _Part(seq, trig, overrun, missed, record)
+            part.recipe = self.active_recipe() if self.active_recipe is not None else None
             self._parts[seq] = part
             heapq.heappush(self._due, (mono + trig.deadline_s - self.spec.margin_ms / 1000, seq, "deadline"))
             self.stats["triggers"] += 1
@@ -250,13 +261,19 @@ class Handshake(LineControl):
         self.on_event(kind, f"the PLC {'connected' if connected else 'disconnected'}{f' ({peer})' if peer else ''}")
 
     def select_recipe(self, name: str) -> None:
-        """Refused, always: this station has no recipes yet (:class:`RecipeRefused`)."""
-        msg = (
-            f"the PLC asked for recipe {name!r}; this station has no recipes (product changeover "
-            "is not supported yet: run the station file of that product instead)"
-        )
-        self._event_once("line_recipe_refused", msg)
-        raise RecipeRefused(msg)
+        """The PLC's changeover: returns once recipe ``name`` is active (its detectors started and
+        warmed first; this may take seconds, so a link calls it off its I/O loop); raises
+        :class:`RecipeRefused` for a recipe the station does not have or cannot start."""
+        select = self.recipe_selector
+        if select is None:
+            msg = f"the PLC asked for recipe {name!r}; this station has no recipes (docs/recipes.md)"
+            self._event_once("line_recipe_refused", msg)
+            raise RecipeRefused(msg)
+        try:
+            select(name)
+        except RecipeRefused as exc:
+            self._event_once("line_recipe_refused", f"the PLC asked for recipe {name!r}: {exc}")
+            raise
 
     # -------------------------------------------------------------- the station's side
 
@@ -334,6 +351,8 @@ class Handshake(LineControl):
         meta.update(plc_run=self.run_uid, plc_seq=seq, plc_counter=trig.counter)
         if trig.product:
             meta["plc_product"] = trig.product
+        if part.recipe is not None:
+            meta["plc_recipe"] = part.recipe
         return dataclasses.replace(frame, trigger=trig, part_id=trig.part_id or frame.part_id, meta=meta)
 
     def committed(self, batch: list[InspectionRecord]) -> None:

@@ -15,6 +15,8 @@ What the station may rely on (tested in ``tests/core/test_overlap.py``):
   step has answered for it: verdicts reach the recorder in capture order.
 - At most ``window`` parts are in the pipeline; :meth:`Pipeline.put` waits beyond that, so the
   station's capture queue (and its overload policy) still holds the frames waiting.
+- Lanes added by :meth:`Pipeline.add_lanes` (a recipe's steps, started before a changeover)
+  take only the parts put after them; the parts already in the pipeline keep their lanes.
 - After ``abort`` (a second Ctrl-C) a lane starts no step: a part none of whose steps had
   started is reported ``started=False`` (the station records it NOT_INSPECTED), a step that had
   not started on a started part is an error "not run".
@@ -166,10 +168,29 @@ class Pipeline:
             self._cond.notify_all()
         if job._left == 0:
             job._done.set()
-        for lane, view in zip(self._lanes, views, strict=True):
+        # A part's views may be fewer than the lanes: lanes added since (a recipe's) take no earlier part.
+        for lane, view in zip(self._lanes, views, strict=False):
             if view is not None:
                 lane.put(job)
         return True
+
+    @property
+    def lanes(self) -> int:
+        """How many lanes there are (a part's views are laid out on them)."""
+        return len(self._lanes)
+
+    def add_lanes(self, workers: list[StepWorker]) -> list[int] | None:
+        """Lanes for more steps (a recipe's, their workers started and warmed by the caller),
+        running at once; their indices, or ``None`` once the pipeline takes no more parts."""
+        with self._cond:
+            if self._closed:
+                return None
+            start = len(self._lanes)
+            lanes = [_Lane(start + i, w, self) for i, w in enumerate(workers)]
+            for lane in lanes:
+                lane.thread.start()
+            self._lanes.extend(lanes)
+        return list(range(start, start + len(lanes)))
 
     def _answered(self, job: Job, index: int, outcome: StepOutcome | None) -> None:
         job.outcomes[index] = outcome

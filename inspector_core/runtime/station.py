@@ -49,11 +49,13 @@ from inspector_core.contract import (
     SourceContext,
 )
 from inspector_core.plugins import Registry
-from inspector_core.runtime.config import Station
+from inspector_core.runtime.changeover import Changeover, Recipe
+from inspector_core.runtime.config import Station, Step
 from inspector_core.runtime.delivery import Delivery, sink_keys
 from inspector_core.runtime.evidence import evidence_writer
 from inspector_core.runtime.inspection import Begun, begin, judge
 from inspector_core.runtime.inspection import check_image as _check_image  # noqa: F401 - its old name here
+from inspector_core.runtime.line import RecipeRefused
 from inspector_core.runtime.pipeline import Pipeline, default_workers
 from inspector_core.runtime.progress import Tally
 from inspector_core.runtime.steps import StepOutcome, StepStartError, StepWorker, close_steps
@@ -97,6 +99,10 @@ class _Captured:
     t0: float
     meta: dict[str, Any] | None = None
     """The frame's metadata as the store keeps it."""
+    recipe: Recipe | None = None
+    """The recipe the part is inspected under, bound at capture (runtime/changeover.py)."""
+    recipe_error: str | None = None
+    """Why the part has no recipe (a product code that selects none): it is ERROR."""
 
 
 class StationRuntime:
@@ -223,6 +229,7 @@ class StationRuntime:
         self._queue: queue.Queue[_Captured | None] = queue.Queue(maxsize=st.spec.overload.queue_size)
         self._queue_lock = threading.Lock()
         self._pipeline = Pipeline(workers, cores=st.spec.workers or default_workers(), abort=self._abort)
+        self._start_recipes(workers)  # issue 14: recipes and their changeover (runtime/changeover.py)
         capture = threading.Thread(target=self._capture_loop, name="inspector-capture", daemon=True)
         inspect = threading.Thread(target=self._inspect_loop, args=(workers,), name="inspector-inspect", daemon=True)
         restore = self._install_signals()
@@ -238,6 +245,9 @@ class StationRuntime:
                 self._close_recorder()
                 if self._line is not None:  # issue 13: answer what is open, then stop the link
                     self._line.close()
+                control = getattr(self, "_control", None)
+                if control is not None:  # issue 14: the `inspector recipe` channel
+                    control.close()
                 # After a second interrupt the sinks get a moment only; what they still owe is recorded.
                 self._delivery.close(hurry=self._abort, hurry_s=ABORT_DRAIN_S)
                 for problem in close_steps(workers):
@@ -337,9 +347,9 @@ class StationRuntime:
 
     # -------------------------------------------------------------- start-up
 
-    def _start_steps(self) -> list[StepWorker]:
+    def _start_steps(self, steps: list[Step] | None = None) -> list[StepWorker]:
         workers: list[StepWorker] = []
-        for step in self.station.steps:
+        for step in self.station.steps if steps is None else steps:
             info = self.registry.plugin_of("detector", step.detector.name)
             try:
                 workers.append(
@@ -489,6 +499,7 @@ class StationRuntime:
                     break
                 # The frame just yielded is recorded even if a stop arrived meanwhile.
                 item = self._captured(frame)
+                item.recipe, item.recipe_error = self._changeover.for_frame(item.frame)
                 self._seq += 1
                 self._enqueue(item)
                 if self._stop.is_set() or (self.limit is not None and self._seq >= self.limit):
@@ -606,7 +617,7 @@ class StationRuntime:
                     if isinstance(begun, InspectionRecord):
                         taken = pipeline.put((item, begun), None)
                     else:
-                        taken = pipeline.put((item, begun), begun.views)
+                        taken = pipeline.put((item, begun), self._lanes_of(item, begun))
                 if not taken:
                     break
         finally:
@@ -641,13 +652,17 @@ class StationRuntime:
 
     def _begin(self, item: _Captured) -> InspectionRecord | Begun:
         """What each step sees of the part, or its record at once when its image cannot be inspected."""
-        begun = begin(item.frame, self.station)
+        station = self._recipe_station(item)
+        if isinstance(station, InspectionRecord):
+            return station
+        begun = begin(item.frame, station)
         if isinstance(begun, str):
             return self._record(item, "ERROR", error=begun, error_step="source")
         return begun
 
     def _judge(self, item: _Captured, begun: Begun, outcomes: list[StepOutcome | None]) -> InspectionRecord:
-        judged = judge(self.station, begun, outcomes)
+        recipe = item.recipe if item.recipe is not None else self._changeover.active
+        judged = judge(recipe.station, begun, recipe.outcomes(outcomes))
         record = self._record(item, judged.verdict, error=judged.error, error_step=judged.error_step)
         record.steps, record.defects = judged.steps, judged.defects
         return record
@@ -670,7 +685,60 @@ class StationRuntime:
             error=None if error is None else storable_message(error),
             error_step=error_step,
             source_meta=item.meta or None,
+            recipe=item.recipe.name if item.recipe is not None else None,
+            recipe_hash=item.recipe.hash if item.recipe is not None else None,
         )
+
+    # -------------------------------------------------------------- recipes (issue 14)
+
+    def _start_recipes(self, workers: list[StepWorker]) -> None:
+        """The run's recipes (runtime/changeover.py), those marked ``preload`` started now, and the
+        control channel ``inspector recipe`` talks to (runtime/control.py)."""
+        from inspector_core.runtime.control import ControlServer
+
+        self._changeover = Changeover(
+            self.station, workers, self._pipeline, start_steps=self._start_steps, on_event=self.event
+        )
+        try:
+            self._changeover.preload()
+        except RecipeRefused as exc:  # its parts are ERROR with the reason (fail closed); the rest run
+            log.error("%s", exc)
+            self.event("recipe_preload_failed", storable_message(str(exc)))
+        self._control = ControlServer.start(self.station, self)
+        if self._line is not None:
+            self._line.recipe_selector = lambda name: self.select_recipe(name, by="the PLC")
+            self._line.active_recipe = lambda: self.recipe
+
+    def select_recipe(self, name: str, *, by: str = "api") -> float:
+        """Change the product: ``name``'s detectors are started and warmed, then it is the recipe of
+        every part captured after; the parts captured before finish under theirs. Returns the
+        seconds until it was active; raises ``RecipeRefused`` for an unknown recipe (or one that
+        cannot start), the active one staying."""
+        changeover = getattr(self, "_changeover", None)
+        if changeover is None:
+            raise RecipeRefused(f"the station is starting; ask for recipe {name!r} again in a moment")
+        return changeover.select(name, by=by)
+
+    @property
+    def recipe(self) -> str | None:
+        """The active recipe (``None``: the station has none, or has not started)."""
+        changeover = getattr(self, "_changeover", None)
+        return changeover.active.name if changeover is not None else self.station.recipe
+
+    def _recipe_station(self, item: _Captured) -> Station | InspectionRecord:
+        """The part's recipe, its detectors started (waited for), or the part's ERROR record."""
+        if item.recipe is None:
+            error = item.recipe_error or "the part has no recipe"
+            return self._record(item, "ERROR", error=error, error_step="recipe")
+        problem = self._changeover.wait(item.recipe, self._abort)
+        if problem is not None:
+            return self._record(item, "ERROR", error=problem, error_step="recipe")
+        return item.recipe.station
+
+    def _lanes_of(self, item: _Captured, begun: Begun) -> list[Any]:
+        """The part's step views laid out on the pipeline's lanes (its recipe's)."""
+        assert item.recipe is not None
+        return item.recipe.views(begun.views, self._pipeline.lanes)
 
     def _submit(self, record: InspectionRecord, frame: Any = None) -> None:
         self.tally.add(record.verdict, record.latency_ms)

@@ -697,6 +697,8 @@ class Store:
                         f1,
                         at_db,
                         None if lat is None else lat + (at - decided).total_seconds() * 1000,
+                        r.recipe,
+                        r.recipe_hash,
                     )
                 )
             rollup.flush()
@@ -716,7 +718,7 @@ class Store:
 _INSPECTION_COLUMNS = (
     "inspections",
     "id uid station_id run_id seq part_id captured_at decided_at verdict latency_ms error error_step n_defects "
-    "source_meta first_of_part committed_at commit_latency_ms",
+    "source_meta first_of_part committed_at commit_latency_ms recipe recipe_hash",
 )
 _STEP_COLUMNS = (
     "step_results",

@@ -132,6 +132,10 @@ class InspectionRecord:
     COMMIT (``inspections.committed_at``); ``None`` before, and in the spool."""
     evidence: EvidenceRecord | None = None
     """The frame kept as evidence (set by the writer before it commits), or ``None``."""
+    recipe: str | None = None
+    """The station recipe the part was inspected under (docs/recipes.md); ``None``: none."""
+    recipe_hash: str | None = None
+    """sha256 of that recipe's resolved config."""
 
     # The spool keeps records as JSON (never pickle); crops as base64.
     def to_json(self) -> str:

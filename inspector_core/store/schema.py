@@ -100,6 +100,10 @@ class Inspection(Base):
     commit_latency_ms: Mapped[float | None] = mapped_column(Float)
     """Capture to committed, milliseconds, on the clock of ``latency_ms`` (``latency_ms`` plus
     ``committed_at - decided_at``); ``NULL`` where ``latency_ms`` is (migration 0008)."""
+    recipe: Mapped[str | None] = mapped_column(String(100))
+    """The station recipe (product) the part was inspected under; ``NULL``: none (migration 0012)."""
+    recipe_hash: Mapped[str | None] = mapped_column(String(64))
+    """sha256 of that recipe's resolved config (migration 0012)."""
 
     station: Mapped[Station] = relationship()
     steps: Mapped[list[StepResult]] = relationship(back_populates="inspection", order_by="StepResult.step_index")

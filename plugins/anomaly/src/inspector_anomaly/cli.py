@@ -32,6 +32,35 @@ def _roi(value: str | None) -> tuple[int, int, int, int] | None:
     return (x, y, w, h)
 
 
+def _station_roi(station_file: str, recipe: str | None, step_name: str | None, roi: str | None) -> str | None:
+    """The ROI (as --roi writes it) of a station's (recipe's) anomaly step; docs/recipes.md."""
+    from inspector_core.plugins import load
+    from inspector_core.runtime.config import ConfigError, load_station
+
+    if roi is not None:
+        raise click.BadParameter("give --roi or --station, not both", param_hint="--station")
+    try:
+        station = load_station(station_file, load(), check_files=False)  # the model need not exist yet
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if recipe is not None:
+        if recipe not in station.recipes:
+            listed = ", ".join(station.recipes) or "none: the station has no recipes: section"
+            raise click.ClickException(f"{station_file}: no recipe {recipe!r} (recipes: {listed})")
+        station = station.recipes[recipe]
+    steps = [s for s in station.steps if s.detector.name == "anomaly" and step_name in (None, s.name)]
+    which = f"recipe {station.recipe}: " if station.recipe else ""
+    if len(steps) != 1:
+        named = f" named {step_name!r}" if step_name else ""
+        found = "no" if not steps else f"{len(steps)}"
+        raise click.ClickException(f"{station_file}: {which}{found} anomaly step{named}; name one with --step")
+    r = steps[0].roi
+    click.echo(
+        f"{which}step {steps[0].name}: ROI {r.x},{r.y},{r.width},{r.height}" if r else f"{which}whole frame", err=True
+    )
+    return f"{r.x},{r.y},{r.width},{r.height}" if r is not None else None
+
+
 @train.command(name="anomaly")
 @click.argument("good", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -86,6 +115,17 @@ def _roi(value: str | None) -> tuple[int, int, int, int] | None:
     help="do not leave out *mask* files and mask(s)/ground_truth/gt folders",
 )
 @click.option("--roi", default=None, help="X,Y,W,H of the station's ROI, applied to every image")
+@click.option(
+    "--station",
+    "station_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="take the ROI from this station file's anomaly step (instead of --roi)",
+)
+@click.option(
+    "--recipe", default=None, help="with --station: that recipe's anomaly step (default: the recipe active at start)"
+)
+@click.option("--step", "step_name", default=None, help="with --station: the step (default: its only anomaly step)")
 @click.option(
     "--val-good",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -146,6 +186,9 @@ def train_anomaly(
     exclude: tuple[str, ...],
     no_default_excludes: bool,
     roi: str | None,
+    station_file: str | None,
+    recipe: str | None,
+    step_name: str | None,
     val_good: Path | None,
     val_bad: Path | None,
     photometric: Photometric,
@@ -159,6 +202,10 @@ def train_anomaly(
     from inspector_anomaly.image_selection import ImageSelectionError
     from inspector_anomaly.model_output import ModelOutputError, check_writable, resolve_model_path
 
+    if station_file is not None:
+        roi = _station_roi(station_file, recipe, step_name, roi)
+    elif recipe is not None or step_name is not None:
+        raise click.BadParameter("--recipe and --step need --station", param_hint="--recipe")
     if resize != "tiles" and (scale != 1.0 or tile_overlap != 32):
         raise click.BadParameter("--scale and --tile-overlap apply to --resize tiles only", param_hint="--resize")
     try:

@@ -17,7 +17,8 @@ offset name              meaning
 6      RESULT_CODE       its result code (line.codes: 1 OK, 2 NOK, 3 RECHECK)
 7      DEFECT_CODE       its defect code (line.defect_codes; 0 none)
 8      RESULT_FLAGS      bits: 0 valid, 1 default, 2 overrun, 3 missed trigger
-9      (reserved, 0)
+9      RECIPE_STATE      answer to the last RECIPE write: 0 while the station changes over,
+                         then the code written once that recipe is active, 65535 refused
 10     OVERRUNS          overrun triggers so far (wraps at 65536)
 11     MISSED            counter jumps so far
 12     DEFAULTS          deadline defaults so far
@@ -35,7 +36,10 @@ PLC -> station (the PLC writes):
                          both in one FC16, or 400 before 401; a 16-bit counter writes
                          401 only and wraps 65535 -> 1 (0 is "no trigger")
 402    PRODUCT           product code (0: none), taken with the trigger
-403    (reserved)
+403    RECIPE            writing a non-zero product code is a changeover to the recipe
+                         listing it (recipes.NAME.products; docs/recipes.md): parts captured
+                         before finish under theirs; RECIPE_STATE says when it is active
+                         (a trigger's FC16 write of 400..423 with 0 here asks for nothing)
 404-423 PART_ID          part serial / DMC, UTF-8 (or Latin-1 when not UTF-8), 2 bytes per
                          register (high byte first), NUL padded, up to 40 bytes, taken
                          with the trigger
@@ -67,6 +71,7 @@ RING, RING_SLOTS, SLOT_SIZE = 20, 64, 5
 RING_CHUNK = 16
 """Slots per read of the whole ring: 16 x 5 = 80 registers (a Modbus read takes at most 125)."""
 TRIGGER_COUNTER, PRODUCT, PART_ID, PART_ID_REGS, ACK_COUNTER = 400, 402, 404, 20, 424
+RECIPE, RECIPE_STATE, RECIPE_REFUSED = 403, 9, 0xFFFF
 PLC_AREA = 400
 SIZE = 426
 
@@ -140,6 +145,7 @@ class ModbusLink(PlcLink):
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._counts = {OVERRUNS: 0, MISSED: 0, DEFAULTS: 0}
+        self._last_recipe = 0
 
     # -------------------------------------------------------------- PlcLink
 
@@ -177,7 +183,7 @@ class ModbusLink(PlcLink):
             result.code & 0xFFFF,
             result.defect_code & 0xFFFF,
             flags,
-            0,
+            regs[RECIPE_STATE],
             self._counts[OVERRUNS],
             self._counts[MISSED],
             self._counts[DEFAULTS],
@@ -244,6 +250,17 @@ class ModbusLink(PlcLink):
         finally:
             loop.close()
 
+    def _select_recipe(self, control: LineControl, code: int, request: int) -> None:
+        try:
+            control.select_recipe(str(code))
+        except Exception as exc:  # noqa: BLE001 - the PLC reads 65535; the station's events say why
+            log.warning("modbus: the PLC's recipe %d was refused: %s", code, exc)
+            state = RECIPE_REFUSED
+        else:
+            state = code
+        if self._last_recipe == request:  # no later request since
+            self._regs[RECIPE_STATE] = state
+
     def _connected(self, connected: bool) -> None:
         if self._control is not None:
             self._control.connection(connected, f"modbus tcp :{self.port}")
@@ -286,6 +303,13 @@ class ModbusLink(PlcLink):
             part_id = decode_text(area[PART_ID - PLC_AREA : PART_ID - PLC_AREA + PART_ID_REGS])
             control.trigger(counter=counter, part_id=part_id or None, product=str(product) if product else None)
             self._regs[LAST_TRIGGER : LAST_TRIGGER + 2] = split32(counter)
+        recipe = at(RECIPE)
+        if offset <= RECIPE < offset + len(values) and recipe != 0:  # 0 (a trigger's write): no request
+            self._last_recipe += 1
+            self._regs[RECIPE_STATE] = 0
+            # The changeover starts the recipe's detectors first (seconds): not on the server's loop.
+            args = (control, recipe, self._last_recipe)
+            threading.Thread(target=self._select_recipe, args=args, daemon=True).start()
         ack = join32(at(ACK_COUNTER), at(ACK_COUNTER + 1))
         if ack != 0 and ack != self._last_ack:
             self._last_ack = ack

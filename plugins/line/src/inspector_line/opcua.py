@@ -480,7 +480,8 @@ class OpcUaLink(PlcLink):
     async def _recipe(self, name: str) -> bool:
         assert self._control is not None
         try:
-            self._control.select_recipe(name)
+            # The changeover starts and warms the recipe's detectors first (seconds): off the server's loop.
+            await asyncio.get_running_loop().run_in_executor(None, self._control.select_recipe, name)
         except Exception as exc:  # noqa: BLE001 - the PLC gets Error -1; the station's log says why
             log.warning("the PLC's recipe %r was refused: %s", name, exc)
             return False

@@ -22,6 +22,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 )
 @click.option("--step", "step_name", default=None, help="the misalignment step to teach (default: every one)")
 @click.option(
+    "--recipe",
+    "recipe",
+    default=None,
+    help="a station with recipes: teach this recipe's steps (its ROI) into <station>.reference/<recipe>/ "
+    "(default: the recipe active at start)",
+)
+@click.option(
     "--part",
     type=click.Choice(["dark", "bright"]),
     default=None,
@@ -36,7 +43,14 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
     help="a mask (PNG, non-zero = the part, as it sits in the first good image, by name order), of the "
     "frame's size or the step's ROI size: register on these pixels only",
 )
-def teach(station_file: str, source: str, step_name: str | None, part: str | None, part_mask_file: str | None) -> None:
+def teach(
+    station_file: str,
+    source: str,
+    step_name: str | None,
+    recipe: str | None,
+    part: str | None,
+    part_mask_file: str | None,
+) -> None:
     """Teach the golden reference of a station's misalignment step(s) from good images.
 
     Writes <station>.reference/<step>.png (+ .weight.png, .json) beside the station file and
@@ -55,6 +69,11 @@ def teach(station_file: str, source: str, step_name: str | None, part: str | Non
         station = load_station(station_file, load(), check_files=False)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    if recipe is not None:
+        if recipe not in station.recipes:
+            listed = ", ".join(station.recipes) or "none: the station has no recipes: section"
+            raise click.ClickException(f"{station_file}: no recipe {recipe!r} (recipes: {listed})")
+        station = station.recipes[recipe]
     steps = [s for s in station.steps if s.detector is MisalignmentDetector or s.detector.name == "misalignment"]
     if step_name is not None:
         steps = [s for s in steps if s.name == step_name]
@@ -87,6 +106,9 @@ def teach(station_file: str, source: str, step_name: str | None, part: str | Non
             raise click.ClickException(f"{part_mask_file}: cannot read this image (--part-mask)")
     station_path = Path(station_file).resolve()
     folder = station_path.parent / f"{station_path.stem}.reference"
+    if station.recipe is not None:
+        folder = folder / station.recipe  # each product its own reference (docs/recipes.md)
+        click.echo(f"recipe {station.recipe}: teaching its steps into {folder.name}/")
     for step in steps:
         crops = []
         for p, img in zip(paths, frames, strict=True):
@@ -129,6 +151,7 @@ def teach(station_file: str, source: str, step_name: str | None, part: str | Non
             step.name,
             {
                 "station": station.name,
+                "recipe": station.recipe,
                 "step": step.name,
                 "roi": step.roi.model_dump() if step.roi else None,
                 # The whole frame's size: a frame of another size is refused at inspection, not
@@ -144,7 +167,8 @@ def teach(station_file: str, source: str, step_name: str | None, part: str | Non
         rel = image_path.relative_to(station_path.parent)
         click.echo(f"  wrote {rel} (+ .weight.png, .json)")
         click.echo("  good parts against the reference: " + json.dumps(spread))
-        click.echo(f"  add to step {step.name}'s config (tolerances suggested from the taught spread):")
+        where = f"recipes.{station.recipe}.steps.{step.name}" if station.recipe is not None else f"step {step.name}"
+        click.echo(f"  add to {where}'s config (tolerances suggested from the taught spread):")
         click.echo(f"    reference: {rel.as_posix()}")
         click.echo(f"    reference_sha256: {sha256_file(image_path)}")
         for k, v in suggested.items():
