@@ -70,3 +70,42 @@ def test_0007_renames_plugin_to_detector_and_keeps_the_values(backend, tmp_path,
         command.downgrade(_alembic(conn), "0006")
         assert conn.execute(text("SELECT plugin FROM defects")).scalar_one() == "scratch"
     engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_0012_adds_the_recipe_columns_empty_on_older_rows_and_goes_back(backend, tmp_path, request):
+    url = f"sqlite:///{tmp_path / 's.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        command.upgrade(_alembic(conn), "0011")
+        conn.execute(text("INSERT INTO stations (id, name, created_at) VALUES (1, 'l1', '2026-12-01 00:00:00')"))
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, station_id, started_at, hostname, software_version, plugins, config_yaml,"
+                " config_hash, models) VALUES (1, 1, '2026-12-01 00:00:00', 'h', '0', '{}', '', 'x', '{}')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO inspections (id, uid, station_id, run_id, seq, part_id, captured_at, decided_at, verdict,"
+                " n_defects, first_of_part) VALUES (1, 'u1', 1, 1, 0, 'p1', '2026-12-01 00:00:00',"
+                " '2026-12-01 00:00:00', 'PASS', 0, true)"
+            )
+        )
+        command.upgrade(_alembic(conn), "0012")
+        assert conn.execute(text("SELECT recipe, recipe_hash FROM inspections")).one() == (None, None)
+        conn.execute(text("UPDATE inspections SET recipe = 'plate-b', recipe_hash = :h"), {"h": "f" * 64})
+        assert conn.execute(text("SELECT recipe FROM inspections")).scalar_one() == "plate-b"
+        command.downgrade(_alembic(conn), "0011")
+        names = (
+            [r[1] for r in conn.execute(text("PRAGMA table_info(inspections)"))]
+            if backend == "sqlite"
+            else [
+                r[0]
+                for r in conn.execute(
+                    text("SELECT column_name FROM information_schema.columns WHERE table_name = 'inspections'")
+                )
+            ]
+        )
+        assert "recipe" not in names and "recipe_hash" not in names and "part_id" in names
+    engine.dispose()

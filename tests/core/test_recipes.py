@@ -339,3 +339,72 @@ def test_the_recipe_columns_round_trip(backend, tmp_path, request):
         got = c.execute(text("SELECT uid, recipe, recipe_hash FROM inspections ORDER BY seq")).all()
     assert [tuple(r) for r in got] == [("u0", "a", "1" * 64), ("u1", "b", "2" * 64), ("u2", None, None)]
     store.close()
+
+
+def test_qa_filters_and_splits_by_recipe(tmp_path, registry, monkeypatch):
+    """A run with a changeover, then what QA sees: history and stats filtered by recipe, the stats
+    split per recipe, the dashboard's API filter."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from inspector_core import cli
+    from inspector_core.qa.web import create_app
+    from inspector_core.store import Store
+
+    recipes = RECIPES.replace("rules: {tag: {min_score: 0.95}}", "rules: {tag: {min_score: 0.1}}")  # b fails all
+    st = load_station(_station(tmp_path, recipes, count=12, delay=5), registry)
+    rt, thread, _ = _run(st, registry)
+    while rt._seq < 4:
+        time.sleep(0.005)
+    rt.select_recipe("b")
+    thread.join(60)
+    db = tmp_path / "recipes.db"
+    counts = dict(_rows(db, "SELECT recipe, count(*) FROM inspections GROUP BY recipe"))
+    assert set(counts) == {"a", "b"} and sum(counts.values()) == 12
+    url = f"sqlite:///{db}"
+    monkeypatch.setattr(cli, "_registry", registry)
+    runner = CliRunner()
+    out = runner.invoke(cli.main, ["history", "--db", url, "--recipe", "b", "--format", "json", "--all"])
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)["rows"]
+    assert len(got) == counts["b"] and {r["recipe"] for r in got} == {"b"} and {r["verdict"] for r in got} == {"FAIL"}
+    out = runner.invoke(cli.main, ["stats", "--db", url, "--since", "1d", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    split = {r["recipe"]: r for r in json.loads(out.output)["recipes"]}
+    assert split["a"]["parts"] == split["a"]["passed"] == counts["a"] and split["a"]["yield_"] == 1.0
+    assert split["b"]["parts"] == split["b"]["failed"] == counts["b"] and split["b"]["yield_"] == 0.0
+    assert split["a"]["versions"] == split["b"]["versions"] == 1
+    only_b = runner.invoke(cli.main, ["stats", "--db", url, "--since", "1d", "--recipe", "b", "--format", "json"])
+    assert [t["parts"] for t in json.loads(only_b.output)["totals"]] == [counts["b"]]
+    table = runner.invoke(cli.main, ["stats", "--db", url, "--since", "1d"], env={"COLUMNS": "200"})
+    assert "per recipe" in table.output
+    client = TestClient(create_app(Store(url, migrate=False).engine), base_url="http://127.0.0.1")
+    api = client.get("/api/history", params={"recipe": "a", "limit": 100}).json()
+    assert len(api["rows"]) == counts["a"] and {r["recipe"] for r in api["rows"]} == {"a"}
+
+
+def test_train_anomaly_takes_the_roi_of_a_recipes_anomaly_step(tmp_path):
+    import click
+    from inspector_anomaly.cli import _station_roi
+
+    path = tmp_path / "an.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            name: an
+            source: {type: synthetic}
+            steps:
+              - {detector: anomaly, name: look, roi: {x: 10, y: 20, width: 300, height: 200}, config: {model: a.onnx}}
+            recipes:
+              a: {}
+              b: {steps: {look: {roi: {x: 40}, config: {model: b.onnx}}}}
+            """
+        )
+    )
+    assert _station_roi(str(path), "b", None, None) == "40,20,300,200"  # the model need not exist yet
+    assert _station_roi(str(path), None, None, None) == "10,20,300,200"  # the recipe active at start
+    with pytest.raises(click.ClickException, match="no recipe 'c' \\(recipes: a, b\\)"):
+        _station_roi(str(path), "c", None, None)
+    with pytest.raises(click.ClickException, match="recipe b: no anomaly step named 'side'"):
+        _station_roi(str(path), "b", "side", None)

@@ -148,3 +148,25 @@ def test_transistor_figures_stay_above_their_floors(tmp_path, data_dir):
     # Moved real frames (+-20 px, +-5 deg, n = 120): measured mean 0.026 / max 0.095 px (was 1.1 / 7.9).
     assert fig["motion"]["shift_err_px_mean"] <= 0.1
     assert fig["motion"]["shift_err_px_max"] <= 0.5
+
+
+def test_teach_command_teaches_one_recipe_into_its_own_folder(tmp_path):
+    """Recipes (issue 14): --recipe takes that recipe's step (its ROI) and writes beside the others."""
+    good = tmp_path / "good"
+    good.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(good / f"{i}.png"), render_part(7, i, "good").image)
+    station = tmp_path / "line.yaml"
+    station.write_text(
+        "name: line\nsource: {type: synthetic}\nsteps:\n  - detector: misalignment\n    name: align\n"
+        "    roi: {x: 100, y: 80, width: 824, height: 608}\n"
+        "recipes:\n  small: {}\n  large:\n    steps:\n      align: {roi: {x: 50, y: 40, width: 924, height: 688}}\n"
+    )
+    result = CliRunner().invoke(teach_command, [str(station), "--from", str(good), "--recipe", "large"])
+    assert result.exit_code == 0, result.output
+    assert "reference: line.reference/large/align.png" in result.output
+    assert "add to recipes.large.steps.align's config" in result.output
+    ref = cv2.imread(str(tmp_path / "line.reference" / "large" / "align.png"), cv2.IMREAD_GRAYSCALE)
+    assert ref.shape == (688, 924)  # the recipe's ROI, not the base chain's
+    bad = CliRunner().invoke(teach_command, [str(station), "--from", str(good), "--recipe", "medium"])
+    assert bad.exit_code != 0 and "no recipe 'medium' (recipes: small, large)" in bad.output

@@ -92,6 +92,7 @@ def _filter(
     min_size_mm: str | None,
     detector: str | None,
     candidates: bool = False,
+    recipe: str | None = None,
 ) -> q.HistoryFilter:
     def num(v: str | None, name: str) -> float | None:
         if v in (None, ""):
@@ -112,6 +113,7 @@ def _filter(
         min_size_mm=num(min_size_mm, "min_size_mm"),
         detector=detector or None,
         include_candidates=candidates or None,
+        recipes=(recipe,) if recipe else (),
     )
 
 
@@ -141,6 +143,7 @@ class CropParams:
         self.verdict: list[str] = []
         self.part: str | None = None
         self.detector: str | None = None
+        self.recipe: str | None = None
 
     def filter(self) -> q.HistoryFilter:
         """The store's filter (``QueryError`` naming a value that is not a time or a number)."""
@@ -155,6 +158,7 @@ class CropParams:
             self.min_size_mm,
             self.detector,
             self.candidates,
+            self.recipe,
         )
 
     def form(self) -> dict[str, Any]:
@@ -186,12 +190,14 @@ class HistoryParams(CropParams):
         min_size_mm: str | None = None,
         detector: str | None = None,
         candidates: bool = False,
+        recipe: str | None = None,
     ) -> None:
         super().__init__(station, kind, min_score, min_size_mm, since, until, candidates)
-        self.verdict, self.part, self.detector = verdict, part, detector
+        self.verdict, self.part, self.detector, self.recipe = verdict, part, detector, recipe
 
     def form(self) -> dict[str, Any]:
-        return {**super().form(), "verdict": self.verdict, "part": self.part or "", "detector": self.detector or ""}
+        shown = {"verdict": self.verdict, "part": self.part or "", "detector": self.detector or ""}
+        return {**super().form(), **shown, "recipe": self.recipe or ""}
 
 
 Crops = Annotated[CropParams, Depends()]
