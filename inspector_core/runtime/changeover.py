@@ -96,12 +96,15 @@ class Changeover:
         *,
         start_steps: Callable[[list[Step]], list[StepWorker]],
         on_event: Callable[[str, str], None],
+        describe: Callable[[list[StepWorker]], str] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.workers = workers
         """Every started worker (the station closes them at the end of the run)."""
         self._start_steps = start_steps
         self._on_event = on_event
+        self._describe = describe
+        """The model files of workers a changeover started (the run's provenance records the first ones)."""
         self._lock = threading.Condition()
         self._select_lock = threading.Lock()
         self.recipes: dict[str | None, Recipe] = {}
@@ -138,7 +141,7 @@ class Changeover:
         r = self._known(name)
         with self._select_lock:  # one changeover at a time, in the order asked
             before = self.active
-            fresh = self._prepare(r)
+            fresh, started = self._prepare(r)
             if r.error is not None:
                 msg = f"recipe {name!r} (asked by {by}) cannot start: {r.error}; recipe {before.name!r} stays active"
                 self._on_event("recipe_refused", msg)
@@ -149,11 +152,17 @@ class Changeover:
             entry = {"from": before.name, "to": r.name, "by": by, "requested": t0, "active": t1, "started": fresh}
             self.changeovers.append(entry)
         if before is not r:
+            models = ""
+            if started and self._describe is not None:
+                try:
+                    models = f"; models started: {self._describe(started)}"
+                except Exception as exc:  # noqa: BLE001 - a file gone since: said, the switch stands
+                    models = f"; models started: not described ({type(exc).__name__}: {exc})"
             self._on_event(
                 "recipe_changeover",
                 f"recipe {before.name} -> {r.name} (asked by {by}): active {1000 * (t1 - t0):.1f} ms after the "
                 f"request ({fresh} detector(s) started and warmed first, the rest shared or already running); "
-                f"parts captured before it finish under {before.name}; hash {r.hash}",
+                f"parts captured before it finish under {before.name}; hash {r.hash}{models}",
             )
         return t1 - t0
 
@@ -171,17 +180,16 @@ class Changeover:
             raise RecipeRefused(msg)
         return r
 
-    def _prepare(self, r: Recipe) -> int:
+    def _prepare(self, r: Recipe) -> tuple[int, list[StepWorker]]:
         """Start ``r``'s detectors not running yet and add their lanes (another thread already
-        doing so is waited for); the number started here."""
+        doing so is waited for); the number started here, and those workers."""
         with self._lock:
             while r.starting:
                 self._lock.wait(WAIT_POLL_S)
             if r.lanes is not None:
-                return 0
+                return 0, []
             r.starting, r.error = True, None
             shared = list(self._lane_steps)
-        started = 0
         try:
             lanes: list[int | None] = []
             new: list[Step] = []
@@ -194,21 +202,20 @@ class Changeover:
                 workers = self._start_steps(new) if new else []
             except Exception as exc:  # noqa: BLE001 - StationError, a plugin's failure: the request is refused
                 r.error = str(exc)
-                return 0
+                return 0, []
             added = self.pipeline.add_lanes(workers) if workers else []
             if added is None:
                 for w in workers:
                     w.close()
                 r.error = "the station is stopping"
-                return 0
-            started = len(workers)
+                return 0, []
             with self._lock:
                 self.workers.extend(workers)
                 self._lane_steps.extend(w.step for w in workers)
                 it = iter(added)
                 r.lanes = [at if at is not None else next(it) for at in lanes]
             r.ready.set()
-            return started
+            return len(workers), workers
         finally:
             with self._lock:
                 r.starting = False

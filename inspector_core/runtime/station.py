@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import queue
@@ -410,6 +411,8 @@ class StationRuntime:
     def _provenance_plugins(self) -> dict[str, Any]:
         used = [("source", self.station.source.name)]
         used += [("detector", s.detector.name) for s in self.station.steps]
+        # issue 14: every recipe's detectors (a recipe started later runs under this run too)
+        used += [("detector", s.detector.name) for r in self.station.recipes.values() for s in r.steps]
         used += [("sink", cls.name) for cls, _ in self.station.sinks]
         out: dict[str, Any] = {}
         for what, name in used:
@@ -697,7 +700,12 @@ class StationRuntime:
         from inspector_core.runtime.control import ControlServer
 
         self._changeover = Changeover(
-            self.station, workers, self._pipeline, start_steps=self._start_steps, on_event=self.event
+            self.station,
+            workers,
+            self._pipeline,
+            start_steps=self._start_steps,
+            on_event=self.event,
+            describe=lambda started: json.dumps(self._provenance_models(started), sort_keys=True),
         )
         try:
             self._changeover.preload()
