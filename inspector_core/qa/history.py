@@ -32,6 +32,7 @@ from inspector_core.qa.filters import (
     _where,
 )
 from inspector_core.store.records import StepRecord
+from inspector_core.store.view_records import InspectionView as IV
 
 # ---------------------------------------------------------------------------- history
 
@@ -62,6 +63,9 @@ class InspectionRow:
     """With ``evidence=True``: every stored finding (failed and candidates) with its scores and box."""
     recipe: str | None = None
     """The station recipe the part was inspected under (migration 0012; ``None``: none)."""
+    views: tuple[ViewSummary, ...] = ()
+    """A multi-view part's views (migration 0013; docs/views.md), in the order declared; empty for
+    a single-view station."""
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -71,7 +75,43 @@ class InspectionRow:
             if d[key] is None:
                 del d[key]
             else:
-                d[key] = list(d[key])
+                d[key] = [_no_view(x) for x in d[key]]
+        if self.views:
+            d["views"] = [v.as_dict() for v in self.views]
+        else:
+            del d["views"]
+        return d
+
+
+def _no_view(d: dict[str, Any]) -> dict[str, Any]:
+    # A single-view station's steps and findings keep the shape they had before views (no null key).
+    if d.get("view") is None:
+        d.pop("view", None)
+    return d
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewSummary:
+    """One view of a multi-view part, as the history carries it (``inspection_views``)."""
+
+    view: str
+    status: str
+    """``ok``, ``missing`` (no frame by the join's deadline) or ``error`` (a frame not inspectable)."""
+    captured_at: datetime | None
+    error: str | None
+    kinds: tuple[str, ...]
+    """Kinds of this view's defects that counted in the verdict."""
+    n_defects: int
+    crop_ids: tuple[int, ...]
+    """The crops of this view's counted defects (``inspector crops``, ``/crops/ID``)."""
+    note: str | None = None
+    path: str | None = None
+    """The view frame's file (``source_meta.path``), when its source gave one."""
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["captured_at"] = self.captured_at.isoformat() + "Z" if self.captured_at else None
+        d["kinds"], d["crop_ids"] = list(self.kinds), list(self.crop_ids)
         return d
 
 
@@ -87,6 +127,8 @@ class StepScore:
     """The highest normalised finding score in [0, 1] (0 with none above the report floor)."""
     raw_score: float | None
     """The detector's own unclipped score (``Finding.raw_score``), ``None`` if it gives none."""
+    view: str | None = None
+    """The view of the part the step looked at (migration 0013); ``None``: a single-view station."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +144,8 @@ class FindingScore:
     measurements: dict[str, float] = dataclasses.field(default_factory=dict)
     """The detector's measurements (``length_mm``, ``delta_e``, ...), as stored in ``defects.measurements``."""
     message: str = ""
+    view: str | None = None
+    """The view of the part the finding is on (migration 0013); ``None``: a single-view station."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,23 +222,26 @@ def history(
         by_part: dict[int, list[Any]] = defaultdict(list)
         if ids:
             dq = (
-                select(D.inspection_id, D.kind, D.score, C.id.label("crop_id"))
+                select(D.inspection_id, D.kind, D.score, C.id.label("crop_id"), D.view)
                 .outerjoin(C, C.defect_id == D.id)
                 .where(D.inspection_id.in_(ids), D.failed.is_(True))
                 .order_by(D.inspection_id, D.score.desc(), D.id)
             )
             for d in conn.execute(dq):
                 by_part[d.inspection_id].append(d)
+        views = _views(conn, ids, by_part)
         steps: dict[int, list[StepScore]] = defaultdict(list)
         findings: dict[int, list[FindingScore]] = defaultdict(list)
         if evidence and ids:
             for s in conn.execute(
-                select(SR.inspection_id, SR.step_index, SR.step, SR.detector, SR.status, SR.score, SR.raw_score)
+                select(
+                    SR.inspection_id, SR.step_index, SR.step, SR.detector, SR.status, SR.score, SR.raw_score, SR.view
+                )
                 .where(SR.inspection_id.in_(ids))
                 .order_by(SR.inspection_id, SR.step_index)
             ):
                 steps[s.inspection_id].append(
-                    StepScore(s.step_index, s.step, s.detector, s.status, s.score, s.raw_score)
+                    StepScore(s.step_index, s.step, s.detector, s.status, s.score, s.raw_score, s.view)
                 )
             for x in conn.execute(
                 select(
@@ -210,6 +257,7 @@ def history(
                     D.h,
                     D.measurements,
                     D.message,
+                    D.view,
                 )
                 .where(D.inspection_id.in_(ids))
                 .order_by(D.inspection_id, D.failed.desc(), D.score.desc(), D.id)
@@ -224,6 +272,7 @@ def history(
                         (x.x, x.y, x.w, x.h),
                         dict(x.measurements or {}),
                         x.message or "",
+                        x.view,
                     )
                 )
     out = []
@@ -249,10 +298,36 @@ def history(
                 steps=tuple(steps.get(r.id, ())) if evidence else None,
                 findings=tuple(findings.get(r.id, ())) if evidence else None,
                 recipe=r.recipe,
+                views=views.get(r.id, ()),
             )
         )
     nxt = _cursor(rows[-1].captured_at, rows[-1].id) if more and rows else None
     return Page(out, nxt)
+
+
+def _views(conn: Any, ids: list[int], failed: dict[int, list[Any]]) -> dict[int, tuple[ViewSummary, ...]]:
+    """The views of the inspections ``ids`` that have any (one query), with each view's counted
+    defects from ``failed`` (the page's failed defects, by inspection)."""
+    if not ids:
+        return {}
+    out: dict[int, list[ViewSummary]] = defaultdict(list)
+    for v in conn.execute(select(IV).where(IV.inspection_id.in_(ids)).order_by(IV.inspection_id, IV.id)):
+        ds = [d for d in failed.get(v.inspection_id, []) if d.view == v.view]
+        meta = v.source_meta if isinstance(v.source_meta, dict) else {}
+        out[v.inspection_id].append(
+            ViewSummary(
+                v.view,
+                v.status,
+                v.captured_at,
+                v.error,
+                tuple(dict.fromkeys(d.kind for d in ds)),
+                len(ds),
+                tuple(d.crop_id for d in ds if d.crop_id is not None),
+                v.note,
+                meta.get("path") if isinstance(meta.get("path"), str) else None,
+            )
+        )
+    return {k: tuple(x) for k, x in out.items()}
 
 
 def iter_history(
@@ -296,6 +371,24 @@ class DefectView:
     crop_size: tuple[int, int] | None
     raw_score: float | None = None
     """The detector's own unclipped score (migration 0008)."""
+    view: str | None = None
+    """The view of the part it is on (migration 0013); its box is in that view's frame pixels."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PartView:
+    """One view of a multi-view inspection (``inspection_views``, docs/views.md)."""
+
+    view: str
+    status: str
+    captured_at: datetime | None
+    source_meta: dict[str, Any] | None
+    error: str | None
+    note: str | None
+    evidence_x: int | None
+    """Where the view starts (frame px) in the part's evidence image (its views side by side)."""
+    width: int | None
+    height: int | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,12 +412,26 @@ class InspectionDetail:
     committed_at: datetime | None = None
     commit_latency_ms: float | None = None
     """When the writer committed it, and capture to committed (migration 0008)."""
+    views: list[PartView] = dataclasses.field(default_factory=list)
+    """A multi-view part's views, in the order declared (empty: a single-view station)."""
+
+    @property
+    def view_x(self) -> dict[str | None, int]:
+        """Each view's x in the part's evidence image (a finding's box is in its view's frame)."""
+        return {v.view: v.evidence_x for v in self.views if v.evidence_x is not None}
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["captured_at"] = self.captured_at.isoformat() + "Z"
         d["decided_at"] = self.decided_at.isoformat() + "Z"
         d["committed_at"] = self.committed_at.isoformat() + "Z" if self.committed_at else None
+        if self.views:
+            for v in d["views"]:
+                v["captured_at"] = v["captured_at"].isoformat() + "Z" if v["captured_at"] else None
+        else:
+            del d["views"]
+            d["steps"] = [_no_view(x) for x in d["steps"]]
+            d["defects"] = [_no_view(x) for x in d["defects"]]
         return d
 
 
@@ -350,6 +457,7 @@ def inspection(engine: Engine, inspection_id: int) -> InspectionDetail | None:
                 s.n_findings,
                 s.error,
                 raw_score=s.raw_score,
+                view=s.view,
             )
             for s in conn.execute(select(SR).where(SR.inspection_id == inspection_id).order_by(SR.step_index))
         ]
@@ -391,8 +499,13 @@ def inspection(engine: Engine, inspection_id: int) -> InspectionDetail | None:
                     crop_box,
                     (d.cw, d.ch) if d.crop_id is not None else None,
                     d.raw_score,
+                    d.view,
                 )
             )
+        views = [
+            PartView(v.view, v.status, v.captured_at, v.source_meta, v.error, v.note, v.evidence_x, v.width, v.height)
+            for v in conn.execute(select(IV).where(IV.inspection_id == inspection_id).order_by(IV.id))
+        ]
         run = conn.execute(select(R).where(R.id == r.run_id)).one()
     return InspectionDetail(
         id=r.id,
@@ -411,6 +524,7 @@ def inspection(engine: Engine, inspection_id: int) -> InspectionDetail | None:
         defects=defects,
         committed_at=r.committed_at,
         commit_latency_ms=r.commit_latency_ms,
+        views=views,
         run={
             "id": run.id,
             "started_at": run.started_at.isoformat() + "Z",

@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 from inspector_core.contract import Detector, FrameSource, PlcLink, PluginConfig, Sink
 from inspector_core.plugins import Registry
 from inspector_core.runtime.rules import Rule
+from inspector_core.runtime.views import ViewPlan, check_views, own_source
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 MAX_FILE_BYTES = 1 << 20
@@ -79,6 +80,9 @@ class StepSpec(Strict):
             "process: the detector runs in a worker process of its own (for third-party native code): "
             "a crash there costs the part (ERROR) and the worker is restarted, instead of ending the station"
         ),
+    )
+    view: Annotated[str, Field(pattern=NAME, max_length=100)] | None = Field(
+        None, description="the view of the part this step looks at (a name under views:; docs/views.md)"
     )
     config: dict[str, Any] = Field(default_factory=dict, description="the detector's own config")
 
@@ -281,6 +285,39 @@ class RecipeSpec(Strict):
     measurements: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
 
 
+class ViewSpec(Strict):
+    """One view of a multi-view part (``views: {NAME: ...}``, docs/views.md): its own camera, or
+    the frames of the station's source that carry its tag."""
+
+    description: str = ""
+    source: SourceSpec | None = Field(
+        None, description="this view's own source (a second camera); absent: the station's source feeds it"
+    )
+    tag: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        None,
+        description="a frame of the station's source is this view when its meta[join.tag_key] equals this "
+        "(one camera at several positions); default: the view's name. Not with source:",
+    )
+
+    @field_validator("tag")
+    @classmethod
+    def _tag_or_source(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("source") is not None:
+            raise ValueError("a view with its own source: needs no tag (every frame of that source is this view)")
+        return v
+
+
+class JoinSpec(Strict):
+    """How the views of one part are brought together (docs/views.md)."""
+
+    deadline_ms: float = Field(
+        500, gt=0, le=MAX_BUDGET_MS, description="after a part's first view, how long its other views may take"
+    )
+    tag_key: Annotated[str, Field(min_length=1, max_length=100)] = Field(
+        "view", description="the frame metadata key that names the view, for views sharing the station's source"
+    )
+
+
 class StationSpec(Strict):
     name: str = Field(pattern=NAME, max_length=200, description="the station's name in the store")
     description: str = ""
@@ -309,6 +346,11 @@ class StationSpec(Strict):
     )
     recipe: str | None = Field(None, description="the recipe active at start; default: the first one")
 
+    views: dict[Annotated[str, Field(pattern=NAME, max_length=100)], ViewSpec] | None = Field(
+        None, description="the views of one part (several cameras or positions), each step names its view"
+    )
+    join: JoinSpec = Field(default_factory=JoinSpec, description="how a part's views are joined (with views:)")
+
     @field_validator("steps")
     @classmethod
     def _unique_step_names(cls, steps: list[StepSpec]) -> list[StepSpec]:
@@ -335,6 +377,8 @@ class Step:
     """The station's floor for this step (``steps[i].report_floor``); ``None``: the detector's own."""
     isolation: Literal["thread", "process"] = "thread"
     """``steps[i].isolation``: ``process`` runs the detector in a worker process (runtime/isolation.py)."""
+    view: str | None = None
+    """``steps[i].view``: which view of the part the step looks at (``None``: the station's only one)."""
 
     @property
     def floor(self) -> float:
@@ -357,6 +401,8 @@ class Station:
     store_url: str
     line: tuple[type[PlcLink], PluginConfig] | None = None
     """The PLC link's class and typed config when the station has a ``line:`` section."""
+    views: ViewPlan | None = None
+    """The station's views (``views:``, runtime/views.py), joined by part id; ``None``: one view."""
     recipe: str | None = None
     """The recipe this station is (``None``: a station without recipes)."""
     recipe_hash: str | None = None
@@ -640,7 +686,7 @@ def _check_rois(spec: StationSpec, source: type[FrameSource], config: PluginConf
     width, height = size
     for i, s in enumerate(spec.steps):
         r = s.roi
-        if r is None:
+        if r is None or own_source(spec, s.view):  # checked against that view's source (runtime/views.py)
             continue
         if r.x + r.width > width or r.y + r.height > height:
             problems.append(
@@ -781,7 +827,9 @@ def _station(
         )
         if cls is not None and cfg is not None:
             budget = s.budget_ms or spec.budget_ms
-            steps.append(Step(i, s.name or s.detector, cls, cfg, s.roi, budget, s.report_floor, s.isolation))
+            steps.append(
+                Step(i, s.name or s.detector, cls, cfg, s.roi, budget, s.report_floor, s.isolation, view=s.view)
+            )
     sinks = []
     for i, sink in enumerate(spec.sinks):
         sink_cls, sink_cfg = _plugin_config(
@@ -797,6 +845,10 @@ def _station(
         if link_cls is not None and link_cfg is not None:
             line = (link_cls, link_cfg)
     _check_rules(spec, steps, problems)
+    # issue 14: the views of a part; a view with its own camera runs them all side by side
+    views, view_sources = check_views(
+        spec, steps, registry, _plugin_config, context, problems, (source_cls, source_cfg)
+    )
     if source_cls is not None and source_cfg is not None:
         _check_rois(spec, source_cls, source_cfg, problems)
         if source_cls.triggerable and spec.line is None:  # nothing would ever trigger it: a run that never ends
@@ -814,10 +866,11 @@ def _station(
         spec=spec,
         text=text,
         config_hash=hashlib.sha256(text.encode()).hexdigest(),
-        source=source_cls,
-        source_config=source_cfg,
+        source=view_sources[0] if view_sources else source_cls,
+        source_config=view_sources[1] if view_sources else source_cfg,
         steps=tuple(steps),
         sinks=tuple(sinks),
         store_url=store_url,
         line=line,
+        views=views,
     )

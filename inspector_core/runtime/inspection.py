@@ -27,6 +27,14 @@ class Begun:
     calibration: Calibration
     views: list[View | None]
     unrun: dict[int, str]
+    part_views: PartViews | None = None
+    """A multi-view part's frames (runtime/views.py); ``image`` is then the first view's."""
+
+    def image_of(self, step: Step) -> np.ndarray:
+        """The frame ``step`` looks at: its view's, or the part's only one."""
+        if self.part_views is not None and step.view is not None:
+            return self.part_views.images[step.view]
+        return self.image
 
 
 @dataclasses.dataclass
@@ -68,7 +76,7 @@ def begin(frame: Frame, station: Station) -> Begun | str:
 def judge(station: Station, begun: Begun, outcomes: list[StepOutcome | None]) -> Judged:
     """The verdict rules over every step's findings; a step that did not answer ``ok`` makes the
     part ERROR (fail closed). Crops are cut from the frame as the store's crop policy says."""
-    image, calibration = begun.image, begun.calibration
+    calibration = begun.calibration
     steps: list[StepRecord] = []
     found: list[tuple[Step, Finding]] = []
     errors: list[tuple[str, str]] = []
@@ -113,7 +121,7 @@ def judge(station: Station, begun: Begun, outcomes: list[StepOutcome | None]) ->
     for (step, f), j, fail in zip(found, judged, failed, strict=True):
         crop = None
         if policy.save == "all" or (policy.save == "failed" and fail):
-            crop = encode_crop(image, f.box, policy)
+            crop = encode_crop(begun.image_of(step), f.box, policy)
         defects.append(
             DefectRecord(
                 step.name,
@@ -131,7 +139,10 @@ def judge(station: Station, begun: Begun, outcomes: list[StepOutcome | None]) ->
             )
         )
     error = "; ".join(f"step {name}: {msg}" for name, msg in errors) or None
-    return Judged(verdict(failed, len(errors)), error, errors[0][0] if errors else None, steps, defects)
+    result = Judged(verdict(failed, len(errors)), error, errors[0][0] if errors else None, steps, defects)
+    if begun.part_views is not None:
+        _judge_views(station, begun.part_views, result)
+    return result
 
 
 @dataclasses.dataclass(slots=True)
@@ -159,3 +170,110 @@ def check_image(image: Any) -> str | None:
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3) or image.size == 0:
         return f"the source gave an image of shape {image.shape}; expected (H, W) or (H, W, 3)"
     return None
+
+
+# ---------------------------------------------------------------------------- multi-view parts
+
+
+@dataclasses.dataclass
+class PartViews:
+    """The frames of a multi-view part (issue 14; docs/views.md): the image of each view that can be
+    inspected, and why each other view cannot (missing past the join's deadline, a corrupt frame)."""
+
+    images: dict[str, np.ndarray]
+    problems: dict[str, str]
+    order: tuple[str, ...]
+
+    def mosaic(self) -> np.ndarray:
+        """The part's views side by side (declared order, top-aligned, colour when any is), for the
+        whole-frame evidence of the part: one image, each view at :meth:`layout`'s x. Built only
+        when the evidence writer keeps the frame (in its thread), never on the inspection's path."""
+        layout = self.layout()
+        imgs = [self.images[v] for v in self.order if v in self.images]
+        if not imgs:
+            raise ValueError("no view of this part has an image")
+        height = max(i.shape[0] for i in imgs)
+        width = sum(i.shape[1] for i in imgs)
+        colour = any(i.ndim == 3 for i in imgs)
+        out = np.zeros((height, width, 3) if colour else (height, width), np.uint8)
+        for view, x in layout.items():
+            img = self.images[view]
+            if colour and img.ndim == 2:
+                img = np.repeat(img[:, :, None], 3, axis=2)
+            out[: img.shape[0], x : x + img.shape[1]] = img
+        return out
+
+    def layout(self) -> dict[str, int]:
+        """Each view's x in :meth:`mosaic` (frame px), for the views with an image."""
+        x, out = 0, {}
+        for v in self.order:
+            if v in self.images:
+                out[v] = x
+                x += self.images[v].shape[1]
+        return out
+
+
+def begin_views(frames: dict[str, Frame | None], missing: dict[str, str], station: Station) -> Begun:
+    """What each step sees of a multi-view part: its ROI of its own view's frame (``None`` where that
+    view is missing or cannot be inspected, the reason in ``unrun``)."""
+    assert station.views is not None
+    calibration = Calibration(station.spec.calibration.mm_per_px)
+    images: dict[str, np.ndarray] = {}
+    problems: dict[str, str] = {}
+    for view in station.views.names:
+        frame = frames.get(view)
+        if frame is None:
+            problems[view] = missing.get(view, f"view {view!r} missing")
+            continue
+        if frame.error is not None or frame.image is None:
+            problems[view] = f"view {view!r}: {frame.error or 'the source gave no image'}"
+            continue
+        problem = check_image(frame.image)
+        if problem:
+            problems[view] = f"view {view!r}: {problem}"
+            continue
+        images[view] = frame.image
+    first = next(iter(images.values()), np.zeros((1, 1), np.uint8))
+    part = PartViews(images, problems, station.views.names)
+    begun = Begun(first, calibration, [], {}, part)
+    for step in station.steps:
+        frame = frames.get(step.view or "")
+        image = images.get(step.view or "")
+        if image is None or frame is None:
+            begun.unrun[step.index] = problems.get(step.view or "", "no view")
+            begun.views.append(None)
+            continue
+        h, w = image.shape[:2]
+        r = step.roi
+        if r and (r.x + r.width > w or r.y + r.height > h):
+            begun.unrun[step.index] = (
+                f"roi {r.x},{r.y} {r.width}x{r.height} lies outside view {step.view!r}'s {w}x{h} frame"
+            )
+            begun.views.append(None)
+            continue
+        sub = image[r.y : r.y + r.height, r.x : r.x + r.width] if r else image
+        origin = (r.x, r.y) if r else (0, 0)
+        begun.views.append(View(sub, frame.part_id, origin, calibration, frame.meta, frame_size=(w, h)))
+    return begun
+
+
+def _judge_views(station: Station, part: PartViews, judged: Judged) -> None:
+    """Each step result and finding names its view; a view that could not be inspected makes the
+    part ERROR with that reason first and ``error_step`` ``view:NAME`` (never PASS)."""
+    view_of = {s.name: s.view for s in station.steps}
+    for sr in judged.steps:
+        sr.view = view_of.get(sr.step)
+    for d in judged.defects:
+        d.view = view_of.get(d.step)
+    if not part.problems:
+        return
+    first = next(v for v in part.order if v in part.problems)
+    reasons = [part.problems[v] for v in part.order if v in part.problems]
+    others = [
+        f"step {sr.step}: {sr.error}"
+        for sr in judged.steps
+        if sr.status != "ok" and view_of.get(sr.step) not in part.problems
+    ]
+    judged.verdict = "ERROR"
+    judged.error = "; ".join(reasons + others)
+    judged.error_step = f"view:{first}"

@@ -56,6 +56,7 @@ from inspector_core.runtime.delivery import Delivery, sink_keys
 from inspector_core.runtime.evidence import evidence_writer
 from inspector_core.runtime.inspection import Begun, begin, judge
 from inspector_core.runtime.inspection import check_image as _check_image  # noqa: F401 - its old name here
+from inspector_core.runtime.join import JoinedPart, begin_part_views, evidence_image, view_records
 from inspector_core.runtime.line import RecipeRefused
 from inspector_core.runtime.pipeline import Pipeline, default_workers
 from inspector_core.runtime.progress import Tally
@@ -104,6 +105,8 @@ class _Captured:
     """The recipe the part is inspected under, bound at capture (runtime/changeover.py)."""
     recipe_error: str | None = None
     """Why the part has no recipe (a product code that selects none): it is ERROR."""
+    views: JoinedPart | None = None
+    """A multi-view part's views as joined (runtime/join.py); ``frame`` is then its first view's."""
 
 
 class StationRuntime:
@@ -494,6 +497,8 @@ class StationRuntime:
             frames = self._source.frames()
             if self._line is not None:  # issue 13: one frame per PLC trigger
                 frames = self._line.frames(frames, self._stop)
+            if st.views is not None:  # issue 14: the views of a part joined by part id (runtime/join.py)
+                frames = self._joined(frames)
             for frame in frames:
                 if self._capture_abandoned.is_set():
                     msg = f"source {st.source.name} yielded a frame after it was abandoned at shutdown; not recorded"
@@ -501,10 +506,12 @@ class StationRuntime:
                     self.event("source_late_frame", msg)
                     break
                 # The frame just yielded is recorded even if a stop arrived meanwhile.
-                item = self._captured(frame)
+                item = frame if isinstance(frame, _Captured) else self._captured(frame)
                 item.recipe, item.recipe_error = self._changeover.for_frame(item.frame)
                 self._seq += 1
                 self._enqueue(item)
+                if st.views is not None:
+                    continue  # the join ends by itself after a stop, recording the parts it holds
                 if self._stop.is_set() or (self.limit is not None and self._seq >= self.limit):
                     break
         except Exception as exc:  # noqa: BLE001
@@ -591,6 +598,24 @@ class StationRuntime:
             )
         )
 
+    def _joined(self, frames: Any) -> Any:
+        """issue 14: the parts of a multi-view station, each with its views (runtime/join.py); a
+        frame that joins no part (unknown view, duplicate, late) is recorded as an event."""
+        from inspector_core.runtime.join import joined
+
+        plan = self.station.views
+        assert plan is not None
+        stopping = lambda: self._stop.is_set() or (self.limit is not None and self._seq >= self.limit)  # noqa: E731
+        for out in joined(frames, plan, capture=self._captured, stopping=stopping):
+            if isinstance(out, JoinedPart):
+                first = next(a.item for a in out.views.values() if a is not None)
+                meta = dict(first.meta or {})
+                meta["views"] = [v for v, a in out.views.items() if a is not None]
+                yield _Captured(first.frame, self._seq, uuid.uuid4().hex, out.t0, meta, views=out)
+            else:
+                log.warning("%s", out.message)
+                self.event(out.kind, storable_message(out.message))
+
     # -------------------------------------------------------------- inspect
 
     def _inspect_loop(self, workers: list[StepWorker]) -> None:
@@ -644,7 +669,7 @@ class StationRuntime:
                     record = self._record(item, "ERROR", error=f"host error: {type(exc).__name__}: {exc}")
             try:
                 # The frame (a reference) for the writer's evidence files (store.evidence; issue 15).
-                self._submit(record, begun.image if isinstance(begun, Begun) else None)
+                self._submit(record, evidence_image(begun) if isinstance(begun, Begun) else None)
             except Exception as exc:  # noqa: BLE001 - stop, saying so, rather than die silently
                 msg = f"part {item.frame.part_id!r} could not be handed to the recorder: {type(exc).__name__}: {exc}"
                 log.error(msg)
@@ -658,7 +683,7 @@ class StationRuntime:
         station = self._recipe_station(item)
         if isinstance(station, InspectionRecord):
             return station
-        begun = begin(item.frame, station)
+        begun = begin(item.frame, station) if item.views is None else begin_part_views(item.views, station)
         if isinstance(begun, str):
             return self._record(item, "ERROR", error=begun, error_step="source")
         return begun
@@ -688,6 +713,7 @@ class StationRuntime:
             error=None if error is None else storable_message(error),
             error_step=error_step,
             source_meta=item.meta or None,
+            views=view_records(item.views) if item.views is not None else [],
             recipe=item.recipe.name if item.recipe is not None else None,
             recipe_hash=item.recipe.hash if item.recipe is not None else None,
         )

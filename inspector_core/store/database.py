@@ -595,6 +595,7 @@ class Store:
             defects: list[tuple[Any, ...]] = []
             crops: list[tuple[Any, ...]] = []
             evidence: list[tuple[Any, ...]] = []
+            views: list[tuple[Any, ...]] = []
             add_ins, add_step, add_defect, add_crop = ins.append, steps.append, defects.append, crops.append
             add_rollup = rollup.add_many
             k = 0
@@ -612,6 +613,7 @@ class Store:
                             s.latency_ms,
                             s.n_findings,
                             s.error,
+                            s.view,
                         )
                     )
                 n_failed = 0
@@ -638,6 +640,7 @@ class Store:
                             d.size_mm,
                             js(d.measurements),
                             d.message,
+                            d.view,
                         )
                     )
                     c = d.crop
@@ -658,6 +661,8 @@ class Store:
                     decided_db = decided.isoformat(" ", "microseconds")
                 else:
                     captured_db, decided_db = captured, decided
+                if r.views:  # issue 14: a multi-view part's views (inspection_views, migration 0013)
+                    add_views(iid, r.views, sqlite, views)
                 ev = r.evidence
                 if ev is not None:  # its file (if stored) was written and fsynced before this transaction
                     evidence.append(
@@ -707,6 +712,7 @@ class Store:
             _insert_rows(conn, _DEFECT_COLUMNS, defects)
             _insert_rows(conn, _CROP_COLUMNS, crops)
             _insert_rows(conn, _EVIDENCE_COLUMNS, evidence)
+            _insert_rows(conn, VIEW_COLUMNS, views)
             write_rollup(conn, rollup)
         for r in new:  # only now: a record spooled after a failed attempt carries no commit time
             r.committed_at = at
@@ -722,17 +728,35 @@ _INSPECTION_COLUMNS = (
 )
 _STEP_COLUMNS = (
     "step_results",
-    "inspection_id step_index step detector status score raw_score latency_ms n_findings error",
+    "inspection_id step_index step detector status score raw_score latency_ms n_findings error view",
 )
 _DEFECT_COLUMNS = (
     "defects",
-    "id inspection_id step detector kind score raw_score failed x y w h size_px size_mm measurements message",
+    "id inspection_id step detector kind score raw_score failed x y w h size_px size_mm measurements message view",
 )
 _CROP_COLUMNS = ("crops", "defect_id inspection_id format width height x y scale data")
 _EVIDENCE_COLUMNS = (
     "evidence",
     "inspection_id station_id captured_at kept_as status reason sha256 format width height scale bytes created_at",
 )
+
+VIEW_COLUMNS = (
+    "inspection_views",
+    "inspection_id view status captured_at source_meta error note evidence_x width height",
+)
+
+
+def add_views(iid: int, records: Sequence[Any], sqlite: bool, rows: list[tuple[Any, ...]]) -> None:
+    """The bulk rows of an inspection's views (``inspection_views``), in the database's form."""
+    for v in records:
+        at = v.captured_at
+        if at is not None:
+            at = naive_utc(at)
+            if sqlite:
+                at = at.isoformat(" ", "microseconds")
+        meta = None if v.source_meta is None else _json(v.source_meta)
+        rows.append((iid, v.view, v.status, at, meta, v.error, v.note, v.evidence_x, v.width, v.height))
+
 
 _SQL: dict[tuple[str, str], str] = {}
 

@@ -173,6 +173,8 @@ class EvidenceWriter:
         t0 = time.perf_counter()
         try:
             full = kept_as == "fail" and p.fail == "full"
+            if callable(image):  # a multi-view part's views side by side, built here (runtime/join.py)
+                image = image()
             data, w, h, scale = encode(image, full=full, max_side=p.max_side, fmt=p.format, quality=p.quality)
         except Exception as exc:  # noqa: BLE001 - a frame that cannot be encoded is not worth the verdict
             return self.dropped_record(kept_as, f"cannot encode the frame: {type(exc).__name__}: {exc}")

@@ -63,6 +63,8 @@ class DefectRecord:
     crop: CropRecord | None = None
     raw_score: float | None = None
     """The detector's own unclipped score (``Finding.raw_score``), beside ``score`` in [0, 1]."""
+    view: str | None = None
+    """The view of the part the finding is on (``defects.view``, migration 0013); ``None``: the only one."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -80,6 +82,29 @@ class StepRecord:
     raw_score: float | None = None
     """The highest ``Finding.raw_score`` among all the findings the detector returned for the part,
     those below its report floor included (``score`` is 0 then); ``None`` when it gives none."""
+    view: str | None = None
+    """The view of the part the step looked at (``step_results.view``, migration 0013)."""
+
+
+@dataclasses.dataclass(slots=True)
+class ViewRecord:
+    """One view of a multi-view part (``inspection_views``, migration 0013; docs/views.md)."""
+
+    __pydantic_config__ = _SPOOL_JSON
+
+    view: str
+    status: str
+    """``ok``: inspected; ``missing``: no frame by the join's deadline; ``error``: a frame that
+    cannot be inspected (``error`` says why)."""
+    captured_at: datetime | None = None
+    source_meta: dict[str, Any] | None = None
+    error: str | None = None
+    note: str | None = None
+    """What else happened to this view of the part (a duplicate frame that was not inspected)."""
+    evidence_x: int | None = None
+    """Where this view's frame starts (px, from the left) in the part's whole-frame evidence image."""
+    width: int | None = None
+    height: int | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -132,6 +157,8 @@ class InspectionRecord:
     COMMIT (``inspections.committed_at``); ``None`` before, and in the spool."""
     evidence: EvidenceRecord | None = None
     """The frame kept as evidence (set by the writer before it commits), or ``None``."""
+    views: list[ViewRecord] = dataclasses.field(default_factory=list)
+    """A multi-view part's views (empty for a station with one view)."""
     recipe: str | None = None
     """The station recipe the part was inspected under (docs/recipes.md); ``None``: none."""
     recipe_hash: str | None = None
@@ -143,6 +170,8 @@ class InspectionRecord:
         d["captured_at"] = self.captured_at.isoformat()
         d["decided_at"] = self.decided_at.isoformat()
         d["committed_at"] = None if self.committed_at is None else self.committed_at.isoformat()
+        for v in d["views"]:
+            v["captured_at"] = None if v["captured_at"] is None else v["captured_at"].isoformat()
         for defect in d["defects"]:
             if defect["crop"]:
                 defect["crop"]["data"] = base64.b64encode(defect["crop"]["data"]).decode()
@@ -167,6 +196,12 @@ class InspectionRecord:
         d["defects"] = defects
         if d.get("evidence"):
             d["evidence"] = EvidenceRecord(**d["evidence"])
+        views = []
+        for v in d.get("views") or []:
+            if v.get("captured_at"):
+                v["captured_at"] = datetime.fromisoformat(v["captured_at"])
+            views.append(ViewRecord(**v))
+        d["views"] = views
         return cls(**d)
 
 

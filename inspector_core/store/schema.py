@@ -163,6 +163,9 @@ class StepResult(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     n_findings: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    view: Mapped[str | None] = mapped_column(String(100))
+    """The view of the part the step looked at (``inspection_views``); ``NULL``: a single-view
+    station (migration 0013)."""
 
     inspection: Mapped[Inspection] = relationship(back_populates="steps")
     __table_args__ = (Index("ix_step_results_inspection", "inspection_id"),)
@@ -191,6 +194,9 @@ class Defect(Base):
     size_mm: Mapped[float | None] = mapped_column(Float)
     measurements: Mapped[dict[str, Any]]
     message: Mapped[str] = mapped_column(Text, default="")
+    view: Mapped[str | None] = mapped_column(String(100))
+    """The view of the part the finding is on; its box is in that view's frame pixels; ``NULL``: a
+    single-view station (migration 0013)."""
 
     inspection: Mapped[Inspection] = relationship(back_populates="defects")
     crop: Mapped[Crop | None] = relationship(back_populates="defect", uselist=False)
@@ -314,3 +320,6 @@ from inspector_core.store import line_records as _line_records  # noqa: E402, F4
 
 # The review log and the accounts that write it (issue 15), likewise.
 from inspector_core.store import review_records as _review_records  # noqa: E402, F401
+
+# The views of a multi-view part (issue 14), likewise.
+from inspector_core.store import view_records as _view_records  # noqa: E402, F401

@@ -20,6 +20,7 @@ import dataclasses
 import fnmatch
 import hashlib
 import os
+import re
 import stat
 import threading
 from collections.abc import Iterator
@@ -47,7 +48,7 @@ MAX_SKIPS_LISTED = 1000
 
 
 class FolderConfig(PluginConfig):
-    path: str = Field(description="folder of images; relative to the station file")
+    path: str = Field(description="folder of images; relative to the station file; ${VAR} from the environment")
     pattern: str = Field("*", description="glob of file names, e.g. '*.png' (matched against the name, case-sensitive)")
     recursive: bool = Field(
         False, description="also look in sub-folders, symlinked ones too (part id keeps the relative path)"
@@ -67,6 +68,18 @@ class FolderConfig(PluginConfig):
     max_file_mb: float = Field(
         DEFAULT_MAX_FILE_MB, gt=0, description="a larger file is an ERROR, refused unread (bounds memory; sparse files)"
     )
+
+    @field_validator("path")
+    @classmethod
+    def _expand_variables(cls, v: str) -> str:
+        # ${VAR} from the environment: a station names shared data without a machine's own path in it.
+        unset = sorted({m for m in re.findall(r"\$\{(\w+)\}", v) if m not in os.environ})
+        if unset:
+            raise ValueError(
+                f"{', '.join('${' + m + '}' for m in unset)} not set in the environment; export it before "
+                "validating or running the station"
+            )
+        return re.sub(r"\$\{(\w+)\}", lambda m: os.environ[m.group(1)], v)
 
     @field_validator("pattern")
     @classmethod
