@@ -10,6 +10,9 @@ database migrated to the newest schema, so both start empty with the same indexe
 - **recorder**: :class:`~inspector_core.store.Recorder` as a station uses it (one producer
   thread submitting, the writer's group commit, at most 500 per transaction), timed from the
   first submit to ``close()`` (every verdict committed and reported, the run ended);
+- **recorder, SQLite's own checkpoints** (SQLite only): the same with ``wal_checkpoints=False``,
+  so that the write-ahead log is checkpointed inside the writer's commits (SQLite's
+  autocheckpoint, as before the checkpointer thread of ``store/checkpoint.py``);
 - **raw**: plain DBAPI ``executemany`` of the same rows (``inspections``, ``step_results``,
   ``defects``, ``crops``, ids given), grouped 500 inspections per commit; no roll-up, no
   duplicate check, no first-of-part probe, no spool: the limit of this database on this disk.
@@ -54,6 +57,8 @@ from inspector_core.store import (
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 GROUP = 500
+CHECKPOINTS: list[tuple[int, int]] = []
+"""(checkpoints, log restarts) of each recorder run with the checkpointer thread."""
 
 
 def _crop() -> bytes:
@@ -110,7 +115,7 @@ def _run(station: str) -> RunRecord:
     return RunRecord(station, "bench", "0", {}, "", "x" * 64, {})
 
 
-def recorder_rate(url: str, n: int) -> tuple[float, float, list[float]]:
+def recorder_rate(url: str, n: int, *, wal_checkpoints: bool = True) -> tuple[float, float, list[float]]:
     """Inspections/s through the recorder, this process's CPU us per inspection (all threads),
     and the gaps (ms) between each batch's committed_at and its commit returning."""
     store = Store(url)
@@ -126,7 +131,7 @@ def recorder_rate(url: str, n: int) -> tuple[float, float, list[float]]:
             gaps.append((now - at).total_seconds() * 1000)
 
     done: list[InspectionRecord] = []
-    rec = Recorder(store, run=run, on_committed=committed)
+    rec = Recorder(store, run=run, on_committed=committed, wal_checkpoints=wal_checkpoints)
     rec.start()
     t0, c0 = time.perf_counter(), time.process_time()
     for r in recs:
@@ -134,6 +139,10 @@ def recorder_rate(url: str, n: int) -> tuple[float, float, list[float]]:
     assert rec.close(120, parts_seen=n), rec.close_problem
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert len(done) == n and rec.committed == n, (len(done), rec.committed)
+    cp = rec.checkpointer
+    if cp is not None:
+        assert cp.error is None, cp.error
+        CHECKPOINTS.append((cp.checkpoints, cp.restarts))
     store.close()
     return n / dt, cpu / n * 1e6, gaps
 
@@ -305,12 +314,14 @@ def _load() -> str:
 
 def measure(backend: str, n: int, rounds: int, goal: float) -> dict[str, Any]:
     rates: list[float] = []
+    autos: list[float] = []
     raws: list[float] = []
     writes: list[float] = []
-    cpus: dict[str, list[float]] = {"raw": [], "recorder": [], "write": []}
+    cpus: dict[str, list[float]] = {"raw": [], "recorder": [], "autockpt": [], "write": []}
     gaps: list[float] = []
+    order = ("raw", "recorder", "autockpt", "write") if backend == "sqlite" else ("raw", "recorder", "write")
     for k in range(rounds):
-        for what in ("raw", "recorder", "write") if k % 2 == 0 else ("write", "recorder", "raw"):
+        for what in order if k % 2 == 0 else order[::-1]:
             with tempfile.TemporaryDirectory() as d:
                 name = None
                 if backend == "sqlite":
@@ -324,6 +335,9 @@ def measure(backend: str, n: int, rounds: int, goal: float) -> dict[str, Any]:
                     elif what == "write":
                         r, cpu = write_rate(url, n)
                         writes.append(r)
+                    elif what == "autockpt":
+                        r, cpu, _ = recorder_rate(url, n, wal_checkpoints=False)
+                        autos.append(r)
                     else:
                         r, cpu, g = recorder_rate(url, n)
                         rates.append(r)
@@ -345,6 +359,18 @@ def measure(backend: str, n: int, rounds: int, goal: float) -> dict[str, Any]:
         f"goal >= {goal:,.0f}/s: {'met' if rate >= goal else 'MISSED'}{gap}  ({_load()})",
         flush=True,
     )
+    if autos:
+        aratios = [a / b for a, b in zip(autos, raws, strict=True)]
+        gains = [a / b for a, b in zip(rates, autos, strict=True)]
+        print(
+            f"{backend}: recorder with SQLite's own checkpoints (in the writer's commits) "
+            f"{statistics.median(autos):,.0f}/s: "
+            f"ratio to raw {statistics.median(aratios):.2f} (per round {', '.join(f'{x:.2f}' for x in aratios)}); "
+            f"checkpointer thread / own checkpoints per round {', '.join(f'{x:.2f}' for x in gains)}; CPU "
+            f"{statistics.median(cpus['autockpt']):.1f} us; checkpoints (restarts) of the thread per run: "
+            f"{', '.join(f'{c} ({r})' for c, r in CHECKPOINTS)}",
+            flush=True,
+        )
     cpu_raw, cpu_rec = statistics.median(cpus["raw"]), statistics.median(cpus["recorder"])
     cpu_write = statistics.median(cpus["write"])
     wratios = [a / b for a, b in zip(writes, raws, strict=True)]

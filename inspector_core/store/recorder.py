@@ -33,6 +33,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Literal
 
+from inspector_core.store.checkpoint import WalCheckpointer
 from inspector_core.store.database import Store, StoreError, StoreTimeout, classify, describe_failure
 from inspector_core.store.evidence import EvidenceWriter, add_evidence
 from inspector_core.store.records import EventRecord, EvidenceRecord, InspectionRecord, RunRecord, utcnow
@@ -63,7 +64,9 @@ class Recorder:
     ``spool_dir``: where the spool file lives (named by the station and a hash of the database
     URL); ``None`` keeps the spool in memory (lost with the process: for tests and tools).
     ``on_event(kind, message)`` is told about the recorder's own events as well (they are
-    written either way).
+    written either way). ``wal_checkpoints``: on a SQLite file, the write-ahead log is
+    checkpointed from a thread of its own instead of inside the writer's commits
+    (:mod:`inspector_core.store.checkpoint`); ``False`` leaves it to SQLite's autocheckpoint.
     """
 
     def __init__(
@@ -81,8 +84,15 @@ class Recorder:
         retry_s: float = 1.0,
         max_retry_s: float = 15.0,
         evidence: EvidenceWriter | None = None,
+        wal_checkpoints: bool = True,
     ) -> None:
         self.store = store
+        self.checkpointer: WalCheckpointer | None = None
+        """The SQLite file's WAL checkpoints, off the writer's commits (``None``: SQLite's own)."""
+        if wal_checkpoints and store.sqlite_path is not None:
+            self.checkpointer = WalCheckpointer(
+                store.engine, store.sqlite_path, writer_busy_timeout_s=store.busy_timeout_s
+            )
         self.evidence = evidence
         """Keeps the frames handed to :meth:`submit` as evidence files, in the writer's thread,
         before the transaction of their rows (``None``: no evidence)."""
@@ -179,6 +189,8 @@ class Recorder:
             if classify(exc) != "unreachable":
                 raise StoreError(describe_failure(self.store.display_url, exc)) from exc
             self._went_down(exc)
+        if self.checkpointer is not None:
+            self.checkpointer.start()
         self._busy = True  # until what earlier runs left in the spool is tried (flush waits for it)
         self._thread.start()
 
@@ -284,6 +296,8 @@ class Recorder:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self.checkpointer is not None and not self._thread.is_alive():
+            self.checkpointer.stop()
         if self._thread.is_alive():
             self.close_problem = self._left(timeout)
             return False
@@ -550,6 +564,8 @@ class Recorder:
                     r.station_id, r.run_id = self.station_id, self.run_id
         try:
             self.store.write(batch, timeout_s=self.write_timeout_s, fresh=fresh)
+            if self.checkpointer is not None:
+                self.checkpointer.committed(len(batch))
         except Exception as exc:
             if classify(exc) != "refused":
                 raise _Down(exc, batch) from exc
