@@ -128,6 +128,12 @@ def main() -> int:
     ap.add_argument("--int8", action="store_true", help="add a static-int8 backbone variant of each bank")
     ap.add_argument("--parts", type=int, default=30, help="images per timing round")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch threads for the fit and coreset (1: on a loaded machine 2 threads only wait for each other)",
+    )
     args = ap.parse_args()
 
     import cv2
@@ -148,7 +154,7 @@ def main() -> int:
 
     from inspector_core import View
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.torch_threads)
     banks = sorted(int(b) for b in args.banks.split(","))
     rows: list[dict] = []
     for ds in args.datasets.split(","):

@@ -72,10 +72,11 @@ def frame(seed: int, index: int, truth: str) -> np.ndarray:
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
-def prepare_model() -> Path:
-    """The anomaly model, trained once with ``inspector train anomaly`` defaults on synthetic good
-    parts at line resolution; cached (delete ``var/bench/line_rate`` to train again)."""
-    model = CACHE / "anomaly.onnx"
+def prepare_model(memory_bank: int | None = None) -> Path:
+    """The anomaly model, trained once with ``inspector train anomaly`` defaults (or another
+    ``--memory-bank``) on synthetic good parts at line resolution; cached (delete
+    ``var/bench/line_rate`` to train again)."""
+    model = CACHE / ("anomaly.onnx" if memory_bank is None else f"anomaly-bank{memory_bank}.onnx")
     if model.exists() and model.with_suffix(".json").exists():
         return model
     good = CACHE / "train-good"
@@ -87,8 +88,9 @@ def prepare_model() -> Path:
     print(f"# training the anomaly model on {TRAIN_GOOD} good parts (defaults; once) load {load()}", flush=True)
     t0 = time.monotonic()
     exe = Path(sys.executable).parent / "inspector"
+    bank = [] if memory_bank is None else ["--memory-bank", str(memory_bank)]
     subprocess.run(
-        [str(exe), "train", "anomaly", str(good), "-o", str(model)],
+        [str(exe), "train", "anomaly", str(good), "-o", str(model), *bank],
         check=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
@@ -394,18 +396,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rounds", type=int, default=3, help="with --sequential: alternated pairs of runs")
     ap.add_argument("--isolated", action="append", default=[], help="also run with this step isolated")
+    ap.add_argument(
+        "--memory-bank", type=int, default=None, help="the anomaly model's memory bank (default: the training default)"
+    )
     ap.add_argument("--prepare-only", action="store_true", help="train / render the cached inputs and stop")
     ap.add_argument("--phase", help=argparse.SUPPRESS)  # one run, in the process the bench starts for it
     args = ap.parse_args(argv)
     if args.phase:
         return run_phase(json.loads(args.phase))
     reference = prepare_reference()
-    model = prepare_model()
+    model = prepare_model(args.memory_bank)
     if args.prepare_only:
         return 0
     from inspector_core.runtime.pipeline import default_workers
 
-    print(f"# line rate: {FRAME[0]}x{FRAME[1]} mono, misalignment + scratch + dent + anomaly (PatchCore defaults)")
+    card = json.loads(model.with_suffix(".json").read_text())
+    bank = card.get("training", {}).get("settings", {}).get("memory_bank")
+    print(
+        f"# line rate: {FRAME[0]}x{FRAME[1]} mono, misalignment + scratch + dent + anomaly "
+        f"(PatchCore, {model.name}, memory bank {bank})"
+    )
     print(
         f"# cores {os.cpu_count()}, workers {args.workers or default_workers()}, anomaly threads "
         f"{args.anomaly_threads or 'default'}, python {sys.version.split()[0]}; each run in a process of its own"

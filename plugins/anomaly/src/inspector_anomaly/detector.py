@@ -314,8 +314,11 @@ class Anomaly(Detector):
 
     def inspect(self, view: View) -> list[Finding]:
         self.load()
+        return self._findings(view, self._coarse(view.image))
+
+    def _findings(self, view: View, coarse: np.ndarray) -> list[Finding]:
+        """The part's findings from its map at the model's resolution (NaN where ignored)."""
         cfg: AnomalyConfig = self.config  # type: ignore[assignment]
-        coarse = self._coarse(view.image)
         score_raw = self._score(coarse)
         if self.normalise(score_raw) < self.report_floor:
             return []

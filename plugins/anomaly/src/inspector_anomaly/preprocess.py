@@ -67,6 +67,49 @@ def photometric(image: np.ndarray, mode: Photometric) -> np.ndarray:
     raise ValueError(f"anomaly preprocessing: unknown photometric mode {mode!r} (use none, meanstd or clahe)")
 
 
+AREA_BY_INTEGRAL_MIN_PX = 2_000_000
+"""Source images of at least this many pixels are area-averaged through their integral image
+(:func:`area_resize`) when the reduction is not a whole factor; smaller ones by OpenCV directly."""
+
+
+def area_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``cv2.resize(image, size, interpolation=cv2.INTER_AREA)`` for a reduction, the same values
+    (up to one grey level where rounding ties: 0.002 % of pixels in tests), cheaper on large frames.
+
+    OpenCV's area averaging by a factor that is not a whole number (2448 x 2048 -> 256 x 214) takes
+    its general path, 9-14 ms of one core per 5 MP frame. Each output pixel is the mean of the
+    input over its footprint, pixels on the footprint's border weighted by the share they cover;
+    that sum is the integral image (one pass, ~3 ms) sampled bilinearly at the footprint's four
+    corners: exact, because the coverage weights are separable. Used for large sources only
+    and mono (``AREA_BY_INTEGRAL_MIN_PX``), where it is 1.3-2x cheaper (5-7 ms instead of 8-14 ms
+    for 5 MP under load); whole factors and colour keep OpenCV's own path."""
+    h, w = image.shape[:2]
+    nw, nh = size
+    whole = w % nw == 0 and h % nh == 0
+    if (
+        image.dtype != np.uint8
+        or image.ndim != 2  # colour: OpenCV's own pass is as fast as three integrals
+        or nw > w
+        or nh > h
+        or whole
+        or h * w < AREA_BY_INTEGRAL_MIN_PX
+        or 255 * h * w >= 2**31  # the int32 integral would overflow
+    ):
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    integral = cv2.integral(image, sdepth=cv2.CV_32S)  # (h + 1, w + 1): sums of image[:y, :x]
+    xs = np.arange(nw + 1) * (w / nw)
+    ys = np.arange(nh + 1) * (h / nh)
+    x0 = np.minimum(xs.astype(np.intp), w - 1)
+    y0 = np.minimum(ys.astype(np.intp), h - 1)
+    fx, fy = xs - x0, (ys - y0)[:, None]
+    corners = integral[np.ix_(np.concatenate([y0, y0 + 1]), np.concatenate([x0, x0 + 1]))].astype(np.float64)
+    k, m = nw + 1, nh + 1
+    across = corners[:, :k] * (1 - fx) + corners[:, k:] * fx
+    at = across[:m] * (1 - fy) + across[m:] * fy
+    box = at[1:, 1:] - at[1:, :-1] - at[:-1, 1:] + at[:-1, :-1]
+    return np.clip(np.rint(box * (nw * nh / (w * h))), 0, 255).astype(np.uint8)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Prepared:
     """The model input for one image and how it maps back to the image."""
@@ -110,7 +153,10 @@ def prepare(
         new_w, new_h = max(1, round(w * s)), max(1, round(h * s))
     else:
         raise ValueError(f"anomaly preprocessing: unknown resize mode {mode!r} (use 'letterbox' or 'stretch')")
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if new_w < w else cv2.INTER_LINEAR)
+    if new_w < w and new_h <= h:
+        resized = area_resize(image, (new_w, new_h))
+    else:
+        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if new_w < w else cv2.INTER_LINEAR)
     rgb = to_rgb(photometric(resized, light))
     x0, y0 = (out_w - new_w) // 2, (out_h - new_h) // 2
     if (new_w, new_h) != (out_w, out_h):

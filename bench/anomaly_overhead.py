@@ -1,0 +1,126 @@
+"""What the runtime's anomaly step costs beyond onnxruntime itself: ``Anomaly.inspect`` against
+bare ``session.run`` of the same ONNX file on the same images, interleaved image by image in one
+run (so load from other work on the machine falls on both alike), wall and CPU time.
+
+No training and no torch: it takes a trained model (default: ``bench/line_rate.py``'s cached
+one, trained with ``inspector train anomaly`` defaults on synthetic 5 MP parts; run
+``python bench/line_rate.py --prepare-only`` first) and frames the line-rate bench renders.
+
+For each input size (a 680 x 480 ROI and the whole 2448 x 2048 mono frame) and each thread
+count it times, per image, in this order rotated every image:
+
+- ``bare``: ``session.run`` on a tensor prepared beforehand, onnxruntime's default session
+  options (threads spinning) but the same thread count;
+- ``bare, detector options``: the same with the detector's own session options (no spinning);
+- ``inspect``: the detector's whole step on the view (resize, lighting, the model, score,
+  regions, findings);
+- and the detector's phases on their own: ``prepare`` (resize + lighting + tensor) and the
+  post-processing after ``session.run``.
+
+Wall times are medians; CPU is process CPU time (every thread of this process: onnxruntime's
+pool included), median. The 1-minute load average is printed beside each block.
+
+    python bench/anomaly_overhead.py [--model PATH] [--images 12] [--rounds 3] [--threads 1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import line_rate  # the frames and the cached model of the line-rate bench
+
+ROI = (884, 784, 680, 480)  # x, y, w, h inside the 2448 x 2048 frame
+
+
+def load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def time_size(det: Any, bare: Any, label: str, images: list[np.ndarray], threads: int, rounds: int) -> None:
+    """One block of the table: every contender on every image, interleaved, order rotated."""
+    from inspector_anomaly.preprocess import prepare
+
+    from inspector_core import View
+
+    c = det.card.input
+    tensors = [prepare(im, (c.height, c.width), c.resize, c.photometric).tensor for im in images]
+    views = [View(im, "p") for im in images]
+    coarse = [det._coarse(im) for im in images]
+    own = det.session
+    calls: dict[str, Callable[[int], object]] = {
+        "bare": lambda i: bare.run([det._map_out], {det._input: tensors[i]}),
+        "bare, detector options": lambda i: own.run([det._map_out], {det._input: tensors[i]}),
+        "inspect": lambda i: det.inspect(views[i]),
+        "prepare": lambda i: prepare(images[i], (c.height, c.width), c.resize, c.photometric),
+        # inspect() after the model: the part score and the regions, from a map the model made
+        "post": lambda i: det._findings(views[i], coarse[i]),
+    }
+    names = list(calls)
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(rounds):
+        for i in range(len(images)):
+            k0 = (i + r) % len(names)
+            for k in names[k0:] + names[:k0]:
+                c0, t0 = time.process_time(), time.perf_counter()
+                calls[k](i)
+                wall[k].append(1000 * (time.perf_counter() - t0))
+                cpu[k].append(1000 * (time.process_time() - c0))
+    med = statistics.median
+    print(f"\n## {label}, {threads} thread(s): load {load()}, n = {len(wall['bare'])} each")
+    for k in names:
+        print(f"  {k:<24} wall {med(wall[k]):7.2f} ms   CPU {med(cpu[k]):7.2f} ms")
+    for ref in ("bare", "bare, detector options"):
+        print(
+            f"  inspect / {ref:<22} wall {med(wall['inspect']) / med(wall[ref]):.3f}   "
+            f"CPU {med(cpu['inspect']) / med(cpu[ref]):.3f}   (goal <= 1.10)"
+        )
+    parts = med(cpu["bare, detector options"]) + med(cpu["prepare"]) + med(cpu["post"])
+    print(f"  inspect vs run + prepare + post (CPU): {med(cpu['inspect']):.2f} vs {parts:.2f} ms", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=line_rate.CACHE / "anomaly.onnx")
+    ap.add_argument("--images", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", default="1,2")
+    args = ap.parse_args()
+    if not args.model.is_file():
+        print(f"no model at {args.model}: run `python bench/line_rate.py --prepare-only`, or --model", file=sys.stderr)
+        return 2
+
+    import onnxruntime as ort
+    from inspector_anomaly.detector import Anomaly, AnomalyConfig
+
+    model = args.model.resolve()
+    truths = ["good", "good", "scratch", "dent", "good", "misalignment"]
+    frames = [line_rate.frame(303, i, truths[i % len(truths)]) for i in range(args.images)]
+    x, y, w, h = ROI
+    sizes = {"ROI 680x480": [f[y : y + h, x : x + w] for f in frames], "frame 2448x2048": frames}
+    print(f"# anomaly step vs bare onnxruntime: {model.name} ({model.stat().st_size / 1e6:.1f} MB); load {load()}")
+    print(f"# n = {args.images} images x {args.rounds} rounds per contender, interleaved; medians")
+    for threads in (int(t) for t in args.threads.split(",")):
+        det = Anomaly(AnomalyConfig(model=str(model), threads=threads), station_dir=model.parent)
+        det.warm_up()
+        default = ort.SessionOptions()
+        default.intra_op_num_threads = threads
+        bare = ort.InferenceSession(str(model), sess_options=default, providers=["CPUExecutionProvider"])
+        for label, images in sizes.items():
+            time_size(det, bare, label, images, threads, args.rounds)
+    print(f"\ntorch imported: {'torch' in sys.modules}; load {load()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The anomaly step's downscale of large frames (``preprocess.area_resize``) gives OpenCV's
+INTER_AREA values, so models trained before it see the same input."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from inspector_anomaly.preprocess import area_resize, prepare
+
+
+def _frame(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    smooth = cv2.GaussianBlur(texture, (0, 0), 2.5)
+    return np.where(rng.random((h, w)) < 0.5, texture, smooth).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "size"),
+    [
+        (2048, 2448, (256, 214)),  # the line's 5 MP mono frame, letterboxed to 256
+        (2048, 2448, (256, 256)),  # stretch
+        (1944, 2592, (255, 191)),
+        (1500, 1500, (97, 97)),
+    ],
+)
+def test_area_resize_matches_inter_area(h: int, w: int, size: tuple[int, int]) -> None:
+    image = _frame(h, w, seed=h + w)
+    want = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.int16)
+    got = area_resize(image, size)
+    assert got.shape == want.shape and got.dtype == np.uint8
+    diff = np.abs(got.astype(np.int16) - want)
+    assert diff.max() <= 1  # rounding ties only
+    assert (diff > 0).mean() < 1e-3
+
+
+def test_area_resize_of_a_roi_view_and_the_prepared_tensor() -> None:
+    frame = _frame(2200, 2600, seed=3)
+    view = frame[50:2098, 60:2508]  # not contiguous: a station's ROI is a view into the frame
+    assert not view.flags["C_CONTIGUOUS"]
+    want = cv2.resize(np.ascontiguousarray(view), (256, 214), interpolation=cv2.INTER_AREA)
+    assert np.abs(area_resize(view, (256, 214)).astype(np.int16) - want).max() <= 1
+    p = prepare(view, (256, 256), "letterbox", "none")
+    assert p.valid == (0, 21, 256, 214)
+    rgb = (p.tensor[0, :, 21 : 21 + 214, :] * 255).round()
+    assert np.abs(rgb - want[None].astype(np.float32)).max() <= 1
+
+
+def test_small_colour_and_whole_factor_images_go_through_opencv() -> None:
+    for image, size in (
+        (_frame(480, 680, 1), (256, 181)),  # small
+        (_frame(2048, 2048, 2), (256, 256)),  # whole factor
+        (cv2.cvtColor(_frame(2048, 2448, 4), cv2.COLOR_GRAY2BGR), (256, 214)),  # colour
+    ):
+        want = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        assert np.array_equal(area_resize(image, size), want)
