@@ -588,12 +588,12 @@ class LineControl:
         """The PLC connected or dropped off (recorded as a station event)."""
         raise NotImplementedError
 
-    def select_recipe(self, name: str) -> None:
+    def select_recipe(self, name: str) -> str | None:
         """The PLC asked for a product changeover to recipe ``name`` (a recipe's name or one of
-        its product codes). Unlike the others this call may take seconds: it returns once the
-        recipe is active (its detectors started and warmed), so a link calls it off its I/O
-        loop; it raises for a recipe the station does not have or cannot start (the link
-        answers the PLC with the protocol's refusal)."""
+        its product codes). Unlike the others this call may take seconds: it returns the active
+        recipe's name once it is active (its detectors started and warmed), so a link calls it
+        off its I/O loop; it raises for a recipe the station does not have or cannot start (the
+        link answers the PLC with the protocol's refusal)."""
         raise NotImplementedError
 
 
@@ -622,6 +622,11 @@ class PlcLink:
     def set_state(self, state: LineState) -> None:
         """Show the station's state to the PLC (Ready / Busy / Error / Halted)."""
         raise NotImplementedError
+
+    def show_recipe(self, name: str, products: tuple[str, ...]) -> None:
+        """The station's active recipe changed (whoever asked: the PLC, ``inspector recipe``, a
+        program): show it to the PLC. ``products`` are the recipe's product codes. Called from
+        the line thread like ``set_state``; optional: the default shows nothing."""
 
     def publish(self, result: LineResult) -> None:
         """Make ``result`` readable by the PLC (result code, defect code, counter, then

@@ -430,17 +430,17 @@ def stats(
         rt = Table(title="per recipe")
         for col in ("station", "recipe", "parts", "PASS", "FAIL", "ERROR", "NOT_INSP.", "yield", "versions"):
             rt.add_column(col, justify="left" if col in ("station", "recipe") else "right")
-        for r in by_recipe:
+        for rs in by_recipe:
             rt.add_row(
-                r.station,
-                r.recipe or "-",
-                str(r.parts),
-                str(r.passed),
-                str(r.failed),
-                str(r.errors),
-                str(r.not_inspected),
-                _pct(r.yield_),
-                str(r.versions),
+                rs.station,
+                rs.recipe or "-",
+                str(rs.parts),
+                str(rs.passed),
+                str(rs.failed),
+                str(rs.errors),
+                str(rs.not_inspected),
+                _pct(rs.yield_),
+                str(rs.versions),
             )
         out.print(rt, highlight=False)
     for station, p_bar in st.p_bar.items():

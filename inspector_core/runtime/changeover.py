@@ -97,6 +97,7 @@ class Changeover:
         start_steps: Callable[[list[Step]], list[StepWorker]],
         on_event: Callable[[str, str], None],
         describe: Callable[[list[StepWorker]], str] | None = None,
+        on_switch: Callable[[str, tuple[str, ...]], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.workers = workers
@@ -104,6 +105,8 @@ class Changeover:
         self._start_steps = start_steps
         self._on_event = on_event
         self._describe = describe
+        self._on_switch = on_switch
+        """Told each switch (the recipe's name and product codes): the PLC link shows it."""
         """The model files of workers a changeover started (the run's provenance records the first ones)."""
         self._lock = threading.Condition()
         self._select_lock = threading.Lock()
@@ -151,6 +154,9 @@ class Changeover:
             t1 = time.monotonic()
             entry = {"from": before.name, "to": r.name, "by": by, "requested": t0, "active": t1, "started": fresh}
             self.changeovers.append(entry)
+        if before is not r and self._on_switch is not None and r.name is not None:
+            spec = self.station.spec.recipes.get(r.name)
+            self._on_switch(r.name, tuple(spec.products) if spec is not None else ())
         if before is not r:
             models = ""
             if started and self._describe is not None:

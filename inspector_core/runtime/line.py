@@ -158,7 +158,7 @@ class Handshake(LineControl):
         not_captured (paced parts whose default went before their frame was handed out)."""
         self.healthy: Callable[[], bool] | None = None
         """``False`` while the station cannot commit verdicts (its database away): state ERROR."""
-        self.recipe_selector: Callable[[str], float] | None = None
+        self.recipe_selector: Callable[[str], str | None] | None = None
         """The station's changeover (``StationRuntime.select_recipe``): returns once the recipe is
         active, raises :class:`RecipeRefused`; ``None``: every recipe is refused."""
         self.active_recipe: Callable[[], str | None] | None = None
@@ -260,7 +260,7 @@ class Handshake(LineControl):
         kind = "plc_connected" if connected else "plc_disconnected"
         self.on_event(kind, f"the PLC {'connected' if connected else 'disconnected'}{f' ({peer})' if peer else ''}")
 
-    def select_recipe(self, name: str) -> None:
+    def select_recipe(self, name: str) -> str | None:
         """The PLC's changeover: returns once recipe ``name`` is active (its detectors started and
         warmed first; this may take seconds, so a link calls it off its I/O loop); raises
         :class:`RecipeRefused` for a recipe the station does not have or cannot start."""
@@ -270,12 +270,17 @@ class Handshake(LineControl):
             self._event_once("line_recipe_refused", msg)
             raise RecipeRefused(msg)
         try:
-            select(name)
+            return select(name)
         except RecipeRefused as exc:
             self._event_once("line_recipe_refused", f"the PLC asked for recipe {name!r}: {exc}")
             raise
 
     # -------------------------------------------------------------- the station's side
+
+    def recipe_changed(self, name: str, products: tuple[str, ...]) -> None:
+        """The station's active recipe is now ``name``: shown to the PLC (``PlcLink.show_recipe``)
+        from the line thread, whoever asked for the changeover."""
+        self._jobs.put(("recipe", name, products))
 
     def frames(self, frames: Iterator[Frame], stop: threading.Event) -> Iterator[Frame]:
         """The source's frames, one per trigger: a triggerable source's frames carry their
@@ -447,6 +452,8 @@ class Handshake(LineControl):
                 self._default(p, time.monotonic())
         elif kind == "ack":
             self._ack(job[1], job[2])
+        elif kind == "recipe":
+            self.link.show_recipe(job[1], job[2])
         self._timers(time.monotonic())
         self._defaults_due(time.monotonic())
         if self._jobs.empty():

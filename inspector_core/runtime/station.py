@@ -732,6 +732,7 @@ class StationRuntime:
             start_steps=self._start_steps,
             on_event=self.event,
             describe=lambda started: json.dumps(self._provenance_models(started), sort_keys=True),
+            on_switch=self._line.recipe_changed if self._line is not None else None,
         )
         try:
             self._changeover.preload()
@@ -740,7 +741,7 @@ class StationRuntime:
             self.event("recipe_preload_failed", storable_message(str(exc)))
         self._control = ControlServer.start(self.station, self)
         if self._line is not None:
-            self._line.recipe_selector = lambda name: self.select_recipe(name, by="the PLC")
+            self._line.recipe_selector = self._plc_selects_recipe
             self._line.active_recipe = lambda: self.recipe
 
     def select_recipe(self, name: str, *, by: str = "api") -> float:
@@ -752,6 +753,10 @@ class StationRuntime:
         if changeover is None:
             raise RecipeRefused(f"the station is starting; ask for recipe {name!r} again in a moment")
         return changeover.select(name, by=by)
+
+    def _plc_selects_recipe(self, name: str) -> str | None:
+        self.select_recipe(name, by="the PLC")
+        return self.recipe
 
     @property
     def recipe(self) -> str | None:

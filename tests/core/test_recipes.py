@@ -382,6 +382,8 @@ def test_qa_filters_and_splits_by_recipe(tmp_path, registry, monkeypatch):
     client = TestClient(create_app(Store(url, migrate=False).engine), base_url="http://127.0.0.1")
     api = client.get("/api/history", params={"recipe": "a", "limit": 100}).json()
     assert len(api["rows"]) == counts["a"] and {r["recipe"] for r in api["rows"]} == {"a"}
+    page = client.get("/inspections", params={"recipe": "b"})
+    assert page.status_code == 200 and 'name="recipe" value="b"' in page.text
 
 
 def test_train_anomaly_takes_the_roi_of_a_recipes_anomaly_step(tmp_path):

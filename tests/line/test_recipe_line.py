@@ -75,6 +75,9 @@ def test_the_product_code_with_a_modbus_trigger_and_the_recipe_register_select_t
         _wait(lambda: plc.read(m.RECIPE_STATE, 1)[0] == m.RECIPE_REFUSED)
         assert st.runtime.recipe == "large"
         part(0, "large")
+        st.runtime.select_recipe("small")  # not the PLC's request: RECIPE_STATE follows it too
+        _wait(lambda: plc.read(m.RECIPE_STATE, 1)[0] == 1)
+        part(0, "small")
     finally:
         plc.close()
     st.stop()
@@ -88,7 +91,7 @@ def test_the_product_code_with_a_modbus_trigger_and_the_recipe_register_select_t
         else:
             assert verdict == "PASS" and recipe_hash == st.station.recipes[expect].recipe_hash
     kinds = [k for (k,) in rows(tmp_path / "line.db", "SELECT kind FROM events WHERE kind LIKE '%recipe%'")]
-    assert kinds.count("recipe_changeover") == 3 and "recipe_refused" in kinds, kinds
+    assert kinds.count("recipe_changeover") == 4 and "recipe_refused" in kinds, kinds
 
 
 OPCUA = """\
@@ -134,8 +137,15 @@ def test_an_opcua_client_selects_recipes_and_the_parts_after_run_under_them(tmp_
             answers["after_unknown"] = st.runtime.recipe
             await part(3)
             answers["prepare"] = await recipes.call_method(prepare, "1")  # a product code of small
+            answers["active_after_prepare"] = await active.read_value()  # the recipe, not the code
             await part(4)
             await part(5, "LARGE-B")  # the product code with the trigger
+            # A changeover the PLC did not ask for (the command line's) shows in ActiveRecipe too.
+            await asyncio.get_running_loop().run_in_executor(None, st.runtime.select_recipe, "small")
+            end = time.monotonic() + 10
+            while await active.read_value() != "small":
+                assert time.monotonic() < end, "ActiveRecipe did not follow the changeover"
+                await asyncio.sleep(0.01)
         finally:
             await client.disconnect()
 
@@ -149,6 +159,7 @@ def test_an_opcua_client_selects_recipes_and_the_parts_after_run_under_them(tmp_
         "unknown": -1,
         "after_unknown": "large",
         "prepare": ["1", 0],
+        "active_after_prepare": "small",
     }
     got = _by_counter(tmp_path / "line.db")
     assert {c: r[0] for c, r in got.items()} == {1: "small", 2: "large", 3: "large", 4: "small", 5: "large"}

@@ -196,6 +196,12 @@ class ModbusLink(PlcLink):
             status |= DEFAULT if result.is_default else 0
             regs[STATUS] = status
 
+    def show_recipe(self, name: str, products: tuple[str, ...]) -> None:
+        """RECIPE_STATE follows every changeover (``inspector recipe`` too): the recipe's first
+        numeric product code, 0 when it has none."""
+        code = next((int(p) for p in products if p.isdigit() and 0 < int(p) < RECIPE_REFUSED), 0)
+        self._regs[RECIPE_STATE] = code
+
     def heartbeat(self) -> None:
         self._regs[HEARTBEAT] = (self._regs[HEARTBEAT] + 1) & 0xFFFF
 

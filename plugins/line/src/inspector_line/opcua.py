@@ -193,6 +193,10 @@ class OpcUaLink(PlcLink):
     def publish(self, result: LineResult) -> None:
         self._submit(self._apply_result, result)
 
+    def show_recipe(self, name: str, products: tuple[str, ...]) -> None:
+        """``ActiveRecipe`` follows every changeover (``inspector recipe`` too, not only the PLC's)."""
+        self._submit(self._write, self._nodes.active_recipe, name, self._ua.VariantType.String)
+
     def heartbeat(self) -> None:
         """Called by the line thread every 0.5 s: ``Heartbeat`` counts up while the station lives."""
         self._submit(self._beat)
@@ -481,11 +485,13 @@ class OpcUaLink(PlcLink):
         assert self._control is not None
         try:
             # The changeover starts and warms the recipe's detectors first (seconds): off the server's loop.
-            await asyncio.get_running_loop().run_in_executor(None, self._control.select_recipe, name)
+            active = await asyncio.get_running_loop().run_in_executor(None, self._control.select_recipe, name)
         except Exception as exc:  # noqa: BLE001 - the PLC gets Error -1; the station's log says why
             log.warning("the PLC's recipe %r was refused: %s", name, exc)
             return False
-        await self._write(self._nodes.active_recipe, name, self._ua.VariantType.String)
+        # The recipe now active (a product code asked for names its recipe).
+        shown = active if isinstance(active, str) and active else name
+        await self._write(self._nodes.active_recipe, shown, self._ua.VariantType.String)
         return True
 
     async def _on_prepare_product(self, parent: Any, product: Any) -> Any:
