@@ -52,12 +52,32 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", type=int, default=80)
     ap.add_argument("--every", type=int, default=15, help="parts captured between changeovers")
+    ap.add_argument(
+        "--source",
+        choices=["synthetic", "folder"],
+        default="synthetic",
+        help="synthetic: plates generated as they are captured (the source sets the pace); folder: the "
+        "same plates rendered first, read as fast as the station takes them (a full queue at each request)",
+    )
     args = ap.parse_args()
     registry = load()
     st = load_station(ROOT / "stations" / "demo-recipes.yaml", registry)
     tmp = Path(tempfile.mkdtemp(prefix="recipe-bench-"))
     cfg = st.source_config.model_copy(update={"count": args.parts})
     st = dataclasses.replace(st, store_url=f"sqlite:///{tmp / 'bench.db'}", source_config=cfg)
+    if args.source == "folder":
+        import cv2
+        import numpy as np
+        from inspector_sources.synthetic import render_part, truth_for
+
+        frames = tmp / "frames"
+        frames.mkdir()
+        rng = np.random.default_rng(1)
+        for i in range(args.parts):
+            cv2.imwrite(str(frames / f"{i:05d}.png"), render_part(1, i, truth_for(i, 0.3, rng)).image)
+        folder = registry.sources["folder"]
+        fcfg = folder.Config.model_validate({"path": str(frames)}, context={"station_dir": tmp, "check_files": True})
+        st = dataclasses.replace(st, source=folder, source_config=fcfg)
     spec = st.spec.model_copy(update={"store": st.spec.store.model_copy(update={"spool": str(tmp / "spool")})})
     st = dataclasses.replace(st, spec=spec)
     rt = StationRuntime(st, registry)
@@ -70,7 +90,9 @@ def main() -> None:
             done.set()
 
     thread = threading.Thread(target=run, daemon=True)
-    print(f"demo-recipes, {args.parts} parts, a changeover every {args.every}; load {load1():.2f}")
+    print(
+        f"demo-recipes, {args.source} source, {args.parts} parts, a changeover every {args.every}; load {load1():.2f}"
+    )
     thread.start()
     while getattr(rt, "_changeover", None) is None:
         time.sleep(0.01)
