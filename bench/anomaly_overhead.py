@@ -15,12 +15,14 @@ count it times, per image, in this order rotated every image:
 - ``inspect``: the detector's whole step on the view (resize, lighting, the model, score,
   regions, findings);
 - and the detector's phases on their own: ``prepare`` (resize + lighting + tensor) and the
-  post-processing after ``session.run``.
+  post-processing after ``session.run``;
+- ``--openvino``: the detector with ``runtime: openvino`` (after its parity check).
 
 Wall times are medians; CPU is process CPU time (every thread of this process: onnxruntime's
 pool included), median. The 1-minute load average is printed beside each block.
 
     python bench/anomaly_overhead.py [--model PATH] [--images 12] [--rounds 3] [--threads 1,2]
+        [--sizes roi,frame] [--openvino]
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ def load() -> str:
     return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def time_size(det: Any, bare: Any, label: str, images: list[np.ndarray], threads: int, rounds: int) -> None:
+def time_size(
+    det: Any, bare: Any, label: str, images: list[np.ndarray], threads: int, rounds: int, ov: Any = None
+) -> None:
     """One block of the table: every contender on every image, interleaved, order rotated."""
     from inspector_anomaly.preprocess import prepare
 
@@ -65,6 +69,8 @@ def time_size(det: Any, bare: Any, label: str, images: list[np.ndarray], threads
         # inspect() after the model: the part score and the regions, from a map the model made
         "post": lambda i: det._findings(views[i], coarse[i]),
     }
+    if ov is not None:
+        calls["inspect, runtime openvino"] = lambda i: ov.inspect(views[i])
     names = list(calls)
     wall: dict[str, list[float]] = {k: [] for k in names}
     cpu: dict[str, list[float]] = {k: [] for k in names}
@@ -85,6 +91,12 @@ def time_size(det: Any, bare: Any, label: str, images: list[np.ndarray], threads
             f"  inspect / {ref:<22} wall {med(wall['inspect']) / med(wall[ref]):.3f}   "
             f"CPU {med(cpu['inspect']) / med(cpu[ref]):.3f}   (goal <= 1.10)"
         )
+    if ov is not None:
+        o = "inspect, runtime openvino"
+        print(
+            f"  openvino / onnxruntime detector: wall {med(wall[o]) / med(wall['inspect']):.3f}"
+            f"   CPU {med(cpu[o]) / med(cpu['inspect']):.3f}  (parity: {ov.parity})"
+        )
     parts = med(cpu["bare, detector options"]) + med(cpu["prepare"]) + med(cpu["post"])
     print(f"  inspect vs run + prepare + post (CPU): {med(cpu['inspect']):.2f} vs {parts:.2f} ms", flush=True)
 
@@ -95,6 +107,8 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--openvino", action="store_true", help="also the detector with runtime: openvino")
+    ap.add_argument("--sizes", default="roi,frame", help="roi, frame or both")
     args = ap.parse_args()
     if not args.model.is_file():
         print(f"no model at {args.model}: run `python bench/line_rate.py --prepare-only`, or --model", file=sys.stderr)
@@ -108,6 +122,8 @@ def main() -> int:
     frames = [line_rate.frame(303, i, truths[i % len(truths)]) for i in range(args.images)]
     x, y, w, h = ROI
     sizes = {"ROI 680x480": [f[y : y + h, x : x + w] for f in frames], "frame 2448x2048": frames}
+    wanted = args.sizes.split(",")
+    sizes = {k: v for k, v in sizes.items() if k.split()[0].lower() in wanted}
     print(f"# anomaly step vs bare onnxruntime: {model.name} ({model.stat().st_size / 1e6:.1f} MB); load {load()}")
     print(f"# n = {args.images} images x {args.rounds} rounds per contender, interleaved; medians")
     for threads in (int(t) for t in args.threads.split(",")):
@@ -116,8 +132,12 @@ def main() -> int:
         default = ort.SessionOptions()
         default.intra_op_num_threads = threads
         bare = ort.InferenceSession(str(model), sess_options=default, providers=["CPUExecutionProvider"])
+        ov = None
+        if args.openvino:
+            ov = Anomaly(AnomalyConfig(model=str(model), threads=threads, runtime="openvino"), station_dir=model.parent)
+            ov.warm_up()
         for label, images in sizes.items():
-            time_size(det, bare, label, images, threads, args.rounds)
+            time_size(det, bare, label, images, threads, args.rounds, ov)
     print(f"\ntorch imported: {'torch' in sys.modules}; load {load()}")
     return 0
 

@@ -54,8 +54,9 @@ class AnomalyConfig(PluginConfig):
         "extra); any runtime but onnxruntime's CPU provider is accepted only after the parity check",
     )
     lean_memory: bool = Field(
-        False,
-        description="onnxruntime without its memory-pattern planning: less resident memory for a few % more CPU",
+        True,
+        description="onnxruntime without its memory-pattern planning: 20-25 MB less resident memory "
+        "(memory bank 8192), no CPU difference measured (45.5 vs 46.8 ms per run, interleaved, n = 25)",
     )
     image_threshold: float | None = Field(None, description="override the card's raw image threshold")
     pixel_threshold: float | None = Field(None, description="override the card's raw pixel threshold")
