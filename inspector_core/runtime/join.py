@@ -189,13 +189,15 @@ def joined(
     capture: Callable[[Any], Any],
     stopping: Callable[[], bool],
     stop_grace_s: float | None = None,
+    on_unread: Callable[[Any], None] = lambda frame: None,
 ) -> Iterator[JoinedPart | Stray]:
     """The parts of ``frames`` (a source's ``frames()``), each with its views, as they are decided,
     and every frame that joins no part (:class:`Stray`). ``capture(frame)`` makes the station's item
     of a frame (its part id as ``item.frame.part_id``). The source is read in a thread of its own so
     that a deadline passes on time while it blocks. Once ``stopping()`` is true the frames already
     on their way (for at most one deadline, ``stop_grace_s``) are joined, then every part still
-    waiting leaves with its missing views named; a failure of the source is raised after that."""
+    waiting leaves with its missing views named; a failure of the source is raised after that. A
+    frame the source hands over after that (it was blocked giving it) goes to ``on_unread``."""
     join = ViewJoin(plan)
     pipe: queue.Queue[Any] = queue.Queue(maxsize=4 * max(2, len(plan.names)))
     quit_ = threading.Event()
@@ -211,6 +213,8 @@ def joined(
                     except queue.Full:
                         continue
                 if quit_.is_set():
+                    with contextlib.suppress(Exception):  # the station records it (an event)
+                        on_unread(frame)
                     break
         except Exception as exc:  # noqa: BLE001 - raised by joined() once the waiting parts are out
             failure.append(exc)
@@ -250,7 +254,7 @@ def joined(
             now = time.monotonic()
             if stop_by is None and stopping():
                 stop_by = now + grace
-            if stop_by is not None and now >= stop_by:
+            if stop_by is not None and (now >= stop_by or (not join.open and pipe.empty())):
                 why = "the station stopped before it"
                 break
             due = join.next_deadline()
@@ -272,7 +276,20 @@ def joined(
                 break
             item = capture(frame)
             view, tag = plan.view_of(item.frame)
-            yield from out(join.add(view, tag, item.frame.part_id, item, at, t0))
+            part_id = item.frame.part_id
+            if stop_by is not None and view is not None and part_id not in join.open and part_id not in join.decided:
+                # After the stop only the parts already begun are completed; a new one is not started.
+                yield from out(
+                    [
+                        Stray(
+                            "view_not_inspected",
+                            f"part {part_id!r}: view {view!r} arrived after the station began to stop; "
+                            "its part was not begun, this frame is not inspected",
+                        )
+                    ]
+                )
+                continue
+            yield from out(join.add(view, tag, part_id, item, at, t0))
     finally:
         quit_.set()
     yield from join.flush(why, clock())

@@ -606,7 +606,14 @@ class StationRuntime:
         plan = self.station.views
         assert plan is not None
         stopping = lambda: self._stop.is_set() or (self.limit is not None and self._seq >= self.limit)  # noqa: E731
-        for out in joined(frames, plan, capture=self._captured, stopping=stopping):
+
+        def unread(frame: Any) -> None:
+            pid = getattr(frame, "part_id", "?")
+            self.event(
+                "view_not_inspected", storable_message(f"part {pid!r}: a frame after the join ended; not inspected")
+            )
+
+        for out in joined(frames, plan, capture=self._captured, stopping=stopping, on_unread=unread):
             if isinstance(out, JoinedPart):
                 first = next(a.item for a in out.views.values() if a is not None)
                 meta = dict(first.meta or {})

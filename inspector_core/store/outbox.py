@@ -166,20 +166,22 @@ class Outbox:
                 return []
             defects: dict[int, list[dict[str, Any]]] = {}
             cols = (d.inspection_id, d.kind, d.score, d.x, d.y, d.w, d.h, d.size_px, d.size_mm, d.message, d.step)
+            cols += (d.view,)
             for x in conn.execute(
                 select(*cols).where(d.inspection_id.in_([r.id for r in rows]), d.failed).order_by(d.id)
             ):
-                defects.setdefault(x.inspection_id, []).append(
-                    {
-                        "kind": _text(x.kind),
-                        "score": _finite(x.score),
-                        "box": [int(x.x), int(x.y), int(x.w), int(x.h)],
-                        "size_px": _finite(x.size_px),
-                        "size_mm": _finite(x.size_mm),
-                        "message": _text(x.message),
-                        "step": _text(x.step),
-                    }
-                )
+                found = {
+                    "kind": _text(x.kind),
+                    "score": _finite(x.score),
+                    "box": [int(x.x), int(x.y), int(x.w), int(x.h)],
+                    "size_px": _finite(x.size_px),
+                    "size_mm": _finite(x.size_mm),
+                    "message": _text(x.message),
+                    "step": _text(x.step),
+                }
+                if x.view is not None:  # a multi-view part (docs/views.md): the box is in this view's frame
+                    found["view"] = _text(x.view)
+                defects.setdefault(x.inspection_id, []).append(found)
         return [
             Pending(
                 r.id,

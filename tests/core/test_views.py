@@ -180,7 +180,7 @@ def test_complete_parts_one_inspection_each_with_its_views(tmp_path, backend, re
         {"part": "c", "view": "top", "image": BRIGHT},
         {"part": "c", "view": "side", "image": BRIGHT},
     ]
-    res = _run(tmp_path, _station(shots), url)
+    res = _run(tmp_path, _station(shots, sinks=[{"type": "file", "config": {"path": "verdicts.jsonl"}}]), url)
     url = res.db_url
     parts = _parts(url)
     assert {p: r.verdict for p, r in parts.items()} == {"a": "PASS", "b": "FAIL", "c": "FAIL"}
@@ -218,6 +218,9 @@ def test_complete_parts_one_inspection_each_with_its_views(tmp_path, backend, re
         ("c", "side", "side_glare"),
     ]
     assert all(r.crop is not None for r in defects)  # each crop cut from its own view's frame
+    # A sink is told each failing finding's view: its box is in that view's frame.
+    reports = {r["part_id"]: r for r in map(json.loads, (tmp_path / "verdicts.jsonl").read_text().splitlines())}
+    assert [(d["step"], d["view"]) for d in reports["c"]["defects"]] == [("top_glare", "top"), ("side_glare", "side")]
     assert [e.kind for e in res.events() if e.kind.startswith("view_")] == []
 
 
@@ -497,3 +500,21 @@ def test_migration_0013_up_and_down(tmp_path, backend, request):
         ))}  # fmt: skip
         assert "inspection_views" not in tables and "step_results" in tables
     engine.dispose()
+
+
+def test_after_the_stop_begun_parts_are_finished_and_new_ones_recorded_not_begun(tmp_path):
+    shots = [
+        {"part": "a", "view": "top"},
+        {"part": "b", "view": "top"},
+        {"part": "a", "view": "side"},  # a is complete: the limit of 1 part is reached
+        {"part": "c", "view": "top"},  # read while b is finished: c is new after the stop, not begun, recorded
+        {"part": "b", "view": "side", "after_ms": 50},  # b was begun before the stop: finished
+    ]
+    res = run_station(_station(shots, deadline_ms=1000), tmp_path, plugins=[PLUGIN], installed=True, limit=1)
+    parts = _parts(res.db_url)
+    assert {p: r.verdict for p, r in parts.items()} == {"a": "PASS", "b": "PASS"}
+    events = [e.message for e in res.events() if e.kind == "view_not_inspected"]
+    assert events == [
+        "part 'c': view 'top' arrived after the station began to stop; its part was not begun, "
+        "this frame is not inspected"
+    ]
