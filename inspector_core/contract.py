@@ -17,6 +17,9 @@ Conventions a plugin may rely on, and must follow:
   rows): copy it before handing it to code that reads raw memory. Either layout, gray or BGR,
   may come: ``view.gray`` is always ``(H, W)``.
 - A detector returns boxes **in view coordinates**; the host shifts them into frame pixels.
+- A detector that finds where the part lies may publish it (`View.publish`, a `Pose`);
+  a step whose ROI is fixtured to it (``steps[i].fixture``) then sees its region placed on
+  the part as it lies, and reads the poses it waited for in `View.poses`.
 - A score is in [0, 1], rises with confidence and severity, and **0.5 is the detector's own
   decision boundary**. The station's verdict rules (``min_score``, default 0.5) decide what
   fails. Return candidates below 0.5 too (down to ``Detector.report_floor``, or the station's
@@ -31,8 +34,9 @@ Conventions a plugin may rely on, and must follow:
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
@@ -55,6 +59,7 @@ __all__ = [
     "LineState",
     "PlcLink",
     "PluginConfig",
+    "Pose",
     "Report",
     "Sink",
     "SourceContext",
@@ -188,11 +193,91 @@ class Trigger:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Pose:
+    """Where a part lies against where it was taught: a shift, a rotation about a stated
+    centre and, optionally, a scale (a similarity).
+
+    A point at ``p`` on the taught part lies at ``R @ (p - centre) + centre + (dx, dy)`` on this
+    one, where ``R = scale * [[cos a, sin a], [-sin a, cos a]]`` and ``a = angle_deg``. Pixels
+    have y down, so a positive angle turns the part counter-clockwise on screen: `matrix` is
+    OpenCV's ``getRotationMatrix2D(centre, angle_deg, scale)`` with ``(dx, dy)`` added.
+
+    A detector publishes one with `View.publish`, **in its view's pixels** (as it returns its
+    boxes); the host moves it into frame pixels before a later step reads it in `View.poses`.
+    Checked when built: every number finite, ``scale`` in [0.25, 4].
+    """
+
+    dx: float = 0.0
+    """Shift of the centre, px (positive: to the right)."""
+    dy: float = 0.0
+    """Shift of the centre, px (positive: down)."""
+    angle_deg: float = 0.0
+    """Rotation about ``centre``, degrees, counter-clockwise on screen."""
+    centre: tuple[float, float] = (0.0, 0.0)
+    """``(x, y)`` of the point the rotation turns about, on the taught part, px."""
+    scale: float = 1.0
+    """Size on this part / size on the taught one (1: the same distance to the camera)."""
+
+    def __post_init__(self) -> None:
+        for name in ("dx", "dy", "angle_deg", "scale"):
+            object.__setattr__(self, name, _finite(f"Pose.{name}", getattr(self, name)))
+        if not isinstance(self.centre, tuple | list | np.ndarray) or len(self.centre) != 2:
+            raise TypeError(f"Pose.centre must be (x, y) (got {self.centre!r})")
+        object.__setattr__(self, "centre", tuple(_finite("Pose.centre", v) for v in self.centre))
+        if not 0.25 <= self.scale <= 4.0:
+            raise ValueError(f"Pose.scale must be in [0.25, 4] (got {self.scale!r})")
+
+    def matrix(self) -> np.ndarray:
+        """The pose as a 2x3 affine matrix (float64): taught point -> point on this part."""
+        a = self.scale * math.cos(math.radians(self.angle_deg))
+        b = self.scale * math.sin(math.radians(self.angle_deg))
+        cx, cy = self.centre
+        return np.array([[a, b, (1 - a) * cx - b * cy + self.dx], [-b, a, b * cx + (1 - a) * cy + self.dy]], np.float64)
+
+    def apply(self, x: float, y: float) -> tuple[float, float]:
+        """Where the taught point ``(x, y)`` lies on this part."""
+        m = self.matrix()
+        return (float(m[0, 0] * x + m[0, 1] * y + m[0, 2]), float(m[1, 0] * x + m[1, 1] * y + m[1, 2]))
+
+    def translated(self, ox: float, oy: float) -> Pose:
+        """The same motion in coordinates whose origin lies at ``(-ox, -oy)``: from a view's
+        pixels to its frame's, ``(ox, oy)`` being the view's `View.origin`."""
+        return Pose(self.dx, self.dy, self.angle_deg, (self.centre[0] + ox, self.centre[1] + oy), self.scale)
+
+    @classmethod
+    def from_matrix(cls, matrix: Any, centre: tuple[float, float] = (0.0, 0.0)) -> Pose:
+        """The pose of a 2x3 similarity matrix (``[[a, b, tx], [-b, a, ty]]``; an affine one is
+        read by its first row), stated about ``centre``."""
+        m = np.asarray(matrix, np.float64)
+        if m.shape != (2, 3):
+            raise ValueError(f"Pose.from_matrix: a 2x3 matrix is needed (got shape {m.shape})")
+        a, b = float(m[0, 0]), float(m[0, 1])
+        cx, cy = float(centre[0]), float(centre[1])
+        dx = float(m[0, 0] * cx + m[0, 1] * cy + m[0, 2]) - cx
+        dy = float(m[1, 0] * cx + m[1, 1] * cy + m[1, 2]) - cy
+        return cls(dx, dy, math.degrees(math.atan2(b, a)), (cx, cy), math.hypot(a, b))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class View:
     """What a detector sees: its region of interest of one frame.
 
     ``image`` is a numpy view into the frame, not a copy. ``origin`` is where the view's
     top-left pixel lies in the frame; the host uses it to move findings into frame pixels.
+
+    A step with a fixture (``steps[i].fixture``: an earlier step that publishes a `Pose`) sees
+    its ROI placed by that pose (``placement``), in one of two ways, which ``warped`` and
+    ``meta["fixture"]["mode"]`` say:
+
+    - ``"shift"``: the pose moves the ROI without turning it (its rotation and scale move no
+      corner by more than 0.25 px): ``image`` is still a no-copy view of the frame, ``origin``
+      the moved ROI's top-left (the shift rounded to whole pixels).
+    - ``"warp"``: the pose turns (or scales) the ROI: ``image`` is a copy of the ROI's size,
+      resampled (bilinear) so that the part appears as it was taught; ``origin`` is the ROI's
+      taught top-left, and view pixel ``(x, y)`` shows frame point
+      ``placement.apply(x + origin[0], y + origin[1])`` (`to_frame`). The host maps the boxes
+      and masks a detector returns back into frame pixels; lengths, angles and other
+      measurements stay as the detector measured them, on the part as taught.
     """
 
     image: np.ndarray
@@ -204,6 +289,16 @@ class View:
     """``(width, height)`` of the whole frame the view was cut from; ``None`` when not known.
     A detector taught on frames of one size can tell a frame of another size (whose ROI no
     longer frames the same region) from a part that is missing."""
+    poses: Mapping[str, Pose] = dataclasses.field(default_factory=dict)
+    """The poses published for this part by the steps this one waited for (its fixture, and
+    that step's own fixture, ...), by step name, in frame pixels. Read-only. Empty for a step
+    without a fixture: a part's steps run side by side, so a step sees only the poses of the
+    steps it waits for."""
+    placement: Pose | None = None
+    """The pose this view's ROI was placed by (its fixture's, frame px); ``None`` without one."""
+    warped: bool = False
+    """``True`` when ``image`` is a resampled copy placed by a rotating pose (see above)."""
+    _published: list[Pose] = dataclasses.field(default_factory=list, init=False, repr=False, compare=False)
 
     def mm(self, px: float) -> float | None:
         """``px`` in millimetres, or ``None`` when the station has no calibration."""
@@ -219,6 +314,39 @@ class View:
         import cv2
 
         return cv2.cvtColor(self.image, cv2.COLOR_BGR2GRAY)
+
+    def publish(self, pose: Pose) -> None:
+        """Publish where the part lies, in this view's pixels (a call again replaces it).
+
+        Call it from `Detector.inspect` for the part being inspected, whether or not you
+        return findings (a good part lies somewhere too). The host keeps it only when
+        ``inspect`` returns normally; a step fixtured to this one is ERROR, naming why, for a
+        part this step published no pose for (it found no part, it raised). Works the same with
+        ``isolation: process``."""
+        if not isinstance(pose, Pose):
+            raise TypeError(f"View.publish needs a Pose (got {type(pose).__name__})")
+        self._published[:] = [pose]
+
+    @property
+    def published(self) -> Pose | None:
+        """What `publish` was given for this view, if anything (the host reads it)."""
+        return self._published[-1] if self._published else None
+
+    def to_frame(self, x: float, y: float) -> tuple[float, float]:
+        """Frame pixel coordinates of the view's point ``(x, y)``."""
+        ox, oy = self.origin
+        if self.warped and self.placement is not None:
+            return self.placement.apply(x + ox, y + oy)
+        return (x + ox, y + oy)
+
+    def frame_matrix(self) -> np.ndarray:
+        """`to_frame` as a 2x3 affine matrix (float64): view pixel -> frame pixel."""
+        ox, oy = self.origin
+        if self.warped and self.placement is not None:
+            m = self.placement.matrix()
+            m[:, 2] += m[:, :2] @ np.array([ox, oy], np.float64)
+            return m
+        return np.array([[1.0, 0.0, ox], [0.0, 1.0, oy]], np.float64)
 
 
 @dataclasses.dataclass(slots=True)

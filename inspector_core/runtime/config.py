@@ -84,6 +84,13 @@ class StepSpec(Strict):
     view: Annotated[str, Field(pattern=NAME, max_length=100)] | None = Field(
         None, description="the view of the part this step looks at (a name under views:; docs/views.md)"
     )
+    fixture: Annotated[str, Field(pattern=NAME, max_length=100)] | None = Field(
+        None,
+        description=(
+            "name of an earlier step that publishes the part's pose (e.g. misalignment): this step's roi is "
+            "placed on the part as that step found it (docs/fixture.md)"
+        ),
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="the detector's own config")
 
 
@@ -364,6 +371,35 @@ class StationSpec(Strict):
             seen[name] = i
         return steps
 
+    @field_validator("steps")
+    @classmethod
+    def _fixtures_are_earlier_steps(cls, steps: list[StepSpec]) -> list[StepSpec]:
+        """``steps[i].fixture`` names an earlier step of the same view, and the step has a roi to place
+        (whether that step publishes a pose is known only when it inspects: a part without one is ERROR)."""
+        index = {s.name or s.detector: i for i, s in enumerate(steps)}
+        for i, s in enumerate(steps):
+            if s.fixture is None:
+                continue
+            j = index.get(s.fixture)
+            if j is None or j >= i:
+                earlier = ", ".join(repr(t.name or t.detector) for t in steps[:i]) or "none"
+                why = "is this step itself" if j == i else "comes after it" if j is not None else "is not a step"
+                raise ValueError(
+                    f"steps[{i}].fixture: {s.fixture!r} {why}; name an earlier step that publishes the part's "
+                    f"pose (earlier steps: {earlier})"
+                )
+            if s.roi is None:
+                raise ValueError(
+                    f"steps[{i}].fixture: a fixtured step needs a roi (the region placed on the part by "
+                    f"{s.fixture!r}'s pose); give steps[{i}] a roi"
+                )
+            if s.view != steps[j].view:
+                raise ValueError(
+                    f"steps[{i}].fixture: {s.fixture!r} looks at view {steps[j].view!r}, this step at {s.view!r}; "
+                    "a pose places a roi only in the image it was found in"
+                )
+        return steps
+
 
 @dataclasses.dataclass(frozen=True)
 class Step:
@@ -379,6 +415,8 @@ class Step:
     """``steps[i].isolation``: ``process`` runs the detector in a worker process (runtime/isolation.py)."""
     view: str | None = None
     """``steps[i].view``: which view of the part the step looks at (``None``: the station's only one)."""
+    fixture: str | None = None
+    """``steps[i].fixture``: the earlier step whose published pose places this step's roi (runtime/fixture.py)."""
 
     @property
     def floor(self) -> float:
@@ -828,7 +866,18 @@ def _station(
         if cls is not None and cfg is not None:
             budget = s.budget_ms or spec.budget_ms
             steps.append(
-                Step(i, s.name or s.detector, cls, cfg, s.roi, budget, s.report_floor, s.isolation, view=s.view)
+                Step(
+                    i,
+                    s.name or s.detector,
+                    cls,
+                    cfg,
+                    s.roi,
+                    budget,
+                    s.report_floor,
+                    s.isolation,
+                    view=s.view,
+                    fixture=s.fixture,
+                )
             )
     sinks = []
     for i, sink in enumerate(spec.sinks):

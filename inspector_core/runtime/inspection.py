@@ -12,6 +12,8 @@ import numpy as np
 from inspector_core.contract import Calibration, Finding, Frame, View
 from inspector_core.runtime.config import Station, Step
 from inspector_core.runtime.crops import encode_crop
+from inspector_core.runtime.fixture import defer, to_frame
+from inspector_core.runtime.pipeline import Deferred
 from inspector_core.runtime.rules import failing, verdict
 from inspector_core.runtime.steps import StepOutcome
 from inspector_core.runtime.storable import storable_message
@@ -21,11 +23,12 @@ from inspector_core.store import DefectRecord, StepRecord
 @dataclasses.dataclass
 class Begun:
     """A part handed to the steps: the view each step sees (``None`` where it does not run on
-    this part) and why a step does not run."""
+    this part; a :class:`Deferred` one for a fixtured step, runtime/fixture.py) and why a step
+    does not run."""
 
     image: np.ndarray
     calibration: Calibration
-    views: list[View | None]
+    views: list[View | Deferred | None]
     unrun: dict[int, str]
     part_views: PartViews | None = None
     """A multi-view part's frames (runtime/views.py); ``image`` is then the first view's."""
@@ -70,6 +73,7 @@ def begin(frame: Frame, station: Station) -> Begun | str:
             continue
         sub = image[oy : oy + step.roi.height, ox : ox + step.roi.width] if step.roi else image
         begun.views.append(View(sub, frame.part_id, (ox, oy), calibration, frame.meta, frame_size=(w, h)))
+    defer(begun, station)  # fixtured steps: their roi placed by an earlier step's pose (runtime/fixture.py)
     return begun
 
 
@@ -95,9 +99,13 @@ def judge(station: Station, begun: Begun, outcomes: list[StepOutcome | None]) ->
             errors.append((step.name, msg))
             continue
         for f in outcome.findings:
-            # The host's own copy (steps.check_findings): moved into frame pixels.
-            x, y, bw, bh = f.box
-            f.box = (x + ox, y + oy, bw, bh)
+            # The host's own copy (steps.check_findings): moved into frame pixels; a fixtured step's
+            # from the view its roi was placed in (runtime/fixture.py: warped, it is mapped back).
+            if outcome.view is not None:
+                to_frame(f, outcome.view)
+            else:
+                x, y, bw, bh = f.box
+                f.box = (x + ox, y + oy, bw, bh)
             found.append((step, f))
         score = max((f.score for f in outcome.findings), default=0.0)
         steps.append(
@@ -254,6 +262,7 @@ def begin_views(frames: dict[str, Frame | None], missing: dict[str, str], statio
         sub = image[r.y : r.y + r.height, r.x : r.x + r.width] if r else image
         origin = (r.x, r.y) if r else (0, 0)
         begun.views.append(View(sub, frame.part_id, origin, calibration, frame.meta, frame_size=(w, h)))
+    defer(begun, station)  # fixtured steps (runtime/fixture.py)
     return begun
 
 

@@ -13,8 +13,9 @@ How it works:
   class's module), validates the step's config again and constructs and warms up the detector.
 - Each part's view is copied once into a shared-memory block the worker maps
   (``multiprocessing.shared_memory``): the worker reads it in place, without a copy or a pickle
-  of the pixels. The request (part id, origin, calibration, metadata) and the findings travel
-  pickled over a pipe.
+  of the pixels. The request (part id, origin, calibration, metadata, the poses the view carries
+  and its placement) and the findings (with the pose the detector published, ``View.publish``)
+  travel pickled over a pipe.
 - The worker ignores SIGINT (the station's Ctrl-C handling decides) and dies with the station
   (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the station leaves no worker behind.
 """
@@ -136,7 +137,19 @@ class IsolatedDetector(Detector):
         shm = self._block(image.nbytes)
         np.ndarray(image.shape, image.dtype, buffer=shm.buf)[...] = image
         cal = view.calibration.mm_per_px if view.calibration else None
-        request = (shm.name, image.shape, image.dtype.str, view.part_id, view.origin, cal, view.meta, view.frame_size)
+        request = (
+            shm.name,
+            image.shape,
+            image.dtype.str,
+            view.part_id,
+            view.origin,
+            cal,
+            view.meta,
+            view.frame_size,
+            dict(view.poses),
+            view.placement,
+            view.warped,
+        )
         try:
             self._conn.send(request)
         except (OSError, ValueError) as exc:  # the worker is gone (a broken pipe)
@@ -145,11 +158,13 @@ class IsolatedDetector(Detector):
         if self._conn not in ready:
             raise self._died(view.part_id)
         try:
-            status, value, cpu_ms = self._conn.recv()
+            status, value, cpu_ms, pose = self._conn.recv()
         except (EOFError, OSError) as exc:
             raise self._died(view.part_id) from exc
         self.worker_cpu_ms += cpu_ms
         if status == "ok":
+            if pose is not None:  # what the detector published on the worker's view, on this one
+                view.publish(pose)
             return value
         if status == "cannot_judge":
             raise CannotJudge(value)
@@ -256,7 +271,7 @@ def _serve(conn: multiprocessing.connection.Connection, spec: dict[str, Any]) ->
             break
         if request is None:
             break
-        name, shape, dtype, part_id, origin, mm_per_px, meta, frame_size = request
+        name, shape, dtype, part_id, origin, mm_per_px, meta, frame_size, poses, placement, warped = request
         if shm is None or shm.name != name:
             if shm is not None:
                 with contextlib.suppress(BufferError):  # the detector kept a reference to an earlier view
@@ -265,10 +280,22 @@ def _serve(conn: multiprocessing.connection.Connection, spec: dict[str, Any]) ->
             # a no-op; the station unlinks the block.
             shm = shared_memory.SharedMemory(name=name)
         image = np.ndarray(shape, np.dtype(dtype), buffer=shm.buf)
-        view = View(image, part_id, origin, Calibration(mm_per_px), meta, frame_size=frame_size)
+        view = View(
+            image,
+            part_id,
+            origin,
+            Calibration(mm_per_px),
+            meta,
+            frame_size=frame_size,
+            poses=poses,
+            placement=placement,
+            warped=warped,
+        )
         t0 = time.thread_time()
+        pose = None
         try:
             answer: tuple[str, Any] = ("ok", detector.inspect(view))
+            pose = view.published  # a Pose (the contract's own dataclass) travels pickled
         except CannotJudge as exc:
             answer = ("cannot_judge", str(exc))
         except BaseException as exc:  # noqa: BLE001 - the plugin's failure is the part's ERROR
@@ -276,9 +303,9 @@ def _serve(conn: multiprocessing.connection.Connection, spec: dict[str, Any]) ->
         cpu_ms = (time.thread_time() - t0) * 1000
         del view, image
         try:
-            conn.send((*answer, cpu_ms))
+            conn.send((*answer, cpu_ms, pose))
         except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be pickled
             why = f"inspect() returned what cannot be sent to the station: {type(exc).__name__}: {exc}"
-            conn.send(("error", why, 0.0))
+            conn.send(("error", why, 0.0, None))
     with contextlib.suppress(BaseException):  # the process ends anyway
         detector.close()

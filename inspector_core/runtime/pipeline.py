@@ -20,6 +20,12 @@ What the station may rely on (tested in ``tests/core/test_overlap.py``):
 - After ``abort`` (a second Ctrl-C) a lane starts no step: a part none of whose steps had
   started is reported ``started=False`` (the station records it NOT_INSPECTED), a step that had
   not started on a started part is an error "not run".
+- A step whose view depends on an earlier step of the same part (a :class:`Deferred` view: a
+  fixtured ROI, runtime/fixture.py) waits for that step's answer *before* it asks the gate for a
+  core, so it never holds a core the earlier step needs (``workers: 1`` cannot deadlock: within a
+  part the waits follow the step order, and every lane takes the parts in order); then it cuts
+  its view (holding a core: a warp is work) and hands it back with its answer
+  (``StepOutcome.view``), for whoever judges the part to map its findings into frame pixels.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import heapq
 import itertools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from inspector_core.contract import View
@@ -82,19 +88,36 @@ class CoreGate:
             self._cond.notify_all()
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Deferred:
+    """A step's view that can be cut only once an earlier step of the same part has answered.
+
+    ``after`` is that step's entry in the part's views (the very object: found by identity when
+    the part is put, wherever its views are laid out on the lanes). ``cut(its outcome, the view
+    it saw)`` gives this step's view, or why there is none (the step is then an error with that
+    message, and not run)."""
+
+    after: View | Deferred
+    cut: Callable[[StepOutcome, View], View | str]
+
+
 @dataclasses.dataclass(eq=False)
 class Job:
-    """One part in the pipeline: what each step sees (a :class:`View`, or ``None`` for a step
-    the station does not run on this part) and, once done, what each step answered."""
+    """One part in the pipeline: what each step sees (a :class:`View`, a :class:`Deferred` one,
+    or ``None`` for a step the station does not run on this part) and, once done, what each step
+    answered (a :class:`Deferred` step's answer carries the view it cut, ``StepOutcome.view``)."""
 
     seq: int
     payload: Any
-    views: list[View | None]
+    views: list[View | Deferred | None]
     outcomes: list[StepOutcome | None]
     started: bool = False
     """Whether any step began inspecting this part."""
     _left: int = 0
     _done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    _answered: list[bool] = dataclasses.field(default_factory=list)
+    _after: dict[int, int] = dataclasses.field(default_factory=dict)
+    """Lane of a :class:`Deferred` view -> lane of the step it waits for."""
 
 
 class _Lane:
@@ -117,21 +140,53 @@ class _Lane:
             job = self.jobs.popleft()
             if job is None:
                 return
-            view = job.views[self.index]
+            entry = job.views[self.index]
             outcome: StepOutcome | None = None
-            if view is not None:
+            earlier = self._earlier(job, entry) if isinstance(entry, Deferred) else None
+            if isinstance(earlier, StepOutcome):
+                outcome = earlier
+            elif entry is not None:
                 if p.abort.is_set() or not p.gate.acquire(job.seq, p.abort):
                     outcome = StepOutcome("error", [], NOT_RUN)
                 else:
                     try:
-                        job.started = True
-                        outcome = self.worker.run(view)
+                        view = self._cut(job, entry) if isinstance(entry, Deferred) else entry
+                        if isinstance(view, str):
+                            outcome = StepOutcome("error", [], view, 0.0)
+                        else:
+                            job.started = True
+                            outcome = self.worker.run(view)
+                            if isinstance(entry, Deferred):  # its findings are in this view's pixels
+                                outcome = dataclasses.replace(outcome, view=view)
+                        del view
                     except Exception as exc:  # noqa: BLE001 - the host's bug is this part's ERROR
                         outcome = StepOutcome("error", [], f"host error: {type(exc).__name__}: {exc}", 0.0)
                     finally:
                         p.gate.release()
-            del view
+            del entry
             p._answered(job, self.index, outcome)
+
+    def _earlier(self, job: Job, deferred: Deferred) -> StepOutcome | None:
+        """Wait, holding no core, until the step ``deferred`` depends on has answered for this
+        part; ``None`` then, or this step's outcome when it will not run (a stop)."""
+        p = self.pipeline
+        after = job._after.get(self.index)
+        if after is None:
+            return StepOutcome("error", [], "host error: the step its view depends on is not run on this part", 0.0)
+        with p._cond:
+            while not job._answered[after]:
+                if p.abort.is_set():
+                    return StepOutcome("error", [], NOT_RUN)
+                p._cond.wait(_POLL_S)
+        return None
+
+    def _cut(self, job: Job, deferred: Deferred) -> View | str:
+        after = job._after[self.index]
+        outcome, entry = job.outcomes[after], job.views[after]
+        seen = outcome.view if outcome is not None and outcome.view is not None else entry
+        if outcome is None or not isinstance(seen, View):
+            return "not run: the step its view depends on gave no answer"
+        return deferred.cut(outcome, seen)
 
 
 class Pipeline:
@@ -152,12 +207,17 @@ class Pipeline:
         for lane in self._lanes:
             lane.thread.start()
 
-    def put(self, payload: Any, views: list[View | None] | None) -> bool:
+    def put(self, payload: Any, views: list[View | Deferred | None] | None) -> bool:
         """Hand a part to the steps (``views=None``: a part decided without them, passed through
         in order). Waits while ``window`` parts are in the pipeline; ``False`` if it was
         cancelled meanwhile (the part was not taken)."""
         views = views if views is not None else [None] * len(self._lanes)
-        job = Job(next(self._seq), payload, views, [None] * len(views))
+        job = Job(next(self._seq), payload, views, [None] * len(views), _answered=[False] * len(views))
+        for i, v in enumerate(views):
+            if isinstance(v, Deferred):
+                after = next((j for j, w in enumerate(views) if w is v.after and j != i), None)
+                if after is not None:
+                    job._after[i] = after
         job._left = sum(v is not None for v in views)
         with self._cond:
             while len(self._order) >= self.window and not self._closed:
@@ -193,11 +253,13 @@ class Pipeline:
         return list(range(start, start + len(lanes)))
 
     def _answered(self, job: Job, index: int, outcome: StepOutcome | None) -> None:
-        job.outcomes[index] = outcome
         with self._cond:
+            job.outcomes[index] = outcome
+            job._answered[index] = True
             job._left -= 1
             if job._left == 0:
                 job._done.set()
+            self._cond.notify_all()  # a lane waiting for this step's answer (a Deferred view)
 
     def end(self) -> None:
         """No more parts: :meth:`results` stops after the last one put."""

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from inspector_core.contract import CannotJudge, Detector, Finding, View
+from inspector_core.contract import CannotJudge, Detector, Finding, Pose, View
 from inspector_core.runtime.config import Step
 from inspector_core.runtime.isolation import IsolatedDetector, WorkerDied, WorkerFailure
 
@@ -76,6 +76,13 @@ class StepOutcome:
     raw_score: float | None = None
     """The highest ``Finding.raw_score`` of everything the detector returned, those below the floor
     included (:func:`raw_step_score`); ``None`` when it gave none."""
+    pose: Pose | None = None
+    """The pose the detector published for this part (``View.publish``), in its view's pixels;
+    only with status ``ok``."""
+    view: View | None = None
+    """The view the step inspected when the host cut it from an earlier step's answer (a fixtured
+    ROI, runtime/fixture.py): its findings and pose are in that view's pixels. ``None``: the view
+    the part was begun with."""
 
 
 # ---------------------------------------------------------------------------- one instance
@@ -265,7 +272,7 @@ class StepWorker:
                 findings = check_findings(value, self.step, view.image.shape)
             except FindingError as exc:
                 return StepOutcome("error", [], f"{self.who} returned an invalid result: {exc}", _ms(t0))
-            return StepOutcome("ok", findings, None, _ms(t0), raw_step_score(value))
+            return StepOutcome("ok", findings, None, _ms(t0), raw_step_score(value), view.published)
         elapsed = _ms(t0)
         log.warning(
             "step %s overran its budget of %g ms on part %s; starting a fresh detector instance (a slow first "

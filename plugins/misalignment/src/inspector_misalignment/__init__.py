@@ -5,7 +5,8 @@ The reference is taught from good parts (``inspector teach STATION --from DIR``,
 registered onto it (:mod:`inspector_misalignment.registration`: a global normalised
 cross-correlation search, then sub-pixel Lucas-Kanade on a pyramid); the part fails when its
 shift, rotation or scale is outside tolerance, or when it does not match the reference at all
-(missing, upside down, the wrong part).
+(missing, upside down, the wrong part). It publishes the pose it found (``View.publish``) for
+every part it recognises, so that later steps can be fixtured to it (``steps[i].fixture``).
 
 Score: ``r / (1 + r)`` where ``r`` is the largest of ``shift / max_shift``,
 ``|rotation| / max_rotation``, ``|scale - 1| / max_scale_change`` and
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
-from inspector_core import Detector, Finding, PluginConfig, View, hookimpl
+from inspector_core import Detector, Finding, PluginConfig, Pose, View, hookimpl
 
 if TYPE_CHECKING:
     from inspector_misalignment.registration import Reference
@@ -283,6 +284,10 @@ class MisalignmentDetector(Detector):
         }
         r = max(ratios.values())
         score = r / (1.0 + r)
+        if match >= cfg.min_match:
+            # The part's pose, for steps fixtured to this one (docs/fixture.md), in view pixels.
+            cx, cy = pose.centre
+            view.publish(Pose(sx, sy, rot, (cx * factor, cy * factor), scale))
         if score < self.report_floor:
             return []
 
