@@ -94,7 +94,7 @@ def main() -> None:
         f"demo-recipes, {args.source} source, {args.parts} parts, a changeover every {args.every}; load {load1():.2f}"
     )
     thread.start()
-    while getattr(rt, "_changeover", None) is None:
+    while not hasattr(rt, "_control"):  # recipes started, control channel served
         time.sleep(0.01)
     asks: list[Ask] = []
     target = "plate-b"

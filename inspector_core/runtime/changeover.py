@@ -105,9 +105,9 @@ class Changeover:
         self._start_steps = start_steps
         self._on_event = on_event
         self._describe = describe
+        """The model files of workers a changeover started (the run's provenance records the first ones)."""
         self._on_switch = on_switch
         """Told each switch (the recipe's name and product codes): the PLC link shows it."""
-        """The model files of workers a changeover started (the run's provenance records the first ones)."""
         self._lock = threading.Condition()
         self._select_lock = threading.Lock()
         self.recipes: dict[str | None, Recipe] = {}
@@ -156,7 +156,10 @@ class Changeover:
             self.changeovers.append(entry)
         if before is not r and self._on_switch is not None and r.name is not None:
             spec = self.station.spec.recipes.get(r.name)
-            self._on_switch(r.name, tuple(spec.products) if spec is not None else ())
+            try:
+                self._on_switch(r.name, tuple(spec.products) if spec is not None else ())
+            except Exception:  # the switch stands; the PLC is told at its next changeover
+                log.exception("showing recipe %s to the PLC", r.name)
         if before is not r:
             models = ""
             if started and self._describe is not None:

@@ -741,15 +741,15 @@ class StationRuntime:
             describe=lambda started: json.dumps(self._provenance_models(started), sort_keys=True),
             on_switch=self._line.recipe_changed if self._line is not None else None,
         )
+        if self._line is not None:  # the PLC may ask at once: a request meets the preloads in progress
+            self._line.recipe_selector = self._plc_selects_recipe
+            self._line.active_recipe = lambda: self.recipe
         try:
             self._changeover.preload()
         except RecipeRefused as exc:  # its parts are ERROR with the reason (fail closed); the rest run
             log.error("%s", exc)
             self.event("recipe_preload_failed", storable_message(str(exc)))
         self._control = ControlServer.start(self.station, self)
-        if self._line is not None:
-            self._line.recipe_selector = self._plc_selects_recipe
-            self._line.active_recipe = lambda: self.recipe
 
     def select_recipe(self, name: str, *, by: str = "api") -> float:
         """Change the product: ``name``'s detectors are started and warmed, then it is the recipe of

@@ -208,7 +208,7 @@ def _run(st: Any, registry: Any) -> tuple[StationRuntime, threading.Thread, list
     t = threading.Thread(target=target, daemon=True)
     t.start()
     for _ in range(600):
-        if getattr(rt, "_changeover", None) is not None or failure:
+        if hasattr(rt, "_control") or failure:  # recipes started (preloads too), control channel served
             break
         time.sleep(0.01)
     assert not failure, failure
@@ -267,7 +267,7 @@ def test_a_changeover_mid_stream_keeps_the_parts_in_flight_on_their_recipe(tmp_p
 
 def test_a_recipe_can_be_selected_by_its_product_code_and_shares_unchanged_steps(tmp_path, registry):
     recipes = RECIPES.replace("look: {config: {tag: b}, roi: {x: 160}}", "look: {roi: {x: 160}}")
-    st = load_station(_station(tmp_path, recipes, count=6), registry)
+    st = load_station(_station(tmp_path, recipes, count=30, delay=20), registry)
     Tagger.started.clear()
     rt, thread, _ = _run(st, registry)
     rt.select_recipe("B-100")  # a product code of b
@@ -353,7 +353,7 @@ def test_qa_filters_and_splits_by_recipe(tmp_path, registry, monkeypatch):
     from inspector_core.store import Store
 
     recipes = RECIPES.replace("rules: {tag: {min_score: 0.95}}", "rules: {tag: {min_score: 0.1}}")  # b fails all
-    st = load_station(_station(tmp_path, recipes, count=12, delay=5), registry)
+    st = load_station(_station(tmp_path, recipes, count=30, delay=20), registry)  # b starts before the end
     rt, thread, _ = _run(st, registry)
     while rt._seq < 4:
         time.sleep(0.005)
@@ -361,7 +361,7 @@ def test_qa_filters_and_splits_by_recipe(tmp_path, registry, monkeypatch):
     thread.join(60)
     db = tmp_path / "recipes.db"
     counts = dict(_rows(db, "SELECT recipe, count(*) FROM inspections GROUP BY recipe"))
-    assert set(counts) == {"a", "b"} and sum(counts.values()) == 12
+    assert set(counts) == {"a", "b"} and sum(counts.values()) == 30
     url = f"sqlite:///{db}"
     monkeypatch.setattr(cli, "_registry", registry)
     runner = CliRunner()
@@ -410,3 +410,13 @@ def test_train_anomaly_takes_the_roi_of_a_recipes_anomaly_step(tmp_path):
         _station_roi(str(path), "c", None, None)
     with pytest.raises(click.ClickException, match="recipe b: no anomaly step named 'side'"):
         _station_roi(str(path), "b", "side", None)
+
+
+def test_a_preloaded_recipe_is_started_with_the_station(tmp_path, registry):
+    st = load_station(_station(tmp_path, RECIPES.replace('products: ["2", B-100]', "preload: true"), count=4), registry)
+    Tagger.started.clear()
+    rt, thread, _ = _run(st, registry)
+    assert sorted(Tagger.started) == ["a", "b", "extra", "side"]  # b's detectors before any request
+    rt.select_recipe("b")
+    thread.join(60)
+    assert rt._changeover.changeovers[0]["started"] == 0  # nothing left to start at the switch

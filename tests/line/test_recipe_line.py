@@ -50,7 +50,7 @@ line:
 
 def test_the_product_code_with_a_modbus_trigger_and_the_recipe_register_select_the_recipe(tmp_path, running):
     st = running(write_station(tmp_path, line=MODBUS + RECIPES, detector="{delay_ms: 1}"))
-    _wait(lambda: getattr(st.runtime, "_changeover", None) is not None)
+    _wait(lambda: hasattr(st.runtime, "_control"))  # recipes started, the PLC's requests taken
     plc = ModbusPlc("127.0.0.1", st.port)
     try:
         wanted: dict[int, str | None] = {}
@@ -108,7 +108,7 @@ def test_an_opcua_client_selects_recipes_and_the_parts_after_run_under_them(tmp_
     from inspector_line.opcua_nodes import MV_URI
 
     st = running(write_station(tmp_path, line=OPCUA + RECIPES, detector="{delay_ms: 1}"))
-    _wait(lambda: getattr(st.runtime, "_changeover", None) is not None)
+    _wait(lambda: hasattr(st.runtime, "_control"))  # recipes started, the PLC's requests taken
     endpoint = st.runtime._line.link.endpoint
     answers: dict[str, object] = {}
 
