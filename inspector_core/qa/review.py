@@ -51,8 +51,8 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from inspector_core.qa.accounts import Account
 from inspector_core.qa.filters import MAX_ID, D, I, QueryError, R, S
-from inspector_core.store import Store, schema, utcnow
-from inspector_core.store.review_records import LABELS, Review, User
+from inspector_core.store import Store, review_outcomes, schema, utcnow
+from inspector_core.store.review_records import LABELS, Review, ReviewOutcome, User
 
 C = schema.Crop
 SR = schema.StepResult
@@ -183,7 +183,9 @@ def add_review(
     if label != "missed" and (box is not None or step or kind):
         raise ReviewError("a box, step and kind are given only with label missed (the defect the machine missed)")
     with store.transaction(write=True) as conn:
-        verdict = conn.scalar(select(I.verdict).where(I.id == inspection_id))
+        # The part's row locked until the commit (PostgreSQL; SQLite's BEGIN IMMEDIATE already
+        # serialises writers): two reviews of one part rewrite its roll-up one after the other.
+        verdict = conn.scalar(select(I.verdict).where(I.id == inspection_id).with_for_update())
         if verdict is None:
             raise ReviewError(f"no inspection {inspection_id} in store {store.display_url}")
         if defect_id is not None:
@@ -230,6 +232,7 @@ def add_review(
             )
             .returning(Review.id)
         ).scalar_one()
+        review_outcomes.refresh(conn, [inspection_id])
         row = conn.execute(
             select(*_review_columns()).join(User, User.id == Review.user_id).where(Review.id == rid)
         ).one()
@@ -487,16 +490,17 @@ def queue(
         fails = conn.execute(fails_q.order_by(I.captured_at.desc(), I.id.desc(), D.id).limit(limit)).all()
         near_cond = _near_condition(conn, stations, near, newest_first=True)
         passes: list[Any] = []
-        if near_cond is not None:
+        need = _passes_needed(len(fails), limit, pass_every)
+        if near_cond is not None and need:
             pass_q = base.where(I.verdict == "PASS", _failed(False), near_cond, *where)
             if not include_reviewed:
                 pass_q = pass_q.where(_unreviewed_part())
             seen: set[int] = set()
-            for r in conn.execute(pass_q.order_by(I.captured_at.desc(), I.id.desc(), D.score.desc()).limit(limit * 4)):
+            for r in conn.execute(pass_q.order_by(I.captured_at.desc(), I.id.desc(), D.score.desc()).limit(need * 4)):
                 if r.iid not in seen:  # a part once, by its highest near-threshold candidate
                     seen.add(r.iid)
                     passes.append(r)
-                if len(passes) >= limit:
+                if len(passes) >= need:
                     break
         rules = _min_scores(conn, {r.run_id for r in [*fails, *passes]})
     states = current(engine, [r.iid for r in [*fails, *passes]]) if include_reviewed else {}
@@ -535,6 +539,22 @@ def queue(
             out.append(item(fq.popleft(), part=False))
             run += 1
     return out
+
+
+def _passes_needed(fails: int, limit: int, pass_every: int) -> int:
+    """How many PASS parts a page of ``limit`` takes when ``fails`` failed findings are at hand:
+    one after every ``pass_every`` of them, and all the rest of the page once they run out. The
+    page asks the database for no more (a month of 1,000,000 parts on PostgreSQL: the PASS walk
+    for 40 parts took 178 ms of the queue's 180, for the 8 a page of 40 shows about a fifth)."""
+    n = run = f = 0
+    for _ in range(limit):
+        if f >= fails or run >= pass_every:
+            n += 1
+            run = 0
+        else:
+            f += 1
+            run += 1
+    return n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -677,7 +697,52 @@ def review_stats(
     until: datetime | None = None,
 ) -> list[ReviewStat]:
     """Precision, recall and false alarms per 1,000 parts per (station, step, kind), over the
-    parts reviewed in the window (by capture time); see the module's rules."""
+    parts reviewed in the window (by capture time); see the module's rules.
+
+    Read from the ``review_outcomes`` roll-up (migration 0014), which :func:`add_review` rewrites
+    for the part it reviews in the same transaction: one GROUP BY over a covering index, however
+    many reviews there are. Exactly :func:`review_stats_reference` (the straightforward tally,
+    tested equal on random logs and after every review): per (step, kind) of a station, tp, fp
+    and fn are summed over the parts' rows, and tn is the number of parts the reviewers judged as
+    a whole less those that count otherwise for that (step, kind)."""
+    O = ReviewOutcome
+    where: list[ColumnElement[bool]] = []
+    if since is not None:
+        where.append(O.captured_at >= since)
+    if until is not None:
+        where.append(O.captured_at < until)
+    with engine.connect() as conn:
+        names: dict[int, str] = dict(conn.execute(select(S.id, S.name)).all())
+        if stations:  # by id: a join to stations made SQLite scan the window once per station
+            where.append(O.station_id.in_([i for i, n in names.items() if n in set(stations)]))
+        rows = conn.execute(
+            select(O.station_id, O.step, O.kind, func.sum(O.tp), func.sum(O.fp), func.sum(O.fn), func.sum(O.whole))
+            .where(*where)
+            .group_by(O.station_id, O.step, O.kind)
+        ).all()
+    judged = {sid: int(w) for sid, _, kind, _, _, _, w in rows if kind is None}
+    out = []
+    for sid, step, kind, tp, fp, fn, excluded in rows:
+        if kind is None:
+            continue
+        c = (int(tp), int(fp), int(fn), judged.get(sid, 0) - int(excluded))
+        if sum(c):
+            out.append(ReviewStat(names[sid], str(step), kind, sum(c), *c))
+    return sorted(out, key=lambda s: (s.station, s.step, s.kind))
+
+
+def review_stats_reference(
+    engine: Engine,
+    *,
+    stations: Sequence[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[ReviewStat]:
+    """:func:`review_stats` computed the straightforward way: every reviewed part, its failed
+    findings and the current state of each subject read into Python and tallied by the module's
+    rules, one part and one (step, kind) at a time. Slow on a month of a busy line (2.8 s on
+    SQLite, 4.1 s on PostgreSQL at 50,000 reviews); kept as the definition the fast one is tested
+    against (``tests/qa/test_review_stats.py``)."""
     where = _window(stations, since, until)
     with engine.connect() as conn:
         reviewed = select(Review.inspection_id).distinct().subquery()

@@ -89,3 +89,39 @@ class Review(Base):
         Index("ix_reviews_subject", "inspection_id", "defect_id", "id"),
         Index("ix_reviews_time", "created_at"),
     )
+
+
+class ReviewOutcome(Base):
+    """What the reviews of one part say about the machine, kept beside the log (migration 0014)
+    so that precision / recall for a month is one range scan instead of a walk over every review,
+    finding and inspection. Derived data: rewritten for a part, in the transaction that appends a
+    review of it (:func:`inspector_core.store.review_outcomes.refresh`), from the part's current
+    reviews and its failed findings, by the rules of :mod:`inspector_core.qa.review`; migration
+    0014 built it from the log. Rows per reviewed part:
+
+    - one *part row* (``step`` and ``kind`` ``NULL``, ``whole`` = 1) when the part's own current
+      review says the reviewer judged the whole part (confirmed, false_alarm, missed);
+    - one row per (step, kind) the machine failed the part for: ``tp`` or ``fp`` (or neither,
+      e.g. unsure), ``whole`` = 1 when the part has a part row (it is then no tn for that pair);
+    - one row for a ``missed`` (step, kind) the machine reported no failed finding of: ``fn`` = 1.
+
+    ``station_id`` and ``captured_at`` are the inspection's (copied: the window and station
+    filters read only this table)."""
+
+    __tablename__ = "review_outcomes"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"))
+    station_id: Mapped[int] = mapped_column(Integer)
+    captured_at: Mapped[datetime]
+    step: Mapped[str | None] = mapped_column(String(200))
+    kind: Mapped[str | None] = mapped_column(String(100))
+    tp: Mapped[int] = mapped_column(Integer)
+    fp: Mapped[int] = mapped_column(Integer)
+    fn: Mapped[int] = mapped_column(Integer)
+    whole: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ix_review_outcomes_inspection", "inspection_id"),
+        # Covering: review_stats reads the window from this index alone.
+        Index("ix_review_outcomes_time", "captured_at", "station_id", "step", "kind", "tp", "fp", "fn", "whole"),
+    )
