@@ -58,6 +58,8 @@ from inspector_core.store import (
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 GROUP = 500
 CHECKPOINTS: list[tuple[int, int]] = []
+WRITER_CPU: dict[bool, list[float]] = {}
+"""CPU us per inspection of the recorder's writer thread, by ``wal_checkpoints``."""
 """(checkpoints, log restarts) of each recorder run with the checkpointer thread."""
 
 
@@ -123,14 +125,16 @@ def recorder_rate(url: str, n: int, *, wal_checkpoints: bool = True) -> tuple[fl
     recs = records(n, run.uid, run.station)
     gaps: list[float] = []
 
-    def committed(batch: list[InspectionRecord]) -> None:
+    def committed(batch: list[InspectionRecord]) -> None:  # on the writer's thread
         now = utcnow()
+        writer.append((time.thread_time(), len(done)))
         done.extend(batch)
         at = getattr(batch[-1], "committed_at", None)
         if at is not None:
             gaps.append((now - at).total_seconds() * 1000)
 
     done: list[InspectionRecord] = []
+    writer: list[tuple[float, int]] = []
     rec = Recorder(store, run=run, on_committed=committed, wal_checkpoints=wal_checkpoints)
     rec.start()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -143,6 +147,10 @@ def recorder_rate(url: str, n: int, *, wal_checkpoints: bool = True) -> tuple[fl
     if cp is not None:
         assert cp.error is None, cp.error
         CHECKPOINTS.append((cp.checkpoints, cp.restarts))
+    # The writer's thread, from its first commit to its last (the one that holds the write lock).
+    WRITER_CPU.setdefault(wal_checkpoints, []).append(
+        (writer[-1][0] - writer[0][0]) / (writer[-1][1] - writer[0][1]) * 1e6
+    )
     store.close()
     return n / dt, cpu / n * 1e6, gaps
 
@@ -371,6 +379,13 @@ def measure(backend: str, n: int, rounds: int, goal: float) -> dict[str, Any]:
             f"{', '.join(f'{c} ({r})' for c, r in CHECKPOINTS)}",
             flush=True,
         )
+    wcpu = {k: statistics.median(v) for k, v in WRITER_CPU.items()}
+    WRITER_CPU.clear()
+    print(
+        f"{backend}: CPU of the recorder's writer thread per inspection: {wcpu[True]:.1f} us"
+        + (f" (with SQLite's own checkpoints {wcpu[False]:.1f} us)" if False in wcpu else ""),
+        flush=True,
+    )
     cpu_raw, cpu_rec = statistics.median(cpus["raw"]), statistics.median(cpus["recorder"])
     cpu_write = statistics.median(cpus["write"])
     wratios = [a / b for a, b in zip(writes, raws, strict=True)]
