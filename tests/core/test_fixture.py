@@ -82,7 +82,7 @@ def inspect(st, images, workers: int = 2):
     judged part and what each step answered (the view it inspected among it)."""
     abort = threading.Event()
     steps_ = [StepWorker(s, st.directory) for s in st.steps]
-    pipeline = Pipeline(steps_, cores=workers, abort=abort)
+    pipeline = Pipeline(steps_, cores=workers, abort=abort, window=len(images) + 1)  # all put, then read
     out = []
     try:
         for i, image in enumerate(images):
@@ -391,3 +391,73 @@ def test_the_misalignment_step_publishes_the_pose_it_measured_and_places_a_fixtu
             (mis,) = [d for d in row.defects if d.kind == "misalignment"]
             assert mis.measurements["shift_x_px"] == pytest.approx(pose.dx, abs=0.3)
             assert mis.measurements["rotation_deg"] == pytest.approx(pose.angle_deg, abs=0.2)
+
+
+CALLS: list[tuple[str, str, float, float]] = []
+_calls_lock = threading.Lock()
+
+
+class _SlowLocate(Detector):
+    """Publishes the taught pose after a nap (releasing the GIL, as OpenCV does)."""
+
+    name = "slow_locate"
+    kinds = ("slow_locate",)
+
+    def inspect(self, view):
+        import time
+
+        t0 = time.perf_counter()
+        time.sleep(0.04)
+        view.publish(Pose(centre=CENTRE))
+        with _calls_lock:
+            CALLS.append(("locate", view.part_id, t0, time.perf_counter()))
+        return []
+
+
+class _SlowLook(Detector):
+    name = "slow_look"
+    kinds = ("slow_look",)
+
+    def inspect(self, view):
+        import time
+
+        t0 = time.perf_counter()
+        time.sleep(0.06)
+        with _calls_lock:
+            CALLS.append(("look", view.part_id, t0, time.perf_counter()))
+        return [Finding("slow_look", 0.9, (1, 1, 2, 2), f"defect of {view.part_id}")]
+
+
+def test_fixtured_steps_keep_the_pipelines_promises_order_one_at_a_time_and_overlap(tmp_path):
+    from inspector_core import hookimpl
+
+    class P:
+        @staticmethod
+        @hookimpl
+        def inspector_register_detectors(register):
+            register(_SlowLocate)
+            register(_SlowLook)
+
+    CALLS.clear()
+    cfg = {
+        "steps": [
+            {"detector": "slow_locate", "name": "locate"},
+            {"detector": "slow_look", "name": "look", "fixture": "locate", "roi": ROI},
+        ],
+        "workers": 2,
+    }
+    images = {f"p{i:02d}": part() for i in range(8)}
+    rows = run_station(cfg, tmp_path, images=images, plugins=[("slow", P)]).inspections()
+    assert [r.part_id for r in rows] == sorted(images) and [r.verdict for r in rows] == ["FAIL"] * 8
+    assert all([d.message for d in r.defects] == [f"defect of {r.part_id}"] for r in rows)
+    spans = {(step, p): (s, e) for step, p, s, e in CALLS}
+    for step in ("locate", "look"):
+        calls = [(p, s, e) for st, p, s, e in CALLS if st == step]
+        assert [p for p, _, _ in calls] == sorted(images)  # in capture order
+        assert all(calls[i][2] <= calls[i + 1][1] for i in range(7))  # one at a time
+    # A fixtured step starts once its fixture step of the same part has answered ...
+    assert all(spans[("look", p)][0] >= spans[("locate", p)][1] for p in images)
+    # ... while the fixture step goes on with the next parts (no core held waiting).
+    assert any(spans[("locate", f"p{n + 1:02d}")][0] < spans[("look", f"p{n:02d}")][1] for n in range(7)), (
+        "the steps did not overlap"
+    )
