@@ -16,6 +16,7 @@ pose. Error: the part centre's position (px) and the rotation (deg).
     python bench/eval_registration.py --scale    # also moves with scales in [0.95, 1.05], scale_range [0.9, 1.1]
     python bench/eval_registration.py --ecc      # with the final ECC refinement turned on
     python bench/eval_registration.py --overlays /tmp/overlays   # PNG of the worst held-out part (not in the tree)
+    python bench/eval_registration.py --judge    # also good / misplaced judged with the tuning half's tolerances
 """
 
 from __future__ import annotations
@@ -156,6 +157,37 @@ def overlay(ref_img: np.ndarray, weight: np.ndarray, view: np.ndarray, matrix: n
     cv2.imwrite(str(path), big)
 
 
+def judged(taught, tune: list[Path], held: list[Path], roi) -> dict[str, Any]:
+    """The detector (default settings, ``suggest_tolerances`` of the tuning half's spread) on the
+    held-out good images, the tuning half's own images, and every test defect class."""
+    import tempfile
+
+    from inspector_misalignment import MisalignmentConfig, MisalignmentDetector, suggest_tolerances
+    from inspector_misalignment.reference import save
+
+    from inspector_core import View
+
+    tol = suggest_tolerances(taught.spread())
+    out: dict[str, Any] = {"tolerances": tol, "classes": {}, "failed": []}
+    with tempfile.TemporaryDirectory() as d:
+        save(taught, Path(d) / "ref", "step", {})
+        det = MisalignmentDetector(MisalignmentConfig(reference="ref/step.png", **tol), station_dir=Path(d))
+        det.warm_up()
+        sets = {"tuning good": tune, "held-out good": held}
+        for cls in ("misplaced", "bent_lead", "cut_lead", "damaged_case"):
+            sets[cls] = sorted((TRANSISTOR / "test" / cls).glob("*.png"))
+        for name, paths in sets.items():
+            failed = 0
+            for p in paths:
+                findings = det.inspect(View(crop(gray(p), roi), p.name))
+                f = max(findings, key=lambda f: f.score, default=None)
+                if f is not None and f.score >= 0.5:
+                    failed += 1
+                    out["failed"].append(f"{name} {p.parent.name}/{p.name}: {f.message} (score {f.score:.2f})")
+            out["classes"][name] = (failed, len(paths))
+    return out
+
+
 def main() -> dict[str, Any]:
     cv2.setNumThreads(1)
     if "--ecc" in sys.argv:
@@ -203,6 +235,14 @@ def main() -> dict[str, Any]:
                 f"{s['mean_px_without_those']} px"
             )
     print("worst held-out:", out["worst_held_out"])
+    if "--judge" in sys.argv:
+        j = judged(taught, tune, held, roi)
+        out["judged"] = j
+        print("judged with the tuning half's tolerances", j["tolerances"])
+        for name, (failed, n) in j["classes"].items():
+            print(f"  {name:15s} failed {failed} of {n}")
+        for line in j["failed"]:
+            print("   ", line)
     return out
 
 

@@ -148,8 +148,8 @@ def test_scale_range_is_checked():
 @pytest.mark.parametrize("scale", [1.4, 0.6])
 def test_scale_search_registers_a_part_at_another_scale(tmp_path: Path, scale: float):
     """A synthetic part imaged 1.4x larger (0.6x smaller), far off its place and turned: the scale
-    search finds it. (Since the refinement runs up to 40 iterations per level, the scale-1 start
-    follows this too; with the former 30/12/8 it found a wrong pose: scale 1.29 / 0.62.)"""
+    search finds it. Without a scale range the pose stays at scale 1 (a rigid motion: the
+    refinement's scale is held to the configured range, issue 11) and the part fails."""
     save(teach([render_part(7, i, "good", color=False).image for i in range(5)]), tmp_path / "r", "align", {})
     part = render_part(22, 0, "good", color=False).image
     h, w = part.shape
@@ -169,7 +169,8 @@ def test_scale_search_registers_a_part_at_another_scale(tmp_path: Path, scale: f
 
     plain, truth = measured(make(tmp_path, reference="r/align.png", **tolerant))
     searched, _ = measured(make(tmp_path, reference="r/align.png", scale_range=(0.55, 1.5), **tolerant))
-    assert plain["scale"] == pytest.approx(scale, abs=0.005) and abs(plain["shift_x_px"] - truth[0]) < 0.5
+    assert plain["scale"] == 1.0
+    assert make(tmp_path, reference="r/align.png").inspect(View(moved, "moved"))[0].score >= 0.5
     assert searched["scale"] == pytest.approx(scale, abs=0.005)
     assert abs(searched["shift_x_px"] - truth[0]) < 0.5 and abs(searched["shift_y_px"] - truth[1]) < 0.5
     assert searched["rotation_deg"] == pytest.approx(4.0, abs=0.05)

@@ -95,7 +95,8 @@ class MisalignmentConfig(PluginConfig):
     max_scale_change: float = Field(
         0.02,
         gt=0,
-        description="Largest allowed relative change of scale (0.02 = 2 %), e.g. a part lifted toward the camera.",
+        description="Largest allowed relative change of scale (0.02 = 2 %), e.g. a part lifted toward the camera. "
+        "The scale is measured only with a scale_range; without one it is 1.",
     )
     min_match: float = Field(
         0.5,
@@ -107,8 +108,8 @@ class MisalignmentConfig(PluginConfig):
     scale_range: tuple[float, float] | None = Field(
         None,
         description="[low, high] scales (part size in the view / in the reference) the coarse "
-        "search tries, e.g. [0.9, 1.1], for parts imaged at a varying distance. Default: scale 1 only "
-        "(the refinement still follows a few % of scale). A frame of another size than the reference "
+        "search tries, e.g. [0.9, 1.1], for parts imaged at a varying distance; the refinement keeps the "
+        "scale inside it. Default: scale 1 (shift and rotation only). A frame of another size than the reference "
         "was taught on is refused unless its size ratio lies in this range. The found scale is still "
         "judged against max_scale_change.",
     )
