@@ -589,7 +589,8 @@ class Report:
     latency_ms: float
     error: str | None
     defects: tuple[dict[str, Any], ...]
-    """Failing findings: ``{"kind", "score", "box", "size_px", "size_mm", "message", "step"}``."""
+    """Failing findings: ``{"kind", "score", "box", "size_px", "size_mm", "message", "step"}``, and
+    ``"view"`` on a multi-view part (docs/views.md: the box is in that view's frame)."""
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
