@@ -11,7 +11,7 @@ a changeover every ``--every`` parts, alternating plate-b / plate-a. Per changeo
 
 with the 1-minute load average beside each figure. Usage::
 
-    .venv/bin/python bench/recipe_changeover.py [--parts 80] [--every 15]
+    .venv/bin/python bench/recipe_changeover.py [--parts 80] [--every 15] [--source folder] [--slow-start-ms 2000]
 """
 
 from __future__ import annotations
@@ -26,12 +26,42 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from inspector_core import Detector, Finding, PluginConfig, View, hookimpl
 from inspector_core.plugins import load
 from inspector_core.runtime.config import load_station
 from inspector_core.runtime.station import StationRuntime
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class _SlowStartConfig(PluginConfig):
+    warm_ms: float = 0
+
+
+class _SlowStart(Detector):
+    """Finds nothing; takes ``warm_ms`` to start (sleeping: the start of a large model, off the cores)."""
+
+    name = "slowstart"
+    kinds = ("slowstart",)
+    Config = _SlowStartConfig
+
+    def warm_up(self, example: Any = None) -> None:
+        assert isinstance(self.config, _SlowStartConfig)
+        time.sleep(self.config.warm_ms / 1000)
+
+    def inspect(self, view: View) -> list[Finding]:
+        return []
+
+
+class _SlowStartPlugin:
+    @staticmethod
+    @hookimpl
+    def inspector_register_detectors(register: Any) -> None:
+        register(_SlowStart)
 
 
 @dataclasses.dataclass
@@ -59,10 +89,27 @@ def main() -> None:
         help="synthetic: plates generated as they are captured (the source sets the pace); folder: the "
         "same plates rendered first, read as fast as the station takes them (a full queue at each request)",
     )
+    ap.add_argument(
+        "--slow-start-ms",
+        type=float,
+        default=0,
+        help="plate-b gets one more step whose detector takes this long to start (a large model's "
+        "load and warm-up): the request waits for it, the parts meanwhile run under plate-a",
+    )
     args = ap.parse_args()
-    registry = load()
-    st = load_station(ROOT / "stations" / "demo-recipes.yaml", registry)
+    registry = load(extra=[("bench-slow-start", _SlowStartPlugin)])
     tmp = Path(tempfile.mkdtemp(prefix="recipe-bench-"))
+    path = ROOT / "stations" / "demo-recipes.yaml"
+    if args.slow_start_ms:
+        data = yaml.safe_load(path.read_text())
+        data["steps"][0]["config"]["reference"] = str(path.parent / data["steps"][0]["config"]["reference"])
+        data["recipes"]["plate-b"]["steps"]["model"] = {
+            "detector": "slowstart",
+            "config": {"warm_ms": args.slow_start_ms},
+        }
+        path = tmp / "demo-recipes.yaml"
+        path.write_text(yaml.safe_dump(data))
+    st = load_station(path, registry)
     cfg = st.source_config.model_copy(update={"count": args.parts})
     st = dataclasses.replace(st, store_url=f"sqlite:///{tmp / 'bench.db'}", source_config=cfg)
     if args.source == "folder":
@@ -121,6 +168,7 @@ def main() -> None:
         assert recipe == ask.to
         old = rows[i - 1][1]
         kept = sum(1 for r in rows[:i] if r[1] == old and datetime.fromisoformat(r[3]) > ask.at)
+        during = sum(1 for r in rows[:i] if datetime.fromisoformat(r[2]) > ask.at)  # captured while it started
         first_ms = (datetime.fromisoformat(decided) - ask.at).total_seconds() * 1000
         firsts.append(first_ms)
         active_at = ask.at + timedelta(seconds=ask.select_s)
@@ -130,9 +178,10 @@ def main() -> None:
         print(
             f"{old} -> {recipe}: request -> active {1000 * ask.select_s:.1f} ms (caller CPU "
             f"{1000 * ask.cpu_s:.1f} ms); request -> first {recipe} part (seq {seq}) decided {first_ms:.1f} ms "
-            f"(captured {wait_ms:.1f} ms after the request, the source's next frame; its own capture -> verdict "
+            f"(captured {wait_ms:.1f} ms after the request; its own capture -> verdict "
             f"{latency:.1f} ms); in flight at the request {ask.in_flight}, {kept} "
-            f"of them decided after it under {old}; load {ask.load:.2f}"
+            f"of them decided after it under {old}, {during} captured and inspected under {old} while it started; "
+            f"load {ask.load:.2f}"
         )
     lat = statistics.median(r[4] for r in rows if r[4] is not None)
     times = [datetime.fromisoformat(r[2]) for r in rows]
