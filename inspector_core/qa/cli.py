@@ -259,6 +259,7 @@ def history(
                 "max_score",
                 "error",
                 "recipe",
+                "views",
             ]
         )
         for r in rows:
@@ -276,6 +277,8 @@ def history(
                     r.max_score,
                     r.error or "",
                     r.recipe or "",
+                    # issue 14: each view as view:status[:kinds], e.g. "top:ok:scratch; side:missing"
+                    "; ".join(f"{v.view}:{v.status}" + (f":{' '.join(v.kinds)}" if v.kinds else "") for v in r.views),
                 ]
             )
         return

@@ -398,6 +398,12 @@ def test_history_json_and_table_show_one_inspection_with_its_views(two_view_stor
         ("side", "missing"),
     ]
     assert gone["views"][1]["error"] == "view 'side' missing: the source ended before it"
+    csv = CliRunner().invoke(main, ["history", "--db", url, "--format", "csv"])
+    assert csv.exit_code == 0, csv.output
+    lines = csv.output.splitlines()
+    assert lines[0].rstrip().endswith(",recipe,views")
+    assert any(line.rstrip().endswith(",top:ok:glare; side:ok:glare") for line in lines)
+    assert any(line.rstrip().endswith(",top:ok; side:missing") for line in lines)
     table = CliRunner().invoke(main, ["history", "--db", url])
     assert table.exit_code == 0, table.output
     assert "views" in table.output and "side: missing" in table.output and "top: glare x1 (crops" in table.output
