@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -532,23 +532,14 @@ class Store:
                 )
         return found
 
-    def write(
-        self,
-        records: Sequence[InspectionRecord],
-        *,
-        timeout_s: float | None = None,
-        fresh: bool = False,
-        prepared: Mapping[int, tuple[InspectionRecord, RowParts]] | None = None,
-    ) -> int:
+    def write(self, records: Sequence[InspectionRecord], *, timeout_s: float | None = None, fresh: bool = False) -> int:
         """Write ``records`` in one transaction; records whose ``uid`` is already stored are
         skipped (a spool drained twice). A record without database ids names its run by
         ``run_uid`` (recorded before, :meth:`ensure_run`) and its station by ``station``; the ids
         are looked up and set on the record, and a station name that is not the run's is refused.
         ``fresh=True`` (the writer's first attempt at verdicts it has just been given, whose uids
         no earlier transaction can have committed) skips the probe for stored uids; a uid that is
-        stored all the same is refused by its unique index. ``prepared``: ``{id(record): (record,
-        row_parts(record, ...))}`` made beforehand for some of them (the recorder's). Returns how
-        many were new."""
+        stored all the same is refused by its unique index. Returns how many were new."""
         if not records:
             return 0
         with self.transaction(timeout_s=timeout_s, write=True) as conn:
@@ -596,6 +587,7 @@ class Store:
             iids = _allocate_ids(conn, "inspections", len(new))
             dids = _allocate_ids(conn, "defects", sum(len(r.defects) for r in new))
             sqlite = conn.dialect.name == "sqlite"
+            js = _json
             at = utcnow()
             at_db = at.isoformat(" ", "microseconds") if sqlite else at
             ins: list[tuple[Any, ...]] = []
@@ -606,26 +598,69 @@ class Store:
             views: list[tuple[Any, ...]] = []
             add_ins, add_step, add_defect, add_crop = ins.append, steps.append, defects.append, crops.append
             add_rollup = rollup.add_many
-            get = prepared.get if prepared else None
             k = 0
             for iid, r, f1, p1 in zip(iids, new, first, passed, strict=True):
-                # The rows' parts that need no id nor this transaction: made by the recorder when the
-                # verdict was submitted (on the station's thread), or here.
-                made = get(id(r)) if get is not None else None
-                parts = made[1] if made is not None and made[0] is r else row_parts(r, sqlite)
-                ins_part, step_parts, defect_parts, crop_parts, captured, decided, captured_db = parts
-                tail = (iid,)
-                for sp in step_parts:
-                    add_step(sp + tail)
-                for dp, cp in zip(defect_parts, crop_parts, strict=True):
-                    ids = (dids[k], iid)
+                for s in r.steps:
+                    add_step(
+                        (
+                            iid,
+                            s.step_index,
+                            s.step,
+                            s.detector,
+                            s.status,
+                            s.score,
+                            s.raw_score,
+                            s.latency_ms,
+                            s.n_findings,
+                            s.error,
+                            s.view,
+                        )
+                    )
+                n_failed = 0
+                for d in r.defects:
+                    did = dids[k]
                     k += 1
-                    add_defect(dp + ids)
-                    if cp is not None:
-                        add_crop(cp + ids)
+                    n_failed += d.failed
+                    x, y, w, h = d.box
+                    add_defect(
+                        (
+                            did,
+                            iid,
+                            d.step,
+                            d.detector,
+                            d.kind,
+                            d.score,
+                            d.raw_score,
+                            d.failed,
+                            x,
+                            y,
+                            w,
+                            h,
+                            d.size_px,
+                            d.size_mm,
+                            js(d.measurements),
+                            d.message,
+                            d.view,
+                        )
+                    )
+                    c = d.crop
+                    if c is not None:
+                        add_crop((did, iid, c.format, c.width, c.height, c.x, c.y, c.scale, c.data))
+                captured, decided = r.captured_at, r.decided_at
+                if captured.tzinfo is not None:
+                    captured = naive_utc(captured)
+                if decided.tzinfo is not None:
+                    decided = naive_utc(decided)
                 lat = r.latency_ms
                 station_id = r.station_id
                 add_rollup(station_id, captured, r.verdict, lat, f1, p1)  # type: ignore[arg-type]
+                captured_db: Any
+                decided_db: Any
+                if sqlite:  # SQLAlchemy's SQLite DATETIME storage form (always with microseconds)
+                    captured_db = captured.isoformat(" ", "microseconds")
+                    decided_db = decided.isoformat(" ", "microseconds")
+                else:
+                    captured_db, decided_db = captured, decided
                 if r.views:  # issue 14: a multi-view part's views (inspection_views, migration 0013)
                     add_views(iid, r.views, sqlite, views)
                 ev = r.evidence
@@ -647,15 +682,28 @@ class Store:
                             at_db,
                         )
                     )
+                meta = r.source_meta
                 add_ins(
-                    ins_part
-                    + (
+                    (
                         iid,
+                        r.uid,
                         station_id,
                         r.run_id,
+                        r.seq,
+                        r.part_id,
+                        captured_db,
+                        decided_db,
+                        r.verdict,
+                        lat,
+                        r.error,
+                        r.error_step,
+                        n_failed,
+                        "null" if meta is None else js(meta),
                         f1,
                         at_db,
                         None if lat is None else lat + (at - decided).total_seconds() * 1000,
+                        r.recipe,
+                        r.recipe_hash,
                     )
                 )
             rollup.flush()
@@ -673,105 +721,20 @@ class Store:
 
 # ---------------------------------------------------------------------------- bulk rows
 
-# Each table's columns: first those :func:`row_parts` makes from the record alone, then the ids and
-# what only the transaction knows (first_of_part, committed_at).
 _INSPECTION_COLUMNS = (
     "inspections",
-    "uid seq part_id captured_at decided_at verdict latency_ms error error_step n_defects source_meta recipe "
-    "recipe_hash id station_id run_id first_of_part committed_at commit_latency_ms",
+    "id uid station_id run_id seq part_id captured_at decided_at verdict latency_ms error error_step n_defects "
+    "source_meta first_of_part committed_at commit_latency_ms recipe recipe_hash",
 )
 _STEP_COLUMNS = (
     "step_results",
-    "step_index step detector status score raw_score latency_ms n_findings error view inspection_id",
+    "inspection_id step_index step detector status score raw_score latency_ms n_findings error view",
 )
 _DEFECT_COLUMNS = (
     "defects",
-    "step detector kind score raw_score failed x y w h size_px size_mm measurements message view id inspection_id",
+    "id inspection_id step detector kind score raw_score failed x y w h size_px size_mm measurements message view",
 )
-_CROP_COLUMNS = ("crops", "format width height x y scale data defect_id inspection_id")
-
-RowParts = tuple[
-    tuple[Any, ...],
-    list[tuple[Any, ...]],
-    list[tuple[Any, ...]],
-    list["tuple[Any, ...] | None"],
-    datetime,
-    datetime,
-    Any,
-]
-"""What :func:`row_parts` makes of a record: the inspection's, steps', defects' and crops' row
-heads (a crop per defect, ``None`` for none), the capture and decision times as naive UTC, and
-the capture time in the database's form."""
-
-
-def row_parts(r: InspectionRecord, sqlite: bool) -> RowParts:
-    """The parts of ``r``'s bulk rows that need no id and no transaction, in the database's form
-    (SQLite: datetimes as text with microseconds; JSON as its text): the writer adds the ids and
-    the transaction's values (:meth:`Store.write`). The recorder makes them when a verdict is
-    submitted, so that the writer's thread, the one that holds the write lock, does not."""
-    js = _json
-    step_parts = [
-        (s.step_index, s.step, s.detector, s.status, s.score, s.raw_score, s.latency_ms, s.n_findings, s.error, s.view)
-        for s in r.steps
-    ]
-    defect_parts: list[tuple[Any, ...]] = []
-    crop_parts: list[tuple[Any, ...] | None] = []
-    n_failed = 0
-    for d in r.defects:
-        n_failed += d.failed
-        x, y, w, h = d.box
-        defect_parts.append(
-            (
-                d.step,
-                d.detector,
-                d.kind,
-                d.score,
-                d.raw_score,
-                d.failed,
-                x,
-                y,
-                w,
-                h,
-                d.size_px,
-                d.size_mm,
-                js(d.measurements),
-                d.message,
-                d.view,
-            )
-        )
-        c = d.crop
-        crop_parts.append(None if c is None else (c.format, c.width, c.height, c.x, c.y, c.scale, c.data))
-    captured, decided = r.captured_at, r.decided_at
-    if captured.tzinfo is not None:
-        captured = naive_utc(captured)
-    if decided.tzinfo is not None:
-        decided = naive_utc(decided)
-    captured_db: Any
-    decided_db: Any
-    if sqlite:  # SQLAlchemy's SQLite DATETIME storage form (always with microseconds)
-        captured_db = captured.isoformat(" ", "microseconds")
-        decided_db = decided.isoformat(" ", "microseconds")
-    else:
-        captured_db, decided_db = captured, decided
-    meta = r.source_meta
-    ins_part = (
-        r.uid,
-        r.seq,
-        r.part_id,
-        captured_db,
-        decided_db,
-        r.verdict,
-        r.latency_ms,
-        r.error,
-        r.error_step,
-        n_failed,
-        "null" if meta is None else js(meta),
-        r.recipe,
-        r.recipe_hash,
-    )
-    return ins_part, step_parts, defect_parts, crop_parts, captured, decided, captured_db
-
-
+_CROP_COLUMNS = ("crops", "defect_id inspection_id format width height x y scale data")
 _EVIDENCE_COLUMNS = (
     "evidence",
     "inspection_id station_id captured_at kept_as status reason sha256 format width height scale bytes created_at",

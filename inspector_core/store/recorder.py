@@ -34,15 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from inspector_core.store.checkpoint import WalCheckpointer
-from inspector_core.store.database import (
-    RowParts,
-    Store,
-    StoreError,
-    StoreTimeout,
-    classify,
-    describe_failure,
-    row_parts,
-)
+from inspector_core.store.database import Store, StoreError, StoreTimeout, classify, describe_failure
 from inspector_core.store.evidence import EvidenceWriter, add_evidence
 from inspector_core.store.records import EventRecord, EvidenceRecord, InspectionRecord, RunRecord, utcnow
 from inspector_core.store.spool import Spool, spool_file
@@ -143,9 +135,6 @@ class Recorder:
 
         self._cond = threading.Condition()
         self._pending: collections.deque[InspectionRecord] = collections.deque()
-        self._prepared: dict[int, tuple[InspectionRecord, RowParts]] = {}
-        """The queued verdicts' rows, made on the submitting thread (by ``id(record)``): the writer's
-        thread, which holds the database's write lock, only adds the ids."""
         self._events: collections.deque[EventRecord] = collections.deque()
         self._events_dropped = 0
         self._stop = False
@@ -232,15 +221,11 @@ class Recorder:
             record.run_uid = self.run.uid
         if record.station is None:
             record.station = self.run.station
-        # A record the rows cannot be made of is left to the writer, which finds out and refuses it.
-        with contextlib.suppress(Exception):
-            self._prepared[id(record)] = (record, row_parts(record, self.store.is_sqlite))
         limit = self.max_queue
         if self.overload == "drop-oldest" and record.verdict == "NOT_INSPECTED":
             limit *= 2
         with self._cond:
             if self._stop:
-                self._prepared.pop(id(record), None)
                 raise StoreError(
                     f"store {self.store.display_url}: the recorder is closed; part {record.part_id} was not recorded"
                 )
@@ -255,7 +240,6 @@ class Recorder:
                     )
                 while len(self._pending) >= limit:
                     if not self._thread.is_alive():
-                        self._prepared.pop(id(record), None)
                         raise StoreError(
                             f"store {self.store.display_url}: the writer is not running "
                             f"({self.error or 'never started'}); part {record.part_id} was not recorded"
@@ -379,7 +363,6 @@ class Recorder:
                 self._cond.notify_all()
             if self._frames:
                 self._keep_frames(batch)
-            prepared = self._prepared
             try:
                 # Held verdicts were in a write that failed: it may have committed, so they are probed.
                 self._process(self._held + batch, events, fresh=not self._held)
@@ -403,8 +386,6 @@ class Recorder:
                 time.sleep(min(1.0, self.retry_s))
                 continue
             finally:
-                for r in batch:  # written, spooled or held: a retry makes its rows again
-                    prepared.pop(id(r), None)
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
@@ -582,7 +563,7 @@ class Recorder:
                 if r.station_id is None and r.run_uid == self.run.uid and r.station in (None, self.run.station):
                     r.station_id, r.run_id = self.station_id, self.run_id
         try:
-            self.store.write(batch, timeout_s=self.write_timeout_s, fresh=fresh, prepared=self._prepared)
+            self.store.write(batch, timeout_s=self.write_timeout_s, fresh=fresh)
             if self.checkpointer is not None:
                 self.checkpointer.committed(len(batch))
         except Exception as exc:

@@ -28,7 +28,6 @@ from inspector_core.store import (
     schema,
     utcnow,
 )
-from inspector_core.store.database import row_parts
 from inspector_core.testing import run_station
 
 TABLES = ("inspections", "step_results", "defects", "crops")
@@ -94,13 +93,10 @@ def _raw_rows(engine, table: str) -> list[tuple]:
         return sorted(c.exec_driver_sql(f"SELECT {sel} FROM {table}").all(), key=repr)
 
 
-@pytest.mark.parametrize("made", ["in the transaction", "when submitted"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_bulk_rows_are_stored_exactly_as_sqlalchemy_stores_them(backend, made, tmp_path, request):
+def test_bulk_rows_are_stored_exactly_as_sqlalchemy_stores_them(backend, tmp_path, request):
     # The writer bypasses SQLAlchemy's per-row parameter handling (executemany of tuples, COPY);
     # a QA engineer's SQL must see the same text, types and JSON as rows SQLAlchemy inserts.
-    # Whether the rows were made in the transaction or beforehand (the recorder makes them when a
-    # verdict is submitted) makes no difference.
     url = _url(backend, tmp_path, request)
     store = Store(url)
     run = _run("l1")
@@ -110,10 +106,7 @@ def test_bulk_rows_are_stored_exactly_as_sqlalchemy_stores_them(backend, made, t
         _record(run, 2, steps=[], defects=[], error="step x: boom", error_step="x"),
     ]
     store.ensure_run(run)
-    prepared = None
-    if made == "when submitted":
-        prepared = {id(r): (r, row_parts(r, store.is_sqlite)) for r in records}
-    assert store.write(records, prepared=prepared) == 3
+    assert store.write(records) == 3
     # The same rows again, inserted by SQLAlchemy Core into a second database.
     if backend == "sqlite":
         other_url = f"sqlite:///{tmp_path / 'core.db'}"
