@@ -55,6 +55,8 @@ class Scripted(FrameSource):
             if s.after_ms and self._stop.wait(s.after_ms / 1000):
                 return
             meta = {} if s.view is None else {"view": s.view}
+            if s.image == "raise":
+                raise RuntimeError("the camera's cable is out")
             if s.image == BROKEN:
                 yield Frame(s.part, None, datetime.now(UTC), meta, error="the camera timed out")
                 continue
@@ -524,3 +526,16 @@ def test_after_the_stop_begun_parts_are_finished_and_new_ones_recorded_not_begun
         "part 'c': view 'top' arrived after the station began to stop; its part was not begun, "
         "this frame is not inspected"
     ]
+
+
+def test_a_camera_that_fails_ends_the_run_with_its_open_parts_recorded(tmp_path):
+    own = [{"part": "a"}, {"part": "b", "after_ms": 100, "image": "raise"}]
+    cfg = _station([{"part": "a"}, {"part": "b", "after_ms": 50}, {"part": "c", "after_ms": 400}], deadline_ms=2000)
+    cfg["views"] = {"top": {}, "side": {"source": {"type": "scripted", "config": {"shots": own}}}}
+    res = _run(tmp_path, cfg)
+    parts = _parts(res.db_url)
+    assert parts["a"].verdict == "PASS"
+    assert (parts["b"].verdict, parts["b"].error_step) == ("ERROR", "view:side")
+    assert parts["b"].error == "view 'side' missing: the source failed before it"
+    failed = [e.message for e in res.events() if e.kind == "source_failed"]
+    assert len(failed) == 1 and "view 'side' (scripted): the camera's cable is out" in failed[0]
