@@ -165,8 +165,8 @@ class Outbox:
             if not rows:
                 return []
             defects: dict[int, list[dict[str, Any]]] = {}
-            cols = (d.inspection_id, d.kind, d.score, d.x, d.y, d.w, d.h, d.size_px, d.size_mm, d.message, d.step)
-            cols += (d.view,)
+            cols: tuple[Any, ...] = (d.inspection_id, d.kind, d.score, d.x, d.y, d.w, d.h, d.size_px, d.size_mm)
+            cols += (d.message, d.step, d.view)
             for x in conn.execute(
                 select(*cols).where(d.inspection_id.in_([r.id for r in rows]), d.failed).order_by(d.id)
             ):
