@@ -320,14 +320,17 @@ def test_taught_edges_on_held_out_transistors(data_dir):
 
 @pytest.mark.data
 @needs_data
-def test_glass_held_out_half_with_the_glass_config(data_dir):
-    # Measured on the odd (held-out) half, lighting `images`: 20/24 found (a 21st sits at 0.50,
-    # on the boundary), 2/324 good tiles.
+def test_glass_held_out_half_with_the_glass_configs_per_lighting(data_dir):
+    # Measured on the odd (held-out) half: lighting `images` (glass config) 20/24 found, 2/324
+    # good tiles; lighting `image` (its dark boundary 5, AGDD_FRONT_CONFIG) 16/24, 0/324; a scene
+    # found under either 21/24 (0.875; goal 0.85). The boundary 5 was chosen on the even half.
     stems = eval_scratch.agdd_items(data_dir)["holdout"]
-    r = eval_scratch.agdd_figures(make(**eval_scratch.AGDD_GLASS_CONFIG), data_dir, stems, lightings=("images",))
-    assert r["images"]["scratched"] == 24, r
+    dets = {"image": make(**eval_scratch.AGDD_FRONT_CONFIG), "images": make(**eval_scratch.AGDD_GLASS_CONFIG)}
+    r = eval_scratch.agdd_figures(dets, data_dir, stems)
+    assert r["images"]["scratched"] == 24 and r["either"]["scratched"] == 24, r
     assert r["images"]["found_rate"] >= 0.80, r
-    assert r["images"]["good_tile_rate"] <= 0.03, r
+    assert r["either"]["found_rate"] >= 0.85, r
+    assert r["images"]["good_tile_rate"] <= 0.03 and r["image"]["good_tile_rate"] <= 0.01, r
 
 
 def ground(seed: int) -> np.ndarray:
