@@ -848,9 +848,7 @@ def load_station(path: str | Path, registry: Registry, *, check_files: bool = Tr
     return _station(path, file, text, spec, registry, check_files=check_files)
 
 
-def _station(
-    path: Path, file: str, text: str, spec: StationSpec, registry: Registry, *, check_files: bool
-) -> Station:
+def _station(path: Path, file: str, text: str, spec: StationSpec, registry: Registry, *, check_files: bool) -> Station:
     """The whole-station checks of a validated ``spec`` (every plugin's config, rules, ROIs, store)."""
     directory = path.resolve().parent
     context = {"station_dir": directory, "check_files": check_files}
