@@ -539,3 +539,27 @@ def test_a_camera_that_fails_ends_the_run_with_its_open_parts_recorded(tmp_path)
     assert parts["b"].error == "view 'side' missing: the source failed before it"
     failed = [e.message for e in res.events() if e.kind == "source_failed"]
     assert len(failed) == 1 and "view 'side' (scripted): the camera's cable is out" in failed[0]
+
+
+def test_one_camera_at_two_positions_and_a_second_camera(tmp_path):
+    """Views top and side share the station's camera (by tag), view back has its own."""
+    own = [{"part": "a"}, {"part": "b", "image": BRIGHT}]
+    shots = [{"part": "a", "view": "top"}, {"part": "a", "view": "side"}]
+    shots += [{"part": "b", "view": "top"}, {"part": "b", "view": "side"}, {"part": "b", "view": "back"}]
+    cfg = _station(shots, deadline_ms=1000)
+    cfg["views"] = {"top": {}, "side": {}, "back": {"source": {"type": "scripted", "config": {"shots": own}}}}
+    cfg["steps"].append({"detector": "bright", "name": "back_glare", "view": "back"})
+    res = _run(tmp_path, cfg)
+    parts = _parts(res.db_url)
+    assert {p: r.verdict for p, r in parts.items()} == {"a": "PASS", "b": "FAIL"}
+    views = _rows(
+        res.db_url,
+        "SELECT i.part_id, v.view, v.status FROM inspection_views v JOIN inspections i ON i.id = v.inspection_id "
+        "ORDER BY i.part_id, v.id",
+    )
+    assert [(r.part_id, r.view, r.status) for r in views] == [
+        (p, v, "ok") for p in "ab" for v in ("top", "side", "back")
+    ]
+    # The station camera's frame tagged 'back' is not the back view (that one has its own camera).
+    unknown = [e.message for e in res.events() if e.kind == "view_unknown"]
+    assert len(unknown) == 1 and "part 'b': a frame of no view of this station (view='back'" in unknown[0]
