@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from inspector_core import Detector, Finding, Pose, View
+from inspector_core import Detector, Finding, FrameSource, PluginConfig, Pose, View
 from inspector_core.contract import Frame
 from inspector_core.plugins import load
 from inspector_core.runtime.config import ConfigError, load_station
@@ -461,3 +461,73 @@ def test_fixtured_steps_keep_the_pipelines_promises_order_one_at_a_time_and_over
     assert any(spans[("locate", f"p{n + 1:02d}")][0] < spans[("look", f"p{n:02d}")][1] for n in range(7)), (
         "the steps did not overlap"
     )
+
+
+def test_a_recipes_fixtured_steps_are_placed_by_its_own_fixture(tmp_path):
+    base = steps()[:2]
+    reader = {k: v for k, v in steps()[2].items() if k != "name"}
+    cfg = {
+        "steps": base,
+        "recipes": {
+            "a": {},
+            "b": {"steps": {"spots": {"roi": {"x": 95, "y": 85, "width": 140, "height": 70}}, "reader": reader}},
+        },
+        "recipe": "b",
+    }
+    pose = Pose(5.0, -3.0, 4.0, CENTRE)
+    rows = run_station(cfg, tmp_path, images=[part(pose)]).inspections()
+    (row,) = rows
+    assert row.error is None, row.error
+    (dot,) = [d for d in row.defects if d.kind == "bright_spot"]
+    assert inside(dot.box, *pose.apply(*DOT))
+    (read,) = [d for d in row.defects if d.kind == "pose_reader"]
+    assert read.measurements["angle_deg"] == pytest.approx(4.0, abs=0.5)
+
+
+class _TwoViewsConfig(PluginConfig):
+    parts: int = 2
+
+
+class _TwoViews(FrameSource):
+    """Each part twice, as views ``top`` and ``side`` (``meta["view"]``), moved by different poses."""
+
+    name = "two_views"
+    Config = _TwoViewsConfig
+
+    def frames(self):
+        for i in range(self.config.parts):
+            for view, pose in _VIEW_POSES[i].items():
+                yield Frame(f"part{i}", part(pose), datetime.now(UTC), {"view": view})
+
+
+_VIEW_POSES = [
+    {"top": Pose(4.0, 2.0, 3.0, CENTRE), "side": Pose(-6.0, 1.0, -5.0, CENTRE)},
+    {"top": Pose(-3.0, -4.0, 0.0, CENTRE), "side": Pose(2.0, 5.0, 8.0, CENTRE)},
+]
+
+
+def test_each_view_of_a_multi_view_part_is_fixtured_by_its_own_pose(tmp_path):
+    from inspector_core import hookimpl
+
+    class P:
+        @staticmethod
+        @hookimpl
+        def inspector_register_sources(register):
+            register(_TwoViews)
+
+    chain = []
+    for view in ("top", "side"):
+        locate, spots = steps()[:2]
+        chain.append({**locate, "name": f"locate_{view}", "view": view})
+        chain.append({**spots, "name": f"spots_{view}", "view": view, "fixture": f"locate_{view}"})
+    cfg = {"source": {"type": "two_views"}, "views": {"top": {}, "side": {}}, "steps": chain}
+    rows = run_station(cfg, tmp_path, plugins=[("views", P)], installed=True).inspections()
+    assert [r.part_id for r in rows] == ["part0", "part1"]
+    for r, poses in zip(rows, _VIEW_POSES, strict=True):
+        assert r.error is None, r.error
+        for view, pose in poses.items():
+            (dot,) = [d for d in r.defects if d.step == f"spots_{view}"]
+            assert inside(dot.box, *pose.apply(*DOT)), (r.part_id, view, dot.box)
+    across = [dict(chain[0]), {**chain[3], "fixture": "locate_top"}, chain[1], chain[2]]
+    with pytest.raises(ConfigError, match=r"'locate_top' looks at view 'top', this step at 'side'"):
+        station(tmp_path, across, views={"top": {}, "side": {}})
