@@ -161,6 +161,7 @@ class _Level:
     points: np.ndarray  # (K, 2) float32, level px
     values: np.ndarray  # (K,) float32
     jacobian: np.ndarray  # (K, 4) float64
+    rigid_jacobian: np.ndarray  # (K, 3): without the scale column, contiguous (a slice made the solve 3x dearer)
     photometric: np.ndarray  # (K, 4): ref value, 1, x', y' (the photometric fit's design)
     gram: np.ndarray  # (4, 4)
     centre: np.ndarray  # (2,) level px
@@ -261,7 +262,8 @@ class Reference:
         phot = np.stack([values, np.ones_like(xr), xr / norm, yr / norm], axis=1)
         pts = np.stack([px, py], axis=1).astype(np.float32)
         radius = float(np.sqrt(np.mean(xr**2 + yr**2)))
-        return _Level(k, pts, values.astype(np.float32), jac, phot, phot.T @ phot, c, radius)
+        rigid = np.ascontiguousarray(jac[:, 1:])
+        return _Level(k, pts, values.astype(np.float32), jac, rigid, phot, phot.T @ phot, c, radius)
 
     def _prepare_search(self) -> None:
         k = self.k_coarse
@@ -432,7 +434,7 @@ class Reference:
         """Inverse-compositional Gauss-Newton from ``w`` (level px). The scale stays within
         ``scale_bounds``: with (1, 1) the update has no scale term (shift and rotation only)."""
         rigid = scale_bounds == (1.0, 1.0)
-        jacobian = lk.jacobian[:, 1:] if rigid else lk.jacobian
+        jacobian = lk.rigid_jacobian if rigid else lk.jacobian
         if rigid:
             w = _with_scale(w, 1.0, lk.centre)
         pts = lk.points
