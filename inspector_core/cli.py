@@ -138,6 +138,14 @@ def validate(station_file: str) -> None:
         f"{_steps(st)}; store {store}; "
         f"config hash {st.config_hash[:12]})"
     )
+    if st.views is not None:  # issue 14: the views of a part and where each comes from (docs/views.md)
+        spec_views = st.spec.views or {}
+        where = {
+            v: spec_views[v].source.type if spec_views[v].source else f"source {st.spec.source.type}"
+            for v in st.views.names
+        }
+        shown = ", ".join(f"{v} ({w})" for v, w in where.items())
+        click.echo(f"  views: {shown}; joined by part id within {st.views.deadline_ms:g} ms")
     for name, r in st.recipes.items():  # each one validated as a whole station (docs/recipes.md)
         start = "; active at start" if name == st.recipe else ""
         click.echo(f"  recipe {name}: ok ({_steps(r)}; hash {(r.recipe_hash or '')[:12]}{start})")

@@ -563,3 +563,22 @@ def test_one_camera_at_two_positions_and_a_second_camera(tmp_path):
     # The station camera's frame tagged 'back' is not the back view (that one has its own camera).
     unknown = [e.message for e in res.events() if e.kind == "view_unknown"]
     assert len(unknown) == 1 and "part 'b': a frame of no view of this station (view='back'" in unknown[0]
+
+
+def test_validate_names_the_views(tmp_path):
+    from inspector_core.cli import main
+
+    for d in ("front", "back"):
+        (tmp_path / d).mkdir()
+    cfg = {
+        "name": "two",
+        "source": {"type": "folder", "config": {"path": "front"}},
+        "views": {"front": {}, "back": {"source": {"type": "folder", "config": {"path": "back"}}}},
+        "join": {"deadline_ms": 750},
+        "steps": [{"detector": "scratch", "name": "f", "view": "front"}, {"detector": "scratch", "view": "back"}],
+    }
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = CliRunner().invoke(main, ["validate", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "  views: front (source folder), back (folder); joined by part id within 750 ms" in out.output
