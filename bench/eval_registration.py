@@ -82,10 +82,17 @@ def taught_reference(paths: list[Path], scale_range: tuple[float, float] | None 
 
 
 def moved_errors(
-    ref, paths: list[Path], roi, per_image: int, seed: int, scale_change: float = 0.0
+    ref,
+    paths: list[Path],
+    roi,
+    per_image: int,
+    seed: int,
+    scale_change: float = 0.0,
+    moves: list[tuple[float, float, float]] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Move each whole frame ``per_image`` times, cut the ROI, register; errors against the
-    move composed with the unmoved frame's pose (ROI pixels)."""
+    move composed with the unmoved frame's pose (ROI pixels). ``moves``: these (dx, dy, deg)
+    instead of random ones."""
     rng = np.random.default_rng(seed)
     x, y, _, _ = roi
     to_roi = np.array([[1, 0, -x], [0, 1, -y], [0, 0, 1]], np.float64)
@@ -96,10 +103,14 @@ def moved_errors(
     for p in paths:
         frame = gray(p)
         base = _m3(ref.register(crop(frame, roi)).matrix)
-        for _ in range(per_image):
-            dx, dy = rng.uniform(-SHIFT_PX, SHIFT_PX, 2)
-            ang = float(rng.uniform(-ROTATION_DEG, ROTATION_DEG))
-            sc = float(rng.uniform(1 - scale_change, 1 + scale_change)) if scale_change else 1.0
+        for i in range(per_image if moves is None else len(moves)):
+            if moves is None:
+                dx, dy = rng.uniform(-SHIFT_PX, SHIFT_PX, 2)
+                ang = float(rng.uniform(-ROTATION_DEG, ROTATION_DEG))
+                sc = float(rng.uniform(1 - scale_change, 1 + scale_change)) if scale_change else 1.0
+            else:
+                dx, dy, ang = moves[i]
+                sc = 1.0
             m = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), ang, sc)
             m[:, 2] += (dx, dy)
             moved = cv2.warpAffine(
