@@ -114,9 +114,9 @@ def test_the_writer_does_not_checkpoint_and_the_log_stays_bounded(tmp_path, monk
     assert rec.close(60, parts_seen=4000), rec.close_problem
     assert cp.error is None
     assert cp.restarts >= 2, (cp.restarts, seen)
-    # A batch of 200 with its crops is about 300 frames: at most one batch past the bound
-    # before the thread asks, one more before the writer restarts it.
-    assert max(seen) < cp.restart_pages + 800, seen
+    # A batch of 200 with its crops is about 300-350 frames: one batch past the bound before the
+    # thread asks, one more before the writer restarts it.
+    assert max(seen) < cp.restart_pages + 1000, seen
     with store.engine.connect() as c:
         dbapi = c.connection.dbapi_connection
         assert dbapi is not None
