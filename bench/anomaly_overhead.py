@@ -103,13 +103,14 @@ def time_size(
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=line_rate.CACHE / "anomaly.onnx")
+    ap.add_argument("--model", type=Path, default=None, help="default: the line-rate bench's model (default bank)")
     ap.add_argument("--images", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--openvino", action="store_true", help="also the detector with runtime: openvino")
     ap.add_argument("--sizes", default="roi,frame", help="roi, frame or both")
     args = ap.parse_args()
+    args.model = args.model or line_rate.model_path()
     if not args.model.is_file():
         print(f"no model at {args.model}: run `python bench/line_rate.py --prepare-only`, or --model", file=sys.stderr)
         return 2
