@@ -171,19 +171,22 @@ def measure(station: Any, paths: list[Path], shift: float, turn: float, rng: np.
         cx, cy = w / 2, h * 0.36  # about the case's centre
         for _ in range(PER_IMAGE):
             dx, dy = rng.uniform(-shift, shift, 2)
-            m = cv2.getRotationMatrix2D((cx, cy), float(rng.uniform(-turn, turn)), 1.0)
+            angle = float(rng.uniform(-turn, turn))
+            m = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
             m[:, 2] += (dx, dy)
-            moves.append((k, m))
+            moves.append(
+                (k, m, f"{paths[k].parent.name}/{paths[k].name} moved ({dx:+.1f}, {dy:+.1f}) px {angle:+.2f} deg")
+            )
             moved_frames.append(cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT))
     t0 = time.process_time()
     after = run(station, moved_frames)
     cpu_ms = (time.process_time() - t0) * 1000 / len(moved_frames)
     overlaps, errors, modes = [], [], {"shift": 0, "warp": 0, "none": 0}
     refound, best = 0, []
-    for (k, m), (judged, outcomes, views) in zip(moves, after, strict=True):
+    for (k, m, what), (judged, outcomes, views) in zip(moves, after, strict=True):
         j0, o0, v0 = base[k]
         if judged.error is not None or j0.error is not None:
-            errors.append(judged.error or j0.error)
+            errors.append(f"{what}: {judged.error or j0.error}")
             continue
         view1, view0 = case_view(views, outcomes), case_view(v0, o0)
         modes[view1.meta.get("fixture", {}).get("mode", "none")] += 1
@@ -281,7 +284,7 @@ def main() -> dict[str, Any]:
                 out[f"{name}, defect images, {label}"] = measure(st, defects, shift, turn, rng)
                 for key in (f"{name}, held-out good, {label}", f"{name}, defect images, {label}"):
                     print(key, json.dumps(out[key]), flush=True)
-        out["cut cost (190x179 ROI)"] = cut_cost(fixtured, cv2.imread(str(held[0])))
+        out["cut cost (189x179 ROI)"] = cut_cost(fixtured, cv2.imread(str(held[0])))
         if "--png" in sys.argv:
             draw(fixtured, defects[0], Path(sys.argv[sys.argv.index("--png") + 1]), np.random.default_rng(SEED))
     return out
