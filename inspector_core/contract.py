@@ -591,6 +591,11 @@ class Report:
     defects: tuple[dict[str, Any], ...]
     """Failing findings: ``{"kind", "score", "box", "size_px", "size_mm", "message", "step"}``, and
     ``"view"`` on a multi-view part (docs/views.md: the box is in that view's frame)."""
+    recipe: str | None = None
+    """The recipe (product) the part was inspected under (``inspections.recipe``, docs/recipes.md);
+    ``None`` on a station without recipes."""
+    recipe_hash: str | None = None
+    """sha256 of that recipe's resolved config (``inspections.recipe_hash``)."""
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -59,6 +59,7 @@ from inspector_core.runtime.config import Step, load_station
 from inspector_core.runtime.station import StationRuntime, Tally
 from inspector_core.runtime.steps import FindingError, check_findings
 from inspector_core.store import Store, schema
+from inspector_core.store.view_records import InspectionView
 
 __all__ = [
     "DetectorCheck",
@@ -69,6 +70,7 @@ __all__ = [
     "StoredEvent",
     "StoredInspection",
     "StoredStepResult",
+    "StoredView",
     "check_detector",
     "run_station",
 ]
@@ -131,6 +133,9 @@ class StoredDefect:
     measurements: dict[str, Any]
     message: str
     crop: StoredCrop | None
+    view: str | None = None
+    """The view of the part the finding is on (its box is in that view's frame); ``None``: a
+    single-view station (docs/views.md)."""
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -153,6 +158,24 @@ class StoredStepResult:
     latency_ms: float | None
     n_findings: int
     error: str | None
+    view: str | None = None
+    """The view the step looked at; ``None``: a single-view station."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredView:
+    """A row of ``inspection_views``: one view of a multi-view part (docs/views.md). ``status`` is
+    ``ok``, ``missing`` (no frame by the join's deadline; ``error`` says why) or ``error``."""
+
+    view: str
+    status: str
+    captured_at: datetime | None
+    source_meta: dict[str, Any] | None
+    error: str | None
+    note: str | None
+    evidence_x: int | None
+    width: int | None
+    height: int | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +200,11 @@ class StoredInspection:
     first_of_part: bool
     step_results: list[StoredStepResult]
     defects: list[StoredDefect]
+    recipe: str | None = None
+    """The recipe the part was inspected under (docs/recipes.md); ``None``: the station has none."""
+    recipe_hash: str | None = None
+    views: list[StoredView] = dataclasses.field(default_factory=list)
+    """The part's views in the order declared (``inspection_views``); empty for a single-view station."""
 
     @property
     def steps(self) -> list[StoredStepResult]:
@@ -226,10 +254,19 @@ class StationResult:
                     selectinload(schema.Inspection.defects).selectinload(schema.Defect.crop),
                 )
             ).all()
+            views: dict[int, list[StoredView]] = {}
+            if rows:
+                for v in s.scalars(
+                    select(InspectionView)
+                    .where(InspectionView.inspection_id.in_([r.id for r in rows]))
+                    .order_by(InspectionView.id)
+                ):
+                    views.setdefault(v.inspection_id, []).append(_columns(StoredView, v))
             return [
                 _columns(
                     StoredInspection,
                     r,
+                    views=views.get(r.id, []),
                     step_results=[_columns(StoredStepResult, sr) for sr in r.steps],
                     defects=[
                         _columns(StoredDefect, d, crop=None if d.crop is None else _columns(StoredCrop, d.crop))

@@ -157,7 +157,18 @@ class Outbox:
         i, d = schema.Inspection, schema.Defect
         with self.store.transaction() as conn:
             rows = conn.execute(
-                select(i.id, i.uid, i.run_id, i.part_id, i.verdict, i.captured_at, i.latency_ms, i.error)
+                select(
+                    i.id,
+                    i.uid,
+                    i.run_id,
+                    i.part_id,
+                    i.verdict,
+                    i.captured_at,
+                    i.latency_ms,
+                    i.error,
+                    i.recipe,
+                    i.recipe_hash,
+                )
                 .where(i.station_id == sid, i.id > after)
                 .order_by(i.id)
                 .limit(limit)
@@ -195,6 +206,8 @@ class Outbox:
                     _finite(r.latency_ms) or 0.0,
                     None if r.error is None else _text(r.error),
                     tuple(defects.get(r.id, ())),
+                    None if r.recipe is None else _text(r.recipe),
+                    None if r.recipe_hash is None else _text(r.recipe_hash),
                 ),
             )
             for r in rows
