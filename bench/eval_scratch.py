@@ -359,6 +359,7 @@ def agdd_figures(
     hit_any: dict[str, bool] = {}
     other_any: dict[str, bool] = {}
     dets = det if isinstance(det, dict) else dict.fromkeys(lightings, det)
+    tiles_any: dict[tuple[str, int, int], bool] = {}
     for light in lightings:
         det = dets[light]
         scratched = found = others = flagged = tiles = tiles_flagged = 0
@@ -393,7 +394,9 @@ def agdd_figures(
                     ):
                         continue
                     tiles += 1
-                    tiles_flagged += bool(_findings(det, img[y : y + tile, x : x + tile], stem))
+                    flag = bool(_findings(det, img[y : y + tile, x : x + tile], stem))
+                    tiles_flagged += flag
+                    tiles_any[(stem, x, y)] = tiles_any.get((stem, x, y), False) or flag
         res[light] = {
             "scratched": scratched,
             "found": found,
@@ -412,6 +415,9 @@ def agdd_figures(
         "found_rate": round(sum(hit_any.values()) / len(hit_any), 3) if hit_any else None,
         "others": len(other_any),
         "others_flagged": sum(other_any.values()),
+        "good_tiles": len(tiles_any),
+        "good_tiles_flagged": sum(tiles_any.values()),
+        "good_tile_rate": round(sum(tiles_any.values()) / len(tiles_any), 3) if tiles_any else None,
     }
     return res
 
