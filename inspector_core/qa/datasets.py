@@ -22,14 +22,17 @@ Layout of ROOT::
                              Folder's normal_test_dir). The trainer holds out good images itself
                              only when neither --val-good nor --val-bad is given, and with
                              --val-bad alone it has no good image to set a threshold on.
-    defect/NAME.jpg          the abnormal images
-    defect/NAME_mask.png     its mask beside it (`inspector train anomaly --val-bad ROOT/defect`)
-    mask/defect/NAME.png     the same mask under anomalib Folder's mask_dir, same stem
+    defect/NAME.jpg          the abnormal images, and nothing else: anomalib's Folder takes every
+                             image file under abnormal_dir as abnormal (a NAME_mask.png here made
+                             it fail: more abnormal images than masks)
+    mask/defect/NAME.png     its mask under anomalib Folder's mask_dir, same stem
+    val_bad/NAME.jpg, val_bad/NAME_mask.png    the same images with their masks beside, as
+                             `inspector train anomaly --val-bad ROOT/val_bad` reads them
     coco.json                COCO detection: every good and defect image, a box per defect
     yolo/images/NAME.jpg, yolo/labels/NAME.txt, yolo/data.yaml    YOLO (class cx cy w h, normalised)
     index.csv                every file, its part, finding, label and reviewer
 
-Train: ``inspector train anomaly ROOT/good --val-good ROOT/good_test --val-bad ROOT/defect``.
+Train: ``inspector train anomaly ROOT/good --val-good ROOT/good_test --val-bad ROOT/val_bad``.
 anomalib: ``Folder(name=..., root=ROOT, normal_dir="good", abnormal_dir="defect",
 normal_test_dir="good_test", mask_dir="mask/defect")``.
 """
@@ -175,7 +178,7 @@ def write(engine: Engine, items: Sequence[Item], root: Path) -> Export:
     from inspector_core.qa.cli import SpreadsheetCsv, safe_name
     from inspector_core.qa.history import crop_image
 
-    for sub in ("good", "good_test", "defect", "mask/defect", "yolo/images", "yolo/labels"):
+    for sub in ("good", "good_test", "defect", "mask/defect", "val_bad", "yolo/images", "yolo/labels"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     kinds = sorted({i.kind for i in items if i.label == "defect"})
     cat = {k: n for n, k in enumerate(kinds)}
@@ -210,6 +213,8 @@ def write(engine: Engine, items: Sequence[Item], root: Path) -> Export:
             name = f"{stem}.{ext}"
             (root / folder / name).write_bytes(data)
             (root / "yolo/images" / name).write_bytes(data)
+            if it.label == "defect":
+                (root / "val_bad" / name).write_bytes(data)
             image_id = len(coco["images"]) + 1
             coco["images"].append({"id": image_id, "file_name": f"{folder}/{name}", "width": wd, "height": h})
             label_lines = []
@@ -219,8 +224,8 @@ def write(engine: Engine, items: Sequence[Item], root: Path) -> Export:
                 cv2.rectangle(mask, (x, y), (x + bw - 1, y + bh - 1), 255, thickness=-1)
                 ok, buf = cv2.imencode(".png", mask)
                 assert ok
-                (root / "defect" / f"{stem}_mask.png").write_bytes(buf.tobytes())
                 (root / "mask/defect" / f"{stem}.png").write_bytes(buf.tobytes())
+                (root / "val_bad" / f"{stem}_mask.png").write_bytes(buf.tobytes())
                 ex.masks += 1
                 coco["annotations"].append(
                     {

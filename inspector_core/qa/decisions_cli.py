@@ -369,7 +369,7 @@ def export_reviewed(
     err.print(
         f"wrote {ex.good} good ({ex.good_test} of them held out in good_test/) and {ex.defect} defect crops "
         f"({ex.masks} masks) to {to}; `inspector train anomaly {root / 'good'} --val-good {root / 'good_test'} "
-        f"--val-bad {root / 'defect'} --out MODEL.onnx`"
+        f"--val-bad {root / 'val_bad'} --out MODEL.onnx`"
     )
 
 

@@ -223,6 +223,12 @@ def test_export_reviewed_crops_false_alarm_rate_and_measurements(reviewed, tmp_p
     assert len(list((root / "defect").glob("*.jpg"))) == n_conf
     masks = sorted((root / "mask/defect").glob("*.png"))
     assert len(masks) == n_conf
+    # defect/ holds only the images (anomalib's Folder takes every image under abnormal_dir);
+    # val_bad/ the same with NAME_mask.png beside (inspector train anomaly --val-bad).
+    assert sorted(p.stem for p in (root / "defect").iterdir()) == [m.stem for m in masks]
+    assert sorted(p.name for p in (root / "val_bad").glob("*_mask.png")) == [f"{m.stem}_mask.png" for m in masks]
+    assert len(list((root / "val_bad").glob("*.jpg"))) == n_conf
+    assert "--val-bad" in r.output and "val_bad" in r.output
     m = cv2.imread(str(masks[0]), cv2.IMREAD_GRAYSCALE)
     # Crop at frame (84, 34) scale 0.5 around the box (100, 50, 40, 20): mask (8, 8, 20, 10) of a 48x32 crop.
     ys, xs = np.nonzero(m)
