@@ -24,6 +24,11 @@ Promises kept here (tested in ``tests/line/``):
   a recipe request (OPC UA ``SelectRecipe``/``PrepareProduct``, a Modbus recipe register) is
   handed to the station's changeover (runtime/changeover.py) and returns once the recipe is
   active; an unknown one is refused with :class:`RecipeRefused`.
+- a station with ``views:`` (docs/views.md, on a line): the k-th trigger of a part id is the part's
+  k-th view declared, its frame tagged with that view for the join; the part's one result, once
+  its verdict is committed, is written at every trigger of it, in trigger order (the last
+  trigger's counter last); its earlier triggers wait for the part (their deadline moves to the
+  last trigger's), so the PLC reads one verdict per part at the counter of its last view.
 
 A real result is published in the recorder's thread, right in its commit callback; defaults,
 acknowledges, timeouts and the state in the ``inspector-line`` thread; both under one lock, so a
@@ -49,6 +54,7 @@ from inspector_core.store.line_records import LineLog, LineResultRecord
 
 if TYPE_CHECKING:
     from inspector_core.runtime.config import LineSpec, Station
+    from inspector_core.runtime.views import ViewPlan
     from inspector_core.store import InspectionRecord, Store
 
 log = logging.getLogger(__name__)
@@ -106,6 +112,22 @@ class _Part:
     """A result whose ``publish`` raised: tried again every ``RETRY_S`` until the link takes it."""
     recipe: str | None = None
     """The station's active recipe when the trigger came (the part is inspected under it)."""
+    view: str | None = None
+    """On a station with views: the view this trigger takes (its place among the part's triggers)."""
+    group: _Group | None = None
+    """On a station with views: the triggers of the same part (answered together)."""
+    due_mono: float | None = None
+    """The deadline (``time.monotonic()``) when it is not the trigger's own: a view trigger waits
+    for its part's later triggers (docs/views.md, on a line)."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Group:
+    """The triggers of one multi-view part: the k-th is the k-th view declared."""
+
+    part_id: str
+    first_mono: float
+    seqs: list[int] = dataclasses.field(default_factory=list)
 
 
 class Handshake(LineControl):
@@ -164,6 +186,10 @@ class Handshake(LineControl):
         self.active_recipe: Callable[[], str | None] | None = None
         """The station's active recipe now: a part is inspected under the one active at its
         trigger (``source_meta.plc_recipe``), even when its frame is taken after a changeover."""
+        self.views: ViewPlan | None = None
+        """The station's views (``views:``): each trigger is one view of a part (docs/views.md)."""
+        self._groups: dict[str | None, _Group] = {}
+        """Multi-view parts whose triggers have not all come: PLC part id -> its triggers."""
         self._thread = threading.Thread(target=self._loop, name="inspector-line", daemon=True)
 
     @classmethod
@@ -185,6 +211,7 @@ class Handshake(LineControl):
         line_log = LineLog(store, station.name) if store is not None else None
         hs = cls(station.spec.line, link, run_uid=run_uid, line_log=line_log, on_event=on_event, source=source)
         hs.healthy = healthy
+        hs.views = station.views
         try:
             link.start(hs)
         except BaseException:
@@ -214,6 +241,9 @@ class Handshake(LineControl):
                 self._event_once("line_counter_restarted", f"the PLC's counter went from {last} to {counter}")
             self._last_counter = counter
             overrun = bool(self._to_capture)
+            group, view = self._view_of(part_id or None, counter, mono) if self.views is not None else (None, None)
+            if group is not None:
+                part_id = group.part_id
             trig = Trigger(counter, now, mono, self.spec.deadline_ms / 1000, part_id or None, product or None)
             record = LineResultRecord(
                 run_uid=self.run_uid,
@@ -230,7 +260,11 @@ class Handshake(LineControl):
             part = _Part(seq, trig, overrun, missed, record)
             part.recipe = self.active_recipe() if self.active_recipe is not None else None
             self._parts[seq] = part
-            heapq.heappush(self._due, (mono + trig.deadline_s - self.spec.margin_ms / 1000, seq, "deadline"))
+            if group is not None:
+                part.view, part.group = view, group
+                self._view_deadlines(group, seq)
+            else:
+                heapq.heappush(self._due, (mono + trig.deadline_s - self.spec.margin_ms / 1000, seq, "deadline"))
             self.stats["triggers"] += 1
             self.stats["overruns"] += overrun
             self.stats["missed"] += missed
@@ -251,6 +285,49 @@ class Handshake(LineControl):
                 self._event_once("line_source_trigger_failed", self._camera_fault)
                 self._jobs.put(("state",))
         return trig
+
+    def _view_of(self, part_id: str | None, counter: int, mono: float) -> tuple[_Group, str]:
+        """The part this trigger is a view of and which view (under ``_lock``): the k-th trigger of
+        a part id is the k-th view declared. A part's triggers end with its last view, or when its
+        first is older than ``join.deadline_ms`` (the join has decided it); the next one then
+        begins a new part. Triggers without a part id are grouped in turn (part id ``plc-N``, N
+        the counter of its first trigger)."""
+        plan = self.views
+        assert plan is not None
+        g = self._groups.get(part_id)
+        if g is None or mono - g.first_mono > plan.deadline_ms / 1000:
+            if len(self._groups) > 1000:  # parts whose triggers stopped short, long decided by the join
+                old = mono - plan.deadline_ms / 1000
+                self._groups = {k: v for k, v in self._groups.items() if v.first_mono >= old}
+            g = self._groups[part_id] = _Group(part_id or f"plc-{counter}", mono)
+        view = plan.names[len(g.seqs)]
+        if len(g.seqs) + 1 == len(plan.names):
+            del self._groups[part_id]  # its last view: the next trigger of this id is a new part
+        return g, view
+
+    def _view_deadlines(self, group: _Group, seq: int) -> None:
+        """A view trigger's deadline (under ``_lock``): the last view's is its own; until it comes,
+        the part's triggers wait for the join (``join.deadline_ms`` from the first) and the verdict
+        (``line.deadline_ms``). Every trigger of the part then shares the latest such deadline."""
+        plan = self.views
+        assert plan is not None
+        group.seqs.append(seq)
+        p = self._parts[seq]
+        if len(group.seqs) == len(plan.names):
+            due = p.trigger.at_monotonic + p.trigger.deadline_s
+        else:
+            due = group.first_mono + plan.deadline_ms / 1000 + p.trigger.deadline_s
+        for s in group.seqs:
+            q = self._parts.get(s)
+            if q is None or q.published_mono is not None:
+                continue
+            q.due_mono = due
+            q.record.deadline_ms = (due - q.trigger.at_monotonic) * 1000
+            heapq.heappush(self._due, (due - self.spec.margin_ms / 1000, s, "deadline"))
+
+    def _deadline(self, p: _Part) -> float:
+        """When ``p``'s result must be on the PLC (``time.monotonic()``)."""
+        return p.due_mono if p.due_mono is not None else p.trigger.at_monotonic + p.trigger.deadline_s
 
     def acknowledge(self, counter: int) -> None:
         self._jobs.put(("ack", counter, time.monotonic()))
@@ -327,7 +404,7 @@ class Handshake(LineControl):
         now = time.monotonic()
         while len(self._to_capture) > 1:
             p = self._parts[self._to_capture[0]]
-            if p.trigger.at_monotonic + p.trigger.deadline_s - now >= self._frame_to_committed_s:
+            if self._deadline(p) - now >= self._frame_to_committed_s:
                 break
             self._to_capture.popleft()
             self._by_trigger.pop(p.trigger, None)
@@ -358,6 +435,10 @@ class Handshake(LineControl):
             meta["plc_product"] = trig.product
         if part.recipe is not None:
             meta["plc_recipe"] = part.recipe
+        if part.view is not None and self.views is not None:  # the join routes the frame to its view
+            tag = next((t for t, v in self.views.tags.items() if v == part.view), part.view)
+            meta[self.views.tag_key] = tag
+            meta["plc_view"] = part.view
         return dataclasses.replace(frame, trigger=trig, part_id=trig.part_id or frame.part_id, meta=meta)
 
     def committed(self, batch: list[InspectionRecord]) -> None:
@@ -486,11 +567,13 @@ class Handshake(LineControl):
         with self._lock:
             while self._due and self._due[0][0] <= now:
                 due.append(heapq.heappop(self._due))
-        for _at, seq, what in due:
+        for at, seq, what in due:
             p = self._parts.get(seq)
             if p is None:
                 continue
             if what == "deadline":
+                if p.due_mono is not None and abs(at - (p.due_mono - self.spec.margin_ms / 1000)) > 1e-6:
+                    continue  # a view trigger's deadline moved with its part's later triggers
                 if (
                     p.published_mono is None
                     and p.pending is None
@@ -537,7 +620,7 @@ class Handshake(LineControl):
         done = threading.Event()
         self.line_log.write(rec, done=done)
         slack = max(LAST_MOMENT_S, self.spec.margin_ms / 2000)
-        self._defaults[p.seq] = (done, p.trigger.at_monotonic + p.trigger.deadline_s - slack)
+        self._defaults[p.seq] = (done, self._deadline(p) - slack)
 
     def _defaults_due(self, now: float) -> None:
         for seq, (done, last) in list(self._defaults.items()):
@@ -578,40 +661,51 @@ class Handshake(LineControl):
             p = self._parts.get(seq) if isinstance(seq, int) else None
             if p is None:
                 continue
-            rec = p.record
-            rec.inspection_uid, rec.part_id = ins.uid, ins.part_id
-            rec.verdict, rec.verdict_code = ins.verdict, self._code(ins.verdict)
-            failing = [d for d in ins.defects if d.failed]
-            rec.defect_code = self.spec.defect_codes.get(failing[0].kind, 0) if failing else 0
-            p.verdict = ins.verdict
-            if p.frame_mono is not None:
+            if p.group is None:
+                self._answer_one(ins, p, committed_mono)
+                continue
+            # A multi-view part: its one result at every trigger of it, the last trigger's last.
+            with self._lock:
+                parts = [self._parts[s] for s in p.group.seqs if s in self._parts]
+            for q in parts:
+                self._answer_one(ins, q, committed_mono)
+
+    def _answer_one(self, ins: InspectionRecord, p: _Part, committed_mono: float) -> None:
+        rec = p.record
+        rec.inspection_uid, rec.part_id = ins.uid, ins.part_id
+        rec.verdict, rec.verdict_code = ins.verdict, self._code(ins.verdict)
+        failing = [d for d in ins.defects if d.failed]
+        rec.defect_code = self.spec.defect_codes.get(failing[0].kind, 0) if failing else 0
+        p.verdict = ins.verdict
+        if p.frame_mono is not None:
+            if p.group is None or p.seq == p.group.seqs[-1]:  # a part's last view: what a capture now needs
                 # Frame -> committed, smoothed: what a trigger taken now still needs (see _next_to_capture).
                 self._frame_to_committed_s += 0.2 * (committed_mono - p.frame_mono - self._frame_to_committed_s)
-                rec.trigger_to_frame_ms = (p.frame_mono - p.trigger.at_monotonic) * 1000
-                if ins.latency_ms is not None:
-                    rec.frame_to_verdict_ms = ins.latency_ms
-                    rec.verdict_to_committed_ms = max(0.0, (committed_mono - p.frame_mono) * 1000 - ins.latency_ms)
-            if p.published_mono is not None:  # the default went first: the verdict is late
-                rec.late = True
-                self.stats["late"] += 1
-                self._write(p)
-                self._forget_if_done(p)
-                continue
-            self._defaults.pop(p.seq, None)  # a default still waiting for its row is not sent
-            rec.code, rec.is_default = rec.verdict_code, False
-            result = LineResult(
-                p.trigger.counter,
-                ins.part_id,
-                rec.code,
-                ins.verdict,  # type: ignore[arg-type]  # a store verdict is one of the four
-                rec.defect_code,
-                False,
-                p.overrun,
-                p.missed,
-                ins.uid,
-                tuple({"kind": d.kind, "score": d.score, "box": list(d.box), "step": d.step} for d in failing),
-            )
-            self._publish(p, result)
+            rec.trigger_to_frame_ms = (p.frame_mono - p.trigger.at_monotonic) * 1000
+            if ins.latency_ms is not None:
+                rec.frame_to_verdict_ms = ins.latency_ms
+                rec.verdict_to_committed_ms = max(0.0, (committed_mono - p.frame_mono) * 1000 - ins.latency_ms)
+        if p.published_mono is not None:  # the default went first: the verdict is late
+            rec.late = True
+            self.stats["late"] += 1
+            self._write(p)
+            self._forget_if_done(p)
+            return
+        self._defaults.pop(p.seq, None)  # a default still waiting for its row is not sent
+        rec.code, rec.is_default = rec.verdict_code, False
+        result = LineResult(
+            p.trigger.counter,
+            ins.part_id,
+            rec.code,
+            ins.verdict,  # type: ignore[arg-type]  # a store verdict is one of the four
+            rec.defect_code,
+            False,
+            p.overrun,
+            p.missed,
+            ins.uid,
+            tuple({"kind": d.kind, "score": d.score, "box": list(d.box), "step": d.step} for d in failing),
+        )
+        self._publish(p, result)
 
     def _publish(self, p: _Part, result: LineResult) -> None:
         try:

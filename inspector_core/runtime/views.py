@@ -247,13 +247,17 @@ def check_views(
             problems.append(
                 f"views.{name}: no step looks at this view; add a step with view: {name}, or remove the view"
             )
-    if spec.line is not None:
-        problems.append(
-            "views: a station with views cannot have a line: section yet (the PLC's result is per trigger, "
-            "a multi-view part is several frames); run the views' cameras free-running or use one view"
-        )
     shared = [n for n in names if views[n].source is None]
     own = [n for n in names if views[n].source is not None]
+    if spec.line is not None:
+        # On a line each view is a trigger of the station's camera: the k-th trigger of a part id
+        # is the k-th view declared (docs/views.md); a camera of a view's own is not triggered.
+        for n in own:
+            problems.append(
+                f"views.{n}.source: on a line (line:) every view is a trigger of the station's source (the "
+                "k-th trigger of a part id is the k-th view declared); remove this source, or the line:"
+            )
+        own = []
     if not shared:
         problems.append(
             f"source: every view has a source of its own, so the station's source would feed no view; "
@@ -289,7 +293,8 @@ def check_views(
         if cls.triggerable:
             problems.append(
                 f"views.{n}.source: the {vs.type!r} source grabs a part only when triggered, and a station "
-                "with views has no line: yet; use a free-running source (camera, folder)"
+                "with views triggers only the station's source: (from its line:); use a free-running source "
+                "(camera, folder)"
             )
         _check_view_rois(spec, n, vs.type, cls, cfg, problems)
     if not own:

@@ -164,8 +164,11 @@ def test_views_are_checked_before_anything_starts(tmp_path):
     assert "every view has a source of its own" in _problems(tmp_path, all_own)
     bad_deadline = {**base, "join": {"deadline_ms": 0}}
     assert "join.deadline_ms: Input should be greater than 0" in _problems(tmp_path, bad_deadline)
-    lined = {**base, "line": {"protocol": "modbus", "config": {}}}
-    assert "views: a station with views cannot have a line: section yet" in _problems(tmp_path, lined)
+    # On a line every view is a trigger of the station's source: a view's own camera is refused.
+    lined = {**both, "views": {"top": {}, "side": {"source": base["source"]}}, "line": {"protocol": "modbus"}}
+    assert "views.side.source: on a line (line:) every view is a trigger of the station's source" in (
+        _problems(tmp_path, lined)
+    )
 
 
 # ---------------------------------------------------------------------------- the join
