@@ -111,9 +111,10 @@ class WalCheckpointer:
                 if dbapi is not None:
                     self._restart(dbapi)
         with self._cond:
+            was = self._pending
             self._pending += PAGES_PER_COMMIT + verdicts * PAGES_PER_VERDICT
             self._last_commit = time.monotonic()
-            if self._pending >= self.every_pages:
+            if self._pending >= self.every_pages or not was:  # enough pages, or the idle clock starts
                 self._cond.notify()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -177,10 +178,13 @@ class WalCheckpointer:
                     # While the writer is to restart the log this thread leaves it alone: a checkpoint
                     # of its own running then would make the writer's restart give up.
                     while not self._stop and (self.restart_due or self._pending < self.every_pages):
-                        idle = self._pending and not self.restart_due
-                        if idle and time.monotonic() - self._last_commit >= self.idle_s:
-                            break
-                        self._cond.wait(self.idle_s if idle else None)
+                        if self._pending and not self.restart_due:
+                            left = self.idle_s - (time.monotonic() - self._last_commit)
+                            if left <= 0:
+                                break  # the writer has paused: checkpoint what it wrote
+                            self._cond.wait(left)
+                        else:
+                            self._cond.wait()
                     if self._stop:
                         return
                     self._pending = 0

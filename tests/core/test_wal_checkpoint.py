@@ -256,3 +256,26 @@ def test_committed_verdicts_survive_kill_9_while_checkpointing(tmp_path, kill_af
         stored = {u for (u,) in db.execute("SELECT uid FROM inspections")}
     missing = [u for u in reported if u not in stored]
     assert not missing, f"{len(missing)} of {len(reported)} reported verdicts lost: {json.dumps(missing[:3])}"
+
+
+def test_a_paused_writer_has_what_it_wrote_checkpointed(tmp_path):
+    """Fewer pages than a checkpoint's worth, then the line pauses: the thread checkpoints them
+    ``idle_s`` after the last commit (not only once the next thousand pages have come)."""
+    path = tmp_path / "s.db"
+    store = Store(f"sqlite:///{path}")
+    run = _run()
+    rec = Recorder(store, run=run, on_committed=lambda b: None)
+    cp = rec.checkpointer
+    assert cp is not None
+    cp.idle_s = 0.3
+    rec.start()
+    for r in _records(run, 20):
+        rec.submit(r)
+    assert rec.flush(30)
+    assert cp.checkpoints == 0  # 20 verdicts are far from the 1000 pages
+    deadline = time.monotonic() + 10
+    while cp.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cp.checkpoints == 1 and cp.log_pages > 0
+    assert rec.close(30, parts_seen=20), rec.close_problem
+    store.close()
