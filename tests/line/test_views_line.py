@@ -214,3 +214,32 @@ def test_a_triggered_camera_grabs_each_view_at_its_trigger(tmp_path, running):
     for part_id, _, view, _, meta_json in got:
         meta = json.loads(meta_json)
         assert meta["plc_counter"] == counters[(part_id, view)] and meta["trigger_to_frame_ms"] >= 5
+
+
+def test_triggers_without_a_part_id_are_grouped_in_turn(tmp_path, running):
+    st = running(_station(tmp_path))
+    plc = ModbusPlc("127.0.0.1", st.port)
+    try:
+        cs = []
+        for _ in range(4):  # two parts of two views each, no PART_ID sent
+            cs.append(plc.trigger(""))
+            _ready(plc, cs[-1])
+        for c in (cs[1], cs[3]):
+            assert _result(plc, c) is not None
+        plc.acknowledge(cs[3])
+        ring = plc.ring()
+    finally:
+        plc.close()
+        st.stop()
+    assert all(ring[c][0] == 1 for c in cs), ring  # PASS (no id ends in F) at every trigger
+    got = rows(
+        tmp_path / "line.db",
+        "SELECT i.part_id, i.verdict, v.view, json_extract(v.source_meta, '$.plc_counter') FROM inspection_views v "
+        "JOIN inspections i ON i.id = v.inspection_id ORDER BY i.seq, v.id",
+    )
+    assert got == [
+        (f"plc-{cs[0]}", "PASS", "top", cs[0]),
+        (f"plc-{cs[0]}", "PASS", "side", cs[1]),
+        (f"plc-{cs[2]}", "PASS", "top", cs[2]),
+        (f"plc-{cs[2]}", "PASS", "side", cs[3]),
+    ]
