@@ -172,8 +172,9 @@ def load_recipes(
     for name in spec.recipes:
         resolved, problems = resolve(data, name)
         own.extend(problems)
-        if problems:
-            continue
+        # The overrides that merged are validated even when others did not: a problem of the
+        # station as this recipe sees it (a base step's) is said in the same pass, not after the
+        # override is fixed (the station does not start either way).
         try:
             rspec = StationSpec.model_validate(resolved)
         except ValidationError as exc:

@@ -1,0 +1,34 @@
+"""Recipes reviewed as a line engineer uses them (issue 14): every problem of a station file is
+said in one `inspector validate`, also when a recipe's override itself is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from inspector_core.runtime.config import ConfigError, load_station
+from tests.core.test_recipes import RECIPES, _station, registry  # noqa: F401 - the fixture
+
+
+def test_a_bad_override_does_not_hide_the_other_problems_of_its_recipe(tmp_path, registry):  # noqa: F811
+    # Recipe b names a step that is not there (lok) and adds a step with a bad config key: both
+    # are said at once (the added step is steps[1] of the recipe as merged: side removed). Before,
+    # the merge problem made validation skip recipe b entirely.
+    recipes = RECIPES.replace("look: {config", "lok: {config").replace("tag: extra}", "tag: extra, nosuch: 1}")
+    with pytest.raises(ConfigError) as err:
+        load_station(_station(tmp_path, recipes), registry)
+    assert err.value.problems == [
+        "recipes.b.steps.lok: the chain has no step named 'lok' (steps: look, side); did you mean 'look'? "
+        "to add a step here give its detector",
+        "recipe b: steps[1].config.nosuch: unknown key (not allowed here; check its spelling)",
+    ]
+
+
+def test_a_base_problem_every_recipe_has_is_said_once_beside_a_bad_override(tmp_path, registry):  # noqa: F811
+    path = _station(tmp_path, RECIPES.replace("side: null", "sied: null"))
+    path.write_text(path.read_text().replace("tag: a, delay_ms", "tag: a, nosuch: 1, delay_ms"))
+    with pytest.raises(ConfigError) as err:
+        load_station(path, registry)
+    assert err.value.problems == [
+        "recipes.b.steps.sied: null removes a step, but the chain has no step named 'sied' (look, side)",
+        "steps[0].config.nosuch: unknown key (not allowed here; check its spelling)",
+    ]
