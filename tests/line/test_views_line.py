@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -59,7 +60,7 @@ def _ready(plc: ModbusPlc, counter: int, wait_s: float = 3.0) -> None:
     raise AssertionError(f"the station did not take trigger {counter} within {wait_s:g} s")
 
 
-def _result(plc: ModbusPlc, counter: int, wait_s: float = 4.0) -> tuple[int, int, int] | None:
+def _result(plc: Any, counter: int, wait_s: float = 4.0) -> tuple[int, int, int] | None:
     end = time.monotonic() + wait_s
     while time.monotonic() < end:
         got = plc.ring({counter}).get(counter)
@@ -243,3 +244,35 @@ def test_triggers_without_a_part_id_are_grouped_in_turn(tmp_path, running):
         (f"plc-{cs[2]}", "PASS", "top", cs[2]),
         (f"plc-{cs[2]}", "PASS", "side", cs[3]),
     ]
+
+
+def test_the_same_handshake_over_opcua(tmp_path, running):
+    from inspector_line.opcua_plc import OpcUaPlc
+
+    path = _station(tmp_path)
+    path.write_text(
+        path.read_text().replace(
+            "  protocol: modbus\n  config: {host: 127.0.0.1, port: 0}",
+            '  protocol: opcua\n  config: {host: 127.0.0.1, port: 0, namespace_uri: "urn:inspector:views"}',
+        )
+    )
+    st = running(path)
+    plc = OpcUaPlc(st.runtime._line.link.endpoint, namespace_uri="urn:inspector:views")
+    sent = []
+    try:
+        for pid in ("U-1F", "U-2G"):
+            first = plc.trigger(pid)
+            time.sleep(0.2)  # the camera moves to the second position
+            last = plc.trigger(pid)
+            assert _result(plc, last) is not None, pid
+            plc.acknowledge(last)
+            sent.append((pid, first, last))
+        ring = plc.ring()
+    finally:
+        plc.close()
+        st.stop()
+    for pid, first, last in sent:
+        want = 2 if pid.endswith("F") else 1
+        assert ring[first][0] == ring[last][0] == want, (pid, ring.get(first), ring.get(last))
+    got = rows(tmp_path / "line.db", "SELECT part_id, verdict FROM inspections ORDER BY seq")
+    assert got == [("U-1F", "FAIL"), ("U-2G", "PASS")]
