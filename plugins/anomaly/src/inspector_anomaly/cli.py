@@ -153,7 +153,7 @@ def _station_roi(station_file: str, recipe: str | None, step_name: str | None, r
 @click.option(
     "--memory-bank",
     type=click.IntRange(min=16),
-    default=16384,
+    default=8192,
     show_default=True,
     help="PatchCore: patch features kept (model size and speed)",
 )

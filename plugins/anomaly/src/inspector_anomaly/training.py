@@ -71,8 +71,10 @@ class TrainSettings:
     """PatchCore: patch features drawn at random before the coreset, to bound training time."""
     backbone: BackboneWeights = "pretrained"
     layers: list[str] | None = None
-    memory_bank: int = 16384
-    """PatchCore: patch features kept (k-center greedy coreset); sets model size and speed."""
+    memory_bank: int = 8192
+    """PatchCore: patch features kept (k-center greedy coreset); sets model size and speed. 8192:
+    about half the CPU of 16384 per part (the full station's 15 parts/s on 2 cores needs it), for
+    a small loss on magnetic tile (docs/anomaly.md, issue 12's third pass)."""
     roi: tuple[int, int, int, int] | None = None
     """(x, y, w, h) of the station's ROI, applied to every image before preprocessing."""
     val_fraction: float = 0.2
