@@ -145,7 +145,8 @@ def validate(station_file: str) -> None:
             for v in st.views.names
         }
         shown = ", ".join(f"{v} ({w})" for v, w in where.items())
-        click.echo(f"  views: {shown}; joined by part id within {st.views.deadline_ms:g} ms")
+        on_line = "; on the line one trigger per view, in this order" if st.spec.line is not None else ""
+        click.echo(f"  views: {shown}; joined by part id within {st.views.deadline_ms:g} ms{on_line}")
     for name, r in st.recipes.items():  # each one validated as a whole station (docs/recipes.md)
         start = "; active at start" if name == st.recipe else ""
         click.echo(f"  recipe {name}: ok ({_steps(r)}; hash {(r.recipe_hash or '')[:12]}{start})")

@@ -585,3 +585,13 @@ def test_validate_names_the_views(tmp_path):
     out = CliRunner().invoke(main, ["validate", str(path)])
     assert out.exit_code == 0, out.output
     assert "  views: front (source folder), back (folder); joined by part id within 750 ms" in out.output
+    # On a line both views are triggers of the station's source, in the order declared.
+    cfg["views"] = {"front": {}, "back": {}}
+    cfg["line"] = {"protocol": "modbus", "config": {"port": 0}}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = CliRunner().invoke(main, ["validate", str(path)])
+    assert out.exit_code == 0, out.output
+    assert (
+        "  views: front (source folder), back (source folder); joined by part id within 750 ms; "
+        "on the line one trigger per view, in this order"
+    ) in out.output
