@@ -30,6 +30,9 @@ def _pipe_width_tables(monkeypatch: pytest.MonkeyPatch) -> None:
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("INSPECTOR_DATA") or ROOT.parent / "shared" / "data")
 """The real photographs: ``$INSPECTOR_DATA``, else ``../shared/data`` beside the checkout."""
+# Stations on the shared photographs name them as ${INSPECTOR_DATA} (stations/glass-two-lights.yaml):
+# every test, and every station a test validates or runs, sees the same folder.
+os.environ.setdefault("INSPECTOR_DATA", str(DATA))
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
