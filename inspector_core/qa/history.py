@@ -414,6 +414,9 @@ class InspectionDetail:
     """When the writer committed it, and capture to committed (migration 0008)."""
     views: list[PartView] = dataclasses.field(default_factory=list)
     """A multi-view part's views, in the order declared (empty: a single-view station)."""
+    recipe: str | None = None
+    recipe_hash: str | None = None
+    """The station recipe the part was inspected under and its hash (migration 0012; ``None``: none)."""
 
     @property
     def view_x(self) -> dict[str | None, int]:
@@ -525,6 +528,8 @@ def inspection(engine: Engine, inspection_id: int) -> InspectionDetail | None:
         committed_at=r.committed_at,
         commit_latency_ms=r.commit_latency_ms,
         views=views,
+        recipe=r.recipe,
+        recipe_hash=r.recipe_hash,
         run={
             "id": run.id,
             "started_at": run.started_at.isoformat() + "Z",

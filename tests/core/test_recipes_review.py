@@ -1,12 +1,13 @@
 """Recipes reviewed as a line engineer uses them (issue 14): every problem of a station file is
-said in one `inspector validate`, also when a recipe's override itself is wrong."""
+said in one `inspector validate`, also when a recipe's override itself is wrong; QA sees on one
+inspection's page (and its API) which recipe the part was inspected under."""
 
 from __future__ import annotations
 
 import pytest
 
 from inspector_core.runtime.config import ConfigError, load_station
-from tests.core.test_recipes import RECIPES, _station, registry  # noqa: F401 - the fixture
+from tests.core.test_recipes import RECIPES, _rows, _run, _station, registry  # noqa: F401 - the fixture
 
 
 def test_a_bad_override_does_not_hide_the_other_problems_of_its_recipe(tmp_path, registry):  # noqa: F811
@@ -32,3 +33,24 @@ def test_a_base_problem_every_recipe_has_is_said_once_beside_a_bad_override(tmp_
         "recipes.b.steps.sied: null removes a step, but the chain has no step named 'sied' (look, side)",
         "steps[0].config.nosuch: unknown key (not allowed here; check its spelling)",
     ]
+
+
+def test_one_inspection_says_its_recipe_on_its_page_and_in_its_api(tmp_path, registry):  # noqa: F811
+    from fastapi.testclient import TestClient
+
+    from inspector_core.qa.web import create_app
+    from inspector_core.store import Store
+
+    st = load_station(_station(tmp_path, count=6, extra="recipe: b\n"), registry)
+    _rt, thread, failure = _run(st, registry)
+    thread.join(60)
+    assert not failure
+    db = tmp_path / "recipes.db"
+    [(iid, recipe, rhash)] = _rows(db, "SELECT id, recipe, recipe_hash FROM inspections ORDER BY id LIMIT 1")
+    assert recipe == "b" and rhash == st.recipes["b"].recipe_hash
+    client = TestClient(create_app(Store(f"sqlite:///{db}", migrate=False).engine), base_url="http://127.0.0.1")
+    api = client.get(f"/api/inspections/{iid}").json()
+    assert (api["recipe"], api["recipe_hash"]) == ("b", rhash)
+    page = client.get(f"/inspections/{iid}")
+    assert page.status_code == 200
+    assert f'<dd id="recipe">b <code title="{rhash}">{rhash[:12]}</code></dd>' in page.text
