@@ -165,7 +165,7 @@ def request(station: Station, payload: dict[str, Any], *, timeout: float = REQUE
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise ControlError(
                 f"station {station.name!r} is not running (nothing serves {path}); start it with "
-                f"`inspector run {station.path.name}`"
+                f"`inspector run {station.path}`"
             ) from exc
         sock.sendall(json.dumps(payload).encode() + b"\n")
         raw = b""

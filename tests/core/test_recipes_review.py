@@ -54,3 +54,17 @@ def test_one_inspection_says_its_recipe_on_its_page_and_in_its_api(tmp_path, reg
     page = client.get(f"/inspections/{iid}")
     assert page.status_code == 200
     assert f'<dd id="recipe">b <code title="{rhash}">{rhash[:12]}</code></dd>' in page.text
+
+
+def test_a_station_not_running_is_named_with_the_file_to_run(tmp_path, registry, monkeypatch):  # noqa: F811
+    # `inspector recipe` from another folder than the station file's: the remedy names the file
+    # as it can be run from anywhere, not only its bare name.
+    from click.testing import CliRunner
+
+    from inspector_core import cli
+
+    path = _station(tmp_path)
+    monkeypatch.setattr(cli, "_registry", registry)
+    out = CliRunner().invoke(cli.main, ["recipe", str(path), "b"])
+    assert out.exit_code == 1
+    assert f"start it with `inspector run {load_station(path, registry).path}`" in out.output
