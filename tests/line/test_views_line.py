@@ -49,8 +49,9 @@ line:
 
 
 def _ready(plc: ModbusPlc, counter: int, wait_s: float = 3.0) -> None:
-    """As a PLC does before moving the camera on: wait until the station has taken trigger
-    ``counter``'s view (LAST_TRIGGER is it and STATUS shows Ready, not Busy)."""
+    """Before moving the camera on: wait until LAST_TRIGGER is ``counter`` and STATUS shows Ready,
+    not Busy. Not proof that the frame is taken (Busy is set a few ms after the trigger, by the line
+    thread; docs/views.md): the views stay right either way, a view being its trigger's place."""
     end = time.monotonic() + wait_s
     while time.monotonic() < end:
         regs = plc.read(m.STATUS, 4)
