@@ -68,3 +68,55 @@ def test_a_station_not_running_is_named_with_the_file_to_run(tmp_path, registry,
     out = CliRunner().invoke(cli.main, ["recipe", str(path), "b"])
     assert out.exit_code == 1
     assert f"start it with `inspector run {load_station(path, registry).path}`" in out.output
+
+
+VIEWS = """\
+name: views
+source: {type: synthetic, config: {count: 2, width: 320, height: 240, color: false}}
+views:
+  top: {}
+  side: {source: {type: synthetic, config: {count: 2, width: 320, height: 240, color: false}}}
+steps:
+  - {detector: tagger, name: locate_top, view: top}
+  - {detector: tagger, name: look_top, view: top, fixture: locate_top, roi: {x: 0, y: 0, width: 80, height: 60}}
+  - {detector: tagger, name: locate_side, view: side}
+  - {detector: tagger, name: look_side, view: side, fixture: locate_side, roi: {x: 0, y: 0, width: 80, height: 60}}
+rules:
+  tag: {min_score: 0.5}
+store:
+  url: sqlite:///views.db
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "wanted"),
+    [
+        (  # a misspelt view of a fixtured step is named as such, not as a fixture across views
+            "view: side, fixture",
+            "view: sied, fixture",
+            [
+                "steps[3].view: 'sied' is not a view of this station (views: top, side); did you mean 'side'?",
+            ],
+        ),
+        (  # a fixture step without its view: the missing view is said, not 'looks at view None'
+            "name: locate_side, view: side}",
+            "name: locate_side}",
+            ["steps[2].view: missing: this station has views (top, side); say which one step 'locate_side' looks at"],
+        ),
+        (  # a real fixture across views is still refused
+            "fixture: locate_side",
+            "fixture: locate_top",
+            [
+                "steps[3].fixture: 'locate_top' looks at view 'top', this step at 'side'; "
+                "a pose places a roi only in the image it was found in"
+            ],
+        ),
+    ],
+)
+def test_a_fixtured_steps_view_mistake_is_named_for_what_it_is(tmp_path, registry, old, new, wanted):  # noqa: F811
+    path = tmp_path / "views.yaml"
+    assert old in VIEWS
+    path.write_text(VIEWS.replace(old, new))
+    with pytest.raises(ConfigError) as err:
+        load_station(path, registry)
+    assert err.value.problems == wanted
