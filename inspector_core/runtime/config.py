@@ -500,7 +500,10 @@ def _errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
             and not (err["type"] == "value_error" and err["input"] is None)
         ):
             msg += f" (got {err['input']!r})"
-        problems.append(f"{_loc(loc)}: {msg}")
+        where = _loc(loc)
+        # A check of a whole list names the item itself ("steps[1].fixture: ..."): not "steps: steps[1]...".
+        named = bool(loc) and msg.startswith((f"{where}[", f"{where}."))
+        problems.append(msg if named else f"{where}: {msg}")
     return problems
 
 

@@ -67,7 +67,7 @@ CASES = [
     ),
     (with_("steps[0].roi", {"x": 0, "y": 0, "width": 5}), "steps[0].roi.height: Field required"),
     (with_("steps[0].budget_ms", -5), "steps[0].budget_ms: Input should be greater than 0 (got -5)"),
-    ({**GOOD, "steps": GOOD["steps"] * 2}, "steps: steps[1] and steps[0] are both named 'bright_spot'"),
+    ({**GOOD, "steps": GOOD["steps"] * 2}, "steps[1] and steps[0] are both named 'bright_spot'"),
     (
         with_("rules", {"scratch": {"min_score": 1.7}}),
         "rules.scratch.min_score: Input should be less than or equal to 1 (got 1.7)",

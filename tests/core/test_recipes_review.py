@@ -120,3 +120,14 @@ def test_a_fixtured_steps_view_mistake_is_named_for_what_it_is(tmp_path, registr
     with pytest.raises(ConfigError) as err:
         load_station(path, registry)
     assert err.value.problems == wanted
+
+
+def test_a_fixture_naming_no_step_is_said_under_its_own_path(tmp_path, registry):  # noqa: F811
+    path = tmp_path / "views.yaml"
+    path.write_text(VIEWS.replace("fixture: locate_top", "fixture: locate_tpo"))
+    with pytest.raises(ConfigError) as err:
+        load_station(path, registry)
+    assert err.value.problems == [  # was "steps: steps[1].fixture: ..."
+        "steps[1].fixture: 'locate_tpo' is not a step; name an earlier step that publishes the part's pose "
+        "(earlier steps: 'locate_top')"
+    ]
