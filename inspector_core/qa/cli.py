@@ -285,7 +285,9 @@ def history(
     table = Table(title="inspections, newest first (times UTC)", show_lines=False)
     right = {"id", "ms", "score"}
     with_views = any(r.views for r in rows)  # issue 14: a multi-view part's views, one line each
+    with_recipe = any(r.recipe for r in rows)  # issue 14: the recipe each part ran under
     cols = ("id", "station", "part", "captured (UTC)", "verdict", "ms", "defects", "score", "error")
+    cols += ("recipe",) if with_recipe else ()
     for col in cols + (("views",) if with_views else ()):
         table.add_column(
             col,
@@ -305,6 +307,8 @@ def history(
             "-" if r.max_score is None else f"{r.max_score:.2f}",
             r.error or "",
         ]
+        if with_recipe:
+            cells.append(r.recipe or "-")
         if with_views:
             cells.append(_views_cell(r.views))
         table.add_row(*cells)

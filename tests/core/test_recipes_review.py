@@ -54,6 +54,16 @@ def test_one_inspection_says_its_recipe_on_its_page_and_in_its_api(tmp_path, reg
     page = client.get(f"/inspections/{iid}")
     assert page.status_code == 200
     assert f'<dd id="recipe">b <code title="{rhash}">{rhash[:12]}</code></dd>' in page.text
+    # ... and `inspector history`'s table has a recipe column when a listed part has one.
+    from click.testing import CliRunner
+
+    from inspector_core import cli
+
+    out = CliRunner().invoke(cli.main, ["history", "--db", f"sqlite:///{db}"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    header = next(line for line in out.output.splitlines() if "verdict" in line)
+    assert header.split("┃")[-2].strip() == "recipe", header
+    assert sum(line.split("│")[-2].strip() == "b" for line in out.output.splitlines() if "PASS" in line) == 6
 
 
 def test_a_station_not_running_is_named_with_the_file_to_run(tmp_path, registry, monkeypatch):  # noqa: F811
