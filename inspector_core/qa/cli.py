@@ -286,7 +286,7 @@ def history(
     right = {"id", "ms", "score"}
     with_views = any(r.views for r in rows)  # issue 14: a multi-view part's views, one line each
     with_recipe = any(r.recipe for r in rows)  # issue 14: the recipe each part ran under
-    cols = ("id", "station", "part", "captured (UTC)", "verdict", "ms", "defects", "score", "error")
+    cols: tuple[str, ...] = ("id", "station", "part", "captured (UTC)", "verdict", "ms", "defects", "score", "error")
     cols += ("recipe",) if with_recipe else ()
     for col in cols + (("views",) if with_views else ()):
         table.add_column(
