@@ -127,6 +127,18 @@ class Changeover:
 
     # -------------------------------------------------------------- selecting
 
+    def show_active(self) -> None:
+        """Tell the PLC link the recipe active at the start (its ``ActiveRecipe`` / ``RECIPE_STATE``
+        would otherwise read empty / "changing over" until the first changeover)."""
+        r = self.active
+        if self._on_switch is None or r.name is None:
+            return
+        spec = self.station.spec.recipes.get(r.name)
+        try:
+            self._on_switch(r.name, tuple(spec.products) if spec is not None else ())
+        except Exception:  # the PLC is told at the next changeover
+            log.exception("showing recipe %s to the PLC", r.name)
+
     def preload(self) -> None:
         """Start every recipe marked ``preload: true`` (at the station's start)."""
         for name, r in self.recipes.items():

@@ -744,6 +744,7 @@ class StationRuntime:
         if self._line is not None:  # the PLC may ask at once: a request meets the preloads in progress
             self._line.recipe_selector = self._plc_selects_recipe
             self._line.active_recipe = lambda: self.recipe
+            self._changeover.show_active()
         try:
             self._changeover.preload()
         except RecipeRefused as exc:  # its parts are ERROR with the reason (fail closed); the rest run

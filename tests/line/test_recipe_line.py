@@ -61,6 +61,8 @@ def test_the_product_code_with_a_modbus_trigger_and_the_recipe_register_select_t
             _wait(lambda: c in plc.ring())
             plc.acknowledge(c)
 
+        # From the start the PLC reads the start recipe's first product code, not 0 ("changing over").
+        _wait(lambda: plc.read(m.RECIPE_STATE, 1)[0] == 1)
         part(0, "small")  # no product code: the active recipe (the first)
         part(2, "large")  # the product code sent with the trigger selects its recipe ...
         part(0, "large")  # ... which is then the active one
@@ -128,6 +130,10 @@ def test_an_opcua_client_selects_recipes_and_the_parts_after_run_under_them(tmp_
             async def part(counter: int, product: str = "") -> None:
                 await vs.call_method(trigger, ua.Variant(counter, ua.VariantType.UInt32), f"P{counter}", product)
 
+            end = time.monotonic() + 10  # the start recipe, shown from the line thread, not ""
+            while (shown := await active.read_value()) == "" and time.monotonic() < end:
+                await asyncio.sleep(0.02)
+            answers["active_at_start"] = shown
             await part(1)
             answers["select"] = await recipes.call_method(select, "large")
             answers["active"] = await active.read_value()
@@ -153,6 +159,7 @@ def test_an_opcua_client_selects_recipes_and_the_parts_after_run_under_them(tmp_
     _wait(lambda: len(rows(tmp_path / "line.db", "SELECT 1 FROM line_results WHERE inspection_uid IS NOT NULL")) == 5)
     st.stop()
     assert answers == {
+        "active_at_start": "small",
         "select": 0,
         "active": "large",
         "runtime": "large",
