@@ -58,6 +58,7 @@ from inspector_core.runtime.inspection import Begun, begin, judge
 from inspector_core.runtime.inspection import check_image as _check_image  # noqa: F401 - its old name here
 from inspector_core.runtime.join import JoinedPart, begin_part_views, evidence_image, view_records
 from inspector_core.runtime.line import RecipeRefused
+from inspector_core.runtime.memory import limit_arenas
 from inspector_core.runtime.pipeline import Pipeline, default_workers
 from inspector_core.runtime.progress import Tally
 from inspector_core.runtime.steps import StepOutcome, StepStartError, StepWorker, close_steps
@@ -175,6 +176,7 @@ class StationRuntime:
 
     def run(self) -> Tally:
         st = self.station
+        limit_arenas()  # before the steps' threads allocate: peak RSS (runtime/memory.py)
         try:
             # The recorder migrates it when it answers: a station starts while its database is down.
             self.store = Store(st.store_url, migrate=False)
