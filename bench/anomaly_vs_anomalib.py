@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -118,8 +119,10 @@ def plain_anomalib(split, train, pixel_step: int, batch: int, log) -> dict:
     model.model.train()
     with torch.no_grad():
         for i in range(0, len(train), batch):
-            x = torch.stack([al_read(str(s.path), as_tensor=True) for s in train[i : i + batch]])
-            model.model(transform(x))
+            # images of different sizes (magnetic tile): resized one by one, then batched, as
+            # anomalib's datamodule does with the model's resize transform
+            x = torch.cat([transform(al_read(str(s.path), as_tensor=True)[None]) for s in train[i : i + batch]])
+            model.model(x)
     n_patches = sum(e.shape[0] for e in model.model.embedding_store)
     model.fit()  # anomalib's coreset: k-center greedy, ratio 0.1
     fit_time = str(clock)
@@ -186,6 +189,19 @@ def render(split, a: dict, b: dict, labels: np.ndarray, out_dir: Path, ds: str, 
     return written
 
 
+def cached(folder: Path | None, name: str, log, run, *a):  # type: ignore[no-untyped-def]
+    """``run(*a)``, or its result kept in ``folder`` by an earlier run (``--only``)."""
+    path = folder / name if folder else None
+    if path is not None and path.is_file():
+        log(f"from {path}")
+        return pickle.loads(path.read_bytes())
+    r = run(*a)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(r))
+    return r
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -196,6 +212,10 @@ def main() -> int:
     ap.add_argument("--torch-threads", type=int, default=1, help="1: on a loaded machine 2 threads wait for each other")
     ap.add_argument("--render", type=Path, help="write the worst misses as PNGs here (outside the project)")
     ap.add_argument("--json", type=Path, help="write per-image scores here")
+    ap.add_argument("--only", choices=("", "ours", "anomalib"), default="", help="run one side (with --cache)")
+    ap.add_argument(
+        "--cache", type=Path, help="keep each side's scores and maps here (outside the project); reused when present"
+    )
     args = ap.parse_args()
 
     import torch
@@ -220,8 +240,16 @@ def main() -> int:
         def log(m: str) -> None:
             print(m, flush=True)
 
-        a = ours(split, train, args.pixel_step, log)
-        b = plain_anomalib(split, train, args.pixel_step, args.batch, log)
+        stem = f"{ds}_{{}}_{len(train)}.pkl"
+        a = b = None
+        if args.only in ("", "ours"):
+            a = cached(args.cache, stem.format("ours"), log, ours, split, train, args.pixel_step, log)
+        if args.only in ("", "anomalib"):
+            b = cached(
+                args.cache, stem.format("anomalib"), log, plain_anomalib, split, train, args.pixel_step, args.batch, log
+            )
+        if a is None or b is None:
+            continue
         res = {}
         for name, r in (("ours", a), ("anomalib", b)):
             res[name] = (
