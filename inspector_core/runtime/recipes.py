@@ -145,6 +145,18 @@ def recipe_of_product(station: Station, product: str) -> str | None:
     return product if product in station.recipes else None
 
 
+def recipe_station(station: Station, name: str | None) -> Station:
+    """The whole station of recipe ``name`` (``None``: ``station`` itself), for the commands that
+    work per recipe (``inspector teach``, ``inspector train anomaly``); ``KeyError`` with a message
+    listing the recipes for a name the station does not have."""
+    if name is None:
+        return station
+    if name not in station.recipes:
+        listed = ", ".join(station.recipes) or "none: the station has no recipes: section"
+        raise KeyError(f"{station.path}: no recipe {name!r} (recipes: {listed})")
+    return station.recipes[name]
+
+
 def load_recipes(
     path: Path, file: str, text: str, data: dict[str, Any], spec: StationSpec, registry: Registry, *, check_files: bool
 ) -> Station:

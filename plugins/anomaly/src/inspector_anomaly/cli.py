@@ -36,6 +36,7 @@ def _station_roi(station_file: str, recipe: str | None, step_name: str | None, r
     """The ROI (as --roi writes it) of a station's (recipe's) anomaly step; docs/recipes.md."""
     from inspector_core.plugins import load
     from inspector_core.runtime.config import ConfigError, load_station
+    from inspector_core.runtime.recipes import recipe_station
 
     if roi is not None:
         raise click.BadParameter("give --roi or --station, not both", param_hint="--station")
@@ -43,11 +44,10 @@ def _station_roi(station_file: str, recipe: str | None, step_name: str | None, r
         station = load_station(station_file, load(), check_files=False)  # the model need not exist yet
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    if recipe is not None:
-        if recipe not in station.recipes:
-            listed = ", ".join(station.recipes) or "none: the station has no recipes: section"
-            raise click.ClickException(f"{station_file}: no recipe {recipe!r} (recipes: {listed})")
-        station = station.recipes[recipe]
+    try:
+        station = recipe_station(station, recipe)
+    except KeyError as exc:
+        raise click.ClickException(exc.args[0]) from exc
     steps = [s for s in station.steps if s.detector.name == "anomaly" and step_name in (None, s.name)]
     which = f"recipe {station.recipe}: " if station.recipe else ""
     if len(steps) != 1:

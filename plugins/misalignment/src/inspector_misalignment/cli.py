@@ -60,6 +60,7 @@ def teach(
 
     from inspector_core.plugins import load
     from inspector_core.runtime.config import ConfigError, load_station
+    from inspector_core.runtime.recipes import recipe_station
     from inspector_misalignment import MisalignmentDetector, suggest_tolerances
     from inspector_misalignment.reference import images_hash, save, sha256_file
     from inspector_misalignment.reference import teach as build
@@ -69,11 +70,10 @@ def teach(
         station = load_station(station_file, load(), check_files=False)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    if recipe is not None:
-        if recipe not in station.recipes:
-            listed = ", ".join(station.recipes) or "none: the station has no recipes: section"
-            raise click.ClickException(f"{station_file}: no recipe {recipe!r} (recipes: {listed})")
-        station = station.recipes[recipe]
+    try:
+        station = recipe_station(station, recipe)
+    except KeyError as exc:
+        raise click.ClickException(exc.args[0]) from exc
     steps = [s for s in station.steps if s.detector is MisalignmentDetector or s.detector.name == "misalignment"]
     if step_name is not None:
         steps = [s for s in steps if s.name == step_name]
