@@ -84,13 +84,13 @@ def run(quick: bool) -> list[tuple[str, str, str, str]]:
     car = d["car_image_auroc"]
     rows += [
         _row(
-            f"dent: independent renders (report split) found at visibility >= {dent.VISIBILITY_THRESHOLD:g}",
+            f"dent: rendered detection at visibility >= {dent.VISIBILITY_THRESHOLD:g}",
             det_rate,
             ">= 0.90",
             det_rate >= 0.90,
         ),
         _row(
-            "dent: first renderer, seed 5, at the same visibility",
+            "dent: same, fresh seed",
             d["fresh_seed_detection_at_threshold_light_unknown"],
             ">= 0.90",
             d["fresh_seed_detection_at_threshold_light_unknown"] >= 0.90,
