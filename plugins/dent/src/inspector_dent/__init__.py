@@ -71,7 +71,7 @@ class DentConfig(PluginConfig):
         description="With a known light direction: how far a finding's own shading direction may deviate from it.",
     )
     min_contrast_sigma: float = Field(
-        9.0,
+        10.0,
         gt=0,
         description="Decision boundary (score 0.5): the dent's filter response over the "
         "robust noise of that response across the view, at the dent's scale.",
@@ -97,32 +97,11 @@ class DentConfig(PluginConfig):
         "antisymmetric part; above it the pattern is a line, a hole or a spot, not a dent.",
     )
     max_elongation: float = Field(
-        0.95,
+        0.6,
         gt=0,
-        description="Compact test at the dent scales: the response one dent radius to either side "
-        "across the shading direction over the response at the centre; above it the pattern is "
-        "taken for an edge (a step's response runs on along it: 1.0). The default lets elongated "
-        "dents and wide creases through (the level and odd tests reject edges and lines); 0.6 "
-        "keeps round dents only.",
-    )
-    min_crease_width_px: float | None = Field(
-        12.0,
-        gt=0,
-        description="Creases (a fold: a long, narrow light-dark pair) are looked for down to this "
-        "width, below min_diameter_px; at those finer scales only elongated pairs count (a compact "
-        "one that small is a pit or grain of the surface). None: no creases narrower than min_diameter_px.",
-    )
-    min_crease_elongation: float = Field(
-        0.7,
-        gt=0,
-        description="At the crease scales (below min_diameter_px): the response one width to either side "
-        "along the pair's line over the centre's must reach this (a crease continues, a pit does not).",
-    )
-    crease_sigma_ratio: float = Field(
-        1.5,
-        gt=0,
-        description="A crease's decision boundary is min_contrast_sigma times this (the fine "
-        "scales hold more of the surface's own streaks and grains).",
+        description="Compact test: the response one dent radius to either side across "
+        "the shading direction over the response at the centre; above it the pattern is a crease or "
+        "an edge.",
     )
     min_rim_balance: float = Field(
         0.35,
@@ -132,12 +111,11 @@ class DentConfig(PluginConfig):
         "responses at the dent's two walls; below it the point is a wall of something, not a centre.",
     )
     max_shading_contrast_pct: float = Field(
-        300.0,
+        75.0,
         gt=0,
-        description="Light-dark pairs stronger than this (peak-to-peak over the local brightness, "
-        "%) are taken for holes or stains. Under raking light a dent's shading exceeds 75 % "
-        "(the former default, which refused the deepest rendered dents); lower it where the "
-        "light is steep and the dents shallow.",
+        description="A shallow dent's walls tilt a few degrees: its shading stays "
+        "within this fraction of the panel's brightness. Stronger light-dark pairs are pits, "
+        "holes or stains, not dents.",
     )
     working_size_px: int = Field(
         512,
@@ -243,37 +221,7 @@ class _Scale:
         else:
             # Intensity rises away from the light across a depression: gradient along -light.
             self.resp = self.gx * -light[0] + self.gy * -light[1]
-        # The surface's noise by direction: a ground or brushed texture varies far more across
-        # its streaks than along them. A robust covariance of the gradient (spreads along x, y and
-        # the diagonals) whose eigenvalues are raised to at least the pooled noise: a direction
-        # in which the surface is noisier than on average counts less, none counts more (the
-        # robust spread of a sparse texture underestimates its tails).
-        sx, sy = sub[: sub.size // 2], sub[sub.size // 2 :]
-
-        def spread2(v: np.ndarray) -> float:
-            return (1.4826 * _median(np.abs(v - np.float32(_median(v))))) ** 2
-
-        vxx, vyy = spread2(sx), spread2(sy)
-        vxy = (spread2(sx + sy) - spread2(sx - sy)) / 4
-        n2 = self.noise * self.noise
-        tr, dt = vxx + vyy, vxx * vyy - vxy * vxy
-        l1 = tr / 2 + math.sqrt(max(tr * tr / 4 - dt, 0.0))
-        self.snr: np.ndarray
-        if l1 <= 1.05 * n2:
-            self.snr = self.resp / self.noise
-            return
-        # Principal direction (e1) of the larger spread; the smaller one is at least n2.
-        ang = 0.5 * math.atan2(2 * vxy, vxx - vyy)
-        e1x, e1y = math.cos(ang), math.sin(ang)
-        l2 = max(tr - l1, n2)
-        if light is None:
-            p1 = self.gx * np.float32(e1x) + self.gy * np.float32(e1y)
-            p2 = self.gy * np.float32(e1x) - self.gx * np.float32(e1y)
-            self.snr = np.sqrt(p1 * p1 * np.float32(1 / l1) + p2 * p2 * np.float32(1 / l2))
-        else:
-            lx, ly = -light[0], -light[1]
-            a1, a2 = lx * e1x + ly * e1y, ly * e1x - lx * e1y
-            self.snr = self.resp / np.float32(math.sqrt(a1 * a1 * l1 + a2 * a2 * l2))
+        self.snr: np.ndarray = self.resp / self.noise
 
 
 class DentDetector(Detector):
@@ -318,11 +266,8 @@ class DentDetector(Detector):
         s_hi = min(dmax / factor / _DIAMETER_PER_SIGMA, min(wh, ww) / 8.0)
         if s_hi < s_lo:
             return []
-        s_first = s_lo
-        if c.min_crease_width_px is not None:
-            s_first = min(s_lo, max(c.min_crease_width_px / factor / _DIAMETER_PER_SIGMA, 1.0))
         # One scale below and above the range, so the best scale can be interpolated.
-        sigmas = [s_first / _STEP]
+        sigmas = [s_lo / _STEP]
         while sigmas[-1] < s_hi * _STEP:
             sigmas.append(sigmas[-1] * _STEP)
 
@@ -343,8 +288,7 @@ class DentDetector(Detector):
         floor_snr = c.min_contrast_sigma * math.sqrt(self.report_floor / (1 - self.report_floor))
         kept: list[dict] = []
         for i in range(1, len(scales) - 1):
-            crease = scales[i].sigma < s_lo / math.sqrt(_STEP)
-            kept.extend(self._candidates(scales, i, floor_snr, light, crease))
+            kept.extend(self._candidates(scales, i, floor_snr, light))
         kept.sort(key=lambda d: -d["snr"])
         findings: list[dict] = []
         for d in kept:
@@ -357,16 +301,12 @@ class DentDetector(Detector):
                 break
         return [self._finding(d, factor, view) for d in findings]
 
-    def _candidates(self, scales: list[_Scale], i: int, floor_snr: float, light, crease: bool = False) -> list[dict]:
-        """Local maxima of scale ``i`` that pass the shape tests, all tested at once. At a crease
-        scale (below the dents' size range) only elongated ones pass, at a dent scale any up to
-        ``max_elongation``."""
+    def _candidates(self, scales: list[_Scale], i: int, floor_snr: float, light) -> list[dict]:
+        """Local maxima of scale ``i`` that pass the shape tests, all tested at once."""
         c = self.config
         sc = scales[i]
         snr = sc.snr
-        # Centres are maxima of the raw response (the noise weighting by direction would move
-        # them off a dent's centre); their strength is the noise-weighted one.
-        peaks = (snr >= floor_snr) & (sc.resp >= cv2.dilate(sc.resp, np.ones((3, 3), np.uint8)))
+        peaks = (snr >= floor_snr) & (snr >= cv2.dilate(snr, np.ones((3, 3), np.uint8)))
         flat = np.flatnonzero(peaks)  # raster order, as np.nonzero(peaks), and faster on a 2-D mask
         if len(flat) == 0:
             return []
@@ -388,8 +328,7 @@ class DentDetector(Detector):
         at = _where(snr.shape, px, py)
         elong = (_sample(sc.gx, where=at) * ux[:, None] + _sample(sc.gy, where=at) * uy[:, None]).max(axis=1)
         elong /= np.maximum(gn, 1e-9)
-        shape_ok = (elong >= c.min_crease_elongation) if crease else (elong <= c.max_elongation)
-        sel = np.nonzero(ok & shape_ok)[0][:_MAX_PEAKS]
+        sel = np.nonzero(ok & (elong <= c.max_elongation))[0][:_MAX_PEAKS]
         if len(sel) == 0:
             return []
         xs, ys, gn, ux, uy, elong = xs[sel], ys[sel], gn[sel], ux[sel], uy[sel], elong[sel]
@@ -429,7 +368,7 @@ class DentDetector(Detector):
         )[:, 0] / (2 * d)
         halo = np.abs(bg_slope) * (sc.sigma / (1 << sc.level)) / np.maximum(gn, 1e-9)
         ok &= halo <= 0.5
-        ok &= (step <= c.max_step_ratio) & (even <= c.max_even_ratio)
+        ok &= (step <= c.max_step_ratio) & (even <= c.max_even_ratio) & (elong <= c.max_elongation)
         ok &= rims >= c.min_rim_balance
         unit = 1 << sc.level
         wx = (xs.astype(np.float32) + 0.5) * unit - 0.5
@@ -477,7 +416,7 @@ class DentDetector(Detector):
                     "x": float(wx[n]),
                     "y": float(wy[n]),
                     "diam": float(diam[n]),
-                    "snr": float(best_snr[n]) / (c.crease_sigma_ratio if crease else 1.0),
+                    "snr": float(best_snr[n]),
                     "contrast_gray": float(ptp[n]),
                     "contrast_pct": 100.0 * float(ptp[n] / level[n]),
                     "light_deg": math.degrees(math.atan2(float(uy[n]), -float(ux[n]))) % 360.0,
@@ -485,7 +424,6 @@ class DentDetector(Detector):
                     "even": float(even[k]),
                     "elong": float(elong[k]),
                     "rims": float(rims[k]),
-                    "crease": crease,
                 }
             )
         return out
@@ -535,9 +473,10 @@ class DentDetector(Detector):
         if mm is not None:
             meas["diameter_mm"] = round(mm, 3)
             size = f"{mm:.1f} mm"
-        meas["elongation"] = round(d["elong"], 2)
-        what = f"crease {size} wide" if d["crease"] else f"dent {size} across"
-        msg = f"{what}, shading contrast {d['contrast_pct']:.1f} %, light from {meas['light_direction_deg']:.0f} deg"
+        msg = (
+            f"dent {size} across, shading contrast {d['contrast_pct']:.1f} %, "
+            f"light from {meas['light_direction_deg']:.0f} deg"
+        )
         return Finding(
             kind="dent",
             score=score,
