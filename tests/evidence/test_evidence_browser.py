@@ -41,7 +41,9 @@ def test_frame_with_boxes_in_chromium(tmp_path):
         "SELECT e.inspection_id, count(d.id) FROM evidence e JOIN defects d ON d.inspection_id = e.inspection_id "
         "WHERE e.status = 'stored' GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
     ).fetchone()
-    boxes = db.execute("SELECT x, y, w, h FROM defects WHERE inspection_id = ? ORDER BY id", (iid,)).fetchall()
+    boxes = db.execute(  # in the page's order: failing findings first, then by score
+        "SELECT x, y, w, h FROM defects WHERE inspection_id = ? ORDER BY failed DESC, score DESC, id", (iid,)
+    ).fetchall()
     assert n >= 1
     app = create_app(Store(f"sqlite:///{tmp_path / 'inspector.db'}", migrate=False).engine)
     with served(app) as base, sync_playwright() as p:

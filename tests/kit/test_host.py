@@ -15,12 +15,14 @@ from pydantic import Field
 from inspector_core import CannotJudge, Detector, Finding, PluginConfig, View, hookimpl
 from inspector_core.runtime.config import ConfigError
 from inspector_core.store import schema
+from inspector_core.store.view_records import InspectionView
 from inspector_core.testing import (
     Host,
     StoredCrop,
     StoredDefect,
     StoredInspection,
     StoredStepResult,
+    StoredView,
     run_station,
 )
 
@@ -94,10 +96,11 @@ def test_a_plugin_not_installed_runs_in_a_station_and_the_results_read_as_the_sc
 def test_the_stored_objects_have_the_columns_of_docs_schema_md():
     doc = (ROOT / "docs" / "schema.md").read_text()
     tables = {
-        StoredInspection: (schema.Inspection, "inspections", {"step_results", "defects"}),
+        StoredInspection: (schema.Inspection, "inspections", {"step_results", "defects", "views"}),
         StoredStepResult: (schema.StepResult, "step_results", set()),
         StoredDefect: (schema.Defect, "defects", {"crop"}),
         StoredCrop: (schema.Crop, "crops", set()),
+        StoredView: (InspectionView, "inspection_views", set()),
     }
     for cls, (orm, table, children) in tables.items():
         section = doc.split(f"### `{table}`", 1)[1].split("\n### ", 1)[0]
