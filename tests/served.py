@@ -1,4 +1,5 @@
-"""A dashboard app served by uvicorn on a free loopback port, for the browser tests."""
+"""For the browser tests: a dashboard app served by uvicorn on a free loopback port, and Debian's
+Chromium driven by Playwright (a test without them is unavailable: a failure in CI)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,32 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+SCREENS = Path(__file__).resolve().parents[1] / "var" / "screens"
+"""Where the browser tests keep their screenshots for a person to look at."""
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium (Playwright's ``Browser``), closed after."""
+    from tests.conftest import unavailable
+
+    if not Path(CHROMIUM).exists():
+        unavailable("Debian's chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install playwright)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 @contextlib.contextmanager

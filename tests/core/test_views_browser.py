@@ -5,29 +5,18 @@ each view has its panel with its crop. The screenshot is kept (var/screens/views
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import unavailable
 from tests.core.test_views import PLUGIN, _station
-from tests.served import served
+from tests.served import SCREENS, chromium, served
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-SCREENS = Path(__file__).resolve().parents[2] / "var" / "screens"
 
 
 def test_views_side_by_side_with_their_boxes_in_chromium(tmp_path):
-    if not Path(CHROMIUM).exists():
-        unavailable("Debian's chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed (pip install playwright)")
     from inspector_core.qa.web import create_app
     from inspector_core.store import Store
     from inspector_core.testing import run_station
@@ -58,8 +47,7 @@ def test_views_side_by_side_with_their_boxes_in_chromium(tmp_path):
     box = db.execute("SELECT x, y, w, h FROM defects WHERE view = 'back'").fetchone()
     assert verdict == "FAIL" and box == (20, 30, 90, 70)  # in the back view's frame pixels
     app = create_app(Store(f"sqlite:///{tmp_path / 'inspector.db'}", migrate=False).engine)
-    with served(app) as base, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with served(app) as base, chromium() as browser:
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -76,5 +64,4 @@ def test_views_side_by_side_with_their_boxes_in_chromium(tmp_path):
         assert page.locator("#view-front figure.crop").count() == 0
         SCREENS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENS / "views-test-page.png"), full_page=True)
-        browser.close()
     assert errors == []

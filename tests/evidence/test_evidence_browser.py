@@ -5,27 +5,16 @@ finding is, a click zooms. The screenshot is kept (var/screens/evidence-*.png) f
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
 
 from inspector_core.testing import run_station
-from tests.conftest import unavailable
-from tests.served import served
+from tests.served import SCREENS, chromium, served
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-SCREENS = Path(__file__).resolve().parents[2] / "var" / "screens"
 
 
 def test_frame_with_boxes_in_chromium(tmp_path):
-    if not Path(CHROMIUM).exists():
-        unavailable("Debian's chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed (pip install playwright)")
 
     from inspector_core.qa.web import create_app
     from inspector_core.store import Store
@@ -46,8 +35,7 @@ def test_frame_with_boxes_in_chromium(tmp_path):
     ).fetchall()
     assert n >= 1
     app = create_app(Store(f"sqlite:///{tmp_path / 'inspector.db'}", migrate=False).engine)
-    with served(app) as base, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with served(app) as base, chromium() as browser:
         page = browser.new_page(viewport={"width": 1300, "height": 1100})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -82,4 +70,3 @@ def test_frame_with_boxes_in_chromium(tmp_path):
         page.locator("#evidence .ev-frame").click()
         assert abs(img.bounding_box()["width"] - ib["width"]) < 2  # type: ignore[index]
         assert errors == []
-        browser.close()

@@ -5,16 +5,12 @@ test's tmp dir (printed) for a human to look at."""
 from __future__ import annotations
 
 import contextlib
-import shutil
 
 import pytest
 
-from tests.conftest import unavailable
-from tests.served import served
+from tests.served import chromium, served
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 
 @contextlib.contextmanager
@@ -39,20 +35,12 @@ def server(tmp_path):
 
 @pytest.fixture
 def page():
-    if not shutil.which("chromium") and not __import__("os").path.exists(CHROMIUM):
-        unavailable("Debian's chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed (pip install playwright)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as browser:
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
         pg.errors = errors
         yield pg
-        browser.close()
 
 
 def test_dashboard_in_chromium(server, page, tmp_path):
