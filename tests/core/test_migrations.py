@@ -32,26 +32,32 @@ def test_a_migrated_database_has_every_column_of_the_model(backend, tmp_path, re
     store.close()
 
 
+def _one_inspection(conn, verdict: str, n_defects: int) -> None:
+    """Station 1, its run 1 and inspection 1 (part p1), as the schema of 0006 to 0011 has them."""
+    conn.execute(text("INSERT INTO stations (id, name, created_at) VALUES (1, 'l1', '2026-12-01 00:00:00')"))
+    conn.execute(
+        text(
+            "INSERT INTO runs (id, station_id, started_at, hostname, software_version, plugins, config_yaml,"
+            " config_hash, models) VALUES (1, 1, '2026-12-01 00:00:00', 'h', '0', '{}', '', 'x', '{}')"
+        )
+    )
+    conn.execute(
+        text(
+            "INSERT INTO inspections (id, uid, station_id, run_id, seq, part_id, captured_at, decided_at, verdict,"
+            " n_defects, first_of_part) VALUES (1, 'u1', 1, 1, 0, 'p1', '2026-12-01 00:00:00',"
+            " '2026-12-01 00:00:00', :verdict, :n, true)"
+        ),
+        {"verdict": verdict, "n": n_defects},
+    )
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_0007_renames_plugin_to_detector_and_keeps_the_values(backend, tmp_path, request):
     url = f"sqlite:///{tmp_path / 's.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
         command.upgrade(_alembic(conn), "0006")
-        conn.execute(text("INSERT INTO stations (id, name, created_at) VALUES (1, 'l1', '2026-12-01 00:00:00')"))
-        conn.execute(
-            text(
-                "INSERT INTO runs (id, station_id, started_at, hostname, software_version, plugins, config_yaml,"
-                " config_hash, models) VALUES (1, 1, '2026-12-01 00:00:00', 'h', '0', '{}', '', 'x', '{}')"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO inspections (id, uid, station_id, run_id, seq, part_id, captured_at, decided_at, verdict,"
-                " n_defects, first_of_part) VALUES (1, 'u1', 1, 1, 0, 'p1', '2026-12-01 00:00:00',"
-                " '2026-12-01 00:00:00', 'FAIL', 1, true)"
-            )
-        )
+        _one_inspection(conn, "FAIL", 1)
         conn.execute(
             text(
                 "INSERT INTO step_results (inspection_id, step_index, step, plugin, status, n_findings)"
@@ -78,20 +84,7 @@ def test_0012_adds_the_recipe_columns_empty_on_older_rows_and_goes_back(backend,
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
         command.upgrade(_alembic(conn), "0011")
-        conn.execute(text("INSERT INTO stations (id, name, created_at) VALUES (1, 'l1', '2026-12-01 00:00:00')"))
-        conn.execute(
-            text(
-                "INSERT INTO runs (id, station_id, started_at, hostname, software_version, plugins, config_yaml,"
-                " config_hash, models) VALUES (1, 1, '2026-12-01 00:00:00', 'h', '0', '{}', '', 'x', '{}')"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO inspections (id, uid, station_id, run_id, seq, part_id, captured_at, decided_at, verdict,"
-                " n_defects, first_of_part) VALUES (1, 'u1', 1, 1, 0, 'p1', '2026-12-01 00:00:00',"
-                " '2026-12-01 00:00:00', 'PASS', 0, true)"
-            )
-        )
+        _one_inspection(conn, "PASS", 0)
         command.upgrade(_alembic(conn), "0012")
         assert conn.execute(text("SELECT recipe, recipe_hash FROM inspections")).one() == (None, None)
         conn.execute(text("UPDATE inspections SET recipe = 'plate-b', recipe_hash = :h"), {"h": "f" * 64})
