@@ -37,6 +37,7 @@ What it measures, and how:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -219,6 +220,11 @@ class Probe:
     def steps(self) -> list[tuple[float, float, int]]:
         return [(w.cpu_ms, w.worker_cpu_ms, w.calls) for w in self.runtime._pipeline.workers]
 
+    def lanes(self) -> dict[str, dict[str, float]]:
+        """Each lane's seconds so far: busy (holding a core), gate (waiting for one), idle (no part
+        yet: the window or the source), after (a fixtured view waiting for its fixture step)."""
+        return {name: dataclasses.asdict(t) for name, t in self.runtime._pipeline.lane_times().items()}
+
     def committed(self, batch: list[Any]) -> None:
         now = datetime.now(UTC)
         for r in batch:
@@ -226,10 +232,12 @@ class Probe:
         self.last = time.perf_counter()
         if self.start is None and len(self.committed_at) >= self.warm:
             self.start = (self.last, thread_cpu(), self.steps())
+            self.lanes_at_start = self.lanes()
             self.n_at_start = len(self.committed_at)
         if self.end is None and len(self.committed_at) >= self.count:
             # The last part: taken now, while the station's threads are alive (their CPU goes with them).
             self.end = (thread_cpu(), self.steps())
+            self.lanes_at_end = self.lanes()
             self.worker_rss = [
                 (w.step.name, vm("VmHWM", w.detector.process.pid))
                 for w in self.runtime._pipeline.workers
@@ -305,6 +313,10 @@ def run_station(
             for (c0, w0, k0), (c1, w1, k1) in zip(steps0, end_steps, strict=True)
         ],
         "names": [s.name for s in station.steps],
+        "lanes": {
+            name: {k: (v - probe.lanes_at_start[name][k]) / elapsed for k, v in t.items() if k != "parts"}
+            for name, t in probe.lanes_at_end.items()
+        },
         "peak_rss": peak,
         "workers": station.spec.workers or default_workers(),
         "worker_rss": probe.worker_rss,
@@ -392,6 +404,21 @@ def report(title: str, r: dict[str, Any]) -> None:
         f"{min(workers * 1000 / total, 1000 / lane):.1f} parts/s (min of {workers} x 1000 / {total:.0f} ms and "
         f"1000 / {lane:.0f} ms, the slowest step, which runs one part at a time)"
     )
+    lanes = r.get("lanes", {})
+    if lanes:
+        print(
+            "where each lane's time went (share of the timed span; busy: holding a core, gate: waiting for "
+            "one, idle: no part yet, after: waiting for the fixture step):"
+        )
+        for name, t in lanes.items():
+            print(
+                f"  {name:<14} busy {t['busy']:6.1%}  gate {t['gate']:6.1%}  idle {t['idle']:6.1%}  "
+                f"after {t['after']:6.1%}"
+            )
+        print(
+            f"  detector calls running at once, on average: {sum(t['busy'] for t in lanes.values()):.2f} "
+            f"(of {r['workers']} workers)"
+        )
     print(f"CPU ms per part by thread (utime + stime; total {total:.1f}):")
     for name, ms in sorted(r["threads"].items(), key=lambda kv: -kv[1]):
         if ms >= 0.05:
@@ -419,6 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--memory-bank", type=int, default=None, help="the anomaly model's memory bank (default: the training default)"
     )
+    ap.add_argument(
+        "--first-come-gate",
+        action="store_true",
+        help="the core gate as before issue 12's fourth pass (first to ask within a part; no core kept), for an A/B",
+    )
     ap.add_argument("--prepare-only", action="store_true", help="train / render the cached inputs and stop")
     ap.add_argument("--phase", help=argparse.SUPPRESS)  # one run, in the process the bench starts for it
     args = ap.parse_args(argv)
@@ -439,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# cores {os.cpu_count()}, workers {args.workers or default_workers()}, anomaly threads "
         f"{args.anomaly_threads or 'default'}, anomaly runtime {args.anomaly_runtime or 'default'}, "
+        f"{'first-come gate (before the fourth pass), ' if args.first_come_gate else ''}"
         f"python {sys.version.split()[0]}; each run in a process of its own"
     )
     print(f"load average before: {load()}", flush=True)
@@ -448,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         "warm": args.warm,
         "threads": args.anomaly_threads,
         "runtime": args.anomaly_runtime,
+        "first_come_gate": args.first_come_gate,
     }
     thr = phase(
         {
@@ -547,7 +581,24 @@ def phase(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def first_come_gate() -> None:
+    """``--first-come-gate``: the core gate as before issue 12's fourth pass, for an A/B on one
+    machine: among one part's steps the first to ask gets a free core, and a lane releases its core
+    after every call (it does not keep it for its next part, CoreGate.keep)."""
+    from inspector_core.runtime import pipeline
+
+    def release(lane: Any) -> bool:
+        lane.pipeline.gate.release()
+        return False
+
+    acquire = pipeline.CoreGate.acquire
+    pipeline._Lane._keep_core = release  # type: ignore[method-assign,assignment]
+    pipeline.CoreGate.acquire = lambda gate, key, abort, rank=0.0: acquire(gate, key, abort)  # type: ignore[method-assign,assignment]
+
+
 def run_phase(spec: dict[str, Any]) -> int:
+    if spec.get("first_come_gate"):
+        first_come_gate()
     truths = ["good"] * 8 + ["scratch", "dent", "misalignment", "good"]
     FRAMES[:] = [(t, frame(202, i, t)) for i, t in enumerate(truths)]
     steps = station_steps(

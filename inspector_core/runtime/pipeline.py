@@ -3,8 +3,10 @@
 Each step has a lane: one thread that takes the parts in capture order and calls its
 :class:`~inspector_core.runtime.steps.StepWorker` for each. Lanes run side by side, so step 1 of
 part n+1 runs while step 3 of part n does; a core gate lets at most ``workers`` detector calls
-run at once and gives a free core to the oldest part waiting. numpy, OpenCV and onnxruntime
-release the GIL, so the threads overlap for real.
+run at once and gives a free core to the oldest part waiting, and among the steps of that part
+to the one that has been taking longest (its critical path: the part's last step to finish is
+then not the long one started last). numpy, OpenCV and onnxruntime release the GIL, so the
+threads overlap for real.
 
 What the station may rely on (tested in ``tests/core/test_overlap.py``):
 
@@ -36,6 +38,7 @@ import heapq
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -56,19 +59,20 @@ def default_workers() -> int:
 
 class CoreGate:
     """At most ``cores`` holders at once; a free core goes to the waiter with the lowest key
-    (the oldest part), not to whichever thread woke first."""
+    (the oldest part), among equal keys to the lowest ``rank`` (the lane's longest step first),
+    then to the first to ask, never to whichever thread woke first."""
 
     def __init__(self, cores: int) -> None:
         self.cores = cores
         self._free = cores
-        self._waiting: list[tuple[int, int]] = []
+        self._waiting: list[tuple[int, float, int]] = []
         self._order = itertools.count()
         self._cond = threading.Condition()
 
-    def acquire(self, key: int, abort: threading.Event) -> bool:
+    def acquire(self, key: int, abort: threading.Event, rank: float = 0.0) -> bool:
         """Wait for a core; ``False`` (holding none) if ``abort`` was set meanwhile."""
         with self._cond:
-            me = (key, next(self._order))
+            me = (key, rank, next(self._order))
             heapq.heappush(self._waiting, me)
             while not (self._free > 0 and self._waiting[0] == me):
                 if abort.is_set():
@@ -86,6 +90,18 @@ class CoreGate:
         with self._cond:
             self._free += 1
             self._cond.notify_all()
+
+    def keep(self, key: int, rank: float = 0.0) -> bool:
+        """A holder done with its call keeps its core for a next one of ``key`` and ``rank`` if no
+        waiter comes before it (``True``); else the core is released (``False``) and the holder
+        asks again as any other. So a lane whose next part is the oldest does not lose its core
+        to a younger part's step that happened to be waiting when it finished."""
+        with self._cond:
+            if not self._waiting or (key, rank) < self._waiting[0][:2]:
+                return True
+            self._free += 1
+            self._cond.notify_all()
+            return False
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -120,6 +136,24 @@ class Job:
     """Lane of a :class:`Deferred` view -> lane of the step it waits for."""
 
 
+@dataclasses.dataclass
+class LaneTimes:
+    """Where one lane's time went (seconds since it started), for ``bench/line_rate.py``: why a
+    core idles. ``idle``: no part for this step yet (the window, or the source); ``after``: a
+    :class:`Deferred` view waiting for its earlier step; ``gate``: waiting for a core;
+    ``busy``: holding one (the step, its check and hand-off)."""
+
+    parts: int = 0
+    idle: float = 0.0
+    after: float = 0.0
+    gate: float = 0.0
+    busy: float = 0.0
+
+
+EXPECTED_WEIGHT = 0.2
+"""Weight of the newest part in a lane's running mean of its step's latency (the gate's rank)."""
+
+
 class _Lane:
     def __init__(self, index: int, worker: StepWorker, pipeline: Pipeline) -> None:
         self.index = index
@@ -127,6 +161,9 @@ class _Lane:
         self.pipeline = pipeline
         self.jobs: collections.deque[Job | None] = collections.deque()
         self.ready = threading.Semaphore(0)
+        self.times = LaneTimes()
+        self.expected_ms = 0.0
+        """Running mean of this step's latency: the longer a part's step, the sooner it gets a core."""
         self.thread = threading.Thread(target=self._run, name=f"inspector-lane-{worker.step.name}", daemon=True)
 
     def put(self, job: Job | None) -> None:
@@ -135,18 +172,35 @@ class _Lane:
 
     def _run(self) -> None:
         p = self.pipeline
+        times = self.times
+        clock = time.perf_counter
+        held = False  # the core of the last call, kept for this part (CoreGate.keep)
         while True:
+            t0 = clock()
             self.ready.acquire()
             job = self.jobs.popleft()
             if job is None:
+                if held:
+                    p.gate.release()
                 return
+            t1 = clock()
+            times.idle += t1 - t0
             entry = job.views[self.index]
             outcome: StepOutcome | None = None
             earlier = self._earlier(job, entry) if isinstance(entry, Deferred) else None
+            t2 = clock()
+            times.after += t2 - t1
+            if held and (entry is None or isinstance(earlier, StepOutcome) or p.abort.is_set()):
+                p.gate.release()
+                held = False
             if isinstance(earlier, StepOutcome):
                 outcome = earlier
             elif entry is not None:
-                if p.abort.is_set() or not p.gate.acquire(job.seq, p.abort):
+                granted = held or (not p.abort.is_set() and p.gate.acquire(job.seq, p.abort, -self.expected_ms))
+                held = False
+                t3 = clock()
+                times.gate += t3 - t2
+                if not granted:
                     outcome = StepOutcome("error", [], NOT_RUN)
                 else:
                     try:
@@ -162,9 +216,25 @@ class _Lane:
                     except Exception as exc:  # noqa: BLE001 - the host's bug is this part's ERROR
                         outcome = StepOutcome("error", [], f"host error: {type(exc).__name__}: {exc}", 0.0)
                     finally:
-                        p.gate.release()
+                        held = self._keep_core()
+                        times.busy += clock() - t3
+                        times.parts += 1
+                    if outcome is not None and outcome.status == "ok" and outcome.latency_ms is not None:
+                        w = EXPECTED_WEIGHT if self.expected_ms else 1.0
+                        self.expected_ms += w * (outcome.latency_ms - self.expected_ms)
             del entry
             p._answered(job, self.index, outcome)
+
+    def _keep_core(self) -> bool:
+        """After a call: keep the core if this lane's next part is already here, needs no earlier
+        step's answer, and comes before every waiter (:meth:`CoreGate.keep`); else release it."""
+        p = self.pipeline
+        nxt = self.jobs[0] if self.jobs else None
+        if nxt is not None and not p.abort.is_set() and isinstance(nxt.views[self.index], View):
+            rank = -self.expected_ms  # as it will be after this call: close enough for an order
+            return p.gate.keep(nxt.seq, rank)
+        p.gate.release()
+        return False
 
     def _earlier(self, job: Job, deferred: Deferred) -> StepOutcome | None:
         """Wait, holding no core, until the step ``deferred`` depends on has answered for this
@@ -233,6 +303,10 @@ class Pipeline:
             if view is not None:
                 lane.put(job)
         return True
+
+    def lane_times(self) -> dict[str, LaneTimes]:
+        """Where each lane's time went so far, by step name (a copy)."""
+        return {lane.worker.step.name: dataclasses.replace(lane.times) for lane in self._lanes}
 
     @property
     def lanes(self) -> int:

@@ -209,3 +209,47 @@ def test_a_free_core_goes_to_the_oldest_part_waiting():
     for t in threads:
         t.join(5)
     assert got == [7, 8, 9]
+
+
+def test_within_a_part_the_longest_step_gets_the_core_first(tmp_path):
+    # One core, a short step a and a long step b. Before, a asked first (b was still busy with the
+    # part before) and b, the part's critical path, started last. Now the gate ranks a part's steps
+    # by their lanes' running latency, and b keeps its core for the next part when that part comes
+    # first: from the third part on, b starts each part before a does.
+    cfg = _two_steps(count=8, workers=1, a={"ms": 10}, b={"ms": 60})
+    rows = run_station(cfg, tmp_path, registry=registry()).inspections()
+    assert [r.part_id for r in rows] == [f"p{i:02d}" for i in range(8)]
+    assert all(r.verdict == "FAIL" and len(r.defects) == 2 for r in rows)
+    assert _running[1] == 1
+    start = {(step, p): s for step, p, s, _ in CALLS}
+    later = [f"p{n:02d}" for n in range(2, 8)]
+    assert all(start[("b", p)] < start[("a", p)] for p in later), sorted(start.items(), key=lambda kv: kv[1])
+
+
+def test_a_core_kept_for_the_next_part_goes_to_an_older_waiter_first():
+    gate = CoreGate(1)
+    never = threading.Event()
+    assert gate.acquire(3, never)
+    assert gate.keep(4)  # nobody waits: the holder keeps it
+    got: list[int] = []
+
+    def take(key):
+        assert gate.acquire(key, never)
+        got.append(key)
+        gate.release()
+
+    older = threading.Thread(target=take, args=(2,))
+    older.start()
+    time.sleep(0.05)
+    assert not gate.keep(4)  # part 2 waits: the core goes to it, the holder asks again
+    older.join(5)
+    assert got == [2]
+    assert gate.acquire(4, never)
+    younger = threading.Thread(target=take, args=(6,))
+    younger.start()
+    time.sleep(0.05)
+    assert gate.keep(5)  # part 6 is younger than the holder's next part: kept
+    assert gate.keep(5, -10.0)
+    gate.release()
+    younger.join(5)
+    assert got == [2, 6]
