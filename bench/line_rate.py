@@ -434,6 +434,12 @@ def main(argv: list[str] | None = None) -> int:
         "--load", type=float, action="append", help="paced rate as a share of the measured capacity (repeatable; 0.8)"
     )
     ap.add_argument("--workers", type=int, default=None, help="the station's workers (default: its own)")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="only a paced run of --paced parts at this many parts/s (no throughput run)",
+    )
     ap.add_argument("--anomaly-threads", type=int, default=None, help="the anomaly step's threads (default: its own)")
     ap.add_argument(
         "--anomaly-runtime", choices=["onnxruntime", "openvino"], default=None, help="the anomaly step's runtime"
@@ -483,6 +489,21 @@ def main(argv: list[str] | None = None) -> int:
         "runtime": args.anomaly_runtime,
         "first_come_gate": args.first_come_gate,
     }
+    if args.rate:
+        # A fixed pace instead (for A/B runs of latency on a machine whose capacity drifts).
+        phase(
+            {
+                **common,
+                "name": f"rate-{args.rate:g}",
+                "title": f"paced at {args.rate:.2f} parts/s (--rate)",
+                "isolated": [],
+                "count": args.warm + args.paced,
+                "interval_ms": 1000 / args.rate,
+                "workers": args.workers,
+            }
+        )
+        print(f"\ntorch imported (this process): {'torch' in sys.modules}\nload average after: {load()}")
+        return 0
     thr = phase(
         {
             **common,
