@@ -4,38 +4,47 @@ grouped limit of the same rows on the same database in the same run.
 Prints figures; it is not a test. Run: ``.venv/bin/python bench/store_rate.py [--n N] [--rounds R]``.
 
 Each inspection has one step, one failed defect and its JPEG crop (about 2.5 KB), as a station
-writes them. Two figures per database, measured alternately (``rounds`` times, each on a new
-database migrated to the newest schema, so both start empty with the same indexes):
+writes them. Figures per database, measured alternately (``rounds`` times, the order reversed
+every other round, each on a new database migrated to the newest schema, so all start empty with
+the same indexes):
 
-- **recorder**: :class:`~inspector_core.store.Recorder` as a station uses it (one producer
-  thread submitting, the writer's group commit, at most 500 per transaction), timed from the
-  first submit to ``close()`` (every verdict committed and reported, the run ended);
-- **recorder, SQLite's own checkpoints** (SQLite only): the same with ``wal_checkpoints=False``,
-  so that the write-ahead log is checkpointed inside the writer's commits (SQLite's
-  autocheckpoint, as before the checkpointer thread of ``store/checkpoint.py``);
-- **raw**: plain DBAPI ``executemany`` of the same rows (``inspections``, ``step_results``,
-  ``defects``, ``crops``, ids given), grouped 500 inspections per commit; no roll-up, no
-  duplicate check, no first-of-part probe, no spool: the limit of this database on this disk.
+- **recorder**: :class:`~inspector_core.store.Recorder` as a station uses it (one producer thread
+  submitting, the writer's group commit: 500 per transaction while it keeps up, up to
+  ``max_group`` (2,000) when more wait, as they always do here), timed from the first submit to
+  ``close()`` (every verdict committed and reported, the run ended). The group sizes it used are
+  printed;
+- **recorder, groups of 500**: the same with ``max_group=500`` (the recorder before it grouped
+  more under backlog);
+- **raw**: plain DBAPI ``executemany`` of **the same rows the store writes** (every column, in
+  its storage form: captured from ``Store.write`` into a scratch file before the clock starts,
+  then replayed into the new database), one transaction per group of the recorder's size (and of
+  500 for the recorder with groups of 500); no roll-up, no first-of-part probe, no id allocation,
+  no spool: the limit of this database on this disk for these rows. SQLite: the same connection
+  settings as the store (WAL, ``synchronous=FULL``, foreign keys) and SQLite's own checkpoints;
+- optional (``--extra``): the recorder with SQLite's own WAL checkpoints
+  (``wal_checkpoints=False``) and ``Store.write`` alone from one thread.
 
-SQLite: WAL, ``synchronous=FULL`` (the store's setting), a file in a temporary folder.
-PostgreSQL: a new database named ``inspector_bench_<hex>`` on 127.0.0.1:5432, dropped after.
+Beside every wall rate: the CPU this process spent per inspection (``time.process_time``: all
+its threads) and, for the recorder, its writer thread's CPU per inspection; and
+``os.getloadavg()``. On a shared machine the CPU per inspection is the figure that holds.
+SQLite: a file in a temporary folder. PostgreSQL: a new database named ``inspector_bench_<hex>``
+on 127.0.0.1:5432, dropped after.
 Also printed: how long after ``committed_at`` the commit returned (the part of the committed
 latency that ``commit_latency_ms`` does not see), at full rate and at a line's pace (200/s),
-with the recorded capture-to-committed p50/p99 then; and ``os.getloadavg()`` beside every figure.
+with the recorded capture-to-committed p50/p99 then.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import collections
 import os
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +61,15 @@ from inspector_core.store import (
     RunRecord,
     StepRecord,
     Store,
+    database,
     utcnow,
 )
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-GROUP = 500
-CHECKPOINTS: list[tuple[int, int]] = []
-WRITER_CPU: dict[bool, list[float]] = {}
-"""CPU us per inspection of the recorder's writer thread, by ``wal_checkpoints``."""
-"""(checkpoints, log restarts) of each recorder run with the checkpointer thread."""
+BATCH = 500
+"""The recorder's ``max_batch`` (its default): verdicts per transaction while it keeps up."""
+GROUP = 2000
+"""The recorder's ``max_group`` (its default): verdicts per transaction when more wait."""
 
 
 def _crop() -> bytes:
@@ -117,54 +126,61 @@ def _run(station: str) -> RunRecord:
     return RunRecord(station, "bench", "0", {}, "", "x" * 64, {})
 
 
-def recorder_rate(url: str, n: int, *, wal_checkpoints: bool = True) -> tuple[float, float, list[float]]:
-    """Inspections/s through the recorder, this process's CPU us per inspection (all threads),
-    and the gaps (ms) between each batch's committed_at and its commit returning."""
+def recorder_rate(
+    url: str, n: int, *, wal_checkpoints: bool = True, max_group: int = GROUP
+) -> tuple[float, float, float, list[float], list[int]]:
+    """Inspections/s through the recorder; this process's CPU us per inspection (all threads); the
+    writer thread's CPU us per inspection (from its first commit to its last); the gaps (ms)
+    between each batch's committed_at and its commit returning; the size of each transaction."""
     store = Store(url)
     run = _run("rate")
     recs = records(n, run.uid, run.station)
     gaps: list[float] = []
+    sizes: list[int] = []
+    writer: list[tuple[float, int]] = []
+    done = 0
 
     def committed(batch: list[InspectionRecord]) -> None:  # on the writer's thread
+        nonlocal done
         now = utcnow()
-        writer.append((time.thread_time(), len(done)))
-        done.extend(batch)
-        at = getattr(batch[-1], "committed_at", None)
+        writer.append((time.thread_time(), done))
+        done += len(batch)
+        sizes.append(len(batch))
+        at = batch[-1].committed_at
         if at is not None:
             gaps.append((now - at).total_seconds() * 1000)
 
-    done: list[InspectionRecord] = []
-    writer: list[tuple[float, int]] = []
-    rec = Recorder(store, run=run, on_committed=committed, wal_checkpoints=wal_checkpoints)
+    rec = Recorder(
+        store, run=run, on_committed=committed, wal_checkpoints=wal_checkpoints, max_batch=BATCH, max_group=max_group
+    )
     rec.start()
     t0, c0 = time.perf_counter(), time.process_time()
     for r in recs:
         rec.submit(r)
-    assert rec.close(120, parts_seen=n), rec.close_problem
+    assert rec.close(300, parts_seen=n), rec.close_problem
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    assert len(done) == n and rec.committed == n, (len(done), rec.committed)
+    assert done == n and rec.committed == n, (done, rec.committed)
     cp = rec.checkpointer
     if cp is not None:
         assert cp.error is None, cp.error
-        CHECKPOINTS.append((cp.checkpoints, cp.restarts))
-    # The writer's thread, from its first commit to its last (the one that holds the write lock).
-    WRITER_CPU.setdefault(wal_checkpoints, []).append(
-        (writer[-1][0] - writer[0][0]) / (writer[-1][1] - writer[0][1]) * 1e6
-    )
     store.close()
-    return n / dt, cpu / n * 1e6, gaps
+    # The writer thread from the end of its first commit to the end of its last.
+    wcpu = (writer[-1][0] - writer[0][0]) / (writer[-1][1] - writer[0][1]) * 1e6
+    return n / dt, cpu / n * 1e6, wcpu, gaps, sizes
 
 
-def write_rate(url: str, n: int) -> tuple[float, float]:
-    """Inspections/s of ``Store.write`` alone, from one thread, 500 per call (the writer's work
-    without the recorder's queue and threads), and CPU us per inspection."""
+def write_rate(url: str, n: int, group: int) -> tuple[float, float]:
+    """Inspections/s of ``Store.write`` alone, from one thread, ``group`` per call, as the recorder
+    calls it (ids of the run known, first attempt), and CPU us per inspection."""
     store = Store(url)
     run = _run("write")
-    store.ensure_run(run)
+    sid, rid = store.ensure_run(run)
     recs = records(n, run.uid, run.station)
+    for r in recs:
+        r.station_id, r.run_id = sid, rid
     t0, c0 = time.perf_counter(), time.process_time()
-    for i in range(0, n, GROUP):
-        store.write(recs[i : i + GROUP])
+    for i in range(0, n, group):
+        store.write(recs[i : i + group], fresh=True)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     store.close()
     return n / dt, cpu / n * 1e6
@@ -203,97 +219,110 @@ def paced(url: str, rate: float, seconds: float) -> tuple[list[float], list[floa
     return gaps, lat
 
 
-def _rows(recs: list[InspectionRecord], sid: int, rid: int, sqlite: bool) -> list[tuple[list[tuple[Any, ...]], ...]]:
-    """The same rows the store writes, as positional parameters, per group of GROUP."""
-
-    def t(x: Any) -> Any:
-        return x.isoformat(" ") if sqlite else x
-
-    groups: list[tuple[list[tuple[Any, ...]], ...]] = []
-    iid = did = 0
-    for g in range(0, len(recs), GROUP):
-        ins: list[tuple[Any, ...]] = []
-        steps: list[tuple[Any, ...]] = []
-        defects: list[tuple[Any, ...]] = []
-        crops: list[tuple[Any, ...]] = []
-        for r in recs[g : g + GROUP]:
-            iid += 1
-            ins.append(
-                (
-                    iid,
-                    r.uid,
-                    sid,
-                    rid,
-                    r.seq,
-                    r.part_id,
-                    t(r.captured_at),
-                    t(r.decided_at),
-                    r.verdict,
-                    r.latency_ms,
-                    None,
-                    None,
-                    1,
-                    None,
-                    True,
-                )
-            )
-            for s in r.steps:
-                steps.append((iid, s.step_index, s.step, s.detector, s.status, s.score, s.latency_ms, s.n_findings))
-            for d in r.defects:
-                did += 1
-                defects.append(
-                    (did, iid, d.step, d.detector, d.kind, d.score, d.failed, *d.box, d.size_px, d.size_mm)
-                    + (json.dumps(d.measurements), d.message)
-                )
-                c = d.crop
-                assert c is not None
-                crops.append((did, did, iid, c.format, c.width, c.height, c.x, c.y, c.scale, c.data))
-        groups.append((ins, steps, defects, crops))
-    return groups
+Rows = list[list[tuple[tuple[str, str], list[tuple[Any, ...]]]]]
+"""Per transaction, per table: (the table and its columns, the rows)."""
+_CAPTURED: dict[tuple[int, int], tuple[tuple[int, int], Rows]] = {}
 
 
-SQL = (
-    "INSERT INTO inspections (id, uid, station_id, run_id, seq, part_id, captured_at, decided_at, verdict,"
-    " latency_ms, error, error_step, n_defects, source_meta, first_of_part) VALUES ({})",
-    "INSERT INTO step_results (inspection_id, step_index, step, detector, status, score, latency_ms, n_findings)"
-    " VALUES ({})",
-    "INSERT INTO defects (id, inspection_id, step, detector, kind, score, failed, x, y, w, h, size_px, size_mm,"
-    " measurements, message) VALUES ({})",
-    "INSERT INTO crops (id, defect_id, inspection_id, format, width, height, x, y, scale, data) VALUES ({})",
-)
-ARITY = (15, 8, 15, 10)
+def store_rows(n: int, group: int) -> tuple[tuple[int, int], Rows]:
+    """The rows ``Store.write`` hands the driver for ``n`` bench inspections written ``group`` per
+    transaction, table by table (every column, in SQLite's storage form), and the (station, run)
+    ids they name. Captured once per (n, group) from ``Store.write`` into a scratch SQLite file."""
+    key = (n, group)
+    if key not in _CAPTURED:
+        with tempfile.TemporaryDirectory() as d:
+            store = Store(f"sqlite:///{d}/rows.db")
+            run = _run("raw")
+            ids = store.ensure_run(run)
+            recs = records(n, run.uid, run.station)
+            for r in recs:
+                r.station_id, r.run_id = ids
+            groups: Rows = []
+            insert_rows = database._insert_rows
+
+            def grab(conn: Any, spec: tuple[str, str], rows: list[tuple[Any, ...]]) -> None:
+                if rows:
+                    groups[-1].append((spec, rows))
+                insert_rows(conn, spec, rows)  # written too, so the next transaction's ids follow on
+
+            database._insert_rows = grab
+            try:
+                for i in range(0, n, group):
+                    groups.append([])
+                    store.write(recs[i : i + group], fresh=True)
+            finally:
+                database._insert_rows = insert_rows
+            store.close()
+        _CAPTURED[key] = ids, groups
+    return _CAPTURED[key]
 
 
-def raw_rate(url: str, n: int) -> tuple[float, float]:
-    """Inspections/s of the raw grouped inserts, and CPU us per inspection (this process)."""
-    store = Store(url)  # the same schema and indexes
+_DATETIMES = {"inspections": ("captured_at", "decided_at", "committed_at")}
+
+
+def _for_postgres(groups: Rows) -> Rows:
+    """SQLite's storage form -> PostgreSQL's: datetimes as ``datetime`` (JSON stays its text)."""
+    out: Rows = []
+    for group in groups:
+        tables = []
+        for (table, columns), rows in group:
+            at = [i for i, c in enumerate(columns.split()) if c in _DATETIMES.get(table, ())]
+            if at:
+                conv = []
+                for row in rows:
+                    r = list(row)
+                    for i in at:
+                        if r[i] is not None:
+                            r[i] = datetime.fromisoformat(r[i])
+                    conv.append(tuple(r))
+                rows = conv
+            tables.append(((table, columns), rows))
+        out.append(tables)
+    return out
+
+
+def raw_rate(url: str, n: int, group: int) -> tuple[float, float]:
+    """Inspections/s of the raw grouped inserts of the store's own rows, ``group`` inspections per
+    transaction, and CPU us per inspection (this process)."""
+    store = Store(url)  # the same schema, indexes and connection settings
     run = _run("raw")
-    sid, rid = store.ensure_run(run)
+    ids = store.ensure_run(run)
     store.close()
+    captured_ids, groups = store_rows(n, group)
+    assert ids == captured_ids, (ids, captured_ids)  # the rows name this station and run
     sqlite = url.startswith("sqlite")
-    groups = _rows(records(n, run.uid, run.station), sid, rid, sqlite)
     mark = "?" if sqlite else "%s"
-    sql = [s.format(", ".join([mark] * k)) for s, k in zip(SQL, ARITY, strict=True)]
+
+    def sql(table: str, columns: str) -> str:
+        names = columns.split()
+        return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
+
+    if not sqlite:
+        groups = _for_postgres(groups)
+    plan = [[(sql(*spec), rows) for spec, rows in group] for group in groups]
     if sqlite:
-        db = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-        t0, c0 = time.perf_counter(), time.process_time()
-        for group in groups:
-            db.execute("BEGIN IMMEDIATE")
-            for s, rows in zip(sql, group, strict=True):
-                db.executemany(s, rows)
-            db.execute("COMMIT")
-        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-        db.close()
+        store = Store(url, migrate=False)
+        with store.engine.connect() as conn:  # the store's own connection setup (synchronous=FULL, ...)
+            db = conn.connection.dbapi_connection
+            assert db is not None
+            assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            t0, c0 = time.perf_counter(), time.process_time()
+            for tables in plan:
+                db.execute("BEGIN IMMEDIATE")
+                for s, rows in tables:
+                    db.executemany(s, rows)
+                db.execute("COMMIT")
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        store.close()
     else:
         import psycopg
 
         with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as pg:
             t0, c0 = time.perf_counter(), time.process_time()
-            for group in groups:
+            for tables in plan:
                 with pg.transaction(), pg.cursor() as cur:
-                    for s, rows in zip(sql, group, strict=True):
+                    for s, rows in tables:
                         cur.executemany(s, rows)
             dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     return n / dt, cpu / n * 1e6
@@ -320,14 +349,25 @@ def _load() -> str:
     return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def measure(backend: str, n: int, rounds: int, goal: float) -> dict[str, Any]:
-    rates: list[float] = []
-    autos: list[float] = []
-    raws: list[float] = []
-    writes: list[float] = []
-    cpus: dict[str, list[float]] = {"raw": [], "recorder": [], "autockpt": [], "write": []}
+def _median_ratio(a: list[float], b: list[float]) -> tuple[float, str]:
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return statistics.median(ratios), ", ".join(f"{x:.2f}" for x in ratios)
+
+
+def measure(backend: str, n: int, rounds: int, goal: float, extra: bool = False) -> dict[str, Any]:
+    rate: dict[str, list[float]] = collections.defaultdict(list)
+    cpu: dict[str, list[float]] = collections.defaultdict(list)
+    wcpu: dict[str, list[float]] = collections.defaultdict(list)
+    loads: list[float] = []
     gaps: list[float] = []
-    order = ("raw", "recorder", "autockpt", "write") if backend == "sqlite" else ("raw", "recorder", "write")
+    sizes: collections.Counter[int] = collections.Counter()
+    order = ["raw", "recorder", "raw500", "recorder500"]
+    if extra:
+        order += ["autockpt", "write"] if backend == "sqlite" else ["write"]
+    t = time.perf_counter()
+    store_rows(n, GROUP)
+    store_rows(n, BATCH)
+    print(f"  {backend}: the store's rows captured for the raw figures in {time.perf_counter() - t:.1f} s", flush=True)
     for k in range(rounds):
         for what in order if k % 2 == 0 else order[::-1]:
             with tempfile.TemporaryDirectory() as d:
@@ -336,69 +376,84 @@ def measure(backend: str, n: int, rounds: int, goal: float) -> dict[str, Any]:
                     url = f"sqlite:///{d}/{what}.db"
                 else:
                     name, url = _pg_db()
+                w = None
                 try:
-                    if what == "raw":
-                        r, cpu = raw_rate(url, n)
-                        raws.append(r)
+                    if what.startswith("raw"):
+                        r, c = raw_rate(url, n, BATCH if what == "raw500" else GROUP)
                     elif what == "write":
-                        r, cpu = write_rate(url, n)
-                        writes.append(r)
-                    elif what == "autockpt":
-                        r, cpu, _ = recorder_rate(url, n, wal_checkpoints=False)
-                        autos.append(r)
+                        r, c = write_rate(url, n, GROUP)
                     else:
-                        r, cpu, g = recorder_rate(url, n)
-                        rates.append(r)
-                        gaps += g
-                    cpus[what].append(cpu)
+                        r, c, w, g, z = recorder_rate(
+                            url,
+                            n,
+                            wal_checkpoints=what != "autockpt",
+                            max_group=BATCH if what == "recorder500" else GROUP,
+                        )
+                        wcpu[what].append(w)
+                        if what == "recorder":
+                            gaps += g
+                            sizes.update(z)
                 finally:
                     if name is not None:
                         _pg_drop(name)
+            rate[what].append(r)
+            cpu[what].append(c)
+            loads.append(os.getloadavg()[0])
             print(
-                f"  {backend} round {k + 1} {what:8s}: {r:9,.0f} inspections/s, {cpu:6.1f} CPU us each  ({_load()})",
+                f"  {backend} round {k + 1} {what:11s}: {r:9,.0f} inspections/s, {c:6.1f} CPU us each"
+                + (f" (writer thread {w:5.1f})" if w is not None else "")
+                + f"  ({_load()})",
                 flush=True,
             )
-    rate, raw = statistics.median(rates), statistics.median(raws)
-    ratios = [a / b for a, b in zip(rates, raws, strict=True)]
-    gap = f"; commit returned {statistics.median(gaps):.1f} ms (median) after committed_at" if gaps else ""
+    med = {k: statistics.median(v) for k, v in rate.items()}
+    mcpu = {k: statistics.median(v) for k, v in cpu.items()}
+    mw = {k: statistics.median(v) for k, v in wcpu.items()}
+    ratio, per = _median_ratio(rate["recorder"], rate["raw"])
+    ratio500, per500 = _median_ratio(rate["recorder500"], rate["raw500"])
+    gain, pgain = _median_ratio(rate["recorder"], rate["recorder500"])
+    common = sizes.most_common(3)
+    load = f"1-min load {min(loads):.1f}-{max(loads):.1f}"
     print(
-        f"{backend}: recorder {rate:,.0f}/s vs raw grouped {raw:,.0f}/s (medians of {rounds}, n={n} each): "
-        f"ratio {statistics.median(ratios):.2f} (per round {', '.join(f'{x:.2f}' for x in ratios)}); "
-        f"goal >= {goal:,.0f}/s: {'met' if rate >= goal else 'MISSED'}{gap}  ({_load()})",
+        f"{backend}: recorder {med['recorder']:,.0f}/s vs raw grouped {med['raw']:,.0f}/s at the same group size "
+        f"({GROUP}; medians of {rounds}, n={n} each): ratio {ratio:.2f} (per round {per}); goal >= {goal:,.0f}/s: "
+        f"{'met' if med['recorder'] >= goal else 'MISSED'}; commit returned "
+        f"{statistics.median(gaps):.1f} ms (median) after committed_at  ({load})",
         flush=True,
     )
-    if autos:
-        aratios = [a / b for a, b in zip(autos, raws, strict=True)]
-        gains = [a / b for a, b in zip(rates, autos, strict=True)]
+    print(
+        f"{backend}: the recorder's transactions: {sum(sizes.values())} for {n} verdicts, most common sizes "
+        f"{', '.join(f'{s} x{c}' for s, c in common)}",
+        flush=True,
+    )
+    print(
+        f"{backend}: groups of {BATCH} (as before): recorder {med['recorder500']:,.0f}/s vs raw "
+        f"{med['raw500']:,.0f}/s: ratio {ratio500:.2f} (per round {per500}); "
+        f"recorder {GROUP} / {BATCH} per round {pgain} (median {gain:.2f})",
+        flush=True,
+    )
+    print(
+        f"{backend}: CPU per inspection (this process, all threads; medians): recorder {mcpu['recorder']:.1f} us "
+        f"(writer thread {mw['recorder']:.1f}), raw {mcpu['raw']:.1f} us (recorder/raw "
+        f"{mcpu['recorder'] / mcpu['raw']:.2f}); groups of {BATCH}: recorder {mcpu['recorder500']:.1f} us (writer "
+        f"thread {mw['recorder500']:.1f}), raw {mcpu['raw500']:.1f} us; derived from CPU alone (one core for "
+        f"the writer thread): {1e6 / mw['recorder']:,.0f}/s",
+        flush=True,
+    )
+    if "autockpt" in med:
+        aratio, aper = _median_ratio(rate["autockpt"], rate["raw"])
         print(
-            f"{backend}: recorder with SQLite's own checkpoints (in the writer's commits) "
-            f"{statistics.median(autos):,.0f}/s: "
-            f"ratio to raw {statistics.median(aratios):.2f} (per round {', '.join(f'{x:.2f}' for x in aratios)}); "
-            f"checkpointer thread / own checkpoints per round {', '.join(f'{x:.2f}' for x in gains)}; CPU "
-            f"{statistics.median(cpus['autockpt']):.1f} us; checkpoints (restarts) of the thread per run: "
-            f"{', '.join(f'{c} ({r})' for c, r in CHECKPOINTS)}",
+            f"{backend}: recorder with SQLite's own checkpoints (in the writer's commits) {med['autockpt']:,.0f}/s: "
+            f"ratio to raw {aratio:.2f} (per round {aper}); CPU {mcpu['autockpt']:.1f} us (writer thread "
+            f"{mw['autockpt']:.1f})",
             flush=True,
         )
-    wcpu = {k: statistics.median(v) for k, v in WRITER_CPU.items()}
-    WRITER_CPU.clear()
-    print(
-        f"{backend}: CPU of the recorder's writer thread per inspection: {wcpu[True]:.1f} us"
-        + (f" (with SQLite's own checkpoints {wcpu[False]:.1f} us)" if False in wcpu else ""),
-        flush=True,
-    )
-    cpu_raw, cpu_rec = statistics.median(cpus["raw"]), statistics.median(cpus["recorder"])
-    cpu_write = statistics.median(cpus["write"])
-    wratios = [a / b for a, b in zip(writes, raws, strict=True)]
-    print(
-        f"{backend}: Store.write alone (one thread, 500 per call) {statistics.median(writes):,.0f}/s: ratio to raw "
-        f"{statistics.median(wratios):.2f} (per round {', '.join(f'{x:.2f}' for x in wratios)})",
-        flush=True,
-    )
-    print(
-        f"{backend}: CPU of this process per inspection: recorder {cpu_rec:.1f} us, Store.write {cpu_write:.1f} us, "
-        f"raw {cpu_raw:.1f} us (recorder/raw {cpu_rec / cpu_raw:.2f}; less disturbed by other load than wall time)",
-        flush=True,
-    )
+    if "write" in med:
+        wratio, wper = _median_ratio(rate["write"], rate["raw"])
+        print(
+            f"{backend}: Store.write alone (one thread, {GROUP} per call) {med['write']:,.0f}/s: ratio to raw "
+            f"{wratio:.2f} (per round {wper}); CPU {mcpu['write']:.1f} us",
+            flush=True,
+        )
     with tempfile.TemporaryDirectory() as d:
         name = None
         if backend == "sqlite":
@@ -419,12 +474,13 @@ def measure(backend: str, n: int, rounds: int, goal: float) -> dict[str, Any]:
         flush=True,
     )
     return {
-        "rate": rate,
-        "raw": raw,
-        "ratio": statistics.median(ratios),
-        "write": statistics.median(writes),
-        "cpu_us": cpu_rec,
-        "raw_cpu_us": cpu_raw,
+        "rate": med["recorder"],
+        "raw": med["raw"],
+        "ratio": ratio,
+        "ratio500": ratio500,
+        "cpu_us": mcpu["recorder"],
+        "writer_cpu_us": mw["recorder"],
+        "raw_cpu_us": mcpu["raw"],
     }
 
 
@@ -434,12 +490,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--pg-n", type=int, default=10_000, help="inspections per measurement (PostgreSQL)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--only", choices=("sqlite", "postgres"))
+    ap.add_argument("--extra", action="store_true", help="also SQLite's own checkpoints and Store.write alone (slower)")
     a = ap.parse_args(argv)
     out = {}
     if a.only != "postgres":
-        out["sqlite"] = measure("sqlite", a.n, a.rounds, 20_000)
+        out["sqlite"] = measure("sqlite", a.n, a.rounds, 20_000, a.extra)
     if a.only != "sqlite":
-        out["postgres"] = measure("postgres", a.pg_n, a.rounds, 4_000)
+        out["postgres"] = measure("postgres", a.pg_n, a.rounds, 4_000, a.extra)
     return out
 
 

@@ -12,6 +12,11 @@ the events. Promises:
   aside in the spool's ``refused`` table and recorded as a ``record_refused`` event; the rest of
   its batch is written and the station goes on. The writer thread does not die: an error it
   cannot handle (the spool itself failing) is set in :attr:`Recorder.error`.
+- A transaction holds at most ``max_batch`` verdicts while the writer keeps up; when more than
+  that wait (the writer is behind), up to ``max_group``: fewer commits (and fsyncs) per verdict
+  when it matters, the same short transactions at a line's pace. A group whose write takes more
+  than a quarter of ``write_timeout_s`` halves the next ones (down to ``max_batch``). Either way
+  a verdict is reported only after the commit that holds it.
 - The queue is bounded (``max_queue``): a full queue makes ``submit`` wait (policy ``wait``) or,
   with ``drop-oldest``, lets only NOT_INSPECTED records (the capture thread's, which must not
   wait) go up to twice past it; an inspected verdict is never dropped. Each wait is an event.
@@ -61,6 +66,9 @@ class _Down(Exception):
 class Recorder:
     """The one writer of a station's run ``run``: group commit, then report.
 
+    ``max_batch`` / ``max_group``: verdicts per transaction while the writer keeps up / when it is
+    behind (see the module doc); ``max_queue`` (at least ``max_group``, or the backlog never
+    reaches a group) bounds what waits for the writer.
     ``spool_dir``: where the spool file lives (named by the station and a hash of the database
     URL); ``None`` keeps the spool in memory (lost with the process: for tests and tools).
     ``on_event(kind, message)`` is told about the recorder's own events as well (they are
@@ -77,9 +85,10 @@ class Recorder:
         on_committed: Callable[[list[InspectionRecord]], None],
         spool_dir: Path | None = None,
         on_event: Callable[[str, str], None] | None = None,
-        max_queue: int = 1000,
+        max_queue: int = 4000,
         overload: Overload = "wait",
         max_batch: int = 500,
+        max_group: int = 2000,
         write_timeout_s: float = 5.0,
         retry_s: float = 1.0,
         max_retry_s: float = 15.0,
@@ -112,7 +121,12 @@ class Recorder:
         self.on_event = on_event or (lambda kind, msg: None)
         self.max_queue = max_queue
         self.overload = overload
+        if max_batch < 1 or max_group < max_batch:
+            raise ValueError(
+                f"recorder: max_batch {max_batch} and max_group {max_group}: need 1 <= max_batch <= max_group"
+            )
         self.max_batch = max_batch
+        self.max_group = max_group
         self.write_timeout_s = write_timeout_s
         self.retry_s = retry_s
         self.max_retry_s = max_retry_s
@@ -151,6 +165,9 @@ class Recorder:
         self._next_try = 0.0
         self._backoff = retry_s
         self._chunk = max_batch
+        self._group = max_group
+        """Verdicts per transaction when behind: halved while a group's write takes more than a
+        quarter of ``write_timeout_s`` (a slow disk or a loaded machine), back up to ``max_group``."""
         self._schema_ok = False
         self._ids: dict[str, tuple[int, int]] = {}
         self._thread = threading.Thread(target=self._loop, name="inspector-recorder", daemon=True)
@@ -349,7 +366,9 @@ class Recorder:
                     wait = None if self._down is None else max(0.05, self._next_try - time.monotonic())
                     if not self._cond.wait(wait):
                         break  # time to try the database again
-                batch = [self._pending.popleft() for _ in range(min(len(self._pending), self.max_batch))]
+                # Behind (more waiting than one batch): a bigger group, fewer commits per verdict.
+                take = self._group if len(self._pending) > self.max_batch else self.max_batch
+                batch = [self._pending.popleft() for _ in range(min(len(self._pending), take))]
                 events = list(self._events)
                 self._events.clear()
                 if self._blocked_since is not None and len(self._pending) < self.max_queue // 2:
@@ -563,7 +582,14 @@ class Recorder:
                 if r.station_id is None and r.run_uid == self.run.uid and r.station in (None, self.run.station):
                     r.station_id, r.run_id = self.station_id, self.run_id
         try:
+            t0 = time.monotonic()
             self.store.write(batch, timeout_s=self.write_timeout_s, fresh=fresh)
+            if len(batch) >= self.max_batch:  # behind: keep a group's write well inside the timeout
+                took = time.monotonic() - t0
+                if took > self.write_timeout_s / 4:
+                    self._group = max(self.max_batch, self._group // 2)
+                elif took < self.write_timeout_s / 16:
+                    self._group = min(self.max_group, self._group * 2)
             if self.checkpointer is not None:
                 self.checkpointer.committed(len(batch))
         except Exception as exc:
@@ -646,6 +672,8 @@ class Recorder:
         self._backoff = min(self._backoff * 2, self.max_retry_s)
         if isinstance(exc, StoreTimeout) and self._chunk > 1:
             self._chunk = max(1, self._chunk // 2)  # a slow link: try smaller batches
+        if isinstance(exc, StoreTimeout):
+            self._group = self.max_batch
         # Idle pooled connections lead to the same silent peer: start afresh next time.
         self.store.engine.dispose()
         if not first:

@@ -5,13 +5,14 @@ latency, and the raw detector scores (issue 11) kept beside the normalised ones.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, insert, select
+from sqlalchemy import create_engine, func, insert, select
 
 from inspector_core import hookimpl
 from inspector_core.contract import Detector, Finding, View
@@ -354,4 +355,54 @@ def test_a_fresh_batch_of_one_already_stored_verdict_is_kept_once_not_set_aside(
     assert rec.refused == 0 and done == [again]
     with store.engine.connect() as c:
         assert c.scalars(select(schema.Inspection.uid)).all() == [first.uid]
+    store.close()
+
+
+def _sizes_of_a_backlog(tmp_path, n: int, slow_s: float = 0.0, **kw) -> tuple[list[int], Store]:
+    """The transactions of a writer that starts with ``n`` verdicts waiting (each reported only
+    after its commit: it is in the database when ``on_committed`` hears of it)."""
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    run = _run("g1")
+    sizes: list[int] = []
+
+    def committed(batch: list[InspectionRecord]) -> None:
+        with store.engine.connect() as c:  # another connection: only committed rows are seen
+            stored = c.execute(select(func.count()).select_from(schema.Inspection)).scalar_one()
+        assert stored == sum(sizes) + len(batch)
+        sizes.append(len(batch))
+
+    rec = Recorder(store, run=run, on_committed=committed, **kw)
+    if slow_s:
+        write = store.write
+
+        def slow(records, **a):
+            if len(records) > rec.max_batch:
+                time.sleep(slow_s)
+            return write(records, **a)
+
+        store.write = slow  # type: ignore[method-assign]
+    for i in range(n):  # all waiting before the writer starts: it is behind from the first batch
+        rec.submit(_record(run, i))
+    rec.start()
+    assert rec.close(60, parts_seen=n), rec.close_problem
+    return sizes, store
+
+
+def test_a_writer_behind_takes_bigger_groups_and_reports_each_after_its_commit(tmp_path):
+    sizes, store = _sizes_of_a_backlog(tmp_path, 2600, max_batch=500, max_group=2000)
+    assert sizes == [2000, 600], sizes
+    with store.engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(schema.Inspection)).scalar_one() == 2600
+    store.close()
+    with pytest.raises(ValueError, match="max_group"):
+        Recorder(store, run=_run("g2"), on_committed=lambda b: None, max_batch=500, max_group=100)
+
+
+def test_a_group_slow_to_write_halves_the_next_ones(tmp_path):
+    # write_timeout_s 1: a group taking more than 0.25 s halves the next; down to max_batch.
+    sizes, store = _sizes_of_a_backlog(
+        tmp_path, 70, slow_s=0.3, max_batch=5, max_group=20, write_timeout_s=1.0, max_queue=100
+    )
+    assert sizes[:3] == [20, 10, 5], sizes
+    assert sum(sizes) == 70
     store.close()

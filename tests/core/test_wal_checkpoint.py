@@ -93,7 +93,7 @@ def test_the_writer_does_not_checkpoint_and_the_log_stays_bounded(tmp_path, monk
     store = Store(f"sqlite:///{path}")
     run = _run()
     seen: list[int] = []
-    rec = Recorder(store, run=run, on_committed=lambda b: None, max_batch=200)
+    rec = Recorder(store, run=run, on_committed=lambda b: None, max_batch=200, max_group=200)
     cp = rec.checkpointer
     assert cp is not None
     cp.every_pages, cp.restart_pages = 100, 600
