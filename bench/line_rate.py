@@ -457,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the core gate as before issue 12's fourth pass (first to ask within a part; no core kept), for an A/B",
     )
+    ap.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="the station process's GIL switch interval, ms (Python's default 5), for an A/B",
+    )
     ap.add_argument("--prepare-only", action="store_true", help="train / render the cached inputs and stop")
     ap.add_argument("--phase", help=argparse.SUPPRESS)  # one run, in the process the bench starts for it
     args = ap.parse_args(argv)
@@ -478,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# cores {os.cpu_count()}, workers {args.workers or default_workers()}, anomaly threads "
         f"{args.anomaly_threads or 'default'}, anomaly runtime {args.anomaly_runtime or 'default'}, "
         f"{'first-come gate (before the fourth pass), ' if args.first_come_gate else ''}"
+        f"{f'GIL switch interval {args.switch_interval:g} ms, ' if args.switch_interval else ''}"
         f"python {sys.version.split()[0]}; each run in a process of its own"
     )
     print(f"load average before: {load()}", flush=True)
@@ -488,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.anomaly_threads,
         "runtime": args.anomaly_runtime,
         "first_come_gate": args.first_come_gate,
+        "switch_interval_ms": args.switch_interval,
     }
     if args.rate:
         # A fixed pace instead (for A/B runs of latency on a machine whose capacity drifts).
@@ -620,6 +628,10 @@ def first_come_gate() -> None:
 def run_phase(spec: dict[str, Any]) -> int:
     if spec.get("first_come_gate"):
         first_come_gate()
+    if spec.get("switch_interval_ms"):
+        # How long a thread running Python keeps the GIL while another one (back from OpenCV or
+        # onnxruntime) waits for it; Python's default is 5 ms.
+        sys.setswitchinterval(spec["switch_interval_ms"] / 1000)
     truths = ["good"] * 8 + ["scratch", "dent", "misalignment", "good"]
     FRAMES[:] = [(t, frame(202, i, t)) for i, t in enumerate(truths)]
     steps = station_steps(
