@@ -616,7 +616,7 @@ def first_come_gate() -> None:
     after every call (it does not keep it for its next part, CoreGate.keep)."""
     from inspector_core.runtime import pipeline
 
-    def release(lane: Any) -> bool:
+    def release(lane: Any, job: Any = None) -> bool:
         lane.pipeline.gate.release()
         return False
 

@@ -216,7 +216,7 @@ class _Lane:
                     except Exception as exc:  # noqa: BLE001 - the host's bug is this part's ERROR
                         outcome = StepOutcome("error", [], f"host error: {type(exc).__name__}: {exc}", 0.0)
                     finally:
-                        held = self._keep_core()
+                        held = self._keep_core(job)
                         times.busy += clock() - t3
                         times.parts += 1
                     if outcome is not None and outcome.status == "ok" and outcome.latency_ms is not None:
@@ -225,12 +225,14 @@ class _Lane:
             del entry
             p._answered(job, self.index, outcome)
 
-    def _keep_core(self) -> bool:
-        """After a call: keep the core if this lane's next part is already here, needs no earlier
-        step's answer, and comes before every waiter (:meth:`CoreGate.keep`); else release it."""
+    def _keep_core(self, job: Job) -> bool:
+        """After a call on ``job``: keep the core if this lane's next part is already here, needs no
+        earlier step's answer, and comes before every waiter (:meth:`CoreGate.keep`); else release
+        it. Never when a fixtured step of ``job`` waits for this answer: it is about to ask."""
         p = self.pipeline
         nxt = self.jobs[0] if self.jobs else None
-        if nxt is not None and not p.abort.is_set() and isinstance(nxt.views[self.index], View):
+        waited_for = self.index in job._after.values()
+        if nxt is not None and not waited_for and not p.abort.is_set() and isinstance(nxt.views[self.index], View):
             rank = -self.expected_ms  # as it will be after this call: close enough for an order
             return p.gate.keep(nxt.seq, rank)
         p.gate.release()
