@@ -463,11 +463,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the station process's GIL switch interval, ms (Python's default 5), for an A/B",
     )
+    ap.add_argument(
+        "--pipeline-model",
+        metavar="STEP=MS,...,host=MS",
+        help="print what a model of the pipeline gives for these CPU ms per part (no station is run)",
+    )
     ap.add_argument("--prepare-only", action="store_true", help="train / render the cached inputs and stop")
     ap.add_argument("--phase", help=argparse.SUPPRESS)  # one run, in the process the bench starts for it
     args = ap.parse_args(argv)
     if args.phase:
         return run_phase(json.loads(args.phase))
+    if args.pipeline_model:
+        print_pipeline_model(args.pipeline_model)
+        return 0
     reference = prepare_reference()
     model = prepare_model(args.memory_bank)
     if args.prepare_only:
@@ -595,6 +603,94 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntorch imported (this process): {'torch' in sys.modules}")
     print(f"load average after: {load()}")
     return 0
+
+
+def pipeline_model(
+    steps: dict[str, float],
+    host_ms: float,
+    *,
+    cores: int = 2,
+    window: int = 3,
+    rate: float | None = None,
+    parts: int = 400,
+    jitter: float = 0.15,
+    first_come: bool = False,
+    seed: int = 1,
+) -> tuple[float, float, float]:
+    """A discrete-event model of runtime/pipeline.py, NOT a measurement: one lane per step (parts in
+    order, one at a time), a gate of ``cores`` (oldest part first; among a part's steps the longest
+    first, and a lane keeps its core for its next part when no older step waits; ``first_come``: the
+    gate before the fourth pass, first to ask, the core released after every call), at most
+    ``window`` parts in the steps, verdicts in order. A step takes its CPU ms (uniform +-``jitter``)
+    inflated by ``host_ms / sum(steps)``: the recorder's, the sink's and OpenCV's threads run on the
+    same cores outside the gate. No GIL, no other processes. Returns (parts/s, p50, p99 ms capture ->
+    verdict) over the parts after the first 20; ``rate=None``: frames as fast as taken."""
+    import heapq
+    import random
+
+    rnd = random.Random(seed)
+    names = list(steps)
+    inflate = 1 + host_ms / sum(steps.values())
+    cost = [{s: steps[s] * inflate * (1 + rnd.uniform(-jitter, jitter)) for s in names} for _ in range(parts)]
+    arrive = [i * 1000 / rate if rate else 0.0 for i in range(parts)]
+    lane_next = dict.fromkeys(names, 0)
+    lane_busy = dict.fromkeys(names, False)
+    done: list[set[str]] = [set() for _ in range(parts)]
+    finish = [0.0] * parts
+    admitted = retired = 0
+    free = cores
+    events: list[tuple[float, int, Any]] = [(arrive[i], 0, None) for i in range(parts)]
+    heapq.heapify(events)
+    waiting: list[tuple[tuple[int, float], int, str, int]] = []
+    order = 0
+
+    def grant(now: float) -> None:
+        nonlocal free
+        while free > 0 and waiting:
+            _, _, s, p = heapq.heappop(waiting)
+            free -= 1
+            heapq.heappush(events, (now + cost[p][s], 1, (s, p)))
+
+    while events:
+        now, kind, data = heapq.heappop(events)
+        if kind == 1:
+            s, p = data
+            free += 1
+            done[p].add(s)
+            lane_busy[s], lane_next[s] = False, p + 1
+            while retired < parts and len(done[retired]) == len(names):
+                finish[retired] = now
+                retired += 1
+            if first_come:
+                grant(now)  # the core goes to whoever waits before this lane asks again
+        while admitted < parts and admitted - retired < window and arrive[admitted] <= now:
+            admitted += 1
+        for s in names:
+            p = lane_next[s]
+            if not lane_busy[s] and p < admitted:
+                lane_busy[s] = True
+                heapq.heappush(waiting, ((p, 0.0 if first_come else -steps[s]), order, s, p))
+                order += 1
+        grant(now)
+    warm = 20
+    latency = sorted(finish[i] - arrive[i] for i in range(warm, parts))
+    return (parts - 1 - warm) * 1000 / (finish[-1] - finish[warm]), pct(latency, 0.5), pct(latency, 0.99)
+
+
+def print_pipeline_model(spec: str) -> None:
+    """``--pipeline-model misalignment=9.3,scratch=21.2,dent=25.1,anomaly=49.6,host=13.2``."""
+    values = {k: float(v) for k, v in (kv.split("=") for kv in spec.split(","))}
+    host = values.pop("host", 0.0)
+    print(f"# a model of the pipeline, not a measurement: step CPU ms {values}, host threads {host} ms per part")
+    for first_come in (True, False):
+        for window in (3, 6):
+            capacity, _, _ = pipeline_model(values, host, window=window, first_come=first_come)
+            _, p50, p99 = pipeline_model(values, host, window=window, first_come=first_come, rate=0.8 * capacity)
+            gate = "first-come gate (before)" if first_come else "longest first, core kept"
+            print(
+                f"  {gate:<26} window {window}: {capacity:5.1f} parts/s; paced at 80 % "
+                f"({0.8 * capacity:.1f}/s) capture -> verdict p50 {p50:5.1f} ms, p99 {p99:5.1f} ms"
+            )
 
 
 def cores_got(r: dict[str, Any]) -> float:
