@@ -320,6 +320,11 @@ class Anomaly(Detector):
     def _findings(self, view: View, coarse: np.ndarray) -> list[Finding]:
         """The part's findings from its map at the model's resolution (NaN where ignored)."""
         cfg: AnomalyConfig = self.config  # type: ignore[assignment]
+        # The part score (the map's maximum or the mean of its top share) is at most the map's
+        # maximum: when even that is below the floor nothing is reported, and the partition of a
+        # good part's whole map (0.3-0.4 ms of the step's CPU on 5 MP) is not needed.
+        if self._ignore_src is None and self.normalise(float(coarse.max())) < self.report_floor:
+            return []
         score_raw = self._score(coarse)
         if self.normalise(score_raw) < self.report_floor:
             return []
