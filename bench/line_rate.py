@@ -29,9 +29,18 @@ What it measures, and how:
 - ``--isolated STEP`` (repeatable): runs those steps with ``isolation: process`` and prints the
   in-thread vs isolated CPU/latency of the same steps, measured in the same run.
 
+- Where each lane's time went (busy holding a core, waiting at the gate, idle with no part,
+  waiting for a fixture step) and how many detector calls ran at once on average: why a core
+  idles. ``--rate R``: one paced run at R parts/s, no throughput run (A/B of latency);
+  ``--first-come-gate``: the core gate as before issue 12's fourth pass (A/B);
+  ``--switch-interval MS``: the station process's GIL switch interval (A/B);
+  ``--pipeline-model STEP=MS,...,host=MS``: a model of the pipeline for those CPU figures (no
+  station is run; not a measurement).
+
     python bench/line_rate.py [--parts 200] [--paced 200] [--load 0.8 ...] [--workers N]
         [--sequential [--rounds 3]] [--isolated STEP ...] [--anomaly-threads N]
-        [--memory-bank N] [--anomaly-runtime onnxruntime|openvino]
+        [--memory-bank N] [--anomaly-runtime onnxruntime|openvino] [--rate R]
+        [--first-come-gate] [--switch-interval MS] [--pipeline-model SPEC]
 """
 
 from __future__ import annotations
