@@ -14,6 +14,11 @@ defective parts failed. z = 3.09 was fixed before any of these runs (a normal 0.
 tuned on them.
 
     python bench/anomaly_threshold.py [--scenarios synthetic,mt_small,mt_full,transistor] [--repeats 3]
+
+``--from-eval-dumps DIR`` replays good-only rules on the runs ``bench/eval_anomaly.py --dump DIR``
+wrote (one trained default model each: its training images' leave-one-out scores, its held-out
+good scores, and every test image's score and class): false fails among the test good parts and
+recall per defect class, on the two halves of the test split (``datasets.halves``: tune, report).
 """
 
 from __future__ import annotations
@@ -94,7 +99,7 @@ def from_dumps(folder: Path) -> None:
     and the default leave-one-out tolerance bound as ``TrainSettings`` now has it."""
     import numpy as np
     from inspector_anomaly.metrics import tail_threshold
-    from inspector_anomaly.training import TrainSettings
+    from inspector_anomaly.training import TrainSettings, loo_coverage
 
     ts = TrainSettings()
     print(
@@ -110,7 +115,9 @@ def from_dumps(folder: Path) -> None:
         q99, q50 = np.quantile(d["val"], 0.99), np.quantile(d["val"], 0.5)
         rules = {
             "quantile": q99 + 0.1 * (q99 - q50),
-            "loo": tail_threshold(np.r_[d["loo"], d["val"]], ts.coverage, ts.confidence),
+            "loo": tail_threshold(
+                np.r_[d["loo"], d["val"]], loo_coverage(ts, len(d["loo"]) + len(d["val"])), ts.confidence
+            ),
         }
         g, b = d["test_good"], d["test_bad"]
         cells = []
@@ -123,6 +130,67 @@ def from_dumps(folder: Path) -> None:
         )
 
 
+def from_eval_dumps(folder: Path, coverages: list[float]) -> None:
+    import numpy as np
+    from inspector_anomaly.metrics import tail_threshold
+
+    for f in sorted(folder.glob("*.json")):
+        d = json.loads(f.read_text())
+        v = d["validation"]
+        if "loo_scores" not in v:
+            continue
+        pooled = np.r_[np.asarray(v["loo_scores"], float), np.asarray(v["good_scores"], float)]
+        scores, labels = np.asarray(d["scores"], float), np.asarray(d["labels"])
+        files = d.get("files") or []
+        if not files and f.stem.startswith("magnetic_tile"):  # dumps before "files": the split's own order
+            from inspector_anomaly import datasets
+
+            files = [str(x.path) for x in datasets.magnetic_tile(DATA).test]
+        if files:
+            import hashlib
+
+            odd = np.array([int(hashlib.sha1(Path(x).name.encode()).hexdigest()[-1], 16) % 2 for x in files])
+        else:
+            odd = np.zeros(len(scores), int)
+        from inspector_anomaly.training import TrainSettings, loo_coverage
+
+        ts = TrainSettings()
+        rules = {
+            "card (as trained)": float(d["thresholds"]["image"]),
+            f"default now ({loo_coverage(ts, len(pooled)):.3%})": tail_threshold(
+                pooled, loo_coverage(ts, len(pooled)), ts.confidence
+            ),
+            "pooled max": float(pooled.max()),
+        }
+        for c in coverages:
+            rules[f"normal {c:.4%}"] = tail_threshold(pooled, c, 0.95)
+        classes = sorted(set(labels) - {"good"})
+        print(
+            f"\n{f.stem}: pooled {len(v['loo_scores'])} leave-one-out + {len(v['good_scores'])} held-out good, "
+            f"mean {pooled.mean():.3f} sd {pooled.std(ddof=1):.3f} max {pooled.max():.3f}; "
+            f"test good max {scores[labels == 'good'].max():.3f}; load when dumped {d.get('load', '?')}"
+        )
+        print(
+            "| rule | threshold | half | false fails (good) | "
+            + " | ".join(f"{c} recall" for c in classes)
+            + " | all defects |\n|---|---|---|---|"
+            + "---|" * (len(classes) + 1)
+        )
+        for name, t in rules.items():
+            for half, sel in (("tune", odd == 0), ("report", odd == 1)) if files else (("all", odd == 0),):
+                g = scores[sel & (labels == "good")]
+                cells = []
+                for c in classes:
+                    b = scores[sel & (labels == c)]
+                    cells.append(f"{(b >= t).mean():.2f} ({len(b)})" if len(b) else "-")
+                b = scores[sel & (labels != "good")]
+                print(
+                    f"| {name} | {t:.3f} | {half} | {int((g >= t).sum())}/{len(g)} | "
+                    + " | ".join(cells)
+                    + f" | {(b >= t).mean():.2f} ({len(b)}) |"
+                )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -130,7 +198,12 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="training sets per small scenario")
     ap.add_argument("--dump", type=Path, default=None, help="write every scenario's raw scores (JSON) here")
     ap.add_argument("--from-dumps", type=Path, default=None, help="only recompute both rules from --dump output")
+    ap.add_argument("--from-eval-dumps", type=Path, default=None, help="replay rules on bench/eval_anomaly.py --dump")
+    ap.add_argument("--coverages", default="0.999,0.9999,0.99999")
     args = ap.parse_args()
+    if args.from_eval_dumps is not None:
+        from_eval_dumps(args.from_eval_dumps, [float(c) for c in args.coverages.split(",")])
+        return 0
     if args.from_dumps is not None:
         from_dumps(args.from_dumps)
         return 0

@@ -18,11 +18,18 @@ exported exactly as ``inspector train anomaly`` does and measured through the ru
 
     python bench/anomaly_variants.py [--banks 2048,4096,8192,16384] [--datasets magnetic_tile,transistor]
                                      [--int8] [--parts 40]
+
+``--map-variants`` (issue 11) measures instead what costs no CPU at run time: one PatchCore at the
+default bank (8192) is fitted once, exported with each anomaly-map smoothing sigma (``--sigmas``),
+and each export's maps of the test images are scored with each part score (``max``, mean of the
+top ``--top-fractions``). Image AUROC (overall and per class) is printed on the two halves of
+the test split (``datasets.halves``: choose on *tune*, quote *report*), n beside each.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -120,6 +127,103 @@ def quantise_backbone(src: Path, dst: Path, calib: list) -> None:
     )
 
 
+def split_of(args: argparse.Namespace, ds: str):  # type: ignore[no-untyped-def]
+    from inspector_anomaly import datasets
+
+    if ds == "magnetic_tile":
+        return datasets.magnetic_tile(args.data)
+    if ds.startswith("thin_"):
+        return datasets.thin_defect_parts(args.thin_dir, ds.removeprefix("thin_"), seed=args.thin_seed)
+    return datasets.mvtec(args.data, ds, n_val=7)
+
+
+def map_variants(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from anomalib.models.image.patchcore.anomaly_map import AnomalyMapGenerator
+    from inspector_anomaly import datasets
+    from inspector_anomaly.detector import Anomaly, AnomalyConfig
+    from inspector_anomaly.metrics import auroc
+    from inspector_anomaly.reference import part_score
+    from inspector_anomaly.training import (
+        TrainSettings,
+        _export_and_calibrate,
+        build_model,
+        fit,
+        read_image,
+        settle_input,
+    )
+
+    torch.set_num_threads(args.torch_threads)
+    sigmas = [float(v) for v in args.sigmas.split(",")]
+    scorers = [("max", 1.0)] + [("top_mean", float(v)) for v in args.top_fractions.split(",")]
+    for ds in args.datasets.split(","):
+        split = split_of(args, ds)
+        tune, report = datasets.halves(split.test)
+        images = [read_image(s.path) for s in split.train]
+        settings = settle_input(TrainSettings(), images)
+        t0 = time.perf_counter()
+        module, backbone = build_model(settings, progress=lambda m: None)
+        fit(module, images, settings, progress=lambda m: None)
+        print(
+            f"\n## {ds}: fit on {len(split.train)} good at bank {settings.memory_bank}, input "
+            f"{settings.size[1]}x{settings.size[0]}: {time.perf_counter() - t0:.0f} s; test halves: tune "
+            f"{sum(not s.is_anomalous for s in tune)} good + {sum(s.is_anomalous for s in tune)} defective, report "
+            f"{sum(not s.is_anomalous for s in report)} good + {sum(s.is_anomalous for s in report)} defective; "
+            f"load {load()}",
+            flush=True,
+        )
+        classes = sorted({s.label for s in split.test} - {"good"})
+        print(
+            "| sigma | part score | half | image AUROC | "
+            + " | ".join(classes)
+            + " |\n|---|---|---|---|"
+            + "---|" * len(classes),
+            flush=True,
+        )
+        tmp = Path(tempfile.mkdtemp(prefix=f"mapvar-{ds}-"))
+        try:
+            for sigma in sigmas:
+                module.model.anomaly_map_generator = AnomalyMapGenerator(sigma=sigma)  # type: ignore[arg-type]
+                path = tmp / f"s{sigma:g}.onnx"
+                s_sig = dataclasses.replace(settings, map_sigma=sigma, threshold="quantile")
+                _export_and_calibrate(
+                    module,
+                    path,
+                    backbone,
+                    s_sig,
+                    [s.path for s in split.train],
+                    [s.path for s in split.val[:4]],
+                    [],
+                    t0,
+                    lambda m: None,
+                )
+                det = Anomaly(AnomalyConfig(model=path.name, threads=2), station_dir=tmp)
+                det.warm_up()
+                maps = {id(s): det._coarse(s.image()) for s in split.test}
+                for kind, frac in scorers:
+                    cells = []
+                    for name, half in (("tune", tune), ("report", report)):
+                        sc = np.array([part_score(maps[id(s)], kind, frac) for s in half])
+                        lab = np.array([s.is_anomalous for s in half])
+                        cl = np.array([s.label for s in half])
+                        per = []
+                        for c in classes:
+                            sel = (cl == "good") | (cl == c)
+                            per.append(f"{auroc(lab[sel], sc[sel]):.3f}")
+                        cells.append(
+                            f"| {sigma:g} | {kind}{'' if kind == 'max' else f' {frac:g}'} | {name} | "
+                            f"{auroc(lab, sc):.3f} | " + " | ".join(per) + " |"
+                        )
+                    print("\n".join(cells), flush=True)
+                print(f"(sigma {sigma:g} done; load {load()})", flush=True)
+        finally:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)  # models of non-commercial data: never kept
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -134,7 +238,14 @@ def main() -> int:
         default=1,
         help="torch threads for the fit and coreset (1: on a loaded machine 2 threads only wait for each other)",
     )
+    ap.add_argument("--map-variants", action="store_true", help="sigma x part score at bank 8192 instead")
+    ap.add_argument("--sigmas", default="2,4,6")
+    ap.add_argument("--top-fractions", default="0.002,0.005,0.01,0.02,0.05")
+    ap.add_argument("--thin-seed", type=int, default=1, help="thin_*: 1 = tuning set, 2 = report set")
+    ap.add_argument("--thin-dir", type=Path, default=Path(tempfile.gettempdir()) / "inspector-thin-parts")
     args = ap.parse_args()
+    if args.map_variants:
+        return map_variants(args)
 
     import cv2
     import onnxruntime as ort

@@ -5,7 +5,8 @@ and docs/anomaly.md use: magnetic tile MT_Free train 250 / validation 76 / test 
 defective; MVTec transistor train 28 / validation 7 / test 5 good + 20 defective):
 
 - **ours**: ``inspector train anomaly``'s default (``TrainSettings()``: PatchCore, Lite0 blocks 2+4,
-  256 px letterbox, flat-field, bank 16384, top-1 % part score), fitted on the training half and
+  letterbox at 256 x 256 px of area (a long product gets its own aspect ratio, `settle_input`), flat-field,
+  bank 8192, top-1 % part score), fitted on the training half and
   exported exactly as bench/anomaly_variants.py does (thresholds from the validation half), then
   scored through the runtime detector (onnxruntime), as a station runs it;
 - **plain anomalib**: anomalib's own ``Patchcore`` as a user makes it, with
@@ -64,11 +65,18 @@ class Clock:
 
 def ours(split, train, pixel_step: int, log) -> dict:
     from inspector_anomaly.detector import Anomaly, AnomalyConfig
-    from inspector_anomaly.training import TrainSettings, _export_and_calibrate, build_model, fit, read_image
+    from inspector_anomaly.training import (
+        TrainSettings,
+        _export_and_calibrate,
+        build_model,
+        fit,
+        read_image,
+        settle_input,
+    )
 
-    settings = TrainSettings()
     clock = Clock()
     images = [read_image(s.path) for s in train]
+    settings = settle_input(TrainSettings(), images)  # as `inspector train anomaly` does
     module, backbone = build_model(settings, progress=lambda m: None)
     fit(module, images, settings, progress=lambda m: None)
     tmp = Path(tempfile.mkdtemp(prefix="vs-anomalib-"))
@@ -216,6 +224,8 @@ def main() -> int:
     ap.add_argument(
         "--cache", type=Path, help="keep each side's scores and maps here (outside the project); reused when present"
     )
+    ap.add_argument("--thin-seed", type=int, default=2, help="thin_*: 1 = tuning set, 2 = report set")
+    ap.add_argument("--thin-dir", type=Path, default=Path(tempfile.gettempdir()) / "inspector-thin-parts")
     args = ap.parse_args()
 
     import torch
@@ -226,7 +236,12 @@ def main() -> int:
     rows = []
     dump: dict = {}
     for ds in args.datasets.split(","):
-        split = datasets.magnetic_tile(args.data) if ds == "magnetic_tile" else datasets.mvtec(args.data, ds, n_val=7)
+        if ds == "magnetic_tile":
+            split = datasets.magnetic_tile(args.data)
+        elif ds.startswith("thin_"):  # rendered products the defaults never saw (bench/eval_anomaly.py)
+            split = datasets.thin_defect_parts(args.thin_dir, ds.removeprefix("thin_"), seed=args.thin_seed)
+        else:
+            split = datasets.mvtec(args.data, ds, n_val=7)
         train = split.train[: args.train_limit] if args.train_limit else split.train
         labels = np.array([s.is_anomalous for s in split.test])
         n_good, n_bad = int((~labels).sum()), int(labels.sum())

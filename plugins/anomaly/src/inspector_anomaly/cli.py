@@ -72,7 +72,19 @@ def _station_roi(station_file: str, recipe: str | None, step_name: str | None, r
 )
 @click.option("--model", type=click.Choice(["patchcore", "padim", "dfm"]), default="patchcore", show_default=True)
 @click.option(
-    "--size", type=click.IntRange(min=32, max=1024), default=256, show_default=True, help="model input side, px"
+    "--size",
+    type=click.IntRange(min=32, max=1024),
+    default=256,
+    show_default=True,
+    help="model input side, px; with letterbox and --input-shape auto, parts 2:1 or longer get an input of "
+    "their own aspect ratio with the same pixel area (the same CPU per part)",
+)
+@click.option(
+    "--input-shape",
+    type=click.Choice(["auto", "fixed"]),
+    default="auto",
+    show_default=True,
+    help="auto: the model input takes the training parts' aspect ratio when it is 2:1 or longer; fixed: SIZE x SIZE",
 )
 @click.option(
     "--resize",
@@ -179,6 +191,7 @@ def train_anomaly(
     out: Path,
     model: ModelName,
     size: int,
+    input_shape: Literal["auto", "fixed"],
     resize: Resize,
     scale: float,
     tile_overlap: int,
@@ -224,6 +237,7 @@ def train_anomaly(
     settings = TrainSettings(
         model=model,
         size=(size, size),
+        input_shape=input_shape,
         resize=resize,
         scale=scale,
         tile_overlap=tile_overlap,

@@ -21,6 +21,10 @@ class Figures:
     false_alarm_rate: float
     n_good: int
     n_bad: int
+    scores: list[float] = dataclasses.field(default_factory=list)
+    """Every sample's raw part score, in the order given (another threshold can be replayed)."""
+    labels: list[str] = dataclasses.field(default_factory=list)
+    """Every sample's label (``good`` or its defect class), in the same order."""
 
 
 def evaluate(detector, samples: Sequence, pixel_step: int = 2) -> Figures:
@@ -61,4 +65,6 @@ def evaluate(detector, samples: Sequence, pixel_step: int = 2) -> Figures:
         false_alarm_rate=float(pred[good].mean()) if good.any() else float("nan"),
         n_good=int(good.sum()),
         n_bad=int((~good).sum()),
+        scores=[float(v) for v in scores],
+        labels=[str(c) for c in classes],
     )
