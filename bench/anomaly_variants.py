@@ -24,6 +24,10 @@ default bank (8192) is fitted once, exported with each anomaly-map smoothing sig
 and each export's maps of the test images are scored with each part score (``max``, mean of the
 top ``--top-fractions``). Image AUROC (overall and per class) is printed on the two halves of
 the test split (``datasets.halves``: choose on *tune*, quote *report*), n beside each.
+
+``--input-cost 256x256,672x96`` times the exported graph at each model input (W x H) instead:
+a bank of 8192 random rows (the search costs the same whatever the rows hold), ``session.run``
+interleaved, one thread, process CPU, median of ``--parts`` x ``--rounds`` runs.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -135,6 +140,50 @@ def split_of(args: argparse.Namespace, ds: str):  # type: ignore[no-untyped-def]
     if ds.startswith("thin_"):
         return datasets.thin_defect_parts(args.thin_dir, ds.removeprefix("thin_"), seed=args.thin_seed)
     return datasets.mvtec(args.data, ds, n_val=7)
+
+
+def input_cost(args: argparse.Namespace) -> int:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from inspector_anomaly.training import TrainSettings, build_model, export_onnx
+
+    torch.set_num_threads(args.torch_threads)
+    tmp = Path(tempfile.mkdtemp(prefix="inputcost-"))
+    sessions, feeds = {}, {}
+    for spec in args.input_cost.split(","):
+        w, h = (int(v) for v in spec.lower().split("x"))
+        settings = TrainSettings(size=(h, w), input_shape="fixed")
+        module, _ = build_model(settings, progress=lambda m: None)
+        module.model.train()
+        with torch.no_grad():
+            module.training_step(types.SimpleNamespace(image=torch.rand(1, 3, h, w)))
+        dim = module.model.embedding_store[0].shape[1]
+        module.model.embedding_store.clear()
+        module.model.memory_bank = torch.randn(8192, dim)
+        module.eval()
+        path = export_onnx(module, tmp / f"{w}x{h}.onnx", (h, w))
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = 1
+        o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sessions[spec] = ort.InferenceSession(str(path), sess_options=o, providers=["CPUExecutionProvider"])
+        feeds[spec] = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+    cpu: dict[str, list[float]] = {k: [] for k in sessions}
+    for k, sess in sessions.items():
+        sess.run(["anomaly_map"], {"input": feeds[k]})
+    l0 = load()
+    for _ in range(args.parts * args.rounds):
+        for k, sess in sessions.items():
+            c0 = time.process_time()
+            sess.run(["anomaly_map"], {"input": feeds[k]})
+            cpu[k].append(1000 * (time.process_time() - c0))
+    print("| model input (W x H) | session.run CPU ms, median | n | load |\n|---|---|---|---|")
+    for k, v in cpu.items():
+        print(f"| {k} | {statistics.median(v):.1f} | {len(v)} | {l0} -> {load()} |")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
 def map_variants(args: argparse.Namespace) -> int:
@@ -238,6 +287,7 @@ def main() -> int:
         default=1,
         help="torch threads for the fit and coreset (1: on a loaded machine 2 threads only wait for each other)",
     )
+    ap.add_argument("--input-cost", default="", help="W x H inputs to time, e.g. 256x256,672x96")
     ap.add_argument("--map-variants", action="store_true", help="sigma x part score at bank 8192 instead")
     ap.add_argument("--sigmas", default="2,4,6")
     ap.add_argument("--top-fractions", default="0.002,0.005,0.01,0.02,0.05")
@@ -246,6 +296,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.map_variants:
         return map_variants(args)
+    if args.input_cost:
+        return input_cost(args)
 
     import cv2
     import onnxruntime as ort

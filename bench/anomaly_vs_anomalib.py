@@ -238,6 +238,8 @@ def main() -> int:
     for ds in args.datasets.split(","):
         if ds == "magnetic_tile":
             split = datasets.magnetic_tile(args.data)
+        elif ds == "magnetic_tile_strips":  # real surfaces and defects cut into 6:1 strips
+            split = datasets.magnetic_tile_strips(args.data, args.thin_dir)
         elif ds.startswith("thin_"):  # rendered products the defaults never saw (bench/eval_anomaly.py)
             split = datasets.thin_defect_parts(args.thin_dir, ds.removeprefix("thin_"), seed=args.thin_seed)
         else:

@@ -17,6 +17,7 @@ independent set: seed 1 is the tuning set, seed 2 the report set.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -48,6 +49,7 @@ def main() -> int:
     ap.add_argument("--layers", default=None, help="comma-separated backbone layers (default: per model)")
     ap.add_argument("--backbone", default="pretrained", choices=["pretrained", "random"])
     ap.add_argument("--input-shape", default="auto", choices=["auto", "fixed"])
+    ap.add_argument("--train-limit", type=int, default=0, help="first N training images only (0: all)")
     ap.add_argument("--thin-seed", type=int, default=1, help="thin_*: 1 = tuning set, 2 = report set")
     ap.add_argument("--thin-dir", type=Path, default=Path(tempfile.gettempdir()) / "inspector-thin-parts")
     ap.add_argument(
@@ -67,10 +69,14 @@ def main() -> int:
     for ds in args.datasets.split(","):
         if ds == "magnetic_tile":
             split = datasets.magnetic_tile(args.data)
+        elif ds == "magnetic_tile_strips":  # real surfaces and defects cut into 6:1 strips
+            split = datasets.magnetic_tile_strips(args.data, args.thin_dir)
         elif ds.startswith("thin_"):
             split = datasets.thin_defect_parts(args.thin_dir, ds.removeprefix("thin_"), seed=args.thin_seed)
         else:
             split = datasets.mvtec(args.data, ds, n_val=7)
+        if args.train_limit:
+            split = dataclasses.replace(split, train=split.train[: args.train_limit])
         print(
             f"\n## {ds}: train {len(split.train)} good, validation {len(split.val)} good, "
             f"test {sum(not s.is_anomalous for s in split.test)} good + "

@@ -247,3 +247,39 @@ def thin_defect_parts(
         ]
 
     return Split(f"thin_{shape}", samples("train"), samples("val"), samples("good") + samples("crack"))
+
+
+def magnetic_tile_strips(root: Path, folder: Path, aspect: float = 6.0, n_train: int = 250) -> Split:
+    """Magnetic tile's split (:func:`magnetic_tile`) cropped into long strips: real surfaces and
+    real defects in a shape the set does not have. Each image gives one strip along its longer
+    side, ``aspect`` : 1, turned to lie horizontally; a good tile's strip is its middle, a
+    defective tile's is centred on its mask (so it holds the defect). Written once into
+    ``folder/mt-strips-<aspect>/`` (PNG, masks as ``<id>_mask.png``) and reused."""
+    split = magnetic_tile(root, n_train=n_train)
+    base = Path(folder) / f"mt-strips-{aspect:g}"
+    done = base / "complete"
+
+    def strip(s: Sample) -> Sample:
+        out = base / f"{s.label}_{s.path.stem}.png"
+        mout = base / f"{s.label}_{s.path.stem}_mask.png"
+        if not done.is_file():
+            img, mask = s.image(), s.mask()
+            if img.ndim == 3:
+                img = img[:, :, 0]
+            if img.shape[0] > img.shape[1]:
+                img, mask = np.ascontiguousarray(img.T), np.ascontiguousarray(mask.T)
+            h, w = img.shape
+            sh = max(8, min(h, int(round(w / aspect))))
+            centre = h // 2
+            if mask.any():
+                centre = int(np.nonzero(mask)[0].mean())
+            y0 = int(np.clip(centre - sh // 2, 0, h - sh))
+            cv2.imwrite(str(out), img[y0 : y0 + sh])
+            if s.is_anomalous:
+                cv2.imwrite(str(mout), mask[y0 : y0 + sh].astype(np.uint8) * 255)
+        return Sample(out, s.label, mout if s.is_anomalous else None)
+
+    base.mkdir(parents=True, exist_ok=True)
+    train, val, test = [strip(s) for s in split.train], [strip(s) for s in split.val], [strip(s) for s in split.test]
+    done.write_text("ok\n")
+    return Split("magnetic_tile_strips", train, val, test)
