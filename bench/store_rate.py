@@ -9,18 +9,20 @@ every other round, each on a new database migrated to the newest schema, so all 
 the same indexes):
 
 - **recorder**: :class:`~inspector_core.store.Recorder` as a station uses it (one producer thread
-  submitting, the writer's group commit: 500 per transaction while it keeps up, up to
+  submitting, the writer's group commit: 500 per transaction while it keeps up; on SQLite up to
   ``max_group`` (2,000) when more wait, as they always do here), timed from the first submit to
   ``close()`` (every verdict committed and reported, the run ended). The group sizes it used are
   printed;
-- **recorder, groups of 500**: the same with ``max_group=500`` (the recorder before it grouped
-  more under backlog);
+- **recorder, groups of 500** (SQLite): the same with ``max_group=500`` (the recorder before it
+  grouped more under backlog);
 - **raw**: plain DBAPI ``executemany`` of **the same rows the store writes** (every column, in
   its storage form: captured from ``Store.write`` into a scratch file before the clock starts,
   then replayed into the new database), one transaction per group of the recorder's size (and of
   500 for the recorder with groups of 500); no roll-up, no first-of-part probe, no id allocation,
   no spool: the limit of this database on this disk for these rows. SQLite: the same connection
   settings as the store (WAL, ``synchronous=FULL``, foreign keys) and SQLite's own checkpoints;
+- PostgreSQL: also the server's CPU per inspection (the backends of these connections, read from
+  ``/proc``: the server is local; its WAL writer and checkpointer are not counted);
 - optional (``--extra``): the recorder with SQLite's own WAL checkpoints
   (``wal_checkpoints=False``) and ``Store.write`` alone from one thread.
 
@@ -68,8 +70,10 @@ from inspector_core.store import (
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BATCH = 500
 """The recorder's ``max_batch`` (its default): verdicts per transaction while it keeps up."""
-GROUP = 2000
-"""The recorder's ``max_group`` (its default): verdicts per transaction when more wait."""
+GROUPS = {"sqlite": 2000, "postgres": 500}
+"""The recorder's ``max_group`` by default (``recorder.SQLITE_GROUP`` on SQLite, ``max_batch``
+elsewhere): verdicts per transaction when more wait."""
+GROUP = GROUPS["sqlite"]
 
 
 def _crop() -> bytes:
@@ -126,8 +130,46 @@ def _run(station: str) -> RunRecord:
     return RunRecord(station, "bench", "0", {}, "", "x" * 64, {})
 
 
+SERVER_CPU: list[float] = []
+"""PostgreSQL: the server's CPU us per inspection of each measurement (its backends for this
+bench's connections, read from /proc: the server is local), in the order measured."""
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _backends(url: str) -> dict[int, float]:
+    """The CPU seconds so far of each PostgreSQL backend connected to the database of ``url``
+    (``{}`` for SQLite)."""
+    if url.startswith("sqlite"):
+        return {}
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as c:
+        pids = [
+            p
+            for (p,) in c.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
+    return {p: _proc_cpu(p) for p in pids}
+
+
+def _server_cpu(url: str, before: dict[int, float], n: int) -> None:
+    if url.startswith("sqlite"):
+        return
+    after = _backends(url)
+    SERVER_CPU.append(sum(v - before.get(p, 0.0) for p, v in after.items()) / n * 1e6)
+
+
 def recorder_rate(
-    url: str, n: int, *, wal_checkpoints: bool = True, max_group: int = GROUP
+    url: str, n: int, *, wal_checkpoints: bool = True, max_group: int | None = None
 ) -> tuple[float, float, float, list[float], list[int]]:
     """Inspections/s through the recorder; this process's CPU us per inspection (all threads); the
     writer thread's CPU us per inspection (from its first commit to its last); the gaps (ms)
@@ -154,11 +196,13 @@ def recorder_rate(
         store, run=run, on_committed=committed, wal_checkpoints=wal_checkpoints, max_batch=BATCH, max_group=max_group
     )
     rec.start()
+    server = _backends(url)
     t0, c0 = time.perf_counter(), time.process_time()
     for r in recs:
         rec.submit(r)
     assert rec.close(300, parts_seen=n), rec.close_problem
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    _server_cpu(url, server, n)
     assert done == n and rec.committed == n, (done, rec.committed)
     cp = rec.checkpointer
     if cp is not None:
@@ -178,10 +222,13 @@ def write_rate(url: str, n: int, group: int) -> tuple[float, float]:
     recs = records(n, run.uid, run.station)
     for r in recs:
         r.station_id, r.run_id = sid, rid
+    store.write(recs[:1], fresh=True)  # connected (the server's backend is there to be read)
+    server = _backends(url)
     t0, c0 = time.perf_counter(), time.process_time()
-    for i in range(0, n, group):
+    for i in range(1, n, group):
         store.write(recs[i : i + group], fresh=True)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    _server_cpu(url, server, n - 1)
     store.close()
     return n / dt, cpu / n * 1e6
 
@@ -319,12 +366,15 @@ def raw_rate(url: str, n: int, group: int) -> tuple[float, float]:
         import psycopg
 
         with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as pg:
+            pid = pg.info.backend_pid
+            s0 = _proc_cpu(pid)
             t0, c0 = time.perf_counter(), time.process_time()
             for tables in plan:
                 with pg.transaction(), pg.cursor() as cur:
                     for s, rows in tables:
                         cur.executemany(s, rows)
             dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            SERVER_CPU.append((_proc_cpu(pid) - s0) / n * 1e6)
     return n / dt, cpu / n * 1e6
 
 
@@ -355,13 +405,16 @@ def _median_ratio(a: list[float], b: list[float]) -> tuple[float, str]:
 
 
 def measure(backend: str, n: int, rounds: int, goal: float, extra: bool = False) -> dict[str, Any]:
+    global GROUP
+    GROUP = GROUPS[backend]
     rate: dict[str, list[float]] = collections.defaultdict(list)
     cpu: dict[str, list[float]] = collections.defaultdict(list)
     wcpu: dict[str, list[float]] = collections.defaultdict(list)
+    scpu: dict[str, list[float]] = collections.defaultdict(list)
     loads: list[float] = []
     gaps: list[float] = []
     sizes: collections.Counter[int] = collections.Counter()
-    order = ["raw", "recorder", "raw500", "recorder500"]
+    order = ["raw", "recorder"] + (["raw500", "recorder500"] if GROUP != BATCH else [])
     if extra:
         order += ["autockpt", "write"] if backend == "sqlite" else ["write"]
     t = time.perf_counter()
@@ -387,7 +440,7 @@ def measure(backend: str, n: int, rounds: int, goal: float, extra: bool = False)
                             url,
                             n,
                             wal_checkpoints=what != "autockpt",
-                            max_group=BATCH if what == "recorder500" else GROUP,
+                            max_group=BATCH if what == "recorder500" else None,  # None: the default
                         )
                         wcpu[what].append(w)
                         if what == "recorder":
@@ -398,10 +451,15 @@ def measure(backend: str, n: int, rounds: int, goal: float, extra: bool = False)
                         _pg_drop(name)
             rate[what].append(r)
             cpu[what].append(c)
+            srv = ""
+            if backend != "sqlite":
+                scpu[what].append(SERVER_CPU[-1])
+                srv = f", server {SERVER_CPU[-1]:6.1f}"
             loads.append(os.getloadavg()[0])
             print(
                 f"  {backend} round {k + 1} {what:11s}: {r:9,.0f} inspections/s, {c:6.1f} CPU us each"
                 + (f" (writer thread {w:5.1f})" if w is not None else "")
+                + srv
                 + f"  ({_load()})",
                 flush=True,
             )
@@ -409,6 +467,12 @@ def measure(backend: str, n: int, rounds: int, goal: float, extra: bool = False)
     mcpu = {k: statistics.median(v) for k, v in cpu.items()}
     mw = {k: statistics.median(v) for k, v in wcpu.items()}
     ratio, per = _median_ratio(rate["recorder"], rate["raw"])
+    if GROUP == BATCH:  # no groups on this database: the same figures
+        for key in ("raw", "recorder"):
+            rate[f"{key}500"], cpu[f"{key}500"] = rate[key], cpu[key]
+            med[f"{key}500"], mcpu[f"{key}500"] = med[key], mcpu[key]
+        wcpu["recorder500"] = wcpu["recorder"]
+        mw["recorder500"] = mw["recorder"]
     ratio500, per500 = _median_ratio(rate["recorder500"], rate["raw500"])
     gain, pgain = _median_ratio(rate["recorder"], rate["recorder500"])
     common = sizes.most_common(3)
@@ -421,16 +485,17 @@ def measure(backend: str, n: int, rounds: int, goal: float, extra: bool = False)
         flush=True,
     )
     print(
-        f"{backend}: the recorder's transactions: {sum(sizes.values())} for {n} verdicts, most common sizes "
+        f"{backend}: the recorder's transactions: {sum(sizes.values()) / rounds:g} per {n} verdicts, most common sizes "
         f"{', '.join(f'{s} x{c}' for s, c in common)}",
         flush=True,
     )
-    print(
-        f"{backend}: groups of {BATCH} (as before): recorder {med['recorder500']:,.0f}/s vs raw "
-        f"{med['raw500']:,.0f}/s: ratio {ratio500:.2f} (per round {per500}); "
-        f"recorder {GROUP} / {BATCH} per round {pgain} (median {gain:.2f})",
-        flush=True,
-    )
+    if GROUP != BATCH:
+        print(
+            f"{backend}: groups of {BATCH} (as before): recorder {med['recorder500']:,.0f}/s vs raw "
+            f"{med['raw500']:,.0f}/s: ratio {ratio500:.2f} (per round {per500}); "
+            f"recorder {GROUP} / {BATCH} per round {pgain} (median {gain:.2f})",
+            flush=True,
+        )
     print(
         f"{backend}: CPU per inspection (this process, all threads; medians): recorder {mcpu['recorder']:.1f} us "
         f"(writer thread {mw['recorder']:.1f}), raw {mcpu['raw']:.1f} us (recorder/raw "
@@ -439,6 +504,15 @@ def measure(backend: str, n: int, rounds: int, goal: float, extra: bool = False)
         f"the writer thread): {1e6 / mw['recorder']:,.0f}/s",
         flush=True,
     )
+    if scpu:
+        ms = {k: statistics.median(v) for k, v in scpu.items()}
+        print(
+            f"{backend}: the server's CPU per inspection (its backends for these connections; not its WAL writer "
+            f"or checkpointer): recorder {ms['recorder']:.1f} us, raw {ms['raw']:.1f} us; client + server: "
+            f"recorder {mcpu['recorder'] + ms['recorder']:.1f} us, raw {mcpu['raw'] + ms['raw']:.1f} us; derived "
+            f"on 2 free cores: recorder {2e6 / (mcpu['recorder'] + ms['recorder']):,.0f}/s",
+            flush=True,
+        )
     if "autockpt" in med:
         aratio, aper = _median_ratio(rate["autockpt"], rate["raw"])
         print(
