@@ -1,5 +1,6 @@
 """The one AUROC (scikit-learn's, through ``inspector_anomaly.metrics.auroc``) against its
-definition, and the model card's file hash against hashlib on the whole bytes."""
+definition, the model card's file hash against hashlib on the whole bytes, and which coverage
+the leave-one-out threshold uses for few and for many pooled scores."""
 
 from __future__ import annotations
 
@@ -42,3 +43,33 @@ def test_card_hash_is_the_sha256_of_the_whole_file(tmp_path: Path):
     data = np.random.default_rng(1).bytes(3 * (1 << 20) + 17)  # several read chunks and a tail
     path.write_bytes(data)
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+class _Scores:
+    """Stands in for the runtime detector: each 'image' is its own raw score."""
+
+    def anomaly_map(self, image):  # type: ignore[no-untyped-def]
+        import types
+
+        return types.SimpleNamespace(score_raw=float(image))
+
+
+def test_loo_threshold_uses_the_far_tail_until_the_tail_is_observed():
+    pytest.importorskip("sklearn")
+    from inspector_anomaly.metrics import tail_threshold
+    from inspector_anomaly.training import TrainSettings, choose_thresholds
+
+    rng = np.random.default_rng(0)
+    settings = TrainSettings()
+    few_loo, few_val = rng.normal(30, 2, 16), rng.normal(30, 2, 4)
+    t_few, _ = choose_thresholds(_Scores(), list(few_val), [], settings, loo_good=few_loo)
+    pooled = np.r_[few_loo, few_val]
+    assert t_few.image == pytest.approx(tail_threshold(pooled, 0.99999, 0.95))
+    assert "99.999% of good parts" in t_few.method
+    many_loo, many_val = rng.normal(30, 2, 200), rng.normal(30, 2, 76)
+    t_many, metrics = choose_thresholds(_Scores(), list(many_val), [], settings, loo_good=many_loo)
+    pooled = np.r_[many_loo, many_val]
+    assert t_many.image == pytest.approx(tail_threshold(pooled, 0.999, 0.95))
+    assert t_many.image >= pooled.max() and "99.900% of good parts" in t_many.method
+    assert t_many.image < tail_threshold(pooled, 0.99999, 0.95)
+    assert metrics["false_alarm_rate"] == 0.0
