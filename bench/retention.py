@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -47,13 +48,41 @@ def load() -> str:
     return "load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
-def _file(root: Path, i: int) -> tuple[str, int]:
-    data = os.urandom(900 + i % 200)
+def _data(i: int) -> bytes:
+    """Inspection ``i``'s file: about 1 kB, the same bytes on every run (a kept store is refilled)."""
+    return hashlib.shake_256(b"inspector bench frame %d" % i).digest(900 + i % 200)
+
+
+def _file(root: Path, i: int, *, only_missing: bool = False) -> tuple[str, int, bool]:
+    """Inspection ``i``'s file written (unless ``only_missing`` and it is there): (sha256, bytes, written)."""
+    data = _data(i)
     sha = hashlib.sha256(data).hexdigest()
     p = evidence_path(root, sha, "jpeg")
+    if only_missing and p.exists():
+        return sha, len(data), False
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(data)
-    return sha, len(data)
+    return sha, len(data), True
+
+
+def _orphans(root: Path) -> None:
+    old = time.time() - 7200
+    for k in range(100):  # orphans: a killed writer's files
+        data = f"orphan {k}".encode()
+        p = evidence_path(root, hashlib.sha256(data).hexdigest(), "jpeg")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        os.utime(p, (old, old))
+
+
+def refill(root: Path, n: int) -> int:
+    """Write back the files a pass deleted (same bytes, same names) and the orphans; returns files written."""
+    with ThreadPoolExecutor(4) as pool:
+        made = pool.map(lambda i: _file(root, i, only_missing=True), range(n), chunksize=512)
+        written = sum(1 for _, _, w in made if w)
+    _orphans(root)
+    os.sync()
+    return written
 
 
 def generate(store: Store, root: Path, n: int) -> tuple[int, int]:
@@ -73,9 +102,9 @@ def generate(store: Store, root: Path, n: int) -> tuple[int, int]:
     with ThreadPoolExecutor(4) as pool:
         for k0 in range(0, n, chunk):
             ks = range(k0, min(n, k0 + chunk))
-            made = list(pool.map(lambda i: _file(root, i), ks, chunksize=256))
+            made = list(pool.map(lambda i: _file(root, i, only_missing=True), ks, chunksize=256))
             ins, ev = [], []
-            for i, (sha, size) in zip(ks, made, strict=True):
+            for i, (sha, size, _) in zip(ks, made, strict=True):
                 at = now - span + span * (i / n)
                 fail = i % 10 < 3
                 total += size
@@ -109,13 +138,7 @@ def generate(store: Store, root: Path, n: int) -> tuple[int, int]:
             f"SELECT inspection_id, 'confirmed', '', {uid}, 'cli', CURRENT_TIMESTAMP "
             "FROM evidence WHERE mod(id, 200) = 0"
         )
-    old = time.time() - 7200
-    for k in range(100):  # orphans: a killed writer's files
-        data = f"orphan {k}".encode()
-        p = evidence_path(root, hashlib.sha256(data).hexdigest(), "jpeg")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-        os.utime(p, (old, old))
+    _orphans(root)
     os.sync()  # month-old files are on disk, not only in the page cache: deleting them costs more
     return n, total
 
@@ -141,32 +164,81 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--pg", action="store_true", help="PostgreSQL on 127.0.0.1:5432 instead of SQLite")
     ap.add_argument(
-        "--dir", help="a new folder for the files (and the SQLite file), left in place afterwards (deleting a "
-        "million files takes minutes: rm -rf it when you like); default: a temporary folder, removed"
+        "--dir", help="a folder for the files (and the SQLite file), left in place afterwards with the filled "
+        "store as a template (SQLite: ev.db.template-N; PostgreSQL: database inspector_bench_tpl_N): a later run "
+        "with the same --dir and --n starts from a copy of it and writes back the files a pass deleted; rm -rf "
+        "the folder and DROP the database when done; default: a temporary folder, removed"
     )  # fmt: skip
     args = ap.parse_args()
     keep = contextlib.nullcontext(args.dir) if args.dir else tempfile.TemporaryDirectory(prefix="retention-bench-")
     with keep as tmp:
         Path(tmp).mkdir(parents=True, exist_ok=True)
         root = Path(tmp) / "ev.db.evidence"
+        # With --dir the filled store is kept as a template (a SQLite file, a PostgreSQL database)
+        # and each later run starts from a copy of it, its deleted files written back.
+        tpl_file = Path(tmp) / f"ev.db.template-{args.n}"
+        tpl_db = f"inspector_bench_tpl_{args.n}"
         pg_name = None
+        admin = "postgresql://postgres@127.0.0.1:5432/postgres"
         if args.pg:
             import psycopg
 
             pg_name = f"inspector_bench_{uuid.uuid4().hex[:10]}"
-            with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
-                c.execute(f'CREATE DATABASE "{pg_name}"')
             url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_name}"
         else:
             url = f"sqlite:///{tmp}/ev.db"
         try:
-            store = Store(url)
             t0 = time.perf_counter()
-            n, total = generate(store, root, args.n)
-            print(
-                f"generated {n} evidence rows + files ({total / 1e6:.0f} MB) "
-                f"in {time.perf_counter() - t0:.1f} s; {load()}"
-            )
+            reuse = False
+            if args.dir and args.pg:
+                with psycopg.connect(admin, autocommit=True) as c:
+                    reuse = c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (tpl_db,)).fetchone() is not None
+            elif args.dir:
+                reuse = tpl_file.is_file()
+            if reuse:
+                if args.pg:
+                    with psycopg.connect(admin, autocommit=True) as c:
+                        c.execute(f'CREATE DATABASE "{pg_name}" TEMPLATE "{tpl_db}"')
+                else:
+                    for f in ("ev.db", "ev.db-wal", "ev.db-shm"):
+                        (Path(tmp) / f).unlink(missing_ok=True)
+                    shutil.copyfile(tpl_file, Path(tmp) / "ev.db")
+                written = refill(root, args.n)
+                n, total = args.n, sum(900 + i % 200 for i in range(args.n))
+                print(f"reused the store of {n} rows ({total / 1e6:.0f} MB of files, {written} written back) "
+                      f"in {time.perf_counter() - t0:.1f} s; {load()}", flush=True)  # fmt: skip
+                store = Store(url)
+            elif args.dir:
+                if args.pg:
+                    with psycopg.connect(admin, autocommit=True) as c:
+                        c.execute(f'CREATE DATABASE "{tpl_db}"')
+                    tpl = Store(url.replace(pg_name, tpl_db))
+                    n, total = generate(tpl, root, args.n)
+                    tpl.close()
+                    with psycopg.connect(admin, autocommit=True) as c:
+                        c.execute(f'CREATE DATABASE "{pg_name}" TEMPLATE "{tpl_db}"')
+                    store = Store(url)
+                else:
+                    store = Store(url)
+                    n, total = generate(store, root, args.n)
+                    with store.engine.connect() as conn:
+                        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                    store.close()
+                    shutil.copyfile(Path(tmp) / "ev.db", tpl_file)
+                    store = Store(url)
+                kept = tpl_db if args.pg else tpl_file
+                print(f"generated {n} evidence rows + files ({total / 1e6:.0f} MB), kept as a template ({kept}), "
+                      f"in {time.perf_counter() - t0:.1f} s; {load()}", flush=True)  # fmt: skip
+            else:
+                if args.pg:
+                    with psycopg.connect(admin, autocommit=True) as c:
+                        c.execute(f'CREATE DATABASE "{pg_name}"')
+                store = Store(url)
+                n, total = generate(store, root, args.n)
+                print(
+                    f"generated {n} evidence rows + files ({total / 1e6:.0f} MB) "
+                    f"in {time.perf_counter() - t0:.1f} s; {load()}", flush=True
+                )  # fmt: skip
             # Quota: what age leaves, less about 5 % of the whole.
             age_only = RetentionPolicy(pass_days=7, fail_days=90, orphan_grace_s=3600)
             p = ret.plan(store, "line1", age_only)

@@ -7,15 +7,18 @@ ones). Never a held one: a frame is held while its inspection has a review (the 
 or a hold (``held_at``) made after its last release (``released_at``): a person's word keeps the
 picture it was about until a person releases it (:func:`release`).
 
-How it goes (:func:`apply`), so that no row names a deleted file:
+How it goes (:func:`apply`), so that no row names a deleted file, chunk by chunk of :data:`BATCH`
+rows in capture order:
 
-1. in a transaction, the rows are marked ``expired`` (``sha256`` cleared, ``expired_at`` set),
-   re-checking in the same statement that each is still stored and not held;
-2. after the commit, each of their files that no ``stored`` row names any more is deleted, unless
-   it was written after step 1 began (a writer storing the same bytes again rewrites the file
-   before it commits: its fresh time keeps it);
-3. the sweep deletes files no row names that are older than ``orphan_grace_s`` (a writer killed
-   between its file and its commit; a row removed with its inspection) and stale temporary files.
+1. in a write transaction, the chunk's rows are marked ``expired`` (``sha256`` cleared,
+   ``expired_at`` set), re-checking in that transaction that each is still stored and not held;
+2. after its commit, each of their files that no ``stored`` row names any more is handed to the
+   deleting threads (which work while the next chunk is marked) and deleted, unless it was written
+   after the pass began (a writer storing the same bytes again rewrites the file before it
+   commits: its fresh time keeps it);
+3. once every chunk is done, the sweep deletes files no row names that are older than
+   ``orphan_grace_s`` (a writer killed between its file and its commit; a row removed with its
+   inspection; a pass killed between steps 1 and 2) and stale temporary files.
 
 A file is only ever deleted after the rows naming it are gone, never before: a crash between
 the steps leaves at worst an orphan file, which the next sweep removes.
@@ -26,9 +29,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import stat
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,16 +40,21 @@ from typing import Any
 from sqlalchemy import and_, exists, func, or_, select, update
 
 from inspector_core.store.database import Store
-from inspector_core.store.evidence import EXT, evidence_path
+from inspector_core.store.evidence import EXT
 from inspector_core.store.evidence_records import Evidence
 from inspector_core.store.records import utcnow
 from inspector_core.store.review_records import Review
 from inspector_core.store.schema import Station
 
-BATCH = 2000
+BATCH = 10_000
 """Rows marked per transaction (a writer waits at most one such transaction)."""
-DELETERS = 8
-"""Threads deleting files (the cost is the filesystem's journal, not the CPU)."""
+SQLITE_CACHE_KIB = 65536
+"""SQLite's page cache while marking (its default is 2 MB)."""
+NAMED_CHUNK = 5000
+"""Names looked up per query (whether a stored row still names a file)."""
+DELETERS = 32
+"""Threads deleting files: the cost is mostly waiting for the filesystem (a journalled block free
+per file), which threads overlap."""
 
 
 def held() -> Any:
@@ -104,7 +113,10 @@ class Report:
     orphan_bytes: int = 0
     seconds: float = 0.0
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
-    """Seconds per phase: ``plan``, ``rows`` (marking), ``files`` (deleting), ``sweep``."""
+    """Seconds per phase: ``plan``; ``rows`` (marking) and ``named`` (which files another stored
+    row still names), summed over the chunks, while the files are deleted beside them;
+    ``files_after_rows`` (waiting for the deletes still running when the last chunk is marked);
+    ``sweep``."""
 
 
 def _station_id(store: Store, station: str) -> int | None:
@@ -250,56 +262,95 @@ def _chunks(xs: list[Any], n: int) -> Iterator[list[Any]]:
         yield xs[i : i + n]
 
 
+def _mark(store: Store, ids: list[int], reasons: dict[int, str]) -> tuple[int, list[tuple[str, str, int | None]]]:
+    """Step 1 for one chunk, in one write transaction: the rows of ``ids`` still stored and not
+    held are marked expired; returns how many, and their files as (sha256, format, bytes)."""
+    e = Evidence
+    with store.transaction(write=True) as conn:
+        if conn.dialect.name == "sqlite":
+            # The chunk dirties a few thousand pages of the sha256 index (random keys): hold them
+            # in memory rather than spill them to the WAL and read them back within the transaction.
+            conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+        still = select(e.id, e.sha256, e.format, e.bytes).where(e.id.in_(ids), e.status == "stored", ~held())
+        if conn.dialect.name == "postgresql":
+            still = still.with_for_update()  # SQLite: BEGIN IMMEDIATE already holds the write lock
+        got = conn.execute(still).all()
+        by_reason: dict[str, list[int]] = {}
+        for rid, *_ in got:
+            by_reason.setdefault(reasons[rid], []).append(rid)
+        at = utcnow()
+        for reason, gone in by_reason.items():
+            conn.execute(
+                update(e)
+                .where(e.id.in_(gone), e.status == "stored")
+                .values(status="expired", sha256=None, expired_at=at, reason=reason)
+            )
+    return len(got), [(sha, fmt or "jpeg", n) for _, sha, fmt, n in got if sha]
+
+
+def _still_named(store: Store, shas: list[str]) -> set[str]:
+    """Those of ``shas`` that a ``stored`` row (of any station) names."""
+    e = Evidence
+    named: set[str] = set()
+    for part in _chunks(shas, NAMED_CHUNK):
+        with store.transaction() as conn:
+            named.update(conn.scalars(select(e.sha256).where(e.sha256.in_(part), e.status == "stored")))
+    return named
+
+
 def apply(
     store: Store, root: Path, station: str, policy: Any, *, now: datetime | None = None, sweep: bool = True
 ) -> Report:
-    """Remove what :func:`plan` says (rows first, then their files), then sweep orphan files."""
+    """Remove what :func:`plan` says (rows first, then their files), then sweep orphan files.
+
+    Chunk by chunk (:data:`BATCH` rows, in capture order): the rows are marked in one write
+    transaction; once it is committed, the chunk's files no stored row names any more are handed
+    to :data:`DELETERS` threads, which delete them while the next chunk is marked. So no file is
+    deleted before its row is committed expired, and the rows' and the files' costs overlap."""
     t0 = time.perf_counter()
     p = plan(store, station, policy, now=now)
     rep = Report(p)
     rep.phases["plan"] = time.perf_counter() - t0
     started = time.time()
-    e = Evidence
-    marked: list[tuple[str, str, int | None]] = []
-    for ids in _chunks(p.ids, BATCH):
-        with store.transaction(write=True) as conn:
-            still = (e.id.in_(ids), e.status == "stored", ~held())
-            got = list(conn.execute(select(e.id, e.sha256, e.format, e.bytes).where(*still)))
-            if not got:
-                continue
-            gone = [r[0] for r in got]
-            for reason in {p.reasons[i] for i in gone}:
-                conn.execute(
-                    update(e)
-                    .where(e.id.in_([i for i in gone if p.reasons[i] == reason]), e.status == "stored")
-                    .values(status="expired", sha256=None, expired_at=utcnow(), reason=reason)
-                )
-            rep.expired_rows += len(gone)
-            marked += [(sha, fmt or "jpeg", n) for _, sha, fmt, n in got if sha]
-    rep.phases["rows"] = time.perf_counter() - t0 - rep.phases["plan"]
-    t1 = time.perf_counter()
-    # Committed: now the files, those no stored row names any more.
-    by_sha = {(sha, fmt): n for sha, fmt, n in marked}
-    shas = sorted({sha for sha, _ in by_sha})
-    named: set[str] = set()
-    for part in _chunks(shas, BATCH):
-        with store.transaction() as conn:
-            named |= set(conn.scalars(select(e.sha256).where(e.sha256.in_(part), e.status == "stored")))
-    # In name order (consecutive deletes in the same folders), by a few threads: a file written back
-    # to disk costs the filesystem a journalled block free, which threads share (2-6x on 15k files).
-    todo: list[tuple[Path, int]] = []
-    for (sha, fmt), n in sorted(by_sha.items()):
-        if sha in named:
-            rep.files_kept_shared += 1
-        else:
-            todo.append((evidence_path(root, sha, fmt), n or 0))
+    rows_s = named_s = 0.0
+    jobs: list[Future[list[bool]]] = []
+    sizes: list[list[tuple[str, int]]] = []
+    kept: set[str] = set()
+    deleted: set[str] = set()
+    base = str(root)  # paths as strings: a Path per file cost more than its unlink's Python part
     with ThreadPoolExecutor(DELETERS) as pool:
-        done = pool.map(lambda t: _unlink_if_older(t[0], started), todo, chunksize=64)
-        for (_, n), ok in zip(todo, done, strict=True):
-            if ok:
-                rep.files_deleted += 1
-                rep.bytes_deleted += n
-    rep.phases["files"] = time.perf_counter() - t1
+        for ids in _chunks(p.ids, BATCH):
+            t1 = time.perf_counter()
+            expired, marked = _mark(store, ids, p.reasons)
+            rep.expired_rows += expired
+            t2 = time.perf_counter()
+            rows_s += t2 - t1
+            # Committed: now the files of this chunk that no stored row names any more.
+            by_sha = {(sha, fmt): n for sha, fmt, n in marked}
+            named = _still_named(store, sorted({sha for sha, _ in by_sha}))
+            named_s += time.perf_counter() - t2
+            todo: list[tuple[str, str, int]] = []
+            for (sha, fmt), n in sorted(by_sha.items()):
+                if sha in named:
+                    kept.add(sha)  # another stored row names it (the same bytes): unless it expires later
+                else:
+                    todo.append((f"{base}/{sha[:2]}/{sha[2:4]}/{sha}.{EXT.get(fmt, fmt)}", sha, n or 0))
+            # In name order (consecutive deletes in the same folders), by a few threads: a file
+            # written back to disk costs the filesystem a journalled block free, which threads share.
+            for part in _chunks(todo, 256):
+                sizes.append([(sha, n) for _, sha, n in part])
+                jobs.append(pool.submit(_unlink_all, [path for path, _, _ in part], started))
+        t1 = time.perf_counter()
+        for job, ns in zip(jobs, sizes, strict=True):
+            for ok, (sha, n) in zip(job.result(), ns, strict=True):
+                deleted.add(sha)
+                if ok:
+                    rep.files_deleted += 1
+                    rep.bytes_deleted += n
+    rep.files_kept_shared = len(kept - deleted)
+    rep.phases["rows"] = rows_s
+    rep.phases["named"] = named_s
+    rep.phases["files_after_rows"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     if sweep:
         rep.orphans_deleted, rep.orphan_bytes = sweep_orphans(store, root, grace_s=policy.orphan_grace_s)
@@ -308,26 +359,64 @@ def apply(
     return rep
 
 
-def _unlink_if_older(path: Path, before: float) -> bool:
+def _unlink_all(paths: list[str], before: float) -> list[bool]:
+    return [_unlink_if_older(path, before) for path in paths]
+
+
+def _unlink_if_older(path: str, before: float) -> bool:
     try:
-        if path.stat().st_mtime >= before:
+        if os.stat(path).st_mtime >= before:
             return False  # written again since the pass began: a writer is about to commit a row naming it
-        path.unlink()
+        os.unlink(path)
         return True
     except FileNotFoundError:
         return False
 
 
-def _files(root: Path) -> Iterator[os.DirEntry[str]]:
+def _folders(root: Path) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """Per top folder ``ab/``: its name and (folder, file name) of every entry in its ``ab/cd/``
+    folders, listed by name only (no stat)."""
     if not root.is_dir():
         return
     for a in os.scandir(root):
         if not a.is_dir() or len(a.name) != 2:
             continue
+        entries: list[tuple[str, str]] = []
         for b in os.scandir(a.path):
             if not b.is_dir() or len(b.name) != 2:
                 continue
-            yield from (f for f in os.scandir(b.path) if f.is_file())
+            with os.scandir(b.path) as it:
+                entries.extend((b.path, f.name) for f in it)
+        yield a.name, entries
+
+
+HEX = frozenset("0123456789abcdef")
+
+
+def _named_in_folder(store: Store, top: str, shas: list[str]) -> set[str]:
+    """Those of ``shas`` (names found under the top folder ``top``) that a ``stored`` row names:
+    for a hex folder, every stored name starting with ``top`` read in one index range (a 256th
+    of the names, in order), rather than a look-up per name."""
+    if not shas:
+        return set()
+    if not set(top) <= HEX:
+        return _still_named(store, shas)
+    e = Evidence
+    nxt = int(top, 16) + 1
+    where = [e.sha256 >= top, e.status == "stored"]
+    if nxt < 256:
+        where.append(e.sha256 < f"{nxt:02x}")
+    with store.transaction() as conn:
+        return {sha for sha in conn.scalars(select(e.sha256).where(*where)) if sha} & set(shas)
+
+
+def _old_file(path: str, cutoff: float) -> int | None:
+    """The size of ``path`` if it is a regular file older than ``cutoff``, else None."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return st.st_size if st.st_mtime < cutoff and stat.S_ISREG(st.st_mode) else None
 
 
 def sweep_orphans(
@@ -335,37 +424,39 @@ def sweep_orphans(
 ) -> tuple[int, int]:
     """Delete evidence files no ``stored`` row names, older than ``grace_s`` (and temporary files
     left by a killed writer, as old); returns (files, bytes). Rows of every station count: a
-    folder may be shared."""
+    folder may be shared.
+
+    Folder by folder (``ab/``, a 256th of the files), the files are listed by name only, the names
+    looked up in the database, and only the files no stored row names are stat'ed (their age) and
+    deleted: a sweep over a million named files costs a million directory entries and index
+    look-ups, not a million stats."""
     exts = {f".{x}" for x in EXT.values()}
     cutoff = (now or time.time()) - grace_s
-    old: dict[str, list[tuple[str, int, float]]] = {}
     n = size = 0
-    for f in _files(root):
-        st = f.stat()
-        if st.st_mtime >= cutoff:
-            continue
-        name = f.name
-        if name.startswith(".") and name.endswith(".tmp"):
-            if not dry_run:
-                _remove(f.path)
-            n += 1
-            size += st.st_size
-            continue
-        stem, ext = os.path.splitext(name)
-        if ext in exts and len(stem) == 64:
-            old.setdefault(stem, []).append((f.path, st.st_size, st.st_mtime))
-    shas = sorted(old)
-    e = Evidence
-    for part in _chunks(shas, BATCH):
-        with store.transaction() as conn:
-            named = set(conn.scalars(select(e.sha256).where(e.sha256.in_(part), e.status == "stored")))
-        for sha in part:
+    for top, entries in _folders(root):
+        cand: dict[str, list[str]] = {}
+        for folder, name in entries:
+            if name.startswith(".") and name.endswith(".tmp"):
+                path = os.path.join(folder, name)
+                got = _old_file(path, cutoff)
+                if got is not None:
+                    if not dry_run:
+                        _remove(path)
+                    n += 1
+                    size += got
+                continue
+            stem, ext = os.path.splitext(name)
+            if ext in exts and len(stem) == 64:
+                cand.setdefault(stem, []).append(os.path.join(folder, name))
+        named = _named_in_folder(store, top, sorted(cand))
+        for sha, paths in cand.items():
             if sha in named:
                 continue
-            for path, nbytes, _ in old[sha]:
-                if dry_run or _unlink_if_older(Path(path), cutoff):
+            for path in paths:
+                got = _old_file(path, cutoff)
+                if got is not None and (dry_run or _unlink_if_older(path, cutoff)):
                     n += 1
-                    size += nbytes
+                    size += got
     return n, size
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -211,3 +212,136 @@ def test_the_chunked_plan_equals_the_straightforward_one(env, monkeypatch):
             assert getattr(fast, name) == getattr(slow, name), (policy, name)
         assert fast.over_quota == slow.over_quota
     assert slow.stored and ret.plan(env.store, "line1", retention(pass_days=7, fail_days=90), now=NOW).ids
+
+
+def test_chunks_share_files_and_overlap_the_deletes(env, monkeypatch):
+    """In chunks of 2 rows: a file two expired rows in different chunks share goes (once) with the
+    second; one a kept row still names stays; every expired row's file is gone afterwards."""
+    monkeypatch.setattr(ret, "BATCH", 2)
+    shared_gone = [env.part("PASS", 30, seed=11), env.part("PASS", 10, seed=11)]  # chunks 1 and 3
+    others = [env.part("PASS", 20 - k) for k in range(3)]
+    kept_young = env.part("PASS", 1, seed=12)
+    shared_kept = env.part("PASS", 25, seed=12)
+    age_files(env, 7200)
+    rep = ret.apply(env.store, env.root, "line1", retention(pass_days=7), now=NOW)
+    assert rep.expired_rows == 6 == len(rep.plan.ids)
+    assert rep.files_deleted == 4 and rep.files_kept_shared == 1
+    got = rows(env)
+    assert all(got[i][0] == "expired" for i in (*shared_gone, *others, shared_kept))
+    assert got[kept_young][0] == "stored"
+    consistent(env)
+
+
+def test_a_pass_killed_between_chunks_leaves_a_consistent_store(env, monkeypatch):
+    """A pass that dies while marking its third chunk (that transaction rolled back, as a kill
+    leaves it) never leaves a stored row naming a missing file; the files of the chunks already
+    committed are gone or left as orphans, which the next pass sweeps."""
+    ids = [env.part("PASS", 30 - k) for k in range(10)]
+    age_files(env, 7200)
+    monkeypatch.setattr(ret, "BATCH", 3)
+    real_mark, calls = ret._mark, []
+
+    def dies_on_the_third(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real_mark(*a, **kw)
+
+    monkeypatch.setattr(ret, "_mark", dies_on_the_third)
+    try:
+        ret.apply(env.store, env.root, "line1", retention(pass_days=7), now=NOW)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the pass was meant to die")
+    got = rows(env)
+    assert sorted(st for st, _, _ in got.values()).count("expired") == 6
+    for st, sha, fmt in got.values():  # never a stored row without its file
+        assert st != "stored" or evidence_path(env.root, sha, fmt).is_file()
+    monkeypatch.setattr(ret, "_mark", real_mark)
+    ret.apply(env.store, env.root, "line1", retention(pass_days=7, orphan_grace_s=0), now=NOW)
+    assert all(rows(env)[i][0] == "expired" for i in ids)
+    consistent(env)
+
+
+KILLED_PASS = """
+import sys, time
+from pathlib import Path
+from inspector_core.runtime.config import RetentionPolicy
+from inspector_core.store import Store
+from inspector_core.store import retention as ret
+
+real_unlink, real_mark = ret._unlink_if_older, ret._mark
+def slow_unlink(path, before):
+    time.sleep(0.05)
+    return real_unlink(path, before)
+def slow_mark(*a):
+    time.sleep(0.1)
+    return real_mark(*a)
+ret._unlink_if_older, ret._mark = slow_unlink, slow_mark
+ret.BATCH, ret.DELETERS = 4, 2
+store = Store(sys.argv[1], migrate=False)
+print("started", flush=True)
+ret.apply(store, Path(sys.argv[2]), "line1", RetentionPolicy(pass_days=7))
+"""
+
+
+def test_a_real_kill_mid_pass_leaves_a_consistent_store(env, tmp_path):
+    """SIGKILL of ``inspector retention``'s pass while it deletes files (slowed down): no stored
+    row names a missing file; the next pass removes what the killed one left."""
+    import signal
+    import subprocess
+    import sys
+
+    ids = [env.part("PASS", 30 - k * 0.5) for k in range(40)]
+    age_files(env, 7200)
+    script = tmp_path / "pass.py"
+    script.write_text(KILLED_PASS)
+    url = env.store.engine.url.render_as_string(hide_password=False)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), url, str(env.root)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"started"
+    deadline = time.time() + 60
+    while time.time() < deadline and sum(st == "expired" for st, _, _ in rows(env).values()) < 12:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    got = rows(env)
+    expired = sum(st == "expired" for st, _, _ in got.values())
+    assert 12 <= expired < 40, expired  # killed mid-pass, not before nor after
+    for st, sha, fmt in got.values():
+        assert st != "stored" or evidence_path(env.root, sha, fmt).is_file()
+    ret.apply(env.store, env.root, "line1", retention(pass_days=7, orphan_grace_s=0))
+    assert all(rows(env)[i][0] == "expired" for i in ids)
+    consistent(env)
+
+
+def test_the_sweep_reads_each_folders_names_at_its_edges(env):
+    """The sweep looks names up per top folder (an index range ``ab`` <= sha256 < ``ac``): named
+    files at the ends of the range (``00...``, ``ff...``) stay, old orphans beside them go, and a
+    non-hex folder is looked up name by name."""
+    from sqlalchemy import update
+
+    a, b = env.part("FAIL", 1), env.part("FAIL", 2)
+    for iid, sha in ((a, "f" * 64), (b, "0" * 64)):
+        old_sha, fmt = rows(env)[iid][1:]
+        evidence_path(env.root, old_sha, fmt).rename(_mkdirs(evidence_path(env.root, sha, fmt)))
+        with env.store.transaction(write=True) as conn:
+            conn.execute(update(Evidence).where(Evidence.inspection_id == iid).values(sha256=sha))
+    orphans = [evidence_path(env.root, s, "png") for s in ("f" * 63 + "e", "0" * 63 + "1", "ab" * 32)]
+    odd = env.root / "zz" / "zz" / ("e" * 64 + ".png")
+    for p in (*orphans, odd):
+        _mkdirs(p).write_bytes(b"x" * 10)
+    age_files(env, 7200)
+    assert ret.sweep_orphans(env.store, env.root, grace_s=3600, dry_run=True) == (4, 40)
+    assert ret.sweep_orphans(env.store, env.root, grace_s=3600) == (4, 40)
+    assert not any(p.exists() for p in (*orphans, odd))
+    consistent(env)
+
+
+def _mkdirs(p: Path) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
