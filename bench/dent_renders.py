@@ -123,7 +123,10 @@ def texture_files(split: str) -> tuple[tuple[str, Path], ...]:
 
 @cache
 def _read(path: Path) -> np.ndarray:
-    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise FileNotFoundError(f"cannot read texture {path}: check INSPECTOR_DATA and the data folder's README")
+    return img
 
 
 def _crop(rng: np.random.Generator, kind: str, path: Path) -> np.ndarray:

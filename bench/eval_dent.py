@@ -1,5 +1,11 @@
-"""Evaluate the dent detector (issue 4): rendered dents under controlled light, false alarms on
-real good surfaces, real dents in field photos, latency.
+"""Evaluate the dent detector (issues 4 and 11): rendered dents under controlled light (the
+project's renderer and the independent one of bench/dent_renders.py), false alarms on real good
+surfaces inside the part's own ROI, real dents in field photos, latency.
+
+Every figure comes in two halves: ``tune`` (what the defaults were chosen on: the independent
+renderer's tune split, the even-numbered good images and car photos, the first renderer's seed 4)
+and ``report`` (never looked at while choosing: the renderer's report split with the other
+texture files, the odd-numbered images, seed 5).
 
     nice .venv/bin/python bench/eval_dent.py [--quick]
 
@@ -15,6 +21,7 @@ import time
 from pathlib import Path
 
 import cv2
+import dent_renders
 import numpy as np
 from inspector_dent import DentConfig, DentDetector
 from inspector_sources.synthetic import render_dent_panel
@@ -23,11 +30,18 @@ from sklearn.metrics import roc_auc_score
 
 from inspector_core import View
 
-VISIBILITY_THRESHOLD = 6.0
-"""Documented visibility threshold: peak shading contrast over the panel's pixel noise sigma
-(docs/detectors/dent.md says why 6 and not lower: the texture of real good surfaces)."""
+VISIBILITY_THRESHOLD = 3.0
+"""The goal's visibility: peak shading contrast over the surface's pixel noise sigma (issue 11)."""
 VIS_BINS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 10.0, math.inf)
 DENT_CLASSES = {2, 4, 8, 9, 10, 11, 12, 13, 14, 15, 16}  # the *-dent classes of classes.txt
+
+
+def imread(path: str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """cv2.imread that says which file it could not read (a missing or broken data file)."""
+    img = cv2.imread(path, flags)
+    if img is None:
+        raise FileNotFoundError(f"cannot read {path}: check INSPECTOR_DATA and the data folder's README")
+    return img
 
 
 def detector(**kw) -> DentDetector:
@@ -133,22 +147,111 @@ def eval_rendered(n: int, seed: int = 4) -> dict:
     return out
 
 
-def good_images() -> list[Path]:
-    return sorted((DATA / "magnetic_tile" / "MT_Free" / "Imgs").glob("*.jpg")) + sorted(
-        (DATA / "mvtec_ad" / "transistor" / "train" / "good").glob("*.png")
-    )
+def found_in(findings, r: dent_renders.Render, min_score: float = 0.5):
+    """The first finding at or above min_score whose centre lies on the rendered dent (its
+    footprint, give or take 10 % of its size and at least 4 px)."""
+    assert r.footprint is not None
+    h, w = r.footprint.shape
+    m = max(4.0, 0.1 * r.size_px)
+    for f in findings:
+        if f.score < min_score:
+            continue
+        x, y, fw, fh = f.box
+        cx, cy = x + fw / 2, y + fh / 2
+        y0, y1, x0, x1 = int(max(cy - m, 0)), int(min(cy + m + 1, h)), int(max(cx - m, 0)), int(min(cx + m + 1, w))
+        if y1 <= y0 or x1 <= x0:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        if (r.footprint[y0:y1, x0:x1] & ((xx - cx) ** 2 + (yy - cy) ** 2 <= m * m)).any():
+            return f
+    return None
 
 
-def eval_good(step: int = 1) -> dict:
-    det = detector()
+def eval_independent(split: str, n: int = 500, n_blank: int = 120, det: DentDetector | None = None) -> dict:
+    """The independent renderer (bench/dent_renders.py), one split: detection by visibility,
+    at visibility >= 3 by profile and by surface, false alarms on its dent-free panels and
+    beside the dent on the dented ones. ``rows`` keeps every panel for a closer look."""
+    det = det or detector()
+    rows = []
+    for k, r in enumerate(dent_renders.renders(n, split)):
+        fs = det.inspect(View(r.image, f"{split}-{k}"))
+        hit = found_in(fs, r)
+        extra = sum(f.score >= 0.5 for f in fs) - (hit is not None)
+        rows.append((k, r.visibility, r.profile, r.params["texture"].split(":")[0], r.size_px, hit is not None, extra))
+    blank_fa = [
+        sum(f.score >= 0.5 for f in det.inspect(View(b.image, "b")))
+        for b in dent_renders.renders(n_blank, split, dent=False)
+    ]
+    p = f"indep_{split}_"
+    out: dict = {p + "n": len(rows), p + "bins": []}
+    for lo, hi in itertools.pairwise(VIS_BINS):
+        sel = [r for r in rows if lo <= r[1] < hi]
+        if sel:
+            out[p + "bins"].append(
+                {
+                    "visibility": f"[{lo:g}, {hi:g})",
+                    "n": len(sel),
+                    "detected": round(sum(r[5] for r in sel) / len(sel), 3),
+                }
+            )
+    above = [r for r in rows if r[1] >= VISIBILITY_THRESHOLD]
+    out[p + "n_at_or_above_3"] = len(above)
+    out[p + "detection_at_3"] = round(sum(r[5] for r in above) / max(len(above), 1), 3)
+    for idx in (2, 3):  # by profile, by surface
+        for v in sorted({r[idx] for r in above}):
+            sel = [r for r in above if r[idx] == v]
+            out[f"{p}detection_at_3_{v}"] = f"{sum(r[5] for r in sel)}/{len(sel)}"
+    out[p + "false_alarms_per_blank"] = round(sum(blank_fa) / max(n_blank, 1), 3)
+    out[p + "blank_panels"] = n_blank
+    out[p + "false_alarms_beside_dent_per_panel"] = round(sum(r[6] for r in rows) / max(len(rows), 1), 3)
+    out[p + "misses_at_3"] = [(r[0], r[2], round(r[1], 1), round(r[4])) for r in above if not r[5]][:8]
+    return out
+
+
+HALVES = ("tune", "report")
+TILE_MARGIN = 0.06
+"""The magnetic tile's ROI: the image inside 6 % of its width and height (its chamfered
+borders and the fixture beyond them are not the part's surface)."""
+CASE_ROI = (0.35, 0.17, 0.69, 0.49)
+"""The transistor's ROI: its moulded case (x0, y0, x1, y1 as fractions of the image; the parts
+of MVTec AD are aligned), not the board, the holes and the leads around it."""
+
+
+def good_images(half: str | None = None) -> list[Path]:
+    """Real good surfaces: magnetic tile MT_Free and MVTec transistor good (train and test);
+    ``half`` "tune" takes the even-numbered files of each, "report" the odd-numbered."""
+    sets = [
+        sorted((DATA / "magnetic_tile" / "MT_Free" / "Imgs").glob("*.jpg")),
+        sorted((DATA / "mvtec_ad" / "transistor" / "train" / "good").glob("*.png"))
+        + sorted((DATA / "mvtec_ad" / "transistor" / "test" / "good").glob("*.png")),
+    ]
+    if half is None:
+        return [p for s in sets for p in s]
+    k = HALVES.index(half)
+    return [p for s in sets for p in s[k::2]]
+
+
+def part_roi(path: Path, img: np.ndarray) -> np.ndarray:
+    """The part's own ROI of a good image (what a station would configure)."""
+    h, w = img.shape[:2]
+    if "transistor" in str(path):
+        x0, y0, x1, y1 = CASE_ROI
+        return img[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)]
+    my, mx = int(TILE_MARGIN * h), int(TILE_MARGIN * w)
+    return img[my : h - my, mx : w - mx]
+
+
+def eval_good(half: str | None = None, step: int = 1, roi: bool = True, det: DentDetector | None = None) -> dict:
+    det = det or detector()
     per: dict[str, list[int]] = {"magnetic_tile": [], "transistor": []}
     worst = []
-    for p in good_images()[::step]:
-        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        fs = [f for f in det.inspect(View(img, p.name)) if f.score >= 0.5]
+    for p in good_images(half)[::step]:
+        img = imread(str(p), cv2.IMREAD_UNCHANGED)
+        view = part_roi(p, img) if roi else img
+        fs = [f for f in det.inspect(View(np.ascontiguousarray(view), p.name)) if f.score >= 0.5]
         per["transistor" if "transistor" in str(p) else "magnetic_tile"].append(len(fs))
         for f in fs:
-            worst.append((f.score, str(p.relative_to(DATA)), f.message))
+            worst.append((round(f.score, 3), str(p.relative_to(DATA)), f.message))
     n = sum(len(v) for v in per.values())
     fa = sum(sum(v) for v in per.values())
     worst.sort(reverse=True)
@@ -176,11 +279,15 @@ def auroc(pos: list[float], neg: list[float]) -> float:
     return float(roc_auc_score([1] * len(pos) + [0] * len(neg), pos + neg))
 
 
-def eval_car_dents(det: DentDetector | None = None) -> dict:
+def eval_car_dents(det: DentDetector | None = None, half: str | None = None) -> dict:
+    """Image AUROC on car_dents (all photos, or the even- / odd-numbered for ``half``)."""
     det = det or detector()
     pos, neg, inside, top_inside = [], [], 0, 0
-    for p in sorted((DATA / "car_dents" / "images").glob("*.jpg")):
-        img = cv2.imread(str(p))
+    files = sorted((DATA / "car_dents" / "images").glob("*.jpg"))
+    if half is not None:
+        files = files[HALVES.index(half) :: 2]
+    for p in files:
+        img = imread(str(p))
         labels = car_labels(p)
         fs = det.inspect(View(img, p.name))
         score = max((f.score for f in fs), default=0.0)
@@ -225,9 +332,10 @@ def eval_patch_model(model: Path) -> dict:
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     out = {}
     for size in (192, 288):
-        pos, neg = [], []
+        pos: list[float] = []
+        neg: list[float] = []
         for p in sorted((DATA / "car_dents" / "images").glob("*.jpg")):
-            g = cv2.resize(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), (size, size), interpolation=cv2.INTER_AREA)
+            g = cv2.resize(imread(str(p), cv2.IMREAD_GRAYSCALE), (size, size), interpolation=cv2.INTER_AREA)
             g = g.astype(np.float32)
             patches = np.stack(
                 [g[y : y + 96, x : x + 96] for y in range(0, size - 95, 32) for x in range(0, size - 95, 32)]
@@ -238,6 +346,36 @@ def eval_patch_model(model: Path) -> dict:
     return out
 
 
+def eval_plates(n: int = 40, seed: int = 1) -> dict:
+    """The synthetic demo plates without a ROI (issue 11): every mounting hole, the plate's
+    edges and its label are in view. The best finding on each dent-free plate (good and
+    scratched; none may fail on dent), and whether a finding lies on a hole (its centre within a
+    hole's radius + 8 px: the detector above issue 11's first pass scored those 0.98-0.99)."""
+    from inspector_sources.synthetic import PartGeometry, render_part
+
+    det = detector()
+    g = PartGeometry()
+    x0, y0 = (g.width - g.plate_w) // 2, (g.height - g.plate_h) // 2
+    holes = [(x0 + 50, y0 + 50), (x0 + g.plate_w - 50, y0 + 50), (x0 + 50, y0 + g.plate_h - 50)]
+    holes.append((x0 + g.plate_w - 50, y0 + g.plate_h - 50))
+    worst, worst_hole, failed = 0.0, 0.0, 0
+    for i in range(n):
+        part = render_part(seed, i, "good" if i % 2 == 0 else "scratch", color=False)
+        fs = det.inspect(View(part.image, f"plate-{i}"))
+        best = max((f.score for f in fs), default=0.0)
+        worst, failed = max(worst, best), failed + (best >= 0.5)
+        for f in fs:
+            cx, cy = f.box[0] + f.box[2] / 2, f.box[1] + f.box[3] / 2
+            if any(math.hypot(cx - hx, cy - hy) <= 18 + 8 for hx, hy in holes):
+                worst_hole = max(worst_hole, f.score)
+    return {
+        "plates_without_roi": n,
+        "plates_without_roi_failed_on_dent": failed,
+        "plates_without_roi_best_score": round(worst, 3),
+        "plates_without_roi_best_score_on_a_hole": round(worst_hole, 3),
+    }
+
+
 def latency() -> dict:
     cv2.setNumThreads(1)
     det = detector()
@@ -246,9 +384,9 @@ def latency() -> dict:
     big = render_dent_panel(rng, (2048, 2448), diameter_px=200, depth_px=6, noise_sigma=2).image
     cases = {
         "latency_ms_2448x2048_mono": big,
-        "latency_ms_640x640_bgr_car": cv2.imread(str(next((DATA / "car_dents" / "images").glob("*.jpg")))),
-        "latency_ms_magnetic_tile": cv2.imread(str(good_images()[0]), cv2.IMREAD_UNCHANGED),
-        "latency_ms_512x512_transistor": cv2.imread(str(good_images()[-1])),
+        "latency_ms_640x640_bgr_car": imread(str(next((DATA / "car_dents" / "images").glob("*.jpg")))),
+        "latency_ms_magnetic_tile": imread(str(good_images()[0]), cv2.IMREAD_UNCHANGED),
+        "latency_ms_512x512_transistor": imread(str(good_images()[-1])),
     }
     for name, img in cases.items():
         view = View(img, "t")
@@ -265,28 +403,43 @@ def latency() -> dict:
 
 def main(quick: bool = False) -> dict:
     figures: dict = {}
-    figures.update(eval_rendered(200 if quick else 600))
-    # Seed 4 is the set the defaults were chosen on; seed 5 was rendered after they were fixed.
+    det = detector()
+    n, nb = (150, 40) if quick else (500, 120)
+    for half in HALVES:
+        figures.update(eval_independent(half, n, nb, det))
+    # The first renderer: seed 4 is what its defaults were first chosen on, seed 5 came later.
+    first = eval_rendered(200 if quick else 600)
+    figures["first_renderer_seed4_detection_at_3"] = first["detection_at_visibility_ge_3_light_unknown"]
+    figures["first_renderer_seed4_bins"] = first["bins"]
     fresh = eval_rendered(200 if quick else 600, seed=5)
-    figures["fresh_seed_n_at_or_above_threshold"] = fresh["n_at_or_above_threshold"]
-    figures["fresh_seed_detection_at_threshold_light_unknown"] = fresh["detection_at_threshold_light_unknown"]
-    figures["fresh_seed_detection_at_threshold_light_known"] = fresh["detection_at_threshold_light_known"]
-    figures["fresh_seed_diameter_error_median_pct"] = fresh["diameter_error_median_pct"]
-    figures.update(eval_good(step=4 if quick else 1))
-    figures.update(eval_car_dents())
+    figures["first_renderer_seed5_detection_at_3"] = fresh["detection_at_visibility_ge_3_light_unknown"]
+    figures["first_renderer_seed5_n_at_3"] = sum(b["n"] for b in fresh["bins"][3:])
+    figures["first_renderer_seed5_false_alarms_per_blank"] = fresh["false_alarms_per_rendered_blank"]
+    figures["diameter_error_median_pct"] = fresh["diameter_error_median_pct"]
+    for half in HALVES:
+        g = eval_good(half, step=4 if quick else 1, det=det)
+        figures.update({f"good_{half}_{k}": v for k, v in g.items()})
+        c = eval_car_dents(det, half)
+        figures.update({f"{half}_{k}": v for k, v in c.items()})
+    # The keys bench/eval_detectors.py reads: the report half.
+    figures["detection_at_threshold_light_unknown"] = figures["indep_report_detection_at_3"]
+    figures["fresh_seed_detection_at_threshold_light_unknown"] = figures["first_renderer_seed5_detection_at_3"]
+    figures["false_alarms_per_good_image"] = figures["good_report_false_alarms_per_good_image"]
+    figures["car_image_auroc"] = figures["report_car_image_auroc"]
+    figures["car_recall_at_default"] = figures["report_car_recall_at_default"]
+    figures["car_false_positive_rate_at_default"] = figures["report_car_false_positive_rate_at_default"]
+    figures.update(eval_plates())
     figures.update(latency())
     return figures
 
 
 def print_figures(figs: dict) -> None:
     for k, v in figs.items():
-        if k == "bins":
-            print("detection by visibility (peak shading contrast / noise sigma):")
+        if k.endswith("bins"):
+            print(f"{k}: detection by visibility (peak shading contrast / noise sigma):")
             for b in v:
-                print(
-                    f"  {b['visibility']:>12}  n={b['n']:4d}  light unknown {b['detected_light_unknown']:.3f}"
-                    f"  light known {b['detected_light_known']:.3f}"
-                )
+                rate = b.get("detected", b.get("detected_light_unknown"))
+                print(f"  {b['visibility']:>12}  n={b['n']:4d}  detected {rate:.3f}")
         else:
             print(f"{k}: {v}")
 
