@@ -14,14 +14,17 @@ answering (packets dropped, a server frozen) costs the caller seconds, never a h
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
+import math
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -219,7 +222,7 @@ class Store:
         limit = self.call_timeout_s if timeout_s is None else timeout_s
         fired = threading.Event()
         conn: Connection | None = None
-        timer: threading.Timer | None = None
+        watch: int | None = None
         try:
             try:
                 try:
@@ -233,12 +236,12 @@ class Store:
                     _sqlite_busy_timeout(conn, min(limit, self.busy_timeout_s))
                     if write:
                         conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-                timer = threading.Timer(limit, _sever, (conn, fired))
-                timer.daemon = True
-                timer.start()
+                watch = _WATCHDOG.watch(limit, conn, fired)
                 with conn.begin():
                     yield conn
             finally:
+                if watch is not None:  # from here on fired says whether it was cut
+                    _WATCHDOG.cancel(watch)
                 if conn is not None:
                     if fired.is_set():
                         conn.invalidate()
@@ -252,9 +255,6 @@ class Store:
                     "the database or the network to it has stopped answering"
                 ) from exc
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
 
     # -------------------------------------------------------------- schema
 
@@ -597,9 +597,11 @@ class Store:
             evidence: list[tuple[Any, ...]] = []
             views: list[tuple[Any, ...]] = []
             add_ins, add_step, add_defect, add_crop = ins.append, steps.append, defects.append, crops.append
-            add_rollup = rollup.add_many
+            caps: list[datetime] = []
+            add_cap = caps.append
+            text = _DatetimeText()
             k = 0
-            for iid, r, f1, p1 in zip(iids, new, first, passed, strict=True):
+            for iid, r, f1 in zip(iids, new, first, strict=True):
                 for s in r.steps:
                     add_step(
                         (
@@ -653,12 +655,12 @@ class Store:
                     decided = naive_utc(decided)
                 lat = r.latency_ms
                 station_id = r.station_id
-                add_rollup(station_id, captured, r.verdict, lat, f1, p1)  # type: ignore[arg-type]
+                add_cap(captured)
                 captured_db: Any
                 decided_db: Any
                 if sqlite:  # SQLAlchemy's SQLite DATETIME storage form (always with microseconds)
-                    captured_db = captured.isoformat(" ", "microseconds")
-                    decided_db = decided.isoformat(" ", "microseconds")
+                    captured_db = text(captured)
+                    decided_db = text(decided)
                 else:
                     captured_db, decided_db = captured, decided
                 if r.views:  # issue 14: a multi-view part's views (inspection_views, migration 0013)
@@ -706,7 +708,7 @@ class Store:
                         r.recipe_hash,
                     )
                 )
-            rollup.flush()
+            rollup.add_batch(new, caps, first, passed)
             _insert_rows(conn, _INSPECTION_COLUMNS, ins)
             _insert_rows(conn, _STEP_COLUMNS, steps)
             _insert_rows(conn, _DEFECT_COLUMNS, defects)
@@ -768,6 +770,30 @@ def _same(value: Any) -> Any:
 def _sqlite_datetime(value: datetime) -> str:
     # SQLAlchemy's SQLite DATETIME storage format (always with microseconds), for naive UTC times.
     return value.isoformat(" ", "microseconds")
+
+
+_MINUTE = timedelta(minutes=1)
+_ZERO = timedelta(0)
+
+
+class _DatetimeText:
+    """:func:`_sqlite_datetime` for a batch's times, which mostly share their minute: the minute's
+    text made once, seconds and microseconds added (half of ``isoformat``'s cost, which was a
+    sixth of building the rows). The same text (tests/core/test_store_bulk.py)."""
+
+    __slots__ = ("base", "prefix")
+
+    def __init__(self) -> None:
+        self.base = datetime.min
+        self.prefix = ""
+
+    def __call__(self, t: datetime) -> str:
+        d = t - self.base
+        if not (_ZERO <= d < _MINUTE and self.prefix):
+            self.base = t.replace(second=0, microsecond=0)
+            self.prefix = self.base.isoformat(" ", "minutes") + ":"
+            d = t - self.base
+        return self.prefix + "%02d.%06d" % (d.seconds, d.microseconds)  # noqa: UP031 - fastest here
 
 
 def _encoder() -> Callable[[Any, int], list[str]] | None:
@@ -884,6 +910,58 @@ def _pg_connect_args(driver: str, connect_timeout_s: float, statement_timeout_s:
     }
 
 
+class _Watchdog:
+    """One thread, for the whole process, that cuts each transaction whose time is up
+    (:meth:`Store.transaction`); a ``threading.Timer`` per transaction started a thread per call."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # the child has no such thread, maybe a held lock
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[int, tuple[float, Connection, threading.Event]] = {}
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._wake = math.inf
+
+    def watch(self, limit: float, conn: Connection, fired: threading.Event) -> int:
+        """Cut ``conn`` (and set ``fired``) ``limit`` seconds from now unless :meth:`cancel` comes first."""
+        deadline = time.monotonic() + limit
+        with self._cond:
+            token = next(self._tokens)
+            self._due[token] = (deadline, conn, fired)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="inspector-store-watchdog", daemon=True)
+                self._thread.start()
+            elif deadline < self._wake:
+                self._cond.notify()
+        return token
+
+    def cancel(self, token: int) -> None:
+        """Stop watching; once this returns, the transaction's ``fired`` is set if and only if it was cut."""
+        with self._cond:
+            self._due.pop(token, None)
+
+    def _run(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                now = time.monotonic()
+                cut = []
+                for token, (deadline, conn, fired) in list(self._due.items()):
+                    if deadline <= now:
+                        del self._due[token]
+                        fired.set()  # under the lock: cancel() returns after it or the entry is gone
+                        cut.append((conn, fired))
+                if not cut:
+                    self._wake = min((d for d, _, _ in self._due.values()), default=math.inf)
+                    cond.wait(None if self._wake == math.inf else self._wake - now)
+                    continue
+            for conn, fired in cut:  # outside the lock: other transactions come and go meanwhile
+                _sever(conn, fired)
+
+
 def _sever(conn: Connection, fired: threading.Event) -> None:
     """Cut a connection whose time is up, from the watchdog's thread: the call blocked on it
     raises at once."""
@@ -908,6 +986,9 @@ def _sever(conn: Connection, fired: threading.Event) -> None:
             s.shutdown(socket.SHUT_RDWR)
         finally:
             s.close()
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _sqlite_busy_timeout(conn: Connection, seconds: float) -> None:

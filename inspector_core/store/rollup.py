@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, Integer, String, Table, bindparam, case, column, select, text
+from sqlalchemy import ARRAY, Connection, Integer, String, Table, bindparam, case, text
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
@@ -29,7 +29,6 @@ bucket's geometric middle, within ``sqrt(1.05) - 1 = 2.47%`` of the exact value.
 LATENCY_FLOOR_MS = 0.01
 _LOG_RATIO = math.log(LATENCY_RATIO)
 _HOUR = timedelta(hours=1)
-_JSON_EACH = text("SELECT value FROM json_each(:pids)").columns(column("value", String))
 _PG_PROBE = (
     text(
         "SELECT i.id, i.part_id, i.captured_at, i.verdict FROM unnest(CAST(:pids AS VARCHAR[])) AS p(part_id) "
@@ -38,6 +37,16 @@ _PG_PROBE = (
     .bindparams(bindparam("pids", type_=ARRAY(String)), bindparam("sid", type_=Integer))
     .columns(schema.Inspection.id, schema.Inspection.part_id, schema.Inspection.captured_at, schema.Inspection.verdict)
 )
+_SQLITE_PROBE = (
+    text(
+        "SELECT id, part_id, captured_at, verdict FROM inspections "
+        "WHERE station_id = :sid AND part_id IN (SELECT value FROM json_each(:pids))"
+    )
+    .bindparams(bindparam("pids", type_=String), bindparam("sid", type_=Integer))
+    .columns(schema.Inspection.id, schema.Inspection.part_id, schema.Inspection.captured_at, schema.Inspection.verdict)
+)
+"""Built once (building a ``select`` per batch cost more than running it); the same statement the ORM
+made: each part id searched in ix_inspections_station_part."""
 _floor, _log = math.floor, math.log
 _HOUR_COLS = ("parts", "first_parts", "first_passed", "latency_count", "latency_sum")
 
@@ -121,6 +130,41 @@ class HourRollup:
         g[2] += first_passed
         if latency_ms is not None:
             g[3].append(latency_ms)
+
+    def add_batch(
+        self,
+        records: Sequence[InspectionRecord],
+        captured: Sequence[datetime],
+        first: Sequence[bool],
+        first_passed: Sequence[bool],
+    ) -> None:
+        """As :meth:`add_many` for each record in turn (``captured``: each one's naive UTC capture
+        time), in one loop: a batch's records mostly share their station and hour, so only the
+        verdict picks a row. The result is exactly :meth:`add`'s, record by record."""
+        pending = self._pending
+        sid: Any = None
+        lo = hi = hour = None
+        rows: dict[str, list[Any]] = {}
+        for r, t, f1, p1 in zip(records, captured, first, first_passed, strict=True):
+            s = r.station_id
+            if s != sid or not (lo <= t < hi):  # type: ignore[operator]
+                hour = hour_of(t)
+                lo, hi, sid = hour, hour + _HOUR, s
+                rows = {}
+            v = r.verdict
+            g = rows.get(v)
+            if g is None:
+                key = (s, hour, v)
+                g = pending.get(key)  # type: ignore[arg-type]
+                if g is None:
+                    g = pending[key] = [0, 0, 0, []]  # type: ignore[index]
+                rows[v] = g
+            g[0] += 1
+            g[1] += f1
+            g[2] += p1
+            lat = r.latency_ms
+            if lat is not None:
+                g[3].append(lat)
 
     def flush(self) -> None:
         """Fold what :meth:`add_many` gathered into the rows (in the order it was added: the same
@@ -236,68 +280,103 @@ def _first_of_part(
     and adds to ``rollup`` the changes to stored rows' first-part counts. Returns the two
     flags per record and the ids of stored inspections that stop being first (a record
     captured before them arrived late)."""
-    I = schema.Inspection
+    n = len(new)
+    pids = [r.part_id for r in new]
+    sids = {r.station_id for r in new}
+    assert None not in sids, "the writer resolves the station before the roll-up"
+    if len(sids) == 1:
+        # The writer's usual batch: one station, each part id once. Every record is first unless
+        # the probe finds its part id stored; only those go through the general rule below.
+        (sid,) = sids
+        index = dict(zip(pids, range(n), strict=True))
+        if len(index) == n:
+            stored = _probe(conn, sid, pids)  # type: ignore[arg-type]
+            first = [True] * n
+            passed = [r.verdict == "PASS" for r in new]
+            demoted: list[int] = []
+            for (s, pid), old in stored.items():
+                i = index[pid]
+                first[i] = passed[i] = False
+                _settle((s, pid), [i], old, new, first, passed, demoted, rollup)
+            return first, passed, demoted
     by_key: dict[tuple[int, str], list[int]] = defaultdict(list)
     for i, r in enumerate(new):
-        assert r.station_id is not None, "the writer resolves the station before the roll-up"
-        by_key[(r.station_id, r.part_id)].append(i)
+        by_key[(r.station_id, r.part_id)].append(i)  # type: ignore[index]
     per_station: dict[int, list[str]] = defaultdict(list)
     for sid, pid in by_key:
         per_station[sid].append(pid)
+    stored = {}
+    for sid, spids in per_station.items():
+        stored.update(_probe(conn, sid, spids))
+    first = [False] * n
+    passed = [False] * n
+    demoted = []
+    for key, idxs in by_key.items():
+        _settle(key, idxs, stored.get(key), new, first, passed, demoted, rollup)
+    return first, passed, demoted
+
+
+def _probe(conn: Connection, sid: int, pids: list[str]) -> dict[tuple[int, str], list[Any]]:
+    """The stored inspections (id, part_id, captured_at, verdict) of station ``sid`` with any of
+    ``pids``, by (station, part id)."""
     stored: dict[tuple[int, str], list[Any]] = defaultdict(list)
     postgres = conn.dialect.name == "postgresql"
-    for sid, pids in per_station.items():
-        for k in range(0, len(pids), 500):
-            chunk = pids[k : k + 500]
-            # One parameter, not 500 placeholders to expand and convert. SQLite: a JSON list read by
-            # json_each, each part id searched in ix_inspections_station_part. PostgreSQL: an array
-            # joined through unnest, not "part_id = ANY(array)": once psycopg prepares the statement
-            # (its fifth run) the server plans it generically, and with a new table's statistics that
-            # plan scanned all the station's rows comparing each with all 500 ids (160-200 ms per
-            # batch at 10,000 rows, growing with the table); the join is hashed then, and an index
-            # nested loop once the table is analyzed.
-            if postgres:
-                rows = conn.execute(_PG_PROBE, {"pids": chunk, "sid": sid})
-            else:
-                rows = conn.execute(
-                    select(I.id, I.part_id, I.captured_at, I.verdict).where(
-                        I.station_id == sid, I.part_id.in_(_JSON_EACH.bindparams(pids=json.dumps(chunk)))
-                    )
-                )
-            for row in rows:
-                stored[(sid, row.part_id)].append(row)
-    first = [False] * len(new)
-    passed = [False] * len(new)
-    demoted: list[int] = []
-    for key, idxs in by_key.items():
-        old = stored.get(key)
-        if old is None:
-            if len(idxs) == 1:  # the usual case: a part id new to the station, once in the batch
-                i = idxs[0]
-                first[i] = True
-                passed[i] = new[i].verdict == "PASS"
-                continue
-            old = []
-        # Order: captured_at, then id (stored rows before this batch's, which get larger ids).
-        items: list[tuple[tuple[Any, int, Any], Any, Any, int | None]] = [
-            ((r.captured_at, 0, r.id), r.captured_at, r.verdict, None) for r in old
-        ]
-        items += [
-            ((naive_utc(new[i].captured_at), 1, i), naive_utc(new[i].captured_at), new[i].verdict, i) for i in idxs
-        ]
-        head = min(items, key=lambda x: x[0])
-        n_after = len(items)
-        if old:
-            was = min(items[: len(old)], key=lambda x: x[0])
-            was_passed = len(old) == 1 and was[2] == "PASS"
-            if head is was:
-                if was_passed:  # inspected again: no longer first-pass
-                    rollup.adjust(key[0], was[1], was[2], 0, -1)
-                continue
-            rollup.adjust(key[0], was[1], was[2], -1, -int(was_passed))
-            demoted.append(old[items.index(was)].id)
-        at = head[3]
-        assert at is not None  # a stored row that stays first was handled above
-        first[at] = True
-        passed[at] = n_after == 1 and head[2] == "PASS"
-    return first, passed, demoted
+    step = 500 if postgres else 5000
+    for k in range(0, len(pids), step):
+        chunk = pids[k : k + step]
+        # One parameter, not 500 placeholders to expand and convert. SQLite: a JSON list read by
+        # json_each, each part id searched in ix_inspections_station_part. PostgreSQL: an array
+        # joined through unnest, not "part_id = ANY(array)": once psycopg prepares the statement
+        # (its fifth run) the server plans it generically, and with a new table's statistics that
+        # plan scanned all the station's rows comparing each with all 500 ids (160-200 ms per
+        # batch at 10,000 rows, growing with the table); the join is hashed then, and an index
+        # nested loop once the table is analyzed.
+        if postgres:
+            rows = conn.execute(_PG_PROBE, {"pids": chunk, "sid": sid})
+        else:
+            rows = conn.execute(_SQLITE_PROBE, {"pids": json.dumps(chunk), "sid": sid})
+        for row in rows:
+            stored[(sid, row.part_id)].append(row)
+    return stored
+
+
+def _settle(
+    key: tuple[int, str],
+    idxs: list[int],
+    old: list[Any] | None,
+    new: Sequence[InspectionRecord],
+    first: list[bool],
+    passed: list[bool],
+    demoted: list[int],
+    rollup: HourRollup,
+) -> None:
+    """The first-of-part rule for one (station, part id): the batch's records ``idxs`` of it and
+    the stored inspections ``old``; sets ``first``/``passed`` of the record that is first (if any),
+    adjusts ``rollup`` for stored rows that stop being first or first-pass, adds to ``demoted``."""
+    if old is None:
+        if len(idxs) == 1:  # the usual case: a part id new to the station, once in the batch
+            i = idxs[0]
+            first[i] = True
+            passed[i] = new[i].verdict == "PASS"
+            return
+        old = []
+    # Order: captured_at, then id (stored rows before this batch's, which get larger ids).
+    items: list[tuple[tuple[Any, int, Any], Any, Any, int | None]] = [
+        ((r.captured_at, 0, r.id), r.captured_at, r.verdict, None) for r in old
+    ]
+    items += [((naive_utc(new[i].captured_at), 1, i), naive_utc(new[i].captured_at), new[i].verdict, i) for i in idxs]
+    head = min(items, key=lambda x: x[0])
+    n_after = len(items)
+    if old:
+        was = min(items[: len(old)], key=lambda x: x[0])
+        was_passed = len(old) == 1 and was[2] == "PASS"
+        if head is was:
+            if was_passed:  # inspected again: no longer first-pass
+                rollup.adjust(key[0], was[1], was[2], 0, -1)
+            return
+        rollup.adjust(key[0], was[1], was[2], -1, -int(was_passed))
+        demoted.append(old[items.index(was)].id)
+    at = head[3]
+    assert at is not None  # a stored row that stays first was handled above
+    first[at] = True
+    passed[at] = n_after == 1 and head[2] == "PASS"
