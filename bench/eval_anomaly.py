@@ -43,7 +43,7 @@ def main() -> int:
     ap.add_argument("--resize", default="letterbox")
     ap.add_argument("--scale", type=float, default=1.0, help="tiles: model px per image px")
     ap.add_argument("--overlap", type=int, default=32, help="tiles: overlap, model px")
-    ap.add_argument("--memory-bank", type=int, default=16384)
+    ap.add_argument("--memory-bank", type=int, default=8192, help="PatchCore bank (the default of TrainSettings)")
     ap.add_argument("--photometric", default="flatfield", choices=["none", "meanstd", "clahe", "flatfield"])
     ap.add_argument("--image-score", default="top_mean", choices=["max", "top_mean"])
     ap.add_argument("--layers", default=None, help="comma-separated backbone layers (default: per model)")
