@@ -29,9 +29,10 @@ import eval_dent  # noqa: E402
 DEMO_ROI = {"x": 192, "y": 164, "width": 640, "height": 440}  # the plate of a 1024x768 demo part
 
 # Floors: measured figures in docs/detectors/dent.md, minus a margin.
-RENDERED_DETECTION_FLOOR = 0.82  # measured 0.924 at visibility >= 6 (600 dents; 240 here)
-GOOD_FALSE_ALARMS_CEILING = 0.04  # measured 0.029 per real good image (15 on 511)
-CAR_AUROC_FLOOR = 0.58  # measured 0.647 (goal 0.80 missed, see the doc)
+RENDERED_DETECTION_FLOOR = 0.70  # first renderer, visibility >= 3, seed 4 (measured 0.784 on 600; 240 here)
+INDEPENDENT_DETECTION_FLOOR = 0.68  # bench/dent_renders.py report split, V >= 3 (about 40 of 150 here)
+GOOD_FALSE_ALARMS_CEILING = 0.05  # the goal; report half with the part's ROI (issue 11)
+CAR_AUROC_FLOOR = 0.62  # all 219 photos
 
 
 def make(**cfg) -> DentDetector:
@@ -109,6 +110,27 @@ def test_edges_lines_holes_and_blank_panels_are_not_dents():
     assert hits(det.inspect(View(blank.image, "b"))) == []
 
 
+def test_mounting_holes_of_the_plates_are_not_dents_without_a_roi():
+    # The whole demo frame: four holes (dark discs with a step edge) beside the plate's edges.
+    # A light-dark pair there is a step, not a ramp: the edge test refuses it.
+    r = eval_dent.eval_plates(8)
+    assert r["plates_without_roi_best_score_on_a_hole"] < 0.5, r
+
+
+def test_a_step_is_refused_where_a_ramp_of_the_same_contrast_is_a_dent():
+    # The same bright-dark pair, once as smooth walls (a dent's shading) and once with a step.
+    yy, xx = np.mgrid[0:240, 0:320].astype(np.float32)
+    u = (xx - 160) / 20.0
+    ramp = 140 + 30 * u * np.exp(-0.5 * u * u) * np.exp(-0.5 * ((yy - 120) / 20.0) ** 2)
+    step = np.where(np.abs(ramp - 140) > 6, 140 + 24 * np.sign(ramp - 140), 140).astype(np.float32)
+    noise = np.random.default_rng(1).normal(0, 1.5, ramp.shape)
+    det = make()
+    smooth = hits(det.inspect(View(np.clip(ramp + noise, 0, 255).astype(np.uint8), "r")))
+    sharp = det.inspect(View(np.clip(cv2.GaussianBlur(step, (0, 0), 0.7) + noise, 0, 255).astype(np.uint8), "s"))
+    assert smooth and smooth[0].measurements["edge_sharpness"] < 2.0, [f.measurements for f in smooth]
+    assert hits(sharp) == [], [(f.score, f.measurements) for f in sharp]
+
+
 def test_gray_and_colour_views_give_the_same_findings():
     s = panel()
     det = make()
@@ -155,9 +177,29 @@ needs_data = pytest.mark.usefixtures("data_dir")  # skips locally without the da
 @pytest.mark.data
 @needs_data
 def test_real_good_surfaces_raise_few_false_alarms():
-    r = eval_dent.eval_good()
-    assert r["good_images"] == 511
+    # The half nobody tuned on (odd-numbered files), each inside the part's own ROI.
+    r = eval_dent.eval_good("report")
+    assert r["good_images"] == 258
     assert r["false_alarms_per_good_image"] <= GOOD_FALSE_ALARMS_CEILING, r
+
+
+@pytest.mark.data
+@needs_data
+def test_independent_renders_of_the_report_split_are_found():
+    # bench/dent_renders.py: other profiles (caps, Gaussians, creases, ellipses), an extended
+    # light, GGX gloss, real textures of the split nobody tuned on, shot noise, blur, JPEG.
+    r = eval_dent.eval_independent("report", 150, 20)
+    assert r["indep_report_n_at_or_above_3"] >= 25, r
+    assert r["indep_report_detection_at_3"] >= INDEPENDENT_DETECTION_FLOOR, r
+
+
+def test_a_long_narrow_dent_is_found():
+    # A crease-like dent (aspect 0.15: 90 px long, 13 px wide) fails a compact test.
+    s = panel(diameter_px=90.0, depth_px=1.5, aspect=0.15, angle_deg=30.0, light_azimuth_deg=120.0)
+    found = hits(make().inspect(View(s.image, "c")))
+    assert any(
+        math.hypot(f.box[0] + f.box[2] / 2 - s.center[0], f.box[1] + f.box[3] / 2 - s.center[1]) < 45 for f in found
+    ), [f.message for f in found]
 
 
 @pytest.mark.data
