@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
@@ -625,6 +625,18 @@ class Sink:
 
     def send(self, report: Report) -> None:
         raise NotImplementedError
+
+    def send_many(self, reports: Sequence[Report]) -> None:
+        """Deliver several committed reports at once, in commit order: for a sink that makes them
+        durable together (the file sink: one fsync for all). Optional; the host calls it, with the
+        reports waiting for the sink (up to the delivery batch), only where a sink's class defines
+        it at or below the class that defines its ``send`` (a subclass that changes ``send`` alone
+        keeps ``send``). Same promise as ``send`` for every report: return only once the receiver
+        has them all, raise otherwise; the host then sends the whole group again (at least once:
+        a receiver may get the reports before the failing one twice). The default sends them one
+        by one."""
+        for report in reports:
+            self.send(report)
 
     def send_alarm(self, alarm: Alarm) -> None:
         """Deliver one SPC alarm (``inspector measurements --alarm``): a control-chart rule

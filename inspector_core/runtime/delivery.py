@@ -5,7 +5,8 @@ Each sink gets its own worker thread and its own cursor in the store (``sink_cur
 its cursor, in commit order, sends each report to its sink, and advances the cursor once the
 sink accepted them. So:
 
-- **at least once**: a report counts as delivered only after ``Sink.send`` returned; a kill
+- **at least once**: a report counts as delivered only after ``Sink.send`` returned (or
+  ``Sink.send_many`` for a group, see :func:`groups`); a kill
   (even ``kill -9``) between a send and the cursor's update sends it again on the next start.
   Receivers deduplicate by ``Report.inspection_uid`` (the webhook sink sends it as the
   ``Idempotency-Key`` header too);
@@ -76,6 +77,16 @@ POLICY = DeliveryPolicy()
 FINAL_CALL_S = 2.0
 """After the drain, how long each sink's last cursor write and backlog count may take (a store
 that stops answering at shutdown must not hold it up for the store's whole call timeout)."""
+
+
+def groups(sink: Sink) -> bool:
+    """Whether the host hands ``sink`` the reports waiting for it in one ``send_many`` call: only
+    where its class defines ``send_many`` at or below the class that defines its ``send`` (a
+    subclass that changes ``send`` alone, as a test's slow file sink does, keeps ``send``)."""
+    mro = type(sink).__mro__
+    many = next(c for c in mro if "send_many" in vars(c))
+    one = next((c for c in mro if "send" in vars(c)), Sink)
+    return many is not Sink and issubclass(many, one)
 
 
 def sink_keys(specs: Sequence[SinkSpec]) -> list[str]:
@@ -245,6 +256,8 @@ class _SinkWorker:
         self.delivered = 0
         self.failures = 0
         self.last_error: str | None = None
+        self.grouped = groups(sink)
+        """The reports of a batch go to ``send_many`` together (one fsync for the file sink)."""
         self.wake = threading.Event()
         self.draining = threading.Event()
         self.abandon = threading.Event()
@@ -309,9 +322,17 @@ class _SinkWorker:
         return batch
 
     def _deliver(self, batch: list[Pending]) -> None:
+        if self.grouped:
+            # The whole batch (what waits for the sink, up to policy.batch) in one call; every report of
+            # it counts as delivered only once that call returned (the file sink: after its one fsync).
+            if not self.abandon.is_set() and self._send([p.report for p in batch]):
+                self.cursor = batch[-1].inspection_id
+                self.delivered += len(batch)
+            self._save()
+            return
         for p in batch:
             # Abandoned after the drain: no new send (tenacity's stop is asked only after a failure).
-            if self.abandon.is_set() or not self._send(p.report):
+            if self.abandon.is_set() or not self._send([p.report]):
                 break
             self.cursor = p.inspection_id
             self.delivered += 1
@@ -319,9 +340,10 @@ class _SinkWorker:
                 self._save()
         self._save()
 
-    def _send(self, report: Report) -> bool:
-        """Send until the sink accepts (True) or the worker is abandoned at shutdown (False)."""
-        self._sending = (time.monotonic(), report)
+    def _send(self, reports: list[Report]) -> bool:
+        """Send until the sink accepts (True) or the worker is abandoned at shutdown (False): one
+        report with ``send``, or a group with ``send_many`` (retried whole)."""
+        self._sending = (time.monotonic(), reports[0])
         try:
             for attempt in tenacity.Retrying(
                 wait=tenacity.wait_exponential(multiplier=self.policy.first_wait_s, max=self.policy.max_wait_s),
@@ -332,7 +354,10 @@ class _SinkWorker:
                 reraise=True,
             ):
                 with attempt:
-                    self.sink.send(report)
+                    if self.grouped:
+                        self.sink.send_many(reports)
+                    else:
+                        self.sink.send(reports[0])
         except Exception as exc:  # noqa: BLE001 - only when abandoned: the report stays in the backlog
             self.last_error = f"{type(exc).__name__}: {exc}"
             return False

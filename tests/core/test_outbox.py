@@ -593,3 +593,135 @@ def test_a_second_interrupt_cuts_the_drain_short_and_records_the_backlog(tmp_pat
     assert len(events) == 1, err
     msg = events[0][1]
     assert "sink webhook:" in msg and "verdicts not yet delivered" in msg and "ConnectError" in msg
+
+
+def _committed(store: Store, sid: int, rid: int, count: int) -> list[str]:
+    now = datetime.now(UTC)
+    uids = [f"{i:032x}" for i in range(count)]
+    store.write(
+        [
+            InspectionRecord(
+                uid=uid,
+                station_id=sid,
+                run_id=rid,
+                seq=i,
+                part_id=f"p{i}",
+                captured_at=now,
+                decided_at=now,
+                verdict="PASS",
+                latency_ms=1.0,
+            )
+            for i, uid in enumerate(uids)
+        ]
+    )
+    return uids
+
+
+def _file_delivery(tmp_path: Path, store: Store, rid: int, events: list[tuple[str, str]]):
+    from inspector_sinks import FileConfig, FileSink
+
+    sink = FileSink(FileConfig(path="out.jsonl"), station_dir=tmp_path)
+    assert delivery.groups(sink)
+    return delivery.Delivery(
+        [("file", sink)], Outbox(store, "grouped"), on_event=lambda k, m: events.append((k, m)), run_id=lambda: rid
+    )
+
+
+def _cursor(db: Path) -> int:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT inspection_id FROM sink_cursors").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_the_file_sink_makes_the_waiting_verdicts_durable_with_one_fsync_before_any_counts_as_delivered(
+    tmp_path, quick_retries, monkeypatch
+):
+    db = tmp_path / "x.db"
+    store = Store(f"sqlite:///{db}")
+    sid, rid = store.begin_run(
+        "grouped", hostname="h", software_version="0", plugins={}, config_yaml="", config_hash="0", models={}
+    )
+    outbox = Outbox(store, "grouped")
+    assert outbox.open(["file"], run_id=rid) == ({"file": Cursor(0)}, {})
+    uids = _committed(store, sid, rid, 30)  # all waiting when the worker first reads
+    out = tmp_path / "out.jsonl"
+    real_fsync = os.fsync
+    at_fsync: list[tuple[int, int]] = []  # (lines in the file, the cursor in the store) at each fsync
+
+    def fsync(fd: int) -> None:
+        at_fsync.append((out.read_text().count("\n"), _cursor(db)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    events: list[tuple[str, str]] = []
+    d = _file_delivery(tmp_path, store, rid, events)
+    d.start()
+    assert d.close() == {"file": 0} and not events
+    assert at_fsync == [(30, 0)], "one fsync for the 30 waiting verdicts, before the cursor moved"
+    assert [_strict(x)["inspection_uid"] for x in out.read_text().splitlines()] == uids
+    assert _cursor(db) == max(p.inspection_id for p in outbox.pending(0, 100))
+    store.close()
+
+
+def test_a_group_whose_fsync_fails_is_sent_again_whole_and_the_file_has_each_line_once(
+    tmp_path, quick_retries, monkeypatch
+):
+    db = tmp_path / "x.db"
+    store = Store(f"sqlite:///{db}")
+    sid, rid = store.begin_run(
+        "grouped", hostname="h", software_version="0", plugins={}, config_yaml="", config_hash="0", models={}
+    )
+    assert Outbox(store, "grouped").open(["file"], run_id=rid) is not None
+    uids = _committed(store, sid, rid, 12)
+    real_fsync = os.fsync
+    failed: list[int] = []
+
+    def fsync(fd: int) -> None:
+        if not failed:
+            failed.append(_cursor(db))
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    events: list[tuple[str, str]] = []
+    d = _file_delivery(tmp_path, store, rid, events)
+    d.start()
+    assert d.close() == {"file": 0} and not events  # one failure: retried, below failing_after
+    assert failed == [0]
+    assert [_strict(x)["inspection_uid"] for x in (tmp_path / "out.jsonl").read_text().splitlines()] == uids
+    store.close()
+
+
+def test_the_file_sink_drops_a_line_cut_short_by_a_crash_when_it_opens(tmp_path):
+    from inspector_sinks import FileConfig, FileSink
+
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"inspection_uid": "a"}\n{"inspection_uid": "b"}\n{"inspection_uid": "c", "ver')
+    sink = FileSink(FileConfig(path="out.jsonl"), station_dir=tmp_path)
+    sink.send(Report("s", 1, "d" * 32, "p", "PASS", datetime.now(UTC), 1.0, None, ()))
+    sink.close()
+    assert [_strict(x)["inspection_uid"] for x in out.read_text().splitlines()] == ["a", "b", "d" * 32]
+    out.write_text('{"inspection_uid": "cut')  # nothing but a cut line
+    FileSink(FileConfig(path="out.jsonl"), station_dir=tmp_path).close()
+    assert out.read_bytes() == b""
+
+
+def test_a_sink_changing_send_alone_keeps_send_and_the_base_sends_one_by_one():
+    from inspector_sinks import FileSink
+
+    class SlowFile(FileSink):
+        name = "slowfile"
+
+        def send(self, report: Report) -> None:
+            super().send(report)
+
+    class Grouping(SlowFile):
+        def send_many(self, reports) -> None:
+            super().send_many(reports)
+
+    sinks = [Flaky, SlowFile, Grouping, FileSink]
+    assert [delivery.groups(object.__new__(c)) for c in sinks] == [False, False, True, True]
