@@ -1,6 +1,8 @@
-"""Time the review loop (issue 15) on a month of history, on SQLite and on PostgreSQL: the queue a
-reviewer's page asks for (failed findings newest first with near-threshold PASS parts, and the
-counts), precision / recall per station for the month (``review_stats``), and appending one review.
+"""Time the review loop (issue 15) on a month of history, on SQLite and on PostgreSQL, the two
+alternating: the queue's first page a reviewer's page asks for (failed findings newest first with
+near-threshold PASS parts), the tiles above it (``review.counts``: what is left, the current labels,
+the reviews in the log), precision / recall per station for the month (``review_stats``), then
+appending one review.
 
 The store is filled fast with plain rows (executemany on SQLite, COPY on PostgreSQL, through the
 real migrations: :func:`bench.history_queries.fill_sqlite` / ``fill_pg``): 1,000,000 inspections
@@ -9,16 +11,24 @@ below-rule candidate findings on 8 % of PASS parts. Then ``--reviews`` reviews (
 are inserted as plain rows: 90 % on failed findings picked at random over the month (4 in 5
 confirmed, 1 in 5 false alarm), 10 % on PASS parts with a candidate finding (9 in 10 confirmed
 PASS, 1 in 10 a missed defect). Goals (issue 15): queue first page < 100 ms, precision / recall per
-station for a month < 1 s. Each figure: the first (cold) call and the p50 of ``--repeat``, with the
-load average and n beside it.
+station for a month < 1 s; the tiles < 100 ms (a QA engineer waits for them).
+
+Each figure: p50 and p99 (nearest rank) of the wall time and of this process's CPU time
+(``time.process_time``: SQLite works inside it, PostgreSQL's server does not) over ``--repeat``
+rounds (default 100); each round makes every call on one database, then on the other, so both
+see the same load; the load average (1 minute) is sampled each round and printed as its range.
+The first (cold) call of each is printed apart. Then, once per database: the fast figures against
+the straightforward ones (``counts_reference``, ``review_stats_reference``), appends, and again.
 
     python bench/review_queue.py                       # both databases, 1,000,000 inspections
     python bench/review_queue.py --rows 200000 --reviews 10000 --only sqlite
+    python bench/review_queue.py --sqlite-path /tmp/r.db --pg-db review_bench   # kept, reused
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -103,91 +113,112 @@ def add_reviews(url: str, n: int, seed: int = 2) -> int:
                 conn.execute(insert(Review), rows[k : k + 5000])
             # Plain rows bypass add_review, which keeps the roll-up: built in bulk, as migration 0014 does.
             t = time.perf_counter()
-            review_outcomes.refresh(conn, None)
+            review_outcomes.refresh_all(conn, None)
             print(f"  review_outcomes built for {len(rows)} reviews in {time.perf_counter() - t:.1f} s; {load()}")
         return len(rows)
     finally:
         store.close()
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, float, float, Any]:
-    """(first call ms, p50 and p99 (nearest rank) of the next ``repeat`` ms, p50 of their CPU ms in
-    this process (``time.process_time``: the figure that holds under load; a database server's
-    own CPU is not in it), last result)."""
-    t = time.perf_counter()
-    out = fn()
-    first = (time.perf_counter() - t) * 1000
-    times, cpu = [], []
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        out = fn()
-        times.append((time.perf_counter() - t) * 1000)
-        cpu.append((time.process_time() - c) * 1000)
-    times.sort()
-    p99 = times[min(len(times) - 1, max(0, -(-99 * len(times) // 100) - 1))]
-    return first, statistics.median(times), p99, statistics.median(cpu), out
-
-
 def load() -> str:
     return f"load {os.getloadavg()[0]:.1f}"
 
 
-def bench(url: str, label: str, repeat: int, appends: int) -> None:
-    store = review.open_writer(url)
-    month = END - timedelta(days=DAYS)
-    try:
-        ann = accounts.add_user(store, f"bench-{uuid.uuid4().hex[:6]}", "reviewer", "bench-password")
+def p99(values: list[float]) -> float:
+    """The 99th percentile by nearest rank."""
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, -(-99 * len(v) // 100) - 1))]
 
-        def show(what: str, fn: Callable[[], Any], n: int, extra: Callable[[Any], str] = lambda _: "") -> Any:
-            first, p50, p99, cpu, out = timed(fn, n)
+
+class Target:
+    """One database under test: its store, a reviewer, and the calls timed on it."""
+
+    def __init__(self, label: str, url: str) -> None:
+        self.label = label
+        self.store = review.open_writer(url)
+        self.user = accounts.add_user(self.store, f"bench-{uuid.uuid4().hex[:6]}", "reviewer", "bench-password")
+        month = END - timedelta(days=DAYS)
+        e = self.store.engine
+        self.calls: dict[str, Callable[[], Any]] = {
+            "queue first page (40)": lambda: review.queue(e, since=month, limit=40),
+            "tiles (review.counts)": lambda: review.counts(e, since=month),
+            "precision/recall per station, month": lambda: review.review_stats(e, since=month),
+        }
+        self.wall: dict[str, list[float]] = {k: [] for k in self.calls}
+        self.cpu: dict[str, list[float]] = {k: [] for k in self.calls}
+        self.first: dict[str, float] = {}
+
+    def once(self, what: str) -> Any:
+        t, c = time.perf_counter(), time.process_time()
+        out = self.calls[what]()
+        wall, cpu = (time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000
+        if what not in self.first:
+            self.first[what] = wall  # the first (cold) call, not in the percentiles
+        else:
+            self.wall[what].append(wall)
+            self.cpu[what].append(cpu)
+        return out
+
+
+def bench(targets: list[Target], repeat: int, appends: int) -> None:
+    """``repeat`` rounds; in each, every call on every database, the databases alternating (so that
+    both see the same load), then the figures per database and call."""
+    loads: list[float] = []
+    for t in targets:  # the first calls (cold caches), then the rounds
+        for what in t.calls:
+            t.once(what)
+    for _ in range(repeat):
+        for t in targets:
+            for what in t.calls:
+                t.once(what)
+        loads.append(os.getloadavg()[0])
+    span = f"load {min(loads):.1f}-{max(loads):.1f} (1-min average, sampled each round)"
+    for t in targets:
+        for what in t.calls:
+            w, c = t.wall[what], t.cpu[what]
             print(
-                f"{label}: {what}: first {first:.1f} ms, p50 {p50:.1f} ms, p99 {p99:.1f} ms, client CPU p50 "
-                f"{cpu:.1f} ms (n={n}){extra(out)}; {load()}",
+                f"{t.label}: {what}: wall p50 {statistics.median(w):.1f} ms, p99 {p99(w):.1f} ms; client CPU p50 "
+                f"{statistics.median(c):.1f} ms, p99 {p99(c):.1f} ms; first call {t.first[what]:.1f} ms "
+                f"(n={len(w)}, alternating with the other database); {span}",
                 flush=True,
             )
-            return out
-
-        show("queue first page (40)", lambda: review.queue(store.engine, since=month, limit=40), max(repeat, 20))
-        show("counts", lambda: review.counts(store.engine, since=month), repeat, lambda c: f": {c}")
-        st = show(
-            "precision/recall per station, month",
-            lambda: review.review_stats(store.engine, since=month),
-            max(repeat, 10),
-            lambda st: f", {len(st)} rows over {len({s.station for s in st})} stations",
-        )
-        one = sorted({s.station for s in st})[0]
-        show(
-            f"the same for one station ({one})",
-            lambda: review.review_stats(store.engine, stations=[one], since=month),
-            max(repeat, 10),
-        )
-        fast = review.review_stats(store.engine, since=month)
-        t = time.perf_counter()
-        slow = review.review_stats_reference(store.engine, since=month)
+    month = END - timedelta(days=DAYS)
+    for t in targets:
+        e = t.store.engine
+        tiles = review.counts(e, since=month)
+        c0 = time.perf_counter()
+        ref = review.counts_reference(e, since=month)
         print(
-            f"{label}: the straightforward tally (review_stats_reference) once: "
-            f"{(time.perf_counter() - t) * 1000:.0f} ms, equal to the roll-up's: {slow == fast}; {load()}",
+            f"{t.label}: tiles {tiles}; the straightforward counts (counts_reference) once "
+            f"{(time.perf_counter() - c0) * 1000:.0f} ms, equal: {tiles == ref}; {load()}",
             flush=True,
         )
-        items = review.queue(store.engine, since=month, limit=appends)
+        fast = review.review_stats(e, since=month)
+        c0 = time.perf_counter()
+        slow = review.review_stats_reference(e, since=month)
+        print(
+            f"{t.label}: the straightforward tally (review_stats_reference) once: "
+            f"{(time.perf_counter() - c0) * 1000:.0f} ms, equal to the roll-up's: {slow == fast}; {load()}",
+            flush=True,
+        )
         write = []
-        for it in items:
-            t = time.perf_counter()
+        for it in review.queue(e, since=month, limit=appends):
+            c0 = time.perf_counter()
             review.add_review(
-                store, inspection_id=it.inspection_id, defect_id=it.defect_id, label="confirmed", user=ann
+                t.store, inspection_id=it.inspection_id, defect_id=it.defect_id, label="confirmed", user=t.user
             )
-            write.append((time.perf_counter() - t) * 1000)
+            write.append((time.perf_counter() - c0) * 1000)
+        if write:
+            print(
+                f"{t.label}: one review appended (and its part's roll-ups rewritten) p50 "
+                f"{statistics.median(write):.1f} ms, max {max(write):.1f} ms (n={len(write)}); {load()}",
+                flush=True,
+            )
+        same = review.review_stats(e, since=month) == review.review_stats_reference(e, since=month)
+        same_tiles = review.counts(e, since=month) == review.counts_reference(e, since=month)
         print(
-            f"{label}: one review appended (and its part's roll-up rewritten) p50 {statistics.median(write):.1f} ms, "
-            f"max {max(write):.1f} ms (n={len(write)}); {load()}",
-            flush=True,
+            f"{t.label}: after them, roll-ups equal to the straightforward tallies: {same and same_tiles}", flush=True
         )
-        same = review.review_stats(store.engine, since=month) == review.review_stats_reference(
-            store.engine, since=month
-        )
-        print(f"{label}: after them, roll-up equal to the straightforward tally: {same}", flush=True)
-    finally:
-        store.close()
 
 
 def main() -> None:
@@ -195,13 +226,15 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--reviews", type=int, default=50_000)
     ap.add_argument("--only", choices=["sqlite", "postgres"])
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=100, help="rounds (n of each figure; default 100)")
     ap.add_argument("--appends", type=int, default=20)
     ap.add_argument("--sqlite-path", help="use (or fill, if absent) this SQLite file; kept afterwards")
     ap.add_argument("--pg-db", help="use (or fill, if absent) this PostgreSQL database name; kept afterwards")
     a = ap.parse_args()
-    if a.only != "postgres":
-        with tempfile.TemporaryDirectory() as tmp:
+    targets: list[Target] = []
+    with contextlib.ExitStack() as stack:
+        if a.only != "postgres":
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
             path = Path(a.sqlite_path) if a.sqlite_path else Path(tmp) / "review.db"
             url = f"sqlite:///{path}"
             if path.exists():
@@ -216,16 +249,17 @@ def main() -> None:
                     f"sqlite: filled {a.rows} inspections, {n} reviews in {time.perf_counter() - t:.0f} s; {load()}",
                     flush=True,
                 )
-            bench(url, f"sqlite, {a.rows} inspections, {n} reviews", a.repeat, a.appends)
-    if a.only != "sqlite":
-        import psycopg
+            targets.append(Target(f"sqlite, {a.rows} inspections, {n} reviews", url))
+        if a.only != "sqlite":
+            import psycopg
 
-        name = a.pg_db or f"inspector_bench_review_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{name}"')
-        try:
+            name = a.pg_db or f"inspector_bench_review_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+                if not exists:
+                    conn.execute(f'CREATE DATABASE "{name}"')
+            if not a.pg_db:
+                stack.callback(_drop_pg, name)
             url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
             if exists:
                 Store(url).close()
@@ -235,19 +269,26 @@ def main() -> None:
                 t = time.perf_counter()
                 fill_pg(url, a.rows)
                 n = add_reviews(url, a.reviews)
-                # A live plant database is analyzed by autovacuum; one filled seconds ago has no statistics yet.
-                with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
-                    conn.execute("ANALYZE")
                 print(
-                    f"postgres: filled {a.rows} inspections, {n} reviews in {time.perf_counter() - t:.0f} s "
-                    f"(and ANALYZE); {load()}",
-                    flush=True,
+                    f"postgres: filled {a.rows} inspections, {n} reviews in {time.perf_counter() - t:.0f} s", flush=True
                 )
-            bench(url, f"postgres, {a.rows} inspections, {n} reviews", a.repeat, a.appends)
+            # A live plant database is vacuumed and analyzed by autovacuum (statistics, and the
+            # visibility map its index-only scans need); one filled or migrated seconds ago is not yet.
+            with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE")
+            targets.append(Target(f"postgres, {a.rows} inspections, {n} reviews", url))
+        try:
+            bench(targets, a.repeat, a.appends)
         finally:
-            if not a.pg_db:
-                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for target in targets:
+                target.store.close()
+
+
+def _drop_pg(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _count_reviews(url: str) -> int:

@@ -37,22 +37,23 @@ schema without the review tables (remedy: ``inspector upgrade``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import itertools
 import json
 import math
+import weakref
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, false, func, insert, inspect, or_, select
+from sqlalchemy import Connection, Engine, and_, exists, false, func, insert, inspect, literal, or_, select, union_all
 from sqlalchemy.sql.expression import ColumnElement
 
 from inspector_core.qa.accounts import Account
 from inspector_core.qa.filters import MAX_ID, D, I, QueryError, R, S
 from inspector_core.store import Store, review_outcomes, schema, utcnow
-from inspector_core.store.review_records import LABELS, Review, ReviewOutcome, User
+from inspector_core.store.review_records import LABELS, PassCandidate, Review, ReviewOutcome, ReviewPart, User
 
 C = schema.Crop
 SR = schema.StepResult
@@ -232,7 +233,7 @@ def add_review(
             )
             .returning(Review.id)
         ).scalar_one()
-        review_outcomes.refresh(conn, [inspection_id])
+        review_outcomes.refresh_all(conn, [inspection_id])
         row = conn.execute(
             select(*_review_columns()).join(User, User.id == Review.user_id).where(Review.id == rid)
         ).one()
@@ -371,7 +372,8 @@ def _unreviewed_finding() -> ColumnElement[bool]:
 
 
 def _unreviewed_part() -> ColumnElement[bool]:
-    return ~exists().where(Review.inspection_id == I.id, Review.defect_id.is_(None))
+    # SELECT 1, not SELECT *: SQLite then answers from ix_reviews_subject alone.
+    return ~exists(select(literal(1)).where(Review.inspection_id == I.id, Review.defect_id.is_(None)))
 
 
 def _item_columns() -> tuple[Any, ...]:
@@ -399,36 +401,90 @@ def _item_columns() -> tuple[Any, ...]:
     )
 
 
-def _near_condition(
-    conn: Connection, stations: Sequence[str], near: float, *, newest_first: bool = False
-) -> ColumnElement[bool] | None:
-    """Candidate findings (not failed) whose score lies within ``near`` below their rule's
-    ``min_score``, under the rules of the run that judged them: one condition per distinct rule
-    set over the stations' runs (``run_id IN (...)``), whatever the window (runs are few; scanning
-    the window's inspections for their run ids cost more than the whole count).
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    station_id: int
+    station: str
+    rules: Any
+    """The run's verdict rules (``whatif.RuleSet``); ``None`` when its stored config has none that
+    can be read (such a run offers no near-threshold parts and shows no ``min_score``)."""
+    key: str
+    """The rules' identity: runs with equal rules share one condition."""
 
-    ``newest_first`` (the queue's page) writes kind and score so that no index can serve them:
-    SQLite otherwise takes every candidate of the window through ``ix_defects_kind_score`` and
-    sorts them (a month of 1,000,000 parts: 186 ms) instead of walking the PASS parts newest
-    first and stopping at the page (10 ms). The counts want the index (they read them all), and
-    so does PostgreSQL's planner (the same wrapping there: 119 -> 155 ms), so SQLite only."""
-    newest_first = newest_first and conn.dialect.name == "sqlite"
-    kind_col: Any = func.coalesce(D.kind, "") if newest_first else D.kind
-    score_col: Any = func.coalesce(D.score, 0.0) if newest_first else D.score
+
+_RULES: weakref.WeakKeyDictionary[Engine, dict[tuple[int, str], tuple[Any, str]]] = weakref.WeakKeyDictionary()
+
+
+def _runs(conn: Connection) -> dict[int, _Run]:
+    """Every run, with its station and verdict rules. A run's stored config never changes, so its
+    rules are parsed once per engine, keyed by run id and config hash (parsing every run's YAML
+    twice per call was 60 % of the queue's CPU: 8 of 13 ms on a month of 1,000,000 parts)."""
     from inspector_core.qa.whatif import run_rules
 
-    runs = select(R.id, R.config_yaml)
+    cache = _RULES.setdefault(conn.engine, {})
+    rows = conn.execute(select(R.id, R.config_hash, R.station_id, S.name).join(S, S.id == R.station_id)).all()
+    missing = sorted(r.id for r in rows if (r.id, r.config_hash) not in cache)
+    for i in range(0, len(missing), 500):
+        for rid, digest, cfg in conn.execute(
+            select(R.id, R.config_hash, R.config_yaml).where(R.id.in_(missing[i : i + 500]))
+        ):
+            try:
+                rules = run_rules(cfg)
+                cache[(rid, digest)] = (rules, json.dumps(rules.describe(), sort_keys=True))
+            except QueryError:
+                cache[(rid, digest)] = (None, "")
+    return {r.id: _Run(r.station_id, r.name, *cache[(r.id, r.config_hash)]) for r in rows}
+
+
+def _window_ids(
+    runs: dict[int, _Run],
+    stations: Sequence[str],
+    since: datetime | None,
+    until: datetime | None,
+    at: Any,
+    station_id: Any,
+) -> list[ColumnElement[bool]]:
+    """The window on a roll-up's copied capture time and station id (stations by id, no join)."""
+    where: list[ColumnElement[bool]] = []
     if stations:
-        runs = runs.join(S, S.id == R.station_id).where(S.name.in_(list(stations)))
+        where.append(station_id.in_(_station_ids(runs, stations)))
+    if since is not None:
+        where.append(at >= since)
+    if until is not None:
+        where.append(at < until)
+    return where
+
+
+def _station_ids(runs: dict[int, _Run], stations: Sequence[str]) -> list[int]:
+    """The ids of the named stations that have runs (a station without one has no inspections)."""
+    names = set(stations)
+    return sorted({r.station_id for r in runs.values() if r.station in names})
+
+
+def _near_rules(
+    runs: dict[int, _Run],
+    stations: Sequence[str],
+    near: float,
+    kind_col: Any = D.kind,
+    score_col: Any = D.score,
+    *,
+    kind_ranges: bool = False,
+) -> list[tuple[list[int], list[ColumnElement[bool]]]]:
+    """Per distinct rule set over the stations' runs (all runs when none are named): those runs'
+    ids and the conditions, one per rule (any of them), on a candidate finding (not failed) whose
+    score lies within ``near`` below its rule's ``min_score``, whatever the window (runs are few;
+    scanning the window's inspections for their run ids cost more than the whole count).
+
+    ``kind_ranges`` writes the default rule's "any kind without a rule of its own" as the ranges
+    of kinds between those, one condition each, which an index on (kind, score) serves (``NOT IN``
+    alone made both planners read every candidate: PostgreSQL 30 of the tiles' 125 ms); a part
+    matched by two of them must be counted once."""
+    names = set(stations)
     by_rules: dict[str, tuple[Any, list[int]]] = {}
-    for rid, cfg in conn.execute(runs):
-        try:
-            rules = run_rules(cfg)
-        except QueryError:
-            continue  # a run whose rules cannot be read offers no near-threshold parts
-        key = json.dumps(rules.describe(), sort_keys=True)
-        by_rules.setdefault(key, (rules, []))[1].append(rid)
-    per_rules: list[ColumnElement[bool]] = []
+    for rid, run in sorted(runs.items()):
+        if run.rules is not None and (not names or run.station in names):
+            by_rules.setdefault(run.key, (run.rules, []))[1].append(rid)
+    out: list[tuple[list[int], list[ColumnElement[bool]]]] = []
     for rules, rids in by_rules.values():
         kinds: list[ColumnElement[bool]] = []
         for kind, rule in rules.rules.items():
@@ -436,26 +492,24 @@ def _near_condition(
                 kinds.append(and_(kind_col == kind, score_col >= rule.min_score - near, score_col < rule.min_score))
         dflt = rules.default
         if dflt.fail:
-            kinds.append(
-                and_(
-                    kind_col.not_in(list(rules.rules)),
-                    score_col >= dflt.min_score - near,
-                    score_col < dflt.min_score,
-                )
-            )
+            band = (kind_col.not_in(list(rules.rules)), score_col >= dflt.min_score - near, score_col < dflt.min_score)
+            if not kind_ranges:
+                kinds.append(and_(*band))
+            else:  # whatever the database's collation, the ranges cover every other kind (overlaps count once)
+                bounds: list[str | None] = [None, *sorted(rules.rules), None]
+                for lo, hi in itertools.pairwise(bounds):
+                    side = ([] if lo is None else [kind_col > lo]) + ([] if hi is None else [kind_col < hi])
+                    kinds.append(and_(*side, *band))
         if kinds:
-            per_rules.append(and_(I.run_id.in_(rids), or_(*kinds)))
-    return or_(*per_rules) if per_rules else None
-
-
-def _min_scores(conn: Connection, run_ids: set[int]) -> dict[int, Any]:
-    from inspector_core.qa.whatif import run_rules
-
-    out: dict[int, Any] = {}
-    for rid, cfg in conn.execute(select(R.id, R.config_yaml).where(R.id.in_(sorted(run_ids)))):
-        with contextlib.suppress(QueryError):  # a run whose rules cannot be read shows no min_score
-            out[rid] = run_rules(cfg)
+            out.append((rids, kinds))
     return out
+
+
+def _near_condition(runs: dict[int, _Run], stations: Sequence[str], near: float) -> ColumnElement[bool] | None:
+    """Candidate findings (not failed) near their run's threshold (:func:`_near_rules`), as one
+    condition on ``defects`` joined to ``inspections`` (:func:`counts_reference`)."""
+    per_rules = [and_(I.run_id.in_(rids), or_(*conds)) for rids, conds in _near_rules(runs, stations, near)]
+    return or_(*per_rules) if per_rules else None
 
 
 def queue(
@@ -477,6 +531,7 @@ def queue(
     limit = max(1, min(limit, 1000))
     where = _window(stations, since, until)
     with engine.connect() as conn:
+        runs = _runs(conn)
         base = (
             select(*_item_columns())
             .select_from(D)
@@ -487,26 +542,68 @@ def queue(
         fails_q = base.where(I.verdict == "FAIL", _failed(True), *where)
         if not include_reviewed:
             fails_q = fails_q.where(_unreviewed_finding())
-        fails = conn.execute(fails_q.order_by(I.captured_at.desc(), I.id.desc(), D.id).limit(limit)).all()
-        near_cond = _near_condition(conn, stations, near, newest_first=True)
-        passes: list[Any] = []
-        need = _passes_needed(len(fails), limit, pass_every)
-        if near_cond is not None and need:
-            pass_q = base.where(I.verdict == "PASS", _failed(False), near_cond, *where)
+        fails_q = fails_q.add_columns(literal(0).label("passed"))
+        fails_q = fails_q.order_by(I.captured_at.desc(), I.id.desc(), D.id).limit(limit)
+        # The near-threshold PASS parts newest first, from pass_candidates (a trigger keeps it:
+        # only PASS parts' candidates, with the part's time, station and run) walked backwards on
+        # its time index: the rows of the few shown are read, not every PASS part of the walk
+        # (PostgreSQL read 1,119 PASS parts and their findings for the 8 of a page of 40).
+        PC = PassCandidate
+        bands = [
+            and_(PC.run_id.in_(rids), or_(*conds))
+            for rids, conds in _near_rules(runs, stations, near, PC.kind, PC.score)
+        ]
+        pass_q = None
+        if bands:
+            pass_q = (
+                select(*_item_columns())
+                .select_from(PC)
+                .join(D, D.id == PC.defect_id)
+                .join(I, I.id == PC.inspection_id)
+                .join(S, S.id == I.station_id)
+                .outerjoin(C, C.defect_id == D.id)
+                .where(or_(*bands), *_window_ids(runs, stations, since, until, PC.captured_at, PC.station_id))
+            )
             if not include_reviewed:
-                pass_q = pass_q.where(_unreviewed_part())
-            seen: set[int] = set()
-            for r in conn.execute(pass_q.order_by(I.captured_at.desc(), I.id.desc(), D.score.desc()).limit(need * 4)):
-                if r.iid not in seen:  # a part once, by its highest near-threshold candidate
-                    seen.add(r.iid)
-                    passes.append(r)
-                if len(passes) >= need:
-                    break
-        rules = _min_scores(conn, {r.run_id for r in [*fails, *passes]})
+                pass_q = pass_q.where(
+                    ~exists(
+                        select(literal(1)).where(Review.inspection_id == PC.inspection_id, Review.defect_id.is_(None))
+                    )
+                )
+            pass_q = pass_q.add_columns(literal(1).label("passed"))
+            pass_q = pass_q.order_by(PC.captured_at.desc(), PC.inspection_id.desc(), PC.score.desc())
+
+        def page(need: int) -> tuple[list[Any], list[Any]]:
+            # Both walks in one statement (one round trip), each with its own order and limit; need
+            # * 4 candidate rows for need parts (a part with several in its band is shown once).
+            if pass_q is None or not need:
+                rows = conn.execute(fails_q).all()
+            else:
+                parts = [fails_q.subquery().select(), pass_q.limit(need * 4).subquery().select()]
+                rows = conn.execute(union_all(*parts)).all()
+            return [r for r in rows if not r.passed], [r for r in rows if r.passed]
+
+        need = _passes_needed(limit, limit, pass_every)  # as if the failed findings fill their share
+        fails, candidates = page(need)
+        if _passes_needed(len(fails), limit, pass_every) > need:  # they ran out: the page needs more
+            need = _passes_needed(len(fails), limit, pass_every)
+            fails, candidates = page(need)
+    # UNION ALL keeps no order: each walk sorted again here, as its ORDER BY said.
+    fails.sort(key=lambda r: (r.captured_at, r.iid, -r.did), reverse=True)
+    candidates.sort(key=lambda r: (r.captured_at, r.iid, r.score), reverse=True)
+    passes: list[Any] = []
+    seen: set[int] = set()
+    for r in candidates:
+        if r.iid not in seen:  # a part once, by its highest near-threshold candidate
+            seen.add(r.iid)
+            passes.append(r)
+        if len(passes) >= need:
+            break
     states = current(engine, [r.iid for r in [*fails, *passes]]) if include_reviewed else {}
 
     def item(r: Any, part: bool) -> QueueItem:
-        rs = rules.get(r.run_id)
+        run = runs.get(r.run_id)
+        rs = None if run is None else run.rules
         min_score = None if rs is None else rs.rules.get(r.kind, rs.default).min_score
         st = states.get((r.iid, None if part else r.did))
         if st is None and not part:
@@ -582,6 +679,71 @@ def counts(
     until: datetime | None = None,
     near: float = NEAR,
 ) -> ReviewCounts:
+    """The review tiles for a window (see :class:`ReviewCounts`), in one statement after the runs:
+    the reviewed side (labels, log rows, findings that have left the queue) summed from the
+    ``review_parts`` roll-up (migration 0016, rewritten for a part by :func:`add_review` in its
+    transaction) over a covering index; the failed findings of the window's FAIL parts summed from
+    ``ix_inspections_verdict_time`` (their ``n_defects``, covering since 0016); the PASS parts near
+    the threshold from the candidates in each rule's score band (``pass_candidates``, which a
+    trigger on ``defects`` keeps, over its covering index). Exactly :func:`counts_reference` (the
+    straightforward counts), tested equal to a count in Python on random data
+    (``tests/qa/test_review_counts.py``)."""
+    if not 0 < near <= 1:
+        raise ReviewError(f"near: a score band between 0 and 1 (got {near})")
+    P = ReviewPart
+    with engine.connect() as conn:
+        runs = _runs(conn)
+
+        def window(at: Any, sid: Any) -> list[ColumnElement[bool]]:
+            return _window_ids(runs, stations, since, until, at, sid)
+
+        # n_defects is the writer's count of a part's findings that counted (failed), so this is
+        # the number of failed findings of the window's FAIL parts, read from the covering index.
+        failed = (
+            select(func.coalesce(func.sum(I.n_defects), 0))
+            .where(I.verdict == "FAIL", *window(I.captured_at, I.station_id))
+            .scalar_subquery()
+        )
+        # The PASS parts with a candidate in a rule's band, from pass_candidates' covering index:
+        # one SELECT per rule (a union), not an OR, which SQLite answers by collecting row ids from
+        # each range and then reading every row; a part once, unless it has a review of its own.
+        PC = PassCandidate
+        # On SQLite the time is written so that no index serves it: without statistics its planner
+        # took ix_pass_candidates_time (the whole window) for the open-ended kind ranges.
+        at = func.coalesce(PC.captured_at, PC.captured_at) if conn.dialect.name == "sqlite" else PC.captured_at
+        bands = [
+            select(PC.inspection_id.label("iid")).where(PC.run_id.in_(rids), c, *window(at, PC.station_id))
+            for rids, conds in _near_rules(runs, stations, near, PC.kind, PC.score, kind_ranges=True)
+            for c in conds
+        ]
+        near_parts: list[Any] = []
+        if bands:
+            band = union_all(*bands).subquery("band")
+            own = select(literal(1)).where(Review.inspection_id == band.c.iid, Review.defect_id.is_(None))
+            near_parts.append(select(func.count(func.distinct(band.c.iid))).where(~exists(own)).scalar_subquery())
+        columns = (P.findings_reviewed, P.reviews, *(P.__table__.c[k] for k in LABELS))
+        sums = [func.coalesce(func.sum(c), 0) for c in columns]
+        row = conn.execute(
+            select(failed, *sums, *near_parts).select_from(P).where(*window(P.captured_at, P.station_id))
+        ).one()
+    total, reviewed, logged = int(row[0]), int(row[1]), int(row[2])
+    labels = {k: int(v) for k, v in zip(LABELS, row[3 : 3 + len(LABELS)], strict=True)}
+    return ReviewCounts(total - reviewed, sum(int(v) for v in row[3 + len(LABELS) :]), labels, logged)
+
+
+def counts_reference(
+    engine: Engine,
+    *,
+    stations: Sequence[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    near: float = NEAR,
+) -> ReviewCounts:
+    """:func:`counts` the straightforward way, from the log and the findings themselves: every
+    failed finding of the window checked for a review, every candidate near the threshold for
+    its part's, the latest review of every subject grouped by label (0.7 s of CPU on SQLite for
+    a month of 1,000,000 parts with 50,000 reviews). Kept as the definition :func:`counts` is
+    tested against."""
     where = _window(stations, since, until)
     with engine.connect() as conn:
         findings_left = conn.scalar(
@@ -591,7 +753,7 @@ def counts(
             .join(S, S.id == I.station_id)
             .where(I.verdict == "FAIL", _failed(True), _unreviewed_finding(), *where)
         )
-        near_cond = _near_condition(conn, stations, near)
+        near_cond = _near_condition(_runs(conn), stations, near)
         near_left = 0
         if near_cond is not None:
             near_left = (

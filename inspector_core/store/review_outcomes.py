@@ -1,14 +1,17 @@
-"""The ``review_outcomes`` roll-up (migration 0014): per reviewed part, what its current reviews
-say about the machine, by the counting rules of :mod:`inspector_core.qa.review` (see
-:class:`~inspector_core.store.review_records.ReviewOutcome` for the rows).
+"""The review roll-ups: ``review_outcomes`` (migration 0014): per reviewed part, what its current
+reviews say about the machine, by the counting rules of :mod:`inspector_core.qa.review` (see
+:class:`~inspector_core.store.review_records.ReviewOutcome` for the rows); and ``review_parts``
+(migration 0016): per reviewed part, what the dashboard's review tiles add up
+(:class:`~inspector_core.store.review_records.ReviewPart`).
 
-:func:`refresh` rewrites the rows of some parts from the log and the machine's findings, in the
-caller's transaction: :func:`inspector_core.qa.review.add_review` calls it for the part it
-reviews, after appending the row, so the roll-up is exact after every commit; migration 0014 and
-a bulk load of reviews (``bench/review_queue.py``) call it for every reviewed part. The rows are
-derived only from ``reviews``, ``defects`` (``failed`` findings) and ``inspections``, none of
-which changes after it is written (an inspection deleted takes its rows along: ``ON DELETE
-CASCADE``).
+:func:`refresh` rewrites the ``review_outcomes`` rows of some parts from the log and the machine's
+findings, in the caller's transaction; :func:`refresh_parts` those of ``review_parts``;
+:func:`refresh_all` both. :func:`inspector_core.qa.review.add_review` calls :func:`refresh_all` for
+the part it reviews, after appending the row, so the roll-ups are exact after every commit; a bulk
+load of reviews (``bench/review_queue.py``) calls it for every reviewed part, as migrations 0014
+(:func:`refresh`) and 0016 (:func:`refresh_parts`) do. The rows are derived only from
+``reviews``, ``defects`` (``failed`` findings) and ``inspections``, none of which changes after
+it is written (an inspection deleted takes its rows along: ``ON DELETE CASCADE``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, delete, exists, false, func, insert, literal, null, select
 
-from inspector_core.store.review_records import Review, ReviewOutcome
+from inspector_core.store.review_records import LABELS, Review, ReviewOutcome, ReviewPart
 from inspector_core.store.schema import Defect, Inspection
 
 WHOLE = ("confirmed", "false_alarm", "missed")
@@ -114,3 +117,53 @@ def refresh(conn: Connection, ids: Sequence[int] | None) -> None:
         conn.execute(delete(ReviewOutcome).where(ReviewOutcome.inspection_id.in_(chunk)))
         for sel in _selects(chunk):
             conn.execute(insert(ReviewOutcome).from_select(COLUMNS, sel))
+
+
+def refresh_parts(conn: Connection, ids: Sequence[int] | None) -> None:
+    """Rewrite the ``review_parts`` rows of the parts ``ids`` (every reviewed part when ``None``)
+    from the review log and the parts' failed findings, in ``conn``'s transaction."""
+    if ids is None:
+        conn.execute(delete(ReviewPart))
+        ids = list(conn.scalars(select(Review.inspection_id).distinct()))
+    ids = sorted(set(ids))
+    for k in range(0, len(ids), CHUNK):
+        chunk = ids[k : k + CHUNK]
+        conn.execute(delete(ReviewPart).where(ReviewPart.inspection_id.in_(chunk)))
+        latest: dict[int, dict[int | None, str]] = {}  # part -> subject (defect id, None: the part) -> label
+        logged: dict[int, int] = {}
+        for iid, did, label in conn.execute(
+            select(Review.inspection_id, Review.defect_id, Review.label)
+            .where(Review.inspection_id.in_(chunk))
+            .order_by(Review.id)
+        ):
+            latest.setdefault(iid, {})[did] = label  # the latest row of a subject is its current state
+            logged[iid] = logged.get(iid, 0) + 1
+        if not logged:
+            continue
+        parts = conn.execute(select(I.id, I.station_id, I.captured_at, I.verdict).where(I.id.in_(sorted(logged)))).all()
+        failed: dict[int, list[int]] = {}
+        fail_ids = [p.id for p in parts if p.verdict == "FAIL"]
+        if fail_ids:
+            for iid, did in conn.execute(select(D.inspection_id, D.id).where(D.inspection_id.in_(fail_ids), _failed())):
+                failed.setdefault(iid, []).append(did)
+        rows = []
+        for p in parts:
+            said = latest[p.id]
+            row: dict[str, Any] = {
+                "inspection_id": p.id,
+                "station_id": p.station_id,
+                "captured_at": p.captured_at,
+                "reviews": logged[p.id],
+                "findings_reviewed": sum(1 for d in failed.get(p.id, ()) if None in said or d in said),
+            }
+            labels = list(said.values())
+            row.update({lab: labels.count(lab) for lab in LABELS})
+            rows.append(row)
+        if rows:
+            conn.execute(insert(ReviewPart), rows)
+
+
+def refresh_all(conn: Connection, ids: Sequence[int] | None) -> None:
+    """Both roll-ups (:func:`refresh`, :func:`refresh_parts`) for the parts ``ids``."""
+    refresh(conn, ids)
+    refresh_parts(conn, ids)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from inspector_core.store.schema import Base, BigId
@@ -124,4 +124,77 @@ class ReviewOutcome(Base):
         Index("ix_review_outcomes_inspection", "inspection_id"),
         # Covering: review_stats reads the window from this index alone.
         Index("ix_review_outcomes_time", "captured_at", "station_id", "step", "kind", "tp", "fp", "fn", "whole"),
+    )
+
+
+class ReviewPart(Base):
+    """What the dashboard's review tiles add up, one row per reviewed part (migration 0016), kept
+    beside the log like :class:`ReviewOutcome`: rewritten for a part in the transaction that
+    appends a review of it (:func:`inspector_core.store.review_outcomes.refresh_parts`), so that
+    the tiles for a month read one covering index range instead of every review and finding.
+
+    ``station_id`` and ``captured_at`` are the inspection's (copied: the window reads this table
+    alone)."""
+
+    __tablename__ = "review_parts"
+    inspection_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("inspections.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    station_id: Mapped[int] = mapped_column(Integer)
+    captured_at: Mapped[datetime]
+    reviews: Mapped[int] = mapped_column(Integer)
+    """Rows of the log about the part or its findings (every change of mind counted)."""
+    findings_reviewed: Mapped[int] = mapped_column(Integer)
+    """On a FAIL part: its failed findings that have a review of their own or whose part has one
+    (they have left the queue); 0 on any other part."""
+    confirmed: Mapped[int] = mapped_column(Integer)
+    """Subjects (the part, each of its findings) whose current review is ``confirmed``; the same
+    for the other labels."""
+    false_alarm: Mapped[int] = mapped_column(Integer)
+    missed: Mapped[int] = mapped_column(Integer)
+    unsure: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        # Covering: review.counts reads the window from this index alone.
+        Index(
+            "ix_review_parts_time",
+            "captured_at",
+            "station_id",
+            "reviews",
+            "findings_reviewed",
+            "confirmed",
+            "false_alarm",
+            "missed",
+            "unsure",
+        ),
+    )
+
+
+class PassCandidate(Base):
+    """A candidate finding (below its rule: ``failed`` false) of a PASS part, with the part's
+    station, run and capture time (migration 0016), so that the review tiles count the PASS parts
+    near a threshold from one covering index instead of reading every such part's row.
+
+    Derived data, written by the database itself: a trigger on ``defects`` (``AFTER INSERT``; on
+    PostgreSQL one per statement, over its new rows) copies each new candidate whose part is PASS,
+    whoever writes the part (the station's writer, a spool replay, a bulk load); migration 0016
+    filled it from the rows already stored. The machine's rows never change after they are
+    written, and a part deleted takes its rows along (``ON DELETE CASCADE``)."""
+
+    __tablename__ = "pass_candidates"
+    defect_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("defects.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    inspection_id: Mapped[int] = mapped_column(BigId)
+    station_id: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[int] = mapped_column(Integer)
+    captured_at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(100))
+    score: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        # Covering: a rule's band is a range of (kind, score); the rest is read from the entry.
+        Index("ix_pass_candidates_score", "kind", "score", "run_id", "captured_at", "station_id", "inspection_id"),
+        # The queue's page: PASS parts near the threshold newest first, the band read from the entry.
+        Index("ix_pass_candidates_time", "captured_at", "inspection_id", "score", "kind", "run_id", "station_id"),
     )

@@ -112,7 +112,13 @@ class Inspection(Base):
     __table_args__ = (
         Index("ix_inspections_station_time", "station_id", "captured_at"),
         Index("ix_inspections_time", "captured_at"),
-        Index("ix_inspections_verdict_time", "verdict", "captured_at"),
+        # Covering for the review tiles' failed findings of a window (sum of n_defects; migration 0016).
+        Index("ix_inspections_verdict_time", "verdict", "captured_at", "station_id", "n_defects").ddl_if(
+            dialect="sqlite"
+        ),
+        Index(
+            "ix_inspections_verdict_time", "verdict", "captured_at", postgresql_include=["station_id", "n_defects"]
+        ).ddl_if(dialect="postgresql"),
         Index("ix_inspections_part", "part_id"),
         Index("ix_inspections_run", "run_id", "seq"),
         # QA queries (migration 0002; docs/schema.md explains each plan).

@@ -324,6 +324,7 @@ def test_the_dashboard_review_api_needs_a_reviewer_and_the_csrf_token(writer):
     c = TestClient(create_app(reader.engine, writer=store), base_url="http://127.0.0.1")
     assert c.get("/review", follow_redirects=False).headers["location"].startswith("/signin")
     assert c.get("/api/review/queue").status_code == 401
+    assert c.get("/api/review/counts").status_code == 401
     assert c.post("/signin", data={"name": "ann", "password": "wrong"}).status_code == 401
     csrf = _signed_in(c, "ann", "ann-password-1")
     q = c.get("/api/review/queue", params={"since": "2026-11-19", "limit": 5}).json()
@@ -342,6 +343,11 @@ def test_the_dashboard_review_api_needs_a_reviewer_and_the_csrf_token(writer):
     q2 = c.get("/api/review/queue", params={"since": "2026-11-19", "limit": 5}).json()
     assert q2["counts"]["labels"]["confirmed"] == 1
     assert q2["counts"]["findings_left"] == q["counts"]["findings_left"] - 1
+    # The page asks for the tiles on their own: the same figures, and a queue without them.
+    assert c.get("/api/review/counts", params={"since": "2026-11-19"}).json() == q2["counts"]
+    bare = c.get("/api/review/queue", params={"since": "2026-11-19", "limit": 5, "counts": "false"}).json()
+    assert "counts" not in bare and bare["items"] == q2["items"]
+    assert c.get("/api/review/counts", params={"near": "2"}).status_code == 400
     assert c.get("/api/reviews", params={"inspection_id": it["inspection_id"]}).json()[0]["label"] == "confirmed"
     assert c.post("/api/history").status_code == 405  # the verdicts stay read-only
     detail = c.get(f"/inspections/{it['inspection_id']}").text
@@ -474,16 +480,19 @@ def test_a_database_user_that_may_only_read_gets_a_message_not_a_500(pg_url):
 
 def test_the_review_queries_probe_defects_by_inspection_not_all_failed_defects(sqlite_writer):
     """SQLite's planner chose ix_defects_failed_kind (every failed defect, once per FAIL part) for
-    the counts: 23 s on 200,000 parts (bench/review_queue.py). Every statement of the queue and
-    the counts must reach defects through ix_defects_inspection."""
+    the counts: 23 s on 200,000 parts (bench/review_queue.py). The queue's page (one statement)
+    must reach defects through ix_defects_inspection; the tiles (one statement) read no finding
+    for the failed ones (n_defects from the covering ix_inspections_verdict_time), the reviewed
+    side from the covering ix_review_parts_time, and the candidates near a threshold from the
+    covering ix_pass_candidates_score (kept by a trigger on defects), never from defects."""
     from sqlalchemy import event
 
     store, _, _ = sqlite_writer
     seen: list[tuple[str, tuple]] = []
 
     def grab(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("SELECT") and "defects" in statement:
-            seen.append((statement, tuple(parameters)))
+        if statement.lstrip().upper().startswith("SELECT") and "runs.config_hash" not in statement:
+            seen.append((statement, tuple(parameters)))  # all but the runs (their rules, once per engine)
 
     event.listen(store.engine, "before_cursor_execute", grab)
     try:
@@ -491,12 +500,19 @@ def test_the_review_queries_probe_defects_by_inspection_not_all_failed_defects(s
         review.counts(store.engine, since=SINCE)
     finally:
         event.remove(store.engine, "before_cursor_execute", grab)
-    assert len(seen) >= 4
+    assert len(seen) == 2  # the page and the tiles, one statement each (both walks of the page in one)
     with store.engine.connect() as c:
-        for statement, params in seen:
-            plan = " | ".join(r[3] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
-            assert "ix_defects_failed_kind" not in plan, plan
-            assert "SCAN defects" not in plan, plan
+        page, tiles = (
+            " | ".join(r[3] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
+            for statement, params in seen
+        )
+    assert "ix_defects_failed_kind" not in page and "SCAN defects" not in page, page
+    assert "ix_defects_inspection" in page, page
+    assert " defects" not in tiles, tiles
+    assert "COVERING INDEX ix_review_parts_time" in tiles, tiles
+    assert "COVERING INDEX ix_inspections_verdict_time" in tiles, tiles
+    assert "COVERING INDEX ix_pass_candidates_score" in tiles, tiles
+    assert "ix_reviews_subject" in tiles, tiles  # a near PASS part's own review, probed by the part
 
 
 def test_the_queue_walks_pass_parts_newest_first_not_every_candidate_by_score(sqlite_writer):

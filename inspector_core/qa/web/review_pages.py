@@ -59,8 +59,9 @@ def _refused(writer: Store, exc: Exception) -> str:
 
     return (
         explain(writer.display_url, exc)
-        + "; the dashboard's database user needs INSERT on reviews and user_sessions (DELETE on user_sessions, "
-        "UPDATE on users), or serve it with --read-only"
+        + "; the dashboard's database user needs INSERT on reviews and user_sessions, INSERT and DELETE on "
+        "review_outcomes and review_parts (the roll-ups a review rewrites), DELETE on user_sessions, UPDATE on "
+        "users, or serve it with --read-only"
     )
 
 
@@ -202,17 +203,41 @@ def install(app: FastAPI, templates: Jinja2Templates, engine: Engine, writer: St
         near: float = review.NEAR,
         limit: int = 50,
         station: list[str] | None = None,
+        counts: bool = True,
     ) -> Response:
+        """``counts=false`` leaves the tiles out (the review page asks ``/api/review/counts`` for
+        them in a request of its own, so that the next items never wait for them)."""
         me = need_user(request, write=False)
         if isinstance(me, JSONResponse):
             return me
         try:
             sts, t0, t1 = _window(station or [], since, until)
             items = review.queue(engine, stations=sts, since=t0, until=t1, near=near, limit=limit)
+            c = review.counts(engine, stations=sts, since=t0, until=t1, near=near) if counts else None
+        except q.QueryError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=400)
+        body: dict[str, Any] = {"items": [i.as_dict() for i in items]}
+        if c is not None:
+            body["counts"] = c.as_dict()
+        return JSONResponse(body)
+
+    @app.get("/api/review/counts", tags=["review"], summary="the review tiles: what is left, the current labels")
+    def api_counts(
+        request: Request,
+        since: str = "7d",
+        until: str | None = None,
+        near: float = review.NEAR,
+        station: list[str] | None = None,
+    ) -> Response:
+        me = need_user(request, write=False)
+        if isinstance(me, JSONResponse):
+            return me
+        try:
+            sts, t0, t1 = _window(station or [], since, until)
             c = review.counts(engine, stations=sts, since=t0, until=t1, near=near)
         except q.QueryError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=400)
-        return JSONResponse({"items": [i.as_dict() for i in items], "counts": c.as_dict()})
+        return JSONResponse(c.as_dict())
 
     @app.get("/api/review/stats", tags=["review"], summary="precision, recall, false alarms per 1,000 reviewed parts")
     def api_review_stats(

@@ -30,17 +30,23 @@
   }
 
   // One refresh of the queue and the counts at a time: keys pressed while one is on its way ask
-  // for one more after it (a reviewer faster than the store never piles up requests).
+  // for one more after it (a reviewer faster than the store never piles up requests). The tiles
+  // come in a request of their own, sent at the same time: the next items never wait for them.
   let loading = null, again = false;
+  async function fetchCounts() {
+    const r = await fetch("/api/review/counts?" + params.toString(), { credentials: "same-origin" });
+    if (r.ok) setCounts(await r.json());
+  }
   async function fetchQueue() {
-    const r = await fetch("/api/review/queue?" + params.toString() + "&limit=40", { credentials: "same-origin" });
+    const counts = fetchCounts();
+    const r = await fetch("/api/review/queue?" + params.toString() + "&limit=40&counts=false", { credentials: "same-origin" });
     const body = await r.json();
     if (!r.ok) { say(body.detail || r.statusText); return; }
     for (const it of body.items) {
       if (!known.has(it.key)) { known.add(it.key); items.push(it); }
     }
-    setCounts(body.counts);
     render();
+    await counts;
   }
   function load() {
     if (loading) { again = true; return loading; }
