@@ -11,8 +11,8 @@ measured; then ``sync``, as month-old files are written back). One in 200 inspec
 - the dry run (:func:`inspector_core.store.retention.plan` and the orphan sweep's count);
 - the pass (:func:`~inspector_core.store.retention.apply` with ``pass_days: 7, fail_days: 90``
   and a quota that removes a further slice of the oldest PASS frames), i.e. rows marked expired
-  in transactions of 2,000, their files deleted, then the orphan sweep over every file (100
-  orphans planted, old enough);
+  in transactions of 10,000, each chunk's files deleted beside the next chunk's marking, then the
+  orphan sweep over every file (100 orphans planted, old enough);
 - and it checks the result: every stored row's file exists, no file without a stored row.
 
 SQLite by default (a file in a temporary folder, ``synchronous=FULL``); ``--pg``: a new
