@@ -681,9 +681,9 @@ def counts(
 ) -> ReviewCounts:
     """The review tiles for a window (see :class:`ReviewCounts`), in one statement after the runs:
     the reviewed side (labels, log rows, findings that have left the queue) summed from the
-    ``review_parts`` roll-up (migration 0016, rewritten for a part by :func:`add_review` in its
+    ``review_parts`` roll-up (migration 0015, rewritten for a part by :func:`add_review` in its
     transaction) over a covering index; the failed findings of the window's FAIL parts summed from
-    ``ix_inspections_verdict_time`` (their ``n_defects``, covering since 0016); the PASS parts near
+    ``ix_inspections_verdict_time`` (their ``n_defects``, covering since 0015); the PASS parts near
     the threshold from the candidates in each rule's score band (``pass_candidates``, which a
     trigger on ``defects`` keeps, over its covering index). Exactly :func:`counts_reference` (the
     straightforward counts), tested equal to a count in Python on random data

@@ -1,7 +1,7 @@
 """The review roll-ups: ``review_outcomes`` (migration 0014): per reviewed part, what its current
 reviews say about the machine, by the counting rules of :mod:`inspector_core.qa.review` (see
 :class:`~inspector_core.store.review_records.ReviewOutcome` for the rows); and ``review_parts``
-(migration 0016): per reviewed part, what the dashboard's review tiles add up
+(migration 0015): per reviewed part, what the dashboard's review tiles add up
 (:class:`~inspector_core.store.review_records.ReviewPart`).
 
 :func:`refresh` rewrites the ``review_outcomes`` rows of some parts from the log and the machine's
@@ -9,7 +9,7 @@ findings, in the caller's transaction; :func:`refresh_parts` those of ``review_p
 :func:`refresh_all` both. :func:`inspector_core.qa.review.add_review` calls :func:`refresh_all` for
 the part it reviews, after appending the row, so the roll-ups are exact after every commit; a bulk
 load of reviews (``bench/review_queue.py``) calls it for every reviewed part, as migrations 0014
-(:func:`refresh`) and 0016 (:func:`refresh_parts`) do. The rows are derived only from
+(:func:`refresh`) and 0015 (:func:`refresh_parts`) do. The rows are derived only from
 ``reviews``, ``defects`` (``failed`` findings) and ``inspections``, none of which changes after
 it is written (an inspection deleted takes its rows along: ``ON DELETE CASCADE``).
 """

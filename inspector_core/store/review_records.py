@@ -128,7 +128,7 @@ class ReviewOutcome(Base):
 
 
 class ReviewPart(Base):
-    """What the dashboard's review tiles add up, one row per reviewed part (migration 0016), kept
+    """What the dashboard's review tiles add up, one row per reviewed part (migration 0015), kept
     beside the log like :class:`ReviewOutcome`: rewritten for a part in the transaction that
     appends a review of it (:func:`inspector_core.store.review_outcomes.refresh_parts`), so that
     the tiles for a month read one covering index range instead of every review and finding.
@@ -172,12 +172,12 @@ class ReviewPart(Base):
 
 class PassCandidate(Base):
     """A candidate finding (below its rule: ``failed`` false) of a PASS part, with the part's
-    station, run and capture time (migration 0016), so that the review tiles count the PASS parts
+    station, run and capture time (migration 0015), so that the review tiles count the PASS parts
     near a threshold from one covering index instead of reading every such part's row.
 
     Derived data, written by the database itself: a trigger on ``defects`` (``AFTER INSERT``; on
     PostgreSQL one per statement, over its new rows) copies each new candidate whose part is PASS,
-    whoever writes the part (the station's writer, a spool replay, a bulk load); migration 0016
+    whoever writes the part (the station's writer, a spool replay, a bulk load); migration 0015
     filled it from the rows already stored. The machine's rows never change after they are
     written, and a part deleted takes its rows along (``ON DELETE CASCADE``)."""
 

@@ -112,7 +112,7 @@ class Inspection(Base):
     __table_args__ = (
         Index("ix_inspections_station_time", "station_id", "captured_at"),
         Index("ix_inspections_time", "captured_at"),
-        # Covering for the review tiles' failed findings of a window (sum of n_defects; migration 0016).
+        # Covering for the review tiles' failed findings of a window (sum of n_defects; migration 0015).
         Index("ix_inspections_verdict_time", "verdict", "captured_at", "station_id", "n_defects").ddl_if(
             dialect="sqlite"
         ),

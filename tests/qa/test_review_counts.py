@@ -1,10 +1,10 @@
 """The review tiles (``review.counts``: findings left, PASS parts near the threshold, current labels,
-reviews in the log), read from the ``review_parts`` roll-up and two indexed counts (migration 0016),
+reviews in the log), read from the ``review_parts`` roll-up and two indexed counts (migration 0015),
 equal a count done here in plain Python over every row, on random histories and random review logs,
 on SQLite and PostgreSQL: several stations and runs with different rules (a default rule, a kind
 that never fails, a run whose rules cannot be read), candidates on PASS, FAIL and ERROR parts,
 reviews of parts and findings with changes of mind; windows, station filters and score bands; the
-roll-up built in bulk, kept by ``add_review`` after every review, and built by migration 0016 from
+roll-up built in bulk, kept by ``add_review`` after every review, and built by migration 0015 from
 a log written before it."""
 
 from __future__ import annotations
@@ -243,8 +243,8 @@ def test_add_review_keeps_the_tiles_exact_after_every_review(history):
             assert review.counts(store.engine, **window) == brute_force(store, **window), (n, window)
 
 
-def test_migration_0016_builds_the_tiles_roll_up_from_an_older_log(history):
-    """A store at the revision before 0016 with reviews in its log: upgrading to 0016 gives the
+def test_migration_0015_builds_the_tiles_roll_up_from_an_older_log(history):
+    """A store at the revision before 0015 with reviews in its log: upgrading to 0015 gives the
     count in Python."""
     from alembic import command
     from alembic.config import Config
@@ -259,7 +259,7 @@ def test_migration_0016_builds_the_tiles_roll_up_from_an_older_log(history):
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with store.engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0016-1")
+        command.downgrade(cfg, "0015-1")
         assert "review_parts" not in conn.dialect.get_table_names(conn)
         command.upgrade(cfg, "head")
         assert conn.execute(text("SELECT count(*) FROM review_parts")).scalar_one() > 100
@@ -273,7 +273,7 @@ def test_a_score_band_outside_0_1_is_refused(history):
 
 
 def test_the_trigger_copies_every_candidate_of_a_pass_part_and_no_other(history, db_url):
-    """``pass_candidates`` (a trigger on ``defects``, migration 0016) holds exactly the candidate
+    """``pass_candidates`` (a trigger on ``defects``, migration 0015) holds exactly the candidate
     findings of PASS parts with their part's station, run and time: the random history written
     through the Store, then one more batch written after the first (the trigger, not the backfill)."""
     store, _ = history

@@ -58,7 +58,7 @@ def reviewed(known, monkeypatch):
         r.update(reason="", user_id=user.id, via="cli", created_at=T0 + timedelta(days=3, seconds=k))
     with store.engine.begin() as c:
         c.execute(insert(Review), rows)
-        review_outcomes.refresh_all(c, None)  # plain rows bypass add_review: built in bulk, as 0014 and 0016 do
+        review_outcomes.refresh_all(c, None)  # plain rows bypass add_review: built in bulk, as 0014 and 0015 do
     yield store
     store.close()
 

@@ -1,6 +1,6 @@
 """review_parts, pass_candidates: the review tiles from roll-ups and covering indexes (issue 15)
 
-Revision ID: 0016
+Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-01
 
@@ -25,7 +25,7 @@ See ``docs/schema.md``.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
+revision = "0015"
 down_revision = "0014"
 branch_labels = None
 depends_on = None
