@@ -428,6 +428,15 @@ def report(title: str, r: dict[str, Any]) -> None:
             f"  detector calls running at once, on average: {sum(t['busy'] for t in lanes.values()):.2f} "
             f"(of {r['workers']} workers)"
         )
+    gcs = r.get("gc", {})
+    if gcs:
+        print(
+            "Python garbage collections in the timed span (wall ms each; they hold the GIL): "
+            + ", ".join(
+                f"gen{g} n={len(v)} max {max(v, default=0.0):.1f} total {sum(v):.0f}" for g, v in sorted(gcs.items())
+            )
+            + f"; a full collection after the run: {r['gc_full_ms']:.1f} ms ({r['gc_frozen']} objects frozen)"
+        )
     print(f"CPU ms per part by thread (utime + stime; total {total:.1f}):")
     for name, ms in sorted(r["threads"].items(), key=lambda kv: -kv[1]):
         if ms >= 0.05:
@@ -473,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the station process's GIL switch interval, ms (Python's default 5), for an A/B",
     )
     ap.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="the station without freezing its start-up objects (runtime/garbage.py), for an A/B",
+    )
+    ap.add_argument(
         "--pipeline-model",
         metavar="STEP=MS,...,host=MS",
         help="print what a model of the pipeline gives for these CPU ms per part (no station is run)",
@@ -502,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.anomaly_threads or 'default'}, anomaly runtime {args.anomaly_runtime or 'default'}, "
         f"{'first-come gate (before the fourth pass), ' if args.first_come_gate else ''}"
         f"{f'GIL switch interval {args.switch_interval:g} ms, ' if args.switch_interval else ''}"
+        f"{'start-up objects not frozen, ' if args.no_gc_freeze else ''}"
         f"python {sys.version.split()[0]}; each run in a process of its own"
     )
     print(f"load average before: {load()}", flush=True)
@@ -513,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         "runtime": args.anomaly_runtime,
         "first_come_gate": args.first_come_gate,
         "switch_interval_ms": args.switch_interval,
+        "no_gc_freeze": args.no_gc_freeze,
     }
     if args.rate:
         # A fixed pace instead (for A/B runs of latency on a machine whose capacity drifts).
@@ -730,9 +746,32 @@ def first_come_gate() -> None:
     pipeline.CoreGate.acquire = lambda gate, key, abort, rank=0.0: acquire(gate, key, abort)  # type: ignore[method-assign,assignment]
 
 
+def gc_pauses() -> list[tuple[int, float, float]]:
+    """Python's garbage collections in this process from now on: (generation, perf_counter at
+    its start, wall ms). A collection holds the GIL, so every thread running Python (lanes
+    between calls, recorder, sinks) waits for it; a long one shows in the latency tail."""
+    import gc
+
+    pauses: list[tuple[int, float, float]] = []
+    started: list[float] = [0.0]
+
+    def callback(phase_name: str, info: dict[str, int]) -> None:
+        if phase_name == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append((info["generation"], started[0], (time.perf_counter() - started[0]) * 1000))
+
+    gc.callbacks.append(callback)
+    return pauses
+
+
 def run_phase(spec: dict[str, Any]) -> int:
     if spec.get("first_come_gate"):
         first_come_gate()
+    if spec.get("no_gc_freeze"):
+        from inspector_core.runtime import station
+
+        station.freeze_startup = lambda: 0  # type: ignore[assignment]
     if spec.get("switch_interval_ms"):
         # How long a thread running Python keeps the GIL while another one (back from OpenCV or
         # onnxruntime) waits for it; Python's default is 5 ms.
@@ -743,7 +782,19 @@ def run_phase(spec: dict[str, Any]) -> int:
         Path(spec["model"]), Path(spec["reference"]), set(spec["isolated"]), spec["threads"], spec.get("runtime")
     )
     directory = CACHE / "runs" / spec["name"]
-    _, r = run_station(directory, steps, spec["count"], spec["interval_ms"], spec["warm"], spec["workers"])
+    pauses = gc_pauses()
+    probe, r = run_station(directory, steps, spec["count"], spec["interval_ms"], spec["warm"], spec["workers"])
+    assert probe.start is not None
+    # The timed span only (from the warm-up's last commit to the last commit).
+    import gc
+
+    full = time.perf_counter()
+    gc.collect()  # what a full collection costs after the run (frozen start-up objects not walked)
+    r["gc_full_ms"] = (time.perf_counter() - full) * 1000
+    r["gc_frozen"] = gc.get_freeze_count()
+    r["gc"] = {
+        str(g): [ms for gen, at, ms in pauses if gen == g and probe.start[0] <= at <= probe.last] for g in (0, 1, 2)
+    }
     report(spec["title"], r)
     print(f"the {len(FRAMES)} frames in memory: {sum(f.nbytes for _, f in FRAMES) >> 20} MB (in the peak RSS)")
     print(f"torch imported: {'torch' in sys.modules}", flush=True)

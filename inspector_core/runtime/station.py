@@ -54,6 +54,7 @@ from inspector_core.runtime.changeover import Changeover, Recipe
 from inspector_core.runtime.config import Station, Step
 from inspector_core.runtime.delivery import Delivery, sink_keys
 from inspector_core.runtime.evidence import evidence_writer
+from inspector_core.runtime.garbage import freeze_startup
 from inspector_core.runtime.inspection import Begun, begin, judge
 from inspector_core.runtime.inspection import check_image as _check_image  # noqa: F401 - its old name here
 from inspector_core.runtime.join import JoinedPart, begin_part_views, evidence_image, view_records
@@ -239,6 +240,7 @@ class StationRuntime:
         capture = threading.Thread(target=self._capture_loop, name="inspector-capture", daemon=True)
         inspect = threading.Thread(target=self._inspect_loop, args=(workers,), name="inspector-inspect", daemon=True)
         restore = self._install_signals()
+        freeze_startup()  # full collections walk only the run's own objects (runtime/garbage.py)
         try:
             capture.start()
             inspect.start()
