@@ -297,20 +297,19 @@ def store_rows(n: int, group: int) -> tuple[tuple[int, int], Rows]:
             for r in recs:
                 r.station_id, r.run_id = ids
             groups: Rows = []
-            insert_rows = database._insert_rows
+            send_rows = database._send_rows
 
             def grab(conn: Any, spec: tuple[str, str], rows: list[tuple[Any, ...]]) -> None:
-                if rows:
-                    groups[-1].append((spec, rows))
-                insert_rows(conn, spec, rows)  # written too, so the next transaction's ids follow on
+                groups[-1].append((spec, rows))  # what the driver is handed: the statement's columns, the rows
+                send_rows(conn, spec, rows)  # written too, so the next transaction's ids follow on
 
-            database._insert_rows = grab
+            database._send_rows = grab
             try:
                 for i in range(0, n, group):
                     groups.append([])
                     store.write(recs[i : i + group], fresh=True)
             finally:
-                database._insert_rows = insert_rows
+                database._send_rows = send_rows
             store.close()
         _CAPTURED[key] = ids, groups
     return _CAPTURED[key]

@@ -272,8 +272,10 @@ class Recorder:
                         )
                     self._cond.wait(0.25)
                 self._blocked_s += time.monotonic() - t0
-            self._pending.append(record)
-            self._cond.notify_all()
+            pending = self._pending
+            pending.append(record)
+            if len(pending) == 1:  # only the writer waits for verdicts, and only on an empty queue
+                self._cond.notify_all()
 
     def event(self, kind: str, message: str) -> None:
         """Record an event of this run (never blocks: the writer writes it, durably)."""
