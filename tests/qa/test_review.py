@@ -348,6 +348,20 @@ def test_the_dashboard_review_api_needs_a_reviewer_and_the_csrf_token(writer):
     bare = c.get("/api/review/queue", params={"since": "2026-11-19", "limit": 5, "counts": "false"}).json()
     assert "counts" not in bare and bare["items"] == q2["items"]
     assert c.get("/api/review/counts", params={"near": "2"}).status_code == 400
+    # Both read the same window from the query string (QueueWindow): a station filter applies to each.
+    every = c.get("/api/review/queue", params={"since": "2026-11-19", "limit": 10_000}).json()["items"]
+    stations = sorted({i["station"] for i in every})
+    left = [
+        c.get("/api/review/counts", params={"since": "2026-11-19", "station": name}).json()["findings_left"]
+        for name in stations
+    ]
+    assert sum(left) == q2["counts"]["findings_left"] and all(n > 0 for n in left)
+    if len(stations) > 1:
+        assert max(left) < q2["counts"]["findings_left"]
+    first = {"since": "2026-11-19", "limit": 5, "station": [it["station"], "no-such-station"]}
+    assert [i["station"] for i in c.get("/api/review/queue", params=first).json()["items"]] == [it["station"]] * 5
+    none = c.get("/api/review/queue", params={"since": "2026-11-19", "station": "no-such-station"}).json()
+    assert none["items"] == [] and none["counts"]["findings_left"] == 0
     assert c.get("/api/reviews", params={"inspection_id": it["inspection_id"]}).json()[0]["label"] == "confirmed"
     assert c.post("/api/history").status_code == 405  # the verdicts stay read-only
     detail = c.get(f"/inspections/{it['inspection_id']}").text

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
@@ -74,6 +74,25 @@ def _safe_next(value: str | None) -> str:
 
 def _window(station: list[str], since: str | None, until: str | None) -> tuple[list[str], Any, Any]:
     return [s for s in station if s], q.parse_when(since or None), q.parse_when(until or None)
+
+
+class QueueWindow:
+    """What the review queue and its tiles are asked for, read from the query string: one
+    definition for ``/api/review/queue`` and ``/api/review/counts`` (a FastAPI dependency)."""
+
+    def __init__(
+        self,
+        since: str = "7d",
+        until: str | None = None,
+        near: float = review.NEAR,
+        station: Annotated[list[str] | None, Query()] = None,
+    ) -> None:
+        self.since, self.until, self.near, self.station = since, until, near, station or []
+
+    def keywords(self) -> dict[str, Any]:
+        """The keywords of ``review.queue`` / ``review.counts`` (``QueryError`` naming a bad time)."""
+        sts, t0, t1 = _window(self.station, self.since, self.until)
+        return {"stations": sts, "since": t0, "until": t1, "near": self.near}
 
 
 def install(app: FastAPI, templates: Jinja2Templates, engine: Engine, writer: Store, throttle: Any = None) -> None:
@@ -197,13 +216,7 @@ def install(app: FastAPI, templates: Jinja2Templates, engine: Engine, writer: St
 
     @app.get("/api/review/queue", tags=["review"], summary="what is left to review, in order, and the counts")
     def api_queue(
-        request: Request,
-        since: str = "7d",
-        until: str | None = None,
-        near: float = review.NEAR,
-        limit: int = 50,
-        station: list[str] | None = None,
-        counts: bool = True,
+        request: Request, window: Annotated[QueueWindow, Depends()], limit: int = 50, counts: bool = True
     ) -> Response:
         """``counts=false`` leaves the tiles out (the review page asks ``/api/review/counts`` for
         them in a request of its own, so that the next items never wait for them)."""
@@ -211,9 +224,9 @@ def install(app: FastAPI, templates: Jinja2Templates, engine: Engine, writer: St
         if isinstance(me, JSONResponse):
             return me
         try:
-            sts, t0, t1 = _window(station or [], since, until)
-            items = review.queue(engine, stations=sts, since=t0, until=t1, near=near, limit=limit)
-            c = review.counts(engine, stations=sts, since=t0, until=t1, near=near) if counts else None
+            asked = window.keywords()
+            items = review.queue(engine, **asked, limit=limit)
+            c = review.counts(engine, **asked) if counts else None
         except q.QueryError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=400)
         body: dict[str, Any] = {"items": [i.as_dict() for i in items]}
@@ -222,19 +235,12 @@ def install(app: FastAPI, templates: Jinja2Templates, engine: Engine, writer: St
         return JSONResponse(body)
 
     @app.get("/api/review/counts", tags=["review"], summary="the review tiles: what is left, the current labels")
-    def api_counts(
-        request: Request,
-        since: str = "7d",
-        until: str | None = None,
-        near: float = review.NEAR,
-        station: list[str] | None = None,
-    ) -> Response:
+    def api_counts(request: Request, window: Annotated[QueueWindow, Depends()]) -> Response:
         me = need_user(request, write=False)
         if isinstance(me, JSONResponse):
             return me
         try:
-            sts, t0, t1 = _window(station or [], since, until)
-            c = review.counts(engine, stations=sts, since=t0, until=t1, near=near)
+            c = review.counts(engine, **window.keywords())
         except q.QueryError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=400)
         return JSONResponse(c.as_dict())
