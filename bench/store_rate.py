@@ -11,20 +11,25 @@ the same indexes):
 - **recorder**: :class:`~inspector_core.store.Recorder` as a station uses it (one producer thread
   submitting, the writer's group commit: 500 per transaction while it keeps up; on SQLite up to
   ``max_group`` (2,000) when more wait, as they always do here), timed from the first submit to
-  ``close()`` (every verdict committed and reported, the run ended). The group sizes it used are
-  printed;
+  the last verdict's commit reported (``on_committed``), as raw's clock stops at its last
+  ``COMMIT``; the rate to ``close()`` returning (the end of the run recorded, the threads joined,
+  the connections closed: SQLite's last connection checkpoints the whole log then) is printed
+  too. The group sizes it used are printed;
 - **recorder, groups of 500** (SQLite): the same with ``max_group=500`` (the recorder before it
   grouped more under backlog);
-- **raw**: plain DBAPI ``executemany`` of **the same rows the store writes** (every column, in
-  its storage form: captured from ``Store.write`` into a scratch file before the clock starts,
-  then replayed into the new database), one transaction per group of the recorder's size (and of
+- **raw**: plain DBAPI ``executemany`` of **the same rows the store writes**, as the driver is
+  handed them (the same columns, in their storage form: captured from ``Store.write`` into a
+  scratch file before the clock starts, then replayed into the new database; on SQLite the store
+  leaves out the columns NULL in every row of a batch, so raw does too: ``--extra`` also times the
+  rows with every column bound, as before), one transaction per group of the recorder's size (and of
   500 for the recorder with groups of 500); no roll-up, no first-of-part probe, no id allocation,
   no spool: the limit of this database on this disk for these rows. SQLite: the same connection
   settings as the store (WAL, ``synchronous=FULL``, foreign keys) and SQLite's own checkpoints;
 - PostgreSQL: also the server's CPU per inspection (the backends of these connections, read from
   ``/proc``: the server is local; its WAL writer and checkpointer are not counted);
 - optional (``--extra``): the recorder with SQLite's own WAL checkpoints
-  (``wal_checkpoints=False``) and ``Store.write`` alone from one thread.
+  (``wal_checkpoints=False``), ``Store.write`` alone from one thread, and (SQLite) raw with every
+  column bound.
 
 Beside every wall rate: the CPU this process spent per inspection (``time.process_time``: all
 its threads) and, for the recorder, its writer thread's CPU per inspection; and
@@ -171,10 +176,14 @@ def _server_cpu(url: str, before: dict[int, float], n: int) -> None:
 
 def recorder_rate(
     url: str, n: int, *, wal_checkpoints: bool = True, max_group: int | None = None
-) -> tuple[float, float, float, list[float], list[int]]:
-    """Inspections/s through the recorder; this process's CPU us per inspection (all threads); the
-    writer thread's CPU us per inspection (from its first commit to its last); the gaps (ms)
-    between each batch's committed_at and its commit returning; the size of each transaction."""
+) -> tuple[float, float, float, list[float], list[int], float]:
+    """Inspections/s through the recorder, from the first submit to the last verdict's commit
+    reported (``on_committed``: raw's clock also stops at its last COMMIT); this process's CPU us per
+    inspection (all threads, to ``close()``); the writer thread's CPU us per inspection (from its
+    first commit to its last); the gaps (ms) between each batch's committed_at and its commit
+    returning; the size of each transaction; inspections/s to ``close()`` returning (the end of the
+    run recorded, the threads joined, the pool's connections closed: SQLite's last connection
+    checkpoints the whole log then)."""
     store = Store(url)
     run = _run("rate")
     recs = records(n, run.uid, run.station)
@@ -186,12 +195,14 @@ def recorder_rate(
     gaps: list[float] = []
     sizes: list[int] = []
     writer: list[tuple[float, int]] = []
+    last = [0.0]
     done = 0
 
     def committed(batch: list[InspectionRecord]) -> None:  # on the writer's thread
         nonlocal done
         now = utcnow()
         writer.append((time.thread_time(), done))
+        last[0] = time.perf_counter()
         done += len(batch)
         sizes.append(len(batch))
         at = batch[-1].committed_at
@@ -217,7 +228,7 @@ def recorder_rate(
     gc.unfreeze()
     # The writer thread from the end of its first commit to the end of its last.
     wcpu = (writer[-1][0] - writer[0][0]) / (writer[-1][1] - writer[0][1]) * 1e6
-    return n / dt, cpu / n * 1e6, wcpu, gaps, sizes
+    return n / (last[0] - t0), cpu / n * 1e6, wcpu, gaps, sizes, n / dt
 
 
 def write_rate(url: str, n: int, group: int) -> tuple[float, float]:
@@ -281,6 +292,9 @@ def paced(url: str, rate: float, seconds: float) -> tuple[list[float], list[floa
 Rows = list[list[tuple[tuple[str, str], list[tuple[Any, ...]]]]]
 """Per transaction, per table: (the table and its columns, the rows)."""
 _CAPTURED: dict[tuple[int, int], tuple[tuple[int, int], Rows]] = {}
+_EVERY_COLUMN: dict[tuple[int, int], Rows] = {}
+"""The same rows with every column, before ``Store.write`` left out those NULL in every row of a
+batch (``--extra``: the raw figure of the statements as the store sent them before)."""
 
 
 def store_rows(n: int, group: int) -> tuple[tuple[int, int], Rows]:
@@ -297,41 +311,56 @@ def store_rows(n: int, group: int) -> tuple[tuple[int, int], Rows]:
             for r in recs:
                 r.station_id, r.run_id = ids
             groups: Rows = []
+            full: Rows = []
             send_rows = database._send_rows
+            without_nulls = database._without_nulls
+
+            def whole(spec: tuple[str, str], rows: list[tuple[Any, ...]]) -> Any:
+                full[-1].append((spec, rows))
+                return without_nulls(spec, rows)
 
             def grab(conn: Any, spec: tuple[str, str], rows: list[tuple[Any, ...]]) -> None:
                 groups[-1].append((spec, rows))  # what the driver is handed: the statement's columns, the rows
                 send_rows(conn, spec, rows)  # written too, so the next transaction's ids follow on
 
             database._send_rows = grab
+            database._without_nulls = whole
             try:
                 for i in range(0, n, group):
                     groups.append([])
+                    full.append([])
                     store.write(recs[i : i + group], fresh=True)
             finally:
                 database._send_rows = send_rows
+                database._without_nulls = without_nulls
             store.close()
         _CAPTURED[key] = ids, groups
+        _EVERY_COLUMN[key] = full
     return _CAPTURED[key]
 
 
 _DATETIMES = {"inspections": ("captured_at", "decided_at", "committed_at")}
+_BOOLEANS = {"inspections": ("first_of_part",), "defects": ("failed",)}
 
 
 def _for_postgres(groups: Rows) -> Rows:
-    """SQLite's storage form -> PostgreSQL's: datetimes as ``datetime`` (JSON stays its text)."""
+    """SQLite's storage form -> PostgreSQL's: datetimes as ``datetime``, booleans (0/1 on SQLite) as
+    ``bool`` (JSON stays its text)."""
     out: Rows = []
     for group in groups:
         tables = []
         for (table, columns), rows in group:
             at = [i for i, c in enumerate(columns.split()) if c in _DATETIMES.get(table, ())]
-            if at:
+            flags = [i for i, c in enumerate(columns.split()) if c in _BOOLEANS.get(table, ())]
+            if at or flags:
                 conv = []
                 for row in rows:
                     r = list(row)
                     for i in at:
                         if r[i] is not None:
                             r[i] = datetime.fromisoformat(r[i])
+                    for i in flags:
+                        r[i] = bool(r[i])
                     conv.append(tuple(r))
                 rows = conv
             tables.append(((table, columns), rows))
@@ -339,16 +368,19 @@ def _for_postgres(groups: Rows) -> Rows:
     return out
 
 
-def raw_rate(url: str, n: int, group: int) -> tuple[float, float]:
+def raw_rate(url: str, n: int, group: int, *, every_column: bool = False) -> tuple[float, float]:
     """Inspections/s of the raw grouped inserts of the store's own rows, ``group`` inspections per
-    transaction, and CPU us per inspection (this process)."""
+    transaction, and CPU us per inspection (this process). ``every_column``: the rows with every
+    column bound, NULLs included, as the store sent them before it left those out."""
     store = Store(url)  # the same schema, indexes and connection settings
     run = _run("raw")
     ids = store.ensure_run(run)
     store.close()
     captured_ids, groups = store_rows(n, group)
-    assert ids == captured_ids, (ids, captured_ids)  # the rows name this station and run
     sqlite = url.startswith("sqlite")
+    if every_column or not sqlite:  # PostgreSQL: the store sends every column (COPY), so raw does
+        groups = _EVERY_COLUMN[(n, group)]
+    assert ids == captured_ids, (ids, captured_ids)  # the rows name this station and run
     mark = "?" if sqlite else "%s"
 
     def sql(table: str, columns: str) -> str:
@@ -422,12 +454,13 @@ def measure(backend: str, n: int, rounds: int, goal: float, extra: bool = False)
     cpu: dict[str, list[float]] = collections.defaultdict(list)
     wcpu: dict[str, list[float]] = collections.defaultdict(list)
     scpu: dict[str, list[float]] = collections.defaultdict(list)
+    closed: dict[str, list[float]] = collections.defaultdict(list)
     loads: list[float] = []
     gaps: list[float] = []
     sizes: collections.Counter[int] = collections.Counter()
     order = ["raw", "recorder"] + (["raw500", "recorder500"] if GROUP != BATCH else [])
     if extra:
-        order += ["autockpt", "write"] if backend == "sqlite" else ["write"]
+        order += ["autockpt", "write", "rawall"] if backend == "sqlite" else ["write"]
     t = time.perf_counter()
     store_rows(n, GROUP)
     store_rows(n, BATCH)
@@ -440,20 +473,21 @@ def measure(backend: str, n: int, rounds: int, goal: float, extra: bool = False)
                     url = f"sqlite:///{d}/{what}.db"
                 else:
                     name, url = _pg_db()
-                w = None
+                w = rc = None
                 try:
                     if what.startswith("raw"):
-                        r, c = raw_rate(url, n, BATCH if what == "raw500" else GROUP)
+                        r, c = raw_rate(url, n, BATCH if what == "raw500" else GROUP, every_column=what == "rawall")
                     elif what == "write":
                         r, c = write_rate(url, n, GROUP)
                     else:
-                        r, c, w, g, z = recorder_rate(
+                        r, c, w, g, z, rc = recorder_rate(
                             url,
                             n,
                             wal_checkpoints=what != "autockpt",
                             max_group=BATCH if what == "recorder500" else None,  # None: the default
                         )
                         wcpu[what].append(w)
+                        closed[what].append(rc)
                         if what == "recorder":
                             gaps += g
                             sizes.update(z)
@@ -469,7 +503,7 @@ def measure(backend: str, n: int, rounds: int, goal: float, extra: bool = False)
             loads.append(os.getloadavg()[0])
             print(
                 f"  {backend} round {k + 1} {what:11s}: {r:9,.0f} inspections/s, {c:6.1f} CPU us each"
-                + (f" (writer thread {w:5.1f})" if w is not None else "")
+                + (f" (writer thread {w:5.1f}; to close() {rc:,.0f}/s)" if w is not None else "")
                 + srv
                 + f"  ({_load()})",
                 flush=True,
@@ -478,6 +512,7 @@ def measure(backend: str, n: int, rounds: int, goal: float, extra: bool = False)
     mcpu = {k: statistics.median(v) for k, v in cpu.items()}
     mw = {k: statistics.median(v) for k, v in wcpu.items()}
     ratio, per = _median_ratio(rate["recorder"], rate["raw"])
+    cratio, cper = _median_ratio(closed["recorder"], rate["raw"])
     if GROUP == BATCH:  # no groups on this database: the same figures
         for key in ("raw", "recorder"):
             rate[f"{key}500"], cpu[f"{key}500"] = rate[key], cpu[key]
@@ -522,6 +557,19 @@ def measure(backend: str, n: int, rounds: int, goal: float, extra: bool = False)
             f"or checkpointer): recorder {ms['recorder']:.1f} us, raw {ms['raw']:.1f} us; client + server: "
             f"recorder {mcpu['recorder'] + ms['recorder']:.1f} us, raw {mcpu['raw'] + ms['raw']:.1f} us; derived "
             f"on 2 free cores: recorder {2e6 / (mcpu['recorder'] + ms['recorder']):,.0f}/s",
+            flush=True,
+        )
+    print(
+        f"{backend}: the recorder to close() returning (the end of the run recorded, threads joined, connections "
+        f"closed; raw's clock stops at its last COMMIT): {statistics.median(closed['recorder']):,.0f}/s, ratio to raw "
+        f"{cratio:.2f} (per round {cper})",
+        flush=True,
+    )
+    if "rawall" in med:
+        fratio, fper = _median_ratio(rate["rawall"], rate["raw"])
+        print(
+            f"{backend}: raw with every column bound (NULLs included, as the store sent them before) "
+            f"{med['rawall']:,.0f}/s, CPU {mcpu['rawall']:.1f} us: {fratio:.2f} of raw (per round {fper})",
             flush=True,
         )
     if "autockpt" in med:

@@ -406,3 +406,37 @@ def test_a_group_slow_to_write_halves_the_next_ones(tmp_path):
     assert sizes[:3] == [20, 10, 5], sizes
     assert sum(sizes) == 70
     store.close()
+
+
+def test_sqlite_bulk_rows_leave_out_only_columns_null_in_every_row(tmp_path):
+    # SQLite: the columns NULL in every row of a batch are left out of the INSERT (sqlite3 looks
+    # for an adapter for each None it binds). A column NULL in the first row only is kept, and so
+    # are NOT NULL columns and those with a DEFAULT (left out, they would not store NULL).
+    from inspector_core.store import database
+
+    spec = database._STEP_COLUMNS
+    names = spec[1].split()
+    at = {n: i for i, n in enumerate(names)}
+    row = (1, 0, "front", "scratch", "ok", 0.5, None, 4.0, 1, None, None)
+    later = (2, 0, "front", "scratch", "ok", 0.5, 3.5, 4.0, 1, None, None)  # raw_score only here
+    narrow, rows = database._without_nulls(spec, [row, later])
+    assert narrow[1].split() == [n for n in names if n not in ("error", "view")]
+    assert rows == [tuple(v for n, v in zip(names, r, strict=True) if n not in ("error", "view")) for r in (row, later)]
+    same, kept = database._without_nulls(spec, [later[: at["error"]] + ("boom",) + later[at["error"] + 1 :]])
+    assert same[1].split() == [n for n in names if n != "view"] and len(kept[0]) == len(names) - 1
+    # Never left out: a column with a DEFAULT (first_of_part) or NOT NULL, even if given None.
+    ins = database._INSPECTION_COLUMNS[1].split()
+    optional = {ins[i] for i in database._nullable(database._INSPECTION_COLUMNS)}
+    assert "first_of_part" not in optional and "uid" not in optional and "id" not in optional
+    assert {"error", "error_step", "recipe", "recipe_hash", "source_meta"} <= optional
+    # What the migrations made agrees: no column left out has a DEFAULT in the database.
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    Store(url).close()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        for spec in (database._INSPECTION_COLUMNS, database._STEP_COLUMNS, database._DEFECT_COLUMNS):
+            info = {r[1]: (r[3], r[4]) for r in db.execute(f"PRAGMA table_info({spec[0]})")}
+            cols = spec[1].split()
+            for i in database._nullable(spec):
+                assert info[cols[i]] == (0, None), (spec[0], cols[i], info[cols[i]])
