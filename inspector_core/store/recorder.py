@@ -601,8 +601,6 @@ class Recorder:
                     self._group = max(self.max_batch, self._group // 2)
                 elif took < self.write_timeout_s / 16:
                     self._group = min(self.max_group, self._group * 2)
-            if self.checkpointer is not None:
-                self.checkpointer.committed(len(batch))
         except Exception as exc:
             if classify(exc) != "refused":
                 raise _Down(exc, batch) from exc
@@ -619,6 +617,12 @@ class Recorder:
             return
         self.committed += len(batch)
         self._report(batch)
+        # After the report: a log restart (about a batch's pages copied, an fsync) holds no verdict back.
+        if self.checkpointer is not None:
+            try:
+                self.checkpointer.committed(len(batch))
+            except Exception:  # the batch is committed and reported: never hold it for the checkpoints
+                log.exception("store %s: WAL checkpoint bookkeeping", self.store.display_url)
 
     def _write_events(self, events: list[EventRecord]) -> None:
         if self._events_dropped:
