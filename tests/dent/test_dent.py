@@ -261,3 +261,32 @@ def test_the_vertical_derivative_is_opencvs_sobel_to_the_last_bit(scale):
         img = cv2.GaussianBlur((rng.standard_normal(shape) * 40).astype(np.float32), (0, 0), 1.2)
         ref = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1, scale=scale)
         assert np.array_equal(_d_dy(img, scale).view(np.uint32), ref.view(np.uint32))
+
+
+def _narrow_pair(even: bool = False, length: float = 44.0, amp: float = 14.0, seed: int = 5) -> np.ndarray:
+    """A crease 5 px wide, 44 px long at 30 deg, lit across (a bright flank beside a dark one),
+    or with ``even`` a dark line of the same contrast (a printed line or a scratch)."""
+    yy, xx = np.mgrid[0:240, 0:320].astype(np.float32)
+    a = math.radians(30)
+    u = (xx - 160) * math.cos(a) + (yy - 120) * math.sin(a)
+    v = -(xx - 160) * math.sin(a) + (yy - 120) * math.cos(a)
+    s = 1.3
+    across = -np.exp(-0.5 * (v / s) ** 2) if even else (v / s) * np.exp(0.5 - 0.5 * (v / s) ** 2)
+    taper = np.clip(1 - (2 * u / length) ** 2, 0, None) ** 1.5 if length < 400 else 1.0
+    img = 140 + amp * across * taper + np.random.default_rng(seed).normal(0, 2.0, u.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_a_narrow_crease_is_found_by_its_line_sum_and_a_line_is_not():
+    # 5 px wide: below every compact scale; the pair summed along its line stands out.
+    img = _narrow_pair()
+    found = [
+        f
+        for f in hits(make().inspect(View(img, "c")))
+        if math.hypot(f.box[0] + f.box[2] / 2 - 160, f.box[1] + f.box[3] / 2 - 120) < 24
+    ]
+    assert found and found[0].message.startswith("crease"), [f.message for f in found]
+    assert hits(make(line_crease_sigma=None).inspect(View(img, "c"))) == []  # the line sum finds it
+    assert hits(make().inspect(View(_narrow_pair(even=True), "l"))) == []  # a dark line is even
+    # The same pair running through the whole view is a part's edge or a streak, not a fold.
+    assert hits(make().inspect(View(_narrow_pair(length=1e9), "e"))) == []

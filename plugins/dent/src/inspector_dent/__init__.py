@@ -27,6 +27,10 @@ integer factor, see ``working_size_px``):
    Pairs that run on along their line are *creases*: looked for below the dents' sizes down to
    ``min_crease_width_px`` and, above them, where a dent would be refused as too elongated; they
    are held to ``crease_sigma_ratio`` times the boundary.
+   Narrower creases (a fold 4-8 px wide, below every compact test) are found at the finest
+   scale by their pair's response summed along their line, over that sum's noise in their
+   orientation (``line_crease_sigma``; ``_line_creases``), under the same level, odd and rim
+   tests and one more: a fold ends, a part's edge or a surface streak runs on.
 4. Maxima that pass are merged across scales (the strongest wins within its own radius), the
    scale is interpolated, and the diameter read from it (``diameter = 3.0 * sigma``, calibrated
    on rendered dents); the depth proxy is the shading contrast: the doublet's peak-to-peak
@@ -133,6 +137,31 @@ class DentConfig(PluginConfig):
         description="At the dent scales, pairs more elongated than max_elongation are taken as "
         "creases (at the crease boundary) rather than refused as edges (the level and odd tests "
         "refuse steps and lines).",
+    )
+    line_crease_sigma: float | None = Field(
+        20.0,
+        gt=0,
+        description="Narrow creases at the finest scale, their light-dark pair summed along the "
+        "line (line_crease_length_px): the boundary (score 0.5) of that sum over its noise, by "
+        "orientation. None: not looked for.",
+    )
+    line_crease_length_px: float = Field(
+        24.0,
+        gt=0,
+        description="Length (view px) over which a narrow crease's pair is summed; creases shorter "
+        "than about this are not found by the line sum.",
+    )
+    max_line_run_on: float = Field(
+        0.5,
+        gt=0,
+        description="A narrow crease must end: the line sum's response four half-lengths along "
+        "the line, on the side where it falls off more, over the centre's must stay below this "
+        "(a part's edge or a streak of the surface runs on through the view).",
+    )
+    line_crease_candidates: int = Field(
+        200,
+        ge=1,
+        description="Maxima of the finest scale's response given the line sum, strongest first.",
     )
     min_crease_rim_balance: float = Field(
         0.2,
@@ -343,6 +372,8 @@ class DentDetector(Detector):
     def __init__(self, config: DentConfig, *, station_dir: Path) -> None:
         super().__init__(config, station_dir=station_dir)
         self.config: DentConfig = config
+        # Where the narrow creases' line-sum noise is sampled, per view size (_line_creases).
+        self._noise_points: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def warm_up(self, example: np.ndarray | None = None) -> None:
         img = example if example is not None else np.full((256, 256), 128, np.uint8)
@@ -403,6 +434,8 @@ class DentDetector(Detector):
         for i in range(1, len(scales) - 1):
             crease = scales[i].sigma < s_lo / math.sqrt(_STEP)
             kept.extend(self._candidates(scales, i, floor_snr, light, crease))
+        if c.line_crease_sigma is not None:
+            kept.extend(self._line_creases(scales[0], floor_snr, light))
         # The edge test, on the view itself (at full resolution a step stays a step), for the
         # strongest candidates only: the weaker ones could not become findings.
         kept.sort(key=lambda d: -d["snr"])
@@ -582,6 +615,177 @@ class DentDetector(Detector):
                     "crease": bool(is_crease[k]),
                 }
             )
+        return out
+
+    def _line_creases(self, sc: _Scale, floor_snr: float, light) -> list[dict]:
+        """Narrow creases, at the finest scale: a crease too narrow for the scale space's compact
+        tests still shades as a light-dark pair along its whole length, so the pair's response
+        is summed along its line (``line_crease_length_px``), which raises it over the surface's
+        noise by the root of the number of independent samples. The sum's noise is measured per
+        orientation on points spread over the view (streaks of a ground surface run one way and
+        count there). What passes must be a pair on every test of the dents, on the profile
+        averaged along the line: level, odd (a printed line, a scratch or a groove's dark line is
+        even), rims on both walls, and it must continue along the line (a pit does not)."""
+        c = self.config
+        if c.line_crease_sigma is None:
+            return []
+        boundary = c.line_crease_sigma
+        unit = 1 << sc.level
+        gx, gy, band = sc.gx, sc.gy, sc.band
+        h, w = gx.shape
+        half = 0.5 * c.line_crease_length_px / unit
+        margin = int(half) + 3
+        if h <= 2 * margin + 8 or w <= 2 * margin + 8:
+            return []
+        n_along = 9
+        tl = np.linspace(-1.0, 1.0, n_along, dtype=np.float32)[None, :] * np.float32(half)
+
+        def along(xs, ys, nx, ny, t=tl):
+            """The response projected on (nx, ny) at points along the line through (xs, ys)
+            (the line runs across (nx, ny)): one row per point."""
+            at = _where(gx.shape, xs[:, None] - t * ny[:, None], ys[:, None] + t * nx[:, None])
+            return _sample(gx, where=at) * nx[:, None] + _sample(gy, where=at) * ny[:, None]
+
+        # Noise of the line sum by orientation, from fixed points spread over the view (the
+        # nearest pixel: a noise estimate needs no interpolation).
+        n_bins, m = 8, 192
+        key = (h, w, round(half, 3))
+        if key not in self._noise_points:  # the same points for every view of this size
+            rng = np.random.default_rng(11)
+            rx = rng.uniform(margin, w - 1 - margin, m).astype(np.float32)[None, None, :]
+            ry = rng.uniform(margin, h - 1 - margin, m).astype(np.float32)[None, None, :]
+            bins = np.arange(n_bins, dtype=np.float32) * np.float32(math.pi / n_bins)
+            cx, cy = np.cos(bins)[:, None, None], np.sin(bins)[:, None, None]
+            t3 = tl[0][None, :, None]
+            pts = (ry + t3 * cx + 0.5).astype(np.intp) * w + (rx - t3 * cy + 0.5).astype(np.intp)
+            self._noise_points = {key: (pts, cx, cy)}
+        idx, bx, by = self._noise_points[key]
+        rnd = (gx.ravel()[idx] * bx + gy.ravel()[idx] * by).mean(axis=1)
+        mid = m // 2
+        dev = np.abs(rnd - np.partition(rnd, mid, axis=1)[:, mid : mid + 1])
+        noise = np.maximum(1.4826 * np.partition(dev, mid, axis=1)[:, mid], 1e-4)
+
+        # Candidates: maxima of the point response (the line sum is taken at those only).
+        resp = sc.resp
+        peaks = resp >= np.float32(2.5 * sc.noise)
+        peaks[:margin] = False
+        peaks[h - margin :] = False
+        peaks[:, :margin] = False
+        peaks[:, w - margin :] = False
+        peaks &= resp >= cv2.dilate(resp, np.ones((3, 3), np.uint8))
+        flat = np.flatnonzero(peaks)
+        if len(flat) == 0:
+            return []
+        k = c.line_crease_candidates
+        if len(flat) > k:
+            flat = flat[np.argpartition(-resp.ravel()[flat], k)[:k]]
+        ys, xs = np.divmod(flat, w)
+        xs, ys = xs.astype(np.float32), ys.astype(np.float32)
+        phi0 = np.arctan2(gy.ravel()[flat], gx.ravel()[flat])
+        line_floor = floor_snr * boundary / c.min_contrast_sigma
+        # The line sum along the point's own direction first; the ones near the floor are
+        # refined over two more orientations (a curved crease, a noisy point direction).
+        b0 = np.round((phi0 % math.pi) / (math.pi / n_bins)).astype(int) % n_bins
+        r0 = along(xs, ys, np.cos(phi0).astype(np.float32), np.sin(phi0).astype(np.float32)).mean(axis=1)
+        near = r0 / noise[b0] >= 0.6 * line_floor
+        xs, ys, phi0, r0 = xs[near], ys[near], phi0[near], r0[near]
+        if len(xs) == 0:
+            return []
+        ph = np.concatenate([phi0 - 0.35, phi0 + 0.35])
+        r = along(np.tile(xs, 2), np.tile(ys, 2), np.cos(ph).astype(np.float32), np.sin(ph).astype(np.float32))
+        r = np.stack([r0, *r.mean(axis=1).reshape(2, -1)])
+        pick = r.argmax(axis=0)
+        best_r = r[pick, np.arange(len(xs))]
+        best_phi = np.stack([phi0, ph[: len(xs)], ph[len(xs) :]])[pick, np.arange(len(xs))]
+        ux, uy = np.cos(best_phi).astype(np.float32), np.sin(best_phi).astype(np.float32)
+        b = np.round((best_phi % math.pi) / (math.pi / n_bins)).astype(int) % n_bins
+        snr = best_r / noise[b]
+        ok = snr >= line_floor
+        if light is not None:
+            ok &= -(ux * light[0] + uy * light[1]) >= math.cos(math.radians(c.light_tolerance_deg))
+        sel = np.nonzero(ok)[0]
+        if len(sel) == 0:
+            return []
+        xs, ys, ux, uy, snr, best_r = xs[sel], ys[sel], ux[sel], uy[sel], snr[sel], best_r[sel]
+        # It continues along its line: most of the samples carry the pair.
+        prof_along = along(xs, ys, ux, uy)
+        fill = (prof_along > 0.3 * np.maximum(prof_along.max(axis=1, keepdims=True), 1e-9)).mean(axis=1)
+        # Level, odd and rims on the profile across, averaged along the line.
+        radius = max(0.5 * _DIAMETER_PER_SIGMA * sc.sigma / unit, 2.5)
+        t5 = np.linspace(-1.0, 1.0, 5, dtype=np.float32) * np.float32(half)
+        ta = np.linspace(-1.0, 1.0, 17, dtype=np.float32) * np.float32(1.5 * radius)
+        px = xs[:, None, None] + ta[None, None, :] * ux[:, None, None] - t5[None, :, None] * uy[:, None, None]
+        py = ys[:, None, None] + ta[None, None, :] * uy[:, None, None] + t5[None, :, None] * ux[:, None, None]
+        p = _sample(band, px, py).mean(axis=1)
+        amp = np.maximum(p.max(axis=1) - p.min(axis=1), 1e-6)
+        step = np.abs(p[:, -1] - p[:, 0]) / amp
+        e = p - p[:, 8:9]
+        odd = np.abs(e[:, 9:] - e[:, 7::-1]).sum(axis=1)
+        even = np.abs(e[:, 9:] + e[:, 7::-1]).sum(axis=1) / np.maximum(odd, 1e-6)
+        tr = np.linspace(0.4, 1.4, 6, dtype=np.float32) * np.float32(radius)
+        tr = np.concatenate([tr, -tr])  # both walls in one pass
+        qx = xs[:, None, None] + tr[None, None, :] * ux[:, None, None] - t5[None, :, None] * uy[:, None, None]
+        qy = ys[:, None, None] + tr[None, None, :] * uy[:, None, None] + t5[None, :, None] * ux[:, None, None]
+        at = _where(gx.shape, qx, qy)
+        proj = (_sample(gx, where=at) * ux[:, None, None] + _sample(gy, where=at) * uy[:, None, None]).mean(axis=1)
+        q0, q1 = -proj[:, :6].min(axis=1), -proj[:, 6:].min(axis=1)
+        rims = np.minimum(q0, q1) / np.maximum(np.maximum(q0, q1), 1e-6)
+        ok = (fill >= c.min_crease_elongation) & (step <= c.max_step_ratio) & (even <= c.max_even_ratio)
+        ok &= rims >= c.min_crease_rim_balance
+        # It ends: a fold of a panel has two ends, a part's own edge or a ground surface's streak
+        # runs on through the view. At least one side falls off four half-lengths away (within
+        # 7 degrees of the direction found: the point's own direction is not exact that far out).
+        te = np.float32(half) * np.array([3.5, 4.0, 4.5, -3.5, -4.0, -4.5], np.float32)[None, :, None]
+        de = np.float32(half) * np.linspace(-0.5, 0.5, 7, dtype=np.float32)[None, None, :]
+        ex = xs[:, None, None] - te * uy[:, None, None] + de * ux[:, None, None]
+        ey = ys[:, None, None] + te * ux[:, None, None] + de * uy[:, None, None]
+        at = _where(gx.shape, ex, ey)
+        far = _sample(gx, where=at) * ux[:, None, None] + _sample(gy, where=at) * uy[:, None, None]
+        # An end must be seen: a side whose samples leave the view does not count.
+        inside = (ex >= 0) & (ex <= w - 1) & (ey >= 0) & (ey <= h - 1)
+        sides = [
+            np.where(inside[:, k].all(axis=(1, 2)), far[:, k].mean(axis=1).max(axis=1), np.inf)
+            for k in (slice(0, 3), slice(3, 6))
+        ]
+        run_on = np.minimum(sides[0], sides[1]) / np.maximum(best_r, 1e-9)
+        ok &= run_on <= c.max_line_run_on
+        level_map = sc.background
+        out: list[dict] = []
+        order = np.argsort(-snr)
+        for n in order.tolist():
+            if not ok[n]:
+                continue
+            # One finding per crease: the strongest point of it.
+            if any(math.hypot(xs[n] - d["_lx"], ys[n] - d["_ly"]) < half for d in out):
+                continue
+            lev = max(float(level_map[int(ys[n]), int(xs[n])]), 1.0)
+            pct = 100.0 * float(amp[n]) / lev
+            if pct > c.max_shading_contrast_pct:
+                continue
+            out.append(
+                {
+                    "_lx": float(xs[n]),
+                    "_ly": float(ys[n]),
+                    "x": float((xs[n] + 0.5) * unit - 0.5),
+                    "y": float((ys[n] + 0.5) * unit - 0.5),
+                    "diam": float(_DIAMETER_PER_SIGMA * sc.sigma),
+                    "snr": float(snr[n]) * c.min_contrast_sigma / boundary,
+                    "contrast_gray": float(amp[n]),
+                    "contrast_pct": pct,
+                    "light_deg": math.degrees(math.atan2(float(uy[n]), -float(ux[n]))) % 360.0,
+                    "step": float(step[n]),
+                    "even": float(even[n]),
+                    "elong": float(fill[n]),
+                    "rims": float(rims[n]),
+                    "ux": float(ux[n]),
+                    "uy": float(uy[n]),
+                    "crease": True,
+                }
+            )
+            if len(out) >= c.max_findings:
+                break
+        for d in out:
+            del d["_lx"], d["_ly"]
         return out
 
     @staticmethod
