@@ -28,6 +28,23 @@ the test split (``datasets.halves``: choose on *tune*, quote *report*), n beside
 ``--input-cost 256x256,672x96`` times the exported graph at each model input (W x H) instead:
 a bank of 8192 random rows (the search costs the same whatever the rows hold), ``session.run``
 interleaved, one thread, process CPU, median of ``--parts`` x ``--rounds`` runs.
+
+``--sweep`` (issues 11 and 12: a better *and* no dearer default) fits PatchCore once per data set
+at the largest of ``--banks`` and measures on the halves of the test split every bank (a prefix
+of the greedy coreset) x feature projection (none; PCA to each of ``--dims``; a seeded Gaussian to
+each of ``--random-dims``) x map sigma (``--sigmas``) x part score (``max``, top ``--top-fractions``
+mean). Each bank x projection is exported as training exports it, but with the map's blur taken
+out of the graph; the blur of each sigma is then applied to the exported map in numpy (anomalib's
+kernel and reflect border; checked against the in-graph blur on the first variant, difference
+printed), so one export serves every sigma. ``thin_long``: the tune half is the seed-1 set, the
+report half the seed-2 set (each fitted on its own training half). Per variant: image AUROC per
+half and per class, and, at a threshold chosen without the report half (the largest of the
+validation + tune-half good scores), the report half's false fails and recall per class.
+``--dump FILE`` writes every score (JSON) for replays.
+
+``--cost`` times ``session.run`` (one thread, no spinning, process CPU, interleaved, load printed)
+of each bank in ``--banks`` x feature dimension (``--dims``, 0 = none) on random bank rows at
+``--size`` (the search costs the same whatever the rows hold).
 """
 
 from __future__ import annotations
@@ -273,6 +290,244 @@ def map_variants(args: argparse.Namespace) -> int:
     return 0
 
 
+def _blur(amap, sigma: float):  # type: ignore[no-untyped-def]
+    """anomalib's GaussianBlur2d of the map (kernel 2 * int(4 sigma + 0.5) + 1, reflect border)."""
+    import cv2
+
+    if sigma <= 0:
+        return amap
+    k = 2 * int(4.0 * sigma + 0.5) + 1
+    return cv2.GaussianBlur(amap, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101)
+
+
+def _variant_name(bank: int, kind: str, dim: int) -> str:
+    return f"bank {bank}" + ("" if not dim else f", {kind} {dim}")
+
+
+def sweep(args: argparse.Namespace) -> int:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from anomalib.models.image.patchcore.anomaly_map import AnomalyMapGenerator
+    from inspector_anomaly import datasets
+    from inspector_anomaly.preprocess import prepare
+    from inspector_anomaly.projection import install_projection, projection_matrix, remove_projection
+    from inspector_anomaly.reference import part_score
+    from inspector_anomaly.training import TrainSettings, build_model, export_onnx, fit, read_image, settle_input
+
+    torch.set_num_threads(args.torch_threads)
+    banks = sorted(int(b) for b in args.banks.split(","))
+    dims = [int(d) for d in args.dims.split(",") if int(d)]
+    rdims = [int(d) for d in args.random_dims.split(",") if d and int(d)]
+    sigmas = [float(v) for v in args.sigmas.split(",")]
+    scorers = [("max", 1.0)] + [("top_mean", float(v)) for v in args.top_fractions.split(",")]
+    variants = [(b, "none", 0) for b in banks]
+    variants += [(b, "pca", d) for b in banks for d in dims] + [(b, "random", d) for b in banks for d in rdims]
+    dump: dict = {"datasets": {}, "variants": [list(v) for v in variants], "sigmas": sigmas, "scorers": scorers}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.ort_threads
+    for ds in args.datasets.split(","):
+        if ds.startswith("thin_"):
+            shape = ds.removeprefix("thin_")
+            parts = [
+                ("tune", datasets.thin_defect_parts(args.thin_dir, shape, seed=1)),
+                ("report", datasets.thin_defect_parts(args.thin_dir, shape, seed=2)),
+            ]
+        else:
+            parts = [("", split_of(args, ds))]
+        samples: list[dict] = []
+        scores: dict[str, list[float]] = {}
+        for which, split in parts:
+            images = [read_image(s.path) for s in split.train]
+            settings = settle_input(TrainSettings(memory_bank=banks[-1], feature_dim=0), images)
+            t0, c0 = time.perf_counter(), time.process_time()
+            module, _ = build_model(settings, progress=lambda m: None)
+            fit(module, images, settings, progress=lambda m: None)
+            full = module.model.memory_bank.clone()
+            basis = module.feature_basis
+            if which:
+                test = [(s, which) for s in split.test]
+            else:
+                tune, report = datasets.halves(split.test)
+                test = [(s, "tune") for s in tune] + [(s, "report") for s in report]
+            # validation good images: part of the threshold's basis (never the report half)
+            test += [(s, f"val-{which}" if which else "val") for s in split.val]
+            prepared = [prepare(s.image(), settings.size, settings.resize, settings.photometric) for s, _ in test]
+            base = len(samples)
+            samples += [{"name": s.path.name, "label": s.label, "half": h} for s, h in test]
+            print(
+                f"\n## {ds}{f' ({which} set)' if which else ''}: fit on {len(split.train)} good at bank "
+                f"{banks[-1]}, input {settings.size[1]}x{settings.size[0]}: {time.perf_counter() - t0:.0f} s wall, "
+                f"{time.process_time() - c0:.0f} s CPU; scored: "
+                + ", ".join(
+                    f"{h} {sum(1 for s, hh in test if hh == h and not s.is_anomalous)} good + "
+                    f"{sum(1 for s, hh in test if hh == h and s.is_anomalous)} defective"
+                    for h in ("tune", "report", "val", f"val-{which}")
+                    if any(hh == h for _, hh in test)
+                )
+                + f"; load {load()}",
+                flush=True,
+            )
+            tmp = Path(tempfile.mkdtemp(prefix=f"sweep-{ds}-"))
+            try:
+                for vi, (bank, kind, dim) in enumerate(variants):
+                    if bank > full.shape[0]:
+                        continue
+                    remove_projection(module.model)
+                    rows = full[:bank]
+                    if dim:
+                        proj = projection_matrix(basis, dim, kind, seed=0)
+                        install_projection(module.model, proj)
+                        rows = rows @ proj
+                    module.model.memory_bank = rows.contiguous()
+                    if vi == 0:  # the numpy blur against the graph's own, once
+                        module.model.anomaly_map_generator = AnomalyMapGenerator(sigma=4)
+                        ref = ort.InferenceSession(
+                            str(export_onnx(module, tmp / "ref.onnx", settings.size)), sess_options=opts
+                        )
+                    module.model.anomaly_map_generator.blur = torch.nn.Identity()
+                    path = export_onnx(module, tmp / "v.onnx", settings.size)
+                    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+                    c1 = time.process_time()
+                    maps = [sess.run(["anomaly_map"], {"input": p.tensor})[0][0, 0] for p in prepared]
+                    run_cpu = 1000 * (time.process_time() - c1) / len(maps)
+                    if vi == 0:
+                        worst, span = 0.0, 0.0
+                        for p, m in list(zip(prepared, maps, strict=True))[:8]:
+                            r = ref.run(["anomaly_map"], {"input": p.tensor})[0][0, 0]
+                            worst = max(worst, float(np.abs(_blur(m, 4.0) - r).max()))
+                            span = max(span, float(np.ptp(r)))
+                        print(
+                            f"numpy blur vs the graph's (sigma 4, 8 images): max difference {worst:.2e} "
+                            f"of a map range {span:.2f}"
+                        )
+                    for sigma in sigmas:
+                        for kind_s, frac in scorers:
+                            score_name = kind_s if kind_s == "max" else f"{kind_s} {frac:g}"
+                            key = f"{_variant_name(bank, kind, dim)} | sigma {sigma:g} | {score_name}"
+                            vals = scores.setdefault(key, [float("nan")] * base)
+                            for p, m in zip(prepared, maps, strict=True):
+                                x, y, w, h = p.valid
+                                vals.append(part_score(_blur(m, sigma)[y : y + h, x : x + w], kind_s, frac))
+                    print(
+                        f"{_variant_name(bank, kind, dim)}: exported and scored, {run_cpu:.1f} ms CPU per run "
+                        f"({args.ort_threads} threads, not a speed figure); load {load()}",
+                        flush=True,
+                    )
+            finally:
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)  # models of non-commercial data: never kept
+        dump["datasets"][ds] = {"samples": samples, "scores": scores}
+        _print_sweep(ds, samples, scores)
+    if args.dump:
+        args.dump.write_text(json.dumps(dump))
+        print(f"scores written to {args.dump}")
+    return 0
+
+
+def _print_sweep(ds: str, samples: list[dict], scores: dict[str, list[float]]) -> None:
+    import numpy as np
+    from inspector_anomaly.metrics import auroc
+
+    label = np.array([s["label"] for s in samples])
+    half = np.array([s["half"] for s in samples])
+    bad = label != "good"
+    classes = sorted(set(label[bad]))
+    per_class = len(classes) > 1
+    print(
+        f"\n### {ds}: image AUROC tune | report"
+        + (" | report per class (" + ", ".join(classes) + ")" if per_class else "")
+        + " | report at the threshold from validation + tune good: false fails, recall per class, all"
+    )
+    head = "| variant | sigma | part score | tune | report |" + (" per class |" if per_class else "")
+    print(head + " false fails | recall |")
+    print("|---|---|---|---|---|" + ("---|" if per_class else "") + "---|---|")
+    for key, v in scores.items():
+        sc = np.array(v)
+        t, r = half == "tune", half == "report"
+        a_t, a_r = auroc(bad[t], sc[t]), auroc(bad[r], sc[r])
+        cells = [*key.split(" | "), f"{a_t:.3f}", f"{a_r:.3f}"]
+        if per_class:
+            cells.append(
+                " ".join(f"{auroc(bad[r & ((label == c) | ~bad)], sc[r & ((label == c) | ~bad)]):.3f}" for c in classes)
+            )
+        basis = ~bad & ((half == "val") | (half == "tune"))
+        if ds.startswith("thin_"):  # the tune set's model is another fit: the report set's own validation
+            basis = ~bad & (half == "val-report")
+        thr = float(sc[basis].max())
+        ff = int((sc[r & ~bad] >= thr).sum())
+        rec = " ".join(f"{(sc[r & (label == c)] >= thr).mean():.2f}" for c in classes)
+        cells += [f"{ff}/{int((r & ~bad).sum())}", f"{rec} / {(sc[r & bad] >= thr).mean():.2f}" if per_class else rec]
+        print("| " + " | ".join(cells) + " |")
+
+
+def cost(args: argparse.Namespace) -> int:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from anomalib.models.image.patchcore.anomaly_map import AnomalyMapGenerator
+    from inspector_anomaly.projection import install_projection, projection_matrix, remove_projection
+    from inspector_anomaly.training import TrainSettings, build_model, export_onnx
+
+    torch.set_num_threads(args.torch_threads)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    settings = TrainSettings(size=(h, w), input_shape="fixed")
+    module, _ = build_model(settings, progress=lambda m: None)
+    module.model.train()
+    with torch.no_grad():
+        module.training_step(types.SimpleNamespace(image=torch.rand(1, 3, h, w)))
+    full_dim = module.model.embedding_store[0].shape[1]
+    module.model.embedding_store.clear()
+    module.eval()
+    sigma = float(args.sigmas.split(",")[0])
+    module.model.anomaly_map_generator = AnomalyMapGenerator(sigma=sigma)
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(full_dim, full_dim, generator=g))[0]
+    tmp = Path(tempfile.mkdtemp(prefix="cost-"))
+    sessions = {}
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = 1
+    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for bank in sorted(int(b) for b in args.banks.split(",")):
+        for dim in [int(d) for d in args.dims.split(",")]:
+            remove_projection(module.model)
+            rows = torch.randn(bank, full_dim, generator=g)
+            if dim:
+                proj = projection_matrix(basis, dim, "pca")
+                install_projection(module.model, proj)
+                rows = rows @ proj
+            module.model.memory_bank = rows.contiguous()
+            path = export_onnx(module, tmp / f"b{bank}d{dim}.onnx", settings.size)
+            sessions[(bank, dim)] = ort.InferenceSession(str(path), sess_options=o, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+    for sess in sessions.values():
+        sess.run(["anomaly_map"], {"input": x})
+    cpu: dict[tuple[int, int], list[float]] = {k: [] for k in sessions}
+    l0 = load()
+    keys = list(sessions)
+    for i in range(args.parts * args.rounds):
+        for k in keys[i % len(keys) :] + keys[: i % len(keys)]:  # the order rotated every round
+            c0 = time.process_time()
+            sessions[k].run(["anomaly_map"], {"input": x})
+            cpu[k].append(1000 * (time.process_time() - c0))
+    l1 = load()
+    print(
+        f"\n# session.run CPU per run, {w}x{h}, sigma {sigma:g}, 1 thread, no spinning, interleaved (order rotated), "
+        f"n = {args.parts * args.rounds} each; load before {l0}, after {l1}"
+    )
+    print("| bank | feature dim | CPU ms median | p10 | p90 | vs bank 8192 full |\\n|---|---|---|---|---|---|")
+    ref = statistics.median(cpu[(8192, 0)]) if (8192, 0) in cpu else float("nan")
+    for (bank, dim), v in cpu.items():
+        q = np.percentile(v, [10, 90])
+        med = statistics.median(v)
+        print(f"| {bank} | {dim or full_dim} | {med:.1f} | {q[0]:.1f} | {q[1]:.1f} | {med / ref:.2f} |")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -293,7 +548,18 @@ def main() -> int:
     ap.add_argument("--top-fractions", default="0.002,0.005,0.01,0.02,0.05")
     ap.add_argument("--thin-seed", type=int, default=1, help="thin_*: 1 = tuning set, 2 = report set")
     ap.add_argument("--thin-dir", type=Path, default=Path(tempfile.gettempdir()) / "inspector-thin-parts")
+    ap.add_argument("--sweep", action="store_true", help="bank x projection x sigma x part score, on halves")
+    ap.add_argument("--cost", action="store_true", help="session.run CPU of bank x feature dim")
+    ap.add_argument("--dims", default="0,32,48,64,96,128", help="--sweep: PCA dims; --cost: dims (0 = all)")
+    ap.add_argument("--random-dims", default="64,96,128", help="--sweep: Gaussian random projection dims")
+    ap.add_argument("--size", default="256x256", help="--cost: model input W x H")
+    ap.add_argument("--ort-threads", type=int, default=2, help="--sweep: onnxruntime threads for scoring")
+    ap.add_argument("--dump", type=Path, default=None, help="--sweep: write every score here (JSON)")
     args = ap.parse_args()
+    if args.sweep:
+        return sweep(args)
+    if args.cost:
+        return cost(args)
     if args.map_variants:
         return map_variants(args)
     if args.input_cost:

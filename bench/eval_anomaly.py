@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 from shared_data import DATA  # noqa: E402
@@ -43,7 +45,11 @@ def main() -> int:
     ap.add_argument("--resize", default="letterbox")
     ap.add_argument("--scale", type=float, default=1.0, help="tiles: model px per image px")
     ap.add_argument("--overlap", type=int, default=32, help="tiles: overlap, model px")
-    ap.add_argument("--memory-bank", type=int, default=8192, help="PatchCore bank (the default of TrainSettings)")
+    ap.add_argument("--memory-bank", type=int, default=None, help="PatchCore bank (default: TrainSettings')")
+    ap.add_argument("--feature-dim", type=int, default=None, help="PatchCore projection dims (default: TrainSettings')")
+    ap.add_argument("--projection", default=None, choices=["pca", "random"])
+    ap.add_argument("--map-sigma", type=float, default=None, help="anomaly map sigma (default: TrainSettings')")
+    ap.add_argument("--top-fraction", type=float, default=None, help="top_mean share (default: TrainSettings')")
     ap.add_argument("--photometric", default="flatfield", choices=["none", "meanstd", "clahe", "flatfield"])
     ap.add_argument("--image-score", default="top_mean", choices=["max", "top_mean"])
     ap.add_argument("--layers", default=None, help="comma-separated backbone layers (default: per model)")
@@ -63,6 +69,7 @@ def main() -> int:
     from inspector_anomaly import datasets
     from inspector_anomaly.detector import Anomaly, AnomalyConfig
     from inspector_anomaly.evaluation import evaluate
+    from inspector_anomaly.metrics import auroc
     from inspector_anomaly.training import TrainSettings, train
 
     quiet = lambda msg: None  # noqa: E731
@@ -83,11 +90,18 @@ def main() -> int:
             f"{sum(s.is_anomalous for s in split.test)} defective"
         )
         for model in args.models.split(","):
+            given = {
+                "memory_bank": args.memory_bank,
+                "feature_dim": args.feature_dim,
+                "projection": args.projection,
+                "map_sigma": args.map_sigma,
+                "top_fraction": args.top_fraction,
+            }
             settings = TrainSettings(
                 model=model,
                 size=(args.size, args.size),
                 resize=args.resize,
-                memory_bank=args.memory_bank,
+                **{k: v for k, v in given.items() if v is not None},
                 backbone=args.backbone,
                 scale=args.scale,
                 tile_overlap=args.overlap,
@@ -113,7 +127,7 @@ def main() -> int:
                 ms = 1000 * (time.perf_counter() - t1) / len(split.test)
             if args.dump is not None:
                 args.dump.mkdir(parents=True, exist_ok=True)
-                tag = f"{ds}_{model}_{card.input.width}x{card.input.height}_{args.resize}_{args.memory_bank}"
+                tag = f"{ds}_{model}_{card.input.width}x{card.input.height}_{args.resize}_{settings.memory_bank}"
                 (args.dump / f"{tag}.json").write_text(
                     json.dumps(
                         {
@@ -130,8 +144,10 @@ def main() -> int:
                 f"\n### {model} ({card.backbone.name}, {'pretrained' if card.backbone.pretrained else 'random'}, "
                 f"layers {','.join(card.backbone.layers)}, input {card.input.width}x{card.input.height} {args.resize}"
                 f"{f' scale {args.scale} overlap {args.overlap}' if args.resize == 'tiles' else ''}, "
-                f"memory bank {args.memory_bank if model == 'patchcore' else '-'}, "
-                f"lighting {args.photometric}, image score {args.image_score}; load {load()})"
+                f"memory bank {settings.memory_bank if model == 'patchcore' else '-'}, "
+                f"feature dim {settings.feature_dim or 'all'}"
+                f"{f' ({settings.projection})' if settings.feature_dim else ''}, map sigma {settings.map_sigma:g}, "
+                f"lighting {args.photometric}, image score {args.image_score} {settings.top_fraction:g}; load {load()})"
             )
             print(
                 f"train {train_s:.0f} s, ONNX {card.onnx_bytes / 1e6:.1f} MB, "
@@ -148,6 +164,25 @@ def main() -> int:
                 print(
                     f"| {cls} | {f['n']} | {f['image_auroc']:.3f} | {f['pixel_auroc']:.3f} | "
                     f"{f['f1']:.3f} | {f['recall']:.2f} |"
+                )
+            # the test split's halves (datasets.halves: choices are made on tune, quoted on report)
+            tune, report = datasets.halves(split.test)
+            where = {id(x): i for i, x in enumerate(split.test)}
+            sc, thr = np.array(fig.scores), card.thresholds.image
+            print("| half | good | defective | image AUROC | false fails at the card threshold | recall per class |")
+            print("|---|---|---|---|---|---|")
+            for name, half in (("tune", tune), ("report", report)):
+                idx = np.array([where[id(x)] for x in half])
+                lab = np.array([fig.labels[i] for i in idx])
+                hs = sc[idx]
+                recall = ", ".join(
+                    f"{c} {(hs[lab == c] >= thr).mean():.2f} ({int((lab == c).sum())})"
+                    for c in sorted(set(lab) - {"good"})
+                )
+                print(
+                    f"| {name} | {int((lab == 'good').sum())} | {int((lab != 'good').sum())} | "
+                    f"{auroc(lab != 'good', hs):.3f} | {int((hs[lab == 'good'] >= thr).sum())}/"
+                    f"{int((lab == 'good').sum())} | {recall}; all {(hs[lab != 'good'] >= thr).mean():.2f} |"
                 )
             sys.stdout.flush()
     return 0

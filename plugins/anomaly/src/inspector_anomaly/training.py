@@ -40,6 +40,7 @@ from inspector_anomaly.image_selection import select_images
 from inspector_anomaly.metrics import auroc, f1, f1_optimal_threshold, tail_threshold, tolerance_factor
 from inspector_anomaly.model_output import check_writable, resolve_model_path, staged_model
 from inspector_anomaly.preprocess import prepare, prepare_tiles
+from inspector_anomaly.projection import install_projection, principal_axes, projection_matrix
 from inspector_anomaly.reference import PARITY_TOLERANCE, REFERENCE_INPUTS, reference_inputs
 
 ModelName = Literal["patchcore", "padim", "dfm"]
@@ -47,6 +48,7 @@ Resize = Literal["letterbox", "stretch", "tiles"]
 Photometric = Literal["none", "meanstd", "clahe", "flatfield"]
 BackboneWeights = Literal["pretrained", "random"]
 ImageScore = Literal["max", "top_mean"]
+Projection = Literal["pca", "random"]
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 DEFAULT_LAYERS: dict[str, list[str]] = {
@@ -79,20 +81,33 @@ class TrainSettings:
     backbone: BackboneWeights = "pretrained"
     layers: list[str] | None = None
     memory_bank: int = 8192
-    """PatchCore: patch features kept (k-center greedy coreset); sets model size and speed. 8192:
-    about half the CPU of 16384 per part (the full station's 15 parts/s on 2 cores needs it), for
-    a small loss on magnetic tile (docs/anomaly.md, issue 12's third pass)."""
+    """PatchCore: patch features kept (k-center greedy coreset); with ``feature_dim`` it sets model
+    size and speed. 8192: the full station's 15 parts/s on 2 cores needs at most its cost (issue
+    12's third pass); 16384 unprojected is about 1.7x the CPU per part (docs/anomaly.md)."""
     roi: tuple[int, int, int, int] | None = None
     """(x, y, w, h) of the station's ROI, applied to every image before preprocessing."""
     val_fraction: float = 0.2
     """Share of the good images held out for thresholds when no validation folder is given."""
     image_score: ImageScore = "top_mean"
     """The part's raw score: the map's maximum or the mean of its top ``top_fraction``."""
-    top_fraction: float = 0.01
-    """``top_mean``: share of the map's pixels averaged into the part's score."""
-    map_sigma: float = 4.0
+    top_fraction: float = 0.02
+    """``top_mean``: share of the map's pixels averaged into the part's score. 2 % (1 % until the
+    issues 11/12 sweep): with ``map_sigma`` 6, magnetic tile's tune half 0.937 instead of 0.933 at
+    no cost; 5 % scored higher there but lost 0.006 on the thin long bars (docs/anomaly.md)."""
+    map_sigma: float = 6.0
     """PatchCore: sigma (model px) of the Gaussian that smooths the anomaly map inside the graph
-    (anomalib's default 4)."""
+    (anomalib's default 4; 6 since the issues 11/12 sweep, with ``top_fraction`` 0.02)."""
+    feature_dim: int = 0
+    """PatchCore: patch features are projected to this many dimensions before the nearest-neighbour
+    search (0, the default: all of them, 152 for Lite0 blocks 2 + 4). 96 (PCA) at bank 8192: 0.77x
+    the CPU per run for -0.003 to +0.001 image AUROC on the tune halves of magnetic tile and the
+    long bars; 64 at bank 16384: today's CPU, +0.005 on magnetic tile, -0.008 on the long bars
+    (``bench/anomaly_variants.py --sweep``, docs/anomaly.md). The projection (``projection``) is
+    fitted on the training features, applied to the memory bank at training time and baked into
+    the ONNX graph in front of the search, whose matrix product shrinks in proportion."""
+    projection: Projection = "pca"
+    """``feature_dim``: ``pca`` (the training features' leading principal axes, fitted on the
+    patches drawn for the coreset) or ``random`` (a seeded Gaussian matrix, scaled by 1/sqrt(dim))."""
     margin: float = 0.1
     """``threshold="quantile"``: 99th percentile of held-out good scores plus this share of their spread."""
     threshold: Literal["loo", "quantile"] = "loo"
@@ -311,7 +326,17 @@ def fit(module, images: Sequence[np.ndarray], settings: TrainSettings, progress:
             feats, origin = feats[keep], origin[keep]
         progress(f"coreset: {settings.memory_bank} of {feats.shape[0]} patch features")
         idx = kcenter_greedy(feats, settings.memory_bank, seed=settings.seed)
-        module.model.memory_bank = feats[idx].contiguous()
+        # The coreset is chosen on the full features; a projection (feature_dim) is then fitted
+        # on the same drawn patches and applied to the bank rows and, in the graph, to every
+        # patch of a part (inspector_anomaly.projection).
+        module.feature_basis = principal_axes(feats)
+        bank = feats[idx]
+        if settings.feature_dim:
+            proj = projection_matrix(module.feature_basis, settings.feature_dim, settings.projection, settings.seed)
+            install_projection(module.model, proj)
+            bank = bank @ proj
+            progress(f"projection: {settings.projection}, {feats.shape[1]} -> {settings.feature_dim} features")
+        module.model.memory_bank = bank.contiguous()
         # Which training image each bank row came from (greedy order: a prefix of the bank is
         # the coreset of that smaller size): the out-of-fold threshold scores each training
         # image against the bank without its own rows.
@@ -611,6 +636,8 @@ def _export_and_calibrate(
                 "threshold": settings.threshold,
                 "input": f"{settings.size[1]}x{settings.size[0]}",
                 "map_sigma": settings.map_sigma,
+                "feature_dim": settings.feature_dim or None,
+                "projection": settings.projection if settings.feature_dim else None,
             }
             if settings.model == "patchcore"
             else {"roi": settings.roi, "seed": settings.seed},
