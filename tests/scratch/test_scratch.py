@@ -321,15 +321,17 @@ def test_taught_edges_on_held_out_transistors(data_dir):
 @pytest.mark.data
 @needs_data
 def test_glass_held_out_half_with_the_glass_configs_per_lighting(data_dir):
-    # Measured on the odd (held-out) half: lighting `images` (glass config) 20/24 found, 2/324
-    # good tiles; lighting `image` (its dark boundary 5, AGDD_FRONT_CONFIG) 16/24, 0/324; a scene
-    # found under either 21/24 (0.875; goal 0.85). The boundary 5 was chosen on the even half.
+    # Measured on the odd (held-out) half (docs/detectors/scratch.md), configs chosen on the even
+    # half: back light (`images`, AGDD_BACK_CONFIG) 21/24 found by box overlap, 19/24 on the scratch
+    # itself, 6/324 good tiles; forward light (`image`, AGDD_FRONT_CONFIG) 16/24 by box, 8/24 on
+    # the scratch, 0/324; either 22/24 by box, 20/24 on the scratch.
     stems = eval_scratch.agdd_items(data_dir)["holdout"]
-    dets = {"image": make(**eval_scratch.AGDD_FRONT_CONFIG), "images": make(**eval_scratch.AGDD_GLASS_CONFIG)}
+    dets = {"image": make(**eval_scratch.AGDD_FRONT_CONFIG), "images": make(**eval_scratch.AGDD_BACK_CONFIG)}
     r = eval_scratch.agdd_figures(dets, data_dir, stems)
     assert r["images"]["scratched"] == 24 and r["either"]["scratched"] == 24, r
-    assert r["images"]["found_rate"] >= 0.80, r
-    assert r["either"]["found_rate"] >= 0.85, r
+    assert r["images"]["found_rate"] >= 0.85 and r["images"]["found_on_scratch_rate"] >= 0.75, r
+    assert r["either"]["found_rate"] >= 0.875 and r["either"]["found_on_scratch_rate"] >= 0.80, r
+    assert r["image"]["found_rate"] >= 0.625 and r["image"]["found_on_scratch_rate"] >= 0.30, r
     assert r["images"]["good_tile_rate"] <= 0.03 and r["image"]["good_tile_rate"] <= 0.01, r
 
 
