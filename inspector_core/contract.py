@@ -16,6 +16,9 @@ Conventions a plugin may rely on, and must follow:
   into the frame (no copy): never write into it. With an ROI it is not contiguous (strided
   rows): copy it before handing it to code that reads raw memory. Either layout, gray or BGR,
   may come: ``view.gray`` is always ``(H, W)``.
+- A detector that works on a downscaled image takes it from ``view.pyramid(k)`` (level ``k``:
+  ``cv2.pyrDown`` of ``view.gray`` ``k`` times, read-only) rather than computing its own: the host
+  computes each level once per part for all the steps that look at the same pixels.
 - A detector returns boxes **in view coordinates**; the host shifts them into frame pixels.
 - A detector that finds where the part lies may publish it (`View.publish`, a `Pose`);
   a step whose ROI is fixtured to it (``steps[i].fixture``) then sees its region placed on
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -299,6 +303,7 @@ class View:
     warped: bool = False
     """``True`` when ``image`` is a resampled copy placed by a rotating pose (see above)."""
     _published: list[Pose] = dataclasses.field(default_factory=list, init=False, repr=False, compare=False)
+    _levels: _Pyramid = dataclasses.field(default_factory=lambda: _Pyramid(), init=False, repr=False, compare=False)
 
     def mm(self, px: float) -> float | None:
         """``px`` in millimetres, or ``None`` when the station has no calibration."""
@@ -314,6 +319,20 @@ class View:
         import cv2
 
         return cv2.cvtColor(self.image, cv2.COLOR_BGR2GRAY)
+
+    def pyramid(self, level: int) -> np.ndarray:
+        """Level ``level`` of the view's Gaussian pyramid, ``(H, W)`` uint8, **read-only**:
+        level 0 is `gray`, level ``k`` is ``cv2.pyrDown`` of level ``k - 1`` (so about
+        ``ceil(W / 2**k) x ceil(H / 2**k)``; a level never gets smaller than 1x1).
+
+        Use it instead of your own ``cv2.pyrDown`` of ``view.gray``: each level is computed once
+        per part, and the host gives the steps of one part whose views have the same pixels (same
+        frame, same ROI, not warped) one shared pyramid, so the second step asking for a level gets
+        the first one's array (a step asking while another computes it waits for it). It is
+        freed with the part's views. The result is bit-identical to ``cv2.pyrDown`` of
+        ``view.gray`` applied ``level`` times. Safe to call from several threads. Copy a level
+        before writing into it (``np.array(view.pyramid(1))``)."""
+        return self._levels.level(level, self)
 
     def publish(self, pose: Pose) -> None:
         """Publish where the part lies, in this view's pixels (a call again replaces it).
@@ -347,6 +366,61 @@ class View:
             m[:, 2] += m[:, :2] @ np.array([ox, oy], np.float64)
             return m
         return np.array([[1.0, 0.0, ox], [0.0, 1.0, oy]], np.float64)
+
+
+class _Pyramid:
+    """The pyrDown levels of one view's pixels, each computed once, by the first caller; a
+    caller asking while another computes waits for it (one lock: a level needs the one above)."""
+
+    __slots__ = ("_lock", "_levels")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._levels: list[np.ndarray] = []
+
+    def level(self, k: int, view: View) -> np.ndarray:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
+            raise ValueError(f"View.pyramid: the level must be an integer >= 0 (got {k!r})")
+        k = int(k)
+        levels = self._levels
+        if k < len(levels):  # a list's append is atomic: a level once there stays there
+            return levels[k]
+        with self._lock:
+            import cv2
+
+            if not levels:
+                levels.append(_read_only(view.gray))
+            while len(levels) <= k:
+                levels.append(_read_only(cv2.pyrDown(levels[-1])))
+            return levels[k]
+
+    def __reduce__(self) -> tuple[type[_Pyramid], tuple[()]]:
+        # A copied or pickled view starts a pyramid of its own (a lock does not travel).
+        return (_Pyramid, ())
+
+
+def _read_only(image: np.ndarray) -> np.ndarray:
+    """``image`` as a read-only array (a new numpy view of the same memory where it is writeable)."""
+    if image.flags.writeable:
+        image = image.view()
+        image.flags.writeable = False
+    return image
+
+
+def share_pyramids(views: Iterable[Any]) -> None:
+    """For the host (a plugin never calls it): give the views among ``views`` that show the same
+    pixels (the same memory, shape and strides: the same frame and ROI, not warped) one shared
+    `View.pyramid`, so that each level is computed once for all of them. Call it before the views
+    are handed to the steps. A warped view keeps its own; what is not a `View` is passed over."""
+    first: dict[tuple[Any, ...], View] = {}
+    for v in views:
+        if not isinstance(v, View) or v.warped:
+            continue
+        img = v.image
+        key = (img.__array_interface__["data"][0], img.shape, img.strides, img.dtype.str)
+        owner = first.setdefault(key, v)
+        if owner is not v:
+            object.__setattr__(v, "_levels", owner._levels)
 
 
 @dataclasses.dataclass(slots=True)

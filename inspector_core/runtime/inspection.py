@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from inspector_core.contract import Calibration, Finding, Frame, View
+from inspector_core.contract import Calibration, Finding, Frame, View, share_pyramids
 from inspector_core.runtime.config import Station, Step
 from inspector_core.runtime.crops import encode_crop
 from inspector_core.runtime.fixture import defer, to_frame
@@ -73,6 +73,7 @@ def begin(frame: Frame, station: Station) -> Begun | str:
             continue
         sub = image[oy : oy + step.roi.height, ox : ox + step.roi.width] if step.roi else image
         begun.views.append(View(sub, frame.part_id, (ox, oy), calibration, frame.meta, frame_size=(w, h)))
+    share_pyramids(begun.views)  # steps with the same roi compute each View.pyramid level once
     defer(begun, station)  # fixtured steps: their roi placed by an earlier step's pose (runtime/fixture.py)
     return begun
 
@@ -262,6 +263,7 @@ def begin_views(frames: dict[str, Frame | None], missing: dict[str, str], statio
         sub = image[r.y : r.y + r.height, r.x : r.x + r.width] if r else image
         origin = (r.x, r.y) if r else (0, 0)
         begun.views.append(View(sub, frame.part_id, origin, calibration, frame.meta, frame_size=(w, h)))
+    share_pyramids(begun.views)  # per view's frame and roi (the key is the pixels' memory)
     defer(begun, station)  # fixtured steps (runtime/fixture.py)
     return begun
 
