@@ -382,13 +382,14 @@ class DentDetector(Detector):
     # -- the pipeline -------------------------------------------------------------------------
     def inspect(self, view: View) -> list[Finding]:
         c = self.config
-        gray = view.gray
+        gray = view.pyramid(0)  # view.gray, shared with the part's other steps
         h, w = gray.shape[:2]
         # A power of two (INTER_AREA has a fast path for those), the nearest to the target size.
         factor = 1 << max(0, round(math.log2(max(h, w) / c.working_size_px)))
-        small = gray
+        small, k = gray, 0
         while factor > 1 and min(small.shape[:2]) >= 32:  # pyrDown: a 5-tap blur and decimation
-            small = cv2.pyrDown(small)
+            k += 1
+            small = view.pyramid(k)  # cv2.pyrDown of level k - 1, computed once per part
             factor //= 2
         factor = max(1, round(w / small.shape[1]))
         work = small.astype(np.float32)

@@ -16,6 +16,7 @@ Score: ``r / (1 + r)`` where ``r`` is the largest of ``shift / max_shift``,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -249,11 +250,13 @@ class MisalignmentDetector(Detector):
             self.warm_up()
         ref = self._ref
         assert ref is not None
-        gray = view.gray
+        gray = view.pyramid(0)  # view.gray
         h, w = gray.shape
         rh, rw = ref.shape
         self._check_frame_size(view, (w, h))
         factor = 1.0
+        # The view's pyrDown levels, shared with the part's other steps (View.pyramid).
+        levels: Callable[[int], np.ndarray] | None = view.pyramid
         if (h, w) != (rh, rw):
             # The same ROI seen at another resolution: compare at the reference's.
             if abs(w / h - rw / rh) > 0.01 * (rw / rh):
@@ -263,7 +266,8 @@ class MisalignmentDetector(Detector):
                 )
             factor = w / rw
             gray = cv2.resize(gray, (rw, rh), interpolation=cv2.INTER_AREA if factor > 1 else cv2.INTER_LINEAR)
-        pose = ref.register(gray)
+            levels = None  # the resized view's levels are not the view's
+        pose = ref.register(gray, levels=levels)
         cfg = self.config
 
         sx, sy = pose.shift

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -320,18 +321,26 @@ class Reference:
         self.ecc_weight = (self.levels_w[k][y0:y1, x0:x1] >= 128).astype(np.uint8) * 255
 
     # -- registration ------------------------------------------------------------------------
-    def view_pyramid(self, gray: np.ndarray) -> list[np.ndarray]:
-        """The view's levels ``k_fine .. k_coarse`` (index 0 = ``k_fine``)."""
+    def view_pyramid(self, gray: np.ndarray, levels: Callable[[int], np.ndarray] | None = None) -> list[np.ndarray]:
+        """The view's levels ``k_fine .. k_coarse`` (index 0 = ``k_fine``). ``levels(k)``, when
+        given, is level ``k`` of ``gray``'s own pyrDown pyramid (``View.pyramid``, computed once per
+        part and shared with its other steps): taken as it is where the finest level used is a
+        pyrDown level (``k_fine >= 1``, the same arrays :func:`pyramid` would make)."""
+        if levels is not None and self.k_fine >= 1:
+            return [levels(k) for k in range(self.k_fine, self.k_coarse + 1)]
         return pyramid(self._smooth_base(gray), self.k_coarse - self.k_fine)
 
-    def register(self, gray: np.ndarray, init: np.ndarray | None = None) -> Pose:
+    def register(
+        self, gray: np.ndarray, init: np.ndarray | None = None, levels: Callable[[int], np.ndarray] | None = None
+    ) -> Pose:
         """Register ``gray`` (same shape as the reference). ``init`` (2x3, full-res) skips the
-        coarse search."""
+        coarse search. ``levels``: ``gray``'s pyrDown levels by number, to take instead of
+        computing them (:meth:`view_pyramid`)."""
         if gray.shape != self.shape:
             raise ValueError(
                 f"view {gray.shape[1]}x{gray.shape[0]} differs from the reference {self.shape[1]}x{self.shape[0]}"
             )
-        levels = self.view_pyramid(gray)
+        view_levels = self.view_pyramid(gray, levels)
         coarse_score = float("nan")
         mid = [lk for lk in self._lk if lk.k >= self.k_match]
         fine = [lk for lk in self._lk if lk.k < self.k_match]
@@ -340,20 +349,20 @@ class Reference:
         # the middle level (the nominal one unless the other is clearly better, so that a
         # periodic background cannot pull a good part off by one period).
         w0 = np.eye(3) if init is None else _to3(np.asarray(init, np.float64))
-        w0 = self._refine(mid, levels, w0)
-        at_match = levels[self.k_match - self.k_fine]
+        w0 = self._refine(mid, view_levels, w0)
+        at_match = view_levels[self.k_match - self.k_fine]
         match, w_full = self._match(at_match, w0), w0
         if init is None and match < ACCEPT_MATCH:
-            found, coarse_score = self._search(levels[-1])
-            w1 = self._refine(mid, levels, found)
+            found, coarse_score = self._search(view_levels[-1])
+            w1 = self._refine(mid, view_levels, found)
             m1 = self._match(at_match, w1)
             if m1 > match + SEARCH_PREFERENCE:
                 match, w_full = m1, w1
-        w_full = self._refine(fine, levels, w_full)
+        w_full = self._refine(fine, view_levels, w_full)
         if self.k_ecc is not None:
-            w_full = self._ecc(levels[self.k_ecc - self.k_fine], w_full)
+            w_full = self._ecc(view_levels[self.k_ecc - self.k_fine], w_full)
         if fine or self.k_ecc is not None:
-            match = self._match(levels[self.k_match - self.k_fine], w_full)
+            match = self._match(view_levels[self.k_match - self.k_fine], w_full)
         return Pose(w_full[:2].copy(), self.centre, match, coarse_score)
 
     def _refine(self, lks: list[_Level], levels: list[np.ndarray], w_full: np.ndarray) -> np.ndarray:
