@@ -7,6 +7,10 @@ it prints a plain reference measured in the same run on the same frame: a Gaussi
 be read as a ratio. Wall-clock and CPU time (``time.thread_time``: what the call costs on a free
 core, which a loaded machine barely changes) are both printed, with the load average.
 
+``dent+misalignment:own`` and ``:shared``: the two on one frame, each on a view of its own, with
+their views given one ``View.pyramid`` (``shared``, as a station does) or not; the difference is
+the pyrDown levels the second detector no longer computes.
+
     python bench/detector_speed.py [--runs 30] [--only scratch,dent,misalignment]
 """
 
@@ -61,8 +65,9 @@ def scratch_case(tmp: Path) -> tuple[Callable[[], object], np.ndarray]:
     det = ScratchDetector(ScratchConfig(), station_dir=tmp)
     det.warm_up()
     frame = _synthetic_frame(3, 0, "scratch")
-    view = View(image=frame, part_id="bench")
-    return (lambda: det.inspect(view)), frame
+    # A new view per call, as the station makes per part: a view's pyramid (View.pyramid) is kept
+    # with it, so one view inspected again would time its levels once only.
+    return (lambda: det.inspect(View(image=frame, part_id="bench"))), frame
 
 
 def dent_case(tmp: Path) -> tuple[Callable[[], object], np.ndarray]:
@@ -78,26 +83,65 @@ def dent_case(tmp: Path) -> tuple[Callable[[], object], np.ndarray]:
     ).image
     if frame.ndim == 3:
         frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-    view = View(image=frame, part_id="bench")
-    return (lambda: det.inspect(view)), frame
+    return (lambda: det.inspect(View(image=frame, part_id="bench"))), frame
 
 
-def misalignment_case(tmp: Path) -> tuple[Callable[[], object], np.ndarray]:
+def _misalignment(tmp: Path) -> tuple[object, np.ndarray]:
     from inspector_misalignment import MisalignmentConfig, MisalignmentDetector
-
-    from inspector_core import View
 
     goods = [_synthetic_frame(7, i, "good", cv2.INTER_CUBIC) for i in range(3)]
     reference = np.median(np.stack(goods), axis=0).astype(np.uint8)
     cv2.imwrite(str(tmp / "reference.png"), reference)
     det = MisalignmentDetector(MisalignmentConfig(reference="reference.png"), station_dir=tmp)
     det.warm_up()
-    frame = _synthetic_frame(11, 2, "misalignment", cv2.INTER_CUBIC)
-    view = View(image=frame, part_id="bench")
-    return (lambda: det.inspect(view)), frame
+    return det, _synthetic_frame(11, 2, "misalignment", cv2.INTER_CUBIC)
 
 
-CASES = {"scratch": scratch_case, "dent": dent_case, "misalignment": misalignment_case}
+def misalignment_case(tmp: Path) -> tuple[Callable[[], object], np.ndarray]:
+    from inspector_core import View
+
+    det, frame = _misalignment(tmp)
+    return (lambda: det.inspect(View(image=frame, part_id="bench"))), frame  # type: ignore[attr-defined]
+
+
+def _pair(tmp: Path, shared: bool) -> tuple[Callable[[], object], np.ndarray]:
+    """Dent and misalignment on one part's frame, one after the other, as two steps of a station
+    without ROIs: each on a view of its own, the two views given one pyramid (``shared``, as the
+    station does since issue 12) or not (each computes its own levels, as before)."""
+    from inspector_dent import DentConfig, DentDetector
+
+    import inspector_core.contract
+    from inspector_core import View
+
+    share_pyramids = getattr(inspector_core.contract, "share_pyramids", None)  # None before View.pyramid
+    mis_det, frame = _misalignment(tmp)
+    dent = DentDetector(DentConfig(), station_dir=tmp)
+    dent.warm_up()
+
+    def run() -> object:
+        a, b = View(image=frame, part_id="bench"), View(image=frame, part_id="bench")
+        if shared and share_pyramids is not None:
+            share_pyramids([a, b])
+        return mis_det.inspect(a), dent.inspect(b)  # type: ignore[attr-defined]
+
+    return run, frame
+
+
+def pair_own_case(tmp: Path) -> tuple[Callable[[], object], np.ndarray]:
+    return _pair(tmp, shared=False)
+
+
+def pair_shared_case(tmp: Path) -> tuple[Callable[[], object], np.ndarray]:
+    return _pair(tmp, shared=True)
+
+
+CASES = {
+    "scratch": scratch_case,
+    "dent": dent_case,
+    "misalignment": misalignment_case,
+    "dent+misalignment:own": pair_own_case,
+    "dent+misalignment:shared": pair_shared_case,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as d:
         for name in names:
-            tmp = Path(d) / name
+            tmp = Path(d) / name.replace(":", "-")
             tmp.mkdir()
             run, frame = CASES[name](tmp)
             ref = _reference(frame)
