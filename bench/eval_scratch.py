@@ -327,7 +327,9 @@ AGDD_LIGHTINGS = ("image", "images")  # the dataset's two folders: the same scen
 # with a stricter elongation keeps spots and scuff edges out.
 AGDD_GLASS_CONFIG: dict[str, Any] = {"min_contrast_gray": 10.0, "min_dark_contrast_gray": 10.0, "min_elongation": 6.0}
 # Per lighting (each view of the glass station has its own step), chosen on the tune half alone
-# by one rule: the lowest boundaries whose good-tile rate stays within half the 5 % budget.
+# on the tune half alone. Back light by one rule: the lowest boundary whose good-tile rate stays
+# within half the 5 % budget. Forward light: that rule does not decide (no tile flagged at any
+# setting tried), so a second criterion: the lowest dark boundary two texture spreads above the glass.
 # Forward light (folder `image`): a scratch there is at most a faint dark line of a few grey
 # levels on glass whose texture spreads about 1 (many boxed scratches do not show at all), and
 # no tile was flagged at any setting tried (dark boundary 5/3/2.5/2/1.5/1, texture factor

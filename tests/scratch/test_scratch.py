@@ -335,6 +335,18 @@ def test_glass_held_out_half_with_the_glass_configs_per_lighting(data_dir):
     assert r["images"]["good_tile_rate"] <= 0.03 and r["image"]["good_tile_rate"] <= 0.01, r
 
 
+def test_the_glass_station_runs_the_configs_the_bench_measured():
+    # The figures of the test above are the bench constants'; the station file must say the same.
+    import yaml
+
+    station = yaml.safe_load((ROOT / "stations" / "glass-two-lights.yaml").read_text())
+    by_view = {s["view"]: ScratchConfig(**s["config"]) for s in station["steps"] if s["detector"] == "scratch"}
+    assert by_view == {
+        "front_light": ScratchConfig(**eval_scratch.AGDD_FRONT_CONFIG),
+        "back_light": ScratchConfig(**eval_scratch.AGDD_BACK_CONFIG),
+    }
+
+
 def ground(seed: int) -> np.ndarray:
     """A ground tile: vertical grinding lines at places of their own on every part (upper half)."""
     rng = np.random.default_rng(seed)
