@@ -15,18 +15,21 @@ fixtured step's view is cut from the frame where the ROI lies on the part as it 
   where the placed ROI leaves the frame, the fixtured step is an error saying why: the part is
   ERROR, never PASS. The ROI is not clipped: a detector would see another region than taught.
 - :func:`to_frame` maps what the detector found (boxes, masks) back into frame pixels.
+- A view placed by a shift shares its ``View.pyramid`` with any other view of the part that shows
+  the same pixels (another step fixtured alike on the same roi); a warped one has its own.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
-from inspector_core.contract import Finding, Pose, View
+from inspector_core.contract import Finding, Pose, View, share_pyramids
 from inspector_core.runtime.pipeline import Deferred
 
 if TYPE_CHECKING:
@@ -45,6 +48,7 @@ def defer(begun: Begun, station: Station) -> None:
     fixtured step whose fixture step does not run on this part does not run either (why in
     ``begun.unrun``)."""
     at = {s.name: k for k, s in enumerate(station.steps)}
+    placed = _Placed()
     for k, step in enumerate(station.steps):
         if step.fixture is None:
             continue
@@ -59,7 +63,26 @@ def defer(begun: Begun, station: Station) -> None:
             begun.unrun[step.index] = f"no pose: its fixture step {step.fixture!r} did not run on this part ({why})"
             continue
         image = begun.image_of(step)  # its view's frame (a multi-view part, runtime/views.py)
-        begun.views[k] = Deferred(after, functools.partial(cut, step, station.steps[j], image, nominal))
+        begun.views[k] = Deferred(after, functools.partial(placed.cut, step, station.steps[j], image, nominal))
+    placed.views = [v for v in begun.views if isinstance(v, View)]
+
+
+class _Placed:
+    """The views of one part that a view placed by a shift may share its `View.pyramid` with (the
+    part's own views, then each placed one as it is cut): two steps fixtured alike on the same roi
+    see the same pixels, and compute each level once."""
+
+    def __init__(self) -> None:
+        self.views: list[View] = []
+        self._lock = threading.Lock()
+
+    def cut(self, *args: Any) -> View | str:
+        view = cut(*args)
+        if isinstance(view, View) and not view.warped:
+            with self._lock:  # the lanes of one part cut their views in their own threads
+                share_pyramids([*self.views, view])
+                self.views.append(view)
+        return view
 
 
 def cut(step: Step, fixture: Step, image: np.ndarray, nominal: View, outcome: StepOutcome, seen: View) -> View | str:

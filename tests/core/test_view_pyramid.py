@@ -248,3 +248,29 @@ def test_an_isolated_step_computes_its_own_pyramid_in_its_worker(tmp_path):
         digest, exact, pid, _ = d.message.split()
         assert exact == "exact=True" and int(pid.split("=")[1]) != os.getpid()
         assert digest == _digest(_chain(image[21:421, 33:533], 3))
+
+
+def test_steps_fixtured_alike_on_the_same_roi_share_the_placed_views_pyramid(tmp_path):
+    from inspector_core import Pose
+    from tests.core.test_fixture import CENTRE, ROI, part
+
+    other = {**ROI, "x": 80}
+    locate = {"detector": "part_pose", "name": "locate", "config": {"taught_x": CENTRE[0], "taught_y": CENTRE[1]}}
+    steps = [
+        locate,
+        {"detector": "pyramid_probe", "name": "a", "fixture": "locate", "roi": ROI, "config": {"tag": "a"}},
+        {"detector": "pyramid_probe", "name": "b", "fixture": "locate", "roi": ROI, "config": {"tag": "b"}},
+        {"detector": "pyramid_probe", "name": "c", "fixture": "locate", "roi": other, "config": {"tag": "c"}},
+    ]
+    moves = [Pose(6.0, -4.0, 0.0, CENTRE), Pose(-3.0, 5.0, 0.0, CENTRE), Pose(4.0, 2.0, 8.0, CENTRE)]
+    images = [part(p) for p in moves]
+    result = run_station({"steps": steps}, tmp_path, images=images, plugins=[("probe", ProbePlugin)], installed=True)
+    rows = result.inspections()
+    assert [r.verdict for r in rows] == ["FAIL"] * 3, [r.error for r in rows]
+    for r in rows:
+        assert all("exact=True" in d.message for d in r.defects if d.kind == "pyramid_probe")
+    at = {(tag, p): addr for tag, p, addr, _ in SEEN if not p.startswith("warm")}
+    shifted, turned = [r.part_id for r in rows[:2]], rows[2].part_id
+    for p in shifted:  # placed by a shift: a and b see the same pixels, c another roi
+        assert at["a", p] == at["b", p] and at["a", p] != at["c", p]
+    assert at["a", turned] != at["b", turned]  # warped copies: each its own
