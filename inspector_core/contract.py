@@ -18,7 +18,8 @@ Conventions a plugin may rely on, and must follow:
   may come: ``view.gray`` is always ``(H, W)``.
 - A detector that works on a downscaled image takes it from ``view.pyramid(k)`` (level ``k``:
   ``cv2.pyrDown`` of ``view.gray`` ``k`` times, read-only) rather than computing its own: the host
-  computes each level once per part for all the steps that look at the same pixels.
+  computes each level once per part for all the steps that look at the same pixels (not for a
+  warped view, nor across an ``isolation: process`` step's worker: those compute their own).
 - A detector returns boxes **in view coordinates**; the host shifts them into frame pixels.
 - A detector that finds where the part lies may publish it (`View.publish`, a `Pose`);
   a step whose ROI is fixtured to it (``steps[i].fixture``) then sees its region placed on
@@ -323,7 +324,8 @@ class View:
     def pyramid(self, level: int) -> np.ndarray:
         """Level ``level`` of the view's Gaussian pyramid, ``(H, W)`` uint8, **read-only**:
         level 0 is `gray`, level ``k`` is ``cv2.pyrDown`` of level ``k - 1`` (so about
-        ``ceil(W / 2**k) x ceil(H / 2**k)``; a level never gets smaller than 1x1).
+        ``ceil(W / 2**k) x ceil(H / 2**k)``; a level never gets smaller than 1x1, and a level past the
+        first 1x1 one is a ``ValueError``).
 
         Use it instead of your own ``cv2.pyrDown`` of ``view.gray``: each level is computed once
         per part, and the host gives the steps of one part whose views have the same pixels (same
@@ -382,6 +384,12 @@ class _Pyramid:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
             raise ValueError(f"View.pyramid: the level must be an integer >= 0 (got {k!r})")
         k = int(k)
+        last = (max(view.image.shape[:2]) - 1).bit_length()  # halvings down to 1x1
+        if k > last:
+            h, w = view.image.shape[:2]
+            raise ValueError(
+                f"View.pyramid: level {k} of a {w}x{h} view does not exist; its last level (1x1) is {last}"
+            )
         levels = self._levels
         if k < len(levels):  # a list's append is atomic: a level once there stays there
             return levels[k]
@@ -395,7 +403,8 @@ class _Pyramid:
             return levels[k]
 
     def __reduce__(self) -> tuple[type[_Pyramid], tuple[()]]:
-        # A copied or pickled view starts a pyramid of its own (a lock does not travel).
+        # A deep-copied or pickled view starts a pyramid of its own (a lock does not travel); a
+        # shallow copy (copy.copy) shares it, as it shares the pixels.
         return (_Pyramid, ())
 
 
