@@ -110,10 +110,12 @@ def _pair(tmp: Path, shared: bool) -> tuple[Callable[[], object], np.ndarray]:
     station does since issue 12) or not (each computes its own levels, as before)."""
     from inspector_dent import DentConfig, DentDetector
 
-    import inspector_core.contract
     from inspector_core import View
 
-    share_pyramids = getattr(inspector_core.contract, "share_pyramids", None)  # None before View.pyramid
+    try:
+        from inspector_core.runtime.pyramids import share_pyramids
+    except ImportError:  # before View.pyramid
+        share_pyramids = None  # type: ignore[assignment]
     mis_det, frame = _misalignment(tmp)
     dent = DentDetector(DentConfig(), station_dir=tmp)
     dent.warm_up()

@@ -68,7 +68,7 @@ def _views(image: np.ndarray, part: str, origin: tuple[int, int] = (0, 0)) -> It
     v = View(image, part, origin)
     sibling = View(image, part, origin)
     try:
-        from inspector_core.contract import share_pyramids
+        from inspector_core.runtime.pyramids import share_pyramids
     except ImportError:
         yield "shared", v
         return

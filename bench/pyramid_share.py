@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from inspector_dent import DentConfig, DentDetector
 
     from inspector_core import View
-    from inspector_core.contract import share_pyramids
+    from inspector_core.runtime.pyramids import share_pyramids
 
     print(f"# dent + misalignment on one 2448x2048 mono frame, one thread, n={args.runs} alternated pairs")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

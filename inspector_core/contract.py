@@ -416,22 +416,6 @@ def _read_only(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def share_pyramids(views: Iterable[Any]) -> None:
-    """For the host (a plugin never calls it): give the views among ``views`` that show the same
-    pixels (the same memory, shape and strides: the same frame and ROI, not warped) one shared
-    `View.pyramid`, so that each level is computed once for all of them. Call it before the views
-    are handed to the steps. A warped view keeps its own; what is not a `View` is passed over."""
-    first: dict[tuple[Any, ...], View] = {}
-    for v in views:
-        if not isinstance(v, View) or v.warped:
-            continue
-        img = v.image
-        key = (img.__array_interface__["data"][0], img.shape, img.strides, img.dtype.str)
-        owner = first.setdefault(key, v)
-        if owner is not v:
-            object.__setattr__(v, "_levels", owner._levels)
-
-
 @dataclasses.dataclass(slots=True)
 class Finding:
     """One thing a detector found on a part.

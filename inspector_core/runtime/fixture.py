@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from inspector_core.contract import Finding, Pose, View, share_pyramids
+from inspector_core.contract import Finding, Pose, View
 from inspector_core.runtime.pipeline import Deferred
+from inspector_core.runtime.pyramids import share_pyramids
 
 if TYPE_CHECKING:
     from inspector_core.runtime.config import Station, Step

@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from inspector_core.contract import Calibration, Finding, Frame, View, share_pyramids
+from inspector_core.contract import Calibration, Finding, Frame, View
 from inspector_core.runtime.config import Station, Step
 from inspector_core.runtime.crops import encode_crop
 from inspector_core.runtime.fixture import defer, to_frame
 from inspector_core.runtime.pipeline import Deferred
+from inspector_core.runtime.pyramids import share_pyramids
 from inspector_core.runtime.rules import failing, verdict
 from inspector_core.runtime.steps import StepOutcome
 from inspector_core.runtime.storable import storable_message

@@ -17,7 +17,7 @@ import pytest
 from pydantic import Field
 
 from inspector_core import Detector, Finding, PluginConfig, View, hookimpl
-from inspector_core.contract import share_pyramids
+from inspector_core.runtime.pyramids import share_pyramids
 from inspector_core.testing import run_station
 
 RNG = np.random.default_rng(12)

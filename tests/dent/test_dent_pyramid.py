@@ -12,7 +12,7 @@ from inspector_dent import DentConfig, DentDetector
 from inspector_sources.synthetic import render_dent_panel
 
 from inspector_core import View
-from inspector_core.contract import share_pyramids
+from inspector_core.runtime.pyramids import share_pyramids
 
 
 def _exact(findings):

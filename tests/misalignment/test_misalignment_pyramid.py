@@ -12,7 +12,7 @@ from inspector_misalignment.reference import save, teach
 from inspector_sources.synthetic import render_part
 
 from inspector_core import View
-from inspector_core.contract import share_pyramids
+from inspector_core.runtime.pyramids import share_pyramids
 
 FRAME = (2448, 2048)
 
