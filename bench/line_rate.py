@@ -227,7 +227,11 @@ class Probe:
         self.runtime: Any = None
 
     def steps(self) -> list[tuple[float, float, int]]:
-        return [(w.cpu_ms, w.worker_cpu_ms, w.calls) for w in self.runtime._pipeline.workers]
+        # A step with parallel: N has N workers (its replicas): their calls and CPU together.
+        return [
+            tuple(sum(x) for x in zip(*((r.cpu_ms, r.worker_cpu_ms, r.calls) for r in [w, *w.replicas]), strict=True))
+            for w in self.runtime._pipeline.workers
+        ]
 
     def lanes(self) -> dict[str, dict[str, float]]:
         """Each lane's seconds so far: busy (holding a core), gate (waiting for one), idle (no part
@@ -322,6 +326,7 @@ def run_station(
             for (c0, w0, k0), (c1, w1, k1) in zip(steps0, end_steps, strict=True)
         ],
         "names": [s.name for s in station.steps],
+        "parallel": [s.parallel for s in station.steps],
         "lanes": {
             name: {k: (v - probe.lanes_at_start[name][k]) / elapsed for k, v in t.items() if k != "parts"}
             for name, t in probe.lanes_at_end.items()
@@ -354,7 +359,12 @@ def run_station(
 
 
 def station_steps(
-    model: Path, reference: Path, isolated: set[str], threads: int | None, runtime: str | None = None
+    model: Path,
+    reference: Path,
+    isolated: set[str],
+    threads: int | None,
+    runtime: str | None = None,
+    parallel: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     anomaly: dict[str, Any] = {"model": str(model)}
     if threads is not None:
@@ -374,6 +384,8 @@ def station_steps(
         s["budget_ms"] = 60_000
         if s["detector"] in isolated:
             s["isolation"] = "process"
+        if s["detector"] in (parallel or {}):
+            s["parallel"] = (parallel or {})[s["detector"]]
     return steps
 
 
@@ -403,7 +415,7 @@ def report(title: str, r: dict[str, Any]) -> None:
     total = sum(r["threads"].values())
     cores = os.cpu_count() or 1
     workers = min(cores, r["workers"])
-    lane = max(cpu + worker for cpu, worker in r["steps"])
+    lane = max((cpu + worker) / n for (cpu, worker), n in zip(r["steps"], r.get("parallel", [1] * 99), strict=False))
     print(
         f"cores this station got: {total * r['parts_s'] / 1000:.2f} of {cores} (CPU per part x parts/s; "
         "the rest went to other work on the machine)"
@@ -411,7 +423,7 @@ def report(title: str, r: dict[str, Any]) -> None:
     print(
         f"derived, not measured: CPU-bound rate if the {cores} cores were the station's alone: "
         f"{min(workers * 1000 / total, 1000 / lane):.1f} parts/s (min of {workers} x 1000 / {total:.0f} ms and "
-        f"1000 / {lane:.0f} ms, the slowest step, which runs one part at a time)"
+        f"1000 / {lane:.0f} ms, the slowest step per part it runs at once)"
     )
     lanes = r.get("lanes", {})
     if lanes:
@@ -468,6 +480,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="with --sequential: alternated pairs of runs")
     ap.add_argument("--isolated", action="append", default=[], help="also run with this step isolated")
     ap.add_argument(
+        "--parallel",
+        action="append",
+        default=[],
+        metavar="STEP=N",
+        help="steps[i].parallel of that step (e.g. anomaly=2: two parts of it at once) in every run",
+    )
+    ap.add_argument(
         "--memory-bank", type=int, default=None, help="the anomaly model's memory bank (default: the training default)"
     )
     ap.add_argument(
@@ -517,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'first-come gate (before the fourth pass), ' if args.first_come_gate else ''}"
         f"{f'GIL switch interval {args.switch_interval:g} ms, ' if args.switch_interval else ''}"
         f"{'start-up objects not frozen, ' if args.no_gc_freeze else ''}"
+        f"{''.join(f'{x} parallel, ' for x in args.parallel)}"
         f"python {sys.version.split()[0]}; each run in a process of its own"
     )
     print(f"load average before: {load()}", flush=True)
@@ -529,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         "first_come_gate": args.first_come_gate,
         "switch_interval_ms": args.switch_interval,
         "no_gc_freeze": args.no_gc_freeze,
+        "parallel": {k: int(v) for k, v in (x.split("=", 1) for x in args.parallel)},
     }
     if args.rate:
         # A fixed pace instead (for A/B runs of latency on a machine whose capacity drifts).
@@ -742,7 +763,7 @@ def first_come_gate() -> None:
         return False
 
     acquire = pipeline.CoreGate.acquire
-    pipeline._Lane._keep_core = release  # type: ignore[method-assign,assignment]
+    pipeline._Runner._keep_core = release  # type: ignore[method-assign,assignment]
     pipeline.CoreGate.acquire = lambda gate, key, abort, rank=0.0: acquire(gate, key, abort)  # type: ignore[method-assign,assignment]
 
 
@@ -779,7 +800,12 @@ def run_phase(spec: dict[str, Any]) -> int:
     truths = ["good"] * 8 + ["scratch", "dent", "misalignment", "good"]
     FRAMES[:] = [(t, frame(202, i, t)) for i, t in enumerate(truths)]
     steps = station_steps(
-        Path(spec["model"]), Path(spec["reference"]), set(spec["isolated"]), spec["threads"], spec.get("runtime")
+        Path(spec["model"]),
+        Path(spec["reference"]),
+        set(spec["isolated"]),
+        spec["threads"],
+        spec.get("runtime"),
+        spec.get("parallel"),
     )
     directory = CACHE / "runs" / spec["name"]
     pauses = gc_pauses()

@@ -42,6 +42,8 @@ MAX_DEPTH = 64
 MAX_VALUES = 100_000
 """Values in a station file once YAML aliases are expanded (aliases of aliases grow fast)."""
 MAX_BUDGET_MS = 3_600_000
+MAX_PARALLEL = 8
+"""The most parts one step may inspect at once (``steps[i].parallel``): each is a detector instance."""
 STORE_BACKENDS = ("sqlite", "postgresql")
 
 
@@ -79,6 +81,16 @@ class StepSpec(Strict):
         description=(
             "process: the detector runs in a worker process of its own (for third-party native code): "
             "a crash there costs the part (ERROR) and the worker is restarted, instead of ending the station"
+        ),
+    )
+    parallel: int = Field(
+        1,
+        ge=1,
+        le=MAX_PARALLEL,
+        description=(
+            "parts this step may inspect at once, each by a detector instance of its own (its memory times "
+            "this): for a station's longest step, so that consecutive parts do not queue behind it "
+            "(docs/line-rate.md); each instance sees its parts in capture order"
         ),
     )
     view: Annotated[str, Field(pattern=NAME, max_length=100)] | None = Field(
@@ -412,6 +424,8 @@ class Step:
     """``steps[i].view``: which view of the part the step looks at (``None``: the station's only one)."""
     fixture: str | None = None
     """``steps[i].fixture``: the earlier step whose published pose places this step's roi (runtime/fixture.py)."""
+    parallel: int = 1
+    """``steps[i].parallel``: parts this step inspects at once, each by a detector instance of its own."""
 
     @property
     def floor(self) -> float:
@@ -888,6 +902,7 @@ def _station(path: Path, file: str, text: str, spec: StationSpec, registry: Regi
                     s.isolation,
                     view=s.view,
                     fixture=s.fixture,
+                    parallel=s.parallel,
                 )
             )
     sinks = []

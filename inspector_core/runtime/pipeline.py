@@ -1,18 +1,21 @@
 """The steps of consecutive parts, overlapped on the station's cores.
 
 Each step has a lane: one thread that takes the parts in capture order and calls its
-:class:`~inspector_core.runtime.steps.StepWorker` for each. Lanes run side by side, so step 1 of
-part n+1 runs while step 3 of part n does; a core gate lets at most ``workers`` detector calls
-run at once and gives a free core to the oldest part waiting, and among the steps of that part
-to the one that has been taking longest (its critical path: the part's last step to finish is
-then not the long one started last). numpy, OpenCV and onnxruntime release the GIL, so the
-threads overlap for real.
+:class:`~inspector_core.runtime.steps.StepWorker` for each (a step with ``parallel: N`` has N
+such runners, each with a worker and a detector instance of its own, taking every N-th part).
+Lanes run side by side, so step 1 of part n+1 runs while step 3 of part n does; a core gate
+lets at most ``workers`` detector calls run at once and gives a free core to the oldest part
+waiting, and among the steps of that part to the one that has been taking longest (its critical
+path: the part's last step to finish is then not the long one started last). numpy, OpenCV and
+onnxruntime release the GIL, so the threads overlap for real.
 
 What the station may rely on (tested in ``tests/core/test_overlap.py``):
 
 - One step sees the parts in capture order, one at a time: a :class:`StepWorker` is never
   called from two threads, so its tokens, budgets and replacement of a hung detector work as
-  they did when the steps ran one after another.
+  they did when the steps ran one after another. A step with ``parallel: N`` (``steps[i]``)
+  inspects up to N parts at once, part k by its runner k mod N: each runner (its own worker and
+  detector instance) sees its parts in capture order, one at a time.
 - :meth:`Pipeline.results` yields the parts in the order they were put, each once, when every
   step has answered for it: verdicts reach the recorder in capture order.
 - At most ``window`` parts are in the pipeline; :meth:`Pipeline.put` waits beyond that, so the
@@ -155,16 +158,40 @@ EXPECTED_WEIGHT = 0.2
 
 
 class _Lane:
+    """One step's lane: a runner per worker of the step (its own and its replicas,
+    ``steps[i].parallel``), part k to runner k mod N, so each takes its parts in capture order."""
+
     def __init__(self, index: int, worker: StepWorker, pipeline: Pipeline) -> None:
         self.index = index
         self.worker = worker
+        self.runners = [_Runner(index, w, pipeline, k) for k, w in enumerate([worker, *worker.replicas])]
+        self._next = 0  # put is called by one thread (the parts in capture order)
+
+    def put(self, job: Job | None) -> None:
+        if job is None:  # the end: every runner stops
+            for r in self.runners:
+                r.put(None)
+            return
+        self.runners[self._next % len(self.runners)].put(job)
+        self._next += 1
+
+    def start(self) -> None:
+        for r in self.runners:
+            r.thread.start()
+
+
+class _Runner:
+    def __init__(self, index: int, worker: StepWorker, pipeline: Pipeline, number: int = 0) -> None:
+        self.index = index
+        self.worker = worker
         self.pipeline = pipeline
+        self.name = worker.step.name + (f"#{number + 1}" if number else "")
         self.jobs: collections.deque[Job | None] = collections.deque()
         self.ready = threading.Semaphore(0)
         self.times = LaneTimes()
         self.expected_ms = 0.0
         """Running mean of this step's latency: the longer a part's step, the sooner it gets a core."""
-        self.thread = threading.Thread(target=self._run, name=f"inspector-lane-{worker.step.name}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"inspector-lane-{self.name}", daemon=True)
 
     def put(self, job: Job | None) -> None:
         self.jobs.append(job)
@@ -277,7 +304,7 @@ class Pipeline:
         self._seq = itertools.count()
         self._closed = False
         for lane in self._lanes:
-            lane.thread.start()
+            lane.start()
 
     def put(self, payload: Any, views: list[View | Deferred | None] | None) -> bool:
         """Hand a part to the steps (``views=None``: a part decided without them, passed through
@@ -307,8 +334,9 @@ class Pipeline:
         return True
 
     def lane_times(self) -> dict[str, LaneTimes]:
-        """Where each lane's time went so far, by step name (a copy)."""
-        return {lane.worker.step.name: dataclasses.replace(lane.times) for lane in self._lanes}
+        """Where each lane's time went so far, by step name (a copy); a step with ``parallel: N``
+        has a row per runner, ``NAME``, ``NAME#2``, ..."""
+        return {r.name: dataclasses.replace(r.times) for lane in self._lanes for r in lane.runners}
 
     @property
     def lanes(self) -> int:
@@ -324,7 +352,7 @@ class Pipeline:
             start = len(self._lanes)
             lanes = [_Lane(start + i, w, self) for i, w in enumerate(workers)]
             for lane in lanes:
-                lane.thread.start()
+                lane.start()
             self._lanes.extend(lanes)
         return list(range(start, start + len(lanes)))
 

@@ -371,6 +371,7 @@ class StationRuntime:
                         abort=self._abort,
                     )
                 )
+                workers[-1].start_replicas(step.parallel - 1)  # steps[i].parallel: the pipeline's runners
             except StepStartError as exc:
                 close_steps(workers)
                 raise StationError(

@@ -183,6 +183,10 @@ class StepWorker:
         self.step = step
         self.station_dir = station_dir
         self.who = f"detector {step.detector.name!r}" + (f" (plugin {plugin!r})" if plugin else "")
+        self._args = (plugin, entry_point, on_event, abort)
+        self.replicas: list[StepWorker] = []
+        """More workers of the same step (``steps[i].parallel`` - 1 of them, `start_replicas`): the
+        pipeline gives each its share of the parts; they stop and close with this one."""
         self._make: Callable[[], Detector] | None = None
         if step.isolation == "process":
             # ``entry_point``: the plugin's entry-point name, which the worker imports it by.
@@ -285,10 +289,24 @@ class StepWorker:
         self._start()
         return StepOutcome("timeout", [], f"overran its time budget of {self.step.budget_ms:g} ms", elapsed)
 
+    def start_replicas(self, count: int) -> None:
+        """Start ``count`` more workers of this step, each with a detector instance of its own (warmed
+        as this one was); raises :class:`StepStartError` as the constructor does (those already
+        started are kept in `replicas`, for `close` to stop)."""
+        plugin, entry_point, on_event, abort = self._args
+        for _ in range(count):
+            self.replicas.append(
+                StepWorker(
+                    self.step, self.station_dir, plugin=plugin, entry_point=entry_point, on_event=on_event, abort=abort
+                )
+            )
+
     def stop(self) -> None:
-        """Tell every instance to close its detector (each in its own thread)."""
+        """Tell every instance to close its detector (each in its own thread), the replicas' too."""
         for inst in self._instances():
             inst.stop()
+        for r in self.replicas:
+            r.stop()
 
     def _instances(self) -> list[_Instance]:
         return [i for i in (self._live, self._starting) if i is not None] + self._stuck
@@ -308,6 +326,8 @@ class StepWorker:
                 out.append(f"step {self.step.name}: {self.who} did not finish ({doing})")
             elif inst.close_error:
                 out.append(f"step {self.step.name}: {self.who} close() failed: {inst.close_error}")
+        for r in self.replicas:
+            out.extend(r.unfinished())
         return out
 
     def close(self, timeout: float | None = None) -> list[str]:
@@ -318,6 +338,8 @@ class StepWorker:
     def join(self, deadline: float) -> None:
         for inst in self._instances():
             inst.thread.join(max(0.0, deadline - time.monotonic()))
+        for r in self.replicas:
+            r.join(deadline)
 
     # -------------------------------------------------------------- replacement
 

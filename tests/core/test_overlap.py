@@ -27,6 +27,9 @@ CALLS: list[tuple[str, str, float, float]] = []
 """(step, part, start, end) of every detector call."""
 _lock = threading.Lock()
 _running = [0, 0]  # now, most at once
+BY_INSTANCE: dict[int, list[str]] = {}
+"""Detector instance -> the parts it inspected, in the order it did."""
+CLOSED: list[int] = []
 
 
 class Ids(PluginConfig):
@@ -64,7 +67,12 @@ class Nap(Detector):
         with _lock:
             _running[0] -= 1
             CALLS.append((self.config.fail_on or "nap", view.part_id, t0, time.perf_counter()))
+            BY_INSTANCE.setdefault(id(self), []).append(view.part_id)
         return [Finding("nap", 0.9, (1, 1, 4, 4), f"defect of {view.part_id}")]
+
+    def close(self):
+        with _lock:
+            CLOSED.append(id(self))
 
 
 class P:
@@ -83,6 +91,8 @@ class P:
 def _reset():
     CALLS.clear()
     _running[:] = [0, 0]
+    BY_INSTANCE.clear()
+    CLOSED.clear()
 
 
 def registry():
@@ -164,6 +174,57 @@ def test_workers_is_a_station_setting_defaulting_to_the_cores(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_station(path, registry())
     assert "workers: Input should be greater than or equal to 1 (got 0)" in str(exc.value)
+
+
+def _one_step(parallel, count=8, workers=2, ms=80, slow_parts=None):
+    step = {"detector": "nap", "name": "m", "parallel": parallel, "config": {"ms": ms, "slow_parts": slow_parts or {}}}
+    return {"source": {"type": "numbered", "config": {"count": count}}, "workers": workers, "steps": [step]}
+
+
+def test_a_parallel_step_inspects_consecutive_parts_at_once_each_instance_in_capture_order(tmp_path):
+    (tmp_path / "two").mkdir()
+    (tmp_path / "one").mkdir()
+    rows = run_station(_one_step(2), tmp_path / "two", registry=registry()).inspections()
+    together = _span()
+    assert [r.part_id for r in rows] == [f"p{i:02d}" for i in range(8)] and [r.seq for r in rows] == list(range(8))
+    assert all(r.verdict == "FAIL" and [d.message for d in r.defects] == [f"defect of {r.part_id}"] for r in rows)
+    assert _running[1] == 2  # two parts of the one step at once
+    seen = sorted(BY_INSTANCE.values())
+    assert seen == [["p00", "p02", "p04", "p06"], ["p01", "p03", "p05", "p07"]]  # each in capture order
+    assert sorted(CLOSED) == sorted(BY_INSTANCE)  # both instances closed with the station
+
+    CALLS.clear()
+    _running[:] = [0, 0]
+    BY_INSTANCE.clear()
+    run_station(_one_step(1), tmp_path / "one", registry=registry()).inspections()
+    alone = _span()
+    assert _running[1] == 1 and len(BY_INSTANCE) == 1
+    # 8 x 80 ms one at a time (0.64 s); two at once about half.
+    assert alone > 0.6 and together < 0.75 * alone, (together, alone)
+
+
+def test_a_slow_part_on_one_runner_does_not_reorder_the_verdicts(tmp_path):
+    cfg = _one_step(2, count=10, workers=3, ms=5, slow_parts={"p01": 300})
+    rows = run_station(cfg, tmp_path, registry=registry()).inspections()
+    assert [r.part_id for r in rows] == [f"p{i:02d}" for i in range(10)] and [r.seq for r in rows] == list(range(10))
+    ends = {p: e for _, p, _, e in CALLS}
+    assert ends["p02"] < ends["p01"]  # the other runner went on meanwhile
+
+
+def test_a_parallel_step_under_one_core_runs_one_call_at_a_time(tmp_path):
+    rows = run_station(_one_step(3, count=6, workers=1, ms=10), tmp_path, registry=registry()).inspections()
+    assert [r.part_id for r in rows] == [f"p{i:02d}" for i in range(6)]
+    assert _running[1] == 1 and len(BY_INSTANCE) == 3
+
+
+@pytest.mark.parametrize("parallel", [0, 9, 1.5])
+def test_parallel_is_checked(tmp_path, parallel):
+    path = tmp_path / "s.yaml"
+    cfg = {"name": "s", **_one_step(parallel), "store": {"url": f"sqlite:///{tmp_path / 's.db'}"}}
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError) as exc:
+        load_station(path, registry())
+    assert "steps[0].parallel: Input should be" in str(exc.value), str(exc.value)
 
 
 def _worker(tmp_path, name, ms, abort):
