@@ -28,7 +28,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,22 +36,8 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from onnx_rss import session_peak_mb
 from shared_data import DATA
-
-RSS_PROBE = r"""
-import sys, numpy as np, onnxruntime as ort
-def hwm():
-    for line in open('/proc/self/status'):
-        if line.startswith('VmHWM:'):
-            return int(line.split()[1]) / 1024
-base = hwm()
-o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.enable_mem_pattern = False
-s = ort.InferenceSession(sys.argv[1], sess_options=o, providers=['CPUExecutionProvider'])
-x = np.random.default_rng(0).random((1, 3, int(sys.argv[2]), int(sys.argv[3])), dtype=np.float32)
-for _ in range(5):
-    s.run(None, {s.get_inputs()[0].name: x})
-print(hwm() - base)
-"""
 
 
 def load() -> str:
@@ -149,12 +134,7 @@ def main() -> int:
                     by_half.append(
                         f"{auroc(np.array([labels[id(split.test[k])] for k in idx]), scores[idx]):.4f} (n={len(idx)})"
                     )
-                rss = subprocess.run(
-                    [sys.executable, "-c", RSS_PROBE, str(paths[c]), str(h), str(w)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout.strip()
+                rss = session_peak_mb(paths[c], height=h, width=w)
                 med = statistics.median(cpu[c])
                 print(
                     f"| {c} | {map_diff:.3g} | {score_diff:.3g} | {by_half[0]} | {by_half[1]} | {med:.2f} "

@@ -55,7 +55,6 @@ import json
 import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,23 +63,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from onnx_rss import session_peak_mb
 from shared_data import DATA
-
-RSS_PROBE = r"""
-import sys, json, numpy as np, onnxruntime as ort
-def hwm():
-    for line in open('/proc/self/status'):
-        if line.startswith('VmHWM:'):
-            return int(line.split()[1]) / 1024
-path, mem_pattern = sys.argv[1], sys.argv[2] == '1'
-base = hwm()
-o = ort.SessionOptions(); o.intra_op_num_threads = 2; o.enable_mem_pattern = mem_pattern
-s = ort.InferenceSession(path, sess_options=o, providers=['CPUExecutionProvider'])
-x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
-for _ in range(5):
-    s.run(['anomaly_map'], {'input': x})
-print(json.dumps({'base_mb': base, 'peak_mb': hwm()}))
-"""
 
 
 def busy(stop_at: float) -> None:
@@ -90,14 +74,7 @@ def busy(stop_at: float) -> None:
 
 
 def rss(path: Path, mem_pattern: bool) -> float:
-    out = subprocess.run(
-        [sys.executable, "-c", RSS_PROBE, str(path), "1" if mem_pattern else "0"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    d = json.loads(out.stdout)
-    return d["peak_mb"] - d["base_mb"]
+    return session_peak_mb(path, threads=2, mem_pattern=mem_pattern, outputs=["anomaly_map"])
 
 
 def load() -> str:
