@@ -19,7 +19,10 @@ What it measures, and how:
   p50 / p99 / max of capture -> verdict (``latency_ms``) and capture -> committed (the store's
   ``commit_latency_ms``, stamped just before the COMMIT, and the recorder's commit callback,
   just after it) and capture -> delivered (the sink's cursor move, ``sink_deliveries``: an upper
-  bound), MEDIAN and p99 over every paced part, never the best run.
+  bound), MEDIAN and p99 over every paced part, never the best run. Then each part's capture ->
+  committed split in three (the verdict; the wait in the writer's queue, verdict -> its batch
+  handed to the database, which holds an earlier batch's COMMIT; its own batch's COMMIT), with how
+  many parts went over 150 ms and which of the three was the largest share of each.
 - Peak RSS of each run (VmHWM of this process, reset before the run: the station and the
   bench's frames; an isolated step's worker processes are printed apart), the load average
   before and after each phase (2 cores are shared with other work: read figures with it), and
@@ -337,6 +340,7 @@ def run_station(
         "verdicts": {v: sum(1 for r in rows if r[1] == v) for v in {r[1] for r in rows}},
         "latency": [r[2] for r in rows if r[0] >= warm and r[2] is not None],
         "commit_latency": [r[3] for r in rows if r[0] >= warm and r[3] is not None],
+        "by_seq": {r[0]: (r[2], r[3]) for r in rows if r[0] >= warm and r[2] is not None and r[3] is not None},
         "step_latency": {
             name: [ms for st, ms in step_rows if st == name and ms is not None]
             for name in [s.name for s in station.steps]
@@ -350,11 +354,16 @@ def run_station(
     ]
     # After the COMMIT returned (the recorder's callback): latency_ms + (callback - decided_at).
     decided = {r[0]: (r[2], datetime.fromisoformat(r[4]).replace(tzinfo=UTC)) for r in rows if r[2] is not None}
-    result["callback_latency"] = [
-        lat + (probe.committed_at[seq] - at).total_seconds() * 1000
+    callback = {
+        seq: lat + (probe.committed_at[seq] - at).total_seconds() * 1000
         for seq, (lat, at) in decided.items()
         if seq >= warm and seq in probe.committed_at
-    ]
+    }
+    result["callback_latency"] = list(callback.values())
+    # Each part's capture -> committed split in three: the verdict, the wait in the writer's queue
+    # (verdict -> its batch handed to the database, which includes an earlier batch's COMMIT), and
+    # its own batch's COMMIT (committed_at -> the callback).
+    result["split"] = [(v, c - v, callback[seq] - c) for seq, (v, c) in result.pop("by_seq").items() if seq in callback]
     return probe, result
 
 
@@ -389,6 +398,10 @@ def station_steps(
     return steps
 
 
+GOAL_COMMITTED_MS = 150.0
+"""Issue 12's goal for p99 capture -> committed at 80 % of capacity."""
+
+
 def report(title: str, r: dict[str, Any]) -> None:
     print(f"\n## {title}: n={r['n']} timed parts, load {load()}")
     print(f"verdicts (all parts, warm-up included): {dict(sorted(r['verdicts'].items()))}")
@@ -407,6 +420,22 @@ def report(title: str, r: dict[str, Any]) -> None:
             print(
                 f"{label:<56} p50 {pct(v, 0.5):7.1f} ms  p99 {pct(v, 0.99):7.1f} ms  max {max(v):7.1f} ms  (n={len(v)})"
             )
+    split = r.get("split") or []
+    if split:
+        # Where the late parts' time went: each part over the goal counted under its largest share.
+        over = [t for t in split if sum(t) > GOAL_COMMITTED_MS]
+        causes = ("the verdict", "the writer's queue", "its COMMIT")
+        count = [sum(1 for t in over if max(range(3), key=t.__getitem__) == i) for i in range(3)]
+        print(
+            "capture -> committed split: verdict / writer's queue (incl. an earlier COMMIT) / own COMMIT, "
+            "p99 "
+            + " / ".join(f"{pct([t[i] for t in split], 0.99):.1f}" for i in range(3))
+            + " ms, max "
+            + " / ".join(f"{max(t[i] for t in split):.1f}" for i in range(3))
+            + " ms; "
+            f"{len(over)} of {len(split)} parts over {GOAL_COMMITTED_MS:.0f} ms, most of it in "
+            + ", ".join(f"{c}: {k}" for c, k in zip(causes, count, strict=True))
+        )
     print("CPU ms per part by step (thread time of inspect; isolated: station side + worker):")
     for name, (cpu, worker) in zip(r["names"], r["steps"], strict=True):
         lat = r["step_latency"][name]
