@@ -340,7 +340,6 @@ def run_station(
         "verdicts": {v: sum(1 for r in rows if r[1] == v) for v in {r[1] for r in rows}},
         "latency": [r[2] for r in rows if r[0] >= warm and r[2] is not None],
         "commit_latency": [r[3] for r in rows if r[0] >= warm and r[3] is not None],
-        "by_seq": {r[0]: (r[2], r[3]) for r in rows if r[0] >= warm and r[2] is not None and r[3] is not None},
         "step_latency": {
             name: [ms for st, ms in step_rows if st == name and ms is not None]
             for name in [s.name for s in station.steps]
@@ -363,7 +362,11 @@ def run_station(
     # Each part's capture -> committed split in three: the verdict, the wait in the writer's queue
     # (verdict -> its batch handed to the database, which includes an earlier batch's COMMIT), and
     # its own batch's COMMIT (committed_at -> the callback).
-    result["split"] = [(v, c - v, callback[seq] - c) for seq, (v, c) in result.pop("by_seq").items() if seq in callback]
+    result["split"] = [
+        (verdict, committed - verdict, callback[seq] - committed)
+        for seq, _v, verdict, committed, _at in rows
+        if seq in callback and verdict is not None and committed is not None
+    ]
     return probe, result
 
 
