@@ -142,6 +142,8 @@ def main() -> int:
             pre_processor=Patchcore.configure_pre_processor(image_size=settings.size),
         )
         std.model.memory_bank = module.model.memory_bank.clone()
+        # The same map smoothing as the trained model (TrainSettings.map_sigma; anomalib's default is 4).
+        std.model.anomaly_map_generator = type(module.model.anomaly_map_generator)(sigma=settings.map_sigma)
         std.model.load_state_dict(module.model.state_dict())
         std.eval()
         pt = std.to_torch(tmp / "torch", model_file_name="same")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from inspector_anomaly.preprocess import area_resize, prepare
+from inspector_anomaly.preprocess import area_resize, prepare, to_rgb, to_tensor
 
 
 def _frame(h: int, w: int, seed: int) -> np.ndarray:
@@ -55,3 +55,19 @@ def test_small_colour_and_whole_factor_images_go_through_opencv() -> None:
     ):
         want = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         assert np.array_equal(area_resize(image, size), want)
+
+
+@pytest.mark.parametrize("kind", ["gray", "gray with a channel axis", "bgr"])
+def test_to_tensor_gives_the_rgb_tensor_of_to_rgb(kind: str) -> None:
+    gray = _frame(181, 256, seed=7)
+    bgr = _frame(181, 768, 8).reshape(181, 256, 3)
+    image = {"gray": gray, "gray with a channel axis": gray[:, :, None], "bgr": bgr}[kind]
+    want = to_rgb(image).transpose(2, 0, 1)[None].astype(np.float32) * np.float32(1.0 / 255.0)
+    got = to_tensor(image)
+    assert got.shape == (1, 3, 181, 256) and got.dtype == np.float32 and got.flags["C_CONTIGUOUS"]
+    assert np.array_equal(got, want)  # bit for bit: models trained before see the same input
+
+
+def test_to_tensor_refuses_what_to_rgb_refuses() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        to_tensor(np.zeros((8, 8), dtype=np.float32))

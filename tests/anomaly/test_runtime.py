@@ -157,3 +157,17 @@ def test_tiles_mode_of_the_card_keeps_scale_and_finds_the_spot(tmp_path: Path):
     x, y, w, h = findings[0].box
     assert abs(x - 400) <= 3 and abs(y - 210) <= 3 and abs(w - 16) <= 4 and abs(h - 16) <= 4
     assert det.inspect(View(dark_part(h=300, w=500), "good")) == []
+
+
+def test_regions_far_from_the_map_origin_keep_their_place_and_masks(brightness_model: Path):
+    """The regions are labelled inside the bounding box of the map's pixels over the level: their
+    boxes, masks and peaks are those of labelling the whole map."""
+    det = make(brightness_model)
+    img = dark_part(spots=((170, 90, 14), (120, 20, 10)))
+    findings = det.inspect(View(img, "far"))
+    assert len(findings) == 2
+    boxes = sorted(f.box for f in findings)
+    (x1, y1, _, _), (x2, y2, _, _) = boxes
+    assert abs(x1 - 120) <= 3 and abs(y1 - 20) <= 3 and abs(x2 - 170) <= 3 and abs(y2 - 90) <= 3
+    for f in findings:
+        assert f.mask is not None and f.mask.shape == (f.box[3], f.box[2]) and f.mask.any()

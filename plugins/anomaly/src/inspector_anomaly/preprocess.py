@@ -159,13 +159,31 @@ def prepare(
         resized = area_resize(image, (new_w, new_h))
     else:
         resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if new_w < w else cv2.INTER_LINEAR)
-    rgb = to_rgb(photometric(resized, light))
+    lit = photometric(resized, light)
     x0, y0 = (out_w - new_w) // 2, (out_h - new_h) // 2
     if (new_w, new_h) != (out_w, out_h):
-        rgb = cv2.copyMakeBorder(rgb, y0, out_h - new_h - y0, x0, out_w - new_w - x0, cv2.BORDER_REPLICATE)
+        lit = cv2.copyMakeBorder(lit, y0, out_h - new_h - y0, x0, out_w - new_w - x0, cv2.BORDER_REPLICATE)
+    return Prepared(tensor=to_tensor(lit), valid=(x0, y0, new_w, new_h), scale=(new_w / w, new_h / h))
+
+
+def to_tensor(image: np.ndarray) -> np.ndarray:
+    """uint8 gray or BGR ``(H, W[, 3])`` to the model's float32 ``[1, 3, H, W]`` RGB in [0, 1].
+
+    A gray image is scaled once and copied into the three channels (the values ``to_rgb`` then a
+    float conversion would give, without the RGB image and its transpose)."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2 and image.dtype == np.uint8:
+        h, w = image.shape
+        tensor = np.empty((1, 3, h, w), dtype=np.float32)
+        np.multiply(image, np.float32(1.0 / 255.0), out=tensor[0, 0], casting="unsafe")
+        tensor[0, 1] = tensor[0, 0]
+        tensor[0, 2] = tensor[0, 0]
+        return tensor
+    rgb = to_rgb(image)
     tensor = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
     tensor *= 1.0 / 255.0
-    return Prepared(tensor=tensor, valid=(x0, y0, new_w, new_h), scale=(new_w / w, new_h / h))
+    return tensor
 
 
 def valid_mask(size: tuple[int, int], valid: tuple[int, int, int, int]) -> np.ndarray:
@@ -208,11 +226,9 @@ def prepare_tiles(
         for x0 in tile_origins(sw, tw, overlap):
             tile = scaled[y0 : y0 + th, x0 : x0 + tw]
             ph, pw = tile.shape[:2]
-            rgb = to_rgb(np.ascontiguousarray(tile))
+            tile = np.ascontiguousarray(tile)
             if (ph, pw) != (th, tw):
-                rgb = cv2.copyMakeBorder(rgb, 0, th - ph, 0, tw - pw, cv2.BORDER_REPLICATE)
-            tensor = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
-            tensor *= 1.0 / 255.0
-            out.append(Prepared(tensor=tensor, valid=(0, 0, pw, ph), scale=(scale, scale)))
+                tile = cv2.copyMakeBorder(tile, 0, th - ph, 0, tw - pw, cv2.BORDER_REPLICATE)
+            out.append(Prepared(tensor=to_tensor(tile), valid=(0, 0, pw, ph), scale=(scale, scale)))
             origins.append((x0, y0))
     return out, origins, (sh, sw)
