@@ -8,16 +8,18 @@ one, trained with ``inspector train anomaly`` defaults on synthetic 5 MP parts; 
 
 What "bare onnxruntime" means, stated: ``session.run`` alone does not do the job. A camera gives
 a 5 MP mono frame, the model takes a 256 x 256 RGB float tensor of the part downscaled as it was
-at training (area averaging, letterboxed), lit as at training (the card's ``photometric``), and
+at training (the card's ``downscale``, letterboxed), lit as at training (the card's ``photometric``), and
 gives a map that still has to become a part score. So two references are timed:
 
 - ``session.run alone`` (``bare``): a tensor prepared beforehand, nothing else; what the model
   costs, and the floor no step can reach on a whole frame;
 - ``hand-written``: the least a user of bare onnxruntime must write for the same job, written
-  here plainly from OpenCV and numpy calls (not the plugin's code): ``cv2.resize(INTER_AREA)``
-  to the letterbox size, the card's lighting (flatfield: divided by a blurred 1/8 copy, then mean
-  128 / std 32), grey to RGB, the border replicated, float / 255, ``session.run``, the top-1 %
-  mean of the valid part of the map. Its tensor is checked against the plugin's (``prepare``):
+  here plainly from OpenCV and numpy calls (not the plugin's code): the card's downscale
+  (``halving``: ``cv2.resize(INTER_AREA)`` by halves while twice the target, on frames of 2 MP or
+  more), ``cv2.resize(INTER_AREA)`` to the letterbox size, the card's lighting (flatfield:
+  divided by a blurred 1/8 copy, then mean 128 / std 32), grey to RGB, the border replicated,
+  float / 255, ``session.run``, the top-1 % mean of the valid part of the map. Its tensor is
+  checked against the plugin's (``prepare``):
   the largest difference is printed (OpenCV's area path and the plugin's integral image round
   differently by at most a grey level).
 
@@ -34,7 +36,9 @@ count it times, per image, in this order rotated every image:
   post-processing after ``session.run``;
 - ``--openvino``: the detector with ``runtime: openvino`` (after its parity check).
 
-Wall times are medians; CPU is process CPU time (every thread of this process: onnxruntime's
+OpenCV runs with the block's thread count (``cv2.setNumThreads``), as onnxruntime does: at one
+thread, the whole step on one core. Wall times are medians; CPU is process CPU time (every
+thread of this process: onnxruntime's
 pool included), median. The 1-minute load average is printed beside each block.
 
     python bench/anomaly_overhead.py [--model PATH] [--images 12] [--rounds 3] [--threads 1,2]
@@ -66,18 +70,29 @@ def load() -> str:
 
 
 def hand_written(
-    session: Any, image: np.ndarray, size: tuple[int, int], names: tuple[str, str], top: float = 0.01
+    session: Any,
+    image: np.ndarray,
+    size: tuple[int, int],
+    names: tuple[str, str],
+    top: float = 0.01,
+    halving: bool = False,
 ) -> float:
     """The least a user of bare onnxruntime writes to score a mono frame with this model (letterbox,
-    flatfield lighting, as the line-rate bench's card says): OpenCV and numpy only, no plugin code."""
-    return hand_written_tensor_and_score(session, image, size, names, top)[1]
+    flatfield lighting, the card's downscale, as the line-rate bench's card says): OpenCV and numpy
+    only, no plugin code."""
+    return hand_written_tensor_and_score(session, image, size, names, top, halving)[1]
 
 
-def hand_written_tensor(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def hand_written_tensor(
+    image: np.ndarray, size: tuple[int, int], halving: bool = False
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     out_h, out_w = size
     h, w = image.shape[:2]
     s = min(out_w / w, out_h / h)
     nw, nh = round(w * s), round(h * s)
+    if halving and h * w >= 2_000_000:  # the card's downscale: halved by 2 x 2 means while twice the target
+        while image.shape[1] >= 2 * nw and image.shape[0] >= 2 * nh:
+            image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
     small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA).astype(np.float32)
     background = cv2.resize(
         cv2.GaussianBlur(cv2.resize(small, (nw // 8, nh // 8), interpolation=cv2.INTER_AREA), (0, 0), max(nw, nh) / 64),
@@ -95,9 +110,9 @@ def hand_written_tensor(image: np.ndarray, size: tuple[int, int]) -> tuple[np.nd
 
 
 def hand_written_tensor_and_score(
-    session: Any, image: np.ndarray, size: tuple[int, int], names: tuple[str, str], top: float
+    session: Any, image: np.ndarray, size: tuple[int, int], names: tuple[str, str], top: float, halving: bool = False
 ) -> tuple[np.ndarray, float]:
-    tensor, (x0, y0, nw, nh) = hand_written_tensor(image, size)
+    tensor, (x0, y0, nw, nh) = hand_written_tensor(image, size, halving)
     output, input_ = names
     amap = session.run([output], {input_: tensor})[0].reshape(size)[y0 : y0 + nh, x0 : x0 + nw].ravel()
     k = max(1, round(amap.size * top))
@@ -116,20 +131,24 @@ def time_size(
     if (c.resize, c.photometric, det.card.thresholds.image_score) != ("letterbox", "flatfield", "top_mean"):
         raise SystemExit(f"hand-written reference is for letterbox + flatfield + top_mean models, not {det.card.input}")
     size = (c.height, c.width)
-    tensors = [prepare(im, size, c.resize, c.photometric).tensor for im in images]
+    halving = c.downscale == "halving"
+    tensors = [prepare(im, size, c.resize, c.photometric, c.downscale).tensor for im in images]
     views = [View(im, "p") for im in images]
     coarse = [det._coarse(im) for im in images]
     own = det.session
     io_names = (det._map_out, det._input)
     worst = max(
-        float(np.abs(hand_written_tensor(im, size)[0] - t).max()) * 255 for im, t in zip(images, tensors, strict=True)
+        float(np.abs(hand_written_tensor(im, size, halving)[0] - t).max()) * 255
+        for im, t in zip(images, tensors, strict=True)
     )
     calls: dict[str, Callable[[int], object]] = {
         "bare": lambda i: bare.run([det._map_out], {det._input: tensors[i]}),
         "bare, detector options": lambda i: own.run([det._map_out], {det._input: tensors[i]}),
-        "hand-written": lambda i: hand_written(own, images[i], size, io_names, det.card.thresholds.top_fraction),
+        "hand-written": lambda i: hand_written(
+            own, images[i], size, io_names, det.card.thresholds.top_fraction, halving
+        ),
         "inspect": lambda i: det.inspect(views[i]),
-        "prepare": lambda i: prepare(images[i], (c.height, c.width), c.resize, c.photometric),
+        "prepare": lambda i: prepare(images[i], (c.height, c.width), c.resize, c.photometric, c.downscale),
         # inspect() after the model: the part score and the regions, from a map the model made
         "post": lambda i: det._findings(views[i], coarse[i]),
     }
@@ -147,7 +166,10 @@ def time_size(
                 wall[k].append(1000 * (time.perf_counter() - t0))
                 cpu[k].append(1000 * (time.process_time() - c0))
     med = statistics.median
-    print(f"\n## {label}, {threads} thread(s): load {load()}, n = {len(wall['bare'])} each")
+    print(
+        f"\n## {label}, {threads} thread(s) (onnxruntime and OpenCV, cv2.getNumThreads() = {cv2.getNumThreads()}): "
+        f"load {load()}, n = {len(wall['bare'])} each"
+    )
     for k in names:
         print(f"  {k:<24} wall {med(wall[k]):7.2f} ms   CPU {med(cpu[k]):7.2f} ms")
     print(f"  hand-written tensor vs the plugin's: largest difference {worst:.1f} grey levels of 255")
@@ -197,6 +219,9 @@ def main() -> int:
     print(f"# anomaly step vs bare onnxruntime: {model.name} ({model.stat().st_size / 1e6:.1f} MB); load {load()}")
     print(f"# n = {args.images} images x {args.rounds} rounds per contender, interleaved; medians")
     for threads in (int(t) for t in args.threads.split(",")):
+        # The step's OpenCV calls get the thread count onnxruntime gets: a one-thread block is the
+        # whole step on one core (OpenCV's default pool of one thread per core adds CPU of its own).
+        cv2.setNumThreads(threads)
         det = Anomaly(AnomalyConfig(model=str(model), threads=threads), station_dir=model.parent)
         det.warm_up()
         default = ort.SessionOptions()

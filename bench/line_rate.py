@@ -87,12 +87,14 @@ def frame(seed: int, index: int, truth: str) -> np.ndarray:
 
 
 def model_path(memory_bank: int | None = None) -> Path:
-    """Where the cached model of ``memory_bank`` (default: the training default) lies."""
-    if memory_bank is None:
-        from inspector_anomaly.training import TrainSettings  # no torch at import
+    """Where the cached model of ``memory_bank`` (default: the training default) lies; the name
+    carries the training default's downscale, so a cache trained before it changed is not reused."""
+    from inspector_anomaly.training import TrainSettings  # no torch at import
 
-        memory_bank = TrainSettings().memory_bank
-    return CACHE / f"anomaly-bank{memory_bank}.onnx"
+    defaults = TrainSettings()
+    if memory_bank is None:
+        memory_bank = defaults.memory_bank
+    return CACHE / f"anomaly-bank{memory_bank}-{defaults.downscale}.onnx"
 
 
 def prepare_model(memory_bank: int | None = None) -> Path:
@@ -100,6 +102,7 @@ def prepare_model(memory_bank: int | None = None) -> Path:
     ``--memory-bank``) on synthetic good parts at line resolution; cached (delete
     ``var/bench/line_rate`` to train again)."""
     model = model_path(memory_bank)
+    bank = model.stem.split("bank")[1].split("-")[0]
     if model.exists() and model.with_suffix(".json").exists():
         return model
     good = CACHE / "train-good"
@@ -112,7 +115,7 @@ def prepare_model(memory_bank: int | None = None) -> Path:
     t0 = time.monotonic()
     exe = Path(sys.executable).parent / "inspector"
     subprocess.run(
-        [str(exe), "train", "anomaly", str(good), "-o", str(model), "--memory-bank", model.stem.split("bank")[1]],
+        [str(exe), "train", "anomaly", str(good), "-o", str(model), "--memory-bank", str(bank)],
         check=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )

@@ -26,6 +26,7 @@ def write_brightness_model(
     pixel_t: float = 0.5,
     scale: float = 1.0,
     tile_overlap: int = 0,
+    downscale: str | None = None,
 ) -> Path:
     import onnx
     from onnx import TensorProto, helper
@@ -71,6 +72,8 @@ def write_brightness_model(
         "onnx_sha256": sha256_file(path),
         "onnx_bytes": path.stat().st_size,
     }
+    if downscale is not None:
+        card["input"]["downscale"] = downscale  # type: ignore[index]
     path.with_suffix(".json").write_text(json.dumps(card))
     return path
 

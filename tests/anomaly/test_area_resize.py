@@ -6,7 +6,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from inspector_anomaly.preprocess import area_resize, prepare, to_rgb, to_tensor
+from inspector_anomaly.preprocess import (
+    HALVING_MIN_PX,
+    area_resize,
+    downscale,
+    prepare,
+    prepare_tiles,
+    to_rgb,
+    to_tensor,
+)
 
 
 def _frame(h: int, w: int, seed: int) -> np.ndarray:
@@ -71,3 +79,59 @@ def test_to_tensor_gives_the_rgb_tensor_of_to_rgb(kind: str) -> None:
 def test_to_tensor_refuses_what_to_rgb_refuses() -> None:
     with pytest.raises(ValueError, match="uint8"):
         to_tensor(np.zeros((8, 8), dtype=np.float32))
+
+
+def _halved(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``halving`` written out from OpenCV calls: 2 x 2 means while twice the target, then area."""
+    while image.shape[1] >= 2 * size[0] and image.shape[0] >= 2 * size[1]:
+        h, w = image.shape[:2]
+        image = cv2.resize(image[: h - h % 2, : w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "size"),
+    [
+        (2048, 2448, (256, 214)),  # the line's 5 MP frame, letterboxed: three halvings then area
+        (2047, 2449, (256, 214)),  # odd sides: the last row / column dropped before a halving
+        (1944, 2592, (640, 480)),  # one halving only
+    ],
+)
+def test_halving_on_a_large_frame_is_an_area_average_near_exact_area(h: int, w: int, size: tuple[int, int]) -> None:
+    noisy = _frame(h, w, seed=h * w)  # texture at the scale of one pixel: the methods differ most here
+    smooth = cv2.GaussianBlur(noisy, (0, 0), 8)
+    for image in (noisy, smooth):
+        got = downscale(image, size, "halving")
+        assert got.shape == (size[1], size[0]) and got.dtype == np.uint8
+        np.testing.assert_array_equal(got, _halved(image, size))
+        exact = area_resize(image, size).astype(np.float64)
+        assert abs(got.mean() - exact.mean()) < 0.6  # each halving rounds: a bias under half a grey level
+        assert not np.array_equal(got, exact)  # another method, not exact area
+    diff = np.abs(got.astype(np.int16) - exact)
+    assert diff.mean() < 1.0 and diff.max() <= 8, (diff.mean(), diff.max())
+
+
+def test_halving_leaves_images_under_2_mp_as_area_and_area_stays_exact() -> None:
+    small = _frame(1150, 1500, seed=5)  # the shared sets' largest images are this size
+    assert small.size < HALVING_MIN_PX
+    np.testing.assert_array_equal(downscale(small, (256, 196), "halving"), area_resize(small, (256, 196)))
+    large = _frame(2048, 2448, seed=6)
+    np.testing.assert_array_equal(downscale(large, (256, 214), "area"), area_resize(large, (256, 214)))
+    with pytest.raises(ValueError, match="unknown downscale 'bilinear'"):
+        downscale(small, (256, 196), "bilinear")  # type: ignore[arg-type]
+
+
+def test_prepare_and_tiles_shrink_by_the_method_they_are_given() -> None:
+    frame = _frame(2048, 2448, seed=7)
+    halved = prepare(frame, (256, 256), "letterbox", "none", "halving")
+    exact = prepare(frame, (256, 256), "letterbox", "none", "area")
+    assert halved.valid == exact.valid == (0, 21, 256, 214)
+    x, y, w, h = halved.valid
+    want = _halved(frame, (256, 214))
+    np.testing.assert_array_equal(np.rint(halved.tensor[0, 0, y : y + h, x : x + w] * 255).astype(np.uint8), want)
+    assert not np.array_equal(halved.tensor, exact.tensor)
+    tiles, _, (sh, sw) = prepare_tiles(frame, (256, 256), 0.25, 0, "none", "halving")
+    assert (sh, sw) == (512, 612)
+    np.testing.assert_array_equal(
+        np.rint(tiles[0].tensor[0, 0] * 255).astype(np.uint8), _halved(frame, (612, 512))[:256, :256]
+    )

@@ -64,6 +64,7 @@ def test_train_writes_a_small_onnx_and_a_complete_card(trained: Path):
     card = json.loads(trained.with_suffix(".json").read_text())
     assert trained.stat().st_size < 20e6
     assert card["model"] == "patchcore" and card["input"]["resize"] == "letterbox"
+    assert card["input"]["downscale"] == "halving"  # the training default, so the runtime shrinks alike
     assert card["backbone"]["pretrained"] is True and card["backbone"]["name"] == "tf_efficientnet_lite0"
     assert card["training"]["images"] + card["training"]["validation_images"] == 40
     assert card["thresholds"]["image"] > 0 and "leave-one-out" in card["thresholds"]["method"]

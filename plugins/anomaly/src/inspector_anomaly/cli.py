@@ -157,6 +157,14 @@ def _station_roi(station_file: str, recipe: str | None, step_name: str | None, r
     help="lighting normalisation of every image (flatfield: divide by its blurred copy)",
 )
 @click.option(
+    "--downscale",
+    type=click.Choice(["halving", "area"]),
+    default="halving",
+    show_default=True,
+    help="how images are shrunk to the model: halving (frames of 2 MP or more halved by 2 x 2 means "
+    "first: cheaper at line resolution) or exact area averaging; smaller images the same either way",
+)
+@click.option(
     "--image-score",
     type=click.Choice(["top_mean", "max"]),
     default="top_mean",
@@ -233,6 +241,7 @@ def train_anomaly(
     val_good: Path | None,
     val_bad: Path | None,
     photometric: Photometric,
+    downscale: Literal["halving", "area"],
     image_score: ImageScore,
     memory_bank: int,
     feature_dim: int | None,
@@ -278,6 +287,7 @@ def train_anomaly(
         backbone=backbone,
         seed=seed,
         photometric=photometric,
+        downscale=downscale,
         image_score=image_score,
         threshold=threshold_method,
     )

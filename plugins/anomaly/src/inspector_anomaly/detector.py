@@ -253,7 +253,7 @@ class Anomaly(Detector):
         c = self.card.input  # type: ignore[union-attr]
         if c.resize == "tiles":
             return self._run_tiles(image)
-        p = prepare(image, (c.height, c.width), c.resize, c.photometric)
+        p = prepare(image, (c.height, c.width), c.resize, c.photometric, c.downscale)
         amap = self.session.run([self._map_out], {self._input: p.tensor})[0]
         amap = amap.reshape(amap.shape[-2:])
         x, y, w, h = p.valid
@@ -261,7 +261,9 @@ class Anomaly(Detector):
 
     def _run_tiles(self, image: np.ndarray) -> np.ndarray:
         c = self.card.input  # type: ignore[union-attr]
-        tiles, origins, (sh, sw) = prepare_tiles(image, (c.height, c.width), c.scale, c.tile_overlap, c.photometric)
+        tiles, origins, (sh, sw) = prepare_tiles(
+            image, (c.height, c.width), c.scale, c.tile_overlap, c.photometric, c.downscale
+        )
         amap = np.full((sh, sw), -np.inf, dtype=np.float32)
         for p, (x0, y0) in zip(tiles, origins, strict=True):
             out = self.session.run([self._map_out], {self._input: p.tensor})[0]

@@ -25,6 +25,7 @@ import numpy as np
 
 ResizeMode = Literal["letterbox", "stretch", "tiles"]
 Photometric = Literal["none", "meanstd", "clahe", "flatfield"]
+Downscale = Literal["area", "halving"]
 
 TARGET_MEAN, TARGET_STD = 128.0, 32.0
 FLATFIELD_DIVISOR = 8.0
@@ -112,6 +113,38 @@ def area_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.rint(box * (nw * nh / (w * h))), 0, 255).astype(np.uint8)
 
 
+HALVING_MIN_PX = 2_000_000
+"""``halving`` shrinks sources of at least this many pixels (a line camera's whole frame) by
+halves first. No image of the shared real data sets is this large (magnetic tile, MVTec AD, the
+plates at 1500 x 1150 px), so every quality figure measured on them holds for both methods."""
+
+
+def downscale(image: np.ndarray, size: tuple[int, int], method: Downscale = "area") -> np.ndarray:
+    """Shrink ``image`` to ``size = (w, h)`` (not larger than the image on either side).
+
+    ``area``: exact area averaging (:func:`area_resize`). ``halving``: a source of
+    ``HALVING_MIN_PX`` or more is halved by 2 x 2 means while it is still at least twice the
+    target on both sides, then area-averaged to the target. OpenCV's 2 x 2 mean is vectorised
+    (0.2 ms for a 5 MP mono frame, one core) where a reduction by a factor that is not whole is
+    not: 2448 x 2048 -> 256 x 214 costs about 0.5 ms instead of 2-3 ms, and the values stay
+    within a few grey levels of exact area averaging (each halving rounds to a grey level; an
+    odd last row or column is dropped before a halving, at most one source pixel per halving
+    on a side). Training writes the method into the model card, so the runtime shrinks a view
+    exactly as the model's training images were."""
+    nw, nh = size
+    if method == "halving" and image.shape[0] * image.shape[1] >= HALVING_MIN_PX:
+        while image.shape[1] >= 2 * nw and image.shape[0] >= 2 * nh:
+            h, w = image.shape[:2]
+            even = image[: h - h % 2, : w - w % 2]
+            image = cv2.resize(even, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        if image.shape[1] == nw and image.shape[0] == nh:
+            return image
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    if method not in ("area", "halving"):
+        raise ValueError(f"anomaly preprocessing: unknown downscale {method!r} (use 'area' or 'halving')")
+    return area_resize(image, size)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Prepared:
     """The model input for one image and how it maps back to the image."""
@@ -138,12 +171,16 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def prepare(
-    image: np.ndarray, size: tuple[int, int], mode: ResizeMode = "letterbox", light: Photometric = "none"
+    image: np.ndarray,
+    size: tuple[int, int],
+    mode: ResizeMode = "letterbox",
+    light: Photometric = "none",
+    shrink: Downscale = "area",
 ) -> Prepared:
     """Prepare one uint8 image (gray or BGR) for a model whose input is ``size = (H, W)``.
 
-    Order: resize, lighting normalisation (on the resized part only, so it is cheap and the
-    padding does not bias it), then padding."""
+    Order: resize (a reduction by ``shrink``, see :func:`downscale`), lighting normalisation
+    (on the resized part only, so it is cheap and the padding does not bias it), then padding."""
     out_h, out_w = size
     h, w = image.shape[:2]
     if h < 2 or w < 2:
@@ -156,7 +193,7 @@ def prepare(
     else:
         raise ValueError(f"anomaly preprocessing: unknown resize mode {mode!r} (use 'letterbox' or 'stretch')")
     if new_w < w and new_h <= h:
-        resized = area_resize(image, (new_w, new_h))
+        resized = downscale(image, (new_w, new_h), shrink)
     else:
         resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if new_w < w else cv2.INTER_LINEAR)
     lit = photometric(resized, light)
@@ -206,19 +243,26 @@ def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def prepare_tiles(
-    image: np.ndarray, size: tuple[int, int], scale: float, overlap: int, light: Photometric = "none"
+    image: np.ndarray,
+    size: tuple[int, int],
+    scale: float,
+    overlap: int,
+    light: Photometric = "none",
+    shrink: Downscale = "area",
 ) -> tuple[list[Prepared], list[tuple[int, int]], tuple[int, int]]:
-    """Resize ``image`` by ``scale`` and cut it into model-size tiles.
+    """Resize ``image`` by ``scale`` (a reduction by ``shrink``, see :func:`downscale`) and cut it
+    into model-size tiles.
 
     Returns the prepared tiles, each tile's ``(x, y)`` in the scaled image, and the scaled
     image's ``(h, w)``."""
     h, w = image.shape[:2]
     sh, sw = max(2, round(h * scale)), max(2, round(w * scale))
-    scaled = (
-        image
-        if (sh, sw) == (h, w)
-        else cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    )
+    if (sh, sw) == (h, w):
+        scaled = image
+    elif sh <= h and sw <= w and shrink == "halving":
+        scaled = downscale(image, (sw, sh), shrink)
+    else:
+        scaled = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     scaled = photometric(scaled, light)
     th, tw = size
     out, origins = [], []

@@ -39,7 +39,7 @@ from inspector_anomaly.card import (
 from inspector_anomaly.image_selection import select_images
 from inspector_anomaly.metrics import auroc, f1, f1_optimal_threshold, tail_threshold, tolerance_factor
 from inspector_anomaly.model_output import check_writable, resolve_model_path, staged_model
-from inspector_anomaly.preprocess import prepare, prepare_tiles
+from inspector_anomaly.preprocess import Downscale, prepare, prepare_tiles
 from inspector_anomaly.projection import install_projection, principal_axes, projection_matrix
 from inspector_anomaly.reference import PARITY_TOLERANCE, REFERENCE_INPUTS, reference_inputs
 
@@ -72,6 +72,11 @@ class TrainSettings:
     square keep ``size``. ``fixed``: ``size`` as given. Resolved once by :func:`settle_input`."""
     photometric: Photometric = "flatfield"
     """Lighting normalisation of every image before resizing."""
+    downscale: Downscale = "halving"
+    """How images are shrunk to the model (:func:`inspector_anomaly.preprocess.downscale`):
+    ``halving`` (the default since issue 12's fourth pass) halves frames of 2 MP or more by exact
+    2 x 2 means first, 2.3 ms less CPU per 5 MP part than exact ``area``; smaller images are
+    shrunk the same either way. Written into the card."""
     scale: float = 1.0
     """tiles: model px per image px, the same for every part."""
     tile_overlap: int = 32
@@ -300,12 +305,17 @@ def fit(module, images: Sequence[np.ndarray], settings: TrainSettings, progress:
     if settings.resize == "tiles":
         tensors = []
         for i, img in enumerate(images):
-            tiles = prepare_tiles(img, settings.size, settings.scale, settings.tile_overlap, settings.photometric)[0]
+            tiles = prepare_tiles(
+                img, settings.size, settings.scale, settings.tile_overlap, settings.photometric, settings.downscale
+            )[0]
             tensors += [t.tensor for t in tiles]
             tile_image += [i] * len(tiles)
         progress(f"{len(tensors)} tiles from {n} images")
     else:
-        tensors = [prepare(img, settings.size, settings.resize, settings.photometric).tensor for img in images]
+        tensors = [
+            prepare(img, settings.size, settings.resize, settings.photometric, settings.downscale).tensor
+            for img in images
+        ]
         tile_image = list(range(n))
     n = len(tensors)
     with torch.no_grad():
@@ -611,6 +621,7 @@ def _export_and_calibrate(
             mean=MEAN,
             std=STD,
             photometric=settings.photometric,
+            downscale=settings.downscale,
             scale=settings.scale,
             tile_overlap=settings.tile_overlap if settings.resize == "tiles" else 0,
         ),
