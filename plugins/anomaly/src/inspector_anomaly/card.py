@@ -34,8 +34,8 @@ class InputSpec(_Strict):
         "area",
         description="how a view is shrunk to the model: area: exact area averaging (what every card without "
         "this field was trained with); halving: views of 2 MP or more are first halved by exact 2 x 2 means "
-        "while still twice the target, then area-averaged (4-5x cheaper on a 5 MP frame, within a few grey "
-        "levels of area), smaller views as area (see preprocess.downscale)",
+        "while still twice the target, then area-averaged (3x cheaper on a 5 MP frame; 0.7 grey levels "
+        "from area on average), smaller views as area (see preprocess.downscale)",
     )
     scale: float = Field(1.0, gt=0, description="tiles: model px per view px, the same for every part")
     tile_overlap: int = Field(0, ge=0, description="tiles: overlap of neighbouring tiles, model px")

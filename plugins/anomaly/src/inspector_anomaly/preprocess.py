@@ -126,8 +126,9 @@ def downscale(image: np.ndarray, size: tuple[int, int], method: Downscale = "are
     ``HALVING_MIN_PX`` or more is halved by 2 x 2 means while it is still at least twice the
     target on both sides, then area-averaged to the target. OpenCV's 2 x 2 mean is vectorised
     (0.2 ms for a 5 MP mono frame, one core) where a reduction by a factor that is not whole is
-    not: 2448 x 2048 -> 256 x 214 costs about 0.5 ms instead of 2-3 ms, and the values stay
-    within a few grey levels of exact area averaging (each halving rounds to a grey level; an
+    not: 2448 x 2048 -> 256 x 214 costs about 0.8 ms instead of 2-3 ms. It is not exact area
+    averaging: on the line-rate bench's frames 0.66 grey levels from it on average, at most 16 at
+    sharp edges, more on pixel-scale noise (each halving rounds to a grey level; an
     odd last row or column is dropped before a halving, at most one source pixel per halving
     on a side). Training writes the method into the model card, so the runtime shrinks a view
     exactly as the model's training images were."""
