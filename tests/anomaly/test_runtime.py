@@ -171,3 +171,38 @@ def test_regions_far_from_the_map_origin_keep_their_place_and_masks(brightness_m
     assert abs(x1 - 120) <= 3 and abs(y1 - 20) <= 3 and abs(x2 - 170) <= 3 and abs(y2 - 90) <= 3
     for f in findings:
         assert f.mask is not None and f.mask.shape == (f.box[3], f.box[2]) and f.mask.any()
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_regions_of_a_busy_map_are_those_of_32_bit_labels_and_of_a_nan_free_copy(
+    brightness_model: Path, monkeypatch: pytest.MonkeyPatch, ignored: bool
+):
+    """Many regions (a noisy map): the findings with 16-bit labels and the map used without a
+    copy equal those of 32-bit labels on a NaN-free copy, as labelled before both cuts; NaN
+    pixels (ignored) never join a region."""
+    det = make(brightness_model)
+    det.load()
+    rng = np.random.default_rng(5)
+    noise = cv2.GaussianBlur(rng.random((64, 64)).astype(np.float32), (0, 0), 1.2)
+    coarse = 0.5 + (noise - float(noise.mean())) * 6.0  # pixel threshold 0.5: half of the map, in blobs
+    if ignored:
+        coarse[20:40, 10:50] = np.nan
+        det._ignore_src = np.zeros((64, 64), bool)  # the score path of a station with an ignore mask
+    view = View(np.zeros((120, 200), np.uint8), "busy")
+    got = det._findings(view, coarse.copy())
+    real = cv2.connectedComponentsWithStats
+
+    def labels_32(img: np.ndarray, connectivity: int = 8, ltype: int = cv2.CV_32S):
+        return real(img, connectivity=connectivity, ltype=cv2.CV_32S)
+
+    monkeypatch.setattr(cv2, "connectedComponentsWithStats", labels_32)
+    want = det._findings(view, coarse.copy())
+    assert len(got) == len(want) >= 5
+    for a, b in zip(got, want, strict=True):
+        assert (a.box, a.score, a.measurements) == (b.box, b.score, b.measurements)
+        assert np.array_equal(a.mask, b.mask)
+    if ignored:
+        for f in got:
+            x, y, w, h = f.box
+            inside = x >= 200 * 10 / 64 and x + w <= 200 * 50 / 64 and y >= 120 * 20 / 64 and y + h <= 120 * 40 / 64
+            assert not inside

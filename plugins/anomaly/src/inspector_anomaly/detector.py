@@ -325,12 +325,14 @@ class Anomaly(Detector):
         # The part score (the map's maximum or the mean of its top share) is at most the map's
         # maximum: when even that is below the floor nothing is reported, and the partition of a
         # good part's whole map (0.3-0.4 ms of the step's CPU on 5 MP) is not needed.
-        if self._ignore_src is None and self.normalise(float(coarse.max())) < self.report_floor:
+        peak_any = float(coarse.max())  # NaN when any pixel is NaN (ignored, or a broken model output)
+        if self._ignore_src is None and self.normalise(peak_any) < self.report_floor:
             return []
         score_raw = self._score(coarse)
         if self.normalise(score_raw) < self.report_floor:
             return []
-        amap = np.nan_to_num(coarse, nan=-np.inf)
+        # NaN pixels never belong to a region; a map without any is used as it is (no copy).
+        amap = coarse if not np.isnan(peak_any) else np.nan_to_num(coarse, nan=-np.inf)
         peak_all = float(amap.max())
         if peak_all >= self.pixel_threshold:
             level = self.pixel_threshold
@@ -347,7 +349,11 @@ class Anomaly(Detector):
             return []
         oy, ox = int(rows[0]), int(cols[0])
         box = binary[oy : int(rows[-1]) + 1, ox : int(cols[-1]) + 1].astype(np.uint8)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(box, connectivity=8)
+        # 16-bit labels where they cannot overflow (at most one component per 2 x 2 pixels): the
+        # same labels and stats, OpenCV's statistics pass about half the time of 32-bit ones.
+        bh_, bw_ = box.shape
+        ltype = cv2.CV_16U if ((bh_ + 1) // 2) * ((bw_ + 1) // 2) < 65_535 else cv2.CV_32S
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(box, connectivity=8, ltype=ltype)
         vh, vw = view.image.shape[:2]
         mh, mw = amap.shape
         sx, sy = vw / mw, vh / mh
