@@ -206,3 +206,21 @@ def test_regions_of_a_busy_map_are_those_of_32_bit_labels_and_of_a_nan_free_copy
             x, y, w, h = f.box
             inside = x >= 200 * 10 / 64 and x + w <= 200 * 50 / 64 and y >= 120 * 20 / 64 and y + h <= 120 * 40 / 64
             assert not inside
+
+
+def test_the_card_says_how_a_large_view_is_shrunk_and_old_cards_keep_exact_area(tmp_path: Path):
+    """A card without ``downscale`` (every card trained before it) keeps exact area averaging; a
+    card with ``halving`` gets the halving, on the runtime side exactly as at training."""
+    rng = np.random.default_rng(3)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (2048, 2448), dtype=np.uint8), (0, 0), 1.0)
+    old = make(write_brightness_model(tmp_path, name="old"))
+    new = make(write_brightness_model(tmp_path, name="new", downscale="halving"))
+    old.load()
+    new.load()
+    assert old.card.input.downscale == "area" and new.card.input.downscale == "halving"
+    for det, method in ((old, "area"), (new, "halving")):
+        p = prepare(frame, (64, 64), "letterbox", "none", method)
+        want = det.session.run(["anomaly_map"], {"input": p.tensor})[0][0, 0]
+        x, y, w, h = p.valid
+        np.testing.assert_array_equal(det._run(frame), want[y : y + h, x : x + w])
+    assert not np.array_equal(old._run(frame), new._run(frame))
