@@ -115,8 +115,9 @@ def area_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 HALVING_MIN_PX = 2_000_000
 """``halving`` shrinks sources of at least this many pixels (a line camera's whole frame) by
-halves first. No image of the shared real data sets is this large (magnetic tile, MVTec AD, the
-plates at 1500 x 1150 px), so every quality figure measured on them holds for both methods."""
+halves first. No image of the shared real data sets is this large (the largest of the 2,751
+under ../shared/data is 640 x 640, 2026-12-02), so every quality figure measured on them holds
+for both methods."""
 
 
 def downscale(image: np.ndarray, size: tuple[int, int], method: Downscale = "area") -> np.ndarray:
@@ -132,6 +133,8 @@ def downscale(image: np.ndarray, size: tuple[int, int], method: Downscale = "are
     odd last row or column is dropped before a halving, at most one source pixel per halving
     on a side). Training writes the method into the model card, so the runtime shrinks a view
     exactly as the model's training images were."""
+    if method not in ("area", "halving"):
+        raise ValueError(f"anomaly preprocessing: unknown downscale {method!r} (use 'area' or 'halving')")
     nw, nh = size
     if method == "halving" and image.shape[0] * image.shape[1] >= HALVING_MIN_PX:
         while image.shape[1] >= 2 * nw and image.shape[0] >= 2 * nh:
@@ -141,8 +144,6 @@ def downscale(image: np.ndarray, size: tuple[int, int], method: Downscale = "are
         if image.shape[1] == nw and image.shape[0] == nh:
             return image
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    if method not in ("area", "halving"):
-        raise ValueError(f"anomaly preprocessing: unknown downscale {method!r} (use 'area' or 'halving')")
     return area_resize(image, size)
 
 
@@ -262,7 +263,7 @@ def prepare_tiles(
         scaled = image
     elif sh <= h and sw <= w and shrink == "halving":
         scaled = downscale(image, (sw, sh), shrink)
-    else:
+    else:  # tiles with ``area`` keep OpenCV's own resize, as every tiles card was trained with
         scaled = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     scaled = photometric(scaled, light)
     th, tw = size

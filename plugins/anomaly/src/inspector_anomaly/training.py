@@ -75,7 +75,8 @@ class TrainSettings:
     downscale: Downscale = "halving"
     """How images are shrunk to the model (:func:`inspector_anomaly.preprocess.downscale`):
     ``halving`` (the default since issue 12's fourth pass) halves frames of 2 MP or more by exact
-    2 x 2 means first, 2.3 ms less CPU per 5 MP part than exact ``area``; smaller images are
+    2 x 2 means first, about 1.3 ms less CPU per 5 MP part than exact ``area`` (the step's
+    ``prepare`` in ``bench/anomaly_overhead.py``, one thread); smaller images are
     shrunk the same either way. Written into the card."""
     scale: float = 1.0
     """tiles: model px per image px, the same for every part."""
