@@ -19,9 +19,8 @@ gives a map that still has to become a part score. So two references are timed:
   more), ``cv2.resize(INTER_AREA)`` to the letterbox size, the card's lighting (flatfield:
   divided by a blurred 1/8 copy, then mean 128 / std 32), grey to RGB, the border replicated,
   float / 255, ``session.run``, the top-1 % mean of the valid part of the map. Its tensor is
-  checked against the plugin's (``prepare``):
-  the largest difference is printed (OpenCV's area path and the plugin's integral image round
-  differently by at most a grey level).
+  checked against the plugin's (``prepare``): the largest difference is printed (OpenCV's area
+  path and the plugin's integral image round differently by at most a grey level).
 
 For each input size (a 680 x 480 ROI and the whole 2448 x 2048 mono frame) and each thread
 count it times, per image, in this order rotated every image:
@@ -38,8 +37,7 @@ count it times, per image, in this order rotated every image:
 
 OpenCV runs with the block's thread count (``cv2.setNumThreads``), as onnxruntime does: at one
 thread, the whole step on one core. Wall times are medians; CPU is process CPU time (every
-thread of this process: onnxruntime's
-pool included), median. The 1-minute load average is printed beside each block.
+thread of this process: onnxruntime's pool included), median. The 1-minute load average is printed beside each block.
 
     python bench/anomaly_overhead.py [--model PATH] [--images 12] [--rounds 3] [--threads 1,2]
         [--sizes roi,frame] [--openvino]

@@ -115,7 +115,7 @@ def prepare_model(memory_bank: int | None = None) -> Path:
     t0 = time.monotonic()
     exe = Path(sys.executable).parent / "inspector"
     subprocess.run(
-        [str(exe), "train", "anomaly", str(good), "-o", str(model), "--memory-bank", str(bank)],
+        [str(exe), "train", "anomaly", str(good), "-o", str(model), "--memory-bank", bank],
         check=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )

@@ -112,7 +112,7 @@ def test_halving_on_a_large_frame_is_an_area_average_near_exact_area(h: int, w: 
 
 
 def test_halving_leaves_images_under_2_mp_as_area_and_area_stays_exact() -> None:
-    small = _frame(1150, 1500, seed=5)  # the shared sets' largest images are this size
+    small = _frame(1150, 1500, seed=5)  # the synthetic large plates' size, under 2 MP (real data: at most 640 x 640)
     assert small.size < HALVING_MIN_PX
     np.testing.assert_array_equal(downscale(small, (256, 196), "halving"), area_resize(small, (256, 196)))
     large = _frame(2048, 2448, seed=6)
