@@ -1,5 +1,6 @@
-"""The anomaly step's downscale of large frames (``preprocess.area_resize``) gives OpenCV's
-INTER_AREA values, so models trained before it see the same input."""
+"""The anomaly step's area downscale (``preprocess.area_resize``: large mono frames through their
+integral image, smaller mono images by weighted rows) gives OpenCV's INTER_AREA values up to
+rounding ties, so models trained before it see the same input."""
 
 from __future__ import annotations
 
@@ -55,10 +56,45 @@ def test_area_resize_of_a_roi_view_and_the_prepared_tensor() -> None:
     assert np.abs(rgb - want[None].astype(np.float32)).max() <= 1
 
 
-def test_small_colour_and_whole_factor_images_go_through_opencv() -> None:
+@pytest.mark.parametrize(
+    ("h", "w", "size"),
+    [
+        (480, 680, (256, 181)),  # a mono ROI, letterboxed to 256
+        (480, 680, (256, 256)),  # stretch: taller than a letterbox
+        (306, 256, (256, 214)),  # the last step of `halving` on a 5 MP frame
+        (400, 630, (256, 163)),  # a magnetic-tile photograph's size
+        (300, 300, (300, 97)),  # one side kept as it is
+        (1999, 1000, (97, 255)),  # just under AREA_BY_INTEGRAL_MIN_PX
+    ],
+)
+def test_small_mono_images_by_weighted_rows_match_inter_area(h: int, w: int, size: tuple[int, int]) -> None:
+    image = _frame(h, w, seed=h * w)
+    want = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.int16)
+    got = area_resize(image, size)
+    assert got.shape == want.shape and got.dtype == np.uint8
+    diff = np.abs(got.astype(np.int16) - want)
+    assert diff.max() <= 1  # rounding ties only
+    assert (diff > 0).mean() < 1e-3
+    # a ROI is a view into its frame, not contiguous: the same values
+    frame = _frame(h + 20, w + 30, seed=h * w)
+    view = frame[7 : 7 + h, 11 : 11 + w]
+    assert not view.flags["C_CONTIGUOUS"]
+    want_view = cv2.resize(np.ascontiguousarray(view), size, interpolation=cv2.INTER_AREA).astype(np.int16)
+    assert np.abs(area_resize(view, size).astype(np.int16) - want_view).max() <= 1
+
+
+def test_flat_and_extreme_images_keep_their_values() -> None:
+    """Weights summing to one in float32: a flat image stays flat (no 254 from 255), 0 stays 0."""
+    for value in (0, 1, 128, 254, 255):
+        flat = np.full((480, 680), value, dtype=np.uint8)
+        assert np.array_equal(area_resize(flat, (256, 181)), np.full((181, 256), value, dtype=np.uint8))
+
+
+def test_colour_and_whole_factor_images_go_through_opencv() -> None:
     for image, size in (
-        (_frame(480, 680, 1), (256, 181)),  # small
+        (cv2.cvtColor(_frame(480, 680, 1), cv2.COLOR_GRAY2BGR), (256, 181)),  # small colour
         (_frame(2048, 2048, 2), (256, 256)),  # whole factor
+        (_frame(480, 680, 3), (340, 240)),  # whole factor, small
         (cv2.cvtColor(_frame(2048, 2448, 4), cv2.COLOR_GRAY2BGR), (256, 214)),  # colour
     ):
         want = cv2.resize(image, size, interpolation=cv2.INTER_AREA)

@@ -208,6 +208,46 @@ def test_regions_of_a_busy_map_are_those_of_32_bit_labels_and_of_a_nan_free_copy
             assert not inside
 
 
+@pytest.mark.parametrize("over", ["everywhere", "a rectangle", "two rectangles"])
+def test_regions_that_fill_their_boxes(brightness_model: Path, monkeypatch: pytest.MonkeyPatch, over: str):
+    """A part anomalous all over (every map pixel of the box over the level) is not labelled, and
+    a region that fills its bounding box gets a mask of ones without resizing; boxes and peaks
+    are those of the map."""
+    det = make(brightness_model)
+    det.load()
+    rng = np.random.default_rng(9)
+    values = (0.6 + 0.3 * rng.random((48, 64))).astype(np.float32)  # pixel threshold 0.5
+    rects = {"everywhere": [(0, 0, 64, 48)], "a rectangle": [(7, 10, 64, 30)]}.get(
+        over, [(5, 5, 20, 15), (40, 30, 60, 40)]
+    )
+    coarse = np.full((48, 64), 0.1, np.float32)
+    for x0, y0, x1, y1 in rects:
+        coarse[y0:y1, x0:x1] = values[y0:y1, x0:x1]
+    view = View(np.zeros((300, 500), np.uint8), "all over")
+    labelled = []
+    real = cv2.connectedComponentsWithStats
+
+    def counting(img: np.ndarray, *args: object, **kwargs: object):
+        labelled.append(img.shape)
+        return real(img, *args, **kwargs)
+
+    monkeypatch.setattr(cv2, "connectedComponentsWithStats", counting)
+    got = det._findings(view, coarse.copy())
+    assert (labelled == []) == (len(rects) == 1)  # one rectangle: the box over the level is it
+    assert len(got) == len(rects)
+    sx, sy = 500 / 64, 300 / 48
+    want_boxes = {
+        (int(x0 * sx), int(y0 * sy), int(np.ceil(x1 * sx)) - int(x0 * sx), int(np.ceil(y1 * sy)) - int(y0 * sy))
+        for x0, y0, x1, y1 in rects
+    }
+    assert {f.box for f in got} == want_boxes
+    peaks = sorted(float(coarse[y0:y1, x0:x1].max()) for x0, y0, x1, y1 in rects)
+    assert sorted(f.measurements["peak_raw"] for f in got) == peaks
+    for f in got:
+        assert f.mask is not None and f.mask.dtype == np.uint8 and f.mask.shape == (f.box[3], f.box[2])
+        assert f.mask.all()
+
+
 def test_the_card_says_how_a_large_view_is_shrunk_and_old_cards_keep_exact_area(tmp_path: Path):
     """A card without ``downscale`` (every card trained before it) keeps exact area averaging; a
     card with ``halving`` gets the halving, on the runtime side exactly as at training."""

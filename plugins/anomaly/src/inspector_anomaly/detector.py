@@ -352,8 +352,12 @@ class Anomaly(Detector):
         # 16-bit labels where they cannot overflow (at most one component per 2 x 2 pixels): the
         # same labels and stats, OpenCV's statistics pass about half the time of 32-bit ones.
         bh_, bw_ = box.shape
-        ltype = cv2.CV_16U if ((bh_ + 1) // 2) * ((bw_ + 1) // 2) < 65_535 else cv2.CV_32S
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(box, connectivity=8, ltype=ltype)
+        if box.all():  # the box is one region (a part anomalous all over): nothing to label
+            n, labels = 2, None
+            stats = np.array([[0, 0, 0, 0, 0], [0, 0, bw_, bh_, bh_ * bw_]])
+        else:
+            ltype = cv2.CV_16U if ((bh_ + 1) // 2) * ((bw_ + 1) // 2) < 65_535 else cv2.CV_32S
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(box, connectivity=8, ltype=ltype)
         vh, vw = view.image.shape[:2]
         mh, mw = amap.shape
         sx, sy = vw / mw, vh / mh
@@ -362,9 +366,14 @@ class Anomaly(Detector):
             lx, ly, w, h, area = (int(v) for v in stats[i])
             if area * sx * sy < cfg.min_region_px and n > 2:
                 continue
-            crop = labels[ly : ly + h, lx : lx + w] == i
             x, y = lx + ox, ly + oy
-            peak = float(amap[y : y + h, x : x + w][crop].max())
+            if area == w * h:  # the region fills its bounding box
+                crop = None
+                peak = float(amap[y : y + h, x : x + w].max())
+            else:
+                assert labels is not None  # only a box that is all one region goes unlabelled
+                crop = labels[ly : ly + h, lx : lx + w] == i
+                peak = float(amap[y : y + h, x : x + w][crop].max())
             regions.append((peak, x, y, w, h, area, crop))
         regions.sort(key=lambda r: -r[0])
         findings = []
@@ -376,9 +385,12 @@ class Anomaly(Detector):
             bx, by = int(x * sx), int(y * sy)
             bw = max(1, min(vw, int(np.ceil((x + w) * sx))) - bx)
             bh = max(1, min(vh, int(np.ceil((y + h) * sy))) - by)
-            mask = crop.astype(np.uint8)
-            if mask.shape != (bh, bw):
-                mask = cv2.resize(mask, (bw, bh), interpolation=cv2.INTER_NEAREST)
+            if crop is None:
+                mask = np.ones((bh, bw), dtype=np.uint8)
+            else:
+                mask = crop.astype(np.uint8)
+                if mask.shape != (bh, bw):
+                    mask = cv2.resize(mask, (bw, bh), interpolation=cv2.INTER_NEAREST)
             area_px = float(area * sx * sy)
             meas = {"area_px": area_px, "peak_raw": peak}
             mm = view.mm(1.0)
