@@ -86,22 +86,24 @@ def frame(seed: int, index: int, truth: str) -> np.ndarray:
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
-def model_path(memory_bank: int | None = None) -> Path:
-    """Where the cached model of ``memory_bank`` (default: the training default) lies; the name
-    carries the training default's downscale, so a cache trained before it changed is not reused."""
+def model_path(memory_bank: int | None = None, feature_dim: int = 0) -> Path:
+    """Where the cached model of ``memory_bank`` (default: the training default) and
+    ``feature_dim`` (0: all features, the default) lies; the name carries the training default's
+    downscale, so a cache trained before it changed is not reused."""
     from inspector_anomaly.training import TrainSettings  # no torch at import
 
     defaults = TrainSettings()
     if memory_bank is None:
         memory_bank = defaults.memory_bank
-    return CACHE / f"anomaly-bank{memory_bank}-{defaults.downscale}.onnx"
+    dim = f"-pca{feature_dim}" if feature_dim else ""
+    return CACHE / f"anomaly-bank{memory_bank}{dim}-{defaults.downscale}.onnx"
 
 
-def prepare_model(memory_bank: int | None = None) -> Path:
+def prepare_model(memory_bank: int | None = None, feature_dim: int = 0) -> Path:
     """The anomaly model, trained once with ``inspector train anomaly`` defaults (or another
-    ``--memory-bank``) on synthetic good parts at line resolution; cached (delete
-    ``var/bench/line_rate`` to train again)."""
-    model = model_path(memory_bank)
+    ``--memory-bank`` / ``--feature-dim``) on synthetic good parts at line resolution; cached
+    (delete ``var/bench/line_rate`` to train again)."""
+    model = model_path(memory_bank, feature_dim)
     bank = model.stem.split("bank")[1].split("-")[0]
     if model.exists() and model.with_suffix(".json").exists():
         return model
@@ -115,7 +117,8 @@ def prepare_model(memory_bank: int | None = None) -> Path:
     t0 = time.monotonic()
     exe = Path(sys.executable).parent / "inspector"
     subprocess.run(
-        [str(exe), "train", "anomaly", str(good), "-o", str(model), "--memory-bank", bank],
+        [str(exe), "train", "anomaly", str(good), "-o", str(model), "--memory-bank", bank]
+        + (["--feature-dim", str(feature_dim)] if feature_dim else []),
         check=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
@@ -545,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="STEP=MS,...,host=MS",
         help="print what a model of the pipeline gives for these CPU ms per part (no station is run)",
     )
+    ap.add_argument(
+        "--feature-dim", type=int, default=0, help="the anomaly model's PCA feature dimensions (default 0: all)"
+    )
     ap.add_argument("--prepare-only", action="store_true", help="train / render the cached inputs and stop")
     ap.add_argument("--phase", help=argparse.SUPPRESS)  # one run, in the process the bench starts for it
     args = ap.parse_args(argv)
@@ -554,16 +560,17 @@ def main(argv: list[str] | None = None) -> int:
         print_pipeline_model(args.pipeline_model)
         return 0
     reference = prepare_reference()
-    model = prepare_model(args.memory_bank)
+    model = prepare_model(args.memory_bank, args.feature_dim)
     if args.prepare_only:
         return 0
     from inspector_core.runtime.pipeline import default_workers
 
     card = json.loads(model.with_suffix(".json").read_text())
-    bank = card.get("training", {}).get("settings", {}).get("memory_bank")
+    trained = card.get("training", {}).get("settings", {})
+    dim = trained.get("feature_dim") or "all"
     print(
         f"# line rate: {FRAME[0]}x{FRAME[1]} mono, misalignment + scratch + dent + anomaly "
-        f"(PatchCore, {model.name}, memory bank {bank})"
+        f"(PatchCore, {model.name}, memory bank {trained.get('memory_bank')}, features {dim})"
     )
     print(
         f"# cores {os.cpu_count()}, workers {args.workers or default_workers()}, anomaly threads "
