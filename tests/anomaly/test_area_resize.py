@@ -25,6 +25,16 @@ def _frame(h: int, w: int, seed: int) -> np.ndarray:
     return np.where(rng.random((h, w)) < 0.5, texture, smooth).astype(np.uint8)
 
 
+def assert_inter_area(image: np.ndarray, size: tuple[int, int]) -> None:
+    """``area_resize`` gives OpenCV's INTER_AREA values but for rounding ties."""
+    want = cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA).astype(np.int16)
+    got = area_resize(image, size)
+    assert got.shape == want.shape and got.dtype == np.uint8
+    diff = np.abs(got.astype(np.int16) - want)
+    assert diff.max() <= 1  # rounding ties only
+    assert (diff > 0).mean() < 1e-3
+
+
 @pytest.mark.parametrize(
     ("h", "w", "size"),
     [
@@ -36,12 +46,7 @@ def _frame(h: int, w: int, seed: int) -> np.ndarray:
 )
 def test_area_resize_matches_inter_area(h: int, w: int, size: tuple[int, int]) -> None:
     image = _frame(h, w, seed=h + w)
-    want = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.int16)
-    got = area_resize(image, size)
-    assert got.shape == want.shape and got.dtype == np.uint8
-    diff = np.abs(got.astype(np.int16) - want)
-    assert diff.max() <= 1  # rounding ties only
-    assert (diff > 0).mean() < 1e-3
+    assert_inter_area(image, size)
 
 
 def test_area_resize_of_a_roi_view_and_the_prepared_tensor() -> None:
@@ -69,18 +74,11 @@ def test_area_resize_of_a_roi_view_and_the_prepared_tensor() -> None:
 )
 def test_small_mono_images_by_weighted_rows_match_inter_area(h: int, w: int, size: tuple[int, int]) -> None:
     image = _frame(h, w, seed=h * w)
-    want = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.int16)
-    got = area_resize(image, size)
-    assert got.shape == want.shape and got.dtype == np.uint8
-    diff = np.abs(got.astype(np.int16) - want)
-    assert diff.max() <= 1  # rounding ties only
-    assert (diff > 0).mean() < 1e-3
+    assert_inter_area(image, size)
     # a ROI is a view into its frame, not contiguous: the same values
-    frame = _frame(h + 20, w + 30, seed=h * w)
-    view = frame[7 : 7 + h, 11 : 11 + w]
+    view = _frame(h + 20, w + 30, seed=h * w)[7 : 7 + h, 11 : 11 + w]
     assert not view.flags["C_CONTIGUOUS"]
-    want_view = cv2.resize(np.ascontiguousarray(view), size, interpolation=cv2.INTER_AREA).astype(np.int16)
-    assert np.abs(area_resize(view, size).astype(np.int16) - want_view).max() <= 1
+    assert_inter_area(view, size)
 
 
 def test_flat_and_extreme_images_keep_their_values() -> None:
