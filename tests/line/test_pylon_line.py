@@ -25,6 +25,11 @@ def test_a_plc_triggers_the_pylon_emulator_and_reads_each_parts_result(tmp_path,
     features = f'{{TestImageSelector: "Off", ImageFileMode: "On", ImageFilename: "{folder}"}}'
     config = f"{{pixel_format: RGB8Packed, width: 512, height: 512, exposure_us: 1000, features: {features}}}"
     st = running(camera_station(tmp_path, "pylonline", "pylon", config))
+    # The emulator opens in its own thread. Once, in a full suite on a slow machine (the other
+    # worker busy), a part came back without an image (no block id: an ERROR part, failed closed);
+    # a trigger sent while the camera is still opening waits at most the 1 s grab timeout. This
+    # test is about triggered parts of an open camera: it triggers once the camera is open.
+    assert st.runtime._source._camera_ready.wait(60), "the pylon emulator did not open within 60 s"
     plc = ModbusPlc("127.0.0.1", st.port)
     try:
         sent = trigger_each(plc, [f"SN-{i:03d}{'F' if i == 4 else 'G'}" for i in range(1, 7)])
@@ -40,10 +45,10 @@ def test_a_plc_triggers_the_pylon_emulator_and_reads_each_parts_result(tmp_path,
     assert [r[0] for r in got] == list(range(1, 7)), got
     for counter, line_part, code, is_default, part_id, verdict, error, meta_json in got:
         meta = json.loads(meta_json)
+        assert error is None and not is_default, (counter, error, meta)
         assert meta["serial"] == "0815-0000" and meta["block_id"] == counter - 1  # one exposure per trigger
         assert 0 < meta["trigger_to_exposure_ms"] <= meta["trigger_to_frame_ms"] < 1500
         assert line_part == part_id == sent[counter]  # the PLC's part id is the inspection's
-        assert error is None and not is_default, (counter, error)
         assert verdict == ("FAIL" if part_id.endswith("F") else "PASS")
         assert code == (2 if verdict == "FAIL" else 1)
         assert counter in ring
