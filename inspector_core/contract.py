@@ -602,6 +602,10 @@ class SourceContext:
         return self._recorded(list(part_ids))
 
 
+CaptureState = Literal["ready", "opening", "down"]
+"""A triggerable source's readiness for a trigger (:meth:`FrameSource.capture_state`)."""
+
+
 class FrameSource:
     """Base class of a frame source (folder, video, camera, synthetic, ...)."""
 
@@ -638,6 +642,15 @@ class FrameSource:
         and ``meta["trigger_to_exposure_ms"]`` when the source knows it. A trigger the camera
         cannot serve still yields a Frame, with ``error`` set (the part becomes ERROR)."""
         raise NotImplementedError(f"source {self.name!r} is not triggerable")
+
+    def capture_state(self) -> CaptureState:
+        """Whether a trigger now would be served (only asked of a ``triggerable`` source, from
+        the line's thread; must return at once). ``"ready"`` (the default): it would;
+        ``"opening"``: the camera is being opened for the first time (the PLC sees BUSY, so a
+        PLC that triggers on Ready waits); ``"down"``: it cannot serve triggers now (the camera
+        did not open or was lost; the PLC sees ERROR). A trigger that comes anyway is still
+        answered: with its frame, or with an error frame (ERROR, never a pass)."""
+        return "ready"
 
     def close(self) -> None:
         """Stop capturing; called from another thread than ``frames``."""
@@ -750,7 +763,8 @@ class Alarm:
 
 LineState = Literal["READY", "BUSY", "ERROR", "HALTED"]
 """The station as the PLC sees it. READY: a trigger is accepted now. BUSY: a part is being
-captured (a trigger now is an overrun). ERROR: the station cannot inspect (camera or store
+captured (a trigger now is an overrun), or the camera is still being opened at start (a trigger
+now waits for it, at most its grab timeout). ERROR: the station cannot inspect (camera or store
 down); triggers are answered with the default result. HALTED: the station is stopping."""
 
 

@@ -20,7 +20,9 @@ Promises kept here (tested in ``tests/line/``):
   the station does not wait for acknowledges to take the next trigger.
 - a result whose ``publish`` raises is kept and published again (``RETRY_S``), never dropped;
   on :meth:`Handshake.close` a trigger never captured is answered with the default at once;
-- the PLC sees ERROR while the store is away or the camera is down (``CAMERA_ERROR_HOLD_S``);
+- the PLC sees ERROR while the store is away or the camera is down (``CAMERA_ERROR_HOLD_S``, and
+  while a triggerable source says ``capture_state() == "down"``), and BUSY, not Ready, while the
+  camera is first being opened;
   a recipe request (OPC UA ``SelectRecipe``/``PrepareProduct``, a Modbus recipe register) is
   handed to the station's changeover (runtime/changeover.py) and returns once the recipe is
   active; an unknown one is refused with :class:`RecipeRefused`.
@@ -48,7 +50,16 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from inspector_core.contract import Frame, FrameSource, LineControl, LineResult, LineState, PlcLink, Trigger
+from inspector_core.contract import (
+    CaptureState,
+    Frame,
+    FrameSource,
+    LineControl,
+    LineResult,
+    LineState,
+    PlcLink,
+    Trigger,
+)
 from inspector_core.runtime.storable import storable_message, storable_part_id
 from inspector_core.store.line_records import LineLog, LineResultRecord
 
@@ -65,6 +76,9 @@ LAST_MOMENT_S = 0.003
 """A default whose row is not committed yet is written to the PLC at the latest half of
 ``line.margin_ms`` before the deadline, and never later than this before it: a thread woken at
 the very last moment on a loaded machine is late (measured: up to 190 ms under load 16)."""
+SOURCE_POLL_S = 0.02
+"""While the PLC does not see Ready, how often a triggerable source's ``capture_state`` is asked
+(Ready is shown within this of the camera's opening)."""
 CLOSE_TIMEOUT_S = 10.0
 """After the station's last verdict, how long the line may take to answer what is left."""
 RETRY_S = 0.01
@@ -503,6 +517,8 @@ class Handshake(LineControl):
             due = min(self._next_due(now), next_beat)
             if self._defaults:
                 due = min(due, now + 0.001)
+            if self.source is not None and self._state != "READY":
+                due = min(due, now + SOURCE_POLL_S)  # Ready shown soon after the camera opens
             try:
                 job = self._jobs.get(timeout=max(0.0, due - now))
             except queue.Empty:
@@ -549,7 +565,23 @@ class Handshake(LineControl):
                 return "ERROR"  # triggers are still taken; their results will be defaults
             if self._camera_fault is not None and time.monotonic() - self._camera_fault_mono < CAMERA_ERROR_HOLD_S:
                 return "ERROR"  # the camera is down: its parts are ERROR (line.error), never ok
+            capture = self._capture_state()
+            if capture == "down":
+                return "ERROR"  # no part triggered now would have an image
+            if capture == "opening":
+                return "BUSY"  # not Ready until the camera is open: a part triggered now would wait for it
             return "BUSY" if self._to_capture else "READY"
+
+    def _capture_state(self) -> CaptureState:
+        if self.source is None:
+            return "ready"
+        try:
+            return self.source.capture_state()
+        except Exception as exc:  # noqa: BLE001 - a source that cannot say is not trusted to be ready
+            self._event_once(
+                "line_source_state_failed", f"the source's capture_state failed: {type(exc).__name__}: {exc}"
+            )
+            return "down"
 
     def _set_state(self, state: LineState) -> None:
         if state != self._state:

@@ -129,6 +129,7 @@ def test_opencv_camera_that_is_gone_gives_error_parts_then_comes_back(tmp_path):
     cap = Capture(lambda ctx: TriggeredCameraSource(cfg, ctx), tmp_path)
     try:
         cap.wait_event("camera_unavailable")
+        assert cap.source.capture_state() == "down"  # the PLC sees Error, not Ready
         t0 = time.monotonic()
         cap.trigger(part_id="P1")
         first = cap.wait(1)[0]
@@ -136,6 +137,7 @@ def test_opencv_camera_that_is_gone_gives_error_parts_then_comes_back(tmp_path):
         write_video(tmp_path / "new.avi", 500)
         (tmp_path / "new.avi").rename(device)  # the camera is plugged in
         cap.wait_event("camera_gap")
+        assert cap.source.capture_state() == "ready"
         cap.trigger(part_id="P2")
         second = cap.wait(2)[1]
     finally:
@@ -223,6 +225,19 @@ def pylon_test_image(**kw: object) -> Callable[[SourceContext], PylonSource]:
     return lambda ctx: PylonSource(config, ctx)
 
 
+def test_a_triggered_source_is_opening_until_its_camera_first_opens_then_ready_or_down():
+    pending = PendingTriggers(prefix="cam-", timeout_s=1.0, meta={})
+    assert pending.state() == "opening"  # the PLC sees Busy, not Ready
+    pending.down("not found")
+    assert pending.state() == "down"  # never opened, and it says why: Error
+    pending.down(None)
+    assert pending.state() == "ready"
+    pending.down("lost")
+    assert pending.state() == "down"
+    pending.down(None)
+    assert pending.state() == "ready"
+
+
 def test_pylon_software_trigger_answers_each_trigger_in_order(tmp_path, camemu):
     cap = Capture(pylon_test_image(pixel_format="Mono8", width=320, height=240, serial="0815-0000"), tmp_path)
     try:
@@ -258,10 +273,12 @@ def test_pylon_camera_not_found_is_an_error_part_until_it_appears(tmp_path, came
     cap = Capture(pylon_test_image(serial="0815-0000", reconnect_initial_ms=20, reconnect_max_ms=50), tmp_path)
     try:
         cap.wait_event("camera_unavailable")
+        assert cap.source.capture_state() == "down"
         cap.trigger(part_id="A")
         missing = cap.wait(1)[0]
         monkeypatch.setenv("PYLON_CAMEMU", "1")  # the camera is plugged in
         cap.wait_event("camera_gap")
+        assert cap.source.capture_state() == "ready"
         cap.trigger(part_id="B")
         found = cap.wait(2)[1]
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inspector_core.contract import Frame, LineResult, PlcLink
+from inspector_core.contract import EmptyConfig, Frame, FrameSource, LineResult, PlcLink, SourceContext, Trigger
 from inspector_core.runtime.config import LineSpec
 from inspector_core.runtime.line import Handshake
 from inspector_core.store import DefectRecord, InspectionRecord
@@ -119,3 +119,58 @@ def test_what_the_plc_sends_is_kept_storable():
     assert hs._parts[1].record.part_id == frame.part_id
     stop.set()
     hs.close(timeout=1)
+
+
+class Camera(FrameSource):
+    """A triggerable source whose readiness the test sets."""
+
+    name = "scripted_camera"
+    triggerable = True
+
+    def __init__(self) -> None:
+        super().__init__(EmptyConfig(), SourceContext(Path("."), lambda kind, message: None))
+        self.state = "opening"
+        self.triggers: list[Trigger] = []
+
+    def capture_state(self):
+        if self.state == "broken":
+            raise RuntimeError("driver gone")
+        return self.state
+
+    def trigger(self, trigger: Trigger) -> None:
+        self.triggers.append(trigger)
+
+
+def test_the_plc_sees_busy_until_the_camera_opens_and_error_while_it_is_down():
+    cam = Camera()
+    events: list[tuple[str, str]] = []
+    link = Link()
+    hs = Handshake(
+        LineSpec(protocol="fake"),
+        link,
+        run_uid="r1",
+        line_log=None,
+        on_event=lambda k, m: events.append((k, m)),
+        source=cam,
+    )
+    hs._thread.start()
+    try:
+        wait_for(lambda: link.states == ["BUSY"])
+        time.sleep(0.1)
+        assert link.states == ["BUSY"]  # never Ready while the camera is still opening
+        t0 = time.monotonic()
+        cam.state = "ready"
+        wait_for(lambda: link.states[-1] == "READY")
+        assert time.monotonic() - t0 < 0.25  # shown soon after the opening, not at the next heartbeat
+        cam.state = "down"
+        wait_for(lambda: link.states[-1] == "ERROR")
+        time.sleep(0.1)
+        assert link.states[-1] == "ERROR"  # held while the source says it is down, no part needed
+        cam.state = "ready"
+        wait_for(lambda: link.states[-1] == "READY")
+        cam.state = "broken"
+        wait_for(lambda: link.states[-1] == "ERROR")  # a source that cannot say is not taken as ready
+        assert any(k == "line_source_state_failed" and "driver gone" in m for k, m in events)
+    finally:
+        hs.close(timeout=1)
+    assert link.states[-1] == "HALTED"

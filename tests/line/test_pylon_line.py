@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 
 import pytest
+from inspector_line.modbus import ERROR, READY
 from inspector_line.simulate import ModbusPlc
 
 from tests.conftest import unavailable
@@ -25,13 +27,18 @@ def test_a_plc_triggers_the_pylon_emulator_and_reads_each_parts_result(tmp_path,
     features = f'{{TestImageSelector: "Off", ImageFileMode: "On", ImageFilename: "{folder}"}}'
     config = f"{{pixel_format: RGB8Packed, width: 512, height: 512, exposure_us: 1000, features: {features}}}"
     st = running(camera_station(tmp_path, "pylonline", "pylon", config))
-    # The emulator opens in its own thread. Once, in a full suite on a slow machine (the other
-    # worker busy), a part came back without an image (no block id: an ERROR part, failed closed);
-    # a trigger sent while the camera is still opening waits at most the 1 s grab timeout. This
-    # test is about triggered parts of an open camera: it triggers once the camera is open.
-    assert st.runtime._source._camera_ready.wait(60), "the pylon emulator did not open within 60 s"
+    # The emulator opens in its own thread (once, on a slow machine, after a part's 1 s grab
+    # timeout: an ERROR part, failed closed). A PLC triggers on Ready, and the station shows Busy,
+    # not Ready, until its camera is open: this PLC waits for Ready, as a real one does.
     plc = ModbusPlc("127.0.0.1", st.port)
     try:
+        end, opened = time.monotonic() + 60, None
+        while not plc.status() & READY:
+            if opened is None and st.runtime._source.capture_state() == "ready":
+                opened = time.monotonic()
+            assert time.monotonic() < end, f"no Ready within 60 s (status {plc.status():#x})"
+            time.sleep(0.01)
+        assert opened is None or time.monotonic() - opened < 0.5, "the camera was open, the PLC saw no Ready"
         sent = trigger_each(plc, [f"SN-{i:03d}{'F' if i == 4 else 'G'}" for i in range(1, 7)])
         ring = plc.ring()
     finally:
@@ -62,7 +69,14 @@ def test_a_camera_that_is_not_there_makes_every_triggered_part_error_never_ok(tm
     st = running(camera_station(tmp_path, "nocamera", "pylon", config))
     plc = ModbusPlc("127.0.0.1", st.port)
     try:
+        end = time.monotonic() + 30
+        while not plc.status() & ERROR:  # before any trigger: the camera is not open
+            assert time.monotonic() < end, f"no Error within 30 s (status {plc.status():#x})"
+            time.sleep(0.01)
+        assert not plc.status() & READY
         trigger_each(plc, [f"SN-{i}" for i in range(1, 4)])
+        time.sleep(2.5)  # past the 2 s an error part holds Error for: the camera still says down
+        assert plc.status() & ERROR and not plc.status() & READY
     finally:
         plc.close()
         st.stop()

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from inspector_core import Frame, FrameSource, PluginConfig, SourceContext
-from inspector_core.contract import Trigger
+from inspector_core.contract import CaptureState, Trigger
 from inspector_sources.triggered import PendingTriggers
 
 __all__ = ["PylonConfig", "PylonSource"]
@@ -198,6 +198,9 @@ class PylonSource(FrameSource):
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ the host's side
+    def capture_state(self) -> CaptureState:
+        return self.pending.state()
+
     def trigger(self, trigger: Trigger) -> None:
         self.pending.add(trigger)
         if self.config.hardware:

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from inspector_core import Frame, FrameSource, PluginConfig, SourceContext
-from inspector_core.contract import Trigger
+from inspector_core.contract import CaptureState, Trigger
 
 __all__ = ["PendingTriggers", "TriggeredCameraConfig", "TriggeredCameraSource", "part_id_for"]
 
@@ -74,6 +74,8 @@ class PendingTriggers:
         self._queue: collections.deque[_Waiting] = collections.deque()
         self._cond = threading.Condition()
         self._down: str | None = None
+        self._opened = False
+        """The camera has been open once (``down(None)``): until then it is still opening."""
         self._closed = False
 
     def error_frame(self, trigger: Trigger, why: str) -> Frame:
@@ -110,11 +112,19 @@ class PendingTriggers:
         down, every waiting trigger and every new one is answered at once with ``why``."""
         with self._cond:
             self._down = why
+            self._opened = self._opened or why is None
             if why is not None:
                 for entry in self._queue:
                     if entry.frame is None and not entry.claimed:
                         entry.frame = self.error_frame(entry.trigger, why)
                 self._cond.notify_all()
+
+    def state(self) -> CaptureState:
+        """``FrameSource.capture_state`` of the source: down while ``down(why)`` holds, opening
+        until the first ``down(None)``, then ready."""
+        if self._down is not None:
+            return "down"
+        return "ready" if self._opened else "opening"
 
     def sending(self, trigger: Trigger, key: tuple[int, int]) -> bool:
         """Mark ``trigger`` as the exposure ``key`` (camera session, ordinal) about to be sent
@@ -271,6 +281,9 @@ class TriggeredCameraSource(FrameSource):
 
     def trigger(self, trigger: Trigger) -> None:
         self.pending.add(trigger)
+
+    def capture_state(self) -> CaptureState:
+        return self.pending.state()
 
     def frames(self) -> Iterator[Frame]:
         self._grabber = threading.Thread(target=self._grab_loop, name=f"grabber {self.config.device}", daemon=True)
