@@ -158,6 +158,15 @@ class DentConfig(PluginConfig):
         "the line, on the side where it falls off more, over the centre's must stay below this "
         "(a part's edge or a streak of the surface runs on through the view).",
     )
+    dark_fold_sigma: float | None = Field(
+        None,
+        gt=0,
+        description="Folds seen as one dark line (both walls of a deep, narrow fold turned away "
+        "from a high light): a dark line about min_crease_width_px wide, summed along "
+        "line_crease_length_px, that ends within the view, has brighter surface on both sides and "
+        "soft walls (the edge test); the boundary (score 0.5) of that sum over its noise, by "
+        "orientation. None: not looked for (a scratch or a printed line is a dark line too).",
+    )
     line_crease_candidates: int = Field(
         200,
         ge=1,
@@ -251,6 +260,13 @@ def _sample(img: np.ndarray, xs: np.ndarray | None = None, ys: np.ndarray | None
     a = flat[i] * gx + flat[i + 1] * fx
     b = flat[i + w] * gx + flat[i + (w + 1)] * fx
     return a * (1 - fy) + b * fy
+
+
+def _robust_spread(samples: np.ndarray) -> np.ndarray:
+    """1.4826 x the median absolute deviation of each row of ``samples`` (at least 1e-4)."""
+    mid = samples.shape[1] // 2
+    dev = np.abs(samples - np.partition(samples, mid, axis=1)[:, mid : mid + 1])
+    return np.maximum(1.4826 * np.partition(dev, mid, axis=1)[:, mid], 1e-4)
 
 
 def _d_dy(img: np.ndarray, scale: float) -> npt.NDArray[np.float32]:
@@ -437,6 +453,9 @@ class DentDetector(Detector):
             kept.extend(self._candidates(scales, i, floor_snr, light, crease))
         if c.line_crease_sigma is not None:
             kept.extend(self._line_creases(scales[0], floor_snr, light))
+        if c.dark_fold_sigma is not None and c.min_crease_width_px is not None:
+            target = c.min_crease_width_px / factor / 6.0  # the darkest line at the finer scales
+            kept.extend(self._dark_folds(min(scales, key=lambda q: abs(math.log(q.sigma / target))), floor_snr))
         # The edge test, on the view itself (at full resolution a step stays a step), for the
         # strongest candidates only: the weaker ones could not become findings.
         kept.sort(key=lambda d: -d["snr"])
@@ -650,21 +669,8 @@ class DentDetector(Detector):
         # Noise of the line sum by orientation, from fixed points spread over the view (the
         # nearest pixel: a noise estimate needs no interpolation).
         n_bins, m = 8, 192
-        key = (h, w, round(half, 3))
-        if key not in self._noise_points:  # the same points for every view of this size
-            rng = np.random.default_rng(11)
-            rx = rng.uniform(margin, w - 1 - margin, m).astype(np.float32)[None, None, :]
-            ry = rng.uniform(margin, h - 1 - margin, m).astype(np.float32)[None, None, :]
-            bins = np.arange(n_bins, dtype=np.float32) * np.float32(math.pi / n_bins)
-            cx, cy = np.cos(bins)[:, None, None], np.sin(bins)[:, None, None]
-            t3 = tl[0][None, :, None]
-            pts = (ry + t3 * cx + 0.5).astype(np.intp) * w + (rx - t3 * cy + 0.5).astype(np.intp)
-            self._noise_points = {key: (pts, cx, cy)}
-        idx, bx, by = self._noise_points[key]
-        rnd = (gx.ravel()[idx] * bx + gy.ravel()[idx] * by).mean(axis=1)
-        mid = m // 2
-        dev = np.abs(rnd - np.partition(rnd, mid, axis=1)[:, mid : mid + 1])
-        noise = np.maximum(1.4826 * np.partition(dev, mid, axis=1)[:, mid], 1e-4)
+        idx, bx, by = self._line_points(h, w, half, margin, n_bins, m, tl[0])
+        noise = _robust_spread((gx.ravel()[idx] * bx + gy.ravel()[idx] * by).mean(axis=1))
 
         # Candidates: maxima of the point response (the line sum is taken at those only).
         resp = sc.resp
@@ -789,6 +795,152 @@ class DentDetector(Detector):
             del d["_lx"], d["_ly"]
         return out
 
+    def _line_points(
+        self, h: int, w: int, half: float, margin: int, n_bins: int, m: int, t: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where a line sum's noise is sampled on a map of ``h x w``: ``m`` fixed points spread
+        over it, for ``n_bins`` orientations (the normal at ``k pi / n_bins``; the line runs
+        across it), ``t`` the offsets along the line; flat indices ``(n_bins, len(t), m)`` of the
+        nearest pixels (a noise estimate needs no interpolation) and the normals. The same
+        points for every view of this size."""
+        key = (h, w, round(half, 3))
+        if key not in self._noise_points:
+            rng = np.random.default_rng(11)
+            rx = rng.uniform(margin, w - 1 - margin, m).astype(np.float32)[None, None, :]
+            ry = rng.uniform(margin, h - 1 - margin, m).astype(np.float32)[None, None, :]
+            bins = np.arange(n_bins, dtype=np.float32) * np.float32(math.pi / n_bins)
+            cx, cy = np.cos(bins)[:, None, None], np.sin(bins)[:, None, None]
+            t3 = t[None, :, None]
+            pts = (ry + t3 * cx + 0.5).astype(np.intp) * w + (rx - t3 * cy + 0.5).astype(np.intp)
+            if len(self._noise_points) >= 8:
+                self._noise_points.clear()
+            self._noise_points[key] = (pts, cx, cy)
+        return self._noise_points[key]
+
+    def _dark_folds(self, sc: _Scale, floor_snr: float) -> list[dict]:
+        """Folds seen as one dark line. Both walls of a deep, narrow fold can turn away from a
+        high light and from the camera: the fold then shades as a dark line, not as a light-dark
+        pair (most of the creases the pair tests miss on the independent renders). The line's
+        darkness (the band of scale ``sc``, negated) is summed along its line, over the same
+        sum's noise by orientation; what passes must continue along the line, end within the
+        view (a part's edge, a streak of a ground surface runs on), be darker than the surface on
+        both sides at a level (not an edge or a shadow's border), and, in ``inspect``, have soft
+        walls (the edge test refuses a sharp scratch or a printed line)."""
+        c = self.config
+        assert c.dark_fold_sigma is not None
+        unit = 1 << sc.level
+        v = -sc.band
+        h, w = v.shape
+        half = 0.5 * c.line_crease_length_px / unit
+        margin = int(half) + 3
+        if h <= 2 * margin + 8 or w <= 2 * margin + 8:
+            return []
+        n_bins, m = 8, 192
+        tl = np.linspace(-1.0, 1.0, 9, dtype=np.float32) * np.float32(half)
+        idx, _, _ = self._line_points(h, w, half, margin, n_bins, m, tl)
+        noise = _robust_spread(v.ravel()[idx].mean(axis=1))  # (n_bins,)
+        point_noise = max(1.4826 * float(np.median(np.abs(v[::2, ::2] - np.median(v[::2, ::2])))), 1e-4)
+        peaks = v >= np.float32(2.0 * point_noise)
+        peaks[:margin] = False
+        peaks[h - margin :] = False
+        peaks[:, :margin] = False
+        peaks[:, w - margin :] = False
+        peaks &= v >= cv2.dilate(v, np.ones((3, 3), np.uint8))
+        flat = np.flatnonzero(peaks)
+        if len(flat) == 0:
+            return []
+        k = c.line_crease_candidates
+        if len(flat) > k:
+            flat = flat[np.argpartition(-v.ravel()[flat], k)[:k]]
+        ys, xs = np.divmod(flat, w)
+        xs, ys = xs.astype(np.float32), ys.astype(np.float32)
+        # The line sum at every orientation (normal at k pi / 8), the best over its noise.
+        ang = np.arange(n_bins, dtype=np.float32) * np.float32(math.pi / n_bins)
+        nx, ny = np.cos(ang), np.sin(ang)
+        px = xs[:, None, None] - tl[None, None, :] * ny[None, :, None]
+        py = ys[:, None, None] + tl[None, None, :] * nx[None, :, None]
+        sums = _sample(v, px, py).mean(axis=2)  # (n, n_bins)
+        ratio = sums / noise[None, :]
+        b = ratio.argmax(axis=1)
+        ar = np.arange(len(xs))
+        snr, best_r = ratio[ar, b], sums[ar, b]
+        line_floor = floor_snr * c.dark_fold_sigma / c.min_contrast_sigma
+        sel = np.nonzero(snr >= line_floor)[0]
+        if len(sel) == 0:
+            return []
+        xs, ys, snr, best_r = xs[sel], ys[sel], snr[sel], best_r[sel]
+        ux, uy = nx[b[sel]], ny[b[sel]]  # across the line
+        # It continues along its line.
+        prof_along = _sample(v, xs[:, None] - tl * uy[:, None], ys[:, None] + tl * ux[:, None])
+        fill = (prof_along > 0.3 * np.maximum(prof_along.max(axis=1, keepdims=True), 1e-9)).mean(axis=1)
+        # Across, averaged along: darkest at the centre, brighter on both sides, at a level.
+        radius = max(0.5 * _DIAMETER_PER_SIGMA * sc.sigma / unit, 2.5)
+        t5 = np.linspace(-1.0, 1.0, 5, dtype=np.float32) * np.float32(half)
+        ta = np.linspace(-1.0, 1.0, 17, dtype=np.float32) * np.float32(1.5 * radius)
+        qx = xs[:, None, None] + ta[None, None, :] * ux[:, None, None] - t5[None, :, None] * uy[:, None, None]
+        qy = ys[:, None, None] + ta[None, None, :] * uy[:, None, None] + t5[None, :, None] * ux[:, None, None]
+        p = _sample(sc.band, qx, qy).mean(axis=1)  # (n, 17)
+        amp = np.maximum(p.max(axis=1) - p.min(axis=1), 1e-6)
+        step = np.abs(p[:, -1] - p[:, 0]) / amp
+        low = p[:, 8]
+        sides = np.minimum(p[:, :8].max(axis=1) - low, p[:, 9:].max(axis=1) - low)
+        walls = sides / amp
+        centred = p[:, 6:11].min(axis=1) <= p.min(axis=1) + 1e-6
+        ok = (fill >= c.min_crease_elongation) & (step <= c.max_step_ratio) & centred
+        ok &= walls >= c.min_rim_balance
+        # It ends: on at least one side the darkness does not go on beyond the line's end,
+        # straight on or turning by up to 60 degrees (a part's edge or a pattern's line that bends
+        # is not a fold's end). Along each continuation, the mean over 2.5-3.5 half-lengths from
+        # the line's end; a side whose samples leave the view does not count.
+        dx, dy = -uy, ux  # along the line
+        turn = np.radians(np.array([-60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 60.0], np.float32))
+        dist = np.float32(half) * np.array([2.5, 3.0, 3.5], np.float32)
+        ends = []
+        for side in (1.0, -1.0):
+            sx, sy = xs + side * half * dx, ys + side * half * dy  # the line's end
+            cos_t, sin_t = np.cos(turn)[None, :, None], np.sin(turn)[None, :, None]
+            ox = side * (dx[:, None, None] * cos_t - dy[:, None, None] * sin_t)
+            oy = side * (dy[:, None, None] * cos_t + dx[:, None, None] * sin_t)
+            ex = sx[:, None, None] + dist[None, None, :] * ox
+            ey = sy[:, None, None] + dist[None, None, :] * oy
+            inside = ((ex >= 0) & (ex <= w - 1) & (ey >= 0) & (ey <= h - 1)).all(axis=(1, 2))
+            ends.append(np.where(inside, _sample(v, ex, ey).mean(axis=2).max(axis=1), np.inf))
+        ok &= np.minimum(ends[0], ends[1]) / np.maximum(best_r, 1e-9) <= c.max_line_run_on
+        out: list[dict] = []
+        for n in np.argsort(-snr).tolist():
+            if not ok[n] or any(math.hypot(xs[n] - d["_lx"], ys[n] - d["_ly"]) < half for d in out):
+                continue
+            lev = max(float(sc.background[int(ys[n]), int(xs[n])]), 1.0)
+            pct = 100.0 * float(amp[n]) / lev
+            if pct > c.max_shading_contrast_pct:
+                continue
+            out.append(
+                {
+                    "_lx": float(xs[n]),
+                    "_ly": float(ys[n]),
+                    "x": float((xs[n] + 0.5) * unit - 0.5),
+                    "y": float((ys[n] + 0.5) * unit - 0.5),
+                    "diam": float(_DIAMETER_PER_SIGMA * sc.sigma),
+                    "snr": float(snr[n]) * c.min_contrast_sigma / c.dark_fold_sigma,
+                    "contrast_gray": float(amp[n]),
+                    "contrast_pct": pct,
+                    "light_deg": math.degrees(math.atan2(float(uy[n]), -float(ux[n]))) % 360.0,
+                    "step": float(step[n]),
+                    "even": 0.0,
+                    "elong": float(fill[n]),
+                    "rims": float(walls[n]),
+                    "ux": float(ux[n]),
+                    "uy": float(uy[n]),
+                    "crease": True,
+                    "dark": True,
+                }
+            )
+            if len(out) >= c.max_findings:
+                break
+        for d in out:
+            del d["_lx"], d["_ly"]
+        return out
+
     @staticmethod
     def _edge_sharpness(gray, cx, cy, ux, uy, radius) -> np.ndarray:
         """Step against ramp, along the shading direction through each candidate (view px):
@@ -857,6 +1009,8 @@ class DentDetector(Detector):
         meas["elongation"] = round(d["elong"], 2)
         meas["edge_sharpness"] = round(d["sharp"], 2)
         what = f"crease {size} wide" if d["crease"] else f"dent {size} across"
+        if d.get("dark"):
+            what += " (one dark line)"
         msg = f"{what}, shading contrast {d['contrast_pct']:.1f} %, light from {meas['light_direction_deg']:.0f} deg"
         return Finding(
             kind="dent",
