@@ -269,6 +269,22 @@ def _robust_spread(samples: np.ndarray) -> np.ndarray:
     return np.maximum(1.4826 * np.partition(dev, mid, axis=1)[:, mid], 1e-4)
 
 
+def _line_peaks(resp: np.ndarray, threshold: float, margin: int, k: int) -> np.ndarray:
+    """Flat indices of the local maxima (3 x 3) of ``resp`` at or above ``threshold`` and at
+    least ``margin`` px inside the map: the ``k`` strongest, in no particular order."""
+    h, w = resp.shape
+    peaks = resp >= np.float32(threshold)
+    peaks[:margin] = False
+    peaks[h - margin :] = False
+    peaks[:, :margin] = False
+    peaks[:, w - margin :] = False
+    peaks &= resp >= cv2.dilate(resp, np.ones((3, 3), np.uint8))
+    flat = np.flatnonzero(peaks)
+    if len(flat) > k:
+        flat = flat[np.argpartition(-resp.ravel()[flat], k)[:k]]
+    return flat
+
+
 def _d_dy(img: np.ndarray, scale: float) -> npt.NDArray[np.float32]:
     """``cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1, scale=scale)`` of a float32 image, to the bit,
     in about a third of its time (OpenCV's column pass of a 3-tap derivative is slow on float).
@@ -673,19 +689,9 @@ class DentDetector(Detector):
         noise = _robust_spread((gx.ravel()[idx] * bx + gy.ravel()[idx] * by).mean(axis=1))
 
         # Candidates: maxima of the point response (the line sum is taken at those only).
-        resp = sc.resp
-        peaks = resp >= np.float32(2.5 * sc.noise)
-        peaks[:margin] = False
-        peaks[h - margin :] = False
-        peaks[:, :margin] = False
-        peaks[:, w - margin :] = False
-        peaks &= resp >= cv2.dilate(resp, np.ones((3, 3), np.uint8))
-        flat = np.flatnonzero(peaks)
+        flat = _line_peaks(sc.resp, 2.5 * sc.noise, margin, c.line_crease_candidates)
         if len(flat) == 0:
             return []
-        k = c.line_crease_candidates
-        if len(flat) > k:
-            flat = flat[np.argpartition(-resp.ravel()[flat], k)[:k]]
         ys, xs = np.divmod(flat, w)
         xs, ys = xs.astype(np.float32), ys.astype(np.float32)
         phi0 = np.arctan2(gy.ravel()[flat], gx.ravel()[flat])
@@ -840,18 +846,9 @@ class DentDetector(Detector):
         idx, _, _ = self._line_points(h, w, half, margin, n_bins, m, tl)
         noise = _robust_spread(v.ravel()[idx].mean(axis=1))  # (n_bins,)
         point_noise = max(1.4826 * float(np.median(np.abs(v[::2, ::2] - np.median(v[::2, ::2])))), 1e-4)
-        peaks = v >= np.float32(2.0 * point_noise)
-        peaks[:margin] = False
-        peaks[h - margin :] = False
-        peaks[:, :margin] = False
-        peaks[:, w - margin :] = False
-        peaks &= v >= cv2.dilate(v, np.ones((3, 3), np.uint8))
-        flat = np.flatnonzero(peaks)
+        flat = _line_peaks(v, 2.0 * point_noise, margin, c.line_crease_candidates)
         if len(flat) == 0:
             return []
-        k = c.line_crease_candidates
-        if len(flat) > k:
-            flat = flat[np.argpartition(-v.ravel()[flat], k)[:k]]
         ys, xs = np.divmod(flat, w)
         xs, ys = xs.astype(np.float32), ys.astype(np.float32)
         # The line sum at every orientation (normal at k pi / 8), the best over its noise.
