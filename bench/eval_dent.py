@@ -167,20 +167,23 @@ def found_in(findings, r: dent_renders.Render, min_score: float = 0.5):
     return None
 
 
-def eval_independent(split: str, n: int = 500, n_blank: int = 120, det: DentDetector | None = None) -> dict:
-    """The independent renderer (bench/dent_renders.py), one split: detection by visibility,
+def eval_independent(
+    split: str, n: int = 500, n_blank: int = 120, det: DentDetector | None = None, start: int = 0
+) -> dict:
+    """The independent renderer (bench/dent_renders.py), one split, panels ``start`` ..
+    ``start + n - 1`` (and as many dent-free ones from ``start``): detection by visibility,
     at visibility >= 3 by profile and by surface, false alarms on its dent-free panels and
     beside the dent on the dented ones. ``rows`` keeps every panel for a closer look."""
     det = det or detector()
     rows = []
-    for k, r in enumerate(dent_renders.renders(n, split)):
+    for k, r in enumerate(dent_renders.renders(n, split, start=start), start):
         fs = det.inspect(View(r.image, f"{split}-{k}"))
         hit = found_in(fs, r)
         extra = sum(f.score >= 0.5 for f in fs) - (hit is not None)
         rows.append((k, r.visibility, r.profile, r.params["texture"].split(":")[0], r.size_px, hit is not None, extra))
     blank_fa = [
         sum(f.score >= 0.5 for f in det.inspect(View(b.image, "b")))
-        for b in dent_renders.renders(n_blank, split, dent=False)
+        for b in dent_renders.renders(n_blank, split, dent=False, start=start)
     ]
     p = f"indep_{split}_"
     out: dict = {p + "n": len(rows), p + "bins": []}

@@ -287,6 +287,54 @@ def test_a_narrow_crease_is_found_by_its_line_sum_and_a_line_is_not():
     ]
     assert found and found[0].message.startswith("crease"), [f.message for f in found]
     assert hits(make(line_crease_sigma=None).inspect(View(img, "c"))) == []  # the line sum finds it
-    assert hits(make().inspect(View(_narrow_pair(even=True), "l"))) == []  # a dark line is even
+    # A dark line of the same contrast is even: no light-dark pair (the dark-line path, off
+    # here, takes a soft one 3 px wide for a fold's walls; see the dark-fold tests below).
+    assert hits(make(dark_fold_sigma=None).inspect(View(_narrow_pair(even=True), "l"))) == []
     # The same pair running through the whole view is a part's edge or a streak, not a fold.
     assert hits(make().inspect(View(_narrow_pair(length=1e9), "e"))) == []
+
+
+def _dark_line(width_sigma: float = 2.5, length: float = 70.0, angle: float = 30.0, sharp: bool = False, seed: int = 5):
+    """A dark line 14 grey levels deep on a noisy surface (sigma 2), centred at (160, 120):
+    a fold's two walls turned from a high light (soft, ``width_sigma`` px, tapered ends), or with
+    ``sharp`` a scratch (a box profile ``2 * width_sigma`` px wide, square ends), or with a
+    ``length`` beyond the view a line that runs through it."""
+    yy, xx = np.mgrid[0:240, 0:320].astype(np.float32)
+    a = math.radians(angle)
+    u = (xx - 160) * math.cos(a) + (yy - 120) * math.sin(a)
+    v = -(xx - 160) * math.sin(a) + (yy - 120) * math.cos(a)
+    if sharp:  # anti-aliased: 2 * width_sigma px wide at any angle
+        across = -np.clip(width_sigma + 0.5 - np.abs(v), 0, 1) * (np.abs(u) <= length / 2)
+        taper = 1.0
+    else:
+        across = -np.exp(-0.5 * (v / width_sigma) ** 2)
+        taper = np.clip(1 - (2 * u / length) ** 2, 0, None) ** 1.5 if length < 400 else 1.0
+    img = 140 + 14.0 * across * taper + np.random.default_rng(seed).normal(0, 2.0, u.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _near_centre(findings):
+    return [f for f in hits(findings) if math.hypot(f.box[0] + f.box[2] / 2 - 160, f.box[1] + f.box[3] / 2 - 120) < 24]
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 75.0, 120.0])
+def test_a_fold_seen_as_one_dark_line_is_found_once(angle):
+    det = make()
+    img = _dark_line(angle=angle, seed=int(angle))
+    found = hits(det.inspect(View(img, "f")))
+    assert len(found) == 1 and _near_centre(found), [(f.box, f.message) for f in found]
+    f = found[0]
+    assert "(one dark line)" in f.message, f.message
+    assert f.measurements["dark_line_width_px"] == pytest.approx(2.355 * 2.5, abs=2.0), f.measurements
+    assert hits(make(dark_fold_sigma=None).inspect(View(img, "f"))) == []  # the dark-line path finds it
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 75.0, 120.0])
+def test_a_scratch_and_a_dark_line_through_the_view_are_not_folds(angle):
+    det = make()
+    for half_width in (0.5, 1.0):  # 1-2 px wide, as sharp as the pixels: a fine scratch
+        scratch = _dark_line(half_width, angle=angle, sharp=True, seed=int(angle))
+        assert hits(det.inspect(View(scratch, "s"))) == [], half_width
+    # A part's edge, a pattern's line or a ground surface's streak runs on: a fold ends.
+    through = _dark_line(length=1e9, angle=angle, seed=int(angle))
+    assert hits(det.inspect(View(through, "t"))) == []

@@ -159,13 +159,15 @@ class DentConfig(PluginConfig):
         "(a part's edge or a streak of the surface runs on through the view).",
     )
     dark_fold_sigma: float | None = Field(
-        None,
+        10.0,
         gt=0,
         description="Folds seen as one dark line (both walls of a deep, narrow fold turned away "
         "from a high light): a dark line about min_crease_width_px wide, summed along "
-        "line_crease_length_px, that ends within the view, has brighter surface on both sides and "
-        "soft walls (the edge test); the boundary (score 0.5) of that sum over its noise, by "
-        "orientation. None: not looked for (a scratch or a printed line is a dark line too).",
+        "line_crease_length_px, that ends within the view (no darkness goes on beyond an end, "
+        "straight on or turning), has brighter surface on both sides, soft walls (the edge test) "
+        "and is at least a quarter of min_crease_width_px wide at half its depth (a fine scratch "
+        "is narrower); the boundary (score 0.5) of that sum over its noise, by orientation. "
+        "None: not looked for.",
     )
     line_crease_candidates: int = Field(
         200,
@@ -247,6 +249,19 @@ def _where(shape: tuple[int, ...], xs: np.ndarray, ys: np.ndarray) -> _Where:
     ys = np.clip(ys, 0, h - 1.001)
     x0, y0 = xs.astype(np.int32), ys.astype(np.int32)
     return y0.astype(np.intp) * w + x0, xs - x0, ys - y0, w
+
+
+_DARK_FOLD_ACROSS = 0.7
+"""A dark fold's line sum across the line is at most this share of the sum along it (a hole, a
+spot or a blob is as dark across as along)."""
+
+_DARK_FOLD_EVEN = 0.75
+"""With a known light, a dark line whose dimmer side rises less than this share of its brighter
+side's rise is uneven: the dark half of a light-dark pair, not a fold's two walls."""
+
+_DARK_LINE_WIDTH_PER_CREASE = 0.25
+"""A dark fold's line is at least this times min_crease_width_px wide at half its depth
+(view px): 3 px at the default, where a fine scratch's is 1-3 px."""
 
 
 def _sample(img: np.ndarray, xs: np.ndarray | None = None, ys: np.ndarray | None = None, where: _Where | None = None):
@@ -471,7 +486,7 @@ class DentDetector(Detector):
             kept.extend(self._line_creases(scales[0], floor_snr, light))
         if c.dark_fold_sigma is not None and c.min_crease_width_px is not None:
             target = c.min_crease_width_px / factor / 6.0  # the darkest line at the finer scales
-            kept.extend(self._dark_folds(min(scales, key=lambda q: abs(math.log(q.sigma / target))), floor_snr))
+            kept.extend(self._dark_folds(min(scales, key=lambda q: abs(math.log(q.sigma / target))), floor_snr, light))
         # The edge test, on the view itself (at full resolution a step stays a step), for the
         # strongest candidates only: the weaker ones could not become findings.
         kept.sort(key=lambda d: -d["snr"])
@@ -488,6 +503,23 @@ class DentDetector(Detector):
             for d, sh in zip(kept, sharp.tolist(), strict=True):
                 d["sharp"] = sh
             kept = [d for d in kept if d["sharp"] <= c.max_edge_sharpness]
+        dark = [d for d in kept if d.get("dark")]
+        if dark and c.min_crease_width_px is not None:
+            # A fold's dark line is its two walls, turned from the light: several px wide. A fine
+            # scratch or a scribed line is a dark line too, 1-3 px: refused by its width, on the
+            # view itself (the working scale blurs a scratch as wide as its own sigma).
+            widths = self._line_width(
+                gray,
+                factor * np.array([d["x"] for d in dark]),
+                factor * np.array([d["y"] for d in dark]),
+                np.array([d["ux"] for d in dark]),
+                np.array([d["uy"] for d in dark]),
+                0.5 * factor * c.line_crease_length_px,
+            )
+            for d, lw in zip(dark, widths.tolist(), strict=True):
+                d["line_width"] = lw
+            floor = _DARK_LINE_WIDTH_PER_CREASE * c.min_crease_width_px
+            kept = [d for d in kept if d.get("line_width", floor) >= floor]
         findings: list[dict] = []
         for d in kept:
             if any(
@@ -823,7 +855,7 @@ class DentDetector(Detector):
             self._noise_points[key] = (pts, cx, cy)
         return self._noise_points[key]
 
-    def _dark_folds(self, sc: _Scale, floor_snr: float) -> list[dict]:
+    def _dark_folds(self, sc: _Scale, floor_snr: float, light: tuple[float, float] | None) -> list[dict]:
         """Folds seen as one dark line. Both walls of a deep, narrow fold can turn away from a
         high light and from the camera: the fold then shades as a dark line, not as a light-dark
         pair (most of the creases the pair tests miss on the independent renders). The line's
@@ -845,7 +877,9 @@ class DentDetector(Detector):
         tl = np.linspace(-1.0, 1.0, 9, dtype=np.float32) * np.float32(half)
         idx, _, _ = self._line_points(h, w, half, margin, n_bins, m, tl)
         noise = _robust_spread(v.ravel()[idx].mean(axis=1))  # (n_bins,)
-        point_noise = max(1.4826 * float(np.median(np.abs(v[::2, ::2] - np.median(v[::2, ::2])))), 1e-4)
+        stride = max(2, int(math.sqrt(h * w / 20000)))  # some 20,000 samples
+        sub = v[::stride, ::stride]
+        point_noise = max(1.4826 * float(np.median(np.abs(sub - np.median(sub)))), 1e-4)
         flat = _line_peaks(v, 2.0 * point_noise, margin, c.line_crease_candidates)
         if len(flat) == 0:
             return []
@@ -861,12 +895,26 @@ class DentDetector(Detector):
         b = ratio.argmax(axis=1)
         ar = np.arange(len(xs))
         snr, best_r = ratio[ar, b], sums[ar, b]
+        # A line, not a spot: across it, the same sum takes in little of the darkness.
+        across_r = sums[ar, (b + n_bins // 2) % n_bins]
         line_floor = floor_snr * c.dark_fold_sigma / c.min_contrast_sigma
-        sel = np.nonzero(snr >= line_floor)[0]
+        sel = np.nonzero((snr >= line_floor) & (across_r <= _DARK_FOLD_ACROSS * best_r))[0]
         if len(sel) == 0:
             return []
         xs, ys, snr, best_r = xs[sel], ys[sel], snr[sel], best_r[sel]
-        ux, uy = nx[b[sel]], ny[b[sel]]  # across the line
+        # The line's own orientation, to a few degrees (the bins are 22.5 degrees apart; the
+        # end test below looks 50 px along the line, where 10 degrees off is 9 px beside it).
+        fine = ang[b[sel]][:, None] + np.linspace(-0.5, 0.5, 9, dtype=np.float32)[None, :] * np.float32(
+            math.pi / n_bins
+        )
+        fx, fy = np.cos(fine), np.sin(fine)  # (n, 9) normals
+        fsum = _sample(
+            v,
+            xs[:, None, None] - tl[None, None, :] * fy[:, :, None],
+            ys[:, None, None] + tl[None, None, :] * fx[:, :, None],
+        ).mean(axis=2)
+        j = fsum.argmax(axis=1)
+        ux, uy = fx[np.arange(len(xs)), j], fy[np.arange(len(xs)), j]  # across the line
         # It continues along its line.
         prof_along = _sample(v, xs[:, None] - tl * uy[:, None], ys[:, None] + tl * ux[:, None])
         fill = (prof_along > 0.3 * np.maximum(prof_along.max(axis=1, keepdims=True), 1e-9)).mean(axis=1)
@@ -880,17 +928,30 @@ class DentDetector(Detector):
         amp = np.maximum(p.max(axis=1) - p.min(axis=1), 1e-6)
         step = np.abs(p[:, -1] - p[:, 0]) / amp
         low = p[:, 8]
-        sides = np.minimum(p[:, :8].max(axis=1) - low, p[:, 9:].max(axis=1) - low)
+        left, right = p[:, :8].max(axis=1) - low, p[:, 9:].max(axis=1) - low
+        sides = np.minimum(left, right)
         walls = sides / amp
+        if light is not None:
+            # With a known light, a dark line much brighter on its side toward the light, within
+            # four radii, is the dark half of a bump's shading (a dent's is brighter on the far side).
+            tw = np.linspace(-1.0, 1.0, 33, dtype=np.float32) * np.float32(4.0 * radius)
+            wx = xs[:, None, None] + tw[None, None, :] * ux[:, None, None] - t5[None, :, None] * uy[:, None, None]
+            wy = ys[:, None, None] + tw[None, None, :] * uy[:, None, None] + t5[None, :, None] * ux[:, None, None]
+            pw = _sample(sc.band, wx, wy).mean(axis=1)  # (n, 33)
+            wl, wr = pw[:, :16].max(axis=1) - pw[:, 16], pw[:, 17:].max(axis=1) - pw[:, 16]
+            toward = np.where(wr > wl, 1.0, -1.0) * (ux * light[0] + uy * light[1])
+            uneven = np.minimum(wl, wr) < _DARK_FOLD_EVEN * np.maximum(wl, wr)
         centred = p[:, 6:11].min(axis=1) <= p.min(axis=1) + 1e-6
         ok = (fill >= c.min_crease_elongation) & (step <= c.max_step_ratio) & centred
         ok &= walls >= c.min_rim_balance
+        if light is not None:
+            ok &= ~(uneven & (toward > 0))
         # It ends: on at least one side the darkness does not go on beyond the line's end,
         # straight on or turning by up to 60 degrees (a part's edge or a pattern's line that bends
         # is not a fold's end). Along each continuation, the mean over 2.5-3.5 half-lengths from
         # the line's end; a side whose samples leave the view does not count.
         dx, dy = -uy, ux  # along the line
-        turn = np.radians(np.array([-60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 60.0], np.float32))
+        turn = np.radians(np.arange(-90.0, 91.0, 10.0, dtype=np.float32))
         dist = np.float32(half) * np.array([2.5, 3.0, 3.5], np.float32)
         ends = []
         for side in (1.0, -1.0):
@@ -905,8 +966,12 @@ class DentDetector(Detector):
         ok &= np.minimum(ends[0], ends[1]) / np.maximum(best_r, 1e-9) <= c.max_line_run_on
         out: list[dict] = []
         for n in np.argsort(-snr).tolist():
-            if not ok[n] or any(math.hypot(xs[n] - d["_lx"], ys[n] - d["_ly"]) < half for d in out):
-                continue
+            if not ok[n] or any(
+                abs((xs[n] - d["_lx"]) * d["uy"] - (ys[n] - d["_ly"]) * d["ux"]) < 2.5 * half  # along
+                and abs((xs[n] - d["_lx"]) * d["ux"] + (ys[n] - d["_ly"]) * d["uy"]) < 2.0 * radius  # across
+                for d in out
+            ):
+                continue  # the same line as a stronger one
             lev = max(float(sc.background[int(ys[n]), int(xs[n])]), 1.0)
             pct = 100.0 * float(amp[n]) / lev
             if pct > c.max_shading_contrast_pct:
@@ -937,6 +1002,26 @@ class DentDetector(Detector):
         for d in out:
             del d["_lx"], d["_ly"]
         return out
+
+    @staticmethod
+    def _line_width(gray, cx, cy, ux, uy, half_len) -> np.ndarray:
+        """Full width at half depth (view px) of the dark line through each point, across it
+        (``ux, uy``), the profile averaged over ``half_len`` px either way along it: the samples
+        darker than halfway between the darkest one (within 3 px of the centre line) and the
+        surface beside the line (the brighter side's median, 8-16 px out)."""
+        n_across, step = 65, 0.5
+        t = (np.arange(n_across, dtype=np.float32) - n_across // 2) * np.float32(step)  # -16 .. 16 px
+        a = np.linspace(-1.0, 1.0, 9, dtype=np.float32) * np.float32(half_len)
+        px = cx[:, None, None] + t[None, None, :] * ux[:, None, None] - a[None, :, None] * uy[:, None, None]
+        py = cy[:, None, None] + t[None, None, :] * uy[:, None, None] + a[None, :, None] * ux[:, None, None]
+        p = _sample(gray, px, py).mean(axis=1)
+        side = np.abs(t) >= 8.0
+        left, right = p[:, side & (t < 0)], p[:, side & (t > 0)]
+        level = np.maximum(np.median(left, axis=1), np.median(right, axis=1))
+        centre = np.abs(t) <= 3.0
+        low = p[:, centre].min(axis=1)
+        half_depth = 0.5 * (level + low)
+        return (p[:, ~side] < half_depth[:, None]).sum(axis=1) * np.float32(step)
 
     @staticmethod
     def _edge_sharpness(gray, cx, cy, ux, uy, radius) -> np.ndarray:
@@ -1008,6 +1093,8 @@ class DentDetector(Detector):
         what = f"crease {size} wide" if d["crease"] else f"dent {size} across"
         if d.get("dark"):
             what += " (one dark line)"
+            if "line_width" in d:
+                meas["dark_line_width_px"] = round(d["line_width"], 1)
         msg = f"{what}, shading contrast {d['contrast_pct']:.1f} %, light from {meas['light_direction_deg']:.0f} deg"
         return Finding(
             kind="dent",
