@@ -294,21 +294,31 @@ def test_a_narrow_crease_is_found_by_its_line_sum_and_a_line_is_not():
     assert hits(make().inspect(View(_narrow_pair(length=1e9), "e"))) == []
 
 
-def _dark_line(width_sigma: float = 2.5, length: float = 70.0, angle: float = 30.0, sharp: bool = False, seed: int = 5):
-    """A dark line 14 grey levels deep on a noisy surface (sigma 2), centred at (160, 120):
-    a fold's two walls turned from a high light (soft, ``width_sigma`` px, tapered ends), or with
-    ``sharp`` a scratch (a box profile ``2 * width_sigma`` px wide, square ends), or with a
-    ``length`` beyond the view a line that runs through it."""
-    yy, xx = np.mgrid[0:240, 0:320].astype(np.float32)
+def _dark_line(
+    width_sigma: float = 2.5,
+    length: float = 70.0,
+    angle: float = 30.0,
+    sharp: bool = False,
+    seed: int = 5,
+    scale: int = 1,
+):
+    """A dark line 14 grey levels deep on a noisy surface (sigma 2), centred in a 320 x 240 view
+    (``scale`` times larger on both sides, the line's length too): a fold's two walls turned
+    from a high light (soft, ``width_sigma`` px, tapered ends), or with ``sharp`` a scratch (a box
+    profile ``2 * width_sigma`` px wide, square ends), or with a ``length`` beyond the view a line
+    that runs through it."""
+    h, w = 240 * scale, 320 * scale
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     a = math.radians(angle)
-    u = (xx - 160) * math.cos(a) + (yy - 120) * math.sin(a)
-    v = -(xx - 160) * math.sin(a) + (yy - 120) * math.cos(a)
+    u = (xx - w / 2) * math.cos(a) + (yy - h / 2) * math.sin(a)
+    v = -(xx - w / 2) * math.sin(a) + (yy - h / 2) * math.cos(a)
+    length *= scale
     if sharp:  # anti-aliased: 2 * width_sigma px wide at any angle
         across = -np.clip(width_sigma + 0.5 - np.abs(v), 0, 1) * (np.abs(u) <= length / 2)
         taper = 1.0
     else:
         across = -np.exp(-0.5 * (v / width_sigma) ** 2)
-        taper = np.clip(1 - (2 * u / length) ** 2, 0, None) ** 1.5 if length < 400 else 1.0
+        taper = np.clip(1 - (2 * u / length) ** 2, 0, None) ** 1.5 if length < 400 * scale else 1.0
     img = 140 + 14.0 * across * taper + np.random.default_rng(seed).normal(0, 2.0, u.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -338,3 +348,14 @@ def test_a_scratch_and_a_dark_line_through_the_view_are_not_folds(angle):
     # A part's edge, a pattern's line or a ground surface's streak runs on: a fold ends.
     through = _dark_line(length=1e9, angle=angle, seed=int(angle))
     assert hits(det.inspect(View(through, "t"))) == []
+
+
+def test_on_a_large_view_a_fold_is_found_once_with_its_width_and_a_fine_scratch_is_not():
+    # 2560 x 1920: the detector works on a view shrunk 4 times; the width is measured on the view.
+    det = make()
+    found = hits(det.inspect(View(_dark_line(10.0, scale=8), "f")))
+    assert len(found) == 1 and "(one dark line)" in found[0].message, [f.message for f in found]
+    assert found[0].measurements["dark_line_width_px"] == pytest.approx(2.355 * 10.0, rel=0.25)
+    assert found[0].size_px == found[0].measurements["dark_line_width_px"]
+    for half_width in (0.5, 1.0):
+        assert hits(det.inspect(View(_dark_line(half_width, sharp=True, scale=8), "s"))) == [], half_width

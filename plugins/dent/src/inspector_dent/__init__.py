@@ -251,6 +251,16 @@ def _where(shape: tuple[int, ...], xs: np.ndarray, ys: np.ndarray) -> _Where:
     return y0.astype(np.intp) * w + x0, xs - x0, ys - y0, w
 
 
+def _view_points(cands: list[dict], factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The candidates' centres in view px and their shading (or across-the-line) directions."""
+    return (
+        factor * np.array([d["x"] for d in cands]),
+        factor * np.array([d["y"] for d in cands]),
+        np.array([d["ux"] for d in cands]),
+        np.array([d["uy"] for d in cands]),
+    )
+
+
 _DARK_FOLD_ACROSS = 0.7
 """A dark fold's line sum across the line is at most this share of the sum along it (a hole, a
 spot or a blob is as dark across as along)."""
@@ -493,12 +503,7 @@ class DentDetector(Detector):
         kept = kept[: 4 * c.max_findings]
         if kept:
             sharp = self._edge_sharpness(
-                gray,
-                factor * np.array([d["x"] for d in kept]),
-                factor * np.array([d["y"] for d in kept]),
-                np.array([d["ux"] for d in kept]),
-                np.array([d["uy"] for d in kept]),
-                0.5 * factor * np.array([d["diam"] for d in kept]),
+                gray, *_view_points(kept, factor), 0.5 * factor * np.array([d["diam"] for d in kept])
             )
             for d, sh in zip(kept, sharp.tolist(), strict=True):
                 d["sharp"] = sh
@@ -508,14 +513,7 @@ class DentDetector(Detector):
             # A fold's dark line is its two walls, turned from the light: several px wide. A fine
             # scratch or a scribed line is a dark line too, 1-3 px: refused by its width, on the
             # view itself (the working scale blurs a scratch as wide as its own sigma).
-            widths = self._line_width(
-                gray,
-                factor * np.array([d["x"] for d in dark]),
-                factor * np.array([d["y"] for d in dark]),
-                np.array([d["ux"] for d in dark]),
-                np.array([d["uy"] for d in dark]),
-                0.5 * factor * c.line_crease_length_px,
-            )
+            widths = self._line_width(gray, *_view_points(dark, factor), 0.5 * factor * c.line_crease_length_px, factor)
             for d, lw in zip(dark, widths.tolist(), strict=True):
                 d["line_width"] = lw
             floor = _DARK_LINE_WIDTH_PER_CREASE * c.min_crease_width_px
@@ -967,7 +965,7 @@ class DentDetector(Detector):
         out: list[dict] = []
         for n in np.argsort(-snr).tolist():
             if not ok[n] or any(
-                abs((xs[n] - d["_lx"]) * d["uy"] - (ys[n] - d["_ly"]) * d["ux"]) < 2.5 * half  # along
+                abs((xs[n] - d["_lx"]) * d["uy"] - (ys[n] - d["_ly"]) * d["ux"]) < 4.5 * half  # along: end test reach
                 and abs((xs[n] - d["_lx"]) * d["ux"] + (ys[n] - d["_ly"]) * d["uy"]) < 2.0 * radius  # across
                 for d in out
             ):
@@ -1004,21 +1002,22 @@ class DentDetector(Detector):
         return out
 
     @staticmethod
-    def _line_width(gray, cx, cy, ux, uy, half_len) -> np.ndarray:
+    def _line_width(gray, cx, cy, ux, uy, half_len, factor: int) -> np.ndarray:
         """Full width at half depth (view px) of the dark line through each point, across it
         (``ux, uy``), the profile averaged over ``half_len`` px either way along it: the samples
         darker than halfway between the darkest one (within 3 px of the centre line) and the
-        surface beside the line (the brighter side's median, 8-16 px out)."""
-        n_across, step = 65, 0.5
-        t = (np.arange(n_across, dtype=np.float32) - n_across // 2) * np.float32(step)  # -16 .. 16 px
+        surface beside the line (the brighter side's median, 8-16 px out); px of a view at the
+        working size, ``factor`` times as many on a view shrunk by ``factor`` to work on."""
+        n_across, step = 64 * factor + 1, 0.5
+        t = (np.arange(n_across, dtype=np.float32) - n_across // 2) * np.float32(step)  # -16 .. 16 px x factor
         a = np.linspace(-1.0, 1.0, 9, dtype=np.float32) * np.float32(half_len)
         px = cx[:, None, None] + t[None, None, :] * ux[:, None, None] - a[None, :, None] * uy[:, None, None]
         py = cy[:, None, None] + t[None, None, :] * uy[:, None, None] + a[None, :, None] * ux[:, None, None]
         p = _sample(gray, px, py).mean(axis=1)
-        side = np.abs(t) >= 8.0
+        side = np.abs(t) >= 8.0 * factor
         left, right = p[:, side & (t < 0)], p[:, side & (t > 0)]
         level = np.maximum(np.median(left, axis=1), np.median(right, axis=1))
-        centre = np.abs(t) <= 3.0
+        centre = np.abs(t) <= 3.0 * factor
         low = p[:, centre].min(axis=1)
         half_depth = 0.5 * (level + low)
         return (p[:, ~side] < half_depth[:, None]).sum(axis=1) * np.float32(step)
@@ -1074,8 +1073,10 @@ class DentDetector(Detector):
         x1, y1 = min(w, int(math.ceil(cx + r)) + 1), min(h, int(math.ceil(cy + r)) + 1)
         yy, xx = np.ogrid[y0:y1, x0:x1]
         mask = (((xx - cx) ** 2 + (yy - cy) ** 2) <= r * r).astype(np.uint8) * 255
+        # A dark line's width is measured on the view; the scale it was found at says little of it.
+        extent = d["line_width"] if d.get("dark") and "line_width" in d else diam
         meas = {
-            "diameter_px": round(diam, 2),
+            "diameter_px": round(extent, 2),
             "shading_contrast_pct": round(d["contrast_pct"], 2),
             "shading_contrast_gray": round(d["contrast_gray"], 2),
             "contrast_sigma": round(d["snr"], 2),
@@ -1083,8 +1084,8 @@ class DentDetector(Detector):
                 c.light_direction_deg % 360.0 if c.light_direction_deg is not None else d["light_deg"], 1
             ),
         }
-        mm = view.mm(diam)
-        size = f"{diam:.0f} px"
+        mm = view.mm(extent)
+        size = f"{extent:.0f} px"
         if mm is not None:
             meas["diameter_mm"] = round(mm, 3)
             size = f"{mm:.1f} mm"
@@ -1101,7 +1102,7 @@ class DentDetector(Detector):
             score=score,
             box=(x0, y0, x1 - x0, y1 - y0),
             message=msg,
-            size_px=round(diam, 2),
+            size_px=round(extent, 2),
             measurements=meas,
             mask=mask,
         )
