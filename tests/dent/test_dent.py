@@ -301,6 +301,7 @@ def _dark_line(
     sharp: bool = False,
     seed: int = 5,
     scale: int = 1,
+    tapered: bool = True,
 ):
     """A dark line 14 grey levels deep on a noisy surface (sigma 2), centred in a 320 x 240 view
     (``scale`` times larger on both sides, the line's length too): a fold's two walls turned
@@ -319,6 +320,8 @@ def _dark_line(
     else:
         across = -np.exp(-0.5 * (v / width_sigma) ** 2)
         taper = np.clip(1 - (2 * u / length) ** 2, 0, None) ** 1.5 if length < 400 * scale else 1.0
+        if not tapered:  # evenly dark, its ends rounded over a width
+            taper = np.clip((length / 2 - np.abs(u)) / (2 * width_sigma) + 0.5, 0, 1)
     img = 140 + 14.0 * across * taper + np.random.default_rng(seed).normal(0, 2.0, u.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -359,3 +362,26 @@ def test_on_a_large_view_a_fold_is_found_once_with_its_width_and_a_fine_scratch_
     assert found[0].size_px == found[0].measurements["dark_line_width_px"]
     for half_width in (0.5, 1.0):
         assert hits(det.inspect(View(_dark_line(half_width, sharp=True, scale=8), "s"))) == [], half_width
+
+
+def test_with_a_known_light_the_dark_flank_of_a_long_bump_is_not_a_fold(monkeypatch):
+    # A long dent lit from below reads as a long bump lit from above: under a light known to be
+    # above, its dark flank is a dark line with the brighter side toward the light.
+    bump = panel(light_azimuth_deg=270, depth_px=2.0, aspect=0.25, diameter_px=90)
+    dent = panel(light_azimuth_deg=90, depth_px=2.0, aspect=0.25, diameter_px=90)
+    det = make(light_direction_deg=90)
+    assert len(hits(det.inspect(View(dent.image, "d")))) == 1
+    assert hits(det.inspect(View(bump.image, "b"))) == []
+    import inspector_dent
+
+    monkeypatch.setattr(inspector_dent, "_DARK_FOLD_EVEN", 0.0)  # no line is uneven: the test is off
+    flank = hits(make(light_direction_deg=90).inspect(View(bump.image, "b")))
+    assert flank and "(one dark line)" in flank[0].message, [f.message for f in flank]
+
+
+@pytest.mark.parametrize("length", [120.0, 200.0])
+def test_an_evenly_dark_long_fold_is_one_finding(length):
+    found = hits(make().inspect(View(_dark_line(length=length, angle=20.0, tapered=False), "f")))
+    assert len(found) == 1 and "(one dark line)" in found[0].message, [(f.box, f.message) for f in found]
+    assert "light from" not in found[0].message  # a dark line does not say where the light is
+    assert "light_direction_deg" not in found[0].measurements

@@ -148,8 +148,9 @@ class DentConfig(PluginConfig):
     line_crease_length_px: float = Field(
         24.0,
         gt=0,
-        description="Length (view px) over which a narrow crease's pair is summed; creases shorter "
-        "than about this are not found by the line sum.",
+        description="Length (px of the working image: view px on a view of about working_size_px, "
+        "twice as many on one the detector halves first) over which a narrow crease's pair, or a "
+        "fold's dark line, is summed; creases shorter than about this are not found by the line sums.",
     )
     max_line_run_on: float = Field(
         0.5,
@@ -271,7 +272,7 @@ side's rise is uneven: the dark half of a light-dark pair, not a fold's two wall
 
 _DARK_LINE_WIDTH_PER_CREASE = 0.25
 """A dark fold's line is at least this times min_crease_width_px wide at half its depth
-(view px): 3 px at the default, where a fine scratch's is 1-3 px."""
+(view px): 3 px at the default, where a fine scratch's is 1-2 px (a sharp 3 px line passes)."""
 
 
 def _sample(img: np.ndarray, xs: np.ndarray | None = None, ys: np.ndarray | None = None, where: _Where | None = None):
@@ -511,7 +512,7 @@ class DentDetector(Detector):
         dark = [d for d in kept if d.get("dark")]
         if dark and c.min_crease_width_px is not None:
             # A fold's dark line is its two walls, turned from the light: several px wide. A fine
-            # scratch or a scribed line is a dark line too, 1-3 px: refused by its width, on the
+            # scratch or a scribed line is a dark line too, 1-2 px: refused by its width, on the
             # view itself (the working scale blurs a scratch as wide as its own sigma).
             widths = self._line_width(gray, *_view_points(dark, factor), 0.5 * factor * c.line_crease_length_px, factor)
             for d, lw in zip(dark, widths.tolist(), strict=True):
@@ -945,11 +946,15 @@ class DentDetector(Detector):
         if light is not None:
             ok &= ~(uneven & (toward > 0))
         # It ends: on at least one side the darkness does not go on beyond the line's end,
-        # straight on or turning by up to 60 degrees (a part's edge or a pattern's line that bends
+        # straight on or turning by up to 90 degrees (a part's edge or a pattern's line that bends
         # is not a fold's end). Along each continuation, the mean over 2.5-3.5 half-lengths from
-        # the line's end; a side whose samples leave the view does not count.
+        # the line's end. A side counts only where its continuations within 30 degrees of
+        # straight on stay in the view (a line running out of the view may go on beyond it); the
+        # more turned ones that leave it are left out (a fold beside the view's border).
         dx, dy = -uy, ux  # along the line
-        turn = np.radians(np.arange(-90.0, 91.0, 10.0, dtype=np.float32))
+        turn_deg = np.arange(-90.0, 91.0, 10.0, dtype=np.float32)
+        turn = np.radians(turn_deg)
+        ahead = np.abs(turn_deg) <= 30.0
         dist = np.float32(half) * np.array([2.5, 3.0, 3.5], np.float32)
         ends = []
         for side in (1.0, -1.0):
@@ -959,16 +964,14 @@ class DentDetector(Detector):
             oy = side * (dy[:, None, None] * cos_t + dx[:, None, None] * sin_t)
             ex = sx[:, None, None] + dist[None, None, :] * ox
             ey = sy[:, None, None] + dist[None, None, :] * oy
-            inside = ((ex >= 0) & (ex <= w - 1) & (ey >= 0) & (ey <= h - 1)).all(axis=(1, 2))
-            ends.append(np.where(inside, _sample(v, ex, ey).mean(axis=2).max(axis=1), np.inf))
+            inside = ((ex >= 0) & (ex <= w - 1) & (ey >= 0) & (ey <= h - 1)).all(axis=2)  # (n, turns)
+            along = np.where(inside, _sample(v, ex, ey).mean(axis=2), -np.inf).max(axis=1)
+            ends.append(np.where(inside[:, ahead].all(axis=1), along, np.inf))
         ok &= np.minimum(ends[0], ends[1]) / np.maximum(best_r, 1e-9) <= c.max_line_run_on
         out: list[dict] = []
+        seg = np.linspace(0.0, 1.0, 17, dtype=np.float32)
         for n in np.argsort(-snr).tolist():
-            if not ok[n] or any(
-                abs((xs[n] - d["_lx"]) * d["uy"] - (ys[n] - d["_ly"]) * d["ux"]) < 4.5 * half  # along: end test reach
-                and abs((xs[n] - d["_lx"]) * d["ux"] + (ys[n] - d["_ly"]) * d["uy"]) < 2.0 * radius  # across
-                for d in out
-            ):
+            if not ok[n] or any(self._same_line(v, d, xs[n], ys[n], best_r[n], half, radius, seg) for d in out):
                 continue  # the same line as a stronger one
             lev = max(float(sc.background[int(ys[n]), int(xs[n])]), 1.0)
             pct = 100.0 * float(amp[n]) / lev
@@ -978,6 +981,7 @@ class DentDetector(Detector):
                 {
                     "_lx": float(xs[n]),
                     "_ly": float(ys[n]),
+                    "_dark": float(best_r[n]),
                     "x": float((xs[n] + 0.5) * unit - 0.5),
                     "y": float((ys[n] + 0.5) * unit - 0.5),
                     "diam": float(_DIAMETER_PER_SIGMA * sc.sigma),
@@ -998,29 +1002,62 @@ class DentDetector(Detector):
             if len(out) >= c.max_findings:
                 break
         for d in out:
-            del d["_lx"], d["_ly"]
+            del d["_lx"], d["_ly"], d["_dark"]
         return out
 
     @staticmethod
+    def _same_line(v, d: dict, x: float, y: float, dark: float, half: float, radius: float, seg) -> bool:
+        """Whether the candidate at ``(x, y)`` (level px) lies on the line of the kept fold ``d``:
+        within two radii across it and either within the end test's reach along it (4.5
+        half-lengths) or joined to it by darkness all the way (the segment between them never
+        lighter than 0.3 of the weaker one's line sum)."""
+        rx, ry = x - d["_lx"], y - d["_ly"]
+        if abs(rx * d["ux"] + ry * d["uy"]) >= 2.0 * radius:
+            return False
+        if abs(rx * d["uy"] - ry * d["ux"]) < 4.5 * half:
+            return True
+        path = _sample(v, d["_lx"] + seg * rx, d["_ly"] + seg * ry)
+        return bool(path.min() >= 0.3 * min(dark, d["_dark"]))
+
+    @staticmethod
     def _line_width(gray, cx, cy, ux, uy, half_len, factor: int) -> np.ndarray:
-        """Full width at half depth (view px) of the dark line through each point, across it
-        (``ux, uy``), the profile averaged over ``half_len`` px either way along it: the samples
-        darker than halfway between the darkest one (within 3 px of the centre line) and the
-        surface beside the line (the brighter side's median, 8-16 px out); px of a view at the
-        working size, ``factor`` times as many on a view shrunk by ``factor`` to work on."""
-        n_across, step = 64 * factor + 1, 0.5
-        t = (np.arange(n_across, dtype=np.float32) - n_across // 2) * np.float32(step)  # -16 .. 16 px x factor
+        """Full width at half depth (view px) of the dark line through each point: across it
+        (``ux, uy``), on the profile averaged over ``half_len`` px either way along it, the run of
+        samples around the darkest one (within 3 px of the centre line) that stay darker than
+        halfway between it and the surface beside the line (the brighter side's median, from
+        8 px out to twice that). A line whose run reaches the surface's samples is measured again
+        with the surface from 1.5 run-widths out, until the width holds. px of a view at the working size, ``factor``
+        times as many on a view shrunk by ``factor`` to work on; 0.5 px steps."""
         a = np.linspace(-1.0, 1.0, 9, dtype=np.float32) * np.float32(half_len)
-        px = cx[:, None, None] + t[None, None, :] * ux[:, None, None] - a[None, :, None] * uy[:, None, None]
-        py = cy[:, None, None] + t[None, None, :] * uy[:, None, None] + a[None, :, None] * ux[:, None, None]
-        p = _sample(gray, px, py).mean(axis=1)
-        side = np.abs(t) >= 8.0 * factor
-        left, right = p[:, side & (t < 0)], p[:, side & (t > 0)]
-        level = np.maximum(np.median(left, axis=1), np.median(right, axis=1))
-        centre = np.abs(t) <= 3.0 * factor
-        low = p[:, centre].min(axis=1)
-        half_depth = 0.5 * (level + low)
-        return (p[:, ~side] < half_depth[:, None]).sum(axis=1) * np.float32(step)
+        out = np.zeros(len(cx), np.float32)
+        for k in range(len(cx)):
+            near = 8.0 * factor
+            for _ in range(3):
+                n_across = int(8 * near) + 1  # 0.5 px steps out to twice ``near``
+                t = (np.arange(n_across, dtype=np.float32) - n_across // 2) * np.float32(0.5)
+                px = cx[k] + t[None, :] * ux[k] - a[:, None] * uy[k]
+                py = cy[k] + t[None, :] * uy[k] + a[:, None] * ux[k]
+                p = _sample(gray, px, py).mean(axis=0)
+                side = np.abs(t) >= near
+                level = max(float(np.median(p[side & (t < 0)])), float(np.median(p[side & (t > 0)])))
+                mid = n_across // 2
+                span = int(6 * factor)  # the darkest sample within 3 px of the centre line
+                lo_i = mid - span + int(np.argmin(p[mid - span : mid + span + 1]))
+                half_depth = 0.5 * (level + float(p[lo_i]))
+                dark = p < half_depth
+                left = lo_i
+                while left > 0 and dark[left - 1]:
+                    left -= 1
+                right = lo_i
+                while right < n_across - 1 and dark[right + 1]:
+                    right += 1
+                width = (right - left + 1) * 0.5
+                wider = max(8.0 * factor, 1.5 * width, 1.5 * float(max(abs(t[left]), abs(t[right]))))
+                if wider <= near:
+                    break
+                near = wider
+            out[k] = width
+        return out
 
     @staticmethod
     def _edge_sharpness(gray, cx, cy, ux, uy, radius) -> np.ndarray:
@@ -1096,7 +1133,11 @@ class DentDetector(Detector):
             what += " (one dark line)"
             if "line_width" in d:
                 meas["dark_line_width_px"] = round(d["line_width"], 1)
-        msg = f"{what}, shading contrast {d['contrast_pct']:.1f} %, light from {meas['light_direction_deg']:.0f} deg"
+        msg = f"{what}, shading contrast {d['contrast_pct']:.1f} %"
+        if d.get("dark") and c.light_direction_deg is None:
+            del meas["light_direction_deg"]  # a dark line shades alike from either side: no light read
+        else:
+            msg += f", light from {meas['light_direction_deg']:.0f} deg"
         return Finding(
             kind="dent",
             score=score,
