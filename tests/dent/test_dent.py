@@ -385,3 +385,16 @@ def test_an_evenly_dark_long_fold_is_one_finding(length):
     assert len(found) == 1 and "(one dark line)" in found[0].message, [(f.box, f.message) for f in found]
     assert "light from" not in found[0].message  # a dark line does not say where the light is
     assert "light_direction_deg" not in found[0].measurements
+
+
+def test_a_fold_beside_the_views_border_is_found_and_a_line_along_it_is_not():
+    def line_at(cy: float, through: bool) -> np.ndarray:
+        yy, xx = np.mgrid[0:240, 0:320].astype(np.float32)
+        taper = 1.0 if through else np.clip(1 - (2 * (xx - 160) / 70.0) ** 2, 0, None) ** 1.5
+        img = 140 - 14 * np.exp(-0.5 * ((yy - cy) / 2.5) ** 2) * taper
+        return np.clip(img + np.random.default_rng(1).normal(0, 2, img.shape), 0, 255).astype(np.uint8)
+
+    det = make()
+    for cy in (25.0, 35.0):  # 25-35 px from the top, parallel to it
+        assert len(hits(det.inspect(View(line_at(cy, through=False), "f")))) == 1, cy
+        assert hits(det.inspect(View(line_at(cy, through=True), "t"))) == [], cy
