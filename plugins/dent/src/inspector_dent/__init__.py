@@ -859,10 +859,13 @@ class DentDetector(Detector):
         high light and from the camera: the fold then shades as a dark line, not as a light-dark
         pair (most of the creases the pair tests miss on the independent renders). The line's
         darkness (the band of scale ``sc``, negated) is summed along its line, over the same
-        sum's noise by orientation; what passes must continue along the line, end within the
-        view (a part's edge, a streak of a ground surface runs on), be darker than the surface on
-        both sides at a level (not an edge or a shadow's border), and, in ``inspect``, have soft
-        walls (the edge test refuses a sharp scratch or a printed line)."""
+        sum's noise by orientation; what passes must be a line, not a spot (the sum across it at
+        most ``_DARK_FOLD_ACROSS`` of the sum along: a hole), continue along the line, end within
+        the view (a part's edge, a streak of a ground surface runs on), be darker than the surface
+        on both sides at a level (not an edge or a shadow's border), with a known light not be a
+        bump's dark flank, and, in ``inspect``, have soft walls (the edge test) and be wide enough
+        at half depth on the view itself (``_line_width``: a fine scratch is narrower). One
+        candidate per line (``_same_line``)."""
         c = self.config
         assert c.dark_fold_sigma is not None
         unit = 1 << sc.level
@@ -1026,8 +1029,9 @@ class DentDetector(Detector):
         samples around the darkest one (within 3 px of the centre line) that stay darker than
         halfway between it and the surface beside the line (the brighter side's median, from
         8 px out to twice that). A line whose run reaches the surface's samples is measured again
-        with the surface from 1.5 run-widths out, until the width holds. px of a view at the working size, ``factor``
-        times as many on a view shrunk by ``factor`` to work on; 0.5 px steps."""
+        with the surface from 1.5 run-widths out, until the width holds (three passes at most).
+        px of a view at the working size, ``factor`` times as many on a view shrunk by ``factor``
+        to work on; 0.5 px steps."""
         a = np.linspace(-1.0, 1.0, 9, dtype=np.float32) * np.float32(half_len)
         out = np.zeros(len(cx), np.float32)
         for k in range(len(cx)):
