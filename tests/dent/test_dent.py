@@ -302,17 +302,19 @@ def _dark_line(
     seed: int = 5,
     scale: int = 1,
     tapered: bool = True,
+    centre_y: float | None = None,
 ):
     """A dark line 14 grey levels deep on a noisy surface (sigma 2), centred in a 320 x 240 view
     (``scale`` times larger on both sides, the line's length too): a fold's two walls turned
     from a high light (soft, ``width_sigma`` px, tapered ends), or with ``sharp`` a scratch (a box
     profile ``2 * width_sigma`` px wide, square ends), or with a ``length`` beyond the view a line
-    that runs through it."""
+    that runs through it. ``centre_y``: the line's centre that far down the view instead."""
     h, w = 240 * scale, 320 * scale
+    cy = h / 2 if centre_y is None else centre_y
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     a = math.radians(angle)
-    u = (xx - w / 2) * math.cos(a) + (yy - h / 2) * math.sin(a)
-    v = -(xx - w / 2) * math.sin(a) + (yy - h / 2) * math.cos(a)
+    u = (xx - w / 2) * math.cos(a) + (yy - cy) * math.sin(a)
+    v = -(xx - w / 2) * math.sin(a) + (yy - cy) * math.cos(a)
     length *= scale
     if sharp:  # anti-aliased: 2 * width_sigma px wide at any angle
         across = -np.clip(width_sigma + 0.5 - np.abs(v), 0, 1) * (np.abs(u) <= length / 2)
@@ -388,13 +390,9 @@ def test_an_evenly_dark_long_fold_is_one_finding(length):
 
 
 def test_a_fold_beside_the_views_border_is_found_and_a_line_along_it_is_not():
-    def line_at(cy: float, through: bool) -> np.ndarray:
-        yy, xx = np.mgrid[0:240, 0:320].astype(np.float32)
-        taper = 1.0 if through else np.clip(1 - (2 * (xx - 160) / 70.0) ** 2, 0, None) ** 1.5
-        img = 140 - 14 * np.exp(-0.5 * ((yy - cy) / 2.5) ** 2) * taper
-        return np.clip(img + np.random.default_rng(1).normal(0, 2, img.shape), 0, 255).astype(np.uint8)
-
     det = make()
     for cy in (25.0, 35.0):  # 25-35 px from the top, parallel to it
-        assert len(hits(det.inspect(View(line_at(cy, through=False), "f")))) == 1, cy
-        assert hits(det.inspect(View(line_at(cy, through=True), "t"))) == [], cy
+        fold = _dark_line(angle=0.0, seed=1, centre_y=cy)
+        assert len(hits(det.inspect(View(fold, "f")))) == 1, cy
+        along = _dark_line(length=1e9, angle=0.0, seed=1, centre_y=cy)
+        assert hits(det.inspect(View(along, "t"))) == [], cy

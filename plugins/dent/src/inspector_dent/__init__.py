@@ -252,6 +252,13 @@ def _where(shape: tuple[int, ...], xs: np.ndarray, ys: np.ndarray) -> _Where:
     return y0.astype(np.intp) * w + x0, xs - x0, ys - y0, w
 
 
+def _line_sums(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, nx: np.ndarray, ny: np.ndarray, t: np.ndarray):
+    """Means of ``img`` along lines through the points ``(xs, ys)`` (n), at the offsets ``t``
+    along each line, for normals ``(nx, ny)`` of shape (n or 1, k): (n, k)."""
+    t3 = t[None, None, :]
+    return _sample(img, xs[:, None, None] - t3 * ny[..., None], ys[:, None, None] + t3 * nx[..., None]).mean(axis=2)
+
+
 def _view_points(cands: list[dict], factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The candidates' centres in view px and their shading (or across-the-line) directions."""
     return (
@@ -890,9 +897,7 @@ class DentDetector(Detector):
         # The line sum at every orientation (normal at k pi / 8), the best over its noise.
         ang = np.arange(n_bins, dtype=np.float32) * np.float32(math.pi / n_bins)
         nx, ny = np.cos(ang), np.sin(ang)
-        px = xs[:, None, None] - tl[None, None, :] * ny[None, :, None]
-        py = ys[:, None, None] + tl[None, None, :] * nx[None, :, None]
-        sums = _sample(v, px, py).mean(axis=2)  # (n, n_bins)
+        sums = _line_sums(v, xs, ys, nx[None, :], ny[None, :], tl)  # (n, n_bins)
         ratio = sums / noise[None, :]
         b = ratio.argmax(axis=1)
         ar = np.arange(len(xs))
@@ -910,12 +915,7 @@ class DentDetector(Detector):
             math.pi / n_bins
         )
         fx, fy = np.cos(fine), np.sin(fine)  # (n, 9) normals
-        fsum = _sample(
-            v,
-            xs[:, None, None] - tl[None, None, :] * fy[:, :, None],
-            ys[:, None, None] + tl[None, None, :] * fx[:, :, None],
-        ).mean(axis=2)
-        j = fsum.argmax(axis=1)
+        j = _line_sums(v, xs, ys, fx, fy, tl).argmax(axis=1)
         ux, uy = fx[np.arange(len(xs)), j], fy[np.arange(len(xs)), j]  # across the line
         # It continues along its line.
         prof_along = _sample(v, xs[:, None] - tl * uy[:, None], ys[:, None] + tl * ux[:, None])
@@ -930,9 +930,11 @@ class DentDetector(Detector):
         amp = np.maximum(p.max(axis=1) - p.min(axis=1), 1e-6)
         step = np.abs(p[:, -1] - p[:, 0]) / amp
         low = p[:, 8]
-        left, right = p[:, :8].max(axis=1) - low, p[:, 9:].max(axis=1) - low
-        sides = np.minimum(left, right)
+        sides = np.minimum(p[:, :8].max(axis=1) - low, p[:, 9:].max(axis=1) - low)
         walls = sides / amp
+        centred = p[:, 6:11].min(axis=1) <= p.min(axis=1) + 1e-6
+        ok = (fill >= c.min_crease_elongation) & (step <= c.max_step_ratio) & centred
+        ok &= walls >= c.min_rim_balance
         if light is not None:
             # With a known light, a dark line much brighter on its side toward the light, within
             # four radii, is the dark half of a bump's shading (a dent's is brighter on the far side).
@@ -943,10 +945,6 @@ class DentDetector(Detector):
             wl, wr = pw[:, :16].max(axis=1) - pw[:, 16], pw[:, 17:].max(axis=1) - pw[:, 16]
             toward = np.where(wr > wl, 1.0, -1.0) * (ux * light[0] + uy * light[1])
             uneven = np.minimum(wl, wr) < _DARK_FOLD_EVEN * np.maximum(wl, wr)
-        centred = p[:, 6:11].min(axis=1) <= p.min(axis=1) + 1e-6
-        ok = (fill >= c.min_crease_elongation) & (step <= c.max_step_ratio) & centred
-        ok &= walls >= c.min_rim_balance
-        if light is not None:
             ok &= ~(uneven & (toward > 0))
         # It ends: on at least one side the darkness does not go on beyond the line's end,
         # straight on or turning by up to 90 degrees (a part's edge or a pattern's line that bends
